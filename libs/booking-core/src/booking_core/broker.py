@@ -1,0 +1,48 @@
+"""The Dramatiq Redis broker every process shares, configured from Settings.
+
+Workers call `setup_broker()` in their `broker` module (Dramatiq's own layout:
+`dramatiq pkg.broker pkg.actors`); the relay calls it to publish.  Retries,
+backoff and dead-lettering stay Dramatiq's own middleware; the task-state
+middleware is appended after Retries so it sees whether a failure will be
+retried or has been dead-lettered.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from booking_core.config import Settings
+
+
+def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker:
+    """A Redis broker for `settings`; `track_tasks` adds the task-state middleware."""
+    broker = RedisBroker(
+        url=settings.redis_url,
+        namespace=settings.redis_namespace,
+        heartbeat_timeout=settings.heartbeat_timeout_ms,
+        maintenance_chance=settings.maintenance_chance,
+    )
+    if track_tasks:
+        from booking_core.taskstate import TaskStateMiddleware
+
+        broker.add_middleware(TaskStateMiddleware(settings))
+    return broker
+
+
+def setup_broker(settings: Settings | None = None, *, track_tasks: bool = True) -> RedisBroker:
+    """Build the broker from the environment and make it Dramatiq's global broker."""
+    settings = settings or Settings.from_env()
+    broker = make_broker(settings, track_tasks=track_tasks)
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def actor_options(settings: Settings, queue: str) -> dict:
+    """Dramatiq Retries options for the actor on `queue`, from its RetryPolicy."""
+    policy = settings.retry[queue]
+    return {
+        "max_retries": policy.max_retries,
+        "min_backoff": policy.min_backoff_ms,
+        "max_backoff": policy.max_backoff_ms,
+    }

@@ -1,0 +1,93 @@
+"""Settings read once from the environment, so no other module reads os.environ.
+
+Every process of the platform (API, relay, workers, bookingctl) builds one
+`Settings` at start-up.  Defaults suit a laptop; production overrides them with
+the same variables through the Helm chart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from booking_core.contracts import QUEUES
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently one actor retries (Dramatiq Retries options)."""
+
+    max_retries: int
+    min_backoff_ms: int
+    max_backoff_ms: int
+
+
+#: Production defaults: minutes of patience for SMTP outages, fewer for pure work.
+DEFAULT_RETRY = {
+    "email": RetryPolicy(max_retries=12, min_backoff_ms=15_000, max_backoff_ms=900_000),
+    "invoice": RetryPolicy(max_retries=8, min_backoff_ms=10_000, max_backoff_ms=600_000),
+    "audit": RetryPolicy(max_retries=20, min_backoff_ms=5_000, max_backoff_ms=600_000),
+}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    """Read an integer variable, naming the variable when it is not one."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection URLs and tunables shared by every process."""
+
+    database_url: str
+    redis_url: str
+    smtp_url: str = "smtp://127.0.0.1:25"
+    mail_from: str = "Bookings <bookings@localhost>"
+    redis_namespace: str = "dramatiq"
+    #: Dramatiq's Redis broker requeues a dead worker's messages after this long.
+    heartbeat_timeout_ms: int = 60_000
+    #: Out of a million broker commands, how many also run that requeue check.
+    maintenance_chance: int = 1_000
+    relay_sweep_seconds: float = 2.0
+    relay_batch_size: int = 200
+    idempotency_ttl_seconds: int = 24 * 3600
+    db_pool_max: int = 10
+    retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: the process environment)."""
+        env = os.environ if env is None else env
+        missing = [n for n in ("DATABASE_URL", "REDIS_URL") if not env.get(n)]
+        if missing:
+            raise ValueError(f"missing required environment variable(s): {', '.join(missing)}")
+        retry = {}
+        for queue in QUEUES:
+            base = DEFAULT_RETRY[queue]
+            prefix = f"BOOKING_RETRY_{queue.upper()}_"
+            retry[queue] = RetryPolicy(
+                max_retries=_int(env, prefix + "MAX_RETRIES", base.max_retries),
+                min_backoff_ms=_int(env, prefix + "MIN_BACKOFF_MS", base.min_backoff_ms),
+                max_backoff_ms=_int(env, prefix + "MAX_BACKOFF_MS", base.max_backoff_ms),
+            )
+        return cls(
+            database_url=env["DATABASE_URL"],
+            redis_url=env["REDIS_URL"],
+            smtp_url=env.get("SMTP_URL") or cls.smtp_url,
+            mail_from=env.get("BOOKING_MAIL_FROM") or cls.mail_from,
+            redis_namespace=env.get("BOOKING_REDIS_NAMESPACE") or cls.redis_namespace,
+            heartbeat_timeout_ms=_int(env, "BOOKING_HEARTBEAT_TIMEOUT_MS", 60_000),
+            maintenance_chance=_int(env, "BOOKING_MAINTENANCE_CHANCE", 1_000),
+            relay_sweep_seconds=_int(env, "BOOKING_RELAY_SWEEP_MS", 2_000) / 1000,
+            relay_batch_size=_int(env, "BOOKING_RELAY_BATCH_SIZE", 200),
+            idempotency_ttl_seconds=_int(env, "BOOKING_IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
+            db_pool_max=_int(env, "BOOKING_DB_POOL_MAX", 10),
+            retry=retry,
+        )

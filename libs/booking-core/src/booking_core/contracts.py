@@ -1,0 +1,72 @@
+"""Message contracts: which queue and actor name each kind of work uses.
+
+Producers (the outbox relay) enqueue by name from these contracts, so the API
+never imports worker code, and a worker declares its actor with the same names.
+Payloads carry ids only, never the booking itself: workers read the current
+row from Postgres, so a message cannot leak or carry stale customer data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASK_STATES = ("pending", "running", "retrying", "done", "dead")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One kind of work: the queue it travels on and the actor that does it."""
+
+    task: str
+    queue: str
+    actor: str
+
+
+EMAIL = Contract(task="email", queue="email", actor="send_confirmation_email")
+INVOICE = Contract(task="invoice", queue="invoice", actor="issue_invoice")
+AUDIT = Contract(task="audit", queue="audit", actor="record_audit_event")
+
+CONTRACTS = {c.task: c for c in (EMAIL, INVOICE, AUDIT)}
+QUEUES = tuple(c.queue for c in CONTRACTS.values())
+TASKS = tuple(CONTRACTS)
+
+#: Audit event kinds.  `booking.created` is the booking's own "audit" task.
+AUDIT_KINDS = (
+    "booking.created",
+    "email.sent",
+    "invoice.issued",
+    "deadletter.requeued",
+    "deadletter.discarded",
+)
+
+
+def task_payload(task: str, *, booking_id: str, tenant_id: str) -> dict:
+    """Payload of an email or invoice message: which booking, whose tenant."""
+    return {"task": task, "booking_id": booking_id, "tenant_id": tenant_id}
+
+
+def audit_payload(
+    *,
+    event_id: str,
+    kind: str,
+    tenant_id: str,
+    booking_id: str | None,
+    actor: str,
+    occurred_at: str,
+    details: dict | None = None,
+) -> dict:
+    """Payload of an audit message; `task` is set only for the booking's own audit task."""
+    if kind not in AUDIT_KINDS:
+        raise ValueError(f"unknown audit event kind {kind!r}")
+    payload = {
+        "event_id": event_id,
+        "kind": kind,
+        "tenant_id": tenant_id,
+        "booking_id": booking_id,
+        "actor": actor,
+        "occurred_at": occurred_at,
+        "details": details or {},
+    }
+    if kind == "booking.created":
+        payload["task"] = "audit"
+    return payload

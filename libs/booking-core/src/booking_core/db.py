@@ -1,0 +1,51 @@
+"""Postgres connections: one lazily opened pool per process.
+
+Pools are opened on first use rather than at import, because gunicorn and
+Dramatiq fork worker processes and a connection must never cross a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+_lock = threading.Lock()
+_pools: dict[tuple[int, str], ConnectionPool] = {}
+
+
+def connect(url: str, **kwargs) -> psycopg.Connection:
+    """One connection outside any pool (CLI commands, LISTEN, migrations)."""
+    return psycopg.connect(url, row_factory=dict_row, **kwargs)
+
+
+def pool(url: str, *, max_size: int = 10) -> ConnectionPool:
+    """The pool for `url` in this process, opened on first call."""
+    key = (os.getpid(), url)
+    with _lock:
+        found = _pools.get(key)
+        if found is None:
+            found = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=max_size,
+                kwargs={"row_factory": dict_row, "autocommit": False},
+                open=True,
+                # A server restart must not leave the pool handing out dead sockets.
+                check=ConnectionPool.check_connection,
+                name="booking",
+            )
+            _pools[key] = found
+        return found
+
+
+def close_pools() -> None:
+    """Close this process's pools (tests and orderly shutdown)."""
+    with _lock:
+        for key, p in list(_pools.items()):
+            if key[0] == os.getpid():
+                p.close()
+            del _pools[key]

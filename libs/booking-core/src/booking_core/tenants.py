@@ -1,0 +1,77 @@
+"""Tenants and their bearer tokens.
+
+A token is shown once and only its SHA-256 is stored: tokens are 256 random
+bits, so a fast hash is enough and lets each request authenticate with one
+indexed lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+import psycopg
+
+TOKEN_PREFIX = "bk_"
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def ensure_tenant(conn: psycopg.Connection, name: str) -> dict:
+    """The tenant called `name`, created if missing: {'id', 'name'}."""
+    row = conn.execute(
+        "INSERT INTO tenants (id, name) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING"
+        " RETURNING id::text, name",
+        (uuid.uuid4(), name),
+    ).fetchone()
+    if row is None:
+        row = conn.execute("SELECT id::text, name FROM tenants WHERE name = %s", (name,)).fetchone()
+    return dict(row)
+
+
+def create_token(conn: psycopg.Connection, tenant_id: str, *, admin: bool = False, label: str = "") -> dict:
+    """Create a token; the returned dict holds the plain token, the only time it exists."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = conn.execute(
+        "INSERT INTO api_tokens (id, tenant_id, token_hash, prefix, is_admin, label)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id::text, created_at",
+        (uuid.uuid4(), tenant_id, hash_token(token), token[:10], admin, label),
+    ).fetchone()
+    return {"id": row["id"], "token": token, "tenant_id": tenant_id, "admin": admin, "label": label}
+
+
+def list_tokens(conn: psycopg.Connection, tenant_name: str | None = None) -> list[dict]:
+    """Every token (never its secret), newest first, optionally for one tenant."""
+    return conn.execute(
+        "SELECT k.id::text, t.name AS tenant, k.prefix, k.is_admin AS admin, k.label,"
+        " k.created_at, k.revoked_at FROM api_tokens k JOIN tenants t ON t.id = k.tenant_id"
+        " WHERE %(tenant)s::text IS NULL OR t.name = %(tenant)s ORDER BY k.created_at DESC",
+        {"tenant": tenant_name},
+    ).fetchall()
+
+
+def revoke_token(conn: psycopg.Connection, token_id: str) -> bool:
+    """Revoke a token by id; False when no live token has that id."""
+    try:
+        uuid.UUID(token_id)
+    except ValueError:
+        return False
+    cur = conn.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL", (token_id,)
+    )
+    return cur.rowcount == 1
+
+
+def authenticate(conn: psycopg.Connection, token: str) -> dict | None:
+    """The live token's identity {'token_id','tenant_id','tenant','admin'}, or None."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    return conn.execute(
+        "SELECT k.id::text AS token_id, k.tenant_id::text, t.name AS tenant, k.is_admin AS admin,"
+        " k.prefix FROM api_tokens k JOIN tenants t ON t.id = k.tenant_id"
+        " WHERE k.token_hash = %s AND k.revoked_at IS NULL",
+        (hash_token(token),),
+    ).fetchone()
