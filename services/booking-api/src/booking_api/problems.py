@@ -1,0 +1,73 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`).
+
+Every error the API returns goes through `ApiError`, so clients can rely on
+`type`, `title`, `status`, `detail` and, for invalid input, a field-by-field
+`errors` list (`[{"field": "customer.email", "message": ...}]`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "https://booking.example/problems/"
+
+
+class ApiError(Exception):
+    """An error response: status, short code, human detail, optional field errors."""
+
+    def __init__(self, status: int, code: str, detail: str, *, errors: list[dict] | None = None,
+                 headers: dict | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def problem(status: int, code: str, detail: str, errors: list[dict] | None = None,
+            headers: dict | None = None) -> Response:
+    """Build a problem+json response."""
+    body = {"type": PROBLEM_TYPE + code, "title": TITLES.get(status, "Error"), "status": status,
+            "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def init_app(app: Flask) -> None:
+    """Render ApiError, Werkzeug's HTTP errors and crashes as problems."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(e: ApiError):
+        return problem(e.status, e.code, e.detail, e.errors, e.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        codes = {404: ("not-found", "No such resource."),
+                 405: ("method-not-allowed", "Method not allowed on this resource."),
+                 413: ("too-large", "Request body is larger than 64 KiB.")}
+        code, detail = codes.get(e.code, ("http-error", e.description or ""))
+        headers = {"Allow": ", ".join(e.valid_methods)} if getattr(e, "valid_methods", None) else None
+        return problem(e.code or 500, code, detail, headers=headers)
+
+    @app.errorhandler(Exception)
+    def _crash(e: Exception):
+        log.exception("unhandled error")
+        return problem(500, "internal", "The server failed to handle this request.")

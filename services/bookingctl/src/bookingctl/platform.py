@@ -1,0 +1,223 @@
+"""The whole platform on one machine: what `bookingctl up` runs.
+
+Start order: Postgres, Redis, SMTP sink (each only when its URL is not
+given), migrations, the demo tenant and admin token, then the relay, the
+workers and the API.  Stop order is the reverse, so workers finish or
+requeue their messages while Redis and Postgres are still there.  A service
+process that dies is restarted with backoff; a component stopped on purpose
+(`stop_component`, used by the fault tests) is left stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from booking_core import db, tenants
+from booking_core.migrate import migrate
+
+from bookingctl import services
+from bookingctl.datadir import DataDirLock, write_run_file, write_secret
+from bookingctl.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, free_port
+from bookingctl.process import Child
+
+log = logging.getLogger("bookingctl")
+DEMO_TENANT = "demo"
+
+
+@dataclass
+class PlatformConfig:
+    """What to run and where; `env` holds URLs and tunables given by the caller."""
+
+    data_dir: Path
+    port: int = 8000
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    workers: dict[str, int] = field(default_factory=lambda: {"email": 1, "invoice": 1, "audit": 1})
+    api_workers: int = 2
+    smtp_reject_recipients: str | None = None
+
+
+class Platform:
+    """Starts, supervises and stops every process of a local platform."""
+
+    def __init__(self, config: PlatformConfig):
+        self.config = config
+        self.data_dir = config.data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+        self.lock = DataDirLock(self.data_dir)
+        self.postgres: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+        self.smtp: EmbeddedSmtp | None = None
+        self.children: dict[str, Child] = {}
+        self.held: set[str] = set()  # stopped on purpose: not restarted
+        self._restarts: dict[str, tuple[int, float]] = {}
+        self._stopping = threading.Event()
+        self.urls: dict[str, str] = {}
+        self.admin_token = ""
+
+    # -- start -----------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.port}"
+
+    def start(self) -> None:
+        """Start everything in order; on any failure stop what was started."""
+        self.lock.acquire()
+        try:
+            self._check_port_free()
+            self._start_servers()
+            migrate(self.urls["DATABASE_URL"])
+            self._ensure_demo_tenant()
+            for spec in self._service_specs():
+                self._spawn(spec)
+            self._wait_api()
+            write_run_file(self.data_dir, {**self.urls, "API_URL": self.api_url, "pid": os.getpid()})
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_port_free(self) -> None:
+        import socket
+
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", self.config.port))
+            except OSError:
+                raise RuntimeError(f"port {self.config.port} is already in use; pick another with --port") from None
+
+    def _start_servers(self) -> None:
+        env = self.config.env
+        self.urls = {k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SMTP_URL") if env.get(k)}
+        if "DATABASE_URL" not in self.urls:
+            self.postgres = EmbeddedPostgres(self.data_dir, free_port(), self.log_dir)
+            self.postgres.start()
+            self.urls["DATABASE_URL"] = self.postgres.url
+        if "REDIS_URL" not in self.urls:
+            self.redis = EmbeddedRedis(self.data_dir, free_port(), self.log_dir)
+            self.redis.start()
+            self.urls["REDIS_URL"] = self.redis.url
+        if "SMTP_URL" not in self.urls:
+            self.smtp = EmbeddedSmtp(self.data_dir / "mail", free_port(), self.log_dir,
+                                     reject_recipients=self.config.smtp_reject_recipients)
+            self.smtp.start()
+            self.urls["SMTP_URL"] = self.smtp.url
+
+    def _ensure_demo_tenant(self) -> None:
+        """The `demo` tenant exists and DIR/admin-token holds a live admin token."""
+        path = self.data_dir / "admin-token"
+        with db.connect(self.urls["DATABASE_URL"], autocommit=True) as conn:
+            tenant = tenants.ensure_tenant(conn, DEMO_TENANT)
+            if path.exists():
+                token = path.read_text().strip()
+                ident = tenants.authenticate(conn, token)
+                if ident and ident["admin"]:
+                    self.admin_token = token
+                    return
+            self.admin_token = tenants.create_token(conn, tenant["id"], admin=True, label="bookingctl up")["token"]
+        write_secret(path, self.admin_token)
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(self.config.env)
+        env.update(self.urls)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _service_specs(self) -> list[services.ServiceSpec]:
+        specs = [services.relay()]
+        for queue, count in self.config.workers.items():
+            specs += [services.worker(queue, i) for i in range(1, count + 1)]
+        specs.append(services.api(self.config.port, workers=self.config.api_workers))
+        return specs
+
+    def _spawn(self, spec: services.ServiceSpec) -> Child:
+        child = Child(spec.name, spec.argv, log_path=self.log_dir / f"{spec.name}.log",
+                      env=self.child_env(), stop_timeout=spec.stop_timeout)
+        child.start()
+        self.children[spec.name] = child
+        return child
+
+    def _wait_api(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            api = self.children["api"]
+            if not api.alive():
+                raise RuntimeError(f"the API exited at start; see {api.log_path}")
+            try:
+                with urllib.request.urlopen(self.api_url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"the API did not answer on {self.api_url} within {timeout}s")
+
+    # -- supervise -------------------------------------------------------
+    def supervise_once(self) -> None:
+        """Restart any service process that died unexpectedly (with backoff)."""
+        for name, child in list(self.children.items()):
+            if self._stopping.is_set() or name in self.held or child.alive():
+                continue
+            count, next_at = self._restarts.get(name, (0, 0.0))
+            now = time.monotonic()
+            if now < next_at:
+                continue
+            log.warning("%s exited (code %s); restarting", name, child.returncode())
+            child.start()
+            # Back off if it keeps dying within a minute of each start.
+            count = count + 1 if now - child.started_at < 60 else 1
+            self._restarts[name] = (count, now + min(2 ** count, 30))
+
+    def run_forever(self) -> None:
+        """Supervise until SIGINT/SIGTERM, then stop everything in order."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self._stopping.set())
+        while not self._stopping.wait(0.5):
+            self.supervise_once()
+        self.stop()
+
+    # -- control (tests and faults) ---------------------------------------
+    def component(self, name: str) -> Child:
+        servers = {"postgres": self.postgres, "redis": self.redis, "smtp": self.smtp}
+        if name in servers:
+            return servers[name].child
+        return self.children[name]
+
+    def stop_component(self, name: str) -> None:
+        """Stop one process on purpose; it stays down until start_component."""
+        self.held.add(name)
+        self.component(name).stop()
+
+    def start_component(self, name: str) -> None:
+        """Start a component stopped with stop_component, on the same port and data."""
+        servers = {"postgres": self.postgres, "redis": self.redis, "smtp": self.smtp}
+        if name in servers:
+            servers[name].start()
+        else:
+            self.children[name].start()
+        self.held.discard(name)
+
+    # -- stop ------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop services (API first, then relay and workers), then servers; idempotent."""
+        self._stopping.set()
+        order = ["api", "relay"] + [n for n in self.children if n not in ("api", "relay")]
+        for name in order:
+            child = self.children.get(name)
+            if child:
+                child.signal(child.stop_signal)
+        for name in order:
+            child = self.children.get(name)
+            if child:
+                child.stop()
+        for server in (self.smtp, self.redis, self.postgres):
+            if server:
+                server.stop()
+        from bookingctl.datadir import run_file
+
+        run_file(self.data_dir).unlink(missing_ok=True)
+        self.lock.release()

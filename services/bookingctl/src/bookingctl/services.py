@@ -1,0 +1,62 @@
+"""The platform's own processes as `bookingctl up` starts them.
+
+Each is started by its installed entry point (gunicorn, booking-relay,
+dramatiq), never imported, exactly as its container image runs it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+WORKERS = {
+    "email": ("email_worker.broker", "email_worker.actors"),
+    "invoice": ("invoice_worker.broker", "invoice_worker.actors"),
+    "audit": ("audit_worker.broker", "audit_worker.actors"),
+}
+
+#: Dramatiq waits this long for running messages on SIGTERM before requeueing them.
+WORKER_SHUTDOWN_TIMEOUT_MS = 30_000
+
+
+def executable(name: str) -> str:
+    """The entry point `name` next to this interpreter, else on PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is not installed (run `make up` or `uv sync`)")
+    return found
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to start one of the platform's processes."""
+
+    name: str
+    argv: list[str]
+    stop_timeout: float
+
+
+def api(port: int, *, workers: int = 2, threads: int = 4) -> ServiceSpec:
+    return ServiceSpec("api", [
+        executable("gunicorn"), "booking_api.wsgi:app", "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
+        "--graceful-timeout", "20", "--access-logfile", "-",
+    ], stop_timeout=30)
+
+
+def relay() -> ServiceSpec:
+    return ServiceSpec("relay", [executable("booking-relay")], stop_timeout=15)
+
+
+def worker(queue: str, index: int = 1, *, threads: int = 4) -> ServiceSpec:
+    broker_module, actors_module = WORKERS[queue]
+    return ServiceSpec(f"{queue}-worker-{index}", [
+        executable("dramatiq"), broker_module, actors_module, "--queues", queue,
+        "--processes", "1", "--threads", str(threads),
+        "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS),
+    ], stop_timeout=WORKER_SHUTDOWN_TIMEOUT_MS / 1000 + 10)
