@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import psycopg
@@ -71,7 +71,7 @@ def create(
         AUDIT.queue, AUDIT.actor,
         audit_payload(event_id=event_id, kind="booking.created", tenant_id=tenant_id,
                       booking_id=booking_id, actor=actor,
-                      occurred_at=created_at.astimezone(timezone.utc).isoformat()),
+                      occurred_at=created_at.astimezone(UTC).isoformat()),
         options, message_id=event_id,
     ))
     outbox.add(conn, messages)
@@ -102,7 +102,7 @@ def _tasks_for(conn: psycopg.Connection, ids: list[str]) -> dict[str, dict]:
 def get(conn: psycopg.Connection, tenant_id: str | None, booking_id: str) -> dict | None:
     """One booking with its tasks; None if missing or (with `tenant_id`) another tenant's."""
     try:
-        uuid.UUID(booking_id)
+        booking_id = str(uuid.UUID(booking_id))
     except ValueError:
         return None
     row = conn.execute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Retries
 
 from booking_core.config import Settings
 
@@ -26,7 +27,7 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
     if track_tasks:
         from booking_core.taskstate import TaskStateMiddleware
 
-        broker.add_middleware(TaskStateMiddleware(settings))
+        broker.add_middleware(TaskStateMiddleware(settings), before=Retries)
     return broker
 
 

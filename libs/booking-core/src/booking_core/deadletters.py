@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import redis
@@ -83,7 +83,7 @@ def _decode(queue: str, rid: str, score: float, body: bytes) -> DeadLetter:
     return DeadLetter(
         id=rid, queue=queue, actor=msg.actor_name, message_id=msg.message_id,
         # Dramatiq scores a dead letter with its time of death in milliseconds.
-        dead_since=datetime.fromtimestamp(score / 1000, tz=timezone.utc),
+        dead_since=datetime.fromtimestamp(score / 1000, tz=UTC),
         retries=int(options.get("retries", 0)), last_error=last,
         booking_id=kwargs.get("booking_id"), tenant_id=kwargs.get("tenant_id"),
         kwargs=kwargs, options=options,
@@ -107,7 +107,7 @@ def _audit(letter: DeadLetter, kind: str, actor: str) -> outbox.OutboxMessage | 
     event_id = str(uuid.uuid4())
     payload = audit_payload(
         event_id=event_id, kind=kind, tenant_id=letter.tenant_id, booking_id=letter.booking_id,
-        actor=actor, occurred_at=datetime.now(timezone.utc).isoformat(),
+        actor=actor, occurred_at=datetime.now(UTC).isoformat(),
         details={"queue": letter.queue, "dead_letter_id": letter.id,
                  "message_id": letter.message_id, "actor_name": letter.actor},
     )

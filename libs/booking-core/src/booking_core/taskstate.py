@@ -2,8 +2,9 @@
 
 `pending → running → done`, or `retrying` while Dramatiq's Retries middleware
 will try again, or `dead` once it has dead-lettered the message.  The actors
-never touch these rows themselves: the middleware sees every attempt, and it
-runs after Retries so `message.failed` already says whether this was the last.
+never touch these rows themselves: the middleware sees every attempt, and its
+`after_process_message` runs after Retries' (it is registered before Retries;
+after-hooks run in reverse), so `message.failed` says whether this was the last.
 A message whose task is already `done` (a redelivery) is not set back to
 `running`; the actor's own idempotency turns it into a no-op.
 """

@@ -13,7 +13,7 @@ import uuid
 
 import psycopg
 
-TOKEN_PREFIX = "bk_"
+TOKEN_PREFIX = "bk_"  # noqa: S105 - a public prefix, not a secret
 
 
 def hash_token(token: str) -> bytes:

@@ -10,10 +10,9 @@ import functools
 
 from flask import Flask, g, request
 
-from booking_core import tenants
-
 from booking_api.database import get_db
 from booking_api.problems import ApiError
+from booking_core import tenants
 
 _PUBLIC = ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json")
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, json, request
 
-from booking_core import bookings
-from booking_core.contracts import TASK_STATES, TASKS
-
 from booking_api import idempotency
 from booking_api.auth import actor_name
 from booking_api.database import get_db, settings
 from booking_api.presenters import booking_json, decode_cursor, encode_cursor
 from booking_api.problems import ApiError
 from booking_api.validation import validate_booking
+from booking_core import bookings
+from booking_core.contracts import TASK_STATES, TASKS
 
 bp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings")
 
@@ -24,7 +23,7 @@ def _json_body() -> object:
     raw = request.get_data(cache=False)
     try:
         return json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ApiError(400, "malformed-json", f"The body is not valid JSON: {e}") from None
 
 
@@ -74,7 +73,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise ApiError(422, "invalid-query", "Some query parameters are invalid.",
                        errors=[{"field": name, "message": f"must be an integer from {low} to {high}"}])
     return int(raw)

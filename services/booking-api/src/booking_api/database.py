@@ -7,6 +7,7 @@ the booking write share one connection and one transaction.
 
 from __future__ import annotations
 
+import psycopg
 import redis
 from flask import Flask, current_app, g
 
@@ -42,6 +43,10 @@ def get_redis() -> redis.Redis:
 def _close_db(exc: BaseException | None) -> None:
     conn = g.pop("db", None)
     if conn is not None:
+        try:
+            conn.rollback()  # reads never commit; hand the pool an idle connection
+        except psycopg.Error:
+            pass
         g.db_pool.putconn(conn)
 
 

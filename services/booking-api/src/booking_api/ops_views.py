@@ -6,13 +6,12 @@ import re
 
 from flask import Blueprint, request
 
-from booking_core import deadletters
-from booking_core.contracts import QUEUES
-from booking_core.queues import QueueReader
-
 from booking_api.auth import actor_name, admin_required
 from booking_api.database import get_db, get_redis, settings
 from booking_api.problems import ApiError
+from booking_core import deadletters
+from booking_core.contracts import QUEUES
+from booking_core.queues import QueueReader
 
 bp = Blueprint("ops", __name__, url_prefix="/api/v1/ops")
 _ID = re.compile(r"^[0-9a-fA-F-]{36}$")

@@ -12,9 +12,8 @@ import unicodedata
 from datetime import date
 from decimal import Decimal
 
-from booking_core.bookings import NewBooking
-
 from booking_api.currencies import minor_unit
+from booking_core.bookings import NewBooking
 
 MAX_TEXT = 200
 MAX_NIGHTS = 366
@@ -24,7 +23,7 @@ _EMAIL = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_AMOUNT = re.compile(r"^(0|[1-9]\d{0,9})(\.\d{1,2})?$")
+_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,9})(\.[0-9]{1,2})?\Z")
 _TOP = {"customer", "item", "check_in", "check_out", "amount", "currency"}
 _CUSTOMER = {"name", "email"}
 

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 from booking_core.config import Settings
-
 from bookingctl.datadir import DataDirBusy, read_run_file
 
 

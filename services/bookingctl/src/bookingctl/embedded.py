@@ -78,7 +78,11 @@ class EmbeddedPostgres:
         """Postgres refuses to run as root: run it as a dedicated user then."""
         if os.geteuid() != 0:
             return {}
-        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+        from pgserver.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         entry = ensure_user_exists(PG_SYSTEM_USER)
         bin_path = PG_BIN

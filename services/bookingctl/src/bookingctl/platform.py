@@ -21,7 +21,6 @@ from pathlib import Path
 
 from booking_core import db, tenants
 from booking_core.migrate import migrate
-
 from bookingctl import services
 from bookingctl.datadir import DataDirLock, write_run_file, write_secret
 from bookingctl.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, free_port
@@ -58,6 +57,8 @@ class Platform:
         self.held: set[str] = set()  # stopped on purpose: not restarted
         self._restarts: dict[str, tuple[int, float]] = {}
         self._stopping = threading.Event()
+        self._control = threading.RLock()  # supervisor vs. stop/start_component
+        self._supervisor: threading.Thread | None = None
         self.urls: dict[str, str] = {}
         self.admin_token = ""
 
@@ -77,6 +78,8 @@ class Platform:
             for spec in self._service_specs():
                 self._spawn(spec)
             self._wait_api()
+            self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._supervisor.start()
             write_run_file(self.data_dir, {**self.urls, "API_URL": self.api_url, "pid": os.getpid()})
         except BaseException:
             self.stop()
@@ -172,12 +175,17 @@ class Platform:
             count = count + 1 if now - child.started_at < 60 else 1
             self._restarts[name] = (count, now + min(2 ** count, 30))
 
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.5):
+            with self._control:
+                self.supervise_once()
+
     def run_forever(self) -> None:
-        """Supervise until SIGINT/SIGTERM, then stop everything in order."""
+        """Block until SIGINT/SIGTERM (the supervisor thread restarts the dead), then stop."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stopping.set())
         while not self._stopping.wait(0.5):
-            self.supervise_once()
+            pass
         self.stop()
 
     # -- control (tests and faults) ---------------------------------------
@@ -189,22 +197,26 @@ class Platform:
 
     def stop_component(self, name: str) -> None:
         """Stop one process on purpose; it stays down until start_component."""
-        self.held.add(name)
+        with self._control:
+            self.held.add(name)
         self.component(name).stop()
 
     def start_component(self, name: str) -> None:
         """Start a component stopped with stop_component, on the same port and data."""
         servers = {"postgres": self.postgres, "redis": self.redis, "smtp": self.smtp}
-        if name in servers:
-            servers[name].start()
-        else:
-            self.children[name].start()
-        self.held.discard(name)
+        with self._control:
+            if name in servers:
+                servers[name].start()
+            else:
+                self.children[name].start()
+            self.held.discard(name)
 
     # -- stop ------------------------------------------------------------
     def stop(self) -> None:
         """Stop services (API first, then relay and workers), then servers; idempotent."""
         self._stopping.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(5)
         order = ["api", "relay"] + [n for n in self.children if n not in ("api", "relay")]
         for name in order:
             child = self.children.get(name)

@@ -1,0 +1,37 @@
+"""Liveness and readiness probes, without a token."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from booking_api import create_app
+from bookingctl.embedded import free_port
+
+
+def test_healthz_is_200_without_a_token(client):
+    # When the liveness probe is called without a token
+    resp = client.get("/healthz")
+    # Then it answers 200 ok
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ok"}
+
+
+def test_readyz_is_200_when_postgres_and_redis_answer(client):
+    # Given the session's real Postgres and Redis, when the readiness probe is called
+    resp = client.get("/readyz")
+    # Then both checks are ok
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
+
+
+def test_readyz_is_503_problem_when_redis_is_unreachable(settings):
+    # Given an app whose Redis URL points at a port nothing listens on
+    dead = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    client = create_app({"TESTING": True, "SETTINGS": dead}).test_client()
+    # When the readiness probe is called
+    resp = client.get("/readyz")
+    # Then 503 problem naming Redis, while liveness stays 200
+    assert resp.status_code == 503
+    assert resp.mimetype == "application/problem+json"
+    assert "redis" in resp.get_json()["detail"]
+    assert client.get("/healthz").status_code == 200

@@ -1,0 +1,5 @@
+"""`python -m bookingctl` is `bookingctl`."""
+
+from bookingctl.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""The worker's Postgres side: read the booking, and remember each sent email exactly once.
+
+`email_sends` has one row per booking (its primary key), so however often a
+message is redelivered, the email is recorded, and audited, once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+
+import psycopg
+
+from booking_core import bookings, outbox
+from booking_core.contracts import AUDIT, audit_payload
+
+ACTOR = "email-worker"
+EVENT_KIND = "email.sent"
+
+
+def load_booking(
+    conn: psycopg.Connection, booking_id: str, tenant_id: str | None = None
+) -> dict | None:
+    """The booking row, or None if missing (or, given `tenant_id`, another tenant's)."""
+    return bookings.get(conn, tenant_id, str(booking_id))
+
+
+def lock_booking(conn: psycopg.Connection, booking_id: str) -> None:
+    """Serialise senders of one booking until this transaction ends (needs autocommit off).
+
+    Two deliveries of one message running at once would otherwise both see
+    "not sent yet" and both send.
+    """
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('email_sends:' || %s::uuid::text, 0))",
+        (str(booking_id),),
+    )
+
+
+def already_sent(conn: psycopg.Connection, booking_id: str) -> bool:
+    """True once the confirmation of `booking_id` has been recorded."""
+    row = conn.execute(
+        "SELECT 1 FROM email_sends WHERE booking_id = %s", (str(booking_id),)
+    ).fetchone()
+    return row is not None
+
+
+def audit_event_id(booking_id: str) -> str:
+    """The `email.sent` event's id: derived from the booking, so a replay cannot duplicate it."""
+    return str(uuid.uuid5(uuid.UUID(str(booking_id)), EVENT_KIND))
+
+
+def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, recipient: str) -> bool:
+    """Record the send and queue its audit event in one transaction; False if already recorded."""
+    with conn.transaction():
+        row = conn.execute(
+            "WITH ins AS ("
+            " INSERT INTO email_sends (booking_id, message_id, recipient) VALUES (%s, %s, %s)"
+            " ON CONFLICT (booking_id) DO NOTHING RETURNING booking_id, sent_at)"
+            " SELECT b.tenant_id::text AS tenant_id, ins.sent_at"
+            " FROM ins JOIN bookings b ON b.id = ins.booking_id",
+            (str(booking_id), message_id, recipient),
+        ).fetchone()
+        if row is None:
+            return False
+        event_id = audit_event_id(booking_id)
+        payload = audit_payload(
+            event_id=event_id,
+            kind=EVENT_KIND,
+            tenant_id=row["tenant_id"],
+            booking_id=str(booking_id),
+            actor=ACTOR,
+            occurred_at=row["sent_at"].astimezone(UTC).isoformat(),
+            details={"message_id": message_id},
+        )
+        message = outbox.OutboxMessage(AUDIT.queue, AUDIT.actor, payload, message_id=event_id)
+        outbox.add(conn, [message])
+        return True

@@ -1,0 +1,146 @@
+"""Invoice rows in Postgres: one invoice and one gapless number per booking, PDF first-writer-wins.
+
+The number is allocated before the slow render and committed on its own, so a
+crash after allocation keeps the number (no gap, no second number on retry),
+and the PDF plus its "invoice.issued" audit event commit together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+
+import psycopg
+from psycopg.rows import dict_row
+
+from booking_core import outbox
+from booking_core.contracts import AUDIT, audit_payload
+from invoice_worker.render import InvoiceData
+
+ACTOR = "invoice-worker"
+ISSUED = "invoice.issued"
+COUNTER = "invoice"
+
+
+class PermanentInvoiceError(Exception):
+    """A message that no retry can serve; the actor's `throws` dead-letters it at once."""
+
+
+class UnknownBooking(PermanentInvoiceError):
+    """The booking does not exist (or is another tenant's): retrying cannot help."""
+
+
+def format_number(value: int) -> str:
+    """The human invoice number for counter `value`, e.g. INV-000001."""
+    return f"INV-{value:06d}"
+
+
+def issued_event_id(booking_id: str) -> str:
+    """The booking's one "invoice.issued" event id, stable so a duplicate is the same event."""
+    return str(uuid.uuid5(uuid.UUID(str(booking_id)), ISSUED))
+
+
+def _uuid(value: str | None, booking_id: str) -> uuid.UUID | None:
+    """`value` as a UUID; a malformed id names no booking, which is permanent."""
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise UnknownBooking(f"no booking {booking_id!r}") from None
+
+
+def allocate_number(
+    conn: psycopg.Connection, booking_id: str, *, tenant_id: str | None = None
+) -> tuple[str, bool]:
+    """The booking's invoice number, allocated on first call; and whether its PDF exists.
+
+    The booking row lock serialises allocators of one booking; the counter row's
+    UPSERT serialises a tenant's bookings, and rolls back with the transaction, so
+    numbers have no gaps.  With `tenant_id`, another tenant's booking is unknown.
+    """
+    bid = _uuid(booking_id, booking_id)
+    tid = _uuid(tenant_id, booking_id)
+    cur = conn.cursor(row_factory=dict_row)
+    with conn.transaction():
+        # NO KEY UPDATE: serialises allocators of this booking like FOR UPDATE, but does
+        # not block other workers inserting rows that reference it (email_sends, ...).
+        booking = cur.execute(
+            "SELECT tenant_id FROM bookings WHERE id = %s"
+            " AND (%s::uuid IS NULL OR tenant_id = %s::uuid) FOR NO KEY UPDATE",
+            (bid, tid, tid),
+        ).fetchone()
+        if booking is None:
+            raise UnknownBooking(f"no booking {booking_id!r}")
+        found = cur.execute(
+            "SELECT number, pdf IS NOT NULL AS has_pdf FROM invoices WHERE booking_id = %s",
+            (bid,),
+        ).fetchone()
+        if found is not None:
+            return found["number"], found["has_pdf"]
+        value = cur.execute(
+            "INSERT INTO tenant_counters (tenant_id, name, value) VALUES (%s, %s, 1)"
+            " ON CONFLICT (tenant_id, name) DO UPDATE SET value = tenant_counters.value + 1"
+            " RETURNING value",
+            (booking["tenant_id"], COUNTER),
+        ).fetchone()["value"]
+        number = format_number(value)
+        cur.execute(
+            "INSERT INTO invoices (booking_id, tenant_id, number) VALUES (%s, %s, %s)",
+            (bid, booking["tenant_id"], number),
+        )
+    return number, False
+
+
+def load_invoice_data(conn: psycopg.Connection, booking_id: str) -> InvoiceData | None:
+    """What the invoice shows, or None when the booking or its invoice number is missing."""
+    bid = _uuid(booking_id, booking_id)
+    row = conn.cursor(row_factory=dict_row).execute(
+        "SELECT i.number, (i.created_at AT TIME ZONE 'UTC')::date AS issue_date,"
+        " t.name AS tenant_name, b.id::text AS booking_id, b.customer_name, b.customer_email,"
+        " b.item, b.check_in, b.check_out, b.amount, b.currency"
+        " FROM bookings b JOIN tenants t ON t.id = b.tenant_id"
+        " JOIN invoices i ON i.booking_id = b.id WHERE b.id = %s",
+        (bid,),
+    ).fetchone()
+    return None if row is None else InvoiceData(**row)
+
+
+def save_pdf(
+    conn: psycopg.Connection,
+    booking_id: str,
+    pdf: bytes,
+    *,
+    message_options: dict | None = None,
+) -> bool:
+    """Store the PDF unless one exists (first writer wins) and, with it, its audit event.
+
+    Returns whether this call stored it; only then is "invoice.issued" written.
+    """
+    bid = _uuid(booking_id, booking_id)
+    cur = conn.cursor(row_factory=dict_row)
+    with conn.transaction():
+        row = cur.execute(
+            "UPDATE invoices SET pdf = %s, issued_at = clock_timestamp()"
+            " WHERE booking_id = %s AND pdf IS NULL"
+            " RETURNING tenant_id::text AS tenant_id, number, issued_at",
+            (pdf, bid),
+        ).fetchone()
+        if row is None:
+            return False
+        event_id = issued_event_id(str(bid))
+        payload = audit_payload(
+            event_id=event_id,
+            kind=ISSUED,
+            tenant_id=row["tenant_id"],
+            booking_id=str(bid),
+            actor=ACTOR,
+            occurred_at=row["issued_at"].astimezone(UTC).isoformat(),
+            details={"invoice_number": row["number"]},
+        )
+        outbox.add(
+            conn,
+            [outbox.OutboxMessage(AUDIT.queue, AUDIT.actor, payload, dict(message_options or {}),
+                                  message_id=event_id)],
+        )
+    return True

@@ -1,0 +1,129 @@
+"""Faults on the real platform: killed workers, Redis down, SMTP refusing.
+
+Nothing is lost: every booking still ends with exactly one email, one
+invoice and one audit entry for its creation.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+
+from e2e_helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def scalar(url: str, sql: str, *params):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchone()[0]
+
+
+def test_workers_killed_mid_task_still_deliver_exactly_once(make_platform, api_of):
+    """Given each worker blocked inside its task, when SIGKILLed, then redelivery completes it once."""
+    platform = make_platform()
+    api = api_of(platform)
+    db = platform.urls["DATABASE_URL"]
+    smtp = platform.component("smtp")
+    release = threading.Event()
+    blocked = threading.Event()
+
+    def hold_locks():
+        # Block the invoice worker on the booking row and the audit worker on its table.
+        with psycopg.connect(db) as conn:
+            conn.execute("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            conn.execute("LOCK TABLE invoices IN EXCLUSIVE MODE")
+            blocked.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold_locks)
+    holder.start()
+    blocked.wait(10)
+    smtp.signal(signal.SIGSTOP)  # the email worker hangs waiting for the SMTP greeting
+    try:
+        booking = api.book(name="Killed Mid Task", email="mid@example.com")
+        api.wait_states(booking["id"], {"email": "running", "invoice": "running", "audit": "running"})
+        for name in ("email-worker-1", "invoice-worker-1", "audit-worker-1"):
+            platform.component(name).signal(signal.SIGKILL)
+    finally:
+        release.set()
+        holder.join()
+        smtp.signal(signal.SIGCONT)
+    api.wait_states(booking["id"], {"email": "done", "invoice": "done", "audit": "done"}, timeout=90)
+    mails = [p for p in (platform.data_dir / "mail").glob("*.eml") if b"mid@example.com" in p.read_bytes()]
+    assert len(mails) == 1
+    assert scalar(db, "SELECT count(*) FROM email_sends WHERE booking_id = %s", booking["id"]) == 1
+    assert scalar(db, "SELECT count(*) FROM invoices WHERE booking_id = %s AND pdf IS NOT NULL",
+                  booking["id"]) == 1
+    assert scalar(db, "SELECT count(*) FROM audit_log WHERE booking_id = %s AND kind = 'booking.created'",
+                  booking["id"]) == 1
+    assert api.tasks(booking["id"])["email"]["attempts"] >= 2
+
+
+def test_bookings_are_accepted_while_redis_is_down_and_finish_after(make_platform, api_of):
+    platform = make_platform()
+    api = api_of(platform)
+    db = platform.urls["DATABASE_URL"]
+    platform.stop_component("redis")
+    ids = [api.book(name=f"Guest {i}", email=f"guest{i}@example.com")["id"] for i in range(5)]
+    assert scalar(db, "SELECT count(*) FROM outbox WHERE payload->>'booking_id' = ANY(%s)", ids) == 15
+    platform.start_component("redis")
+    for booking_id in ids:
+        api.wait_states(booking_id, {"email": "done", "invoice": "done", "audit": "done"}, timeout=90)
+    assert scalar(db, "SELECT count(*) FROM email_sends WHERE booking_id::text = ANY(%s)", ids) == 5
+
+
+def bookingctl(platform, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bookingctl", "--data-dir", str(platform.data_dir), *args],
+                          capture_output=True, text=True, timeout=60, env=platform.config.env)
+
+
+def test_smtp_outage_retries_then_dead_letters_and_requeue_finishes(make_platform, api_of):
+    platform = make_platform()
+    api = api_of(platform)
+    platform.stop_component("smtp")
+
+    # A short outage: retrying, then done once SMTP is back.
+    first = api.book(name="Retry Me", email="retry@example.com")
+    tasks = api.wait_states(first["id"], {"email": "retrying"})
+    assert "refused" in tasks["email"]["last_error"].lower()
+    platform.start_component("smtp")
+    api.wait_states(first["id"], {"email": "done"})
+
+    # A long outage: retries exhausted, dead, listed by the CLI and the API, requeued.
+    platform.stop_component("smtp")
+    second = api.book(name="Dead Letter", email="dead@example.com")
+    tasks = api.wait_states(second["id"], {"email": "dead"}, timeout=90)
+    assert tasks["email"]["attempts"] == 4  # the first try and three retries
+    listed = bookingctl(platform, "dlq", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    letters = [d for d in json.loads(listed.stdout) if d["booking_id"] == second["id"]]
+    assert len(letters) == 1 and letters[0]["queue"] == "email"
+    status, body = api.json("GET", "/api/v1/ops/dead-letters?queue=email")
+    assert status == 200 and [d["id"] for d in body["items"] if d["booking_id"] == second["id"]] == [letters[0]["id"]]
+
+    platform.start_component("smtp")
+    status, _ = api.json("POST", f"/api/v1/ops/dead-letters/{letters[0]['id']}/requeue")
+    assert status == 200
+    api.wait_states(second["id"], {"email": "done"})
+    status, body = api.json("GET", "/api/v1/ops/dead-letters")
+    assert all(d["booking_id"] != second["id"] for d in body["items"])
+    db = platform.urls["DATABASE_URL"]
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM audit_log WHERE booking_id = %s"
+                              " AND kind = 'deadletter.requeued' AND actor LIKE 'token:%%'", second["id"]) == 1,
+               what="an audit entry for the requeue naming the token")
+
+
+def test_permanent_smtp_rejection_goes_straight_to_dead(make_platform, api_of):
+    platform = make_platform(smtp_reject_recipients=r"@bounce\.test$")
+    api = api_of(platform)
+    booking = api.book(name="No Such User", email="nobody@bounce.test")
+    tasks = api.wait_states(booking["id"], {"email": "dead", "invoice": "done", "audit": "done"})
+    assert tasks["email"]["attempts"] == 1
+    assert "550" in tasks["email"]["last_error"]
