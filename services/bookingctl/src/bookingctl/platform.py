@@ -89,6 +89,8 @@ class Platform:
         import socket
 
         with socket.socket() as s:
+            # As gunicorn will: connections of a previous run in TIME_WAIT must not block us.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", self.config.port))
             except OSError:

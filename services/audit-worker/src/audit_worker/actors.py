@@ -1,0 +1,58 @@
+"""The `record_audit_event` actor: one audit message becomes one link of its tenant's chain.
+
+Redeliveries are harmless (the event id is recorded once); a payload that can never
+be recorded fails at once (`throws`) and goes to the dead letters instead of retrying.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+
+from audit_worker.broker import broker, settings
+from booking_core import audit, db
+from booking_core.broker import actor_options
+from booking_core.contracts import AUDIT
+
+log = logging.getLogger(__name__)
+
+
+@dramatiq.actor(
+    actor_name=AUDIT.actor,
+    queue_name=AUDIT.queue,
+    broker=broker,
+    throws=(audit.InvalidAuditEvent,),
+    **actor_options(settings, AUDIT.queue),
+)
+def record_audit_event(
+    *positional: Any,
+    event_id: str | None = None,
+    kind: str | None = None,
+    tenant_id: str | None = None,
+    booking_id: str | None = None,
+    actor: str | None = None,
+    occurred_at: str | None = None,
+    details: dict | None = None,
+    task: str | None = None,
+    **unknown: Any,
+) -> None:
+    """Append the event to its tenant's chain; a redelivered event changes nothing.
+
+    Fields default to None so a missing one is refused as InvalidAuditEvent (permanent)
+    rather than as a TypeError that would be retried; `task` only labels the message
+    for the task-state middleware.
+    """
+    if positional:
+        raise audit.InvalidAuditEvent("audit messages carry keyword arguments only")
+    payload = {
+        "event_id": event_id, "kind": kind, "tenant_id": tenant_id, "booking_id": booking_id,
+        "actor": actor, "occurred_at": occurred_at, "details": details, **unknown,
+    }
+    with db.pool(settings.database_url, max_size=settings.db_pool_max).connection() as conn:
+        recorded = audit.append(conn, payload)
+    if recorded:
+        log.info("recorded audit event %s (%s) for tenant %s", event_id, kind, tenant_id)
+    else:
+        log.info("audit event %s was already recorded; redelivery ignored", event_id)

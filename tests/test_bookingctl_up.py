@@ -1,0 +1,125 @@
+"""`bookingctl up` as a user runs it: foreground, prints URL and token, stops cleanly, keeps data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bookingctl.embedded import free_port
+from e2e_helpers import Api, wait_until
+
+pytestmark = pytest.mark.e2e
+
+BOOKINGCTL = [sys.executable, "-m", "bookingctl"]
+
+
+def clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+
+
+class Up:
+    """A `bookingctl up` subprocess and what it printed."""
+
+    def __init__(self, data_dir: Path, port: int):
+        self.log = data_dir.parent / f"up-{port}-{time.time_ns()}.out"
+        self.out = open(self.log, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen([*BOOKINGCTL, "up", "--data-dir", str(data_dir), "--port", str(port)],
+                                     stdout=self.out, stderr=subprocess.STDOUT, env=clean_env())
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: "Press Ctrl-C" in self.text() or self.proc.poll() is not None, timeout=120,
+                   what="bookingctl up to print its banner")
+        assert self.proc.poll() is None, self.text()
+
+    def pids(self) -> list[int]:
+        line = next(ln for ln in self.text().splitlines() if "Processes:" in ln)
+        return [int(p.split(")")[0]) for p in line.split("pid ")[1:]]
+
+    def stop(self, sig=signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(120)
+        self.out.close()
+        return code
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def processes_using(data_dir: Path) -> list[int]:
+    """PIDs whose command line names the data dir (Postgres, Redis, the SMTP sink)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(data_dir).encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_up_runs_everything_then_stops_everything_and_keeps_data(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    up = Up(data_dir, port)
+    try:
+        up.wait_ready()
+        text = up.text()
+        assert f"http://127.0.0.1:{port}" in text
+        token_file = data_dir / "admin-token"
+        token = token_file.read_text().strip()
+        assert token in text
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        pids = up.pids()
+        assert len(pids) == 5  # relay, three workers, API
+
+        api = Api(f"http://127.0.0.1:{port}", token)
+        booking = api.book(name="Quick Start", email="quick@example.com")
+        api.wait_states(booking["id"], {"email": "done", "invoice": "done", "audit": "done"})
+        assert len(list((data_dir / "mail").glob("*.eml"))) == 1
+
+        # A second `up` on the same data dir refuses instead of corrupting it.
+        second = subprocess.run([*BOOKINGCTL, "up", "--data-dir", str(data_dir), "--port", str(free_port())],
+                                capture_output=True, text=True, timeout=60, env=clean_env())
+        assert second.returncode == 1
+        assert "in use by another `bookingctl up`" in second.stderr
+
+        # Other commands reach the running platform through the same data dir.
+        made = subprocess.run([*BOOKINGCTL, "--data-dir", str(data_dir), "tokens", "create", "--tenant", "acme"],
+                              capture_output=True, text=True, timeout=60, env=clean_env())
+        assert made.returncode == 0, made.stderr
+        acme = Api(f"http://127.0.0.1:{port}", made.stdout.strip())
+        status, _ = acme.json("GET", f"/api/v1/bookings/{booking['id']}")
+        assert status == 404  # another tenant's booking
+    finally:
+        code = up.stop(signal.SIGINT)
+    assert code == 0, up.text()
+    assert not [p for p in pids if alive(p)]
+    assert processes_using(data_dir) == []
+
+    # Data survives a restart on the same data dir; the admin token is reused.
+    again = Up(data_dir, port)
+    try:
+        again.wait_ready()
+        assert Api(f"http://127.0.0.1:{port}", token).tasks(booking["id"])["invoice"]["state"] == "done"
+        run = json.loads((data_dir / "run" / "env.json").read_text())
+        assert run["API_URL"] == f"http://127.0.0.1:{port}"
+    finally:
+        assert again.stop(signal.SIGTERM) == 0
+    assert not (data_dir / "run" / "env.json").exists()
