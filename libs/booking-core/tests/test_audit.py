@@ -299,8 +299,7 @@ def test_a_chain_emptied_but_its_head_kept_is_reported(db_conn, tenant, tamper):
 
 def test_a_deleted_head_is_reported_and_append_refuses_to_fork(db_conn, tenant, tamper):
     chain(db_conn, tenant, 2)
-    db_conn.execute("DELETE FROM audit_heads WHERE tenant_id = %s", (tenant["id"],))
-    tamper(tenant)
+    tamper(tenant).execute("DELETE FROM audit_heads WHERE tenant_id = %s", (tenant["id"],))
     assert [p.seq for p in report_for(db_conn, tenant).problems] == [None]
     with pytest.raises(audit.AuditChainBroken):
         audit.append(db_conn, event(tenant))
@@ -308,10 +307,9 @@ def test_a_deleted_head_is_reported_and_append_refuses_to_fork(db_conn, tenant, 
 
 def test_a_rewritten_head_is_reported(db_conn, tenant, tamper):
     chain(db_conn, tenant, 2)
-    db_conn.execute(
+    tamper(tenant).execute(
         "UPDATE audit_heads SET hash = %s WHERE tenant_id = %s", ("f" * 64, tenant["id"])
     )
-    tamper(tenant)
     assert [p.seq for p in report_for(db_conn, tenant).problems] == [2]
 
 
@@ -324,11 +322,23 @@ def test_appends_after_a_deleted_tail_keep_the_gap_visible(db_conn, tenant, tamp
     assert issues(report_for(db_conn, tenant)) == [(3, "seq 3 missing: entries were deleted")]
 
 
-def test_truncate_which_row_triggers_miss_is_still_caught_by_the_head(database_url, tenant):
+@pytest.mark.parametrize("table", ["audit_log", "audit_heads"])
+def test_truncate_and_head_rewrites_are_refused(db_conn, tenant, table):
+    chain(db_conn, tenant, 2)
+    with pytest.raises(psycopg.errors.RaiseException):
+        db_conn.execute(f"TRUNCATE {table} CASCADE")
+    with pytest.raises(psycopg.errors.RaiseException, match="may only advance"):
+        db_conn.execute("UPDATE audit_heads SET seq = 1 WHERE tenant_id = %s", (tenant["id"],))
+    with pytest.raises(psycopg.errors.RaiseException, match="may only advance"):
+        db_conn.execute("DELETE FROM audit_heads WHERE tenant_id = %s", (tenant["id"],))
+
+
+def test_truncate_with_triggers_off_is_still_caught_by_the_head(database_url, tenant):
     with db.connect(database_url) as conn:
         chain(conn, tenant, 2)
         conn.commit()
-        conn.execute("TRUNCATE audit_log")  # no row trigger fires; rolled back below
+        conn.execute("SET session_replication_role = replica")  # a superuser's way round the triggers
+        conn.execute("TRUNCATE audit_log")  # rolled back below
         (report,) = audit.verify(conn, tenant["id"])
         conn.rollback()
     assert [p.seq for p in report.problems] == [1] and report.entries == 0
