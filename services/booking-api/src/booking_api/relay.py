@@ -67,6 +67,14 @@ class Relay:
                 break
         return total
 
+    def _wait(self, listen: psycopg.Connection) -> None:
+        """Sleep until a NOTIFY, the next sweep, or stop(), whichever comes first."""
+        deadline = time.monotonic() + self.settings.relay_sweep_seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            # Short slices, so stop() is honoured within half a second.
+            if any(True for _ in listen.notifies(timeout=min(left, 0.5), stop_after=1)):
+                return
+
     def run(self) -> None:
         """Loop until stopped, reconnecting and backing off on failures."""
         backoff = 0.1
@@ -86,8 +94,7 @@ class Relay:
 
                             purge_expired(work, self.settings.idempotency_ttl_seconds)
                             last_purge = time.monotonic()
-                        for _ in listen.notifies(timeout=self.settings.relay_sweep_seconds, stop_after=1):
-                            pass
+                        self._wait(listen)
             except (redis.RedisError, dramatiq.errors.ConnectionError, psycopg.OperationalError) as e:
                 log.warning("relay: %s: %s; retrying in %.1fs", type(e).__name__, e, backoff)
                 self._stop.wait(backoff)

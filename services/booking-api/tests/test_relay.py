@@ -1,0 +1,100 @@
+"""The outbox relay: publishes committed rows to Redis once, keeps them while Redis is down."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from booking_api.relay import Relay, publish_batch
+from booking_core import bookings, db
+from booking_core.bookings import NewBooking
+from booking_core.broker import make_broker
+from booking_core.config import Settings
+from booking_core.queues import QueueReader
+
+
+def new_booking() -> NewBooking:
+    from datetime import date
+    from decimal import Decimal
+
+    return NewBooking("Relay Test", "relay@example.com", "Room", date(2027, 1, 1), date(2027, 1, 2),
+                      Decimal("10.00"), "EUR")
+
+
+def make_bookings(database_url: str, tenant_id: str, n: int) -> list[str]:
+    with db.connect(database_url) as conn:
+        ids = [bookings.create(conn, tenant_id=tenant_id, booking=new_booking(), actor="test")["id"] for _ in range(n)]
+        conn.commit()
+    return ids
+
+
+def outbox_rows(conn, ids: list[str]) -> int:
+    return conn.execute("SELECT count(*) AS n FROM outbox WHERE payload->>'booking_id' = ANY(%s)",
+                        (ids,)).fetchone()["n"]
+
+
+@pytest.fixture
+def clean_outbox(db_conn):
+    """Other tests leave rows in the shared outbox; this test's relay must not publish them."""
+    db_conn.execute("DELETE FROM outbox")
+
+
+def test_publish_moves_each_row_to_its_queue_and_deletes_it(settings, db_conn, tenant, clean_outbox):
+    ids = make_bookings(settings.database_url, tenant["id"], 4)
+    broker = make_broker(settings)
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        assert publish_batch(conn, broker, 100) == 12
+    assert outbox_rows(db_conn, ids) == 0
+    depth = {d.queue: d.ready for d in QueueReader(broker.client, settings.redis_namespace).snapshot(
+        ("email", "invoice", "audit"))}
+    assert depth == {"email": 4, "invoice": 4, "audit": 4}
+
+
+def test_concurrent_relays_publish_every_row_exactly_once(settings, db_conn, tenant, clean_outbox):
+    ids = make_bookings(settings.database_url, tenant["id"], 30)
+    broker = make_broker(settings)
+    published: list[int] = []
+
+    def relay():
+        with db.connect(settings.database_url, autocommit=True) as conn:
+            while n := publish_batch(conn, broker, 7):
+                published.append(n)
+
+    threads = [threading.Thread(target=relay) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(published) == 90
+    total = sum(d.ready for d in QueueReader(broker.client, settings.redis_namespace).snapshot(
+        ("email", "invoice", "audit")))
+    assert total == 90 and outbox_rows(db_conn, ids) == 0
+
+
+def test_rows_stay_in_the_outbox_while_redis_is_unreachable(settings, db_conn, tenant, clean_outbox):
+    ids = make_bookings(settings.database_url, tenant["id"], 2)
+    down = Settings(**{**settings.__dict__, "redis_url": "redis://127.0.0.1:1/0"})
+    broker = make_broker(down)
+    with db.connect(settings.database_url, autocommit=True) as conn, pytest.raises(redis.ConnectionError):
+        publish_batch(conn, broker, 100)
+    assert outbox_rows(db_conn, ids) == 6
+
+
+def test_relay_loop_wakes_on_notify_and_stops_on_request(settings, db_conn, tenant, clean_outbox):
+    relay = Relay(Settings(**{**settings.__dict__, "relay_sweep_seconds": 30.0}))
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    try:
+        ids = make_bookings(settings.database_url, tenant["id"], 1)
+        # The sweep is 30 s away: only the NOTIFY can make this happen quickly.
+        deadline = time.monotonic() + 10
+        while outbox_rows(db_conn, ids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert outbox_rows(db_conn, ids) == 0
+    finally:
+        relay.stop()
+        thread.join(5)
+    assert not thread.is_alive()
