@@ -128,6 +128,7 @@ class Platform:
         write_secret(path, self.admin_token)
 
     def child_env(self) -> dict[str, str]:
+        """The environment of every service process: the caller's, plus the server URLs."""
         env = dict(self.config.env)
         env.update(self.urls)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -142,7 +143,7 @@ class Platform:
 
     def _spawn(self, spec: services.ServiceSpec) -> Child:
         child = Child(spec.name, spec.argv, log_path=self.log_dir / f"{spec.name}.log",
-                      env=self.child_env(), stop_timeout=spec.stop_timeout)
+                      env={**self.child_env(), **spec.env}, stop_timeout=spec.stop_timeout)
         child.start()
         self.children[spec.name] = child
         return child

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 WORKERS = {
@@ -19,6 +19,10 @@ WORKERS = {
 
 #: Dramatiq waits this long for running messages on SIGTERM before requeueing them.
 WORKER_SHUTDOWN_TIMEOUT_MS = 30_000
+#: An idle Dramatiq consumer polls Redis at most this far apart (its default, 1 s,
+#: adds up to a second before a new booking's work is picked up).  Dramatiq reads
+#: it from the `dramatiq_worker_timeout` environment variable.
+WORKER_POLL_TIMEOUT_MS = 200
 
 
 def executable(name: str) -> str:
@@ -39,6 +43,7 @@ class ServiceSpec:
     name: str
     argv: list[str]
     stop_timeout: float
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def api(port: int, *, workers: int = 2, threads: int = 4) -> ServiceSpec:
@@ -59,4 +64,4 @@ def worker(queue: str, index: int = 1, *, threads: int = 4) -> ServiceSpec:
         executable("dramatiq"), broker_module, actors_module, "--queues", queue,
         "--processes", "1", "--threads", str(threads),
         "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS),
-    ], stop_timeout=WORKER_SHUTDOWN_TIMEOUT_MS / 1000 + 10)
+    ], env={"dramatiq_worker_timeout": str(WORKER_POLL_TIMEOUT_MS)}, stop_timeout=WORKER_SHUTDOWN_TIMEOUT_MS / 1000 + 10)
