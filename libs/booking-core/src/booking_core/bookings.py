@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from booking_core import outbox
 from booking_core.contracts import AUDIT, CONTRACTS, TASKS, audit_payload, task_payload
@@ -36,53 +37,71 @@ class NewBooking:
     currency: str
 
 
+#: The whole write of "Confirm booking" as one statement: one round trip, atomic on its own.
+_CREATE_SQL = f"""
+WITH b AS (
+    INSERT INTO bookings (id, tenant_id, customer_name, customer_email, item, check_in, check_out,
+                          amount, currency, trace_id)
+    VALUES (%(id)s, %(tenant)s, %(name)s, %(email)s, %(item)s, %(check_in)s, %(check_out)s,
+            %(amount)s, %(currency)s, %(trace)s)
+    RETURNING id, created_at
+), t AS (
+    INSERT INTO booking_tasks (booking_id, task, trace_id, updated_at)
+    SELECT b.id, x.task, %(trace)s, b.created_at FROM b, unnest(%(tasks)s::text[]) AS x(task)
+), o AS (
+    INSERT INTO outbox (message_id, queue, actor, payload, options)
+    SELECT m.message_id, m.queue, m.actor,
+           CASE WHEN m.payload ? 'occurred_at'
+                THEN jsonb_set(m.payload, '{{occurred_at}}', to_jsonb(b.created_at)) ELSE m.payload END,
+           m.options
+    FROM b, jsonb_to_recordset(%(messages)s) AS m(message_id uuid, queue text, actor text, payload jsonb,
+                                                  options jsonb)
+), n AS (
+    SELECT pg_notify('{outbox.CHANNEL}', '')
+)
+SELECT b.created_at FROM b, n
+"""
+
+
 def create(
     conn: psycopg.Connection,
     *,
     tenant_id: str,
     booking: NewBooking,
     actor: str,
-    message_options: dict | None = None,
     trace_id: str | None = None,
 ) -> dict:
-    """Insert the booking, its task rows and outbox messages; return it as `get` would."""
+    """Insert the booking, its task rows and outbox messages; return it as `get` would.
+
+    One statement, so it is atomic even on an autocommit connection, and one
+    round trip on the API's hot path.  The audit event's `occurred_at` is the
+    booking's own `created_at`; the outbox rows carry the current trace context.
+    """
     booking_id = str(uuid.uuid4())
-    options = dict(message_options or {})
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO bookings (id, tenant_id, customer_name, customer_email, item, check_in,"
-            " check_out, amount, currency, trace_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " RETURNING created_at",
-            (booking_id, tenant_id, booking.customer_name, booking.customer_email, booking.item,
-             booking.check_in, booking.check_out, booking.amount, booking.currency, trace_id),
-        )
-        created_at = cur.fetchone()["created_at"]
-        cur.executemany(
-            "INSERT INTO booking_tasks (booking_id, task, trace_id) VALUES (%s, %s, %s)",
-            [(booking_id, task, trace_id) for task in TASKS],
-        )
     messages = [
-        outbox.OutboxMessage(c.queue, c.actor, task_payload(c.task, booking_id=booking_id,
-                             tenant_id=tenant_id), options)
+        outbox.OutboxMessage(c.queue, c.actor, task_payload(c.task, booking_id=booking_id, tenant_id=tenant_id))
         for c in CONTRACTS.values() if c is not AUDIT
     ]
     event_id = str(uuid.uuid4())
     messages.append(outbox.OutboxMessage(
         AUDIT.queue, AUDIT.actor,
         audit_payload(event_id=event_id, kind="booking.created", tenant_id=tenant_id,
-                      booking_id=booking_id, actor=actor,
-                      occurred_at=created_at.astimezone(UTC).isoformat()),
-        options, message_id=event_id,
+                      booking_id=booking_id, actor=actor, occurred_at=""),
+        message_id=event_id,
     ))
-    outbox.add(conn, messages)
-    now = created_at
+    created_at = conn.execute(_CREATE_SQL, {
+        "id": booking_id, "tenant": tenant_id, "name": booking.customer_name, "email": booking.customer_email,
+        "item": booking.item, "check_in": booking.check_in, "check_out": booking.check_out,
+        "amount": booking.amount, "currency": booking.currency, "trace": trace_id, "tasks": list(TASKS),
+        "messages": Jsonb(outbox.as_rows(messages)),
+    }).fetchone()["created_at"]
     return {
         "id": booking_id, "tenant_id": tenant_id, "customer_name": booking.customer_name,
         "customer_email": booking.customer_email, "item": booking.item,
         "check_in": booking.check_in, "check_out": booking.check_out, "amount": booking.amount,
         "currency": booking.currency, "status": "confirmed", "trace_id": trace_id,
         "created_at": created_at,
-        "tasks": {t: {"state": "pending", "attempts": 0, "last_error": None, "updated_at": now,
+        "tasks": {t: {"state": "pending", "attempts": 0, "last_error": None, "updated_at": created_at,
                       "trace_id": trace_id} for t in TASKS},
     }
 

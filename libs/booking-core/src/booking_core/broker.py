@@ -24,6 +24,10 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         maintenance_chance=settings.maintenance_chance,
     )
+    # Outermost, so the consumer span is current around every other middleware's work.
+    from booking_core.tracing import TracingMiddleware
+
+    broker.add_middleware(TracingMiddleware(), before=type(broker.middleware[0]))
     if track_tasks:
         from booking_core.taskstate import TaskStateMiddleware
 
@@ -31,10 +35,23 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
     return broker
 
 
-def setup_broker(settings: Settings | None = None, *, track_tasks: bool = True) -> RedisBroker:
-    """Build the broker from the environment and make it Dramatiq's global broker."""
+def setup_broker(settings: Settings | None = None, *, track_tasks: bool = True,
+                 service_name: str | None = None) -> RedisBroker:
+    """Build a worker's broker from the environment and make it Dramatiq's global broker.
+
+    Also sets up tracing (`OTEL_*`) and Dramatiq's Prometheus middleware for the
+    worker named `service_name`.
+    """
     settings = settings or Settings.from_env()
+    if service_name:
+        from booking_core.telemetry import setup_tracing
+
+        setup_tracing(service_name)
     broker = make_broker(settings, track_tasks=track_tasks)
+    if service_name:
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     dramatiq.set_broker(broker)
     return broker
 

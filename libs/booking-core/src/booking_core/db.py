@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 _lock = threading.Lock()
-_pools: dict[tuple[int, str], ConnectionPool] = {}
+_pools: dict[tuple[int, str, bool], ConnectionPool] = {}
 
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
@@ -22,9 +22,9 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
     return psycopg.connect(url, row_factory=dict_row, **kwargs)
 
 
-def pool(url: str, *, max_size: int = 10) -> ConnectionPool:
-    """The pool for `url` in this process, opened on first call."""
-    key = (os.getpid(), url)
+def pool(url: str, *, max_size: int = 10, autocommit: bool = False) -> ConnectionPool:
+    """The pool for `url` (and autocommit mode) in this process, opened on first call."""
+    key = (os.getpid(), url, autocommit)
     with _lock:
         found = _pools.get(key)
         if found is None:
@@ -32,7 +32,7 @@ def pool(url: str, *, max_size: int = 10) -> ConnectionPool:
                 url,
                 min_size=1,
                 max_size=max_size,
-                kwargs={"row_factory": dict_row, "autocommit": False},
+                kwargs={"row_factory": dict_row, "autocommit": autocommit},
                 open=True,
                 # A server restart must not leave the pool handing out dead sockets.
                 check=ConnectionPool.check_connection,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.types.json import Jsonb
 
+from booking_core import tracing
+
 CHANNEL = "booking_outbox"
 
 
@@ -28,14 +30,32 @@ class OutboxMessage:
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
+def _with_trace(options: dict, carrier: dict) -> dict:
+    """`options` plus the current trace context, unless they already carry one."""
+    if tracing.OPTION in options or not carrier:
+        return options
+    return {**options, tracing.OPTION: carrier}
+
+
+def as_rows(messages: list[OutboxMessage]) -> list[dict]:
+    """`messages` as outbox rows (JSON-ready dicts), with the current trace context."""
+    carrier = tracing.current_carrier()
+    return [{"message_id": m.message_id, "queue": m.queue, "actor": m.actor, "payload": m.payload,
+             "options": _with_trace(m.options, carrier)} for m in messages]
+
+
 def add(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
-    """Insert `messages` in the current transaction and wake the relay at commit."""
+    """Insert `messages` in the current transaction and wake the relay at commit.
+
+    Messages written inside a traced operation (a request, a worker's task)
+    carry its context, so the work they start continues the same trace.
+    """
     if not messages:
         return
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO outbox (message_id, queue, actor, payload, options)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            [(m.message_id, m.queue, m.actor, Jsonb(m.payload), Jsonb(m.options)) for m in messages],
+            "INSERT INTO outbox (message_id, queue, actor, payload, options) VALUES (%s, %s, %s, %s, %s)",
+            [(r["message_id"], r["queue"], r["actor"], Jsonb(r["payload"]), Jsonb(r["options"]))
+             for r in as_rows(messages)],
         )
         cur.execute(f"NOTIFY {CHANNEL}")

@@ -6,6 +6,7 @@ backoff), `ns:__acks__.<worker>.q` (fetched, not yet acked: in flight, one set
 per worker listed in `ns:__heartbeats__`; a dead worker's set counts until
 Dramatiq requeues it), and `ns:q.XQ` (dead letters).  Messages a worker has
 fetched from `q.DQ` and holds until their eta are delayed, not in flight.
+The age of the oldest ready message comes from its body's timestamp.
 One Lua script reads all of it, so the four numbers are consistent.  The ops
 endpoint, the metrics and the autoscaler all use this reader.
 """
@@ -18,6 +19,8 @@ import redis
 
 _SNAPSHOT_LUA = """
 local ns = ARGV[1]
+local now = redis.call('time')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
 local workers = redis.call('zrange', ns .. ':__heartbeats__', 0, -1)
 local out = {}
 for i = 2, #ARGV do
@@ -27,11 +30,24 @@ for i = 2, #ARGV do
     inflight = inflight + redis.call('scard', ns .. ':__acks__.' .. w .. '.' .. q)
     held = held + redis.call('scard', ns .. ':__acks__.' .. w .. '.' .. q .. '.DQ')
   end
+  -- Dramatiq pushes on the right and fetches from the left: index 0 is the oldest.
+  local age = 0
+  local head = redis.call('lindex', ns .. ':' .. q, 0)
+  if head then
+    local body = redis.call('hget', ns .. ':' .. q .. '.msgs', head)
+    if body then
+      local ok, msg = pcall(cjson.decode, body)
+      if ok and type(msg) == 'table' and tonumber(msg.message_timestamp) then
+        age = math.max(0, now_ms - tonumber(msg.message_timestamp))
+      end
+    end
+  end
   out[#out + 1] = {
     redis.call('llen', ns .. ':' .. q),
     inflight,
     redis.call('llen', ns .. ':' .. q .. '.DQ') + held,
     redis.call('zcard', ns .. ':' .. q .. '.XQ'),
+    age,
   }
 end
 return out
@@ -47,6 +63,8 @@ class QueueDepth:
     in_flight: int
     delayed: int
     dead: int
+    #: How long the oldest ready message has waited, in milliseconds (0 when none).
+    oldest_ready_age_ms: int = 0
 
     @property
     def backlog(self) -> int:

@@ -10,4 +10,4 @@ from booking_core.broker import setup_broker
 from booking_core.config import Settings
 
 settings = Settings.from_env()
-broker = setup_broker(settings)
+broker = setup_broker(settings, service_name="audit-worker")

@@ -18,8 +18,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from booking_api import auth, bookings_views, database, health, openapi, ops_views, problems
+    from booking_api import auth, bookings_views, database, health, metrics, openapi, ops_views, problems
+    from booking_core.telemetry import setup_tracing
 
+    if setup_tracing("booking-api"):
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    metrics.init_app(app)
     problems.init_app(app)
     database.init_app(app)
     auth.init_app(app)

@@ -12,6 +12,7 @@ from booking_api.problems import ApiError
 from booking_api.validation import validate_booking
 from booking_core import bookings
 from booking_core.contracts import TASK_STATES, TASKS
+from booking_core.tracing import current_trace_id
 
 bp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings")
 
@@ -37,7 +38,11 @@ def _created(body: dict, location: str, replayed: bool = False) -> Response:
 
 @bp.post("")
 def create_booking():
-    """Confirm a booking: one transaction writes it, its tasks and its outbox messages."""
+    """Confirm a booking: one statement writes it, its tasks and its outbox messages.
+
+    With an Idempotency-Key, the key's lock, lookup and record share that
+    statement's transaction.
+    """
     data = _json_body()
     booking, errors = validate_booking(data)
     if errors:
@@ -45,18 +50,21 @@ def create_booking():
     key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
     conn = get_db()
     tenant_id = g.identity["tenant_id"]
-    fingerprint = idempotency.request_hash(data) if key else b""
-    if key:
+    if not key:
+        row = bookings.create(conn, tenant_id=tenant_id, booking=booking, actor=actor_name(),
+                              trace_id=current_trace_id())
+        body = booking_json(row)
+        return _created(body, body["links"]["self"])
+    fingerprint = idempotency.request_hash(data)
+    with conn.transaction():
         stored = idempotency.begin(conn, tenant_id, key, fingerprint, settings().idempotency_ttl_seconds)
         if stored is not None:
-            conn.rollback()
             return _created(stored["body"], stored["location"], replayed=True)
-    row = bookings.create(conn, tenant_id=tenant_id, booking=booking, actor=actor_name())
-    body = booking_json(row)
-    location = body["links"]["self"]
-    if key:
+        row = bookings.create(conn, tenant_id=tenant_id, booking=booking, actor=actor_name(),
+                              trace_id=current_trace_id())
+        body = booking_json(row)
+        location = body["links"]["self"]
         idempotency.store(conn, tenant_id, key, fingerprint, 201, body, location)
-    conn.commit()
     return _created(body, location)
 
 

@@ -1,13 +1,12 @@
 """Per-request Postgres connection and per-process Redis client.
 
-A request takes one pooled connection on first use and returns it at
-teardown (rolled back if the view did not commit), so authentication and
-the booking write share one connection and one transaction.
+A request takes one pooled autocommit connection on first use and returns
+it at teardown: authentication is one statement, the booking write another
+(atomic on its own), and views that need more open an explicit transaction.
 """
 
 from __future__ import annotations
 
-import psycopg
 import redis
 from flask import Flask, current_app, g
 
@@ -22,10 +21,10 @@ def settings() -> Settings:
 
 
 def get_db():
-    """This request's connection (dict rows, not autocommit)."""
+    """This request's connection (dict rows, autocommit)."""
     if "db" not in g:
         s = settings()
-        g.db_pool = db.pool(s.database_url, max_size=s.db_pool_max)
+        g.db_pool = db.pool(s.database_url, max_size=s.db_pool_max, autocommit=True)
         g.db = g.db_pool.getconn(timeout=5)
     return g.db
 
@@ -43,10 +42,6 @@ def get_redis() -> redis.Redis:
 def _close_db(exc: BaseException | None) -> None:
     conn = g.pop("db", None)
     if conn is not None:
-        try:
-            conn.rollback()  # reads never commit; hand the pool an idle connection
-        except psycopg.Error:
-            pass
         g.db_pool.putconn(conn)
 
 

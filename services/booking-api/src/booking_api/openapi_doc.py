@@ -167,7 +167,7 @@ def _schemas() -> dict:
         },
         "QueueDepth": {
             "type": "object",
-            "required": ["queue", "ready", "in_flight", "delayed", "dead"],
+            "required": ["queue", "ready", "in_flight", "delayed", "dead", "oldest_ready_age_ms"],
             "additionalProperties": False,
             "properties": {
                 "queue": {"type": "string", "enum": list(QUEUES)},
@@ -175,6 +175,8 @@ def _schemas() -> dict:
                 "in_flight": {"type": "integer", "minimum": 0},
                 "delayed": {"type": "integer", "minimum": 0},
                 "dead": {"type": "integer", "minimum": 0},
+                "oldest_ready_age_ms": {"type": "integer", "minimum": 0,
+                                        "description": "How long the oldest ready message has waited (0 if none)."},
             },
         },
         "QueueDepths": {

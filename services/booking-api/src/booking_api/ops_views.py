@@ -55,9 +55,7 @@ def _find(dead_id: str) -> deadletters.DeadLetter:
 def requeue(dead_id: str):
     """Send a dead letter back to its queue with fresh retries (audited)."""
     letter = _find(dead_id)
-    conn = get_db()
-    conn.commit()  # end the auth transaction; requeue opens its own
-    deadletters.requeue(conn, get_redis(), settings().redis_namespace, letter, actor=actor_name())
+    deadletters.requeue(get_db(), get_redis(), settings().redis_namespace, letter, actor=actor_name())
     return {"requeued": letter.as_dict()}
 
 
@@ -66,7 +64,5 @@ def requeue(dead_id: str):
 def discard(dead_id: str):
     """Drop a dead letter for good (audited)."""
     letter = _find(dead_id)
-    conn = get_db()
-    conn.commit()
-    deadletters.discard(conn, get_redis(), settings().redis_namespace, letter, actor=actor_name())
+    deadletters.discard(get_db(), get_redis(), settings().redis_namespace, letter, actor=actor_name())
     return "", 204

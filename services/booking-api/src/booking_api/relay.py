@@ -11,6 +11,7 @@ treat as a duplicate.  While Redis is down, rows wait and bookings still commit.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -18,18 +19,26 @@ import time
 import dramatiq
 import psycopg
 import redis
+from prometheus_client import Counter, Histogram, start_http_server
 
 from booking_core import db
 from booking_core.broker import make_broker
 from booking_core.config import Settings
 from booking_core.outbox import CHANNEL
+from booking_core.telemetry import setup_tracing, shutdown
 
 log = logging.getLogger("booking_api.relay")
 PURGE_EVERY_SECONDS = 300
 
+PUBLISHED = Counter("booking_relay_published", "Outbox messages published to Redis, by queue.", ["queue"])
+FAILURES = Counter("booking_relay_failures", "Relay loop failures, by kind (redis, postgres).", ["kind"])
+BATCH_SECONDS = Histogram("booking_relay_batch_duration_seconds", "Time to publish and delete one outbox batch.",
+                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
 
 def publish_batch(conn: psycopg.Connection, broker: dramatiq.Broker, limit: int) -> int:
     """Publish and delete up to `limit` outbox rows in one transaction; return how many."""
+    start = time.perf_counter()
     with conn.transaction():
         rows = conn.execute(
             "SELECT id, message_id::text, queue, actor, payload, options FROM outbox"
@@ -43,6 +52,10 @@ def publish_batch(conn: psycopg.Connection, broker: dramatiq.Broker, limit: int)
             ))
         if rows:
             conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r["id"] for r in rows],))
+    for r in rows:
+        PUBLISHED.labels(r["queue"]).inc()
+    if rows:
+        BATCH_SECONDS.observe(time.perf_counter() - start)
     return len(rows)
 
 
@@ -96,6 +109,7 @@ class Relay:
                             last_purge = time.monotonic()
                         self._wait(listen)
             except (redis.RedisError, dramatiq.errors.ConnectionError, psycopg.OperationalError) as e:
+                FAILURES.labels("postgres" if isinstance(e, psycopg.Error) else "redis").inc()
                 log.warning("relay: %s: %s; retrying in %.1fs", type(e).__name__, e, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -104,8 +118,13 @@ class Relay:
 def main() -> None:
     """Entry point `booking-relay`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_tracing("booking-relay")
+    port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
+    start_http_server(port)
+    log.info("metrics on :%d/metrics", port)
     relay = Relay(Settings.from_env())
     signal.signal(signal.SIGTERM, relay.stop)
     signal.signal(signal.SIGINT, relay.stop)
     relay.run()
+    shutdown()
     log.info("relay stopped")

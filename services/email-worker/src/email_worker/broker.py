@@ -7,4 +7,4 @@ from __future__ import annotations
 
 from booking_core.broker import setup_broker
 
-broker = setup_broker()
+broker = setup_broker(service_name="email-worker")
