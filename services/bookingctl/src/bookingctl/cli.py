@@ -33,10 +33,16 @@ def _settings(args) -> Settings:
 
 
 def cmd_up(args) -> int:
+    from bookingctl.autoscale import load_policies
     from bookingctl.platform import Platform, PlatformConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    platform = Platform(PlatformConfig(data_dir=Path(args.data_dir), port=args.port))
+    try:
+        policies = None if args.no_autoscale else load_policies(args.policy, args.scale)
+    except (ValueError, OSError) as e:
+        print(f"bookingctl: {e}", file=sys.stderr)
+        return 2
+    platform = Platform(PlatformConfig(data_dir=Path(args.data_dir), port=args.port, autoscale=policies))
     try:
         platform.start()
     except DataDirBusy as e:
@@ -46,6 +52,9 @@ def cmd_up(args) -> int:
         print(f"bookingctl: could not start: {e}", file=sys.stderr)
         return 1
     d = platform.data_dir
+    scaling = "off (one process per queue)" if policies is None else ", ".join(
+        f"{q} {p.min_replica_count}-{p.max_replica_count}" for q, p in policies.items())
+    metrics = "\n                ".join(f"{name:18} {url}" for name, url in platform.metrics_urls.items())
     print(f"""
 Booking platform is up.
   API:          {platform.api_url}  (OpenAPI: {platform.api_url}/api/v1/openapi.json)
@@ -54,6 +63,8 @@ Booking platform is up.
   Mail sink:    {d / 'mail'}/*.eml
   Logs:         {d / 'logs'}/
   Processes:    {', '.join(f'{n} (pid {c.pid})' for n, c in platform.children.items())}
+  Autoscaling:  {scaling}
+  Metrics:      {metrics}
 Try:
   curl -s -X POST {platform.api_url}/api/v1/bookings -H "Authorization: Bearer $(cat {d / 'admin-token'})" \\
     -H 'Content-Type: application/json' -d '{{"customer": {{"name": "Ada", "email": "ada@example.com"}}, \\
@@ -73,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole platform in the foreground")
     up.add_argument("--data-dir", default=argparse.SUPPRESS)
     up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    up.add_argument("--scale", action="append", metavar="QUEUE=MIN:MAX",
+                    help="worker processes per queue (default email=1:4, invoice=1:4, audit=1:2)")
+    up.add_argument("--policy", type=Path, metavar="FILE",
+                    help='JSON scaling policies per queue with QueueScaler field names, '
+                         'e.g. {"invoice": {"maxReplicaCount": 6}}')
+    up.add_argument("--no-autoscale", action="store_true", help="run exactly one worker process per queue")
     up.set_defaults(func=cmd_up)
     admin.add_commands(sub)
     return p

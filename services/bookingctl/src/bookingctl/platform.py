@@ -21,7 +21,9 @@ from pathlib import Path
 
 from booking_core import db, tenants
 from booking_core.migrate import migrate
+from booking_core.scaling import Policy
 from bookingctl import services
+from bookingctl.autoscale import Autoscaler
 from bookingctl.datadir import DataDirLock, write_run_file, write_secret
 from bookingctl.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, free_port
 from bookingctl.process import Child
@@ -38,6 +40,8 @@ class PlatformConfig:
     port: int = 8000
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     workers: dict[str, int] = field(default_factory=lambda: {"email": 1, "invoice": 1, "audit": 1})
+    #: Per-queue scaling policies; None runs `workers` processes per queue, fixed.
+    autoscale: dict[str, Policy] | None = None
     api_workers: int = 2
     smtp_reject_recipients: str | None = None
 
@@ -60,6 +64,9 @@ class Platform:
         self._control = threading.RLock()  # supervisor vs. stop/start_component
         self._supervisor: threading.Thread | None = None
         self.urls: dict[str, str] = {}
+        self.metrics_urls: dict[str, str] = {}
+        self.retiring: set[str] = set()  # scaled-down workers finishing their messages
+        self.autoscaler: Autoscaler | None = None
         self.admin_token = ""
 
     # -- start -----------------------------------------------------------
@@ -77,10 +84,14 @@ class Platform:
             self._ensure_demo_tenant()
             for spec in self._service_specs():
                 self._spawn(spec)
-            self._wait_api()
+            self._wait_ready()
+            if self.config.autoscale is not None:
+                self.autoscaler = Autoscaler(self.config.autoscale, self.urls["REDIS_URL"],
+                                             self.child_env().get("BOOKING_REDIS_NAMESPACE") or "dramatiq")
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
             self._supervisor.start()
-            write_run_file(self.data_dir, {**self.urls, "API_URL": self.api_url, "pid": os.getpid()})
+            write_run_file(self.data_dir, {**self.urls, "API_URL": self.api_url, "pid": os.getpid(),
+                                           "metrics": self.metrics_urls})
         except BaseException:
             self.stop()
             raise
@@ -134,11 +145,17 @@ class Platform:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
+    def _initial_workers(self) -> dict[str, int]:
+        if self.config.autoscale is None:
+            return self.config.workers
+        return {q: max(1, p.min_replica_count) for q, p in self.config.autoscale.items()}
+
     def _service_specs(self) -> list[services.ServiceSpec]:
-        specs = [services.relay()]
-        for queue, count in self.config.workers.items():
-            specs += [services.worker(queue, i) for i in range(1, count + 1)]
-        specs.append(services.api(self.config.port, workers=self.config.api_workers))
+        run_dir = self.data_dir / "run"
+        specs = [services.relay(free_port())]
+        for queue, count in self._initial_workers().items():
+            specs += [services.worker(queue, i, free_port(), run_dir) for i in range(1, count + 1)]
+        specs.append(services.api(self.config.port, run_dir, workers=self.config.api_workers))
         return specs
 
     def _spawn(self, spec: services.ServiceSpec) -> Child:
@@ -146,27 +163,65 @@ class Platform:
                       env={**self.child_env(), **spec.env}, stop_timeout=spec.stop_timeout)
         child.start()
         self.children[spec.name] = child
+        if spec.metrics_url:
+            self.metrics_urls[spec.name] = spec.metrics_url
         return child
 
-    def _wait_api(self, timeout: float = 60.0) -> None:
+    def _wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until the API answers /healthz and every process serves its metrics."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            api = self.children["api"]
-            if not api.alive():
-                raise RuntimeError(f"the API exited at start; see {api.log_path}")
-            try:
-                with urllib.request.urlopen(self.api_url + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"the API did not answer on {self.api_url} within {timeout}s")
+        pending = {"api": self.api_url + "/healthz", **{n: u for n, u in self.metrics_urls.items() if n != "api"}}
+        while pending and time.monotonic() < deadline:
+            for name, url in list(pending.items()):
+                child = self.children[name]
+                if not child.alive():
+                    raise RuntimeError(f"{name} exited at start; see {child.log_path}")
+                try:
+                    with urllib.request.urlopen(url, timeout=1) as r:
+                        if r.status == 200:
+                            del pending[name]
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        if pending:
+            raise TimeoutError(f"not ready within {timeout}s: {', '.join(pending)} (see {self.log_dir})")
 
     # -- supervise -------------------------------------------------------
+    # -- worker pools --------------------------------------------------------
+    def pool(self, queue: str) -> list[str]:
+        """Names of `queue`'s worker processes that are not being retired, oldest first."""
+        prefix = f"{queue}-worker-"
+        names = [n for n in self.children if n.startswith(prefix) and n not in self.retiring]
+        return sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))
+
+    def resize(self, queue: str, desired: int) -> None:
+        """Start or retire worker processes of `queue` until `desired` are running."""
+        names = self.pool(queue)
+        run_dir = self.data_dir / "run"
+        while len(names) < desired:
+            used = {int(n.rsplit("-", 1)[1]) for n in self.children if n.startswith(f"{queue}-worker-")}
+            index = min(set(range(1, len(used) + 2)) - used)
+            names.append(self._spawn(services.worker(queue, index, free_port(), run_dir)).name)
+        while len(names) > desired:
+            name = names.pop()
+            self.retiring.add(name)
+            self.children[name].signal(signal.SIGTERM)  # finishes its messages, then exits
+
+    def _reap_retired(self) -> None:
+        for name in list(self.retiring):
+            if not self.children[name].alive():
+                self.children[name].stop()
+                del self.children[name]
+                self.metrics_urls.pop(name, None)
+                self.retiring.discard(name)
+
     def supervise_once(self) -> None:
-        """Restart any service process that died unexpectedly (with backoff)."""
+        """Reap retired workers, restart dead processes (with backoff), apply autoscaling."""
+        self._reap_retired()
+        if self.autoscaler is not None and not self._stopping.is_set():
+            self.autoscaler.tick({q: len(self.pool(q)) for q in self.autoscaler.pools}, self.resize)
         for name, child in list(self.children.items()):
-            if self._stopping.is_set() or name in self.held or child.alive():
+            if self._stopping.is_set() or name in self.held or name in self.retiring or child.alive():
                 continue
             count, next_at = self._restarts.get(name, (0, 0.0))
             now = time.monotonic()

@@ -44,24 +44,35 @@ class ServiceSpec:
     argv: list[str]
     stop_timeout: float
     env: dict[str, str] = field(default_factory=dict)
+    metrics_url: str | None = None
 
 
-def api(port: int, *, workers: int = 2, threads: int = 4) -> ServiceSpec:
+def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4) -> ServiceSpec:
+    """gunicorn with the API; request metrics of all its workers summed via a multiprocess dir."""
     return ServiceSpec("api", [
-        executable("gunicorn"), "booking_api.wsgi:app", "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
-        "--graceful-timeout", "20", "--access-logfile", "-",
-    ], stop_timeout=30)
+        executable("gunicorn"), "-c", "python:booking_api.gunicorn_conf", "booking_api.wsgi:app",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+    ], stop_timeout=30, env={"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus-api")},
+        metrics_url=f"http://127.0.0.1:{port}/metrics")
 
 
-def relay() -> ServiceSpec:
-    return ServiceSpec("relay", [executable("booking-relay")], stop_timeout=15)
+def relay(metrics_port: int) -> ServiceSpec:
+    return ServiceSpec("relay", [executable("booking-relay")], stop_timeout=15,
+                       env={"BOOKING_METRICS_PORT": str(metrics_port)},
+                       metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
 
 
-def worker(queue: str, index: int = 1, *, threads: int = 4) -> ServiceSpec:
+def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads: int = 4) -> ServiceSpec:
+    """One `dramatiq` process for `queue`; Dramatiq's Prometheus middleware serves its metrics."""
     broker_module, actors_module = WORKERS[queue]
-    return ServiceSpec(f"{queue}-worker-{index}", [
+    name = f"{queue}-worker-{index}"
+    return ServiceSpec(name, [
         executable("dramatiq"), broker_module, actors_module, "--queues", queue,
         "--processes", "1", "--threads", str(threads),
         "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS),
-    ], env={"dramatiq_worker_timeout": str(WORKER_POLL_TIMEOUT_MS)}, stop_timeout=WORKER_SHUTDOWN_TIMEOUT_MS / 1000 + 10)
+    ], stop_timeout=WORKER_SHUTDOWN_TIMEOUT_MS / 1000 + 10, env={
+        "dramatiq_worker_timeout": str(WORKER_POLL_TIMEOUT_MS),
+        "dramatiq_prom_host": "127.0.0.1",
+        "dramatiq_prom_port": str(metrics_port),
+        "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),
+    }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")

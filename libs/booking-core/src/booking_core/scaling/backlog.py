@@ -1,0 +1,86 @@
+"""The backlog one decision looks at: summed over a pool's queues, or unreadable.
+
+KEDA's Redis-list scaler counts only the ready list; a pool that is busy with
+fetched messages, or has retries waiting out their backoff, looks idle to it
+and is scaled in.  Here every component that needs a live worker is kept
+apart, so the decision can tell "nothing to do" from "busy" from "unknown".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class _Depth(Protocol):
+    """What `from_depths` reads: booking_core.queues.QueueDepth has these fields."""
+
+    ready: int
+    in_flight: int
+    delayed: int
+    dead: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backlog:
+    """One reading of a pool's queues (summed), or the error that prevented it."""
+
+    ready: int = 0
+    #: Fetched by a live worker, not yet acknowledged.
+    in_flight: int = 0
+    #: Retries waiting out their backoff (Dramatiq's `.DQ`), due or not.
+    delayed: int = 0
+    #: Of `delayed`, those due within the policy's lead time; None when due times are
+    #: unknown, and then every delayed message counts as due (the safe side).
+    delayed_due: int | None = None
+    #: Fetched by a worker that died and not yet requeued (Dramatiq requeues them
+    #: after the heartbeat timeout).  Today's QueueReader counts them in `in_flight`.
+    orphaned: int = 0
+    #: Dead letters: reported, never a reason to run workers.
+    dead: int = 0
+    #: Why the reading failed; when set, the counts mean nothing.
+    error: str | None = None
+
+    @property
+    def due(self) -> int:
+        """Delayed messages that count as work now."""
+        return self.delayed if self.delayed_due is None else min(self.delayed_due, self.delayed)
+
+    @property
+    def load(self) -> int:
+        """Work that needs workers soon: ready + in flight + delayed-due + orphaned."""
+        return self.ready + self.in_flight + self.due + self.orphaned
+
+    @property
+    def busy(self) -> bool:
+        """True while some message needs a live worker to finish or to pick it up when due."""
+        return self.in_flight + self.due + self.orphaned > 0
+
+    @classmethod
+    def from_depths(cls, depths: Iterable[_Depth], *, delayed_due: int | None = None) -> Backlog:
+        """Sum several queues' depths (a pool may consume more than one queue)."""
+        depths = list(depths)
+        return cls(
+            ready=sum(d.ready for d in depths),
+            in_flight=sum(d.in_flight for d in depths),
+            delayed=sum(d.delayed for d in depths),
+            delayed_due=delayed_due,
+            dead=sum(d.dead for d in depths),
+        )
+
+    @classmethod
+    def unreadable(cls, error: str) -> Backlog:
+        """A failed reading: the decision must hold or fall back, never guess zero."""
+        return cls(error=error or "unknown error")
+
+    def describe(self) -> str:
+        """Human words for the reading, used in decision reasons and Kubernetes Events."""
+        if self.error is not None:
+            return f"backlog unreadable ({self.error})"
+        parts = [f"ready {self.ready}", f"in flight {self.in_flight}", f"delayed {self.due}"]
+        if self.due != self.delayed:
+            parts[-1] += f" due (+{self.delayed - self.due} later)"
+        if self.orphaned:
+            parts.append(f"orphaned {self.orphaned}")
+        return f"backlog {self.load} ({', '.join(parts)})"

@@ -1,0 +1,159 @@
+"""decide(): backlog, replicas, policy, remembered state and time in; desired replicas out.
+
+Pure and deterministic: no clock, no I/O.  The kopf operator calls it for a
+Deployment's replicas, the local supervisor for a pool of worker processes;
+each keeps the returned `new_state` and hands it back on its next call.
+
+Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
+  * paused: nothing changes at all;
+  * unreadable backlog: hold the current count, or fallbackReplicas, and never
+    go to zero on a guess;
+  * recommendation = ceil(load / targetBacklogPerReplica), where load counts
+    ready, in-flight, due-delayed and orphaned messages, not just the ready list;
+    kept at the current count within `tolerance`; 0 while not active
+    (load <= activationBacklog); at least 1 while any message is in flight,
+    delayed or orphaned; within [min, max];
+  * up: at once, at most scaleUp.maxStep per decision;
+  * down: to the highest recommendation of the last stabilizationWindowSeconds
+    (the window starts with the current count when the scaler starts, so a
+    restart never scales down on one reading), at most scaleDown.maxStep;
+  * zero: only from one replica (never N -> 0), and only cooldownPeriod after
+    the pool was last active;
+  * finally min/max always, and >= 1 while busy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from booking_core.scaling.backlog import Backlog
+from booking_core.scaling.policy import Policy
+
+Action = Literal["scale_up", "scale_down", "hold", "paused", "fallback"]
+
+
+@dataclass(frozen=True)
+class ScalerState:
+    """What a scaler remembers between decisions (times in the caller's clock, seconds)."""
+
+    #: Time of the first readable backlog: the window and the cooldown start no earlier.
+    observed_since: float | None = None
+    #: Last time the load exceeded activationBacklog.
+    last_active: float | None = None
+    #: (time, recommendation) pairs still inside the stabilization window, oldest first.
+    recommendations: tuple[tuple[float, int], ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome: how many replicas, why (in words), and the state to remember."""
+
+    desired: int
+    current: int
+    reason: str
+    action: Action
+    new_state: ScalerState
+    #: Load above activationBacklog (None when the backlog could not be read).
+    active: bool | None = None
+    #: This reading's own recommendation, before stabilization and step limits.
+    recommendation: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        """True when the actuator has something to do."""
+        return self.desired != self.current
+
+
+def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: ScalerState, now: float) -> Decision:
+    """Desired replicas for a pool now running `current_replicas`, given this reading."""
+    current = current_replicas
+    if current < 0:
+        raise ValueError(f"current_replicas must be >= 0, got {current}")
+    if policy.paused:
+        return Decision(current, current, f"paused: replicas left at {current}", "paused", state)
+    if backlog.error is not None:
+        return _on_read_error(backlog, current, policy, state)
+
+    if state.observed_since is None:
+        # A fresh scaler has seen no history: treat the current count as recommended
+        # a moment ago, so scale-down waits a full window and scale-to-zero a cooldown.
+        state = ScalerState(observed_since=now, last_active=state.last_active, recommendations=((now, current),))
+    active = backlog.load > policy.activation_backlog
+    last_active = now if active else state.last_active
+    rec, basis = _recommend(backlog, current, policy, active)
+    window = policy.stabilization_window_seconds
+    history = tuple((t, r) for t, r in state.recommendations if now - t < window) + ((now, rec),)
+    new_state = replace(state, last_active=last_active, recommendations=history)
+    stabilized = max(r for _, r in history)
+
+    if rec > current:
+        desired, action = rec, "scale_up"
+        if policy.scale_up_max_step is not None:
+            desired = min(desired, current + policy.scale_up_max_step)
+        note = "" if desired == rec else f" (scaleUp.maxStep {policy.scale_up_max_step})"
+        what = f"scaled up {current}→{desired}{note}"
+    elif stabilized < current:
+        desired, action = stabilized, "scale_down"
+        if policy.scale_down_max_step is not None:
+            desired = max(desired, current - policy.scale_down_max_step)
+        note = "" if desired == stabilized else f", scaleDown.maxStep {policy.scale_down_max_step}"
+        what = f"scaled down {current}→{desired} (highest recommendation in the last {window:g}s: {stabilized}{note})"
+    else:
+        desired, action = current, "hold"
+        what = f"holding {current}"
+        if rec < current:
+            what += f" (highest recommendation in the last {window:g}s: {stabilized})"
+
+    if desired == 0 and current > 0:
+        quiet_since = max(last_active if last_active is not None else -math.inf, new_state.observed_since)
+        left = policy.cooldown_period - (now - quiet_since)
+        if current > 1:
+            desired, what = 1, f"scaled down {current}→1 (the last step to zero is taken from one replica)"
+        elif left > 0:
+            desired, action, what = 1, "hold", f"holding 1 (cooldownPeriod: {left:.0f}s left before zero)"
+        else:
+            what = f"scaled down 1→0 (idle for {now - quiet_since:.0f}s, cooldownPeriod {policy.cooldown_period:g}s)"
+
+    final = policy.clamp(desired)
+    if backlog.busy:
+        final = max(final, 1)
+    if final != desired:
+        action = "scale_up" if final > current else "scale_down" if final < current else "hold"
+        what = f"{what}; clamped to {final} (min {policy.min_replica_count}, max {policy.max_replica_count})"
+    reason = f"{backlog.describe()}; {basis} → {rec}; {what}"
+    return Decision(final, current, reason, action, new_state, active=active, recommendation=rec)
+
+
+def _recommend(backlog: Backlog, current: int, policy: Policy, active: bool) -> tuple[int, str]:
+    """This reading's replica count on its own, and the words that explain it."""
+    target = policy.target_backlog_per_replica
+    if not active:
+        raw, basis = 0, f"not above activationBacklog {policy.activation_backlog}"
+    else:
+        raw = -(-backlog.load // target)
+        basis = f"target {target}/replica"
+        if current > 0 and abs(backlog.load / (current * target) - 1) <= policy.tolerance:
+            raw, basis = current, f"{basis}, within tolerance {policy.tolerance:g} of {current}"
+    rec = policy.clamp(raw)
+    if rec != raw:
+        bound = "maxReplicaCount" if rec < raw else "minReplicaCount"
+        basis = f"{basis}: {raw}, {bound} {rec}"
+    if backlog.busy and rec < 1:
+        rec, basis = 1, f"{basis}; at least 1 while messages are in flight, delayed or orphaned"
+    return rec, basis
+
+
+def _on_read_error(backlog: Backlog, current: int, policy: Policy, state: ScalerState) -> Decision:
+    """Unknown backlog: fallbackReplicas if set, else hold; never scale to zero on a guess."""
+    if policy.fallback_replicas is not None:
+        target, how = policy.fallback_replicas, f"fallbackReplicas {policy.fallback_replicas}"
+    else:
+        target, how = current, f"holding {current}"
+    # Never zero from a running pool: fallbackReplicas is validated >= 1, and clamping
+    # a count >= 1 keeps it >= 1 because maxReplicaCount is >= 1.
+    desired = policy.clamp(target)
+    if desired != target:
+        how += f", clamped to {desired}"
+    return Decision(desired, current, f"{backlog.describe()}; {how}", "fallback", state)

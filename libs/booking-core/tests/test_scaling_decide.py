@@ -1,0 +1,159 @@
+"""Named cases of decide(): each test pins one rule of the decision core."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from booking_core.scaling import Backlog, Decision, Policy, ScalerState, decide
+
+POLICY = Policy(
+    min_replica_count=0, max_replica_count=10, target_backlog_per_replica=10, activation_backlog=0,
+    cooldown_period=120, stabilization_window_seconds=60, tolerance=0.1,
+)
+IDLE = Backlog()
+
+
+def run(readings: Iterable[tuple[float, Backlog]], current: int, policy: Policy = POLICY) -> list[Decision]:
+    """Feed readings at the given times, applying each decision as an actuator would."""
+    state, decisions = ScalerState(), []
+    for now, backlog in readings:
+        decision = decide(backlog, current, policy, state, now)
+        decisions.append(decision)
+        state, current = decision.new_state, decision.desired
+    return decisions
+
+
+def test_a_burst_scales_up_at_once_to_the_computed_value():
+    d = decide(Backlog(ready=47, in_flight=3), 0, POLICY, ScalerState(), 0)
+    assert (d.desired, d.action) == (5, "scale_up")
+    assert "backlog 50 (ready 47, in flight 3, delayed 0)" in d.reason
+    assert "scaled up 0→5" in d.reason
+
+
+def test_scale_up_step_is_limited():
+    policy = Policy(max_replica_count=10, target_backlog_per_replica=10, scale_up_max_step=2)
+    assert decide(Backlog(ready=100), 1, policy, ScalerState(), 0).desired == 3
+
+
+def test_recommendation_is_clamped_to_max():
+    d = decide(Backlog(ready=10_000), 2, POLICY, ScalerState(), 0)
+    assert d.desired == 10
+    assert "maxReplicaCount 10" in d.reason
+
+
+def test_activation_backlog_keeps_zero_until_exceeded():
+    policy = Policy(target_backlog_per_replica=10, activation_backlog=5)
+    assert decide(Backlog(ready=5), 0, policy, ScalerState(), 0).desired == 0
+    assert decide(Backlog(ready=6), 0, policy, ScalerState(), 0).desired == 1
+
+
+def test_tolerance_ignores_small_changes():
+    state = ScalerState(observed_since=-1000)
+    assert decide(Backlog(ready=42), 4, POLICY, state, 0).desired == 4
+    assert decide(Backlog(ready=46), 4, POLICY, state, 0).desired == 5
+
+
+def test_scale_down_waits_for_the_stabilization_window():
+    decisions = run([(0, Backlog(ready=80)), (30, Backlog(ready=20)), (59, Backlog(ready=20)),
+                     (61, Backlog(ready=20))], current=0)
+    assert [d.desired for d in decisions] == [8, 8, 8, 2]
+    assert "highest recommendation in the last 60s: 8" in decisions[1].reason
+
+
+def test_scale_down_uses_the_highest_recommendation_in_the_window():
+    decisions = run([(0, Backlog(ready=80)), (40, Backlog(ready=50)), (70, Backlog(ready=10)),
+                     (101, Backlog(ready=10))], current=0)
+    assert [d.desired for d in decisions] == [8, 8, 5, 1]
+
+
+def test_a_fresh_scaler_does_not_scale_down_on_one_reading():
+    decisions = run([(0, Backlog(ready=10)), (59, Backlog(ready=10)), (60, Backlog(ready=10))], current=6)
+    assert [d.desired for d in decisions] == [6, 6, 1]
+
+
+def test_scale_down_step_is_limited():
+    policy = Policy(max_replica_count=10, target_backlog_per_replica=10, stabilization_window_seconds=0,
+                    scale_down_max_step=2)
+    assert decide(Backlog(ready=10), 8, policy, ScalerState(), 0).desired == 6
+
+
+def test_never_jumps_from_many_to_zero():
+    decisions = run([(0, IDLE), (200, IDLE), (201, IDLE)], current=5)
+    assert [d.desired for d in decisions] == [5, 1, 0]
+    assert "last step to zero is taken from one replica" in decisions[1].reason
+
+
+def test_last_step_to_zero_waits_for_cooldown_since_last_active():
+    decisions = run([(0, Backlog(ready=5)), (61, IDLE), (100, IDLE), (121, IDLE)], current=1)
+    assert [d.desired for d in decisions] == [1, 1, 1, 0]
+    assert "cooldownPeriod: 59s left before zero" in decisions[1].reason
+    assert decisions[-1].new_state.last_active == 0
+
+
+def test_in_flight_work_keeps_one_replica_even_below_activation():
+    policy = Policy(target_backlog_per_replica=10, activation_backlog=5, cooldown_period=0)
+    decisions = run([(0, IDLE), (500, Backlog(in_flight=1))], current=1, policy=policy)
+    assert [d.desired for d in decisions] == [1, 1]
+    assert "at least 1 while messages are in flight" in decisions[1].reason
+
+
+def test_delayed_retries_keep_one_replica():
+    assert run([(0, IDLE), (500, Backlog(delayed=3))], current=1)[-1].desired == 1
+
+
+def test_delayed_retries_due_later_than_the_lead_time_allow_zero():
+    decisions = run([(0, IDLE), (500, Backlog(delayed=3, delayed_due=0))], current=1)
+    assert decisions[-1].desired == 0
+    assert "delayed 0 due (+3 later)" in decisions[-1].reason
+
+
+def test_orphaned_messages_keep_one_replica():
+    assert run([(0, IDLE), (500, Backlog(orphaned=2))], current=1)[-1].desired == 1
+
+
+def test_dead_letters_do_not_keep_workers():
+    assert run([(0, IDLE), (500, Backlog(dead=100))], current=1)[-1].desired == 0
+
+
+def test_read_error_holds_the_current_count():
+    d = decide(Backlog.unreadable("Connection refused"), 3, POLICY, ScalerState(), 0)
+    assert (d.desired, d.action) == (3, "fallback")
+    assert d.reason == "backlog unreadable (Connection refused); holding 3"
+
+
+def test_read_error_uses_fallback_replicas():
+    policy = Policy(max_replica_count=5, fallback_replicas=2)
+    assert decide(Backlog.unreadable("timeout"), 4, policy, ScalerState(), 0).desired == 2
+    assert decide(Backlog.unreadable("timeout"), 0, policy, ScalerState(), 0).desired == 2
+
+
+def test_read_error_does_not_touch_the_remembered_state():
+    state = ScalerState(observed_since=0, last_active=5, recommendations=((5, 3),))
+    assert decide(Backlog.unreadable("x"), 3, POLICY, state, 50).new_state == state
+
+
+def test_read_error_after_idle_time_never_scales_to_zero():
+    decisions = run([(0, IDLE), (1000, Backlog.unreadable("down"))], current=1)
+    assert decisions[-1].desired == 1
+
+
+def test_paused_changes_nothing_even_out_of_bounds():
+    policy = Policy(max_replica_count=2, paused=True)
+    d = decide(Backlog(ready=1000), 7, policy, ScalerState(), 0)
+    assert (d.desired, d.action, d.reason) == (7, "paused", "paused: replicas left at 7")
+
+
+def test_min_replicas_apply_even_when_idle():
+    policy = Policy(min_replica_count=2, max_replica_count=4)
+    assert decide(IDLE, 0, policy, ScalerState(), 0).desired == 2
+
+
+def test_replicas_above_max_are_clamped_at_once():
+    d = decide(Backlog(ready=1000), 15, POLICY, ScalerState(), 0)
+    assert (d.desired, d.action) == (10, "scale_down")
+    assert "clamped to 10" in d.reason
+
+
+def test_history_is_trimmed_to_the_window():
+    decisions = run([(t, Backlog(ready=10)) for t in range(0, 600, 5)], current=1)
+    assert len(decisions[-1].new_state.recommendations) == 12

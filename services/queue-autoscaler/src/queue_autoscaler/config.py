@@ -1,0 +1,50 @@
+"""The operator's own settings, read once from the environment at import.
+
+kopf needs a timer's interval when the handler module is imported, so this
+is read before kopf starts; nothing else in the package reads os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Tunables of the operator process (not of any one QueueScaler)."""
+
+    #: How often each QueueScaler's timer wakes; it reads Redis only every pollingInterval.
+    tick_seconds: float = 1.0
+    #: Port of the Prometheus /metrics endpoint; 0 turns it off.
+    metrics_port: int = 9102
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from other pods
+    #: Redis socket timeouts: a dead Redis must read as an error within one poll.
+    redis_timeout_seconds: float = 2.0
+    #: How long a Secret's Redis URL is reused before it is read again.
+    secret_ttl_seconds: float = 60.0
+    #: The liveness probe fails when a QueueScaler's timer has not run for this long
+    #: (every tick runs it, whatever the pollingInterval, so this only catches a stuck operator).
+    stale_poll_seconds: float = 120.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Settings from QUEUE_AUTOSCALER_* variables, defaults for the rest."""
+        env = os.environ if env is None else env
+
+        def get(name: str, default: float, kind: type = float):
+            raw = env.get(f"QUEUE_AUTOSCALER_{name}")
+            try:
+                return default if raw in (None, "") else kind(raw)
+            except ValueError:
+                raise ValueError(f"QUEUE_AUTOSCALER_{name} must be a number, got {raw!r}") from None
+
+        return cls(
+            tick_seconds=get("TICK_SECONDS", cls.tick_seconds),
+            metrics_port=get("METRICS_PORT", cls.metrics_port, int),
+            metrics_host=env.get("QUEUE_AUTOSCALER_METRICS_HOST") or cls.metrics_host,
+            redis_timeout_seconds=get("REDIS_TIMEOUT_SECONDS", cls.redis_timeout_seconds),
+            secret_ttl_seconds=get("SECRET_TTL_SECONDS", cls.secret_ttl_seconds),
+            stale_poll_seconds=get("STALE_POLL_SECONDS", cls.stale_poll_seconds),
+        )

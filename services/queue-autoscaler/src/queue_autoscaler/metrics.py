@@ -1,0 +1,79 @@
+"""The operator's own Prometheus metrics and the /metrics endpoint that serves them.
+
+Kept apart from the kopf handlers: those are re-imported by every KopfRunner
+in the tests, while metrics may be registered only once per process.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+
+from booking_core.queues import QueueDepth
+
+COMPONENTS = ("ready", "in_flight", "delayed", "dead")
+SCALER = ("namespace", "scaler")
+
+BACKLOG = Gauge("queue_autoscaler_backlog_messages", "Messages by queue and component at the last reading.",
+                [*SCALER, "queue", "component"])
+DESIRED = Gauge("queue_autoscaler_desired_replicas", "Replicas the last decision asked for.", SCALER)
+CURRENT = Gauge("queue_autoscaler_current_replicas", "Replicas of the target after the last poll.", SCALER)
+DECISIONS = Counter("queue_autoscaler_decisions_total", "Decisions taken, by action.", [*SCALER, "action"])
+READ_ERRORS = Counter("queue_autoscaler_read_errors_total", "Backlog readings that failed.", SCALER)
+SCALE_ERRORS = Counter("queue_autoscaler_scale_errors_total", "Kubernetes calls that failed during a poll.",
+                       SCALER)
+
+
+_series: dict[tuple[str, str], set[tuple[object, tuple[str, ...]]]] = {}
+
+
+def _child(metric: Gauge | Counter, namespace: str, scaler: str, *more: str):
+    """metric.labels(...), remembering the series so forget() can remove it."""
+    values = (namespace, scaler, *more)
+    _series.setdefault((namespace, scaler), set()).add((metric, values))
+    return metric.labels(*values)
+
+
+def observe_depths(namespace: str, scaler: str, depths: list[QueueDepth]) -> None:
+    """Record one reading's per-queue depths."""
+    for depth in depths:
+        for component in COMPONENTS:
+            _child(BACKLOG, namespace, scaler, depth.queue, component).set(getattr(depth, component))
+
+
+def observe_decision(namespace: str, scaler: str, action: str, desired: int, current: int) -> None:
+    """Record one decision and the replica counts after it."""
+    _child(DECISIONS, namespace, scaler, action).inc()
+    _child(DESIRED, namespace, scaler).set(desired)
+    _child(CURRENT, namespace, scaler).set(current)
+
+
+def observe_read_error(namespace: str, scaler: str) -> None:
+    _child(READ_ERRORS, namespace, scaler).inc()
+
+
+def observe_scale_error(namespace: str, scaler: str) -> None:
+    _child(SCALE_ERRORS, namespace, scaler).inc()
+
+
+def forget(namespace: str, scaler: str) -> None:
+    """Drop every series of a deleted QueueScaler, so no stale gauge outlives it."""
+    for metric, values in _series.pop((namespace, scaler), set()):
+        try:
+            metric.remove(*values)
+        except KeyError:
+            pass
+
+
+async def _serve(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def start_server(host: str, port: int) -> web.AppRunner:
+    """Serve GET /metrics on host:port inside kopf's event loop."""
+    app = web.Application()
+    app.router.add_get("/metrics", _serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,224 @@
+"""kopf handlers of the queue autoscaler: `kopf run -m queue_autoscaler.operator`.
+
+One timer per QueueScaler wakes every tick (QUEUE_AUTOSCALER_TICK_SECONDS) and
+polls at the object's own pollingInterval: kopf fixes a timer's interval when
+the module is imported, and each QueueScaler may choose another one.  A poll
+reads the target's scale subresource, refuses a target an HPA already scales,
+reads the backlog, asks booking_core.scaling.decide() and patches the scale
+subresource only, posting an Event on each change of replicas.  The decision
+state lives in the object's kopf memo; lastActiveTime is restored from status
+after a restart, and a restarted scaler never scales down before one window.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from booking_core.scaling import Backlog, Decision, ScalerState, decide
+from queue_autoscaler import metrics
+from queue_autoscaler import spec as qs
+from queue_autoscaler.config import OperatorConfig
+from queue_autoscaler.kube import KubeClient, KubeError, connection_info
+from queue_autoscaler.reading import BacklogSource
+from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
+
+CONFIG = OperatorConfig.from_env()
+TIMER_ID = "autoscale"
+
+
+@dataclass
+class Runtime:
+    """Per-QueueScaler memory between ticks (kept in kopf's per-object memo)."""
+
+    next_poll: float = 0.0
+    #: The spec last polled with: a changed spec (paused, bounds) is acted on at the next tick.
+    spec_seen: dict | None = None
+    state: ScalerState | None = None
+    conditions: list[dict] | None = None
+    redis_url: str | None = None
+    redis_url_for: tuple[str, str] | None = None
+    redis_url_read_at: float = 0.0
+    last_scale_time: str | None = None
+
+
+class _QuietTimer(logging.Filter):
+    """Drop kopf's "Timer 'autoscale' succeeded." logged every tick; decisions are logged instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != f"Timer {TIMER_ID!r} succeeded."
+
+
+# -- the poll, in steps ---------------------------------------------------------------
+async def _redis_url(rt: Runtime, kube: KubeClient, namespace: str, s: ScalerSpec, now: float) -> str:
+    """The Redis URL from the spec's Secret, re-read at most every QUEUE_AUTOSCALER_SECRET_TTL_SECONDS."""
+    ref = (s.secret_name, s.secret_key)
+    if rt.redis_url is None or rt.redis_url_for != ref or now - rt.redis_url_read_at > CONFIG.secret_ttl_seconds:
+        rt.redis_url = await kube.read_secret_key(namespace, *ref)
+        rt.redis_url_for, rt.redis_url_read_at = ref, now
+    return rt.redis_url
+
+
+async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, now: float):
+    """(Backlog, depths); any failure, the Secret's included, is an unreadable Backlog."""
+    try:
+        url = await _redis_url(rt, memo.kube, namespace, s, now)
+    except KubeError as e:
+        return Backlog.unreadable(f"Redis URL from secret {s.secret_name}/{s.secret_key}: {e}"), []
+    backlog, depths = await memo.backlog.read(url, s.redis_namespace, s.queues)
+    if backlog.error is not None:
+        rt.redis_url = None  # the Secret may have been rotated: read it again next time
+    return backlog, depths
+
+
+def _write_status(rt: Runtime, patch: kopf.Patch, meta: Any, now: float, conds: list[dict], **fields: Any) -> None:
+    """Merge this poll's status fields and conditions (times kept where a status did not change)."""
+    merged = qs.merge_conditions(rt.conditions, conds, now)
+    patch.status.update({"observedGeneration": meta.get("generation"), "lastPollTime": qs.iso(now),
+                         "conditions": merged, **fields})
+    rt.conditions = merged
+
+
+def _refuse(rt: Runtime, patch: kopf.Patch, body: Any, now: float, why: Readiness, paused: bool, **fields) -> None:
+    """Report a scaler that cannot act (Ready=False), with one Warning Event when the problem starts."""
+    conds = qs.conditions(why, None, None, None, paused)
+    for reason, message in qs.warnings_to_post(rt.conditions, conds):
+        kopf.warn(body, reason=reason, message=message)
+    _write_status(rt, patch, body.meta, now, conds, reason=why.message, **fields)
+
+
+async def _scale(rt: Runtime, kube: KubeClient, body: Any, namespace: str, name: str, target: str,
+                 decision: Decision, logger: logging.Logger, now: float) -> tuple[Readiness, int]:
+    """Apply a changed decision to the scale subresource, with its Event; (readiness, replicas after)."""
+    if not decision.changed:
+        return READY, decision.current
+    try:
+        await kube.set_replicas(namespace, target, decision.desired)
+    except KubeError as e:
+        metrics.observe_scale_error(namespace, name)
+        return Readiness(False, "ScaleFailed", str(e)), decision.current
+    rt.last_scale_time = qs.iso(now)
+    reason, message = qs.scale_event(target, decision)
+    kopf.info(body, reason=reason, message=message)
+    logger.info(message)
+    return READY, decision.desired
+
+
+async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, memo: kopf.Memo,
+                patch: kopf.Patch, logger: logging.Logger, now: float) -> None:
+    """One poll: validate, check the target, read, decide, scale, report."""
+    try:
+        s = qs.parse_spec(spec)
+    except SpecError as e:
+        rt.next_poll = now + 30
+        return _refuse(rt, patch, body, now, Readiness(False, "InvalidSpec", str(e)), bool(spec.get("paused")))
+    rt.next_poll = now + s.policy.polling_interval
+    kube: KubeClient = memo.kube
+    try:
+        current = await kube.get_replicas(namespace, s.target)
+        competing = qs.hpa_conflicts(await kube.list_hpas(namespace), s.target)
+    except KubeError as e:
+        metrics.observe_scale_error(namespace, name)
+        why = Readiness(False, "TargetNotFound" if e.status == 404 else "KubernetesError", str(e))
+        return _refuse(rt, patch, body, now, why, s.policy.paused)
+    if competing:
+        why = Readiness(False, "HPAConflict", f"HorizontalPodAutoscaler {', '.join(competing)} already scales "
+                                              f"Deployment {s.target}; this QueueScaler will not scale it too")
+        return _refuse(rt, patch, body, now, why, s.policy.paused, currentReplicas=current)
+
+    backlog, depths = await _read_backlog(rt, memo, namespace, s, now)
+    decision = decide(backlog, current, s.policy, rt.state, now)
+    rt.state = decision.new_state
+    readiness, after = await _scale(rt, kube, body, namespace, name, s.target, decision, logger, now)
+    if backlog.error is not None:
+        metrics.observe_read_error(namespace, name)
+        logger.warning(decision.reason)
+    metrics.observe_depths(namespace, name, depths)
+    metrics.observe_decision(namespace, name, decision.action, decision.desired, after)
+    conds = qs.conditions(readiness, backlog, s.policy, decision, s.policy.paused)
+    for reason, message in qs.warnings_to_post(rt.conditions, conds):
+        kopf.warn(body, reason=reason, message=message)
+    fields: dict[str, Any] = {"currentReplicas": after, "desiredReplicas": decision.desired, "reason": decision.reason}
+    if backlog.error is None:
+        fields.update(qs.backlog_status(backlog, depths))
+    if rt.state.last_active is not None:
+        fields["lastActiveTime"] = qs.iso(rt.state.last_active)
+    if rt.last_scale_time:
+        fields["lastScaleTime"] = rt.last_scale_time
+    _write_status(rt, patch, body.meta, now, conds, **fields)
+
+
+# -- kopf handlers ----------------------------------------------------------------
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """Shared clients and the /metrics server; no cluster-wide CRD scan (a namespaced Role suffices)."""
+    settings.scanning.disabled = True
+    settings.posting.reporting_component = "queue-autoscaler"
+    logging.getLogger("kopf.objects").addFilter(_QuietTimer())
+    memo.kube = KubeClient(settings)
+    memo.backlog = BacklogSource(timeout=CONFIG.redis_timeout_seconds)
+    memo.polls = {}  # (namespace, name) -> last tick of its timer; shared by every object's memo
+    memo.metrics_server = None
+    if CONFIG.metrics_port:
+        memo.metrics_server = await metrics.start_server(CONFIG.metrics_host, CONFIG.metrics_port)
+        logger.info("metrics on http://%s:%d/metrics", CONFIG.metrics_host, CONFIG.metrics_port)
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """kopf logs in exactly as the operator's own client does (service account, else KUBECONFIG)."""
+    return connection_info(settings)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Close what startup opened."""
+    await memo.kube.close()
+    memo.backlog.close()
+    if memo.metrics_server is not None:
+        await memo.metrics_server.cleanup()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=lambda type, **_: type == "DELETED")
+def forget(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted QueueScaler leaves no stale metric series and no liveness entry behind.
+
+    A watch-event handler, not @kopf.on.delete: change handlers would make kopf
+    keep a last-handled-configuration annotation on every object for nothing.
+    """
+    metrics.forget(namespace, name)
+    memo.polls.pop((namespace, name), None)
+
+
+@kopf.on.probe(id="polls")
+def polls(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Liveness (kopf's --liveness endpoint): fails when a QueueScaler's timer has stopped ticking."""
+    now = time.time()
+    ages = {f"{ns}/{name}": round(now - at, 1) for (ns, name), at in memo.polls.items()}
+    stale = [key for key, age in ages.items() if age > CONFIG.stale_poll_seconds]
+    if stale:
+        raise RuntimeError(f"no timer tick for over {CONFIG.stale_poll_seconds:g}s: {', '.join(sorted(stale))}")
+    return {"scalers": len(ages), "oldest_tick_age_seconds": max(ages.values(), default=0)}
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, id=TIMER_ID, interval=CONFIG.tick_seconds)
+async def autoscale(spec: Any, status: Any, name: str, namespace: str, body: Any, memo: kopf.Memo,
+                    patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
+    """Every tick: poll this QueueScaler if its pollingInterval has passed."""
+    rt: Runtime = memo.setdefault("scaler", Runtime())
+    now = time.time()
+    memo.polls[namespace, name] = now  # for the liveness probe: this timer still ticks
+    seen = copy.deepcopy(dict(spec))
+    if now < rt.next_poll and seen == rt.spec_seen:
+        return
+    rt.spec_seen = seen
+    if rt.state is None:  # first poll of this process: resume from the status
+        rt.state = ScalerState(last_active=qs.parse_iso(status.get("lastActiveTime")))
+        rt.conditions = list(status.get("conditions") or [])
+        rt.last_scale_time = status.get("lastScaleTime")
+    await _poll(rt, spec, name, namespace, body, memo, patch, logger, now)

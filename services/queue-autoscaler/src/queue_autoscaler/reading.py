@@ -1,0 +1,48 @@
+"""Backlog readings through booking_core's QueueReader (the one Redis snapshot).
+
+One Redis client per URL is shared by every QueueScaler pointing at it.  A
+failed read becomes `Backlog.unreadable(...)`, never zeros, so the decision
+core holds (or falls back) instead of scaling a pool away on a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+
+from booking_core.queues import QueueDepth, QueueReader
+from booking_core.scaling import Backlog
+
+
+class BacklogSource:
+    """Cached QueueReaders keyed by (Redis URL, Dramatiq namespace)."""
+
+    def __init__(self, *, timeout: float = 2.0):
+        self._timeout = timeout
+        self._clients: dict[str, redis.Redis] = {}
+        self._readers: dict[tuple[str, str], QueueReader] = {}
+
+    def _reader(self, url: str, namespace: str) -> QueueReader:
+        if url not in self._clients:
+            self._clients[url] = redis.Redis.from_url(
+                url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout)
+        key = (url, namespace)
+        if key not in self._readers:
+            self._readers[key] = QueueReader(self._clients[url], namespace)
+        return self._readers[key]
+
+    async def read(self, url: str, namespace: str, queues: tuple[str, ...]) -> tuple[Backlog, list[QueueDepth]]:
+        """The summed backlog and per-queue depths, or an unreadable Backlog on any Redis failure."""
+        try:
+            reader = self._reader(url, namespace)
+            depths = await asyncio.to_thread(reader.snapshot, queues)
+        except (redis.RedisError, OSError, ValueError) as e:
+            return Backlog.unreadable(f"{type(e).__name__}: {e}"), []
+        return Backlog.from_depths(depths), depths
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        self._readers.clear()

@@ -1,0 +1,286 @@
+"""Fixtures: KMock's Kubernetes emulator, Dramatiq queues in real Redis, the operator.
+
+The emulator runs on its own thread and event loop, so tests stay synchronous
+(as kopf.testing.KopfRunner expects) and talk to it over HTTP like kubectl
+would: creating and patching through the API makes the emulator stream watch
+events to the operator.  The operator runs in-process under KopfRunner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import kmock
+import kopf
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+from kopf.testing import KopfRunner
+
+CRD = Path(__file__).resolve().parents[3] / "charts/booking-platform/crds/queuescalers.yaml"
+QS = "/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
+HPAS = "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """KMock's emulator plus what the API server does for kopf's Events: name from generateName."""
+
+    async def _handle(self, request):
+        meta = request.data.get("metadata") if isinstance(request.data, dict) else None
+        if request.method == "POST" and meta and meta.get("generateName") and not meta.get("name"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        return await super()._handle(request)
+
+
+class Cluster:
+    """KMock's KubernetesEmulator served on 127.0.0.1, driven from the test thread over HTTP."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="kmock", daemon=True)
+        self.emulator: Emulator | None = None
+        self.server: kmock.Server | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._enter(), self.loop).result(10)
+
+    async def _enter(self) -> None:
+        self.emulator = Emulator()
+        await self.emulator.__aenter__()
+        self.server = kmock.Server(self.emulator)
+        await self.server.__aenter__()
+        # Discovery as a real cluster answers it: Kubernetes' own resources (kopf waits for
+        # namespaces, CRDs and events to be discoverable) plus the QueueScaler CRD.
+        with warnings.catch_warnings():  # kmock reads its bundle with a deprecated importlib call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.emulator.resources.load_bundled()
+        self.emulator.resources["scaling.booking-platform.io/v1alpha1/queuescalers"] = kmock.ResourceInfo(
+            kind="QueueScaler", singular="queuescaler", namespaced=True, shortnames={"qs"},
+            subresources={"status"}, verbs={"get", "list", "watch", "patch", "create", "delete", "update"})
+
+    def stop(self) -> None:
+        async def _exit() -> None:
+            await self.server.__aexit__(None, None, None)
+            await self.emulator.__aexit__(None, None, None)
+
+        asyncio.run_coroutine_threadsafe(_exit(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.url).rstrip("/")
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        """One HTTP call to the emulator, as kubectl would make it."""
+        data = json.dumps(body).encode() if body is not None else None
+        ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def requests(self) -> list[Any]:
+        """Every request the emulator has served so far."""
+        return list(self.emulator)
+
+    # -- objects the tests use ----------------------------------------------------
+    def deployment(self, ns: str, name: str, replicas: int) -> None:
+        self.api("POST", DEPLOYMENTS.format(ns=ns), {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}},
+            "status": {"replicas": replicas},
+        })
+
+    def replicas(self, ns: str, name: str) -> int:
+        return self.api("GET", DEPLOYMENTS.format(ns=ns) + f"/{name}")["spec"]["replicas"]
+
+    def secret(self, ns: str, name: str, data: dict[str, str]) -> None:
+        self.api("POST", f"/api/v1/namespaces/{ns}/secrets", {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        })
+
+    def queuescaler(self, ns: str, name: str, spec: dict) -> None:
+        self.api("POST", QS.format(ns=ns), {
+            "apiVersion": "scaling.booking-platform.io/v1alpha1", "kind": "QueueScaler",
+            "metadata": {"name": name, "namespace": ns, "generation": 1, "resourceVersion": "1",
+                         "uid": str(uuid.uuid4()), "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": spec,
+        })
+
+    def patch_queuescaler(self, ns: str, name: str, patch: dict) -> None:
+        self.api("PATCH", QS.format(ns=ns) + f"/{name}", patch)
+
+    def status(self, ns: str, name: str) -> dict:
+        try:
+            return self.api("GET", QS.format(ns=ns) + f"/{name}").get("status") or {}
+        except urllib.error.HTTPError:
+            return {}
+
+    def events(self, ns: str) -> list[dict]:
+        return self.api("GET", f"/api/v1/namespaces/{ns}/events").get("items", [])
+
+
+class WorkQueue:
+    """One Dramatiq queue in real Redis, filled and consumed through Dramatiq's RedisBroker."""
+
+    def __init__(self, redis_url: str, namespace: str, queue: str = "invoice"):
+        self.namespace, self.queue = namespace, queue
+        self.broker = RedisBroker(url=redis_url, namespace=namespace)
+
+        @dramatiq.actor(broker=self.broker, queue_name=queue, actor_name="issue_invoice")
+        def issue_invoice(n: int) -> None:  # pragma: no cover - never run: the tests play the worker
+            pass
+
+        self.actor = issue_invoice
+        self.consumers: list[Any] = []
+
+    def send(self, count: int, *, delay_ms: int | None = None) -> None:
+        for i in range(count):
+            if delay_ms is None:
+                self.actor.send(i)
+            else:
+                self.actor.send_with_options(args=(i,), delay=delay_ms)
+
+    def take(self, count: int) -> list[Any]:
+        """Fetch `count` messages as a worker would: they are in flight until acked."""
+        consumer = self.broker.consume(self.queue, prefetch=count, timeout=100)
+        self.consumers.append(consumer)
+        taken: list[Any] = []
+        deadline = time.monotonic() + 10
+        while len(taken) < count and time.monotonic() < deadline:
+            message = next(consumer)
+            if message is not None:
+                taken.append((consumer, message))
+        assert len(taken) == count, f"fetched {len(taken)} of {count}"
+        return taken
+
+    def finish(self, taken: list[Any]) -> None:
+        for consumer, message in taken:
+            consumer.ack(message)
+
+    def drain_ready(self) -> None:
+        """Take and finish every ready message (a burst of work done)."""
+        ready = self.broker.client.llen(f"{self.namespace}:{self.queue}")
+        if ready:
+            self.finish(self.take(ready))
+
+    def clear_delayed(self) -> None:
+        self.broker.client.delete(f"{self.namespace}:{self.queue}.DQ", f"{self.namespace}:{self.queue}.DQ.msgs")
+
+    def close(self) -> None:
+        for consumer in self.consumers:
+            consumer.close()
+        self.broker.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy; fail with its last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    cluster = Cluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def ns() -> str:
+    return f"ns-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def work(redis_url) -> Iterator[WorkQueue]:
+    queue = WorkQueue(redis_url, f"qa-{uuid.uuid4().hex[:8]}")
+    yield queue
+    queue.close()
+
+
+@pytest.fixture
+def kubeconfig(cluster, tmp_path, monkeypatch) -> Path:
+    """A kubeconfig pointing at the emulator: kopf and the operator's client both log in with it."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": cluster.url}}],
+        "users": [{"name": "kmock", "user": {"token": "test"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+    }))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def metrics_port(monkeypatch) -> int:
+    port = free_port()
+    monkeypatch.setenv("QUEUE_AUTOSCALER_METRICS_PORT", str(port))
+    monkeypatch.setenv("QUEUE_AUTOSCALER_METRICS_HOST", "127.0.0.1")
+    return port
+
+
+@pytest.fixture
+def liveness_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def operator(kubeconfig, metrics_port, liveness_port, ns, monkeypatch) -> Iterator[Callable[[], KopfRunner]]:
+    """A factory of KopfRunners for `kopf run -m queue_autoscaler.operator` on the test namespace."""
+    monkeypatch.setenv("QUEUE_AUTOSCALER_TICK_SECONDS", "0.2")
+    monkeypatch.setenv("QUEUE_AUTOSCALER_REDIS_TIMEOUT_SECONDS", "0.5")
+
+    runners: list[KopfRunner] = []
+
+    def make() -> KopfRunner:
+        # Each run imports the handler module anew into a registry of its own: kopf's default
+        # registry is process-wide, so a second run would otherwise hold every handler twice.
+        sys.modules.pop("queue_autoscaler.operator", None)
+        runners.append(KopfRunner(
+            ["run", "--standalone", "--namespace", ns, "-m", "queue_autoscaler.operator", "--verbose",
+             f"--liveness=http://127.0.0.1:{liveness_port}/healthz"],
+            registry=kopf.OperatorRegistry(), timeout=30,
+        ))
+        return runners[-1]
+
+    yield make
+    for runner in runners:  # shown by pytest only when the test failed
+        if runner.future.done():
+            print("\n".join(line for line in runner.output.splitlines() if "aiohttp.access" not in line))
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture() -> Callable[..., Any]:
+    """`wait_for(check, timeout=20)`: the polling helper, as a fixture (conftest is not importable)."""
+    return wait_for

@@ -1,0 +1,239 @@
+"""The operator under KopfRunner, against KMock's Kubernetes emulator and real Redis.
+
+Queues are filled, taken (in flight) and finished through Dramatiq's own
+RedisBroker in a Redis namespace of the test's own; the tests play the worker.
+Times are short (poll 1 s, window 2 s, cooldown 3 s) so each test runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+POLL, WINDOW, COOLDOWN = 1, 2, 3
+
+
+def spec(work, **policy):
+    """A QueueScaler spec for the `invoice-worker` Deployment on the test's queue."""
+    return {
+        "scaleTargetRef": {"name": "invoice-worker"},
+        "queues": [work.queue],
+        "redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "namespace": work.namespace},
+        "minReplicaCount": 0, "maxReplicaCount": 5, "targetBacklogPerReplica": 10,
+        "pollingInterval": POLL, "cooldownPeriod": COOLDOWN, "stabilizationWindowSeconds": WINDOW, **policy,
+    }
+
+
+def condition(status: dict, kind: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def events(cluster, ns, reason):
+    return [e for e in cluster.events(ns) if e.get("reason") == reason]
+
+
+def scale_patches(cluster):
+    return [r for r in cluster.requests() if r.method == "PATCH" and str(r.url.path).endswith("/scale")]
+
+
+def test_backlog_above_target_scales_up_at_once_and_posts_an_event(cluster, ns, work, operator, redis_url,
+                                                                   wait_for, metrics_port, liveness_port):
+    cluster.deployment(ns, "invoice-worker", replicas=1)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    work.send(47)
+    work.take(3)  # in flight: counted, unlike KEDA's ready-list-only scaler
+    cluster.queuescaler(ns, "invoice", spec(work))
+    with operator():
+        started = time.monotonic()
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 5)
+        reaction = time.monotonic() - started
+        [event] = wait_for(lambda: events(cluster, ns, "ScaledUp"))
+        status = wait_for(lambda: cluster.status(ns, "invoice").get("desiredReplicas") and
+                          cluster.status(ns, "invoice"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            scraped = resp.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz", timeout=5) as resp:
+            liveness = json.loads(resp.read())
+
+    assert reaction < 5, f"first scale-up took {reaction:.1f}s"
+    assert event["type"] == "Normal"
+    assert event["involvedObject"]["kind"] == "QueueScaler"
+    assert "Deployment invoice-worker 1→5" in event["message"]
+    assert "backlog 47 (ready 44, in flight 3, delayed 0)" in event["message"]
+    assert status["backlog"] == {"ready": 44, "inFlight": 3, "delayed": 0, "delayedDue": 0, "dead": 0, "load": 47}
+    assert status["queues"] == [{"name": work.queue, "ready": 44, "inFlight": 3, "delayed": 0, "dead": 0}]
+    assert (status["currentReplicas"], status["desiredReplicas"]) == (5, 5)
+    assert status["lastScaleTime"] and status["lastActiveTime"] and status["lastPollTime"]
+    assert "scaled up 1→5" in status["reason"]
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True", "Active": "True", "Fallback": "False", "Paused": "False"}
+    assert liveness["polls"]["scalers"] == 1
+    labels = f'namespace="{ns}",queue="{work.queue}",scaler="invoice"'
+    assert f'queue_autoscaler_backlog_messages{{component="ready",{labels}}} 44.0' in scraped
+    assert f'queue_autoscaler_backlog_messages{{component="in_flight",{labels}}} 3.0' in scraped
+    assert f'queue_autoscaler_desired_replicas{{namespace="{ns}",scaler="invoice"}} 5.0' in scraped
+    assert f'queue_autoscaler_decisions_total{{action="scale_up",namespace="{ns}",scaler="invoice"}} 1.0' in scraped
+
+
+def test_drain_scales_down_after_the_window_and_to_zero_only_when_idle_after_cooldown(
+        cluster, ns, work, operator, redis_url, wait_for):
+    cluster.deployment(ns, "invoice-worker", replicas=0)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    work.send(30)
+    held = work.take(5)
+    cluster.queuescaler(ns, "invoice", spec(work))
+    with operator():
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 3)
+
+        work.drain_ready()  # the burst is done, 5 messages still in flight
+        drained = time.monotonic()
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 1)
+        assert time.monotonic() - drained >= WINDOW - POLL
+        [down] = wait_for(lambda: events(cluster, ns, "ScaledDown"))
+        assert f"highest recommendation in the last {WINDOW}s: 1" in down["message"]
+
+        time.sleep(COOLDOWN + 2 * POLL)  # in flight: never to zero, whatever the cooldown
+        assert cluster.replicas(ns, "invoice-worker") == 1
+
+        work.send(1, delay_ms=60_000)  # a retry waiting out its backoff
+        work.finish(held)
+        time.sleep(COOLDOWN + 2 * POLL)  # delayed: never to zero either
+        assert cluster.replicas(ns, "invoice-worker") == 1
+        assert "delayed 1" in cluster.status(ns, "invoice")["reason"]
+
+        work.clear_delayed()
+        idle = time.monotonic()
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 0)
+        assert time.monotonic() - idle >= COOLDOWN - POLL
+        status = cluster.status(ns, "invoice")
+
+    assert "scaled down 1→0" in status["reason"]
+    assert condition(status, "Active")["status"] == "False"
+    assert [e["message"].split(":")[0] for e in events(cluster, ns, "ScaledDown")] == [
+        "Deployment invoice-worker 3→1", "Deployment invoice-worker 1→0"]
+
+
+def test_unreachable_redis_holds_replicas_and_sets_fallback(cluster, ns, work, operator, redis_url, wait_for):
+    dead_redis = "redis://127.0.0.1:9/0"  # discard port: nothing listens
+    cluster.secret(ns, "redis", {"url": dead_redis})
+    cluster.secret(ns, "redis-fb", {"url": dead_redis})
+    cluster.deployment(ns, "invoice-worker", replicas=2)
+    cluster.deployment(ns, "email-worker", replicas=4)
+    cluster.queuescaler(ns, "held", spec(work))
+    fb = spec(work, fallbackReplicas=1)
+    fb["scaleTargetRef"]["name"] = "email-worker"
+    fb["redis"]["urlSecretRef"]["name"] = "redis-fb"
+    cluster.queuescaler(ns, "fallback", fb)
+    with operator():
+        status = wait_for(lambda: condition(cluster.status(ns, "held"), "Fallback").get("status") == "True"
+                          and cluster.status(ns, "held"))
+        wait_for(lambda: cluster.replicas(ns, "email-worker") == 1)
+        time.sleep(3 * POLL)
+        assert cluster.replicas(ns, "invoice-worker") == 2
+        [warning] = [e for e in events(cluster, ns, "BacklogUnreadable") if e["involvedObject"]["name"] == "held"]
+
+        # Redis back: the scaler reads again and acts on the real backlog.
+        cluster.api("PATCH", f"/api/v1/namespaces/{ns}/secrets/redis",
+                    {"data": {"url": __import__("base64").b64encode(redis_url.encode()).decode()}})
+        recovered = wait_for(lambda: condition(cluster.status(ns, "held"), "Fallback").get("status") == "False"
+                             and cluster.status(ns, "held"), timeout=30)
+
+    assert "holding 2" in status["reason"] and "ConnectionError" in status["reason"]
+    assert condition(status, "Active")["status"] == "Unknown"
+    assert warning["type"] == "Warning"
+    assert "fallbackReplicas 1" in cluster.status(ns, "fallback")["reason"]
+    assert recovered["backlog"]["load"] == 0
+
+
+def test_paused_changes_nothing_until_resumed(cluster, ns, work, operator, redis_url, wait_for):
+    cluster.deployment(ns, "invoice-worker", replicas=1)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    work.send(100)
+    cluster.queuescaler(ns, "invoice", spec(work, paused=True))
+    with operator():
+        status = wait_for(lambda: condition(cluster.status(ns, "invoice"), "Paused").get("status") == "True"
+                          and cluster.status(ns, "invoice"))
+        time.sleep(3 * POLL)
+        assert cluster.replicas(ns, "invoice-worker") == 1
+        assert scale_patches(cluster) == []
+
+        cluster.patch_queuescaler(ns, "invoice", {"spec": {"paused": False}})
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 5)
+
+    assert status["reason"] == "paused: replicas left at 1"
+    assert status["backlog"]["ready"] == 100  # still observed, only not acted on
+
+
+def test_a_deployment_scaled_by_an_hpa_is_refused(cluster, ns, work, operator, redis_url, wait_for):
+    cluster.deployment(ns, "invoice-worker", replicas=1)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    cluster.api("POST", f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers", {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "cpu", "namespace": ns},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "invoice-worker"},
+                 "minReplicas": 1, "maxReplicas": 3},
+    })
+    work.send(100)
+    cluster.queuescaler(ns, "invoice", spec(work))
+    with operator():
+        ready = wait_for(lambda: condition(cluster.status(ns, "invoice"), "Ready").get("status") == "False"
+                         and condition(cluster.status(ns, "invoice"), "Ready"))
+        [warning] = wait_for(lambda: events(cluster, ns, "HPAConflict"))
+        time.sleep(2 * POLL)
+
+    assert ready["reason"] == "HPAConflict"
+    assert "HorizontalPodAutoscaler cpu already scales Deployment invoice-worker" in warning["message"]
+    assert cluster.replicas(ns, "invoice-worker") == 1
+    assert scale_patches(cluster) == []
+
+
+def test_invalid_spec_and_missing_target_are_reported(cluster, ns, work, operator, redis_url, wait_for):
+    cluster.secret(ns, "redis", {"url": redis_url})
+    cluster.queuescaler(ns, "bad", spec(work, minReplicaCount=3, maxReplicaCount=2))
+    cluster.queuescaler(ns, "orphan", spec(work))  # no invoice-worker Deployment exists
+    with operator():
+        bad = wait_for(lambda: condition(cluster.status(ns, "bad"), "Ready").get("reason"))
+        orphan = wait_for(lambda: condition(cluster.status(ns, "orphan"), "Ready").get("reason"))
+        wait_for(lambda: events(cluster, ns, "InvalidSpec") and events(cluster, ns, "TargetNotFound"))
+
+    assert (bad, orphan) == ("InvalidSpec", "TargetNotFound")
+    assert "minReplicaCount (3) must not exceed maxReplicaCount (2)" in cluster.status(ns, "bad")["reason"]
+
+
+def test_a_restarted_operator_waits_a_window_and_keeps_the_cooldown(cluster, ns, work, operator, redis_url,
+                                                                    wait_for):
+    cluster.deployment(ns, "invoice-worker", replicas=0)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    work.send(30)
+    cluster.queuescaler(ns, "invoice", spec(work, stabilizationWindowSeconds=3, cooldownPeriod=60))
+    with operator():
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 3)
+        wait_for(lambda: cluster.status(ns, "invoice").get("lastActiveTime"))
+
+    work.drain_ready()  # drained while no operator ran
+    with operator():
+        restarted = time.monotonic()
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 1)
+        waited = time.monotonic() - restarted
+        time.sleep(2 * POLL)
+        status = cluster.status(ns, "invoice")
+
+    assert waited >= 3, f"scaled down {waited:.1f}s after a restart, inside the 3s window"
+    assert cluster.replicas(ns, "invoice-worker") == 1
+    assert "cooldownPeriod" in status["reason"]  # lastActiveTime came back from the status
+
+
+def test_reaction_time_from_a_burst_to_the_first_scale_up(cluster, ns, work, operator, redis_url, wait_for):
+    cluster.deployment(ns, "invoice-worker", replicas=0)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    cluster.queuescaler(ns, "invoice", spec(work, pollingInterval=2))
+    with operator():
+        wait_for(lambda: cluster.status(ns, "invoice").get("lastPollTime"))
+        burst = time.monotonic()
+        work.send(200)
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") > 0)
+        reaction = time.monotonic() - burst
+
+    print(f"\nreaction from a burst of 200 to the first scale-up: {reaction:.2f}s (pollingInterval 2s)")
+    assert reaction < 2 + 2  # one pollingInterval at most, plus a tick and round trips (slack for busy CI)

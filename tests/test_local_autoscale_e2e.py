@@ -1,0 +1,37 @@
+"""`bookingctl up`'s supervisor scales worker processes with the operator's decision core."""
+
+from __future__ import annotations
+
+import pytest
+
+from booking_core.scaling import Policy
+from e2e_helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+FAST = dict(polling_interval=0.5, stabilization_window_seconds=4, cooldown_period=5, scale_down_max_step=1)
+
+
+def test_a_burst_of_invoices_grows_the_pool_then_it_shrinks_back(make_platform, api_of):
+    platform = make_platform(autoscale={
+        "email": Policy(min_replica_count=1, max_replica_count=1, **FAST),
+        "invoice": Policy(min_replica_count=1, max_replica_count=3, target_backlog_per_replica=5, **FAST),
+        "audit": Policy(min_replica_count=1, max_replica_count=1, **FAST),
+    })
+    api = api_of(platform)
+    assert platform.pool("invoice") == ["invoice-worker-1"]
+    ids = [api.book(name=f"Burst {i}", email=f"burst{i}@example.com")["id"] for i in range(40)]
+
+    # More invoice processes start while the backlog is high ...
+    grown = wait_until(lambda: len(platform.pool("invoice")) >= 2 and platform.pool("invoice"), timeout=30,
+                       what="a second invoice worker")
+    assert all(platform.children[n].alive() for n in grown)
+    assert platform.autoscaler.pools["invoice"].last.action == "scale_up"
+    # ... the work is done, once each ...
+    for booking_id in ids:
+        api.wait_states(booking_id, {"invoice": "done"}, timeout=120)
+    # ... and after the stabilization window the pool is back to one process, by SIGTERM.
+    wait_until(lambda: platform.pool("invoice") == ["invoice-worker-1"] and not platform.retiring, timeout=60,
+               what="the invoice pool to shrink back to one process")
+    assert [n for n in platform.children if n.startswith("invoice-worker-")] == ["invoice-worker-1"]
+    assert len(platform.pool("email")) == 1 and len(platform.pool("audit")) == 1
