@@ -1,0 +1,323 @@
+{{/* Names, labels, images, security contexts and connection settings shared by the templates. */}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "bp.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* RELEASE-booking-platform (or just RELEASE when it already holds the chart name), or fullnameOverride. */}}
+{{- define "bp.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of one component's resources: (dict "root" $ "component" "api"). */}}
+{{- define "bp.componentName" -}}
+{{- printf "%s-%s" (include "bp.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bp.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every resource of one component: (dict "root" $ "component" "api"). */}}
+{{- define "bp.labels" -}}
+helm.sh/chart: {{ include "bp.chart" .root }}
+{{ include "bp.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: booking-platform
+{{- end }}
+
+{{/* Labels a component's Deployment selects its pods by. */}}
+{{- define "bp.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bp.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Labels shared by every pod of the release (NetworkPolicies select them). */}}
+{{- define "bp.releaseSelector" -}}
+app.kubernetes.io/name: {{ include "bp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Pod template metadata labels: component labels plus podLabels. */}}
+{{- define "bp.podLabels" -}}
+{{ include "bp.labels" . }}
+{{- with .root.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* A service image reference: (dict "root" $ "image" .Values.api.image). `latest` is refused. */}}
+{{- define "bp.image" -}}
+{{- $tag := .image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion | toString }}
+{{- if eq $tag "latest" }}
+{{- fail (printf "image %s: the tag \"latest\" is refused; set a version" .image.repository) }}
+{{- end }}
+{{- $repo := .image.repository }}
+{{- with .root.Values.image.registry }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}
+{{- end }}
+{{- printf "%s:%s" $repo $tag }}
+{{- end }}
+
+{{/* A third-party image (bundled servers): repository:tag as given. */}}
+{{- define "bp.thirdPartyImage" -}}
+{{- if eq (toString .tag) "latest" }}
+{{- fail (printf "image %s: the tag \"latest\" is refused; set a version" .repository) }}
+{{- end }}
+{{- printf "%s:%s" .repository (toString .tag) }}
+{{- end }}
+
+{{/* Pod-level security context of the service pods. */}}
+{{- define "bp.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level security context of every container (restricted Pod Security Standard). */}}
+{{- define "bp.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Scheduling and pull secrets shared by every pod. */}}
+{{- define "bp.podScheduling" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+{{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+{{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+{{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount of the API, relay and worker pods. */}}
+{{- define "bp.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "bp.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "bp.operatorServiceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (include "bp.componentName" (dict "root" . "component" "operator")) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "bp.connectionsSecret" -}}
+{{- include "bp.componentName" (dict "root" . "component" "connections") }}
+{{- end }}
+
+{{/*
+Where a connection URL lives: a dict {name, key} of a Secret.
+(dict "root" $ "what" "database"|"redis"|"smtp")
+Bundled server first, then an existing Secret, then the chart's own Secret from the inline URL.
+*/}}
+{{- define "bp.urlRef" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- if eq .what "database" }}
+  {{- if $v.postgresql.enabled }}
+name: {{ include "bp.componentName" (dict "root" $root "component" "postgresql") }}
+key: DATABASE_URL
+  {{- else if $v.externalDatabase.existingSecret }}
+name: {{ $v.externalDatabase.existingSecret }}
+key: {{ $v.externalDatabase.existingSecretKey }}
+  {{- else if $v.externalDatabase.url }}
+name: {{ include "bp.connectionsSecret" $root }}
+key: DATABASE_URL
+  {{- else }}
+  {{- fail "No database: set externalDatabase.url or externalDatabase.existingSecret (or postgresql.enabled=true for a try-out)" }}
+  {{- end }}
+{{- else if eq .what "redis" }}
+  {{- if $v.redis.enabled }}
+name: {{ include "bp.componentName" (dict "root" $root "component" "redis") }}
+key: REDIS_URL
+  {{- else if $v.externalRedis.existingSecret }}
+name: {{ $v.externalRedis.existingSecret }}
+key: {{ $v.externalRedis.existingSecretKey }}
+  {{- else if $v.externalRedis.url }}
+name: {{ include "bp.componentName" (dict "root" $root "component" "redis-connection") }}
+key: REDIS_URL
+  {{- else }}
+  {{- fail "No Redis: set externalRedis.url or externalRedis.existingSecret (or redis.enabled=true for a try-out)" }}
+  {{- end }}
+{{- else if eq .what "smtp" }}
+  {{- if $v.smtpSink.enabled }}
+name: {{ include "bp.connectionsSecret" $root }}
+key: SMTP_URL
+  {{- else if $v.smtp.existingSecret }}
+name: {{ $v.smtp.existingSecret }}
+key: {{ $v.smtp.existingSecretKey }}
+  {{- else if $v.smtp.url }}
+name: {{ include "bp.connectionsSecret" $root }}
+key: SMTP_URL
+  {{- else }}
+  {{- fail "No SMTP server: set smtp.url or smtp.existingSecret (or smtpSink.enabled=true for a try-out)" }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* One env var read from a connection Secret: (dict "root" $ "what" "database" "env" "DATABASE_URL"). */}}
+{{- define "bp.urlEnv" -}}
+{{- $ref := include "bp.urlRef" (dict "root" .root "what" .what) | fromYaml -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
+{{- end }}
+
+{{/*
+Environment of a platform process: (dict "root" $ "service" "booking-api" "smtp" false "metrics" list "extra" list).
+Non-secret settings come from the ConfigMap (envFrom); URLs from Secrets; `metrics` are the
+process's metrics settings (EnvVars); `extra` (the user's extraEnv) comes last, so it wins.
+*/}}
+{{- define "bp.platformEnv" -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "bp.componentName" (dict "root" .root "component" "config") }}
+env:
+  {{- include "bp.urlEnv" (dict "root" .root "what" "database" "env" "DATABASE_URL") | nindent 2 }}
+  {{- include "bp.urlEnv" (dict "root" .root "what" "redis" "env" "REDIS_URL") | nindent 2 }}
+  {{- if .smtp }}
+  {{- include "bp.urlEnv" (dict "root" .root "what" "smtp" "env" "SMTP_URL") | nindent 2 }}
+  {{- end }}
+  - name: OTEL_SERVICE_NAME
+    value: {{ .service | quote }}
+{{- with .root.Values.otel }}
+{{- if and .enabled .headersExistingSecret }}
+  - name: OTEL_EXPORTER_OTLP_HEADERS
+    valueFrom:
+      secretKeyRef:
+        name: {{ .headersExistingSecret }}
+        key: {{ .headersExistingSecretKey }}
+{{- end }}
+{{- end }}
+{{- with .metrics }}
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- with .extra }}
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Checksums that roll the pods when their configuration changes. */}}
+{{- define "bp.configChecksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/connections: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* The writable scratch dir every service container gets on its read-only root filesystem. */}}
+{{- define "bp.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+{{- end }}
+{{- define "bp.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/*
+The multiprocess metrics dir of gunicorn (API) and Dramatiq (workers): their
+processes each write their samples to files there, summed at scrape time. An
+emptyDir of its own, on the read-only root filesystem.
+*/}}
+{{- define "bp.metricsDir" -}}/run/metrics{{- end }}
+{{- define "bp.metricsVolume" -}}
+- name: metrics
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+{{- define "bp.metricsMount" -}}
+- name: metrics
+  mountPath: {{ include "bp.metricsDir" . }}
+{{- end }}
+
+{{/*
+Annotations of a service pod: (dict "root" $ "port" 9100). The config checksums,
+the `prometheus.io/*` scrape annotations (when metrics.scrapeAnnotations), then
+podAnnotations, which win over the scrape annotations.
+*/}}
+{{- define "bp.servicePodAnnotations" -}}
+{{- $root := .root }}
+{{- $ann := dict }}
+{{- if $root.Values.metrics.scrapeAnnotations }}
+{{- $_ := set $ann "prometheus.io/scrape" "true" }}
+{{- $_ := set $ann "prometheus.io/port" (toString .port) }}
+{{- $_ := set $ann "prometheus.io/path" "/metrics" }}
+{{- end }}
+{{- $ann = merge (deepCopy $root.Values.podAnnotations) $ann }}
+{{- include "bp.configChecksums" $root }}
+{{- with $ann }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The NetworkPolicyPeer of the Prometheus that scrapes the metrics endpoints (no namespaces: the release's own). */}}
+{{- define "bp.metricsScraperPeer" -}}
+{{- $s := .Values.networkPolicy.metricsScraper -}}
+{{- if $s.namespaces -}}
+- namespaceSelector:
+    matchExpressions:
+      - key: kubernetes.io/metadata.name
+        operator: In
+        values:
+          {{- toYaml $s.namespaces | nindent 10 }}
+  {{- with $s.podLabels }}
+  podSelector:
+    matchLabels:
+      {{- toYaml . | nindent 6 }}
+  {{- end }}
+{{- else -}}
+- podSelector:
+    matchLabels:
+      {{- toYaml $s.podLabels | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* Components that serve metrics on a `metrics` port (the API serves them on its HTTP port). */}}
+{{- define "bp.metricsPortComponents" -}}
+{{- $out := list "relay" }}
+{{- range $queue, $_ := .Values.workers }}
+{{- $out = append $out (printf "%s-worker" $queue) }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
