@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from booking_core import outbox
 from booking_core.contracts import AUDIT
 from email_worker import store
 
@@ -42,7 +43,7 @@ def test_record_sent_once_with_one_audit_event(db_conn, make_booking, tenant) ->
     assert rows == [{"message_id": mid, "recipient": "ada@example.test"}]
     (event,) = email_sent_events(db_conn, booking_id)
     event_id = str(uuid.uuid5(uuid.UUID(booking_id), "email.sent"))
-    assert event["message_id"] == event_id == store.audit_event_id(booking_id)
+    assert event["message_id"] == event_id == outbox.booking_event_id(booking_id, store.EVENT_KIND)
     assert (event["queue"], event["actor"]) == (AUDIT.queue, AUDIT.actor)
     payload = event["payload"]
     assert payload.pop("occurred_at")
@@ -67,4 +68,5 @@ def test_record_sent_is_atomic(db_conn, make_booking) -> None:
 
 def test_event_ids_differ_per_booking() -> None:
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
-    assert store.audit_event_id(a) == store.audit_event_id(a) != store.audit_event_id(b)
+    event_id = outbox.booking_event_id
+    assert event_id(a, store.EVENT_KIND) == event_id(a, store.EVENT_KIND) != event_id(b, store.EVENT_KIND)

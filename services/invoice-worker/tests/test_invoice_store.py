@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from booking_core import db, tenants
+from booking_core import db, outbox, tenants
 from invoice_worker import store
 from invoice_worker.store import UnknownBooking
 
@@ -139,7 +139,7 @@ def test_save_pdf_first_writer_wins_with_exactly_one_audit_event(db_conn, tenant
     assert store.allocate_number(db_conn, booking) == (number, True)
 
     [event] = issued_events(db_conn, booking)
-    event_id = store.issued_event_id(booking)
+    event_id = outbox.booking_event_id(booking, store.ISSUED)
     assert event_id == str(uuid.uuid5(uuid.UUID(booking), "invoice.issued"))
     assert event["message_id"] == event_id
     assert (event["queue"], event["actor"]) == ("audit", "record_audit_event")

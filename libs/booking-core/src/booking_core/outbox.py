@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from booking_core import tracing
+from booking_core.contracts import AUDIT, audit_payload
 
 CHANNEL = "booking_outbox"
 
@@ -35,6 +37,20 @@ def _with_trace(options: dict, carrier: dict) -> dict:
     if tracing.OPTION in options or not carrier:
         return options
     return {**options, tracing.OPTION: carrier}
+
+
+def booking_event_id(booking_id: str, kind: str) -> str:
+    """The id of a booking's one event of `kind`: derived, so a redelivered task records it once."""
+    return str(uuid.uuid5(uuid.UUID(str(booking_id)), kind))
+
+
+def booking_event(kind: str, *, tenant_id: str, booking_id: str, actor: str, occurred_at: datetime,
+                  details: dict) -> OutboxMessage:
+    """The audit message for a booking's `kind` event (email.sent, invoice.issued)."""
+    event_id = booking_event_id(booking_id, kind)
+    payload = audit_payload(event_id=event_id, kind=kind, tenant_id=tenant_id, booking_id=str(booking_id),
+                            actor=actor, occurred_at=occurred_at.astimezone(UTC).isoformat(), details=details)
+    return OutboxMessage(AUDIT.queue, AUDIT.actor, payload, message_id=event_id)
 
 
 def as_rows(messages: list[OutboxMessage]) -> list[dict]:

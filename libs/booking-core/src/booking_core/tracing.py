@@ -32,12 +32,6 @@ def current_carrier() -> dict[str, str]:
     return carrier
 
 
-def message_options() -> dict:
-    """Options for messages written now: the trace context, when there is one."""
-    carrier = current_carrier()
-    return {OPTION: carrier} if carrier else {}
-
-
 def current_trace_id() -> str | None:
     """The current trace id as 32 hex digits, or None outside a (sampled or not) trace."""
     ctx = trace.get_current_span().get_span_context()

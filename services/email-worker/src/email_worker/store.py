@@ -6,13 +6,9 @@ message is redelivered, the email is recorded, and audited, once.
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC
-
 import psycopg
 
 from booking_core import bookings, outbox
-from booking_core.contracts import AUDIT, audit_payload
 
 ACTOR = "email-worker"
 EVENT_KIND = "email.sent"
@@ -45,11 +41,6 @@ def already_sent(conn: psycopg.Connection, booking_id: str) -> bool:
     return row is not None
 
 
-def audit_event_id(booking_id: str) -> str:
-    """The `email.sent` event's id: derived from the booking, so a replay cannot duplicate it."""
-    return str(uuid.uuid5(uuid.UUID(str(booking_id)), EVENT_KIND))
-
-
 def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, recipient: str) -> bool:
     """Record the send and queue its audit event in one transaction; False if already recorded."""
     with conn.transaction():
@@ -63,16 +54,7 @@ def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, reci
         ).fetchone()
         if row is None:
             return False
-        event_id = audit_event_id(booking_id)
-        payload = audit_payload(
-            event_id=event_id,
-            kind=EVENT_KIND,
-            tenant_id=row["tenant_id"],
-            booking_id=str(booking_id),
-            actor=ACTOR,
-            occurred_at=row["sent_at"].astimezone(UTC).isoformat(),
-            details={"message_id": message_id},
-        )
-        message = outbox.OutboxMessage(AUDIT.queue, AUDIT.actor, payload, message_id=event_id)
-        outbox.add(conn, [message])
+        outbox.add(conn, [outbox.booking_event(EVENT_KIND, tenant_id=row["tenant_id"], booking_id=booking_id,
+                                               actor=ACTOR, occurred_at=row["sent_at"],
+                                               details={"message_id": message_id})])
         return True

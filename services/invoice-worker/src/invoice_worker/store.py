@@ -8,13 +8,11 @@ and the PDF plus its "invoice.issued" audit event commit together.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
 
 import psycopg
 from psycopg.rows import dict_row
 
 from booking_core import outbox
-from booking_core.contracts import AUDIT, audit_payload
 from invoice_worker.render import InvoiceData
 
 ACTOR = "invoice-worker"
@@ -33,11 +31,6 @@ class UnknownBooking(PermanentInvoiceError):
 def format_number(value: int) -> str:
     """The human invoice number for counter `value`, e.g. INV-000001."""
     return f"INV-{value:06d}"
-
-
-def issued_event_id(booking_id: str) -> str:
-    """The booking's one "invoice.issued" event id, stable so a duplicate is the same event."""
-    return str(uuid.uuid5(uuid.UUID(str(booking_id)), ISSUED))
 
 
 def _uuid(value: str | None, booking_id: str) -> uuid.UUID | None:
@@ -106,13 +99,7 @@ def load_invoice_data(conn: psycopg.Connection, booking_id: str) -> InvoiceData 
     return None if row is None else InvoiceData(**row)
 
 
-def save_pdf(
-    conn: psycopg.Connection,
-    booking_id: str,
-    pdf: bytes,
-    *,
-    message_options: dict | None = None,
-) -> bool:
+def save_pdf(conn: psycopg.Connection, booking_id: str, pdf: bytes) -> bool:
     """Store the PDF unless one exists (first writer wins) and, with it, its audit event.
 
     Returns whether this call stored it; only then is "invoice.issued" written.
@@ -128,19 +115,7 @@ def save_pdf(
         ).fetchone()
         if row is None:
             return False
-        event_id = issued_event_id(str(bid))
-        payload = audit_payload(
-            event_id=event_id,
-            kind=ISSUED,
-            tenant_id=row["tenant_id"],
-            booking_id=str(bid),
-            actor=ACTOR,
-            occurred_at=row["issued_at"].astimezone(UTC).isoformat(),
-            details={"invoice_number": row["number"]},
-        )
-        outbox.add(
-            conn,
-            [outbox.OutboxMessage(AUDIT.queue, AUDIT.actor, payload, dict(message_options or {}),
-                                  message_id=event_id)],
-        )
+        outbox.add(conn, [outbox.booking_event(ISSUED, tenant_id=row["tenant_id"], booking_id=str(bid), actor=ACTOR,
+                                               occurred_at=row["issued_at"],
+                                               details={"invoice_number": row["number"]})])
     return True
