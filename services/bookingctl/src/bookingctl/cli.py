@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 import os
 import sys
 from pathlib import Path
@@ -67,8 +68,8 @@ Booking platform is up.
   Metrics:      {metrics}
 Try:
   curl -s -X POST {platform.api_url}/api/v1/bookings -H "Authorization: Bearer $(cat {d / 'admin-token'})" \\
-    -H 'Content-Type: application/json' -d '{{"customer": {{"name": "Ada", "email": "ada@example.com"}}, \\
-    "item": "Room 1", "check_in": "2027-01-01", "check_out": "2027-01-03", "amount": "200.00", "currency": "EUR"}}'
+    -H 'Content-Type: application/json' -d '{{"customer": {{"name": "Ada", "email": "ada@example.com"}}, "item": "Room 1", \
+"check_in": "2027-01-01", "check_out": "2027-01-03", "amount": "200.00", "currency": "EUR"}}'
 Press Ctrl-C to stop everything.
 """, flush=True)
     platform.run_forever()
@@ -96,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # pgserver's platformdirs warns about XDG_RUNTIME_DIR on servers; it is irrelevant here.
+    warnings.filterwarnings("ignore", module="platformdirs")
     args = parser().parse_args(argv)
     if args.func is cmd_up:
         sys.exit(cmd_up(args))
