@@ -35,3 +35,27 @@ def test_a_burst_of_invoices_grows_the_pool_then_it_shrinks_back(make_platform, 
                what="the invoice pool to shrink back to one process")
     assert [n for n in platform.children if n.startswith("invoice-worker-")] == ["invoice-worker-1"]
     assert len(platform.pool("email")) == 1 and len(platform.pool("audit")) == 1
+
+
+@pytest.mark.parametrize("leads", [(30, 700), (30, 30)], ids=["different-leads", "one-lead"])
+def test_each_pool_counts_delayed_messages_due_within_its_own_lead(settings, leads):
+    import dramatiq
+
+    from booking_core.broker import make_broker
+    from bookingctl.autoscale import Autoscaler
+
+    broker = make_broker(settings)
+    for queue in ("email", "invoice"):  # a retry due in 10 minutes, and one due in 5 s, on each
+        for delay in (600_000, 5_000):
+            broker.enqueue(dramatiq.Message(queue_name=queue, actor_name="noop", args=(), kwargs={}, options={}),
+                           delay=delay)
+    invoice_lead, email_lead = leads
+    scaler = Autoscaler({"invoice": Policy(delayed_lead_seconds=invoice_lead),
+                         "email": Policy(delayed_lead_seconds=email_lead)}, settings.redis_url,
+                        settings.redis_namespace)
+    readings = scaler.read(list(scaler.pools.values()))
+    scaler.reader.client.close()
+    broker.close()
+    assert readings["invoice"].delayed == readings["email"].delayed == 2
+    assert readings["invoice"].delayed_due == 1
+    assert readings["email"].delayed_due == (2 if email_lead > 600 else 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from booking_core.queues import QueueDepth
 from booking_core.scaling import Backlog, Decision, Policy, ScalerState, decide
 
 POLICY = Policy(
@@ -157,3 +158,25 @@ def test_replicas_above_max_are_clamped_at_once():
 def test_history_is_trimmed_to_the_window():
     decisions = run([(t, Backlog(ready=10)) for t in range(0, 600, 5)], current=1)
     assert len(decisions[-1].new_state.recommendations) == 12
+
+
+def test_delayed_retries_due_later_wait_for_the_cooldown_before_zero():
+    far = Backlog(delayed=3, delayed_due=0)
+    decisions = run([(0, IDLE), (100, far), (119, far), (121, far)], current=1)
+    assert [d.desired for d in decisions] == [1, 1, 1, 0]
+    assert "cooldownPeriod" in decisions[2].reason
+
+
+def test_backlog_from_depths_sums_the_due_counts_read_with_a_lead_time():
+    def depth(queue, delayed, due):
+        return QueueDepth(queue, ready=1, in_flight=0, delayed=delayed, dead=0, delayed_due=due)
+
+    both = Backlog.from_depths([depth("email", 4, 1), depth("invoice", 3, 0)])
+    assert (both.delayed, both.delayed_due, both.due, both.load) == (7, 1, 1, 3)
+    # A queue read without a lead time counts all its delayed messages as due
+    mixed = Backlog.from_depths([depth("email", 4, 1), depth("invoice", 3, None)])
+    assert (mixed.delayed_due, mixed.due) == (4, 4)
+    unknown = Backlog.from_depths([depth("email", 4, None)])
+    assert (unknown.delayed_due, unknown.due) == (None, 4)
+    # An explicit count still wins
+    assert Backlog.from_depths([depth("email", 4, 1)], delayed_due=2).due == 2

@@ -127,6 +127,17 @@ class Cluster:
     def patch_queuescaler(self, ns: str, name: str, patch: dict) -> None:
         self.api("PATCH", QS.format(ns=ns) + f"/{name}", patch)
 
+    def kopf_peering(self, ns: str, name: str) -> None:
+        """kopf's KopfPeering CRD (kopf.dev/v1, as kopf's peering.yaml declares it: no status
+        subresource) made discoverable, and one KopfPeering object for `--peering=<name>`."""
+        self.emulator.resources["kopf.dev/v1/kopfpeerings"] = kmock.ResourceInfo(
+            kind="KopfPeering", singular="kopfpeering", namespaced=True,
+            verbs={"get", "list", "watch", "patch", "create", "delete", "update"})
+        self.api("POST", f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings", {
+            "apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": "1"},
+        })
+
     def status(self, ns: str, name: str) -> dict:
         try:
             return self.api("GET", QS.format(ns=ns) + f"/{name}").get("status") or {}
@@ -263,12 +274,14 @@ def operator(kubeconfig, metrics_port, liveness_port, ns, monkeypatch) -> Iterat
 
     runners: list[KopfRunner] = []
 
-    def make() -> KopfRunner:
+    def make(peering: str | None = None) -> KopfRunner:
+        """`--standalone`, or with `peering` set `--peering=<peering>` (the KopfPeering must exist)."""
         # Each run imports the handler module anew into a registry of its own: kopf's default
         # registry is process-wide, so a second run would otherwise hold every handler twice.
         sys.modules.pop("queue_autoscaler.operator", None)
+        mode = f"--peering={peering}" if peering else "--standalone"
         runners.append(KopfRunner(
-            ["run", "--standalone", "--namespace", ns, "-m", "queue_autoscaler.operator", "--verbose",
+            ["run", mode, "--namespace", ns, "-m", "queue_autoscaler.operator", "--verbose",
              f"--liveness=http://127.0.0.1:{liveness_port}/healthz"],
             registry=kopf.OperatorRegistry(), timeout=30,
         ))

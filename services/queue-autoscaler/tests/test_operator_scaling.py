@@ -62,7 +62,8 @@ def test_backlog_above_target_scales_up_at_once_and_posts_an_event(cluster, ns, 
     assert "Deployment invoice-worker 1→5" in event["message"]
     assert "backlog 47 (ready 44, in flight 3, delayed 0)" in event["message"]
     assert status["backlog"] == {"ready": 44, "inFlight": 3, "delayed": 0, "delayedDue": 0, "dead": 0, "load": 47}
-    assert status["queues"] == [{"name": work.queue, "ready": 44, "inFlight": 3, "delayed": 0, "dead": 0}]
+    assert status["queues"] == [{"name": work.queue, "ready": 44, "inFlight": 3, "delayed": 0, "delayedDue": 0,
+                                 "dead": 0}]
     assert (status["currentReplicas"], status["desiredReplicas"]) == (5, 5)
     assert status["lastScaleTime"] and status["lastActiveTime"] and status["lastPollTime"]
     assert "scaled up 1→5" in status["reason"]
@@ -72,6 +73,7 @@ def test_backlog_above_target_scales_up_at_once_and_posts_an_event(cluster, ns, 
     labels = f'namespace="{ns}",queue="{work.queue}",scaler="invoice"'
     assert f'queue_autoscaler_backlog_messages{{component="ready",{labels}}} 44.0' in scraped
     assert f'queue_autoscaler_backlog_messages{{component="in_flight",{labels}}} 3.0' in scraped
+    assert f'queue_autoscaler_backlog_messages{{component="delayed_due",{labels}}} 0.0' in scraped
     assert f'queue_autoscaler_desired_replicas{{namespace="{ns}",scaler="invoice"}} 5.0' in scraped
     assert f'queue_autoscaler_decisions_total{{action="scale_up",namespace="{ns}",scaler="invoice"}} 1.0' in scraped
 
@@ -82,7 +84,7 @@ def test_drain_scales_down_after_the_window_and_to_zero_only_when_idle_after_coo
     cluster.secret(ns, "redis", {"url": redis_url})
     work.send(30)
     held = work.take(5)
-    cluster.queuescaler(ns, "invoice", spec(work))
+    cluster.queuescaler(ns, "invoice", spec(work, delayedLeadSeconds=30))
     with operator():
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 3)
 
@@ -96,19 +98,23 @@ def test_drain_scales_down_after_the_window_and_to_zero_only_when_idle_after_coo
         time.sleep(COOLDOWN + 2 * POLL)  # in flight: never to zero, whatever the cooldown
         assert cluster.replicas(ns, "invoice-worker") == 1
 
-        work.send(1, delay_ms=60_000)  # a retry waiting out its backoff
+        work.send(1, delay_ms=20_000)  # a retry waiting out its backoff, due within delayedLeadSeconds (30)
         work.finish(held)
-        time.sleep(COOLDOWN + 2 * POLL)  # delayed: never to zero either
+        time.sleep(COOLDOWN + 2 * POLL)  # delayed and due soon: never to zero either
         assert cluster.replicas(ns, "invoice-worker") == 1
         assert "delayed 1" in cluster.status(ns, "invoice")["reason"]
 
         work.clear_delayed()
+        work.send(1, delay_ms=600_000)  # a retry due in 10 minutes: no reason to keep a worker now
         idle = time.monotonic()
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 0)
         assert time.monotonic() - idle >= COOLDOWN - POLL
         status = cluster.status(ns, "invoice")
 
     assert "scaled down 1→0" in status["reason"]
+    assert "delayed 0 due (+1 later)" in status["reason"]
+    assert (status["backlog"]["delayed"], status["backlog"]["delayedDue"]) == (1, 0)
+    assert (status["queues"][0]["delayed"], status["queues"][0]["delayedDue"]) == (1, 0)
     assert condition(status, "Active")["status"] == "False"
     assert [e["message"].split(":")[0] for e in events(cluster, ns, "ScaledDown")] == [
         "Deployment invoice-worker 3→1", "Deployment invoice-worker 1→0"]

@@ -1,10 +1,11 @@
-"""The Kubernetes verbs the operator uses are exactly those listed in rbac-verbs.md.
+"""The Kubernetes verbs the operator uses, those rbac-verbs.md lists and those the chart grants are one set.
 
 The operator runs a whole life cycle against the emulator (a QueueScaler
-appears, scales its Deployment, is deleted); every request kopf and the
-operator's own client sent is turned into (apiGroup, resource, verb) as the
-API server's authorizer would, and compared with the document the chart's
-RBAC is checked against.
+appears, scales its Deployment, is deleted), standalone and with kopf peering;
+every request kopf and the operator's own client sent is turned into
+(apiGroup, resource, verb) as the API server's authorizer would, and compared
+with the document.  The chart, rendered by the real helm, must grant exactly
+the document's set too: nothing missing, nothing more.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ import re
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from helm_helpers import CHART, by_kind, component_name, helm_args, install_helm, template
+
 DOC = Path(__file__).resolve().parents[1] / "rbac-verbs.md"
+BASE, PEERING = "Verbs used", "Only with peering"
+PEERING_NAME = "booking-platform"
+
+Verb = tuple[str, str, str]  # (apiGroup, resource, verb); "" is the core group
 
 
-def documented() -> set[tuple[str, str, str]]:
-    """(apiGroup, resource, verb) rows of the 'Verbs used' table of rbac-verbs.md."""
-    text = DOC.read_text().split("## Verbs used", 1)[1].split("\n## ", 1)[0]
+def documented(section: str = BASE) -> set[Verb]:
+    """(apiGroup, resource, verb) rows of one table of rbac-verbs.md ('## <section>')."""
+    text = DOC.read_text().split(f"## {section}", 1)[1].split("\n## ", 1)[0]
     rows = set()
     for line in text.splitlines():
         if not line.startswith("|"):
@@ -28,9 +37,21 @@ def documented() -> set[tuple[str, str, str]]:
             continue  # header and rule rows
         group = "" if cells[0] == "core" else cells[0]
         rows |= {(group, cells[1], verb.strip()) for verb in cells[2].split(",")}
+    assert rows, f"no table under '## {section}' in {DOC.name}"
     return rows
 
 
+def expected(peering: bool) -> set[Verb]:
+    return documented(BASE) | (documented(PEERING) if peering else set())
+
+
+def test_the_document_lists_disjoint_base_and_peering_verbs():
+    assert documented(BASE) and documented(PEERING)
+    assert not documented(BASE) & documented(PEERING)
+    assert {g for g, _, _ in documented(PEERING)} == {"kopf.dev"}
+
+
+# -- what the operator really asks of the API server ------------------------------------
 def authorizer_verb(request) -> str:
     """The verb Kubernetes' authorizer sees for one HTTP request."""
     if request.method == "GET":
@@ -40,7 +61,7 @@ def authorizer_verb(request) -> str:
     return {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[request.method]
 
 
-def used(requests) -> set[tuple[str, str, str]]:
+def used(requests) -> set[Verb]:
     rows = set()
     for r in requests:
         agent = r.headers.get("User-Agent", "")
@@ -59,9 +80,13 @@ def scrape(port: int) -> str:
         return resp.read().decode()
 
 
-def test_verbs_used_are_the_documented_ones(cluster, ns, work, operator, redis_url, wait_for, metrics_port):
+@pytest.mark.parametrize("peering", [False, True], ids=["standalone", "peering"])
+def test_verbs_used_are_the_documented_ones(peering, cluster, ns, work, operator, redis_url, wait_for,
+                                            metrics_port):
     cluster.deployment(ns, "invoice-worker", replicas=1)
     cluster.secret(ns, "redis", {"url": redis_url})
+    if peering:
+        cluster.kopf_peering(ns, PEERING_NAME)
     work.send(25)
     cluster.queuescaler(ns, "invoice", {
         "scaleTargetRef": {"name": "invoice-worker"}, "queues": [work.queue],
@@ -69,7 +94,7 @@ def test_verbs_used_are_the_documented_ones(cluster, ns, work, operator, redis_u
         "maxReplicaCount": 5, "targetBacklogPerReplica": 10, "pollingInterval": 1,
     })
     qs = f"/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers/invoice"
-    with operator():
+    with operator(peering=PEERING_NAME if peering else None):
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 3)
         wait_for(lambda: cluster.events(ns))
         assert f'namespace="{ns}"' in scrape(metrics_port)
@@ -78,4 +103,40 @@ def test_verbs_used_are_the_documented_ones(cluster, ns, work, operator, redis_u
                                  if name == "invoice" and n == ns and not o.deleted))
         wait_for(lambda: f'namespace="{ns}"' not in scrape(metrics_port))  # no stale series left
 
-    assert used(cluster.requests()) == documented()
+    assert used(cluster.requests()) == expected(peering)
+
+
+# -- what the chart grants -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return install_helm()
+
+
+def granted(role: dict) -> set[Verb]:
+    """(apiGroup, resource, verb) a Role's rules allow, one row per combination."""
+    return {(g, r, v) for rule in role["rules"]
+            for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+@pytest.mark.parametrize("peering", [False, True], ids=["standalone", "peering"])
+def test_the_charts_operator_role_grants_exactly_the_documented_verbs(helm, peering):
+    docs = template(helm, *helm_args([CHART / "ci" / "default-values.yaml"],
+                                     set_values={"operator.peering.enabled": str(peering).lower()}))
+    op = by_kind(docs, "Deployment")[component_name("operator")]
+    command = op["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert (f"--peering={PEERING_NAME}" in command) is peering and ("--standalone" in command) is not peering
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    role = by_kind(docs, "Role")[component_name("operator")]
+
+    have, want = granted(role), expected(peering)
+    assert not want - have, f"the operator uses verbs the chart does not grant: {sorted(want - have)}"
+    assert not have - want, f"the chart grants verbs the operator never uses: {sorted(have - want)}"
+    for rule in role["rules"]:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+        assert "nonResourceURLs" not in rule
+
+    # Secrets: only the one the QueueScalers read the Redis URL from, by name.
+    secret_rules = [rule for rule in role["rules"] if "secrets" in rule["resources"]]
+    refs = {qs["spec"]["redis"]["urlSecretRef"]["name"] for qs in by_kind(docs, "QueueScaler").values()}
+    assert refs and [rule["resourceNames"] for rule in secret_rules] == [sorted(refs)]
+    assert all("resourceNames" not in rule for rule in role["rules"] if rule not in secret_rules)

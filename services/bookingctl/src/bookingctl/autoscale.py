@@ -1,7 +1,8 @@
 """Local autoscaling: the operator's decision core applied to worker processes.
 
 Each pool (one queue's worker processes) is read with the same `QueueReader`
-and decided with the same `decide()` as the kopf operator; the actuator here
+(delayed messages count when due within the pool's delayedLeadSeconds) and
+decided with the same `decide()` as the kopf operator; the actuator here
 starts `dramatiq` processes or sends SIGTERM to the newest ones, which finish
 their messages (Dramatiq's shutdown timeout) before exiting.
 """
@@ -72,6 +73,20 @@ class Autoscaler:
         self.reader = QueueReader(redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2),
                                   namespace)
 
+    def read(self, pools: list[Pool]) -> dict[str, Backlog]:
+        """Each pool's backlog, its delayed messages due within its own delayedLeadSeconds.
+
+        One snapshot per distinct lead time (one in all with the defaults), each atomic.
+        """
+        by_lead: dict[float, list[str]] = {}
+        for pool in pools:
+            by_lead.setdefault(pool.policy.delayed_lead_seconds, []).append(pool.queue)
+        readings: dict[str, Backlog] = {}
+        for lead, queues in by_lead.items():
+            for depth in self.reader.snapshot(queues, due_within_ms=lead * 1000):
+                readings[depth.queue] = Backlog.from_depths([depth])
+        return readings
+
     def tick(self, running: dict[str, int], resize, now: float | None = None) -> None:
         """For each pool due a reading: decide on `running[queue]` processes, call resize(queue, n)."""
         now = time.monotonic() if now is None else now
@@ -79,8 +94,7 @@ class Autoscaler:
         if not due:
             return
         try:
-            depths = {d.queue: d for d in self.reader.snapshot([p.queue for p in due])}
-            readings = {p.queue: Backlog.from_depths([depths[p.queue]]) for p in due}
+            readings = self.read(due)
         except redis.RedisError as e:
             readings = {p.queue: Backlog.unreadable(f"{type(e).__name__}: {e}") for p in due}
         for pool in due:

@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, gen
 
 from booking_core.queues import QueueDepth
 
-COMPONENTS = ("ready", "in_flight", "delayed", "dead")
+#: QueueDepth fields exported as `component`; delayed_due is read with the policy's delayedLeadSeconds.
+COMPONENTS = ("ready", "in_flight", "delayed", "delayed_due", "dead")
 SCALER = ("namespace", "scaler")
 
 BACKLOG = Gauge("queue_autoscaler_backlog_messages", "Messages by queue and component at the last reading.",
@@ -38,7 +39,10 @@ def observe_depths(namespace: str, scaler: str, depths: list[QueueDepth]) -> Non
     """Record one reading's per-queue depths."""
     for depth in depths:
         for component in COMPONENTS:
-            _child(BACKLOG, namespace, scaler, depth.queue, component).set(getattr(depth, component))
+            value = getattr(depth, component)
+            if component == "delayed_due" and value is None:
+                value = depth.delayed  # not read with a lead time: every delayed message is due
+            _child(BACKLOG, namespace, scaler, depth.queue, component).set(value)
 
 
 def observe_decision(namespace: str, scaler: str, action: str, desired: int, current: int) -> None:

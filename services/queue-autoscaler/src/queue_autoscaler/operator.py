@@ -70,7 +70,8 @@ async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerS
         url = await _redis_url(rt, memo.kube, namespace, s, now)
     except KubeError as e:
         return Backlog.unreadable(f"Redis URL from secret {s.secret_name}/{s.secret_key}: {e}"), []
-    backlog, depths = await memo.backlog.read(url, s.redis_namespace, s.queues)
+    backlog, depths = await memo.backlog.read(url, s.redis_namespace, s.queues,
+                                              delayed_lead_seconds=s.policy.delayed_lead_seconds)
     if backlog.error is not None:
         rt.redis_url = None  # the Secret may have been rotated: read it again next time
     return backlog, depths

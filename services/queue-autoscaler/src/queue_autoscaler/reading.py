@@ -32,11 +32,17 @@ class BacklogSource:
             self._readers[key] = QueueReader(self._clients[url], namespace)
         return self._readers[key]
 
-    async def read(self, url: str, namespace: str, queues: tuple[str, ...]) -> tuple[Backlog, list[QueueDepth]]:
-        """The summed backlog and per-queue depths, or an unreadable Backlog on any Redis failure."""
+    async def read(self, url: str, namespace: str, queues: tuple[str, ...], *,
+                   delayed_lead_seconds: float | None = None) -> tuple[Backlog, list[QueueDepth]]:
+        """The summed backlog and per-queue depths, or an unreadable Backlog on any Redis failure.
+
+        With `delayed_lead_seconds` (the policy's delayedLeadSeconds) only the delayed messages
+        due within that time count as due; without it, every delayed message does.
+        """
+        lead_ms = None if delayed_lead_seconds is None else delayed_lead_seconds * 1000
         try:
             reader = self._reader(url, namespace)
-            depths = await asyncio.to_thread(reader.snapshot, queues)
+            depths = await asyncio.to_thread(reader.snapshot, queues, lead_ms)
         except (redis.RedisError, OSError, ValueError) as e:
             return Backlog.unreadable(f"{type(e).__name__}: {e}"), []
         return Backlog.from_depths(depths), depths

@@ -108,7 +108,8 @@ def backlog_status(backlog: Backlog, depths: Iterable[Any]) -> dict[str, Any]:
             "delayedDue": backlog.due, "dead": backlog.dead, "load": backlog.load,
         },
         "queues": [
-            {"name": d.queue, "ready": d.ready, "inFlight": d.in_flight, "delayed": d.delayed, "dead": d.dead}
+            {"name": d.queue, "ready": d.ready, "inFlight": d.in_flight, "delayed": d.delayed,
+             "delayedDue": d.delayed if d.delayed_due is None else d.delayed_due, "dead": d.dead}
             for d in depths
         ],
     }

@@ -14,7 +14,10 @@ from typing import Protocol
 
 
 class _Depth(Protocol):
-    """What `from_depths` reads: booking_core.queues.QueueDepth has these fields."""
+    """What `from_depths` reads: booking_core.queues.QueueDepth has these fields.
+
+    It also reads `delayed_due` where a depth has it (None or absent: not known).
+    """
 
     ready: int
     in_flight: int
@@ -59,8 +62,18 @@ class Backlog:
 
     @classmethod
     def from_depths(cls, depths: Iterable[_Depth], *, delayed_due: int | None = None) -> Backlog:
-        """Sum several queues' depths (a pool may consume more than one queue)."""
+        """Sum several queues' depths (a pool may consume more than one queue).
+
+        `delayed_due` is the sum of the depths' own `delayed_due` (read with a lead time)
+        unless given; a depth without one counts all its delayed messages as due, and
+        when no depth has one it stays None (every delayed message is due).
+        """
         depths = list(depths)
+        if delayed_due is None:
+            known = [getattr(d, "delayed_due", None) for d in depths]
+            if any(k is not None for k in known):
+                pairs = zip(depths, known, strict=True)
+                delayed_due = sum(d.delayed if k is None else min(k, d.delayed) for d, k in pairs)
         return cls(
             ready=sum(d.ready for d in depths),
             in_flight=sum(d.in_flight for d in depths),

@@ -12,7 +12,8 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
     ready, in-flight, due-delayed and orphaned messages, not just the ready list;
     kept at the current count within `tolerance`; 0 while not active
     (load <= activationBacklog); at least 1 while any message is in flight,
-    delayed or orphaned; within [min, max];
+    delayed and due (within delayedLeadSeconds, when the reader knows) or
+    orphaned; within [min, max];
   * up: at once, at most scaleUp.maxStep per decision;
   * down: to the highest recommendation of the last stabilizationWindowSeconds
     (the window starts with the current count when the scaler starts, so a
