@@ -3,7 +3,8 @@
 Measures, in one run on one platform:
   * POST /api/v1/bookings latency over N sequential requests on one keep-alive
     connection, against GET /healthz on the same connection (the HTTP floor:
-    gunicorn + Flask, no database) as the baseline;
+    gunicorn + Flask, no database) as the baseline; once with the workers
+    processing the backlog the POSTs create, once with the workers stopped;
   * time from POST to all three tasks done, for M bookings one after another.
 Prints medians, p90/p99 and the POST/baseline ratio, and writes them as JSON.
 
@@ -85,6 +86,15 @@ def main() -> None:
             for _ in range(args.posts):
                 floor.append(timed(conn, "GET", "/healthz", auth)[0])
                 posts.append(timed(conn, "POST", "/api/v1/bookings", post_headers, body)[0])
+            # Again with the workers stopped: the accept path alone, without the
+            # workers' PDF rendering competing for the same two cores.
+            for name in [n for n in platform.children if "-worker-" in n]:
+                platform.stop_component(name)
+            conn.close()  # gunicorn closed it while idle (keep-alive timeout)
+            quiet_posts, quiet_floor = [], []
+            for _ in range(args.posts):
+                quiet_floor.append(timed(conn, "GET", "/healthz", auth)[0])
+                quiet_posts.append(timed(conn, "POST", "/api/v1/bookings", post_headers, body)[0])
 
         finally:
             platform.stop()
@@ -93,6 +103,10 @@ def main() -> None:
         "post": summary(posts),
         "healthz_baseline": summary(floor),
         "post_over_baseline_median": round(statistics.median(posts) / statistics.median(floor), 2),
+        "post_workers_stopped": summary(quiet_posts),
+        "healthz_baseline_workers_stopped": summary(quiet_floor),
+        "post_over_baseline_median_workers_stopped": round(statistics.median(quiet_posts)
+                                                           / statistics.median(quiet_floor), 2),
         "post_to_all_tasks_done": summary(flows),
         "command": " ".join(["python", *sys.argv]),
     }

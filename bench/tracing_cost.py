@@ -3,7 +3,8 @@
 Platform A runs with tracing off (the default), platform B with the OTLP
 exporter on (always_on sampler) sending to a local receiver.  Requests
 alternate A, B, A, B… on keep-alive connections, so both see the same machine
-noise; medians and the B/A ratio are printed and written as JSON.
+noise; the workers are stopped first so only the request path is measured.
+Medians and the B/A ratio are printed and written as JSON.
 
     .venv/bin/python bench/tracing_cost.py [--posts 1000] [--out bench/results/tracing_cost.json]
 """
@@ -44,6 +45,10 @@ def main() -> None:
         traced = start(tmp, "traced", {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                                        "OTEL_TRACES_SAMPLER": "always_on"})
         try:
+            # The workers' PDF rendering would compete for the two cores: measure the accept path alone.
+            for p in (plain, traced):
+                for name in [n for n in p.children if "-worker-" in n]:
+                    p.stop_component(name)
             clients = []
             for p in (plain, traced):
                 conn = http.client.HTTPConnection("127.0.0.1", p.config.port, timeout=30)
