@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import warnings
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from booking_core import admin
@@ -68,7 +68,8 @@ Booking platform is up.
   Metrics:      {metrics}
 Try:
   curl -s -X POST {platform.api_url}/api/v1/bookings -H "Authorization: Bearer $(cat {d / 'admin-token'})" \\
-    -H 'Content-Type: application/json' -d '{{"customer": {{"name": "Ada", "email": "ada@example.com"}}, "item": "Room 1", \
+    -H 'Content-Type: application/json' \\
+    -d '{{"customer": {{"name": "Ada", "email": "ada@example.com"}}, "item": "Room 1", \
 "check_in": "2027-01-01", "check_out": "2027-01-03", "amount": "200.00", "currency": "EUR"}}'
 Press Ctrl-C to stop everything.
 """, flush=True)
