@@ -71,6 +71,11 @@ if [ "$(installed_version)" != "$HELM_VERSION" ]; then
     echo "get-helm: installed helm is $(installed_version), expected $HELM_VERSION" >&2
     exit 1
 fi
-"$BIN/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION" || {
-    echo "get-helm: installed kubectl is not $KUBECTL_VERSION" >&2; exit 1; }
+# Read the whole output first: `kubectl … | grep -q` under pipefail fails at random
+# when grep exits early and kubectl dies of SIGPIPE.
+kubectl_version="$("$BIN/kubectl" version --client 2>/dev/null || true)"
+case "$kubectl_version" in
+    *"$KUBECTL_VERSION"*) ;;
+    *) echo "get-helm: installed kubectl is not $KUBECTL_VERSION: $kubectl_version" >&2; exit 1 ;;
+esac
 echo "$BIN/helm"
