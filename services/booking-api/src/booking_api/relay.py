@@ -21,6 +21,7 @@ import psycopg
 import redis
 from prometheus_client import Counter, Histogram, start_http_server
 
+from booking_api.idempotency import purge_expired
 from booking_core import db
 from booking_core.broker import make_broker
 from booking_core.config import Settings
@@ -103,8 +104,6 @@ class Relay:
                             log.debug("published %d messages", n)
                         backoff = 0.1
                         if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
-                            from booking_api.idempotency import purge_expired
-
                             purge_expired(work, self.settings.idempotency_ttl_seconds)
                             last_purge = time.monotonic()
                         self._wait(listen)

@@ -227,10 +227,10 @@ class Platform:
             now = time.monotonic()
             if now < next_at:
                 continue
+            # Back off if it keeps dying within a minute of its start; a long run resets the count.
+            count = count + 1 if now - child.started_at < 60 else 1
             log.warning("%s exited (code %s); restarting", name, child.returncode())
             child.start()
-            # Back off if it keeps dying within a minute of each start.
-            count = count + 1 if now - child.started_at < 60 else 1
             self._restarts[name] = (count, now + min(2 ** count, 30))
 
     def _supervise(self) -> None:
