@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -14,9 +15,27 @@ from outbox_relay.relay import Relay
 
 log = logging.getLogger("outbox_relay")
 
+ENVIRONMENT = """\
+environment:
+  DATABASE_URL, REDIS_URL       Postgres and Redis (required)
+  BOOKING_RELAY_SWEEP_MS        poll interval when no NOTIFY arrives (2000)
+  BOOKING_RELAY_BATCH_SIZE      outbox rows per transaction (200)
+  BOOKING_METRICS_HOST, _PORT   where /metrics listens (0.0.0.0, 9100)
+  OTEL_*                        OpenTelemetry exporter settings
+"""
 
-def main() -> None:
-    """Run the relay until SIGTERM or SIGINT; metrics on $BOOKING_METRICS_HOST:$BOOKING_METRICS_PORT (0.0.0.0:9100)."""
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line takes no options: `--help` says what the environment sets."""
+    parser = argparse.ArgumentParser(
+        prog="booking-relay", description="Publish committed outbox rows to the Dramatiq queues; stop on SIGTERM.",
+        epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the relay until SIGTERM or SIGINT."""
+    parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     setup_tracing("booking-relay")
     host = os.environ.get("BOOKING_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the pod's own metrics port
