@@ -169,7 +169,7 @@ def builds(base_image, tmp_path_factory) -> dict[str, Built]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip(IMAGED, pool.map(lambda s: build(s, base_image, log_dir), IMAGED), strict=True))
     for service, built in results.items():
-        print(f"built {service} in {built.seconds:.0f} s, {image_size(built.ref) / 1e6:.0f} MB" if built.ref
+        print(f"built {service} in {built.seconds:.0f} s, {image_size(built.ref)}" if built.ref
               else f"FAILED {service}: {built.log}")
     prune_stale_build_images(results.values())
     return results
@@ -218,10 +218,10 @@ def image_config(ref: str) -> dict:
     return json.loads(out)["OCIv1"]["config"]
 
 
-def image_size(ref: str) -> int:
-    """The image's size in bytes, as `buildah images` reports it."""
-    out = subprocess.run(["buildah", "images", "--json", ref], capture_output=True, text=True, check=True).stdout
-    return int(json.loads(out)[0]["size"])
+def image_size(ref: str) -> str:
+    """The image's size as `buildah images` reports it, e.g. "209 MB"."""
+    return subprocess.run(["buildah", "images", "--format", "{{.Size}}", ref], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def command_of(config: dict) -> list[str]:
