@@ -221,7 +221,7 @@ def image_config(ref: str) -> dict:
 def image_size(ref: str) -> str:
     """The image's size as `buildah images` reports it, e.g. "209 MB"."""
     return subprocess.run(["buildah", "images", "--format", "{{.Size}}", ref], capture_output=True, text=True,
-                          check=True).stdout.strip()
+                          check=True).stdout.split("\n")[0]  # one line per tag of the image: all alike
 
 
 def command_of(config: dict) -> list[str]:
