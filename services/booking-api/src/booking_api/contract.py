@@ -40,6 +40,7 @@ from pydantic import (
     create_model,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from booking_api.cursors import decode_cursor
@@ -59,7 +60,8 @@ AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,9})(\.[0-9]{1,2})?$"
 AMOUNT_RULE = 'must be a decimal string with at most two decimals, e.g. "120.50"'
 IDEMPOTENCY_KEY_MAX = 255
 #: The key itself: printable ASCII; the header may wrap it in quotes (a structured-field string).
-IDEMPOTENCY_KEY_PATTERN = f"^[!-~]{{1,{IDEMPOTENCY_KEY_MAX}}}$"
+IDEMPOTENCY_KEY_CHARS = f"[!-~]{{1,{IDEMPOTENCY_KEY_MAX}}}"
+IDEMPOTENCY_KEY_PATTERN = f"^{IDEMPOTENCY_KEY_CHARS}$"
 #: DeadLetter fields the API does not show (`DeadLetter.as_dict` leaves them out).
 DEAD_LETTER_HIDDEN = ("tenant_id", "kwargs", "options")
 #: Bidi embeddings, overrides and isolates: they make stored text display in another order
@@ -143,7 +145,8 @@ def one_of(values: tuple[str, ...]) -> object:
     return Annotated[str, AfterValidator(check), Field(json_schema_extra={"enum": list(values)})]
 
 
-def _schema(**extra) -> Field:
+def _schema(**extra) -> FieldInfo:
+    """Keywords for the JSON Schema only (formats the checks above already enforce, or that document)."""
     return Field(json_schema_extra=extra)
 
 

@@ -43,14 +43,18 @@ def _problem_name(status: int) -> str:
     return TITLES[status].replace(" ", "")
 
 
-def _op(op_id: str, tag: str, summary: str, ok: tuple, *problems: int, **more) -> dict:
-    """One operation: its success response `(status, description, model, headers)` and problem statuses."""
-    status, description, model, *headers = ok
-    success = {"description": description}
-    if model is not False:
-        success["content"] = _json(model) if not isinstance(model, dict) else model
-    if headers:
-        success["headers"] = headers[0]
+def _ok(description: str, model: type[BaseModel] | None = None, *, content: dict | None = None,
+        headers: dict | None = None) -> dict:
+    """A success response: a model's JSON, other `content`, or no body when neither is given."""
+    out = {"description": description}
+    if model is not None or content is not None:
+        out["content"] = content if content is not None else _json(model)
+    return out | ({"headers": headers} if headers else {})
+
+
+def _op(op_id: str, tag: str, summary: str, ok: tuple[int, dict], *problems: int, **more) -> dict:
+    """One operation: its success `(status, response)`, then the statuses of its problem responses."""
+    status, success = ok
     responses = {str(status): success} | {str(s): _ref("responses", _problem_name(s)) for s in problems}
     return {"operationId": op_id, "tags": [tag], "summary": summary, **more, "responses": responses}
 
@@ -80,7 +84,7 @@ _IDEMPOTENCY_KEY = {
     "description": "IETF httpapi idempotency key (a structured-field string; quotes optional). The same key "
                    "and body replay the stored response; the same key with another body is 422; a request "
                    "with the key still in flight is 409. Keys are per tenant and expire after 24 hours.",
-    "schema": {"type": "string", "pattern": '^"?' + c.IDEMPOTENCY_KEY_PATTERN[1:-1] + '"?$'},
+    "schema": {"type": "string", "pattern": f'^"?{c.IDEMPOTENCY_KEY_CHARS}"?$'},
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
@@ -94,51 +98,53 @@ def _paths() -> dict:
     pdf = {"application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}}
     admin = "Admin tokens only."
     return {
-        "/healthz": {"get": _op("healthz", "health", "Liveness probe", (200, "The process is alive.", c.Health),
+        "/healthz": {"get": _op("healthz", "health", "Liveness probe", (200, _ok("The process is alive.", c.Health)),
                                 **_PUBLIC)},
         "/readyz": {"get": _op("readyz", "health", "Readiness probe",
-                               (200, "Postgres and Redis both answer.", c.Readiness), 503, **_PUBLIC)},
+                               (200, _ok("Postgres and Redis both answer.", c.Readiness)), 503, **_PUBLIC)},
         "/api/v1/openapi.json": {"get": _op("openapi", "meta", "This document",
-                                            (200, "The OpenAPI 3.1 document.", None), **_PUBLIC)},
+                                            (200, _ok("The OpenAPI 3.1 document.", content=_json(None))), **_PUBLIC)},
         "/api/v1/bookings": {
             "post": _op("createBooking", "bookings", "Confirm a booking",
-                        (201, "Created (or replayed for a repeated Idempotency-Key).", c.Booking, created_headers),
+                        (201, _ok("Created (or replayed for a repeated Idempotency-Key).", c.Booking,
+                                  headers=created_headers)),
                         400, 401, 409, 413, 415, 422,
                         description="Saves the booking, its three tasks (email, invoice, audit) and their "
                                     "messages in one transaction. A rejected request writes nothing.",
                         parameters=[_IDEMPOTENCY_KEY],
                         requestBody={"required": True, "content": _json(c.BookingRequest)}),
             "get": _op("listBookings", "bookings", "The caller's bookings, newest first",
-                       (200, "One page of bookings.", c.BookingPage), 401, 422,
+                       (200, _ok("One page of bookings.", c.BookingPage)), 401, 422,
                        parameters=_query(c.BookingQuery)),
         },
         "/api/v1/bookings/{booking_id}": {
             "parameters": [_PATH_BOOKING],
             "get": _op("getBooking", "bookings", "One booking with its live task states",
-                       (200, "The booking.", c.Booking), 401, 404),
+                       (200, _ok("The booking.", c.Booking)), 401, 404),
         },
         "/api/v1/bookings/{booking_id}/invoice": {
             "parameters": [_PATH_BOOKING],
             "get": _op("getInvoice", "bookings", "The invoice PDF",
-                       (200, "The invoice.", pdf, {"Content-Disposition": {"schema": {"type": "string"}}}),
+                       (200, _ok("The invoice.", content=pdf,
+                                 headers={"Content-Disposition": {"schema": {"type": "string"}}})),
                        401, 404, 409),
         },
         "/api/v1/ops/queues": {"get": _op(
-            "queueDepths", "ops", "Depth of every queue", (200, "Depth per queue.", c.QueueDepths), 401, 403,
+            "queueDepths", "ops", "Depth of every queue", (200, _ok("Depth per queue.", c.QueueDepths)), 401, 403,
             description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot.")},
         "/api/v1/ops/dead-letters": {"get": _op(
-            "listDeadLetters", "ops", "Dead letters, oldest first", (200, "Dead letters.", c.DeadLetterList),
+            "listDeadLetters", "ops", "Dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
             401, 403, 422, description=admin, parameters=_query(c.QueueQuery))},
         "/api/v1/ops/dead-letters/{dead_id}/requeue": {
             "parameters": [_PATH_DEAD],
             "post": _op("requeueDeadLetter", "ops", "Send a dead letter back to its queue",
-                        (200, "Requeued.", c.RequeueResult), 401, 403, 404, 422,
+                        (200, _ok("Requeued.", c.RequeueResult)), 401, 403, 404, 422,
                         description=f"{admin} Retries start afresh; the action is audited.",
                         parameters=_query(c.QueueQuery)),
         },
         "/api/v1/ops/dead-letters/{dead_id}": {
             "parameters": [_PATH_DEAD],
-            "delete": _op("discardDeadLetter", "ops", "Discard a dead letter for good", (204, "Discarded.", False),
+            "delete": _op("discardDeadLetter", "ops", "Discard a dead letter for good", (204, _ok("Discarded.")),
                           401, 403, 404, 422, description=f"{admin} The action is audited.",
                           parameters=_query(c.QueueQuery)),
         },
