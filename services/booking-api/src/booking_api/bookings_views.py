@@ -96,9 +96,7 @@ def get_booking(booking_id: str):
 @bp.get("")
 def list_bookings():
     """The caller's bookings, newest first, paged by an opaque cursor."""
-    query, errors = validate_query(BookingQuery, request.args)
-    if errors:
-        raise ApiError(422, "invalid-query", "Some query parameters are invalid.", errors=errors)
+    query = validate_query(BookingQuery, request.args)
     after = decode_cursor(query.cursor) if query.cursor else None
     rows = bookings.page(get_db(), g.identity["tenant_id"], limit=query.limit + 1, after=after,
                          task_state=query.state, task=query.task)

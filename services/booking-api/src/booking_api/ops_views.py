@@ -20,10 +20,7 @@ _ID = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 
 def _queue_arg() -> str | None:
-    query, errors = validate_query(QueueQuery, request.args)
-    if errors:
-        raise ApiError(422, "invalid-query", "Some query parameters are invalid.", errors=errors)
-    return query.queue
+    return validate_query(QueueQuery, request.args).queue
 
 
 @bp.get("/queues")

@@ -15,6 +15,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from booking_api.contract import LONE_SURROGATE, BookingRequest
+from booking_api.problems import ApiError
 from booking_core.bookings import NewBooking
 
 M = TypeVar("M", bound=BaseModel)
@@ -58,9 +59,9 @@ def validate_booking(data: object) -> tuple[NewBooking | None, list[dict]]:
                       req.amount, req.currency), []
 
 
-def validate_query(model: type[M], args: Mapping[str, str]) -> tuple[M | None, list[dict]]:
-    """Check query parameters (first value of each) against `model`."""
+def validate_query(model: type[M], args: Mapping[str, str]) -> M:
+    """Query parameters (first value of each) checked against `model`; ApiError 422 naming each bad one."""
     try:
-        return model.model_validate(dict(args.items())), []
+        return model.model_validate(dict(args.items()))
     except ValidationError as e:
-        return None, field_errors(e)
+        raise ApiError(422, "invalid-query", "Some query parameters are invalid.", errors=field_errors(e)) from None
