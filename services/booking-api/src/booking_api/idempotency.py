@@ -12,13 +12,14 @@ import re
 
 import psycopg
 
+from booking_api.contract import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
 from booking_api.problems import ApiError
 from booking_core import idempotency as storage
 from booking_core.idempotency import request_hash, store
 
 __all__ = ["begin", "parse_key", "request_hash", "store"]
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def parse_key(header: str | None) -> str | None:
@@ -28,9 +29,9 @@ def parse_key(header: str | None) -> str | None:
     key = header.strip()
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise ApiError(400, "bad-idempotency-key",
-                       "Idempotency-Key must be 1-255 printable ASCII characters.",
+                       f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters.",
                        errors=[{"field": "Idempotency-Key", "message": "invalid key"}])
     return key
 
