@@ -24,7 +24,7 @@ from booking_core.scaling import Backlog, Decision, ScalerState, decide
 from queue_autoscaler import metrics
 from queue_autoscaler import spec as qs
 from queue_autoscaler.config import OperatorConfig
-from queue_autoscaler.kube import KubeClient, KubeError, connection_info
+from queue_autoscaler.kube import KubeClient, KubeError
 from queue_autoscaler.reading import BacklogSource
 from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
 
@@ -161,7 +161,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.scanning.disabled = True
     settings.posting.reporting_component = "queue-autoscaler"
     logging.getLogger("kopf.objects").addFilter(_QuietTimer())
-    memo.kube = KubeClient(settings)
+    memo.kube = KubeClient()
     memo.backlog = BacklogSource(timeout=CONFIG.redis_timeout_seconds)
     memo.polls = {}  # (namespace, name) -> last tick of its timer; shared by every object's memo
     memo.metrics_server = None
@@ -172,8 +172,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
-    """kopf logs in exactly as the operator's own client does (service account, else KUBECONFIG)."""
-    return connection_info(settings)
+    """kopf logs in in the order lightkube's KubeConfig.from_env() does: service account, else KUBECONFIG.
+
+    kopf's default would also try the pykube and kubernetes clients when installed; one
+    explicit order keeps kopf and the operator's own calls on the same server and user.
+    """
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account token and no kubeconfig: cannot reach Kubernetes")
+    return info
 
 
 @kopf.on.cleanup()
