@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from booking_core.scaling import LatencyBudget, LatencyReading, PolicyError, judge
+from booking_core.scaling import LatencyBudget, LatencyReading, LatencyWatch, PolicyError, judge
 from booking_core.scaling.pressure import LATENCY_METRIC, quantile
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -134,3 +134,18 @@ def test_budget_from_spec_and_defaults():
     assert LatencyBudget.from_spec(None) == LatencyBudget()
     assert LatencyBudget.from_spec({"metricsUrl": "http://api:8000/metrics", "p99BudgetSeconds": 0.25}) == \
         LatencyBudget(metrics_url="http://api:8000/metrics", p99_budget_seconds=0.25)
+
+
+def test_a_watch_judges_each_reading_against_the_last_good_one():
+    api, watch = Api(), LatencyWatch(BUDGET)
+    text = lambda: generate_latest(api.registry).decode()  # noqa: E731
+    assert watch.observe(text(), 0).reason.endswith("first reading")
+    api.serve(0.3, 50)
+    slow = watch.observe(text(), 2)
+    assert slow.saturated and "over 2s (50 requests)" in slow.reason
+    broken = watch.observe("not prometheus text {", 4)
+    assert not broken.saturated and broken.reason.startswith("API latency unreadable (ValueError")
+    api.serve(0.3, 50)
+    assert watch.observe(text(), 6).reason.endswith("first reading")  # a new interval after a failure
+    assert watch.unreadable(TimeoutError("timed out")).reason == \
+        "API latency unreadable (TimeoutError: timed out); nothing held"

@@ -40,17 +40,7 @@ import redis
 
 from booking_core.contracts import QUEUES
 from booking_core.queues import QueueReader
-from booking_core.scaling import (
-    AcceptPath,
-    Backlog,
-    Decision,
-    LatencyBudget,
-    LatencyReading,
-    Policy,
-    ScalerState,
-    decide,
-    judge,
-)
+from booking_core.scaling import AcceptPath, Backlog, Decision, LatencyBudget, LatencyWatch, Policy, ScalerState, decide
 
 log = logging.getLogger("bookingctl.autoscale")
 
@@ -139,8 +129,7 @@ class Autoscaler:
         self.pools = {q: Pool(q, cap_cpu_bound(q, p, cores)) for q, p in policies.items()}
         self.reader = QueueReader(redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2),
                                   namespace)
-        self.budget = replace(budget, metrics_url=api_metrics_url or budget.metrics_url)
-        self._latency: tuple[float, LatencyReading] | None = None
+        self.latency = LatencyWatch(replace(budget, metrics_url=api_metrics_url or budget.metrics_url))
 
     def read(self, pools: list[Pool]) -> dict[str, Backlog]:
         """Each pool's backlog, its delayed messages due within its own delayedLeadSeconds.
@@ -158,20 +147,15 @@ class Autoscaler:
 
     def accept_path(self, now: float) -> AcceptPath | None:
         """The API's latency since the last call, judged against the budget (None: no URL set)."""
-        url = self.budget.metrics_url
+        url = self.latency.budget.metrics_url
         if url is None:
             return None
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - the platform's own API
-                reading = LatencyReading.parse(resp.read().decode(), self.budget.route)
+                text = resp.read().decode()
         except (OSError, ValueError) as e:
-            self._latency = None
-            return AcceptPath(False, f"API latency unreadable ({type(e).__name__}: {e}); nothing held")
-        before = self._latency
-        self._latency = (now, reading)
-        if before is None:
-            return judge(None, reading, self.budget, 0)
-        return judge(before[1], reading, self.budget, now - before[0])
+            return self.latency.unreadable(e)
+        return self.latency.observe(text, now)
 
     def tick(self, running: dict[str, int], resize, now: float | None = None) -> None:
         """For each pool due a reading: decide on `running[queue]` processes, call resize(queue, n)."""

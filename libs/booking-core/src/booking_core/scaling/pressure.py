@@ -148,3 +148,31 @@ def judge(before: LatencyReading | None, after: LatencyReading, budget: LatencyB
     words = (f"{what} {p99 * 1000:.0f} ms over {seconds:.0f}s ({n:.0f} requests), "
              f"budget {budget.p99_budget_seconds * 1000:.0f} ms")
     return AcceptPath(p99 > budget.p99_budget_seconds, words)
+
+
+class LatencyWatch:
+    """Judges each fetched /metrics text against the reading before it (the caller fetches).
+
+    A text that cannot be fetched or parsed holds nothing: a broken probe must not
+    freeze a pool; the next good reading starts a new interval.
+    """
+
+    def __init__(self, budget: LatencyBudget):
+        self.budget = budget
+        self._last: tuple[float, LatencyReading] | None = None
+
+    def observe(self, text: str, now: float) -> AcceptPath:
+        """The verdict on the requests since the last good reading."""
+        try:
+            reading = LatencyReading.parse(text, self.budget.route)
+        except ValueError as e:
+            return self.unreadable(e)
+        before, self._last = self._last, (now, reading)
+        if before is None:
+            return judge(None, reading, self.budget, 0)
+        return judge(before[1], reading, self.budget, now - before[0])
+
+    def unreadable(self, error: BaseException) -> AcceptPath:
+        """The verdict when the text could not be had: not saturated, and why."""
+        self._last = None
+        return AcceptPath(False, f"API latency unreadable ({type(error).__name__}: {error}); nothing held")
