@@ -1,32 +1,202 @@
-"""Per-request Postgres connection and per-process Redis client.
+"""Per-request Postgres connection and per-process Redis client, with every wait bounded.
 
 A request takes one pooled autocommit connection on first use and returns
 it at teardown: authentication is one statement, the booking write another
 (atomic on its own), and views that need more open an explicit transaction.
+
+Why the bounds: when Postgres is down or frozen, a request must get a 503 with
+`Retry-After` in a few seconds, never hang, and never tie up every gunicorn
+thread, or `/healthz` stops answering and a liveness probe restarts a healthy API.
+
+- Acquiring a pooled connection waits at most `DB_POOL_TIMEOUT_SECONDS` (2 s);
+  opening one, `DB_CONNECT_TIMEOUT_SECONDS` (2 s, libpq's minimum).
+- On a live server `statement_timeout` (3 s) and `lock_timeout` (2 s) cancel a
+  statement that runs or waits too long (`QueryCanceled`, `LockNotAvailable`).
+- A stopped or unreachable server answers nothing, so those server-side limits
+  never fire: each round trip also gives up after `DB_ANSWER_TIMEOUT_SECONDS`
+  (3.5 s, above `statement_timeout` so a live server's own cancel comes first);
+  the connection, in an unknown state, is closed.
+- After such an outage signal, requests fail fast for `DB_OUTAGE_HOLD_SECONDS`,
+  then one request at a time probes the database while the others get their
+  503 at once. So in each gunicorn worker at most one request thread waits on a
+  dead database (plus those already inside a statement when it died, each for at
+  most 3.5 s), however many threads there are; the pool (`BOOKING_DB_POOL_MAX`,
+  10) holds more connections than the threads per worker (4), so a thread never
+  waits for a slot in normal operation.
+
+The pool is this module's own rather than `booking_core.db.pool`, because that
+pool checks connections without a bound: on a frozen server the check hangs.
+Every value is a Flask setting, so `BOOKING_API_<NAME>` sets it.
 """
 
 from __future__ import annotations
 
-import redis
-from flask import Flask, current_app, g
+import logging
+import os
+import threading
+import time
 
-from booking_core import db
+import psycopg
+import redis
+from flask import Flask, current_app, g, request
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from booking_api.problems import problem
 from booking_core.config import Settings
 
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "DB_POOL_TIMEOUT_SECONDS": 2.0,
+    "DB_CONNECT_TIMEOUT_SECONDS": 2,
+    "DB_STATEMENT_TIMEOUT_MS": 3000,
+    "DB_LOCK_TIMEOUT_MS": 2000,
+    "DB_ANSWER_TIMEOUT_SECONDS": 3.5,
+    "DB_CHECK_TIMEOUT_SECONDS": 2.0,
+    "DB_OUTAGE_HOLD_SECONDS": 2.0,
+    "DB_RETRY_AFTER_SECONDS": 5,
+}
+
 _redis: dict[str, redis.Redis] = {}
+_pools: dict[tuple, ConnectionPool] = {}
+_lock = threading.Lock()
+
+
+class DatabaseUnavailable(psycopg.OperationalError):
+    """Postgres is down or not answering: the request gets a 503, not a 500."""
+
+
+class BoundedConnection(psycopg.Connection):
+    """A connection that stops waiting for a server that does not answer.
+
+    Every operation of a psycopg connection waits through `wait()`; this one
+    passes it a deadline. psycopg then raises `_WaitTimeout` (psycopg >= 3.3);
+    the query may or may not have run, so the connection is closed, not reused.
+    """
+
+    answer_timeout: float | None = None
+
+    def wait(self, gen, *args, **kwargs):
+        """psycopg's wait, bounded by `answer_timeout` unless the caller gives a timeout."""
+        if kwargs.get("timeout") is None and len(args) < 2:
+            kwargs["timeout"] = self.answer_timeout
+        try:
+            return super().wait(gen, *args, **kwargs)
+        except errors._WaitTimeout:
+            self.pgconn.finish()
+            raise DatabaseUnavailable(f"Postgres did not answer within {kwargs['timeout']:g} s") from None
+
+
+class OutageGate:
+    """Fail fast while the database is known to be out; let one request at a time probe it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down_until = 0.0  # 0: healthy; else the end of the fail-fast hold
+        self._probing = False
+
+    def enter(self) -> None:
+        """Raise DatabaseUnavailable at once during the hold, or while another request probes."""
+        with self._lock:
+            if not self._down_until:
+                return
+            if time.monotonic() < self._down_until or self._probing:
+                raise DatabaseUnavailable("Postgres was unavailable moments ago")
+            self._probing = True
+
+    def ok(self) -> None:
+        with self._lock:
+            self._down_until, self._probing = 0.0, False
+
+    def failed(self, hold: float) -> None:
+        with self._lock:
+            self._down_until, self._probing = time.monotonic() + hold, False
+
+
+_gates: dict[int, OutageGate] = {}
+
+
+def _gate() -> OutageGate:
+    """This process's gate (a fresh one after gunicorn forks)."""
+    return _gates.setdefault(os.getpid(), OutageGate())
 
 
 def settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
+def conninfo(url: str, config) -> str:
+    """`url` with the API's connect timeout and statement and lock timeouts added."""
+    options = conninfo_to_dict(url).get("options") or ""
+    limits = f"-c statement_timeout={int(config['DB_STATEMENT_TIMEOUT_MS'])} " \
+             f"-c lock_timeout={int(config['DB_LOCK_TIMEOUT_MS'])}"
+    return make_conninfo(url, connect_timeout=int(config["DB_CONNECT_TIMEOUT_SECONDS"]),
+                         options=f"{options} {limits}".strip())
+
+
+def _pool() -> ConnectionPool:
+    """This process's pool for the app's database, opened on first use (never across a fork)."""
+    config = current_app.config
+    info = conninfo(settings().database_url, config)
+    answer = float(config["DB_ANSWER_TIMEOUT_SECONDS"])
+    key = (os.getpid(), info, settings().db_pool_max, answer)
+    with _lock:
+        pool = _pools.get(key)
+        if pool is None:
+            def configure(conn: BoundedConnection) -> None:
+                conn.answer_timeout = answer
+
+            pool = ConnectionPool(info, min_size=1, max_size=settings().db_pool_max,
+                                  connection_class=BoundedConnection, configure=configure,
+                                  kwargs={"row_factory": dict_row, "autocommit": True},
+                                  timeout=float(config["DB_POOL_TIMEOUT_SECONDS"]), open=True, name="booking-api")
+            _pools[key] = pool
+        return pool
+
+
 def get_db():
-    """This request's connection (dict rows, autocommit)."""
-    if "db" not in g:
-        s = settings()
-        g.db_pool = db.pool(s.database_url, max_size=s.db_pool_max, autocommit=True)
-        g.db = g.db_pool.getconn(timeout=5)
-    return g.db
+    """This request's connection (dict rows, autocommit), checked alive within bounded time."""
+    if "db" in g:
+        return g.db
+    config = current_app.config
+    gate = _gate()
+    gate.enter()
+    pool = _pool()
+    deadline = time.monotonic() + float(config["DB_POOL_TIMEOUT_SECONDS"])
+    try:
+        while True:
+            conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
+            try:
+                # The check a pool would make, bounded: a server restart leaves dead sockets.
+                _check(conn, float(config["DB_CHECK_TIMEOUT_SECONDS"]))
+            except DatabaseUnavailable:
+                pool.putconn(conn)
+                raise
+            except psycopg.OperationalError:
+                pool.putconn(conn)  # a dead connection: the pool drops it; try another
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            break
+    except (psycopg.OperationalError, PoolTimeout):
+        gate.failed(float(config["DB_OUTAGE_HOLD_SECONDS"]))
+        raise
+    gate.ok()
+    g.db_pool, g.db = pool, conn
+    return conn
+
+
+def _check(conn: BoundedConnection, timeout: float) -> None:
+    """One empty round trip within `timeout` seconds."""
+    saved = conn.answer_timeout
+    conn.answer_timeout = timeout
+    try:
+        conn.execute("")
+    finally:
+        conn.answer_timeout = saved
 
 
 def get_redis() -> redis.Redis:
@@ -45,5 +215,21 @@ def _close_db(exc: BaseException | None) -> None:
         g.db_pool.putconn(conn)
 
 
+def _unavailable(e: psycopg.OperationalError):
+    """Postgres down, frozen or too slow: 503 problem+json with Retry-After, never a 500."""
+    slow = isinstance(e, errors.QueryCanceled | errors.LockNotAvailable)
+    if not slow:
+        _gate().failed(float(current_app.config["DB_OUTAGE_HOLD_SECONDS"]))
+    log.warning("database unavailable: %s: %s", type(e).__name__, (str(e).strip().splitlines() or [""])[0])
+    detail = "The database took too long to answer." if slow else "The database is unavailable."
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        detail += " The change may or may not have been saved: retry with the same Idempotency-Key."
+    return problem(503, "database-unavailable", detail,
+                   headers={"Retry-After": str(int(current_app.config["DB_RETRY_AFTER_SECONDS"]))})
+
+
 def init_app(app: Flask) -> None:
+    for name, value in DEFAULTS.items():
+        app.config.setdefault(name, value)
     app.teardown_appcontext(_close_db)
+    app.register_error_handler(psycopg.OperationalError, _unavailable)
