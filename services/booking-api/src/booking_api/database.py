@@ -16,13 +16,17 @@ thread, or `/healthz` stops answering and a liveness probe restarts a healthy AP
   never fire: each round trip also gives up after `DB_ANSWER_TIMEOUT_SECONDS`
   (3.5 s, above `statement_timeout` so a live server's own cancel comes first);
   the connection, in an unknown state, is closed.
-- After such an outage signal, requests fail fast for `DB_OUTAGE_HOLD_SECONDS`,
-  then one request at a time probes the database while the others get their
-  503 at once. So in each gunicorn worker at most one request thread waits on a
-  dead database (plus those already inside a statement when it died, each for at
-  most 3.5 s), however many threads there are; the pool (`BOOKING_DB_POOL_MAX`,
-  10) holds more connections than the threads per worker (4), so a thread never
-  waits for a slot in normal operation.
+- After such an outage signal, requests fail fast for `DB_OUTAGE_HOLD_SECONDS`
+  (2 s), then one request at a time probes the database while the others get
+  their 503 at once: in steady outage one thread per gunicorn worker waits.
+- Threads × connections: gunicorn runs 4 threads per worker and the pool allows
+  `BOOKING_DB_POOL_MAX` (10) connections, so a connection is always free; the
+  limit that matters is on threads. At most `DB_REQUEST_SLOTS` (3, one below
+  the threads) requests per worker use the database at once; a fourth waits at
+  most `DB_SLOT_WAIT_SECONDS` (1 s) for a slot, and none at all once a round
+  trip has gone unanswered for `DB_STALL_SECONDS` (0.5 s): it gets its 503. So
+  when the database stops answering in the middle of a burst, one thread stays
+  free for `/healthz`, `/readyz` and the 503s. Raise `DB_REQUEST_SLOTS` with `--threads`.
 
 The pool is this module's own rather than `booking_core.db.pool`, because that
 pool checks connections without a bound: on a frozen server the check hangs.
@@ -58,15 +62,24 @@ DEFAULTS = {
     "DB_CHECK_TIMEOUT_SECONDS": 2.0,
     "DB_OUTAGE_HOLD_SECONDS": 2.0,
     "DB_RETRY_AFTER_SECONDS": 5,
+    "DB_REQUEST_SLOTS": 3,
+    "DB_SLOT_WAIT_SECONDS": 1.0,
+    "DB_STALL_SECONDS": 0.5,
 }
 
 _redis: dict[str, redis.Redis] = {}
+#: Start of each round trip in progress on a BoundedConnection of this process, by id(conn).
+_round_trips: dict[int, float] = {}
 _pools: dict[tuple, ConnectionPool] = {}
 _lock = threading.Lock()
 
 
 class DatabaseUnavailable(psycopg.OperationalError):
     """Postgres is down or not answering: the request gets a 503, not a 500."""
+
+
+class FailedFast(DatabaseUnavailable):
+    """Refused without asking the database (an outage is known, or every slot is busy)."""
 
 
 class BoundedConnection(psycopg.Connection):
@@ -83,11 +96,20 @@ class BoundedConnection(psycopg.Connection):
         """psycopg's wait, bounded by `answer_timeout` unless the caller gives a timeout."""
         if kwargs.get("timeout") is None and len(args) < 2:
             kwargs["timeout"] = self.answer_timeout
+        _round_trips[id(self)] = time.monotonic()
         try:
             return super().wait(gen, *args, **kwargs)
         except errors._WaitTimeout:
             self.pgconn.finish()
             raise DatabaseUnavailable(f"Postgres did not answer within {kwargs['timeout']:g} s") from None
+        finally:
+            _round_trips.pop(id(self), None)
+
+
+def stalled_seconds() -> float:
+    """How long the oldest round trip in progress in this process has waited for Postgres."""
+    starts = list(_round_trips.values())
+    return time.monotonic() - min(starts) if starts else 0.0
 
 
 class OutageGate:
@@ -104,7 +126,7 @@ class OutageGate:
             if not self._down_until:
                 return
             if time.monotonic() < self._down_until or self._probing:
-                raise DatabaseUnavailable("Postgres was unavailable moments ago")
+                raise FailedFast("Postgres was unavailable moments ago")
             self._probing = True
 
     def ok(self) -> None:
@@ -117,11 +139,19 @@ class OutageGate:
 
 
 _gates: dict[int, OutageGate] = {}
+_slots: dict[tuple[int, int], threading.BoundedSemaphore] = {}
 
 
 def _gate() -> OutageGate:
     """This process's gate (a fresh one after gunicorn forks)."""
     return _gates.setdefault(os.getpid(), OutageGate())
+
+
+def _request_slots() -> threading.BoundedSemaphore:
+    """This process's limit on requests using the database at once."""
+    size = int(current_app.config["DB_REQUEST_SLOTS"])
+    with _lock:
+        return _slots.setdefault((os.getpid(), size), threading.BoundedSemaphore(size))
 
 
 def settings() -> Settings:
@@ -164,6 +194,8 @@ def get_db():
     config = current_app.config
     gate = _gate()
     gate.enter()
+    slots = _request_slots()
+    _take_slot(slots, float(config["DB_SLOT_WAIT_SECONDS"]), float(config["DB_STALL_SECONDS"]))
     pool = _pool()
     deadline = time.monotonic() + float(config["DB_POOL_TIMEOUT_SECONDS"])
     try:
@@ -182,11 +214,25 @@ def get_db():
                 continue
             break
     except (psycopg.OperationalError, PoolTimeout):
+        slots.release()
         gate.failed(float(config["DB_OUTAGE_HOLD_SECONDS"]))
         raise
+    except BaseException:
+        slots.release()
+        raise
     gate.ok()
-    g.db_pool, g.db = pool, conn
+    g.db_pool, g.db, g.db_slots = pool, conn, slots
     return conn
+
+
+def _take_slot(slots: threading.BoundedSemaphore, wait: float, stall: float) -> None:
+    """A slot within `wait` seconds; none at all while the database is stalled."""
+    deadline = time.monotonic() + wait
+    while not slots.acquire(timeout=0.05):
+        if stalled_seconds() > stall:
+            raise FailedFast("Postgres is not answering the requests in progress")
+        if time.monotonic() >= deadline:
+            raise FailedFast("every database slot of this worker is busy")
 
 
 def _check(conn: BoundedConnection, timeout: float) -> None:
@@ -212,13 +258,16 @@ def get_redis() -> redis.Redis:
 def _close_db(exc: BaseException | None) -> None:
     conn = g.pop("db", None)
     if conn is not None:
-        g.db_pool.putconn(conn)
+        try:
+            g.db_pool.putconn(conn)
+        finally:
+            g.db_slots.release()
 
 
 def _unavailable(e: psycopg.OperationalError):
     """Postgres down, frozen or too slow: 503 problem+json with Retry-After, never a 500."""
     slow = isinstance(e, errors.QueryCanceled | errors.LockNotAvailable)
-    if not slow:
+    if not slow and not isinstance(e, FailedFast):
         _gate().failed(float(current_app.config["DB_OUTAGE_HOLD_SECONDS"]))
     log.warning("database unavailable: %s: %s", type(e).__name__, (str(e).strip().splitlines() or [""])[0])
     detail = "The database took too long to answer." if slow else "The database is unavailable."
