@@ -101,7 +101,7 @@ class BoundedConnection(psycopg.Connection):
             return super().wait(gen, *args, **kwargs)
         except errors._WaitTimeout:
             self.pgconn.finish()
-            raise DatabaseUnavailable(f"Postgres did not answer within {kwargs['timeout']:g} s") from None
+            raise DatabaseUnavailable("Postgres did not answer in time") from None
         finally:
             _round_trips.pop(id(self), None)
 
@@ -128,6 +128,11 @@ class OutageGate:
             if time.monotonic() < self._down_until or self._probing:
                 raise FailedFast("Postgres was unavailable moments ago")
             self._probing = True
+
+    def abandon(self) -> None:
+        """The probing request gave up before asking: let the next one probe."""
+        with self._lock:
+            self._probing = False
 
     def ok(self) -> None:
         with self._lock:
@@ -195,7 +200,11 @@ def get_db():
     gate = _gate()
     gate.enter()
     slots = _request_slots()
-    _take_slot(slots, float(config["DB_SLOT_WAIT_SECONDS"]), float(config["DB_STALL_SECONDS"]))
+    try:
+        _take_slot(slots, float(config["DB_SLOT_WAIT_SECONDS"]), float(config["DB_STALL_SECONDS"]))
+    except FailedFast:
+        gate.abandon()
+        raise
     pool = _pool()
     deadline = time.monotonic() + float(config["DB_POOL_TIMEOUT_SECONDS"])
     try:
