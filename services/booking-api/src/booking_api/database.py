@@ -65,6 +65,7 @@ DEFAULTS = {
     "DB_REQUEST_SLOTS": 3,
     "DB_SLOT_WAIT_SECONDS": 1.0,
     "DB_STALL_SECONDS": 0.5,
+    "READINESS_TIMEOUT_SECONDS": 1.5,
 }
 
 _redis: dict[str, redis.Redis] = {}

@@ -25,9 +25,6 @@ from booking_api.problems import ApiError
 
 bp = Blueprint("health", __name__)
 
-READINESS_TIMEOUT_SECONDS = 1.5
-
-
 class PostgresProbe:
     """One `SELECT 1` at a time on a short-lived connection, in a background thread."""
 
@@ -76,7 +73,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """Ready when Postgres and Redis both answer within the readiness bound."""
-    bound = float(current_app.config.get("READINESS_TIMEOUT_SECONDS", READINESS_TIMEOUT_SECONDS))
+    bound = float(current_app.config["READINESS_TIMEOUT_SECONDS"])
     deadline = time.monotonic() + bound
     s = settings()
     postgres = _probe().start(conninfo(s.database_url, current_app.config), bound)
