@@ -154,6 +154,7 @@ def test_every_quick_start_command_runs_as_written(tmp_path):
                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
                 printed = wait_for_output(proc, log, "Booking platform is up.", timeout=240)
                 token = (data_dir / "admin-token").read_text().strip()
+                assert (data_dir / "admin-token").stat().st_mode & 0o777 == 0o600
                 assert f"API:          {api}" in printed and token in printed, printed[-2000:]
                 assert (ROOT / ".venv" / "bin" / "bookingctl").exists()
                 seen.append("make up")
