@@ -14,7 +14,8 @@ import pytest
 from psycopg import errors
 
 from booking_api import create_app
-from booking_api.database import FailedFast, OutageGate, conninfo, get_db
+from booking_api.database import conninfo, get_db
+from booking_api.pg_limits import FailedFast, OutageGate
 
 
 @pytest.fixture

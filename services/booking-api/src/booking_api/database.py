@@ -48,6 +48,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from booking_api.pg_limits import BoundedConnection, DatabaseUnavailable, FailedFast, OutageGate, stalled_seconds
 from booking_api.problems import problem
 from booking_core.config import Settings
 
@@ -69,79 +70,8 @@ DEFAULTS = {
 }
 
 _redis: dict[str, redis.Redis] = {}
-#: Start of each round trip in progress on a BoundedConnection of this process, by id(conn).
-_round_trips: dict[int, float] = {}
 _pools: dict[tuple, ConnectionPool] = {}
 _lock = threading.Lock()
-
-
-class DatabaseUnavailable(psycopg.OperationalError):
-    """Postgres is down or not answering: the request gets a 503, not a 500."""
-
-
-class FailedFast(DatabaseUnavailable):
-    """Refused without asking the database (an outage is known, or every slot is busy)."""
-
-
-class BoundedConnection(psycopg.Connection):
-    """A connection that stops waiting for a server that does not answer.
-
-    Every operation of a psycopg connection waits through `wait()`; this one
-    passes it a deadline. psycopg then raises `_WaitTimeout` (psycopg >= 3.3);
-    the query may or may not have run, so the connection is closed, not reused.
-    """
-
-    answer_timeout: float | None = None
-
-    def wait(self, gen, *args, **kwargs):
-        """psycopg's wait, bounded by `answer_timeout` unless the caller gives a timeout."""
-        if kwargs.get("timeout") is None and len(args) < 2:
-            kwargs["timeout"] = self.answer_timeout
-        _round_trips[id(self)] = time.monotonic()
-        try:
-            return super().wait(gen, *args, **kwargs)
-        except errors._WaitTimeout:
-            self.pgconn.finish()
-            raise DatabaseUnavailable("Postgres did not answer in time") from None
-        finally:
-            _round_trips.pop(id(self), None)
-
-
-def stalled_seconds() -> float:
-    """How long the oldest round trip in progress in this process has waited for Postgres."""
-    starts = list(_round_trips.values())
-    return time.monotonic() - min(starts) if starts else 0.0
-
-
-class OutageGate:
-    """Fail fast while the database is known to be out; let one request at a time probe it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._down_until = 0.0  # 0: healthy; else the end of the fail-fast hold
-        self._probing = False
-
-    def enter(self) -> None:
-        """Raise DatabaseUnavailable at once during the hold, or while another request probes."""
-        with self._lock:
-            if not self._down_until:
-                return
-            if time.monotonic() < self._down_until or self._probing:
-                raise FailedFast("Postgres was unavailable moments ago")
-            self._probing = True
-
-    def abandon(self) -> None:
-        """The probing request gave up before asking: let the next one probe."""
-        with self._lock:
-            self._probing = False
-
-    def ok(self) -> None:
-        with self._lock:
-            self._down_until, self._probing = 0.0, False
-
-    def failed(self, hold: float) -> None:
-        with self._lock:
-            self._down_until, self._probing = time.monotonic() + hold, False
 
 
 _gates: dict[int, OutageGate] = {}

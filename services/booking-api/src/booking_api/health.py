@@ -20,7 +20,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import redis
 from flask import Blueprint, current_app
 
-from booking_api.database import BoundedConnection, conninfo, settings
+from booking_api.database import conninfo, settings
+from booking_api.pg_limits import BoundedConnection
 from booking_api.problems import ApiError
 
 bp = Blueprint("health", __name__)
