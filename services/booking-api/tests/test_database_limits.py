@@ -119,3 +119,9 @@ def test_a_request_is_503_within_5s_when_postgres_does_not_answer(settings, sile
     resp = app.test_client().get("/api/v1/bookings", headers={"Authorization": "Bearer bk_whatever"})
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
     assert time.monotonic() - start < 5.0
+
+
+def test_an_outage_of_one_database_does_not_refuse_requests_to_another(settings, silent_postgres, app, auth):
+    down = create_app({"TESTING": True, "SETTINGS": dataclasses.replace(settings, database_url=silent_postgres)})
+    assert down.test_client().get("/api/v1/bookings", headers=auth).status_code == 503
+    assert app.test_client().get("/api/v1/bookings", headers=auth).status_code == 200

@@ -74,13 +74,14 @@ _pools: dict[tuple, ConnectionPool] = {}
 _lock = threading.Lock()
 
 
-_gates: dict[int, OutageGate] = {}
+_gates: dict[tuple[int, str], OutageGate] = {}
 _slots: dict[tuple[int, int], threading.BoundedSemaphore] = {}
 
 
 def _gate() -> OutageGate:
-    """This process's gate (a fresh one after gunicorn forks)."""
-    return _gates.setdefault(os.getpid(), OutageGate())
+    """This process's gate for the app's database (a fresh one after gunicorn forks)."""
+    with _lock:
+        return _gates.setdefault((os.getpid(), settings().database_url), OutageGate())
 
 
 def _request_slots() -> threading.BoundedSemaphore:
@@ -112,8 +113,10 @@ def _pool() -> ConnectionPool:
     with _lock:
         pool = _pools.get(key)
         if pool is None:
+            scope = settings().database_url
+
             def configure(conn: BoundedConnection) -> None:
-                conn.answer_timeout = answer
+                conn.answer_timeout, conn.scope = answer, scope
 
             pool = ConnectionPool(info, min_size=1, max_size=settings().db_pool_max,
                                   connection_class=BoundedConnection, configure=configure,
@@ -169,7 +172,7 @@ def _take_slot(slots: threading.BoundedSemaphore, wait: float, stall: float) -> 
     """A slot within `wait` seconds; none at all while the database is stalled."""
     deadline = time.monotonic() + wait
     while not slots.acquire(timeout=0.05):
-        if stalled_seconds() > stall:
+        if stalled_seconds(settings().database_url) > stall:
             raise FailedFast("Postgres is not answering the requests in progress")
         if time.monotonic() >= deadline:
             raise FailedFast("every database slot of this worker is busy")

@@ -12,8 +12,8 @@ import time
 import psycopg
 from psycopg import errors
 
-#: Start of each round trip in progress on a BoundedConnection of this process, by id(conn).
-_round_trips: dict[int, float] = {}
+#: Each round trip in progress on a BoundedConnection of this process: id(conn) -> (scope, start).
+_round_trips: dict[int, tuple[str | None, float]] = {}
 
 
 class DatabaseUnavailable(psycopg.OperationalError):
@@ -33,12 +33,14 @@ class BoundedConnection(psycopg.Connection):
     """
 
     answer_timeout: float | None = None
+    #: Which database this connection talks to, so a stall is only evidence against that one.
+    scope: str | None = None
 
     def wait(self, gen, *args, **kwargs):
         """psycopg's wait, bounded by `answer_timeout` unless the caller gives a timeout."""
         if kwargs.get("timeout") is None and len(args) < 2:
             kwargs["timeout"] = self.answer_timeout
-        _round_trips[id(self)] = time.monotonic()
+        _round_trips[id(self)] = (self.scope, time.monotonic())
         try:
             return super().wait(gen, *args, **kwargs)
         except errors._WaitTimeout:
@@ -48,9 +50,9 @@ class BoundedConnection(psycopg.Connection):
             _round_trips.pop(id(self), None)
 
 
-def stalled_seconds() -> float:
-    """How long the oldest round trip in progress in this process has waited for Postgres."""
-    starts = list(_round_trips.values())
+def stalled_seconds(scope: str | None) -> float:
+    """How long the oldest round trip in progress on `scope` in this process has waited for Postgres."""
+    starts = [start for owner, start in list(_round_trips.values()) if owner == scope]
     return time.monotonic() - min(starts) if starts else 0.0
 
 
