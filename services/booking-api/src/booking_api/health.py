@@ -48,13 +48,15 @@ class PostgresProbe:
             conn.execute("SELECT 1")
 
 
-_probes: dict[int, PostgresProbe] = {}
+_probes: dict[tuple[int, str], PostgresProbe] = {}
+_probes_lock = threading.Lock()
 _redis: dict[str, redis.Redis] = {}
 
 
-def _probe() -> PostgresProbe:
-    """This process's probe (its thread is started after gunicorn forks)."""
-    return _probes.setdefault(os.getpid(), PostgresProbe())
+def _probe(info: str) -> PostgresProbe:
+    """This process's probe of one database (its thread is started after gunicorn forks)."""
+    with _probes_lock:
+        return _probes.setdefault((os.getpid(), info), PostgresProbe())
 
 
 def _redis_client(url: str, timeout: float) -> redis.Redis:
@@ -77,7 +79,8 @@ def readyz():
     bound = float(current_app.config["READINESS_TIMEOUT_SECONDS"])
     deadline = time.monotonic() + bound
     s = settings()
-    postgres = _probe().start(conninfo(s.database_url, current_app.config), bound)
+    info = conninfo(s.database_url, current_app.config)
+    postgres = _probe(info).start(info, bound)
     checks = {}
     try:
         _redis_client(s.redis_url, bound * 2 / 3).ping()
