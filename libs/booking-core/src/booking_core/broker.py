@@ -40,7 +40,8 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
         from booking_core.taskstate import TaskStateMiddleware
 
         broker.add_middleware(
-            TaskStateMiddleware(database_url=settings.database_url, pool_max=settings.db_pool_max),
+            TaskStateMiddleware(database_url=settings.database_url, pool_max=settings.db_pool_max,
+                                connect_timeout=settings.db_acquire_timeout_ms / 1000),
             before=Retries,
         )
     return broker

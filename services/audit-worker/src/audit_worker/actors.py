@@ -54,8 +54,7 @@ def record_audit_event(
         "event_id": event_id, "kind": kind, "tenant_id": tenant_id, "booking_id": booking_id,
         "actor": actor, "occurred_at": occurred_at, "details": details, **unknown,
     }
-    pool = db.pool(settings.database_url, max_size=settings.db_pool_max)
-    with pool.connection() as conn, conn.transaction():
+    with db.pooled(settings) as conn, conn.transaction():
         recorded = audit.append(conn, payload)  # a savepoint inside this transaction
         if task is not None and booking_id is not None:
             taskstate.mark_done(conn, booking_id, AUDIT.task)

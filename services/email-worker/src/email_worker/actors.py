@@ -38,10 +38,9 @@ def send_confirmation_email(*, task: str, booking_id: str, tenant_id: str) -> No
     """Send the confirmation of `booking_id` unless it was already sent, then record it."""
     booking_id, tenant_id = ids.task_ids(EMAIL, task=task, booking_id=booking_id,
                                          tenant_id=tenant_id)
-    pool = db.pool(settings.database_url, max_size=settings.db_pool_max)
     # One transaction around the send: the advisory lock keeps a concurrent
     # duplicate of this message waiting until the row below is committed.
-    with pool.connection() as conn:
+    with db.pooled(settings) as conn:
         store.lock_booking(conn, booking_id)
         if store.already_sent(conn, booking_id):
             log.info("confirmation of booking %s already sent; nothing to do", booking_id)

@@ -32,8 +32,7 @@ def issue_invoice(*, task: str, booking_id: str, tenant_id: str) -> None:
     """Number the booking's invoice, render it outside any transaction, store it once."""
     booking_id, tenant_id = ids.task_ids(INVOICE, task=task, booking_id=booking_id,
                                          tenant_id=tenant_id)
-    pool = db.pool(settings.database_url, max_size=settings.db_pool_max)
-    with pool.connection() as conn:
+    with db.pooled(settings) as conn:
         number, has_pdf = store.allocate_number(conn, booking_id, tenant_id=tenant_id)
         if has_pdf:
             log.info("invoice %s of booking %s already issued", number, booking_id)
@@ -43,7 +42,7 @@ def issue_invoice(*, task: str, booking_id: str, tenant_id: str) -> None:
     if data is None:  # deleted between the two reads
         raise UnknownBooking(f"no booking {booking_id!r}")
     pdf = render.render_pdf(render.invoice_html(data))
-    with pool.connection() as conn:
+    with db.pooled(settings) as conn:
         stored = store.save_pdf(conn, booking_id, pdf)
     log.info("invoice %s of booking %s %s", number, booking_id,
              "issued" if stored else "was issued by another attempt")
