@@ -41,7 +41,8 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
 
         broker.add_middleware(
             TaskStateMiddleware(database_url=settings.database_url, pool_max=settings.db_pool_max,
-                                connect_timeout=settings.db_acquire_timeout_ms / 1000),
+                                # Short: a state write is retried, and holds up its thread.
+                                connect_timeout=min(2.0, settings.db_acquire_timeout_ms / 1000)),
             before=Retries,
         )
     return broker

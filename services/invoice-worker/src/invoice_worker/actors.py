@@ -32,11 +32,12 @@ def issue_invoice(*, task: str, booking_id: str, tenant_id: str) -> None:
     """Number the booking's invoice, render it outside any transaction, store it once."""
     booking_id, tenant_id = ids.task_ids(INVOICE, task=task, booking_id=booking_id,
                                          tenant_id=tenant_id)
-    with db.pooled(settings) as conn:
+    # One transaction (one commit) numbers the invoice and reads what it shows.
+    with db.pooled(settings) as conn, conn.transaction():
         number, has_pdf = store.allocate_number(conn, booking_id, tenant_id=tenant_id)
         if has_pdf:
             log.info("invoice %s of booking %s already issued", number, booking_id)
-            taskstate.mark_done(conn, booking_id, INVOICE.task)  # commits as the block ends
+            taskstate.mark_done(conn, booking_id, INVOICE.task)
             return
         data = store.load_invoice_data(conn, booking_id)
     if data is None:  # deleted between the two reads
