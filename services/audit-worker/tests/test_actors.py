@@ -157,7 +157,6 @@ def test_a_worker_records_a_booking_audit_task_once_and_dead_letters_garbage(
         "SELECT state, attempts, last_error FROM booking_tasks WHERE booking_id = %s"
         " AND task = 'audit'", (booking["id"],),
     ).fetchone()
-    # No separate `running` write for audit: the `done` write counted the one attempt.
     assert (task["state"], task["attempts"], task["last_error"]) == ("done", 1, None)
     # Redis keys dead letters by a per-enqueue id; the Dramatiq message id is inside.
     dead_key = f"{actors.settings.redis_namespace}:{AUDIT.queue}.XQ.msgs"

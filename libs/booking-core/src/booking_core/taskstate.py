@@ -9,9 +9,8 @@ so for good (issue 10, defect 4).  So the actor that finishes a task marks it
 `done` itself, with `mark_done`, inside the transaction that commits its work
 (the email record, the stored invoice, the audit entry): both commit or
 neither.  `TaskStateMiddleware` keeps the other states: `running` before each
-attempt (unless the actor sets `task_running_state=False`: then the attempt's
-final write counts it, one commit less), and `retrying` / `dead` after a
-failure, which no work transaction can carry.  Those writes (and `done` for an actor that did not mark it) are
+attempt, and `retrying` / `dead` after a failure, which no work transaction
+can carry.  Those writes (and `done` for an actor that did not mark it) are
 retried a few times with backoff; if they still fail, the error is logged and
 the row keeps its old `updated_at`, which is how the reconciler finds it.
 
@@ -41,35 +40,27 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
 
-#: `attempts` grows with the `running` write, or with the attempt's final state when the
-#: actor asked for no `running` write (`task_running_state=False`).
 _DONE = (
-    "UPDATE booking_tasks SET state = 'done', last_error = NULL, updated_at = clock_timestamp(),"
-    " attempts = attempts + %s WHERE booking_id = %s AND task = %s AND state <> 'done'"
+    "UPDATE booking_tasks SET state = 'done', last_error = NULL, updated_at = clock_timestamp()"
+    " WHERE booking_id = %s AND task = %s AND state <> 'done'"
 )
 _RUNNING = (
     "UPDATE booking_tasks SET state = 'running', attempts = attempts + 1,"
     " updated_at = clock_timestamp() WHERE booking_id = %s AND task = %s AND state <> 'done'"
 )
 _FAILED = (
-    "UPDATE booking_tasks SET state = %s, last_error = %s, updated_at = clock_timestamp(),"
-    " attempts = attempts + %s WHERE booking_id = %s AND task = %s AND state <> 'done'"
+    "UPDATE booking_tasks SET state = %s, last_error = %s, updated_at = clock_timestamp()"
+    " WHERE booking_id = %s AND task = %s AND state <> 'done'"
 )
 
-#: Per worker thread: the (booking_id, task) pairs the running actor marked done itself,
-#: and whether this attempt is still uncounted (no `running` write was made for it).
-_attempt = threading.local()
+#: Per worker thread: the (booking_id, task) pairs the running actor marked done itself.
+_marked = threading.local()
 
 
 def _marks() -> set[tuple[str, str]]:
-    if not hasattr(_attempt, "marks"):
-        _attempt.marks = set()
-    return _attempt.marks
-
-
-def _uncounted() -> int:
-    """1 when the current attempt made no `running` write, so its final write counts it."""
-    return int(getattr(_attempt, "uncounted", False))
+    if not hasattr(_marked, "keys"):
+        _marked.keys = set()
+    return _marked.keys
 
 
 def mark_done(conn: psycopg.Connection, booking_id: str, task: str) -> None:
@@ -80,7 +71,7 @@ def mark_done(conn: psycopg.Connection, booking_id: str, task: str) -> None:
     middleware then trusts the mark and writes nothing more for this attempt.
     """
     booking_id = str(parse_uuid(booking_id, "booking_id"))
-    conn.execute(_DONE, (_uncounted(), booking_id, task))
+    conn.execute(_DONE, (booking_id, task))
     _marks().add((booking_id, task))
 
 
@@ -149,50 +140,31 @@ class TaskStateMiddleware(Middleware):
                 delay *= 4
         return False
 
-    #: Dramatiq passes these actor options through to us: `task_running_state=False` folds
-    #: the `running` write into the attempt's final write, for work that takes milliseconds.
-    actor_options = {"task_running_state"}
-
-    @staticmethod
-    def _writes_running(broker, message) -> bool:
-        try:
-            return broker.get_actor(message.actor_name).options.get("task_running_state", True)
-        except dramatiq.errors.ActorNotFound:
-            return True
-
     def before_process_message(self, broker, message):
         _marks().clear()
-        _attempt.uncounted = False
         key = _task_key(message)
-        if key is None:
-            return
-        if not self._writes_running(broker, message):
-            _attempt.uncounted = True  # one commit less: the final write counts the attempt
-            return
-        # One try only: `running` is informative, and the attempt itself will meet
-        # (and be retried for) whatever outage made this write fail.
-        self._write(key, "running", _RUNNING, key, attempts=1)
+        if key is not None:
+            # One try only: `running` is informative, and the attempt itself will meet
+            # (and be retried for) whatever outage made this write fail.
+            self._write(key, "running", _RUNNING, key, attempts=1)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         key = _task_key(message)
         if key is None:
             return
         marked = key in _marks()
-        uncounted = _uncounted()
         _marks().discard(key)
-        _attempt.uncounted = False
         if exception is None:
             if not marked:  # an actor that does not mark its own work done
-                self._write(key, "done", _DONE, (uncounted, *key), attempts=self.write_attempts)
+                self._write(key, "done", _DONE, key, attempts=self.write_attempts)
             return
         state = "dead" if message.failed else "retrying"
-        self._write(key, state, _FAILED, (state, describe_error(exception), uncounted, *key),
+        self._write(key, state, _FAILED, (state, describe_error(exception), *key),
                     attempts=self.write_attempts)
 
     def after_skip_message(self, broker, message):
         """A skipped message (age limit) was dead-lettered without running."""
         key = _task_key(message)
-        _attempt.uncounted = False
         if key is not None and message.failed:
-            self._write(key, "dead", _FAILED, ("dead", "skipped: message too old", 0, *key),
+            self._write(key, "dead", _FAILED, ("dead", "skipped: message too old", *key),
                         attempts=self.write_attempts)

@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
     queue_name=AUDIT.queue,
     broker=broker,
     throws=(PermanentTaskError,),
-    # An append takes milliseconds: no separate `running` write, the `done` write counts
-    # the attempt (one commit less per booking).
-    task_running_state=False,
     **actor_options(settings, AUDIT.queue),
 )
 def record_audit_event(
