@@ -172,9 +172,9 @@ def test_offsets_and_precision_of_occurred_at_verify(db_conn, tenant):
     ("change", "message"),
     [
         ({"kind": "booking.deleted"}, "unknown audit event kind"),
-        ({"event_id": "not-a-uuid"}, "event_id is not a uuid"),
-        ({"tenant_id": "42"}, "tenant_id is not a uuid"),
-        ({"booking_id": "nope"}, "booking_id is not a uuid"),
+        ({"event_id": "not-a-uuid"}, "event_id is not a UUID"),
+        ({"tenant_id": "42"}, "tenant_id is not a UUID"),
+        ({"booking_id": "nope"}, "booking_id is not a UUID"),
         ({"occurred_at": "yesterday"}, "not an ISO-8601"),
         ({"occurred_at": "2024-01-01T00:00:00"}, "no time zone"),
         ({"actor": ""}, "actor must be"),

@@ -13,6 +13,7 @@ import pytest
 
 from booking_core import audit, bookings, db
 from booking_core.contracts import AUDIT, audit_payload
+from booking_core.errors import PermanentTaskError
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,8 @@ def rows(conn, tenant: dict) -> list[dict]:
 def test_actor_follows_the_contract_and_settings(actors):
     a = actors.record_audit_event
     assert (a.actor_name, a.queue_name) == (AUDIT.actor, AUDIT.queue)
-    assert a.options["throws"] == (audit.InvalidAuditEvent,)
+    assert a.options["throws"] == (PermanentTaskError,)
+    assert issubclass(audit.InvalidAuditEvent, PermanentTaskError)
     assert (a.options["min_backoff"], a.options["max_backoff"]) == (50, 200)
     assert a.options["max_retries"] == actors.settings.retry["audit"].max_retries
     assert dramatiq.get_broker() is actors.broker is a.broker
@@ -83,6 +85,31 @@ def test_missing_fields_and_positional_args_are_permanent_too(actors, tenant):
         actors.record_audit_event.fn(**event)
     with pytest.raises(audit.InvalidAuditEvent, match="keyword"):
         actors.record_audit_event.fn(payload(tenant))
+
+
+def test_the_entry_and_the_booking_audit_task_commit_together(actors, db_conn, tenant):
+    """The actor alone (no middleware) finishes the booking's `audit` task with its entry."""
+    with db_conn.transaction():
+        booking = bookings.create(
+            db_conn, tenant_id=tenant["id"], actor="token:test",
+            booking=bookings.NewBooking("Ada", "ada@example.com", "Room 1", date(2030, 1, 1),
+                                        date(2030, 1, 3), Decimal("120.00"), "EUR"),
+        )
+    out = db_conn.execute(
+        "SELECT payload FROM outbox WHERE queue = 'audit' AND payload->>'booking_id' = %s",
+        (booking["id"],),
+    ).fetchone()
+    db_conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (booking["id"],))
+
+    def state() -> str:
+        return db_conn.execute("SELECT state FROM booking_tasks WHERE booking_id = %s"
+                               " AND task = 'audit'", (booking["id"],)).fetchone()["state"]
+
+    with pytest.raises(audit.InvalidAuditEvent, match="'audit' task only"):
+        actors.record_audit_event.fn(**{**out["payload"], "task": "email"})
+    assert state() == "pending" and rows(db_conn, tenant) == []
+    actors.record_audit_event.fn(**out["payload"])
+    assert state() == "done" and len(rows(db_conn, tenant)) == 1
 
 
 @pytest.fixture
@@ -130,7 +157,7 @@ def test_a_worker_records_a_booking_audit_task_once_and_dead_letters_garbage(
         "SELECT state, attempts, last_error FROM booking_tasks WHERE booking_id = %s"
         " AND task = 'audit'", (booking["id"],),
     ).fetchone()
-    assert task["state"] == "done" and task["last_error"] is None
+    assert (task["state"], task["attempts"], task["last_error"]) == ("done", 1, None)
     # Redis keys dead letters by a per-enqueue id; the Dramatiq message id is inside.
     dead_key = f"{actors.settings.redis_namespace}:{AUDIT.queue}.XQ.msgs"
     dead = [dramatiq.Message.decode(m) for m in broker.client.hvals(dead_key)]

@@ -13,6 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from booking_core.contracts import EMAIL
+from booking_core.errors import InvalidMessage, PermanentTaskError, UnknownBooking
 from bookingctl.embedded import free_port
 from email_worker.send import PermanentEmailError, TemporaryEmailError
 
@@ -46,7 +47,8 @@ def test_actor_declaration(load_actors, smtp_sink) -> None:
     actors = load_actors(smtp_sink.url, max_retries=7)
     actor = actors.send_confirmation_email
     assert (actor.actor_name, actor.queue_name) == (EMAIL.actor, EMAIL.queue)
-    assert actor.options["throws"] == (PermanentEmailError,)
+    assert actor.options["throws"] == (PermanentTaskError,)
+    assert issubclass(PermanentEmailError, PermanentTaskError)
     assert (actor.options["max_retries"], actor.options["min_backoff"],
             actor.options["max_backoff"]) == (7, 50, 200)
     assert actor.broker is dramatiq.get_broker()
@@ -109,20 +111,48 @@ def test_concurrent_duplicates_send_once(load_actors, make_booking, db_conn) -> 
 
 
 @pytest.mark.parametrize(
-    ("change", "problem"),
+    ("change", "error", "problem"),
     [
-        (lambda k: k | {"booking_id": str(uuid.uuid4())}, "not found"),
-        (lambda k: k | {"tenant_id": str(uuid.uuid4())}, "not found"),
-        (lambda k: k | {"booking_id": "42"}, "not UUIDs"),
-        (lambda k: k | {"tenant_id": "x"}, "not UUIDs"),
-        (lambda k: k | {"task": "invoice"}, "task 'invoice'"),
+        (lambda k: k | {"booking_id": str(uuid.uuid4())}, UnknownBooking, "not found"),
+        (lambda k: k | {"tenant_id": str(uuid.uuid4())}, UnknownBooking, "not found"),
+        (lambda k: k | {"booking_id": "42"}, InvalidMessage, "booking_id is not a UUID: '42'"),
+        (lambda k: k | {"tenant_id": "x"}, InvalidMessage, "tenant_id is not a UUID: 'x'"),
+        (lambda k: k | {"task": "invoice"}, InvalidMessage, "task 'invoice'"),
     ],
 )
-def test_bad_messages_are_permanent(load_actors, smtp_sink, make_booking, change, problem) -> None:
+def test_bad_messages_are_permanent(
+    load_actors, smtp_sink, make_booking, db_conn, change, error, problem
+) -> None:
     actors = load_actors(smtp_sink.url)
-    with pytest.raises(PermanentEmailError, match=problem):
-        actors.send_confirmation_email.fn(**change(kwargs(make_booking())))
+    booking = make_booking()
+    with pytest.raises(error, match=problem):
+        actors.send_confirmation_email.fn(**change(kwargs(booking)))
     assert smtp_sink.messages() == []
+    assert task_row(db_conn, booking["id"])["state"] == "pending"
+
+
+def test_the_send_record_and_the_done_state_commit_together(
+    load_actors, smtp_sink, make_booking, db_conn
+) -> None:
+    """The actor alone (no middleware) leaves the task done: the state is part of its work."""
+    actors = load_actors(smtp_sink.url)
+    booking = make_booking()
+    actors.send_confirmation_email.fn(**kwargs(booking))
+    assert task_row(db_conn, booking["id"]) == {"state": "done", "attempts": 0, "last_error": None}
+    assert len(sends(db_conn, booking["id"])) == 1
+
+
+def test_a_redelivery_repairs_a_stranded_task(load_actors, smtp_sink, make_booking, db_conn) -> None:
+    """A task left `running` after its email was recorded (the old failure) is finished
+    by the next delivery, which sends nothing."""
+    actors = load_actors(smtp_sink.url)
+    booking = make_booking()
+    actors.send_confirmation_email.fn(**kwargs(booking))
+    db_conn.execute("UPDATE booking_tasks SET state = 'running' WHERE booking_id = %s"
+                    " AND task = 'email'", (booking["id"],))
+    actors.send_confirmation_email.fn(**kwargs(booking))
+    assert task_row(db_conn, booking["id"])["state"] == "done"
+    assert len(smtp_sink.messages()) == 1
 
 
 def test_unaddressable_customer_is_permanent(load_actors, smtp_sink, make_booking, db_conn) -> None:

@@ -13,6 +13,8 @@ import pypdf
 import pytest
 import redis
 
+from booking_core.errors import InvalidMessage, PermanentTaskError, UnknownBooking
+
 #: The actors module binds its settings and broker at first import: one namespace per session.
 NAMESPACE = f"test-invoice-{uuid.uuid4().hex[:8]}"
 
@@ -58,8 +60,8 @@ def wait_for(predicate, timeout: float = 30.0):
 def test_actor_is_declared_by_the_contract(actors):
     actor = actors.issue_invoice
     assert (actor.actor_name, actor.queue_name) == ("issue_invoice", "invoice")
-    assert actor.options["throws"] == (actors.PermanentInvoiceError,)
-    assert issubclass(actors.UnknownBooking, actors.PermanentInvoiceError)
+    assert actor.options["throws"] == (PermanentTaskError,)
+    assert issubclass(UnknownBooking, PermanentTaskError)
     assert actor.options["max_retries"] == actors.settings.retry["invoice"].max_retries
 
 
@@ -94,15 +96,31 @@ def test_a_lost_render_is_redone_under_the_same_number(actors, db_conn, tenant, 
 def test_unknown_or_foreign_bookings_and_wrong_tasks_are_permanent(
     actors, db_conn, tenant, make_booking
 ):
-    with pytest.raises(actors.UnknownBooking):
+    with pytest.raises(UnknownBooking):
         actors.issue_invoice.fn(task="invoice", booking_id=str(uuid.uuid4()),
                                 tenant_id=tenant["id"])
     booking = make_booking(tenant["id"])
-    with pytest.raises(actors.UnknownBooking):
+    with pytest.raises(UnknownBooking):
         actors.issue_invoice.fn(task="invoice", booking_id=booking, tenant_id=str(uuid.uuid4()))
-    with pytest.raises(actors.PermanentInvoiceError):
+    with pytest.raises(InvalidMessage, match="task 'email'"):
         actors.issue_invoice.fn(task="email", booking_id=booking, tenant_id=tenant["id"])
+    with pytest.raises(InvalidMessage, match="tenant_id is not a UUID"):
+        actors.issue_invoice.fn(task="invoice", booking_id=booking, tenant_id="1 OR 1=1")
     assert invoice_row(db_conn, booking) is None
+    assert task_row(db_conn, booking)["state"] == "pending"
+
+
+def test_the_stored_pdf_and_the_done_state_commit_together(actors, db_conn, tenant, make_booking):
+    """The actor alone (no middleware) leaves the task done; a redelivery repairs a stranded one."""
+    booking = make_booking(tenant["id"])
+    kwargs = {"task": "invoice", "booking_id": booking, "tenant_id": tenant["id"]}
+    actors.issue_invoice.fn(**kwargs)
+    assert task_row(db_conn, booking) == {"state": "done", "attempts": 0, "last_error": None}
+    db_conn.execute("UPDATE booking_tasks SET state = 'running' WHERE booking_id = %s"
+                    " AND task = 'invoice'", (booking,))
+    actors.issue_invoice.fn(**kwargs)
+    assert task_row(db_conn, booking)["state"] == "done"
+    assert issued_event_count(db_conn, booking) == 1
 
 
 @pytest.fixture(scope="module")

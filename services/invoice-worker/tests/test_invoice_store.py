@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from booking_core import db, outbox, tenants
+from booking_core.errors import UnknownBooking
 from invoice_worker import store
-from invoice_worker.store import UnknownBooking
 
 
 def counter(conn, tenant_id: str) -> int | None:

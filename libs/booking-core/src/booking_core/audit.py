@@ -26,6 +26,8 @@ import psycopg
 from psycopg import pq
 
 from booking_core.contracts import AUDIT_KINDS
+from booking_core.errors import PermanentTaskError
+from booking_core.ids import parse_uuid
 
 GENESIS_HASH = "0" * 64
 #: First half of the two-int advisory lock key that serialises one tenant's appends.
@@ -38,7 +40,7 @@ _REQUIRED = ("event_id", "kind", "tenant_id", "actor", "occurred_at")
 _ALLOWED = frozenset((*_REQUIRED, "booking_id", "details", "task"))
 
 
-class InvalidAuditEvent(ValueError):
+class InvalidAuditEvent(PermanentTaskError, ValueError):
     """A payload that can never be recorded (retrying it cannot help)."""
 
 
@@ -76,10 +78,7 @@ def _uuid(payload: Mapping[str, Any], name: str, *, optional: bool = False) -> u
     raw = payload.get(name)
     if raw is None and optional:
         return None
-    try:
-        return raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw))
-    except ValueError:
-        raise InvalidAuditEvent(f"{name} is not a uuid: {raw!r}") from None
+    return parse_uuid(raw, name, error=InvalidAuditEvent)
 
 
 def _timestamp(raw: Any) -> datetime:

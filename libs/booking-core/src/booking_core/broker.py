@@ -1,19 +1,29 @@
 """The Dramatiq Redis broker every process shares, configured from Settings.
 
-Workers call `setup_broker()` in their `broker` module (Dramatiq's own layout:
-`dramatiq pkg.broker pkg.actors`); the relay calls it to publish.  Retries,
-backoff and dead-lettering stay Dramatiq's own middleware; the task-state
-middleware is appended after Retries so it sees whether a failure will be
-retried or has been dead-lettered.
+Each worker's `broker` module reads the environment once and calls
+`setup_broker(settings, ...)` (Dramatiq's own layout: `dramatiq pkg.broker
+pkg.actors`); its actors take `settings` from that module.  The relay calls
+`make_broker` to publish.  Retries, backoff and dead-lettering stay Dramatiq's
+own middleware; ours is placed by name around them:
+
+- `TracingMiddleware` first, ahead of Dramatiq's defaults (AgeLimit, TimeLimit,
+  ...), so the consumer span is current around every other middleware's work
+  and a skipped (too old) message still ends its span;
+- `TaskStateMiddleware` just before `Retries`, so its after-hook runs after
+  Retries' and sees whether a failure will be retried or was dead-lettered;
+- `DatabaseOutageRetries` just after `Retries`, so its after-hook runs before
+  Retries decides, and a Postgres outage costs no retry budget.
 """
 
 from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import Retries
+from dramatiq.middleware import Retries, default_middleware
 
 from booking_core.config import Settings
+from booking_core.outage import DatabaseOutageRetries
+from booking_core.tracing import TracingMiddleware
 
 
 def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker:
@@ -23,26 +33,28 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
         namespace=settings.redis_namespace,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         maintenance_chance=settings.maintenance_chance,
+        middleware=[TracingMiddleware(), *(m() for m in default_middleware)],
     )
-    # Outermost, so the consumer span is current around every other middleware's work.
-    from booking_core.tracing import TracingMiddleware
-
-    broker.add_middleware(TracingMiddleware(), before=type(broker.middleware[0]))
+    broker.add_middleware(DatabaseOutageRetries(), after=Retries)
     if track_tasks:
         from booking_core.taskstate import TaskStateMiddleware
 
-        broker.add_middleware(TaskStateMiddleware(settings), before=Retries)
+        broker.add_middleware(
+            TaskStateMiddleware(database_url=settings.database_url, pool_max=settings.db_pool_max,
+                                # Short: a state write is retried, and holds up its thread.
+                                connect_timeout=min(2.0, settings.db_acquire_timeout_ms / 1000)),
+            before=Retries,
+        )
     return broker
 
 
-def setup_broker(settings: Settings | None = None, *, track_tasks: bool = True,
+def setup_broker(settings: Settings, *, track_tasks: bool = True,
                  service_name: str | None = None) -> RedisBroker:
-    """Build a worker's broker from the environment and make it Dramatiq's global broker.
+    """Build a worker's broker from its `settings` and make it Dramatiq's global broker.
 
     Also sets up tracing (`OTEL_*`) and Dramatiq's Prometheus middleware for the
     worker named `service_name`.
     """
-    settings = settings or Settings.from_env()
     if service_name:
         from booking_core.telemetry import setup_tracing
 

@@ -59,6 +59,9 @@ class Settings:
     relay_batch_size: int = 200
     idempotency_ttl_seconds: int = 24 * 3600
     db_pool_max: int = 10
+    #: How long a worker waits for a pooled Postgres connection before the attempt fails
+    #: (and, as a database outage, is retried without using its retry budget).
+    db_acquire_timeout_ms: int = 5_000
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     @classmethod
@@ -89,5 +92,6 @@ class Settings:
             relay_batch_size=_int(env, "BOOKING_RELAY_BATCH_SIZE", 200),
             idempotency_ttl_seconds=_int(env, "BOOKING_IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
             db_pool_max=_int(env, "BOOKING_DB_POOL_MAX", 10),
+            db_acquire_timeout_ms=_int(env, "BOOKING_DB_ACQUIRE_TIMEOUT_MS", 5_000),
             retry=retry,
         )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg.rows import dict_row
@@ -49,3 +51,15 @@ def close_pools() -> None:
             if key[0] == os.getpid():
                 p.close()
             del _pools[key]
+
+
+@contextmanager
+def pooled(settings) -> Iterator[psycopg.Connection]:
+    """A connection from this process's pool for `settings`, committed as the block ends.
+
+    Waits at most `settings.db_acquire_timeout_ms` for it, so an unreachable
+    Postgres fails the caller in seconds (`PoolTimeout`) rather than holding it.
+    """
+    p = pool(settings.database_url, max_size=settings.db_pool_max)
+    with p.connection(timeout=settings.db_acquire_timeout_ms / 1000) as conn:
+        yield conn

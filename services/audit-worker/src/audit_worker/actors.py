@@ -2,6 +2,7 @@
 
 Redeliveries are harmless (the event id is recorded once); a payload that can never
 be recorded fails at once (`throws`) and goes to the dead letters instead of retrying.
+A booking's own audit task is marked done in the transaction that records its entry.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 import dramatiq
 
 from audit_worker.broker import broker, settings
-from booking_core import audit, db
+from booking_core import audit, db, taskstate
 from booking_core.broker import actor_options
 from booking_core.contracts import AUDIT
+from booking_core.errors import PermanentTaskError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
     actor_name=AUDIT.actor,
     queue_name=AUDIT.queue,
     broker=broker,
-    throws=(audit.InvalidAuditEvent,),
+    throws=(PermanentTaskError,),
     **actor_options(settings, AUDIT.queue),
 )
 def record_audit_event(
@@ -41,17 +43,21 @@ def record_audit_event(
     """Append the event to its tenant's chain; a redelivered event changes nothing.
 
     Fields default to None so a missing one is refused as InvalidAuditEvent (permanent)
-    rather than as a TypeError that would be retried; `task` only labels the message
-    for the task-state middleware.
+    rather than as a TypeError that would be retried.  `task` ("audit", on a
+    booking's `booking.created` event) names the booking task this entry finishes.
     """
     if positional:
         raise audit.InvalidAuditEvent("audit messages carry keyword arguments only")
+    if task is not None and task != AUDIT.task:
+        raise audit.InvalidAuditEvent(f"audit messages finish the {AUDIT.task!r} task only")
     payload = {
         "event_id": event_id, "kind": kind, "tenant_id": tenant_id, "booking_id": booking_id,
         "actor": actor, "occurred_at": occurred_at, "details": details, **unknown,
     }
-    with db.pool(settings.database_url, max_size=settings.db_pool_max).connection() as conn:
-        recorded = audit.append(conn, payload)
+    with db.pooled(settings) as conn, conn.transaction():
+        recorded = audit.append(conn, payload)  # a savepoint inside this transaction
+        if task is not None and booking_id is not None:
+            taskstate.mark_done(conn, booking_id, AUDIT.task)
     if recorded:
         log.info("recorded audit event %s (%s) for tenant %s", event_id, kind, tenant_id)
     else:

@@ -1,7 +1,9 @@
-"""Dramatiq's global broker for this worker, built from the environment at import.
+"""This worker's settings and Dramatiq broker, built once from the environment at import.
 
-Imported first by `dramatiq audit_worker.broker audit_worker.actors --queues audit`,
-so the actors bind to this Redis broker (with the task-state middleware).
+Imported first by `dramatiq audit_worker.broker audit_worker.actors --queues audit`
+(Dramatiq's `pkg.broker pkg.actors` layout), so the actors bind to this Redis
+broker (with the task-state middleware) and take `settings` from here: the
+environment is read once, and a bad variable stops the worker at start-up.
 """
 
 from __future__ import annotations

@@ -1,29 +1,28 @@
 """The `email` queue's actor: send each booking's confirmation once, however often it is delivered.
 
-Settings, the SMTP URL and the retry policy are read at import, so a
-misconfigured worker fails at start-up rather than on every message.
+The SMTP URL and the sender are checked at import (settings come from
+`email_worker.broker`), so a misconfigured worker fails at start-up rather than
+on every message.  The task is marked done in the transaction that records the send.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 
 import dramatiq
 
-from booking_core import db
+from booking_core import db, ids, taskstate
 from booking_core.broker import actor_options
-from booking_core.config import Settings
 from booking_core.contracts import EMAIL
+from booking_core.errors import PermanentTaskError, UnknownBooking
 from email_worker import store
-from email_worker.broker import broker
+from email_worker.broker import broker, settings
 from email_worker.compose import confirmation_message, sender
 from email_worker.send import PermanentEmailError, send
 from email_worker.smtp_url import parse_smtp_url
 
 log = logging.getLogger(__name__)
 
-settings = Settings.from_env()
 smtp_url = parse_smtp_url(settings.smtp_url)
 sender(settings.mail_from)  # a bad BOOKING_MAIL_FROM stops the worker here
 
@@ -32,30 +31,24 @@ sender(settings.mail_from)  # a bad BOOKING_MAIL_FROM stops the worker here
     broker=broker,
     actor_name=EMAIL.actor,
     queue_name=EMAIL.queue,
-    throws=(PermanentEmailError,),
+    throws=(PermanentTaskError,),
     **actor_options(settings, EMAIL.queue),
 )
 def send_confirmation_email(*, task: str, booking_id: str, tenant_id: str) -> None:
     """Send the confirmation of `booking_id` unless it was already sent, then record it."""
-    if task != EMAIL.task:
-        raise PermanentEmailError(f"message for task {task!r} sent to the {EMAIL.task!r} actor")
-    try:
-        booking_id, tenant_id = str(uuid.UUID(str(booking_id))), str(uuid.UUID(str(tenant_id)))
-    except ValueError:
-        raise PermanentEmailError(
-            f"booking {booking_id!r} / tenant {tenant_id!r}: not UUIDs"
-        ) from None
-    pool = db.pool(settings.database_url, max_size=settings.db_pool_max)
+    booking_id, tenant_id = ids.task_ids(EMAIL, task=task, booking_id=booking_id,
+                                         tenant_id=tenant_id)
     # One transaction around the send: the advisory lock keeps a concurrent
     # duplicate of this message waiting until the row below is committed.
-    with pool.connection() as conn:
+    with db.pooled(settings) as conn:
         store.lock_booking(conn, booking_id)
         if store.already_sent(conn, booking_id):
             log.info("confirmation of booking %s already sent; nothing to do", booking_id)
+            taskstate.mark_done(conn, booking_id, EMAIL.task)  # commits as the block ends
             return
         booking = store.load_booking(conn, booking_id, tenant_id=tenant_id)
         if booking is None:
-            raise PermanentEmailError(f"booking {booking_id} of tenant {tenant_id} not found")
+            raise UnknownBooking(f"booking {booking_id} of tenant {tenant_id} not found")
         try:
             message = confirmation_message(booking, mail_from=settings.mail_from)
         except ValueError as exc:

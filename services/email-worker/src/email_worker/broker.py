@@ -1,10 +1,15 @@
-"""The global Dramatiq broker, set before the actors import (Dramatiq's `pkg.broker` layout).
+"""This worker's settings and Dramatiq broker, built once from the environment at import.
 
-Run: `dramatiq email_worker.broker email_worker.actors --queues email`.
+Run: `dramatiq email_worker.broker email_worker.actors --queues email` (Dramatiq's
+`pkg.broker pkg.actors` layout): the broker is set before the actors import, and
+they take `settings` from here, so the environment is read once and a bad
+variable stops the worker at start-up.
 """
 
 from __future__ import annotations
 
 from booking_core.broker import setup_broker
+from booking_core.config import Settings
 
-broker = setup_broker(service_name="email-worker")
+settings = Settings.from_env()
+broker = setup_broker(settings, service_name="email-worker")

@@ -1,8 +1,8 @@
 """Submit one message over SMTP and sort failures into "retry later" and "never works".
 
 Dramatiq retries a `TemporaryEmailError` with backoff; a `PermanentEmailError`
-is in the actor's `throws`, so it is dead-lettered at once instead of hammering
-a server that already said no.  Only a 5xx about this message or its
+is a `PermanentTaskError`, which every actor lists in `throws`, so it is
+dead-lettered at once instead of hammering a server that already said no.  Only a 5xx about this message or its
 recipient is permanent: an outage, a 4xx or a misconfigured server/credential
 is temporary, because fixing it makes the very same message deliverable.
 """
@@ -14,6 +14,7 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
+from booking_core.errors import PermanentTaskError
 from email_worker.smtp_url import SmtpUrl
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class TemporaryEmailError(EmailError):
     """Worth retrying: the server is unreachable, busy, or answered 4xx."""
 
 
-class PermanentEmailError(EmailError):
+class PermanentEmailError(EmailError, PermanentTaskError):
     """Not worth retrying: the server refused this message or recipient with 5xx."""
 
 

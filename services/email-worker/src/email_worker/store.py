@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import psycopg
 
-from booking_core import bookings, outbox
+from booking_core import bookings, outbox, taskstate
+from booking_core.contracts import EMAIL
 
 ACTOR = "email-worker"
 EVENT_KIND = "email.sent"
@@ -42,7 +43,12 @@ def already_sent(conn: psycopg.Connection, booking_id: str) -> bool:
 
 
 def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, recipient: str) -> bool:
-    """Record the send and queue its audit event in one transaction; False if already recorded."""
+    """Record the send, queue its audit event and mark the task done, in one transaction.
+
+    Returns False (and changes nothing but the task's state) if the send was already
+    recorded.  The `done` state commits with the record, so a database error can
+    never leave a sent and recorded email's task `running`.
+    """
     with conn.transaction():
         row = conn.execute(
             "WITH ins AS ("
@@ -52,6 +58,7 @@ def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, reci
             " FROM ins JOIN bookings b ON b.id = ins.booking_id",
             (str(booking_id), message_id, recipient),
         ).fetchone()
+        taskstate.mark_done(conn, booking_id, EMAIL.task)
         if row is None:
             return False
         outbox.add(conn, [outbox.booking_event(EVENT_KIND, tenant_id=row["tenant_id"], booking_id=booking_id,

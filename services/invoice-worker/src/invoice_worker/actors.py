@@ -1,7 +1,8 @@
 """The `issue_invoice` actor: one invoice, number and PDF per booking, however often redelivered.
 
-Settings and the retry policy are read at import, so a misconfigured worker
-fails at start-up.  The render (seconds, CPU) runs with no connection held.
+Settings come from `invoice_worker.broker` (read once, at start-up).  The render
+(seconds, CPU) runs with no connection held; the task is marked done in the
+transaction that stores the PDF.
 """
 
 from __future__ import annotations
@@ -10,41 +11,39 @@ import logging
 
 import dramatiq
 
-from booking_core import db
+from booking_core import db, ids, taskstate
 from booking_core.broker import actor_options
-from booking_core.config import Settings
 from booking_core.contracts import INVOICE
+from booking_core.errors import PermanentTaskError, UnknownBooking
 from invoice_worker import render, store
-from invoice_worker.broker import broker
-from invoice_worker.store import PermanentInvoiceError, UnknownBooking
+from invoice_worker.broker import broker, settings
 
 log = logging.getLogger(__name__)
-
-settings = Settings.from_env()
 
 
 @dramatiq.actor(
     actor_name=INVOICE.actor,
     queue_name=INVOICE.queue,
     broker=broker,
-    throws=(PermanentInvoiceError,),
+    throws=(PermanentTaskError,),
     **actor_options(settings, INVOICE.queue),
 )
 def issue_invoice(*, task: str, booking_id: str, tenant_id: str) -> None:
     """Number the booking's invoice, render it outside any transaction, store it once."""
-    if task != INVOICE.task:
-        raise PermanentInvoiceError(f"message for task {task!r} sent to the {INVOICE.task!r} actor")
-    pool = db.pool(settings.database_url, max_size=settings.db_pool_max)
-    with pool.connection() as conn:
+    booking_id, tenant_id = ids.task_ids(INVOICE, task=task, booking_id=booking_id,
+                                         tenant_id=tenant_id)
+    # One transaction (one commit) numbers the invoice and reads what it shows.
+    with db.pooled(settings) as conn, conn.transaction():
         number, has_pdf = store.allocate_number(conn, booking_id, tenant_id=tenant_id)
         if has_pdf:
             log.info("invoice %s of booking %s already issued", number, booking_id)
+            taskstate.mark_done(conn, booking_id, INVOICE.task)
             return
         data = store.load_invoice_data(conn, booking_id)
     if data is None:  # deleted between the two reads
         raise UnknownBooking(f"no booking {booking_id!r}")
     pdf = render.render_pdf(render.invoice_html(data))
-    with pool.connection() as conn:
+    with db.pooled(settings) as conn:
         stored = store.save_pdf(conn, booking_id, pdf)
     log.info("invoice %s of booking %s %s", number, booking_id,
              "issued" if stored else "was issued by another attempt")

@@ -1,7 +1,15 @@
-"""The worker's broker, imported before the actors (Dramatiq's `pkg.broker pkg.actors` layout)."""
+"""This worker's settings and Dramatiq broker, built once from the environment at import.
+
+Run: `dramatiq invoice_worker.broker invoice_worker.actors --queues invoice`
+(Dramatiq's `pkg.broker pkg.actors` layout): the broker is set before the actors
+import, and they take `settings` from here, so the environment is read once and
+a bad variable stops the worker at start-up.
+"""
 
 from __future__ import annotations
 
 from booking_core.broker import setup_broker
+from booking_core.config import Settings
 
-broker = setup_broker(service_name="invoice-worker")
+settings = Settings.from_env()
+broker = setup_broker(settings, service_name="invoice-worker")

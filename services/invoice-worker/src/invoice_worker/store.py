@@ -2,7 +2,8 @@
 
 The number is allocated before the slow render and committed on its own, so a
 crash after allocation keeps the number (no gap, no second number on retry),
-and the PDF plus its "invoice.issued" audit event commit together.
+and the PDF, its "invoice.issued" audit event and the task's `done` state
+commit together.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import uuid
 import psycopg
 from psycopg.rows import dict_row
 
-from booking_core import outbox
+from booking_core import outbox, taskstate
+from booking_core.contracts import INVOICE
+from booking_core.errors import UnknownBooking
+from booking_core.ids import parse_uuid
 from invoice_worker.render import InvoiceData
 
 ACTOR = "invoice-worker"
@@ -20,27 +24,14 @@ ISSUED = "invoice.issued"
 COUNTER = "invoice"
 
 
-class PermanentInvoiceError(Exception):
-    """A message that no retry can serve; the actor's `throws` dead-letters it at once."""
-
-
-class UnknownBooking(PermanentInvoiceError):
-    """The booking does not exist (or is another tenant's): retrying cannot help."""
-
-
 def format_number(value: int) -> str:
     """The human invoice number for counter `value`, e.g. INV-000001."""
     return f"INV-{value:06d}"
 
 
-def _uuid(value: str | None, booking_id: str) -> uuid.UUID | None:
-    """`value` as a UUID; a malformed id names no booking, which is permanent."""
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise UnknownBooking(f"no booking {booking_id!r}") from None
+def _uuid(value: str | None, field: str) -> uuid.UUID | None:
+    """`value` as a UUID; a malformed id names no booking (`UnknownBooking`, permanent)."""
+    return None if value is None else parse_uuid(value, field, error=UnknownBooking)
 
 
 def allocate_number(
@@ -52,8 +43,8 @@ def allocate_number(
     UPSERT serialises a tenant's bookings, and rolls back with the transaction, so
     numbers have no gaps.  With `tenant_id`, another tenant's booking is unknown.
     """
-    bid = _uuid(booking_id, booking_id)
-    tid = _uuid(tenant_id, booking_id)
+    bid = _uuid(booking_id, "booking_id")
+    tid = _uuid(tenant_id, "tenant_id")
     cur = conn.cursor(row_factory=dict_row)
     with conn.transaction():
         # NO KEY UPDATE: serialises allocators of this booking like FOR UPDATE, but does
@@ -87,7 +78,7 @@ def allocate_number(
 
 def load_invoice_data(conn: psycopg.Connection, booking_id: str) -> InvoiceData | None:
     """What the invoice shows, or None when the booking or its invoice number is missing."""
-    bid = _uuid(booking_id, booking_id)
+    bid = _uuid(booking_id, "booking_id")
     row = conn.cursor(row_factory=dict_row).execute(
         "SELECT i.number, (i.created_at AT TIME ZONE 'UTC')::date AS issue_date,"
         " t.name AS tenant_name, b.id::text AS booking_id, b.customer_name, b.customer_email,"
@@ -103,8 +94,10 @@ def save_pdf(conn: psycopg.Connection, booking_id: str, pdf: bytes) -> bool:
     """Store the PDF unless one exists (first writer wins) and, with it, its audit event.
 
     Returns whether this call stored it; only then is "invoice.issued" written.
+    The task is marked done in the same transaction either way: once a PDF is
+    stored, a database error can no longer leave the task `running`.
     """
-    bid = _uuid(booking_id, booking_id)
+    bid = _uuid(booking_id, "booking_id")
     cur = conn.cursor(row_factory=dict_row)
     with conn.transaction():
         row = cur.execute(
@@ -113,6 +106,7 @@ def save_pdf(conn: psycopg.Connection, booking_id: str, pdf: bytes) -> bool:
             " RETURNING tenant_id::text AS tenant_id, number, issued_at",
             (pdf, bid),
         ).fetchone()
+        taskstate.mark_done(conn, str(bid), INVOICE.task)
         if row is None:
             return False
         outbox.add(conn, [outbox.booking_event(ISSUED, tenant_id=row["tenant_id"], booking_id=str(bid), actor=ACTOR,
