@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from e2e_helpers import Api, wait_until
 
 pytestmark = pytest.mark.e2e

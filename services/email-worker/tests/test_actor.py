@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from booking_core.contracts import EMAIL
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from email_worker.send import PermanentEmailError, TemporaryEmailError
 
 
