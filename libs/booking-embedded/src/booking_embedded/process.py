@@ -123,12 +123,14 @@ class Child:
         self.group = group
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
+        self._stop_requested = False
 
     def start(self) -> None:
         """Start the process (from the launcher thread), appending its output to its log file."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = launcher.run(self._popen)
         self.started_at = time.monotonic()
+        self._stop_requested = False
 
     def _popen(self) -> subprocess.Popen:
         parent, nice = os.getpid(), self.nice
@@ -173,6 +175,16 @@ class Child:
             except ProcessLookupError:
                 pass
 
+    def request_stop(self) -> None:
+        """Send the stop signal once; asking again changes nothing.
+
+        A second SIGTERM is not "please" twice: Dramatiq's parent forwards each
+        one, and its worker takes the second as "kill now" (mid-message).
+        """
+        if not self._stop_requested:
+            self._stop_requested = True
+            self.signal(self.stop_signal)
+
     def kill(self) -> None:
         """SIGKILL the process and everything left in its group (e.g. a forked worker)."""
         if self.proc is None:
@@ -187,7 +199,7 @@ class Child:
         if self.proc is None:
             return None
         if self.alive():
-            self.signal(self.stop_signal)
+            self.request_stop()
             try:
                 self.proc.wait(self.stop_timeout if timeout is None else timeout)
             except subprocess.TimeoutExpired:

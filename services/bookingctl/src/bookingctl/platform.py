@@ -65,6 +65,7 @@ class Platform:
         self._restarts: dict[str, tuple[int, float]] = {}
         self._down: set[str] = set()  # dead, death logged, restart pending
         self._stopping = threading.Event()
+        self._stopped = False
         self._control = threading.RLock()  # supervisor vs. stop/start_component
         self._supervisor: threading.Thread | None = None
         self.urls: dict[str, str] = {}
@@ -174,8 +175,12 @@ class Platform:
             self.metrics_urls[spec.name] = spec.metrics_url
         return child
 
-    def _wait_ready(self, timeout: float = 90.0) -> None:
-        """Wait until the API answers /healthz and every process serves its metrics."""
+    def _wait_ready(self, timeout: float = 180.0) -> None:
+        """Wait until the API answers /healthz and every process serves its metrics.
+
+        Generous timeouts: the async side starts at a lower CPU priority, and on a
+        busy machine its imports and first metrics page can take tens of seconds.
+        """
         deadline = time.monotonic() + timeout
         pending = {"api": self.api_url + "/healthz", **{n: u for n, u in self.metrics_urls.items() if n != "api"}}
         while pending and time.monotonic() < deadline:
@@ -184,7 +189,7 @@ class Platform:
                 if not child.alive():
                     raise RuntimeError(f"{name} exited at start; see {child.log_path}")
                 try:
-                    with urllib.request.urlopen(url, timeout=1) as r:
+                    with urllib.request.urlopen(url, timeout=5) as r:
                         if r.status == 200:
                             del pending[name]
                 except OSError:
@@ -211,7 +216,7 @@ class Platform:
         while len(names) > desired:
             name = names.pop()
             self.retiring.add(name)
-            self.children[name].signal(signal.SIGTERM)  # Dramatiq's parent: its worker finishes, then exits
+            self.children[name].request_stop()  # Dramatiq's parent: its worker finishes, then exits
 
     def _reap_retired(self) -> None:
         for name in list(self.retiring):
@@ -304,6 +309,9 @@ class Platform:
         stop timeout before its group is killed: Dramatiq's parent forwards it
         to its worker, which finishes its messages or requeues them.
         """
+        if self._stopped:
+            return
+        self._stopped = True
         self._stopping.set()
         with self._control:  # let a supervisor round in progress finish first
             pass
@@ -313,7 +321,7 @@ class Platform:
         for name in order:
             child = self.children.get(name)
             if child:
-                child.signal(child.stop_signal)
+                child.request_stop()
         for name in order:
             child = self.children.get(name)
             if child:
