@@ -95,7 +95,7 @@ class Up:
         return self.log.read_text()
 
     def wait_ready(self) -> None:
-        wait_until(lambda: "Press Ctrl-C" in self.text() or self.proc.poll() is not None, timeout=120,
+        wait_until(lambda: "Press Ctrl-C" in self.text() or self.proc.poll() is not None, timeout=300,
                    what="bookingctl up to print its banner")
         assert self.proc.poll() is None, self.text()
 
