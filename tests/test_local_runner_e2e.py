@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import redis
 
-from booking_embedded import free_port
+from booking_embedded import free_port, wait_for_port
 from bookingctl.services import ASYNC_NICE, WORKER_SHUTDOWN_TIMEOUT_MS
 from e2e_helpers import Api, Up, alive, group_members, proc_stat, wait_until
 
@@ -171,11 +171,15 @@ def test_ctrl_c_on_up_with_work_in_flight_stops_each_worker_once_and_up_again_fi
 
 
 def killed_and_restarted(platform, name: str) -> int:
-    """SIGKILL the server's own process (not its group); wait for a new one; return the old pid."""
+    """SIGKILL the server's own process (not its group); wait until it serves again; return the old pid."""
     old = platform.component(name).pid
     os.kill(old, signal.SIGKILL)
-    wait_until(lambda: platform.component(name).pid != old and platform.component(name).alive(), timeout=90,
+    restarts = platform._restarts.get(name, (0, 0.0))[0]
+    # Restarted means a new process that serves: it leaves `_down` once start() saw it accept connections.
+    wait_until(lambda: platform._restarts.get(name, (0, 0.0))[0] > restarts and name not in platform._down
+               and platform.component(name).pid != old and platform.component(name).alive(), timeout=90,
                what=f"{name} restarted")
+    wait_for_port(platform.servers[name].port, timeout=5)
     assert not alive(old)  # reaped, not a zombie
     return old
 
