@@ -173,10 +173,10 @@ def test_ctrl_c_on_up_with_work_in_flight_stops_each_worker_once_and_up_again_fi
 def killed_and_restarted(platform, name: str) -> int:
     """SIGKILL the server's own process (not its group); wait until it serves again; return the old pid."""
     old = platform.component(name).pid
+    before = platform._restarts.get(name)  # (count, next allowed at): a restart changes it
     os.kill(old, signal.SIGKILL)
-    restarts = platform._restarts.get(name, (0, 0.0))[0]
     # Restarted means a new process that serves: it leaves `_down` once start() saw it accept connections.
-    wait_until(lambda: platform._restarts.get(name, (0, 0.0))[0] > restarts and name not in platform._down
+    wait_until(lambda: platform._restarts.get(name) != before and name not in platform._down
                and platform.component(name).pid != old and platform.component(name).alive(), timeout=90,
                what=f"{name} restarted")
     wait_for_port(platform.servers[name].port, timeout=5)
