@@ -152,7 +152,10 @@ def test_ctrl_c_on_up_with_work_in_flight_stops_each_worker_once_and_up_again_fi
     assert took < WORKER_SHUTDOWN_TIMEOUT_MS / 1000 + 10
     for log in (data_dir / "logs").glob("*-worker-*.log"):
         text = log.read_text()
-        assert text.count("Sending signal 'SIGTERM' to subprocesses") == 1, log.name  # SIGINT never reached it
+        # One SIGTERM from bookingctl, no SIGINT from the terminal.  A worker the autoscaler
+        # started a moment before may not have booted: it logs nothing and just exits.
+        sent = text.count("Sending signal 'SIGTERM' to subprocesses")
+        assert sent == 1 if log.name.endswith("-worker-1.log") else sent <= 1, log.name
         assert "Killing worker process" not in text, log.name
 
     again = Up(data_dir, port)
