@@ -29,7 +29,7 @@ def database_url(servers_dir) -> str:
     url = os.environ.get("DATABASE_URL")
     server = None
     if not url:
-        from bookingctl.embedded import EmbeddedPostgres, free_port
+        from booking_embedded import EmbeddedPostgres, free_port
 
         server = EmbeddedPostgres(servers_dir, free_port(), servers_dir / "logs")
         server.start()
@@ -49,7 +49,7 @@ def redis_url(servers_dir) -> str:
     url = os.environ.get("REDIS_URL")
     server = None
     if not url:
-        from bookingctl.embedded import EmbeddedRedis, free_port
+        from booking_embedded import EmbeddedRedis, free_port
 
         server = EmbeddedRedis(servers_dir, free_port(), servers_dir / "logs")
         server.start()

@@ -22,8 +22,8 @@ from pathlib import Path
 from pipeline import BODY, timed
 
 from booking_core.scaling import Policy
+from booking_embedded import free_port
 from bookingctl.autoscale import DEFAULT_POLICIES
-from bookingctl.embedded import free_port
 from bookingctl.platform import Platform, PlatformConfig
 
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from bookingctl.platform import Platform, PlatformConfig
 
 BODY = {"customer": {"name": "Bench Mark", "email": "bench@example.com"}, "item": "Room 7",

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from otlp_receiver import OtlpReceiver  # noqa: E402
 from pipeline import BODY, summary, timed  # noqa: E402
 
-from bookingctl.embedded import free_port  # noqa: E402
+from booking_embedded import free_port  # noqa: E402
 from bookingctl.platform import Platform, PlatformConfig  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from bookingctl.platform import Platform, PlatformConfig
 from e2e_helpers import Api
 
@@ -38,12 +38,13 @@ def make_platform(tmp_path):
     """Factory: start a local platform with extra env; stopped after the test."""
     started: list[Platform] = []
 
-    def make(env: dict | None = None, **config) -> Platform:
+    def make(env: dict | None = None, *, data_dir: Path | None = None, **config) -> Platform:
+        """Start a platform; `data_dir` of a stopped one starts it again on the same data."""
         base = {k: v for k, v in os.environ.items()
                 if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
         base.update(FAST_ENV)
         base.update(env or {})
-        platform = Platform(PlatformConfig(data_dir=Path(tmp_path) / f"data{len(started)}",
+        platform = Platform(PlatformConfig(data_dir=data_dir or Path(tmp_path) / f"data{len(started)}",
                                            port=free_port(), env=base, api_workers=1, **config))
         started.append(platform)
         platform.start()

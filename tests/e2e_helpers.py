@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+BOOKINGCTL = [sys.executable, "-m", "bookingctl"]
 
 
 def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
@@ -44,11 +51,15 @@ class Api:
         status, _, raw = self.request(method, path, body, headers)
         return status, (json.loads(raw) if raw else {})
 
-    def book(self, name: str = "Ada Lovelace", email: str = "ada@example.com", **extra) -> dict:
+    def try_book(self, name: str = "Ada Lovelace", email: str = "ada@example.com", **extra) -> tuple[int, dict]:
+        """POST a booking; return the status and body, whatever they are."""
         body = {"customer": {"name": name, "email": email}, "item": "Sea-view room",
                 "check_in": "2027-03-01", "check_out": "2027-03-04", "amount": "360.00",
                 "currency": "EUR", **extra}
-        status, got = self.json("POST", "/api/v1/bookings", body)
+        return self.json("POST", "/api/v1/bookings", body)
+
+    def book(self, name: str = "Ada Lovelace", email: str = "ada@example.com", **extra) -> dict:
+        status, got = self.try_book(name, email, **extra)
         assert status == 201, got
         return got
 
@@ -63,3 +74,89 @@ class Api:
             tasks = self.tasks(booking_id)
             return tasks if all(tasks[t]["state"] == s for t, s in want.items()) else None
         return wait_until(check, timeout=timeout, what=f"tasks {want} of {booking_id}")
+
+
+def clean_env() -> dict:
+    """Our environment without server URLs, so `bookingctl up` starts its embedded servers."""
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+
+
+class Up:
+    """A `bookingctl up` subprocess, run as a shell runs a foreground job (its own process group)."""
+
+    def __init__(self, data_dir: Path, port: int, env: dict | None = None):
+        self.log = data_dir.parent / f"up-{port}-{time.time_ns()}.out"
+        self.out = open(self.log, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen([*BOOKINGCTL, "up", "--data-dir", str(data_dir), "--port", str(port)],
+                                     stdout=self.out, stderr=subprocess.STDOUT, env={**clean_env(), **(env or {})},
+                                     process_group=0)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: "Press Ctrl-C" in self.text() or self.proc.poll() is not None, timeout=300,
+                   what="bookingctl up to print its banner")
+        assert self.proc.poll() is None, self.text()
+
+    def pids(self) -> list[int]:
+        line = next(ln for ln in self.text().splitlines() if "Processes:" in ln)
+        return [int(p.split(")")[0]) for p in line.split("pid ")[1:]]
+
+    def stop(self, sig=signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(120)
+        self.out.close()
+        return code
+
+    def ctrl_c(self) -> int:
+        """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        code = self.proc.wait(120)
+        self.out.close()
+        return code
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
+def proc_stat(pid: int) -> dict[str, int]:
+    """Parent, process group, session and nice of `pid`, read from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After "pid (comm)": state ppid pgrp session tty_nr tpgid flags minflt ... priority nice
+    return {"ppid": int(fields[1]), "pgrp": int(fields[2]), "session": int(fields[3]), "nice": int(fields[16])}
+
+
+def group_members(pgrp: int) -> list[int]:
+    """Live PIDs in process group `pgrp` (a supervised child and whatever it forked)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if proc_stat(int(proc.name))["pgrp"] == pgrp and alive(int(proc.name)):
+                    found.append(int(proc.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def processes_using(data_dir: Path) -> list[int]:
+    """PIDs whose command line names the data dir (Postgres, Redis, the SMTP sink)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(data_dir).encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found

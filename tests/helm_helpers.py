@@ -145,7 +145,7 @@ def localize_metrics(env: dict[str, str], scratch: Path) -> tuple[dict[str, str]
     In a pod every worker listens on the same port and writes to its own emptyDir;
     on one machine they would collide. Returns the new env and {pod port: local port}.
     """
-    from bookingctl.embedded import free_port
+    from booking_embedded import free_port
 
     env, ports = dict(env), {}
     for name in METRICS_PORT_ENV:
@@ -188,8 +188,7 @@ class LocalRelease:
 
     def start(self) -> None:
         """Start every component; wait until the API listens."""
-        from bookingctl.embedded import wait_for_port
-        from bookingctl.process import Child
+        from booking_embedded import Child, wait_for_port
 
         for component in self.COMPONENTS:
             c = self.container(component)

@@ -3,76 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from bookingctl.embedded import free_port
-from e2e_helpers import Api, wait_until
+from booking_embedded import free_port
+from e2e_helpers import BOOKINGCTL, Api, Up, alive, clean_env, processes_using
 
 pytestmark = pytest.mark.e2e
-
-BOOKINGCTL = [sys.executable, "-m", "bookingctl"]
-
-
-def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-
-
-class Up:
-    """A `bookingctl up` subprocess and what it printed."""
-
-    def __init__(self, data_dir: Path, port: int):
-        self.log = data_dir.parent / f"up-{port}-{time.time_ns()}.out"
-        self.out = open(self.log, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen([*BOOKINGCTL, "up", "--data-dir", str(data_dir), "--port", str(port)],
-                                     stdout=self.out, stderr=subprocess.STDOUT, env=clean_env())
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def wait_ready(self) -> None:
-        wait_until(lambda: "Press Ctrl-C" in self.text() or self.proc.poll() is not None, timeout=120,
-                   what="bookingctl up to print its banner")
-        assert self.proc.poll() is None, self.text()
-
-    def pids(self) -> list[int]:
-        line = next(ln for ln in self.text().splitlines() if "Processes:" in ln)
-        return [int(p.split(")")[0]) for p in line.split("pid ")[1:]]
-
-    def stop(self, sig=signal.SIGINT) -> int:
-        self.proc.send_signal(sig)
-        code = self.proc.wait(120)
-        self.out.close()
-        return code
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-
-
-def processes_using(data_dir: Path) -> list[int]:
-    """PIDs whose command line names the data dir (Postgres, Redis, the SMTP sink)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if str(data_dir).encode() in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                pass
-    return found
-
 
 def test_up_runs_everything_then_stops_everything_and_keeps_data(tmp_path):
     data_dir = tmp_path / "data"

@@ -608,7 +608,7 @@ def test_values_are_camel_case_documented_key_by_key_and_the_readme_table_is_cur
 @pytest.mark.e2e
 def test_rendered_commands_and_env_run_the_platform_and_pass_the_helm_test(helm, database_url, redis_url,
                                                                              tmp_path):
-    from bookingctl.embedded import EmbeddedSmtp, free_port
+    from booking_embedded import EmbeddedSmtp, free_port
 
     smtp = EmbeddedSmtp(tmp_path / "mail", free_port(), tmp_path / "logs")
     smtp.start()

@@ -44,7 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from booking_core import audit, bookings, db, tenants
 from booking_core.migrate import migrate
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from e2e_helpers import wait_until
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(900)]

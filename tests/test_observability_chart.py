@@ -641,7 +641,7 @@ def test_each_rendered_process_serves_where_its_monitor_scrapes_every_series_the
         helm, database_url, redis_url, tmp_path, dashboard):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from bookingctl.embedded import EmbeddedSmtp, free_port
+    from booking_embedded import EmbeddedSmtp, free_port
     from e2e_helpers import wait_until
 
     smtp = EmbeddedSmtp(tmp_path / "mail", free_port(), tmp_path / "logs")

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -105,7 +105,7 @@ def test_a_state_write_whose_backend_is_terminated_is_retried(
 
 def test_a_state_write_that_never_lands_is_bounded_and_logged_as_an_error(caplog):
     """Given no reachable Postgres, the write gives up after its attempts, loudly, in seconds."""
-    from bookingctl.embedded import free_port
+    from booking_embedded import free_port
 
     caplog.set_level(logging.WARNING, logger="booking_core.taskstate")
     middleware = TaskStateMiddleware(

@@ -24,7 +24,7 @@ from dramatiq.middleware import Middleware
 from booking_core import bookings, db, tenants
 from booking_core.contracts import AUDIT
 from booking_core.migrate import migrate
-from bookingctl.embedded import EmbeddedPostgres, free_port
+from booking_embedded import EmbeddedPostgres, free_port
 
 MAX_RETRIES = 1
 

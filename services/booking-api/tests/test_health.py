@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from booking_api import create_app
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 
 
 def test_healthz_is_200_without_a_token(client):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 
 
 def get(url: str) -> tuple[int, str]:

@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from booking_api.contract import MAX_BODY_BYTES
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from bookingctl.services import api as api_service
 
 URL = "/api/v1/bookings"

@@ -18,7 +18,7 @@ import pytest
 
 from booking_core import bookings
 from booking_core.bookings import NewBooking
-from bookingctl.embedded import EmbeddedSmtp, free_port
+from booking_embedded import EmbeddedSmtp, free_port
 
 MAIL_FROM = "Test Bookings <bookings@example.test>"
 

@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from booking_core.contracts import EMAIL
 from booking_core.errors import InvalidMessage, PermanentTaskError, UnknownBooking
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from email_worker.send import PermanentEmailError, TemporaryEmailError
 
 

@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from email_worker.compose import confirmation_message
 from email_worker.send import PermanentEmailError, TemporaryEmailError, send
 from email_worker.smtp_url import parse_smtp_url

@@ -34,6 +34,12 @@ def _settings(args) -> Settings:
 
 
 def cmd_up(args) -> int:
+    from booking_embedded import linux_only_problem
+
+    problem = linux_only_problem(sys.platform)
+    if problem:
+        print(f"bookingctl: {problem}", file=sys.stderr)
+        return 2
     from bookingctl.autoscale import load_policies
     from bookingctl.platform import Platform, PlatformConfig
 

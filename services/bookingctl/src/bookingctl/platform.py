@@ -3,9 +3,11 @@
 Start order: Postgres, Redis, SMTP sink (each only when its URL is not
 given), migrations, the demo tenant and admin token, then the relay, the
 workers and the API.  Stop order is the reverse, so workers finish or
-requeue their messages while Redis and Postgres are still there.  A service
-process that dies is restarted with backoff; a component stopped on purpose
-(`stop_component`, used by the fault tests) is left stopped.
+requeue their messages while Redis and Postgres are still there.  A process
+that dies, service or embedded server, is logged and restarted with backoff
+(servers on the same port and data); a component stopped on purpose
+(`stop_component`, used by the fault tests) is left stopped.  One supervisor
+thread does this; an error in one round is logged and the next round runs.
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ import signal
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from booking_core import db, tenants
 from booking_core.migrate import migrate
 from booking_core.scaling import Policy
+from booking_embedded import Child, EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, free_port
 from bookingctl import services
 from bookingctl.autoscale import Autoscaler
-from bookingctl.datadir import DataDirLock, write_run_file, write_secret
-from bookingctl.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, free_port
-from bookingctl.process import Child
+from bookingctl.datadir import DataDirLock, run_file, write_run_file, write_secret
 
 log = logging.getLogger("bookingctl")
 DEMO_TENANT = "demo"
@@ -44,6 +46,8 @@ class PlatformConfig:
     autoscale: dict[str, Policy] | None = None
     api_workers: int = 2
     smtp_reject_recipients: str | None = None
+    #: Seconds the SMTP sink holds each message before accepting it (tests: mail in flight).
+    smtp_delay: float = 0.0
 
 
 class Platform:
@@ -54,13 +58,14 @@ class Platform:
         self.data_dir = config.data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
         self.lock = DataDirLock(self.data_dir)
-        self.postgres: EmbeddedPostgres | None = None
-        self.redis: EmbeddedRedis | None = None
-        self.smtp: EmbeddedSmtp | None = None
+        #: The embedded servers started here ("postgres", "redis", "smtp"); none given by URL.
+        self.servers: dict[str, EmbeddedPostgres | EmbeddedRedis | EmbeddedSmtp] = {}
         self.children: dict[str, Child] = {}
         self.held: set[str] = set()  # stopped on purpose: not restarted
         self._restarts: dict[str, tuple[int, float]] = {}
+        self._down: set[str] = set()  # dead, death logged, restart pending
         self._stopping = threading.Event()
+        self._stopped = False
         self._control = threading.RLock()  # supervisor vs. stop/start_component
         self._supervisor: threading.Thread | None = None
         self.urls: dict[str, str] = {}
@@ -108,21 +113,24 @@ class Platform:
                 raise RuntimeError(f"port {self.config.port} is already in use; pick another with --port") from None
 
     def _start_servers(self) -> None:
+        """Start an embedded server for each URL not given; Postgres stays at the API's priority."""
         env = self.config.env
         self.urls = {k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SMTP_URL") if env.get(k)}
-        if "DATABASE_URL" not in self.urls:
-            self.postgres = EmbeddedPostgres(self.data_dir, free_port(), self.log_dir)
-            self.postgres.start()
-            self.urls["DATABASE_URL"] = self.postgres.url
-        if "REDIS_URL" not in self.urls:
-            self.redis = EmbeddedRedis(self.data_dir, free_port(), self.log_dir)
-            self.redis.start()
-            self.urls["REDIS_URL"] = self.redis.url
-        if "SMTP_URL" not in self.urls:
-            self.smtp = EmbeddedSmtp(self.data_dir / "mail", free_port(), self.log_dir,
-                                     reject_recipients=self.config.smtp_reject_recipients)
-            self.smtp.start()
-            self.urls["SMTP_URL"] = self.smtp.url
+        wanted = {
+            # Postgres serves the accept path too: it keeps the API's priority.
+            "postgres": ("DATABASE_URL", lambda: EmbeddedPostgres(self.data_dir, free_port(), self.log_dir)),
+            # Only the async side (and the API's probes) use Redis; only the email worker the sink.
+            "redis": ("REDIS_URL", lambda: EmbeddedRedis(self.data_dir, free_port(), self.log_dir,
+                                                         nice=services.ASYNC_NICE)),
+            "smtp": ("SMTP_URL", lambda: EmbeddedSmtp(self.data_dir / "mail", free_port(), self.log_dir,
+                                                      reject_recipients=self.config.smtp_reject_recipients,
+                                                      delay=self.config.smtp_delay, nice=services.ASYNC_NICE)),
+        }
+        for name, (key, make) in wanted.items():
+            if key not in self.urls:
+                self.servers[name] = server = make()
+                server.start()
+                self.urls[key] = server.url
 
     def _ensure_demo_tenant(self) -> None:
         """The `demo` tenant exists and DIR/admin-token holds a live admin token."""
@@ -160,15 +168,19 @@ class Platform:
 
     def _spawn(self, spec: services.ServiceSpec) -> Child:
         child = Child(spec.name, spec.argv, log_path=self.log_dir / f"{spec.name}.log",
-                      env={**self.child_env(), **spec.env}, stop_timeout=spec.stop_timeout)
+                      env={**self.child_env(), **spec.env}, stop_timeout=spec.stop_timeout, nice=spec.nice)
         child.start()
         self.children[spec.name] = child
         if spec.metrics_url:
             self.metrics_urls[spec.name] = spec.metrics_url
         return child
 
-    def _wait_ready(self, timeout: float = 90.0) -> None:
-        """Wait until the API answers /healthz and every process serves its metrics."""
+    def _wait_ready(self, timeout: float = 180.0) -> None:
+        """Wait until the API answers /healthz and every process serves its metrics.
+
+        Generous timeouts: the async side starts at a lower CPU priority, and on a
+        busy machine its imports and first metrics page can take tens of seconds.
+        """
         deadline = time.monotonic() + timeout
         pending = {"api": self.api_url + "/healthz", **{n: u for n, u in self.metrics_urls.items() if n != "api"}}
         while pending and time.monotonic() < deadline:
@@ -177,7 +189,7 @@ class Platform:
                 if not child.alive():
                     raise RuntimeError(f"{name} exited at start; see {child.log_path}")
                 try:
-                    with urllib.request.urlopen(url, timeout=1) as r:
+                    with urllib.request.urlopen(url, timeout=5) as r:
                         if r.status == 200:
                             del pending[name]
                 except OSError:
@@ -186,7 +198,6 @@ class Platform:
         if pending:
             raise TimeoutError(f"not ready within {timeout}s: {', '.join(pending)} (see {self.log_dir})")
 
-    # -- supervise -------------------------------------------------------
     # -- worker pools --------------------------------------------------------
     def pool(self, queue: str) -> list[str]:
         """Names of `queue`'s worker processes that are not being retired, oldest first."""
@@ -205,7 +216,7 @@ class Platform:
         while len(names) > desired:
             name = names.pop()
             self.retiring.add(name)
-            self.children[name].signal(signal.SIGTERM)  # finishes its messages, then exits
+            self.children[name].request_stop()  # Dramatiq's parent: its worker finishes, then exits
 
     def _reap_retired(self) -> None:
         for name in list(self.retiring):
@@ -215,28 +226,50 @@ class Platform:
                 self.metrics_urls.pop(name, None)
                 self.retiring.discard(name)
 
+    # -- supervise -------------------------------------------------------
     def supervise_once(self) -> None:
-        """Reap retired workers, restart dead processes (with backoff), apply autoscaling."""
+        """Reap retired workers, apply autoscaling, restart dead servers and processes (with backoff)."""
         self._reap_retired()
         if self.autoscaler is not None and not self._stopping.is_set():
             self.autoscaler.tick({q: len(self.pool(q)) for q in self.autoscaler.pools}, self.resize)
+        for name, server in self.servers.items():  # servers first: the services need them
+            self._revive(name, server.child, server.start)
         for name, child in list(self.children.items()):
-            if self._stopping.is_set() or name in self.held or name in self.retiring or child.alive():
-                continue
-            count, next_at = self._restarts.get(name, (0, 0.0))
-            now = time.monotonic()
-            if now < next_at:
-                continue
-            # Back off if it keeps dying within a minute of its start; a long run resets the count.
-            count = count + 1 if now - child.started_at < 60 else 1
-            log.warning("%s exited (code %s); restarting", name, child.returncode())
-            child.start()
-            self._restarts[name] = (count, now + min(2 ** count, 30))
+            if name not in self.retiring:
+                self._revive(name, child, child.start)
+
+    def _revive(self, name: str, child: Child | None, start: Callable[[], None]) -> None:
+        """Log a dead process once, then restart it when its backoff allows; held ones stay down."""
+        if self._stopping.is_set() or name in self.held or child is None or child.alive():
+            return
+        if name not in self._down:
+            self._down.add(name)
+            log.error("%s died (%s)", name, describe_exit(child.returncode()))
+        count, next_at = self._restarts.get(name, (0, 0.0))
+        now = time.monotonic()
+        if now < next_at:
+            return
+        # Back off if it keeps dying within a minute of its start; a long run resets the count.
+        count = count + 1 if now - child.started_at < 60 else 1
+        self._restarts[name] = (count, now + min(2**count, 30))
+        log.warning("restarting %s (restart %d in a row)", name, count)
+        try:
+            start()
+        except Exception:
+            log.exception("could not restart %s; trying again after backoff", name)
+            return
+        self._down.discard(name)
 
     def _supervise(self) -> None:
+        """The supervisor thread: a round every 0.5 s; an error is logged and never ends the loop."""
         while not self._stopping.wait(0.5):
             with self._control:
-                self.supervise_once()
+                if self._stopping.is_set():
+                    break
+                try:
+                    self.supervise_once()
+                except Exception:
+                    log.exception("supervisor round failed; carrying on")
 
     def run_forever(self) -> None:
         """Block until SIGINT/SIGTERM (the supervisor thread restarts the dead), then stop."""
@@ -248,9 +281,9 @@ class Platform:
 
     # -- control (tests and faults) ---------------------------------------
     def component(self, name: str) -> Child:
-        servers = {"postgres": self.postgres, "redis": self.redis, "smtp": self.smtp}
-        if name in servers:
-            return servers[name].child
+        """The process of a server ("postgres", "redis", "smtp") or of a service ("api", "relay", …)."""
+        if name in self.servers:
+            return self.servers[name].child
         return self.children[name]
 
     def stop_component(self, name: str) -> None:
@@ -261,33 +294,52 @@ class Platform:
 
     def start_component(self, name: str) -> None:
         """Start a component stopped with stop_component, on the same port and data."""
-        servers = {"postgres": self.postgres, "redis": self.redis, "smtp": self.smtp}
         with self._control:
-            if name in servers:
-                servers[name].start()
+            if name in self.servers:
+                self.servers[name].start()
             else:
                 self.children[name].start()
             self.held.discard(name)
 
     # -- stop ------------------------------------------------------------
     def stop(self) -> None:
-        """Stop services (API first, then relay and workers), then servers; idempotent."""
+        """Stop services (API first, then relay and workers), then servers; idempotent.
+
+        Each process gets one signal (the parent, never its group) and its own
+        stop timeout before its group is killed: Dramatiq's parent forwards it
+        to its worker, which finishes its messages or requeues them.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         self._stopping.set()
+        with self._control:  # let a supervisor round in progress finish first
+            pass
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
-            self._supervisor.join(5)
+            self._supervisor.join()
         order = ["api", "relay"] + [n for n in self.children if n not in ("api", "relay")]
         for name in order:
             child = self.children.get(name)
             if child:
-                child.signal(child.stop_signal)
+                child.request_stop()
         for name in order:
             child = self.children.get(name)
             if child:
                 child.stop()
-        for server in (self.smtp, self.redis, self.postgres):
-            if server:
-                server.stop()
-        from bookingctl.datadir import run_file
-
+        for name in ("smtp", "redis", "postgres"):
+            if name in self.servers:
+                self.servers[name].stop()
         run_file(self.data_dir).unlink(missing_ok=True)
         self.lock.release()
+
+
+def describe_exit(code: int | None) -> str:
+    """A process's return code in words: 'exit code 1', 'killed by SIGKILL'."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

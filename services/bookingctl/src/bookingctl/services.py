@@ -17,6 +17,14 @@ WORKERS = {
     "audit": ("audit_worker.broker", "audit_worker.actors"),
 }
 
+#: How much lower the async side's CPU priority is than the request path's (nice
+#: increment).  All children share bookingctl's session, hence one autogroup,
+#: where nice orders them: when both compete, the API (and the Postgres it
+#: shares with the workers, left at 0) win the CPU and the backlog drains with
+#: what is left.  The relay, the workers, and the servers only the async side
+#: uses (Redis, the SMTP sink) run at this nice.
+ASYNC_NICE = 10
+
 #: Dramatiq waits this long for running messages on SIGTERM before requeueing them.
 WORKER_SHUTDOWN_TIMEOUT_MS = 30_000
 #: An idle Dramatiq consumer polls Redis at most this far apart (its default, 1 s,
@@ -45,12 +53,13 @@ class ServiceSpec:
     stop_timeout: float
     env: dict[str, str] = field(default_factory=dict)
     metrics_url: str | None = None
+    nice: int = 0
 
 
 def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4,
         metrics_port: int | None = None) -> ServiceSpec:
     """gunicorn with the API; its master serves every worker's metrics on a port apart from the HTTP one."""
-    from bookingctl.embedded import free_port
+    from booking_embedded import free_port
 
     metrics_port = metrics_port or free_port()
     return ServiceSpec("api", [
@@ -62,10 +71,10 @@ def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4,
 
 
 def relay(metrics_port: int) -> ServiceSpec:
-    """The outbox relay (its own service, `booking-relay`); metrics on 127.0.0.1 only."""
+    """The outbox relay (its own service, `booking-relay`): async side, so it yields the CPU to the API."""
     return ServiceSpec("relay", [executable("booking-relay")], stop_timeout=15,
                        env={"BOOKING_METRICS_HOST": "127.0.0.1", "BOOKING_METRICS_PORT": str(metrics_port)},
-                       metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
+                       metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE)
 
 
 def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads: int = 4) -> ServiceSpec:
@@ -81,4 +90,4 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         "dramatiq_prom_host": "127.0.0.1",
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),
-    }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
+    }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE)

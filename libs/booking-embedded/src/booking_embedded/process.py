@@ -1,0 +1,209 @@
+"""One supervised child process: start, check, stop in order, never orphaned.
+
+Every child runs in its own process group but in the caller's session:
+- its own group, so a terminal's Ctrl-C (sent to the foreground group) reaches
+  only the supervisor, which then stops the children in the right order;
+- the caller's session, so Linux autogroup scheduling puts all of them in one
+  scheduling group, where each child's nice value really orders them.
+
+Each child asks the kernel for SIGTERM should its parent die, so nothing is
+left running.  `PR_SET_PDEATHSIG` fires when the parent *thread* that forked
+the child exits, not the process: so every child is forked by one
+long-lived daemon thread (`launcher`), whichever thread asks for it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from queue import SimpleQueue
+from typing import TypeVar
+
+_PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
+
+
+def linux_only_problem(platform: str = sys.platform) -> str | None:
+    """Why the local runner cannot run on `platform`, or None on Linux."""
+    if platform.startswith("linux"):
+        return None
+    return (f"bookingctl up runs on Linux only (it uses prctl(PR_SET_PDEATHSIG) so no child outlives it); "
+            f"this is {platform!r}. Use the Helm chart, or a Linux VM or container.")
+
+
+def _prctl() -> Callable[[int, int], int] | None:
+    """libc's prctl, loaded once in the parent (loading a library after fork is unsafe)."""
+    if linux_only_problem() is not None:
+        return None
+    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
+_PRCTL = _prctl()
+
+
+def _child_setup(parent: int, nice: int) -> None:
+    """In the child, before exec: die with the parent, then lower our priority by `nice`."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    if nice:
+        os.nice(nice)
+
+
+class Launcher:
+    """A daemon thread that runs every fork, so the children's parent thread lives as long as the process."""
+
+    def __init__(self) -> None:
+        self._requests: SimpleQueue[tuple[Callable[[], object], Future]] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the launcher thread and return its result (or raise its error)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        with self._lock:
+            if self._thread is None:
+                # Never joined and never ends: a daemon thread lives until the process exits.
+                self._thread = threading.Thread(target=self._loop, name="child-launcher", daemon=True)
+                self._thread.start()
+        done: Future = Future()
+        self._requests.put((fn, done))
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            fn, done = self._requests.get()
+            try:
+                done.set_result(fn())
+            except BaseException as e:  # handed to the caller, never kills this thread
+                done.set_exception(e)
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+
+launcher = Launcher()
+
+
+class Child:
+    """A named child process with its own log file, stop policy and CPU priority."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        stop_signal: int = signal.SIGTERM,
+        stop_timeout: float = 20.0,
+        nice: int = 0,
+        user: int | None = None,
+        group: int | None = None,
+    ):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.nice = nice
+        self.user = user
+        self.group = group
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self._stop_requested = False
+
+    def start(self) -> None:
+        """Start the process (from the launcher thread), appending its output to its log file."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = launcher.run(self._popen)
+        self.started_at = time.monotonic()
+        self._stop_requested = False
+
+    def _popen(self) -> subprocess.Popen:
+        parent, nice = os.getpid(), self.nice
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                process_group=0,
+                preexec_fn=lambda: _child_setup(parent, nice),
+                user=self.user,
+                group=self.group,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        """True while the process runs; a dead one is reaped here (never left a zombie)."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the process we started; SIGKILL goes to its whole group.
+
+        Only the parent gets a polite signal: it forwards it as it knows best
+        (Dramatiq's parent to its forked workers, the postmaster to its
+        backends).  Signalling the group too would make Dramatiq's parent
+        forward a second SIGTERM, which its workers take as "kill now".
+        SIGKILL cannot be forwarded, so it takes the whole group at once.
+        """
+        if sig == signal.SIGKILL:
+            self.kill()
+        elif self.alive():
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def request_stop(self) -> None:
+        """Send the stop signal once; asking again changes nothing.
+
+        A second SIGTERM is not "please" twice: Dramatiq's parent forwards each
+        one, and its worker takes the second as "kill now" (mid-message).
+        """
+        if not self._stop_requested:
+            self._stop_requested = True
+            self.signal(self.stop_signal)
+
+    def kill(self) -> None:
+        """SIGKILL the process and everything left in its group (e.g. a forked worker)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Ask the process to stop, wait up to its stop timeout, then kill its group."""
+        if self.proc is None:
+            return None
+        if self.alive():
+            self.request_stop()
+            try:
+                self.proc.wait(self.stop_timeout if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.proc.wait(10)
+        self.kill()  # reap anything the process left in its group
+        return self.proc.returncode
