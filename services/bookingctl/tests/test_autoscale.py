@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from booking_core.scaling import LatencyBudget, Policy
 from booking_core.scaling.pressure import LATENCY_METRIC
-from bookingctl.autoscale import DEFAULT_POLICIES, Autoscaler, cpu_bound_limit
 from booking_embedded import free_port
+from bookingctl.autoscale import DEFAULT_POLICIES, Autoscaler, cpu_bound_limit
 
 ROUTE = "/api/v1/bookings"
 POLICY = Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=10, polling_interval=1)
