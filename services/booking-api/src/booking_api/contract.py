@@ -43,7 +43,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from booking_api.cursors import decode_cursor
+from booking_api.cursors import CURSOR_PATTERN, decode_cursor
 from booking_core.contracts import QUEUES, TASK_STATES, TASKS
 from booking_core.currencies import currency_codes, minor_unit
 from booking_core.deadletters import DeadLetter
@@ -224,7 +224,8 @@ class BookingQuery(BaseModel):
     """Query of the booking list (unknown parameters are ignored, as HTTP caches expect)."""
 
     limit: Annotated[int, Field(ge=PAGE_MIN, le=PAGE_MAX), BeforeValidator(_page_size)] = PAGE_DEFAULT
-    cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page.")] = None
+    cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page.",
+                                        json_schema_extra={"pattern": CURSOR_PATTERN})] = None
     state: Annotated[one_of(TASK_STATES) | None,
                      Field(description="Only bookings with a task in this state.")] = None
     task: Annotated[one_of(TASKS) | None,

@@ -1,0 +1,149 @@
+"""Fuzzing: schemathesis sends every operation of the OpenAPI document generated and mutated input.
+
+The app runs in-process (schemathesis's WSGI transport) on the session's real
+Postgres and Redis, once with a tenant's (non-admin) token and once with an
+admin token. Every response must be no 5xx and must conform to the document:
+a documented status code, its content type, headers and schema; input the
+document calls invalid must be refused, input it calls valid accepted, and
+the same request without the token must be 401. The run is bounded (a few
+examples per operation) and derandomized, so CI sends the same inputs every
+time.
+
+A few rules are beyond what a JSON Schema of one request can say: a stay's
+check_out after its check_in, an amount's decimals allowed by its currency,
+`task` only with `state`, a cursor the API issued, and an Idempotency-Key already used with another
+body. For a request that breaks one of them, `_refusal` says so and the test
+expects exactly that 422 instead of "valid input is accepted".
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from booking_api import idempotency
+from booking_api.contract import MAX_NIGHTS
+from booking_api.cursors import decode_cursor
+from booking_api.openapi_doc import document
+from booking_api.problems import PROBLEM_TYPE, ApiError
+from booking_core import tenants
+from booking_core.currencies import minor_unit
+
+#: Examples per operation in the fuzzing phase (the examples and coverage phases add their own few).
+MAX_EXAMPLES = 8
+
+
+class _TestsApp:
+    """A WSGI app that forwards to the running test's app.
+
+    Schemathesis sends a case, and its own probes (the same request without
+    the token), to the app its schema is bound to when operations are
+    collected; the real app only exists once a test's fixtures (this
+    session's Postgres and Redis) do.
+    """
+
+    current = None
+
+    def __call__(self, environ, start_response):
+        return self.current(environ, start_response)
+
+
+_forward = _TestsApp()
+#: The document the app serves at /api/v1/openapi.json (test_openapi pins that they are equal); one test
+#: per operation and caller. Unknown query parameters are ignored by design (as HTTP caches expect), so
+#: they are not generated as "invalid input".
+schema = schemathesis.openapi.from_dict(
+    document(), config=schemathesis.Config.from_dict({"generation": {"allow-extra-parameters": False}}))
+schema.app = _forward
+
+
+@pytest.fixture
+def bound_app(app):
+    """Requests of this test go to its app."""
+    _forward.current = app
+    yield app
+    _forward.current = None
+
+
+@pytest.fixture(params=["tenant", "admin"])
+def caller(request, db_conn, tenant) -> dict:
+    """The Authorization header of a fresh token: a tenant's client token, then an admin token."""
+    token = tenants.create_token(db_conn, tenant["id"], admin=request.param == "admin")["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def used_keys() -> dict[str, bytes]:
+    """Idempotency-Keys this test's tenant has had accepted, with the body fingerprint each holds."""
+    return {}
+
+
+def _idempotency_key(case) -> str | None:
+    """The key a case sends, as the API reads it; None when absent or malformed."""
+    header = (case.headers or {}).get("Idempotency-Key")
+    try:
+        return idempotency.parse_key(header) if isinstance(header, str) else None
+    except ApiError:
+        return None
+
+
+def _stay_or_amount_refused(body: dict) -> bool:
+    """Whether the body breaks a rule between two fields (the JSON Schema checks each field alone)."""
+    try:
+        nights = (date.fromisoformat(body["check_out"]) - date.fromisoformat(body["check_in"])).days
+        decimals = -Decimal(body["amount"]).as_tuple().exponent
+    except (KeyError, TypeError, ValueError, InvalidOperation):
+        return False
+    return not 0 < nights <= MAX_NIGHTS or decimals > (minor_unit(body.get("currency")) or 0)
+
+
+def _issued(cursor: object) -> bool:
+    """Whether a cursor is absent or one this API could have returned (the document says only its alphabet)."""
+    if not cursor:
+        return True
+    try:
+        decode_cursor(str(cursor))
+    except ValueError:
+        return False
+    return True
+
+
+def _refusal(case, used_keys: dict[str, bytes]) -> str | None:
+    """The problem type of the 422 the API answers this request for a rule the document cannot state."""
+    if case.method.upper() == "GET" and case.path == "/api/v1/bookings":
+        query = case.query or {}
+        return "invalid-query" if "task" in query and "state" not in query or not _issued(query.get("cursor")) else None
+    if case.method.upper() != "POST" or case.path != "/api/v1/bookings" or not isinstance(case.body, dict):
+        return None
+    if _stay_or_amount_refused(case.body):
+        return "invalid-booking"
+    key = _idempotency_key(case)
+    if key in used_keys and used_keys[key] != idempotency.request_hash(case.body):
+        return "idempotency-key-reused"
+    return None
+
+
+@schema.parametrize()
+@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much, HealthCheck.data_too_large])
+def test_every_response_conforms_to_the_document(case, bound_app, caller, used_keys):
+    # Given a generated request, and the 422 it must get if it breaks a rule the document cannot state
+    refusal = _refusal(case, used_keys)
+    # When the app answers it with this caller's token
+    response = case.call(headers=caller)
+    # Then the answer is no 5xx and is what the document promises
+    case.validate_response(response, headers=caller,
+                           excluded_checks=[positive_data_acceptance] if refusal else None)
+    positive = case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE
+    if refusal and positive and response.status_code not in (401, 403):
+        assert (response.status_code, response.json()["type"]) == (422, PROBLEM_TYPE + refusal)
+    key = _idempotency_key(case)
+    if key and response.status_code == 201 and "Idempotent-Replayed" not in response.headers:
+        used_keys[key] = idempotency.request_hash(case.body)
