@@ -1,0 +1,77 @@
+"""Regression tests for what the schemathesis run (test_fuzz_openapi.py) found.
+
+Each finding was a place where the OpenAPI document and the API disagreed
+about the same input: the document called it valid and the API refused it,
+or the other way round. Each test pins both sides on the values that showed it.
+"""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+
+from booking_api.contract import AMOUNT_RULE
+from booking_api.openapi_doc import document
+
+
+def _document_accepts(schema_name: str, prop: str, value: str) -> bool:
+    """Whether the document's schema of `schema_name.prop` accepts `value`."""
+    schema = document()["components"]["schemas"][schema_name]["properties"][prop]
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+ZERO = "must be above zero"
+SHAPE = AMOUNT_RULE
+
+
+@pytest.mark.parametrize(("amount", "refusal"), [
+    ("0", ZERO), ("0.0", ZERO), ("0.00", ZERO),  # found: the document's pattern allowed zero
+    ("0.01", None), ("0.5", None), ("0.50", None), ("1", None), ("360.00", None),
+    ("01", SHAPE), ("1.234", SHAPE), ("-1", SHAPE),
+])
+def test_the_document_and_the_api_agree_on_amounts(client, auth, booking_body, amount, refusal):
+    # Given an amount, when the document judges it and the API is sent it
+    resp = client.post("/api/v1/bookings", json=booking_body(amount=amount), headers=auth)
+    # Then both say the same: valid and 201, or invalid and 422 saying why
+    assert _document_accepts("BookingRequest", "amount", amount) is (refusal is None)
+    assert resp.status_code == (201 if refusal is None else 422)
+    if refusal:
+        assert resp.get_json()["errors"] == [{"field": "amount", "message": refusal}]
+
+
+@pytest.mark.parametrize(("name", "valid"), [
+    ("Ada\x1cLovelace", False),  # found: a C0 control the document's pattern (`\S`) allowed
+    ("Ada\x85Lovelace", False),  # C1 (NEL)
+    ("Ada\u2028Lovelace", False),  # line separator
+    ("Ada\u202eLovelace", False),  # bidi override
+    ("\u00a0", False),  # only whitespace
+    ("Ada Lovelace", True),
+    ("\u0632\u0647\u0631\u0627\u200c\u06cc", True),  # a Persian name with ZWNJ
+    ("\U0001f469\u200d\U0001f4bb", True),  # an emoji ZWJ sequence
+])
+def test_the_document_and_the_api_agree_on_text(client, auth, booking_body, name, valid):
+    # Given a customer name, when the document judges it and the API is sent it
+    resp = client.post("/api/v1/bookings", json=booking_body(customer={"name": name, "email": "ada@example.com"}),
+                       headers=auth)
+    # Then both say the same
+    assert _document_accepts("BookingRequest", "item", name) is valid
+    assert resp.status_code == (201 if valid else 422)
+    if not valid:
+        assert [e["field"] for e in resp.get_json()["errors"]] == ["customer.name"]
+
+
+def test_a_cursor_with_a_character_outside_base64url_is_refused(client, auth, booking_body):
+    # Given a real cursor of a tenant with two bookings
+    for _ in range(2):
+        assert client.post("/api/v1/bookings", json=booking_body(), headers=auth).status_code == 201
+    cursor = client.get("/api/v1/bookings?limit=1", headers=auth).get_json()["next_cursor"]
+    assert client.get(f"/api/v1/bookings?limit=1&cursor={cursor}", headers=auth).status_code == 200
+    # When one character outside base64url is slipped in (Python's decoder used to skip it and accept)
+    tampered = cursor[:4] + "!" + cursor[4:]
+    resp = client.get(f"/api/v1/bookings?limit=1&cursor={tampered}", headers=auth)
+    # Then it is refused, by the API and by the document's pattern
+    assert resp.status_code == 422
+    assert resp.get_json()["errors"] == [{"field": "cursor", "message": "is not a cursor this API returned"}]
+    (param,) = [p for p in document()["paths"]["/api/v1/bookings"]["get"]["parameters"] if p["name"] == "cursor"]
+    assert not jsonschema.Draft202012Validator(param["schema"]).is_valid(tampered)
+    assert jsonschema.Draft202012Validator(param["schema"]).is_valid(cursor)
