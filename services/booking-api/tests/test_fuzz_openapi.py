@@ -141,24 +141,54 @@ def _refusal(case, used_keys: dict[str, bytes]) -> str | None:
     return None
 
 
-@schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much, HealthCheck.data_too_large])
-def test_every_response_conforms_to_the_document(case, bound_app, caller, used_keys):
-    # Given a generated request (a valid booking made coherent), and the 422 it must get if it breaks
-    # a rule the document cannot state
-    positive = case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE
-    if positive and case.path == "/api/v1/bookings" and isinstance(case.body, dict):
+def _is_positive(case) -> bool:
+    return case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE
+
+
+def _prepare(case, used_keys: dict[str, bytes]) -> str | None:
+    """Make a valid booking coherent; return the 422 the request must get for a rule the document cannot state."""
+    if _is_positive(case) and case.path == "/api/v1/bookings" and isinstance(case.body, dict):
         _make_coherent(case.body)
-    refusal = _refusal(case, used_keys)
-    # When the app answers it with this caller's token
-    response = case.call(headers=caller)
-    # Then the answer is no 5xx and is what the document promises
+    return _refusal(case, used_keys)
+
+
+def _check(case, response, caller: dict, used_keys: dict[str, bytes], refusal: str | None) -> None:
+    """No 5xx and what the document promises (or the expected refusal); remember a key now used."""
     case.validate_response(response, headers=caller,
                            excluded_checks=[positive_data_acceptance] if refusal else None)
-    if refusal and positive and response.status_code not in (401, 403):
+    if refusal and _is_positive(case):
         assert (response.status_code, response.json()["type"]) == (422, PROBLEM_TYPE + refusal)
     key = _idempotency_key(case)
     if key and response.status_code == 201 and "Idempotent-Replayed" not in response.headers:
         used_keys[key] = idempotency.request_hash(case.body)
+
+
+#: Hypothesis settings of both tests: bounded, the same inputs on every run, no example database.
+FUZZ_SETTINGS = settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
+                         suppress_health_check=list(HealthCheck))
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_every_response_conforms_to_the_document(case, bound_app, caller, used_keys):
+    # Given a generated request (a valid booking made coherent), and the 422 it must get if it breaks
+    # a rule the document cannot state
+    refusal = _prepare(case, used_keys)
+    # When the app answers it with this caller's token
+    response = case.call(headers=caller)
+    # Then the answer is no 5xx and is what the document promises
+    _check(case, response, caller, used_keys, refusal)
+
+
+def test_sequences_that_follow_the_documents_links_conform(bound_app, caller, used_keys):
+    # Given the document's links (a created booking -> its booking, its invoice) as a state machine
+    class Links(schema.as_state_machine()):
+        def call(self, case, **kwargs):
+            self.refusal = _prepare(case, used_keys)
+            return case.call(headers=caller)
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            _check(case, response, caller, used_keys, self.refusal)
+
+    # When schemathesis chains calls along them, then every answer is checked as above
+    Links.run(settings=settings(FUZZ_SETTINGS, stateful_step_count=6))

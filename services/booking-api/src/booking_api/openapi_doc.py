@@ -95,6 +95,13 @@ def _paths() -> dict:
         "Idempotent-Replayed": {"description": "`true` when this is a stored response replayed.",
                                 "schema": {"type": "string", "enum": ["true"]}},
     }
+    #: What a client does next with a created booking (OpenAPI links; stateful fuzzing follows them too).
+    created_links = {
+        "getBooking": {"operationId": "getBooking", "parameters": {"booking_id": "$response.body#/id"},
+                       "description": "The booking with its live task states."},
+        "getInvoice": {"operationId": "getInvoice", "parameters": {"booking_id": "$response.body#/id"},
+                       "description": "Its invoice PDF, once the invoice task is done."},
+    }
     pdf = {"application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}}
     admin = "Admin tokens only."
     return {
@@ -107,7 +114,7 @@ def _paths() -> dict:
         "/api/v1/bookings": {
             "post": _op("createBooking", "bookings", "Confirm a booking",
                         (201, _ok("Created (or replayed for a repeated Idempotency-Key).", c.Booking,
-                                  headers=created_headers)),
+                                  headers=created_headers) | {"links": created_links}),
                         400, 401, 409, 413, 415, 422,
                         description="Saves the booking, its three tasks (email, invoice, audit) and their "
                                     "messages in one transaction. A rejected request writes nothing.",
