@@ -5,9 +5,10 @@ Postgres and Redis, once with a tenant's (non-admin) token and once with an
 admin token. Every response must be no 5xx and must conform to the document:
 a documented status code, its content type, headers and schema; input the
 document calls invalid must be refused, input it calls valid accepted, and
-the same request without the token must be 401. The run is bounded (a few
-examples per operation) and derandomized, so CI sends the same inputs every
-time.
+the same request without the token must be 401. A second test follows the
+document's links (a created booking, then its booking and its invoice) as a
+state machine, with the same checks. The run is bounded (a few examples per
+operation) and derandomized, so CI sends the same inputs every time.
 
 A few rules are beyond what a JSON Schema of one request can say. A valid
 booking is made coherent first (check_out after check_in, an amount's
