@@ -7,11 +7,17 @@ or the other way round. Each test pins both sides on the values that showed it.
 
 from __future__ import annotations
 
+import re
+
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from booking_api.contract import AMOUNT_RULE
+from booking_api import idempotency
+from booking_api.contract import AMOUNT_RULE, IDEMPOTENCY_HEADER_PATTERN
 from booking_api.openapi_doc import document
+from booking_api.problems import ApiError
 
 
 def _document_accepts(schema_name: str, prop: str, value: str) -> bool:
@@ -75,3 +81,35 @@ def test_a_cursor_with_a_character_outside_base64url_is_refused(client, auth, bo
     (param,) = [p for p in document()["paths"]["/api/v1/bookings"]["get"]["parameters"] if p["name"] == "cursor"]
     assert not jsonschema.Draft202012Validator(param["schema"]).is_valid(tampered)
     assert jsonschema.Draft202012Validator(param["schema"]).is_valid(cursor)
+
+
+@pytest.mark.parametrize(("header", "valid"), [
+    ('""', False),  # found: the document's pattern (`^"?[!-~]{1,255}"?$`) allowed an empty quoted key
+    ("k" * 255 + '"', False),  # and a bare key of 256 characters ending with a quote
+    ('"', True), ('"k', True), ('k"', True), ('"k"', True), ("k" * 255, True), ('"' + "k" * 255 + '"', True),
+    ("k" * 256, False), ('"' + "k" * 256 + '"', False), ("k k", False),
+])
+def test_the_document_and_the_api_agree_on_idempotency_keys(client, auth, booking_body, header, valid):
+    # Given an Idempotency-Key header, when the document judges it and the API is sent it
+    resp = client.post("/api/v1/bookings", json=booking_body(), headers={**auth, "Idempotency-Key": header})
+    # Then both say the same: valid and 201, or invalid and 400 naming the header
+    (param,) = [p for p in document()["paths"]["/api/v1/bookings"]["post"]["parameters"]
+                if p["name"] == "Idempotency-Key"]
+    assert jsonschema.Draft202012Validator(param["schema"]).is_valid(header) is valid
+    assert resp.status_code == (201 if valid else 400)
+    if not valid:
+        assert [e["field"] for e in resp.get_json()["errors"]] == ["Idempotency-Key"]
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(st.text(alphabet='"k~é', max_size=260)
+       | st.builds(lambda n, quote: quote + "k" * n + quote, st.integers(253, 258), st.sampled_from(["", '"'])))
+def test_the_documented_key_pattern_is_exactly_what_the_api_reads(header):
+    # Given any header value near the edges (quotes at the ends, lengths around 255, non-ASCII)
+    try:
+        idempotency.parse_key(header)
+        accepted = True
+    except ApiError:
+        accepted = False
+    # Then the document's pattern accepts it exactly when the API does
+    assert bool(re.fullmatch(IDEMPOTENCY_HEADER_PATTERN, header)) is accepted

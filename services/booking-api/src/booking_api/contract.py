@@ -64,6 +64,15 @@ IDEMPOTENCY_KEY_MAX = 255
 #: The key itself: printable ASCII; the header may wrap it in quotes (a structured-field string).
 IDEMPOTENCY_KEY_CHARS = f"[!-~]{{1,{IDEMPOTENCY_KEY_MAX}}}"
 IDEMPOTENCY_KEY_PATTERN = f"^{IDEMPOTENCY_KEY_CHARS}$"
+#: The header as `idempotency.parse_key` reads it: a value quoted at both ends is a quoted key, any other
+#: value is the key itself. So `""` (an empty quoted key) is refused, and a bare key may hold a quote
+#: anywhere but at both ends.
+IDEMPOTENCY_HEADER_PATTERN = (
+    f'^(?:"{IDEMPOTENCY_KEY_CHARS}"'  # quoted
+    f'|[!#-~][!-~]{{0,{IDEMPOTENCY_KEY_MAX - 1}}}'  # bare, not starting with a quote
+    f'|[!-~]{{0,{IDEMPOTENCY_KEY_MAX - 1}}}[!#-~]'  # bare, not ending with one
+    '|")$'  # a lone quote
+)
 #: DeadLetter fields the API does not show (`DeadLetter.as_dict` leaves them out).
 DEAD_LETTER_HIDDEN = ("tenant_id", "kwargs", "options")
 #: Characters text fields refuse, as a regex class (one source for the check and the document's

@@ -84,7 +84,7 @@ _IDEMPOTENCY_KEY = {
     "description": "IETF httpapi idempotency key (a structured-field string; quotes optional). The same key "
                    "and body replay the stored response; the same key with another body is 422; a request "
                    "with the key still in flight is 409. Keys are per tenant and expire after 24 hours.",
-    "schema": {"type": "string", "pattern": f'^"?{c.IDEMPOTENCY_KEY_CHARS}"?$'},
+    "schema": {"type": "string", "pattern": c.IDEMPOTENCY_HEADER_PATTERN},
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
