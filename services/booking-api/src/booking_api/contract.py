@@ -43,7 +43,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from booking_api.cursors import decode_cursor
+from booking_api.cursors import CURSOR_PATTERN, decode_cursor
 from booking_core.contracts import QUEUES, TASK_STATES, TASKS
 from booking_core.currencies import currency_codes, minor_unit
 from booking_core.deadletters import DeadLetter
@@ -55,18 +55,35 @@ MAX_BODY_TEXT = f"{MAX_BODY_BYTES // 1024} KiB"
 MAX_TEXT = 200
 MAX_NIGHTS = 366
 PAGE_MIN, PAGE_MAX, PAGE_DEFAULT = 1, 100, 20
-#: A positive decimal string: no sign, exponent or leading zeros, at most two decimals.
-AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,9})(\.[0-9]{1,2})?$"
+#: A decimal string above zero: no sign, exponent or leading zeros, at most two decimals. Zero itself
+#: ("0", "0.0", "0.00") is left out here too, so the document does not call a refused amount valid.
+AMOUNT_PATTERN = r"^([1-9][0-9]{0,9}(\.[0-9]{1,2})?|0\.(0[1-9]|[1-9][0-9]?))$"
+_ZERO_AMOUNT = re.compile(r"0(\.0{1,2})?")
 AMOUNT_RULE = 'must be a decimal string with at most two decimals, e.g. "120.50"'
 IDEMPOTENCY_KEY_MAX = 255
 #: The key itself: printable ASCII; the header may wrap it in quotes (a structured-field string).
 IDEMPOTENCY_KEY_CHARS = f"[!-~]{{1,{IDEMPOTENCY_KEY_MAX}}}"
 IDEMPOTENCY_KEY_PATTERN = f"^{IDEMPOTENCY_KEY_CHARS}$"
+#: The header as `idempotency.parse_key` reads it: a value quoted at both ends is a quoted key, any other
+#: value is the key itself. So `""` (an empty quoted key) is refused, and a bare key may hold a quote
+#: anywhere but at both ends.
+IDEMPOTENCY_HEADER_PATTERN = (
+    f'^(?:"{IDEMPOTENCY_KEY_CHARS}"'  # quoted
+    f'|[!#-~][!-~]{{0,{IDEMPOTENCY_KEY_MAX - 1}}}'  # bare, not starting with a quote
+    f'|[!-~]{{0,{IDEMPOTENCY_KEY_MAX - 1}}}[!#-~]'  # bare, not ending with one
+    '|")$'  # a lone quote
+)
 #: DeadLetter fields the API does not show (`DeadLetter.as_dict` leaves them out).
 DEAD_LETTER_HIDDEN = ("tenant_id", "kwargs", "options")
-#: Bidi embeddings, overrides and isolates: they make stored text display in another order
-#: than it reads (Trojan Source), in the ops console, the email and the PDF alike.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Characters text fields refuse, as a regex class (one source for the check and the document's
+#: pattern): Unicode category Cc (C0 controls, DEL, C1 controls), the line and paragraph separators,
+#: and the bidi embeddings, overrides and isolates, which make stored text display in another order
+#: than it reads (Trojan Source) in the ops console, the email and the PDF alike. Format characters
+#: such as the joiners U+200C/U+200D are real text (Persian names, emoji sequences) and stay.
+_REFUSED_TEXT_CHARS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_REFUSED_TEXT = re.compile(f"[{_REFUSED_TEXT_CHARS}]")
+#: At least one character that is not whitespace, and none refused.
+TEXT_PATTERN = f"^[^{_REFUSED_TEXT_CHARS}]*[^\\s{_REFUSED_TEXT_CHARS}][^{_REFUSED_TEXT_CHARS}]*$"
 LONE_SURROGATE = "must be valid Unicode text (it contains a lone surrogate)"
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -82,12 +99,10 @@ def _text(value: str) -> str:
         raise invalid("must not be empty")
     if len(value) > MAX_TEXT:
         raise invalid(f"must be at most {MAX_TEXT} characters")
-    for c in value:
-        category = unicodedata.category(c)
-        if category == "Cs":
-            raise invalid(LONE_SURROGATE)
-        if category in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS:
-            raise invalid("must not contain control characters")
+    if any(unicodedata.category(c) == "Cs" for c in value):
+        raise invalid(LONE_SURROGATE)
+    if _REFUSED_TEXT.search(value):
+        raise invalid("must not contain control characters")
     return value
 
 
@@ -115,9 +130,7 @@ def _currency(value: str) -> str:
 
 def _amount(value: str) -> Decimal:
     if not re.fullmatch(AMOUNT_PATTERN, value):
-        raise invalid(AMOUNT_RULE)
-    if Decimal(value) <= 0:
-        raise invalid("must be above zero")
+        raise invalid("must be above zero" if _ZERO_AMOUNT.fullmatch(value) else AMOUNT_RULE)
     return Decimal(value)
 
 
@@ -151,7 +164,7 @@ def _schema(**extra) -> FieldInfo:
 
 
 Text = Annotated[str, AfterValidator(_text), Field(
-    json_schema_extra={"minLength": 1, "maxLength": MAX_TEXT, "pattern": "\\S"},
+    json_schema_extra={"minLength": 1, "maxLength": MAX_TEXT, "pattern": TEXT_PATTERN},
     description=f"Trimmed; 1-{MAX_TEXT} characters; no control characters (joiners such as "
                 "U+200C/U+200D are fine), no bidi overrides.")]
 Email = Annotated[str, AfterValidator(_email), Field(
@@ -224,7 +237,8 @@ class BookingQuery(BaseModel):
     """Query of the booking list (unknown parameters are ignored, as HTTP caches expect)."""
 
     limit: Annotated[int, Field(ge=PAGE_MIN, le=PAGE_MAX), BeforeValidator(_page_size)] = PAGE_DEFAULT
-    cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page.")] = None
+    cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page.",
+                                        json_schema_extra={"pattern": CURSOR_PATTERN})] = None
     state: Annotated[one_of(TASK_STATES) | None,
                      Field(description="Only bookings with a task in this state.")] = None
     task: Annotated[one_of(TASKS) | None,

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from datetime import datetime
+
+#: A cursor's alphabet: unpadded base64url (an empty cursor means the first page). Decoding checks it
+#: first, since Python's base64 decoder skips characters outside the alphabet instead of refusing them.
+CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 
 
 def encode_cursor(row: dict) -> str:
@@ -16,6 +21,8 @@ def encode_cursor(row: dict) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Inverse of encode_cursor; ValueError on anything it did not produce."""
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise ValueError("invalid cursor")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, ident = json.loads(raw)

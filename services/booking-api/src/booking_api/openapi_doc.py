@@ -84,7 +84,7 @@ _IDEMPOTENCY_KEY = {
     "description": "IETF httpapi idempotency key (a structured-field string; quotes optional). The same key "
                    "and body replay the stored response; the same key with another body is 422; a request "
                    "with the key still in flight is 409. Keys are per tenant and expire after 24 hours.",
-    "schema": {"type": "string", "pattern": f'^"?{c.IDEMPOTENCY_KEY_CHARS}"?$'},
+    "schema": {"type": "string", "pattern": c.IDEMPOTENCY_HEADER_PATTERN},
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
@@ -94,6 +94,13 @@ def _paths() -> dict:
         "Location": {"required": True, "schema": {"type": "string", "format": "uri-reference"}},
         "Idempotent-Replayed": {"description": "`true` when this is a stored response replayed.",
                                 "schema": {"type": "string", "enum": ["true"]}},
+    }
+    #: What a client does next with a created booking (OpenAPI links; stateful fuzzing follows them too).
+    created_links = {
+        "getBooking": {"operationId": "getBooking", "parameters": {"booking_id": "$response.body#/id"},
+                       "description": "The booking with its live task states."},
+        "getInvoice": {"operationId": "getInvoice", "parameters": {"booking_id": "$response.body#/id"},
+                       "description": "Its invoice PDF, once the invoice task is done."},
     }
     pdf = {"application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}}
     admin = "Admin tokens only."
@@ -107,7 +114,7 @@ def _paths() -> dict:
         "/api/v1/bookings": {
             "post": _op("createBooking", "bookings", "Confirm a booking",
                         (201, _ok("Created (or replayed for a repeated Idempotency-Key).", c.Booking,
-                                  headers=created_headers)),
+                                  headers=created_headers) | {"links": created_links}),
                         400, 401, 409, 413, 415, 422,
                         description="Saves the booking, its three tasks (email, invoice, audit) and their "
                                     "messages in one transaction. A rejected request writes nothing.",
