@@ -1,0 +1,22 @@
+"""`booking-events`: run the service (settings from the environment, as every process of the platform)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from aiohttp import web
+
+from booking_core.config import Settings, _int
+from booking_events.app import create_app
+
+
+def main() -> None:
+    """Serve on BOOKING_EVENTS_HOST:BOOKING_EVENTS_PORT (default 0.0.0.0:8001)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    env = os.environ
+    app = create_app(Settings.from_env(env),
+                     heartbeat_seconds=_int(env, "BOOKING_EVENTS_HEARTBEAT_MS", 15_000) / 1000,
+                     poll_seconds=_int(env, "BOOKING_EVENTS_POLL_MS", 150) / 1000)
+    web.run_app(app, host=env.get("BOOKING_EVENTS_HOST", "0.0.0.0"),  # noqa: S104 - a container's port
+                port=_int(env, "BOOKING_EVENTS_PORT", 8001), access_log=None, print=None)
