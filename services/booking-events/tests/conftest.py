@@ -23,7 +23,7 @@ from aiohttp import web
 from booking_core import bookings, tenants
 from booking_events.app import create_app
 
-SECRET = "test-secret-" + "x" * 20
+SECRET = "test-secret-" + "x" * 20  # test_status_page.py signs its links with it too
 
 
 @dataclasses.dataclass
