@@ -61,9 +61,10 @@ class Settings:
     db_pool_max: int = 10
     #: Key of the progress pages' capability tokens (status_links.py); rotate it to void every link.
     status_secret: str = ""
-    #: Where the progress pages are served (the events service), prefixed to `links.status_page`;
-    #: empty behind the chart's Ingress, which routes /status/ on the API's own host.
-    status_base_url: str = ""
+    #: Where the booking-events service (streams, progress pages) is reached, prefixed to
+    #: `links.events` and `links.status_page`; empty behind the chart's Ingress, which routes
+    #: those paths on the API's own host.
+    events_base_url: str = ""
     status_ttl_seconds: int = 30 * 24 * 3600
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
@@ -96,7 +97,7 @@ class Settings:
             idempotency_ttl_seconds=_int(env, "BOOKING_IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
             db_pool_max=_int(env, "BOOKING_DB_POOL_MAX", 10),
             status_secret=env.get("BOOKING_STATUS_SECRET") or "",
-            status_base_url=(env.get("BOOKING_STATUS_BASE_URL") or "").rstrip("/"),
+            events_base_url=(env.get("BOOKING_EVENTS_BASE_URL") or "").rstrip("/"),
             status_ttl_seconds=_int(env, "BOOKING_STATUS_TTL_SECONDS", 30 * 24 * 3600),
             retry=retry,
         )
