@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 
@@ -11,8 +12,13 @@ from booking_core.config import Settings, _int
 from booking_events.app import create_app
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Serve on BOOKING_EVENTS_HOST:BOOKING_EVENTS_PORT (default 0.0.0.0:8001)."""
+    argparse.ArgumentParser(
+        prog="booking-events", description=__doc__,
+        epilog="Settings come from the environment: DATABASE_URL, REDIS_URL, BOOKING_STATUS_SECRET, "
+               "BOOKING_EVENTS_HOST, BOOKING_EVENTS_PORT, BOOKING_EVENTS_HEARTBEAT_MS, BOOKING_EVENTS_POLL_MS.",
+    ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     env = os.environ
     app = create_app(Settings.from_env(env),
