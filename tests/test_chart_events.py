@@ -65,6 +65,9 @@ def test_the_api_and_the_events_service_read_one_status_secret(production):
         return env["BOOKING_STATUS_SECRET"]["valueFrom"]["secretKeyRef"]
 
     assert secret_ref("api") == secret_ref("events")
+    api = by_kind(production, "Deployment")[component_name("api")]["spec"]["template"]["spec"]["containers"][0]
+    ttl = next(e["value"] for e in api["env"] if e["name"] == "BOOKING_STATUS_TTL_SECONDS")
+    assert ttl == "2592000", "an integer, as Settings reads it (not helm's 2.592e+06)"
     secret = by_kind(production, "Secret")[secret_ref("api")["name"]]
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert len(secret["data"]["BOOKING_STATUS_SECRET"]) >= 48
+    assert len(secret["stringData"]["BOOKING_STATUS_SECRET"]) >= 48

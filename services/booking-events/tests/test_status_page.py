@@ -81,7 +81,7 @@ def test_the_invoice_downloads_once_issued(events_port, db_conn, tenant, make_bo
     booking_id = make_booking()
     token = link(booking_id)
     status, _, body = get(events_port, f"/status/{token}/invoice")
-    assert status == 409 and b"not ready yet" in body
+    assert status == 409 and b"Your invoice is not ready yet" in body
     pdf = b"%PDF-1.7\n% a stand-in body: the browser test downloads a real WeasyPrint PDF\n%%EOF\n"
     db_conn.execute("INSERT INTO invoices (booking_id, tenant_id, number, pdf, issued_at)"
                     " VALUES (%s, %s, 'INV-TEST-1', %s, now())", (booking_id, tenant["id"], pdf))

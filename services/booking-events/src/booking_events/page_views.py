@@ -37,8 +37,8 @@ _templates = jinja2.Environment(loader=jinja2.PackageLoader("booking_events", "t
                                 autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def _page(status: int, template: str, **context) -> web.Response:
-    return web.Response(status=status, text=_templates.get_template(template).render(**context),
+def _page(status: int, template: str, *, heading: str = "Booking progress unavailable", **context) -> web.Response:
+    return web.Response(status=status, text=_templates.get_template(template).render(heading=heading, **context),
                         content_type="text/html", headers=SECURITY_HEADERS)
 
 
@@ -95,7 +95,8 @@ async def status_invoice(request: web.Request) -> web.Response:
         return booking_id
     inv = await asyncio.to_thread(eventlog.invoice_pdf, request.app[SETTINGS].database_url, booking_id)
     if inv is None:
-        return _page(409, "invalid.html", reason="The invoice is not ready yet. Please try again in a moment.")
+        return _page(409, "invalid.html", heading="Your invoice is not ready yet",
+                     reason="Please try again in a moment: the progress page shows when it is ready.")
     return web.Response(body=bytes(inv["pdf"]), content_type="application/pdf", headers={
         **SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{inv["number"]}.pdf"'})
 
