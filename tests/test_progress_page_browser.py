@@ -171,3 +171,34 @@ def test_the_page_is_readable_with_javascript_off(make_platform, browser):
     assert page.locator(".state-done").count() == 3
     assert page.get_by_role("link", name="Download your invoice (PDF)").is_visible()
     context.close()
+
+
+def test_a_change_committed_in_postgres_reaches_the_open_page_within_a_poll_or_two(make_platform, open_page):
+    """Changes written by SQL (as the workers' middleware writes them) while the page is open.
+
+    The workers are stopped so only these changes happen; each one's `at` (Postgres'
+    clock_timestamp in the changing transaction) is compared with the moment the page's
+    DOM changed (Date.now(), same machine clock).
+    """
+    platform = make_platform()
+    for name in [n for n in platform.children if "-worker-" in n]:
+        platform.stop_component(name)
+    booking = api_for(platform).book()
+    page = open_page(booking["links"]["status_page"])
+    page.locator("#live-status").wait_for(state="visible")  # the stream is open
+    with db.connect(platform.urls["DATABASE_URL"], autocommit=True) as conn:
+        for attempt in range(1, 11):
+            state = "running" if attempt % 2 else "retrying"
+            conn.execute("UPDATE booking_tasks SET state = %s, attempts = %s, updated_at = clock_timestamp()"
+                         " WHERE booking_id = %s AND task = 'email'", (state, attempt, booking["id"]))
+            step(page, "email").get_by_text(f"attempt {attempt} did not go through" if state == "retrying"
+                                            else "We are sending your confirmation email").wait_for(timeout=5000)
+        rows = conn.execute("SELECT attempts, extract(epoch FROM at) * 1000 AS ms FROM booking_events"
+                            " WHERE booking_id = %s AND task = 'email' AND attempts > 0 ORDER BY id",
+                            (booking["id"],)).fetchall()
+    changes = [c for c in page.evaluate("window.__changes") if c["task"] == "email" and c["state"] != "pending"]
+    assert len(changes) == len(rows) == 10
+    lags = [c["t"] - float(r["ms"]) for c, r in zip(changes, rows, strict=True)]
+    print("\nPOSTGRES->BROWSER ms (SQL-driven)", json.dumps({
+        "n": len(lags), "median": round(statistics.median(lags), 1), "max": round(max(lags), 1)}))
+    assert max(lags) < 2000, lags
