@@ -4,7 +4,7 @@
 #   buildah bud --build-arg SERVICE=email-worker --target email-worker -t email-worker .
 #   docker build --build-arg SERVICE=email-worker --target email-worker -t email-worker .
 # Targets: booking-api, outbox-relay, email-worker, invoice-worker, audit-worker,
-# queue-autoscaler. skaffold.yaml and tests/test_images.py pass both.
+# queue-autoscaler, booking-events. skaffold.yaml and tests/test_images.py pass both.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---- builder: uv installs the locked dependencies, then the packages themselves ----
@@ -67,6 +67,13 @@ ENV PORT=8000 \
 EXPOSE 8000 9100
 CMD ["gunicorn", "--config", "python:booking_api.gunicorn_conf", "--worker-tmp-dir", "/dev/shm", \
      "--no-control-socket", "booking_api.wsgi:app"]
+
+# The progress streams and pages (aiohttp): on SIGTERM it closes the open streams
+# (browsers reconnect elsewhere with Last-Event-ID) and exits. One port,
+# $BOOKING_EVENTS_PORT (8001), for HTTP and /metrics.
+FROM runtime AS booking-events
+EXPOSE 8001
+CMD ["booking-events"]
 
 # The outbox relay stops on SIGTERM after its current batch; metrics on
 # $BOOKING_METRICS_PORT (9100).

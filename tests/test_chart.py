@@ -377,7 +377,8 @@ def test_service_images_come_from_values(helm):
     images = {
         "api.image": "component-api", "relay.image": "component-relay", "workers.email.image": "component-email",
         "workers.invoice.image": "component-invoice", "workers.audit.image": "component-audit",
-        "operator.image": "component-operator", "postgresql.image": "component-postgresql",
+        "operator.image": "component-operator", "events.image": "component-events",
+        "postgresql.image": "component-postgresql",
         "redis.image": "component-redis", "smtpSink.image": "component-smtp-sink",
     }
     strings = {"image.registry": "registry.test/team"}
@@ -462,7 +463,7 @@ def test_only_the_api_and_the_bundled_servers_accept_ingress_and_prometheus_only
         component = pod_labels(owner)["app.kubernetes.io/component"]
         rules = _ingress_rules(docs, pod_labels(owner))
         assert rules is not None, f"no NetworkPolicy selects {owner['metadata']['name']}"
-        if component in ("api", "postgresql", "redis", "smtp-sink"):
+        if component in ("api", "events", "postgresql", "redis", "smtp-sink"):
             assert rules, component
         elif component == "relay" or component.endswith("-worker"):
             # Prometheus on the metrics port, nothing else.

@@ -73,6 +73,7 @@ SERVICES = {
     "invoice-worker": Service(("invoice_worker.broker", "invoice_worker.actors"), pango=True),
     "audit-worker": Service(("audit_worker.broker", "audit_worker.actors")),
     "queue-autoscaler": Service(("queue_autoscaler.operator",)),
+    "booking-events": Service(("booking_events.app", "booking_events.server")),
 }
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -62,6 +62,13 @@ class Settings:
     #: How long a worker waits for a pooled Postgres connection before the attempt fails
     #: (and, as a database outage, is retried without using its retry budget).
     db_acquire_timeout_ms: int = 5_000
+    #: Key of the progress pages' capability tokens (status_links.py); rotate it to void every link.
+    status_secret: str = ""
+    #: Where the booking-events service (streams, progress pages) is reached, prefixed to
+    #: `links.events` and `links.status_page`; empty behind the chart's Ingress, which routes
+    #: those paths on the API's own host.
+    events_base_url: str = ""
+    status_ttl_seconds: int = 30 * 24 * 3600
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     @classmethod
@@ -93,5 +100,8 @@ class Settings:
             idempotency_ttl_seconds=_int(env, "BOOKING_IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
             db_pool_max=_int(env, "BOOKING_DB_POOL_MAX", 10),
             db_acquire_timeout_ms=_int(env, "BOOKING_DB_ACQUIRE_TIMEOUT_MS", 5_000),
+            status_secret=env.get("BOOKING_STATUS_SECRET") or "",
+            events_base_url=(env.get("BOOKING_EVENTS_BASE_URL") or "").rstrip("/"),
+            status_ttl_seconds=_int(env, "BOOKING_STATUS_TTL_SECONDS", 30 * 24 * 3600),
             retry=retry,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -69,7 +71,7 @@ def create_booking():
     if not key:
         row = bookings.create(conn, tenant_id=tenant_id, booking=booking, actor=actor_name(),
                               trace_id=current_trace_id())
-        body = booking_json(row)
+        body = booking_json(row, settings())
         return _created(body, body["links"]["self"])
     fingerprint = idempotency.request_hash(data)
     with conn.transaction():
@@ -78,7 +80,7 @@ def create_booking():
             return _created(stored["body"], stored["location"], replayed=True)
         row = bookings.create(conn, tenant_id=tenant_id, booking=booking, actor=actor_name(),
                               trace_id=current_trace_id())
-        body = booking_json(row)
+        body = booking_json(row, settings())
         location = body["links"]["self"]
         idempotency.store(conn, tenant_id, key, fingerprint, 201, body, location)
     return _created(body, location)
@@ -86,11 +88,19 @@ def create_booking():
 
 @bp.get("/<booking_id>")
 def get_booking(booking_id: str):
-    """One booking of the caller's tenant, with live task states."""
+    """One booking of the caller's tenant, with live task states; a strong ETag makes polling cheap.
+
+    The ETag is a hash of the exact body, so it changes with any task's state,
+    attempts or timestamp; `If-None-Match` with the current one is a bodiless 304.
+    """
     row = bookings.get(get_db(), g.identity["tenant_id"], booking_id)
     if row is None:
         raise ApiError(404, "not-found", "No such booking.")
-    return booking_json(row)
+    raw = json.dumps(booking_json(row, settings()))
+    resp = Response(raw, mimetype="application/json")
+    resp.set_etag(hashlib.sha256(raw.encode()).hexdigest()[:32])
+    resp.headers["Cache-Control"] = "private, no-cache"
+    return resp.make_conditional(request)
 
 
 @bp.get("")
@@ -102,7 +112,7 @@ def list_bookings():
                          task_state=query.state, task=query.task)
     more = len(rows) > query.limit
     rows = rows[:query.limit]
-    return {"items": [booking_json(r) for r in rows],
+    return {"items": [booking_json(r, settings()) for r in rows],
             "next_cursor": encode_cursor(rows[-1]) if more else None}
 
 

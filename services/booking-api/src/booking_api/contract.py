@@ -287,6 +287,11 @@ class Contact(_Response):
 class Links(_Response):
     self_: Annotated[str, Field(alias="self"), _schema(format="uri-reference")]
     invoice: Annotated[str, _schema(format="uri-reference")]
+    events: Annotated[str, _schema(format="uri-reference"), Field(
+        description="The booking's progress as Server-Sent Events (served by the booking-events service).")]
+    status_page: Annotated[str | None, _schema(format="uri-reference"), Field(
+        description="The customer's progress page: a capability URL (no API token needed) that opens this "
+                    "booking only and expires; null when the platform has no status-page secret.")] = None
 
 
 class Booking(_Response):

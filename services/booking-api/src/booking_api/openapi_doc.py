@@ -86,6 +86,19 @@ _IDEMPOTENCY_KEY = {
                    "with the key still in flight is 409. Keys are per tenant and expire after 24 hours.",
     "schema": {"type": "string", "pattern": c.IDEMPOTENCY_HEADER_PATTERN},
 }
+_ETAG = {"ETag": {"required": True, "description": "Strong validator: a hash of this exact body.",
+                  "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'}}}
+_IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
+                  "description": "The `ETag` of a previous response; unchanged → 304.",
+                  "schema": {"type": "string"}}
+
+
+def _conditional(op: dict) -> dict:
+    """Add the bodiless 304 that answers a matching `If-None-Match`."""
+    op["responses"]["304"] = {"description": "Not modified since the given ETag.", "headers": _ETAG}
+    return op
+
+
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
 
@@ -126,8 +139,13 @@ def _paths() -> dict:
         },
         "/api/v1/bookings/{booking_id}": {
             "parameters": [_PATH_BOOKING],
-            "get": _op("getBooking", "bookings", "One booking with its live task states",
-                       (200, _ok("The booking.", c.Booking)), 401, 404),
+            "get": _conditional(_op(
+                "getBooking", "bookings", "One booking with its live task states",
+                (200, _ok("The booking.", c.Booking, headers=_ETAG)), 401, 404,
+                description="The polling fallback of the progress stream (`links.events`, Server-Sent Events "
+                            "served by the booking-events service): send the last `ETag` as `If-None-Match` and "
+                            "an unchanged booking answers 304 without a body.",
+                parameters=[_IF_NONE_MATCH])),
         },
         "/api/v1/bookings/{booking_id}/invoice": {
             "parameters": [_PATH_BOOKING],

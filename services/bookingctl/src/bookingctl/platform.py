@@ -165,7 +165,10 @@ class Platform:
         specs = [services.relay(free_port())]
         for queue, count in self._initial_workers().items():
             specs += [services.worker(queue, i, free_port(), run_dir) for i in range(1, count + 1)]
-        specs.append(services.api(self.config.port, run_dir, workers=self.config.api_workers))
+        events_port = free_port()
+        shared = services.events_env(self.data_dir, events_port, self.config.env)
+        specs.append(services.events(events_port, shared))
+        specs.append(services.api(self.config.port, run_dir, workers=self.config.api_workers, env=shared))
         return specs
 
     def _spawn(self, spec: services.ServiceSpec) -> Child:

@@ -57,7 +57,7 @@ class ServiceSpec:
 
 
 def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4,
-        metrics_port: int | None = None) -> ServiceSpec:
+        metrics_port: int | None = None, env: dict[str, str] | None = None) -> ServiceSpec:
     """gunicorn with the API; its master serves every worker's metrics on a port apart from the HTTP one."""
     from booking_embedded import free_port
 
@@ -66,7 +66,8 @@ def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4,
         executable("gunicorn"), "-c", "python:booking_api.gunicorn_conf", "booking_api.wsgi:app",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
     ], stop_timeout=30, env={"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus-api"),
-                             "BOOKING_METRICS_HOST": "127.0.0.1", "BOOKING_METRICS_PORT": str(metrics_port)},
+                             "BOOKING_METRICS_HOST": "127.0.0.1", "BOOKING_METRICS_PORT": str(metrics_port),
+                             **(env or {})},
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
 
 
@@ -91,3 +92,29 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),
     }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE)
+
+
+def events_env(data_dir: Path, port: int, caller_env: dict[str, str]) -> dict[str, str]:
+    """What the API and the events service share: the events service's URL and the status-page secret.
+
+    The secret is generated once into DATA_DIR/status-secret (mode 0600) unless the caller
+    gives BOOKING_STATUS_SECRET; deleting the file and restarting revokes every page link.
+    """
+    import secrets
+
+    from bookingctl.datadir import write_secret
+
+    secret = caller_env.get("BOOKING_STATUS_SECRET")
+    if not secret:
+        path = data_dir / "status-secret"
+        if not path.exists():
+            write_secret(path, secrets.token_urlsafe(32))
+        secret = path.read_text().strip()
+    return {"BOOKING_STATUS_SECRET": secret, "BOOKING_EVENTS_BASE_URL": f"http://127.0.0.1:{port}"}
+
+
+def events(port: int, env: dict[str, str]) -> ServiceSpec:
+    """The booking-events service (streams and progress pages, aiohttp) on 127.0.0.1:`port`."""
+    return ServiceSpec("events", [executable("booking-events")], stop_timeout=10,
+                       env={**env, "BOOKING_EVENTS_HOST": "127.0.0.1", "BOOKING_EVENTS_PORT": str(port)},
+                       metrics_url=f"http://127.0.0.1:{port}/metrics")

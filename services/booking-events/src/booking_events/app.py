@@ -1,0 +1,48 @@
+"""The aiohttp application: routes, the shared poller, health and metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from booking_core import db
+from booking_core.config import Settings
+from booking_events import api_views, page_views
+from booking_events.keys import HEARTBEAT_SECONDS, POLLER, SETTINGS
+from booking_events.poller import Poller
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def _nosniff(request: web.Request, handler):
+    resp = await handler(request)
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return resp
+
+
+def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seconds: float = 0.15) -> web.Application:
+    """The service; the poller starts and stops with the app."""
+    app = web.Application(middlewares=[_nosniff])
+    app[SETTINGS] = settings
+    app[HEARTBEAT_SECONDS] = heartbeat_seconds
+    app[POLLER] = Poller(settings.database_url, interval=poll_seconds)
+
+    async def lifecycle(app: web.Application):
+        await app[POLLER].start()
+        yield
+        await app[POLLER].stop()
+        db.close_pools()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    api_views.add_routes(app)
+    page_views.add_routes(app)
+    return app

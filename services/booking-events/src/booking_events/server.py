@@ -1,0 +1,31 @@
+"""`booking-events`: run the service (settings from the environment, as every process of the platform)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from aiohttp import web
+
+from booking_core.config import Settings, _int
+from booking_events.app import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve on BOOKING_EVENTS_HOST:BOOKING_EVENTS_PORT (default 0.0.0.0:8001)."""
+    argparse.ArgumentParser(
+        prog="booking-events", description=__doc__,
+        epilog="Settings come from the environment: DATABASE_URL, REDIS_URL, BOOKING_STATUS_SECRET, "
+               "BOOKING_EVENTS_HOST, BOOKING_EVENTS_PORT, BOOKING_EVENTS_HEARTBEAT_MS, BOOKING_EVENTS_POLL_MS.",
+    ).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    env = os.environ
+    app = create_app(Settings.from_env(env),
+                     heartbeat_seconds=_int(env, "BOOKING_EVENTS_HEARTBEAT_MS", 15_000) / 1000,
+                     poll_seconds=_int(env, "BOOKING_EVENTS_POLL_MS", 150) / 1000)
+    web.run_app(app, host=env.get("BOOKING_EVENTS_HOST", "0.0.0.0"),  # noqa: S104 - a container's port
+                port=_int(env, "BOOKING_EVENTS_PORT", 8001), access_log=None, print=None,
+                # Open streams never finish by themselves: give them 5 s, then close them
+                # (browsers reconnect with Last-Event-ID), well inside the pod's grace period.
+                shutdown_timeout=5)

@@ -1,0 +1,158 @@
+"""The events service in-process on a free port, on the session's real Postgres.
+
+It runs in a thread with its own event loop; tests talk to it over real HTTP
+(http.client), as a browser's EventSource does, and change task states with
+plain SQL, as the workers' middleware does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http.client
+import json
+import threading
+import time
+import uuid
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from aiohttp import web
+
+from booking_core import bookings, tenants
+from booking_events.app import create_app
+
+SECRET = "test-secret-" + "x" * 20  # test_status_page.py signs its links with it too
+
+
+@dataclasses.dataclass
+class Event:
+    event: str
+    data: dict
+    id: int | None
+
+
+class Stream:
+    """A Server-Sent Events client over http.client: one response, read event by event."""
+
+    def __init__(self, port: int, path: str, headers: dict, timeout: float = 10):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.request("GET", path, headers={"Accept": "text/event-stream", **headers})
+        self.resp = self.conn.getresponse()
+        self.comments: list[str] = []
+
+    def next(self) -> Event | None:
+        """The next event (comments are collected apart), or None at the end of the stream."""
+        fields: dict[str, str] = {}
+        while True:
+            line = self.resp.readline()
+            if not line:
+                return None
+            line = line.decode().rstrip("\n")
+            if line == "":
+                if "event" in fields or "data" in fields:
+                    return Event(fields.get("event", "message"), json.loads(fields.get("data", "null")),
+                                 int(fields["id"]) if "id" in fields else None)
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+
+    def take(self, n: int) -> list[Event]:
+        return [self.next() for _ in range(n)]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def events_settings(settings):
+    return dataclasses.replace(settings, status_secret=SECRET)
+
+
+@pytest.fixture
+def events_port(events_settings):
+    """The service on 127.0.0.1 with a 0.3 s heartbeat and a 50 ms poll; stopped after the test."""
+    from bookingctl.embedded import free_port
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    app = create_app(events_settings, heartbeat_seconds=0.3, poll_seconds=0.05)
+    runner = web.AppRunner(app)
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+@pytest.fixture
+def open_stream(events_port):
+    """Factory of streams on the service; all closed after the test."""
+    opened: list[Stream] = []
+
+    def make(path: str, headers: dict | None = None, timeout: float = 10) -> Stream:
+        s = Stream(events_port, path, headers or {}, timeout)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def token(db_conn, tenant) -> str:
+    return tenants.create_token(db_conn, tenant["id"])["token"]
+
+
+@pytest.fixture
+def make_booking(db_conn, tenant):
+    """Factory: a booking of this test's tenant, written as the API writes it; returns its id."""
+
+    def make(name: str = "Ada Lovelace") -> str:
+        nb = bookings.NewBooking(name, "ada@example.com", "Sea-view room", date(2027, 3, 1), date(2027, 3, 4),
+                                 Decimal("360.00"), "EUR")
+        return bookings.create(db_conn, tenant_id=tenant["id"], booking=nb, actor="test")["id"]
+
+    return make
+
+
+@pytest.fixture
+def set_task(db_conn):
+    """Change one task's row as the workers' middleware does."""
+
+    def set_(booking_id: str, task: str, state: str, attempts: int | None = None, last_error: str | None = None):
+        db_conn.execute(
+            "UPDATE booking_tasks SET state = %s, attempts = coalesce(%s, attempts), last_error = %s,"
+            " updated_at = clock_timestamp() WHERE booking_id = %s AND task = %s",
+            (state, attempts, last_error, booking_id, task))
+
+    return set_
+
+
+@pytest.fixture
+def other_token(db_conn) -> str:
+    """A token of another tenant."""
+    other = tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
+    return tenants.create_token(db_conn, other["id"])["token"]

@@ -1,0 +1,204 @@
+"""The customer's progress page in a real headless Chromium, on a real local platform.
+
+Debian's /usr/bin/chromium is driven by Playwright for Python (never `playwright
+install`).  Each test checks what a customer would notice: the steps turn over
+without a reload, the invoice link gives a real PDF, a failing email reads as
+"retrying" then as a clear dead end, nothing is fetched from another origin, the
+Content-Security-Policy is never violated, and axe-core finds no serious or
+critical accessibility problem.  Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import sync_playwright
+from pypdf import PdfReader
+
+from booking_core import db
+from conftest import api_for
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+#: Recorded in the page before its own scripts run: CSP violations and the time each step changed.
+WATCH = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", e => window.__csp.push(e.violatedDirective + " " + e.blockedURI));
+window.__changes = [];
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver(records => {
+    for (const r of records) {
+      if (r.attributeName === "class" && r.target.dataset.task) {
+        window.__changes.push({task: r.target.dataset.task, state: r.target.className.replace("step state-", ""),
+                               t: Date.now()});
+      }
+    }
+  }).observe(document.getElementById("progress"), {attributes: true, subtree: true, attributeFilter: ["class"]});
+});
+"""
+
+
+@pytest.fixture
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    """Factory: a page that records requests, navigations and console CSP reports."""
+    opened = []
+
+    def make(url: str):
+        context = browser.new_context(accept_downloads=True)
+        page = context.new_page()
+        page.add_init_script(WATCH)
+        page.requests, page.navigations, page.console_csp = [], [], []
+        page.on("request", lambda r: page.requests.append(r.url))
+        page.on("framenavigated", lambda f: f == page.main_frame and page.navigations.append(f.url))
+        page.on("console", lambda m: "Content Security Policy" in m.text and page.console_csp.append(m.text))
+        page.goto(url)
+        opened.append(context)
+        return page
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+def assert_clean(page, origin: str, name: str) -> None:
+    """Same-origin only, no CSP violation, no serious/critical axe finding; save a screenshot."""
+    foreign = [u for u in page.requests if not u.startswith(origin + "/")]
+    assert foreign == [], f"requests to another origin: {foreign}"
+    assert page.evaluate("window.__csp") == [] and page.console_csp == []
+    results = Axe().run(page)
+    bad = [v["id"] for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert bad == [], results.generate_report()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def step(page, task: str):
+    return page.locator(f'li[data-task="{task}"]')
+
+
+def test_the_page_opened_right_after_the_post_turns_every_step_done_live(make_platform, open_page):
+    platform = make_platform()
+    booking = api_for(platform).book(name="Grace Hopper")
+    url = booking["links"]["status_page"]
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    page = open_page(url)
+    assert page.locator("h1").inner_text() == "Your booking is confirmed"
+    assert "Grace Hopper" in page.locator(".details").inner_text()
+    for task in ("email", "invoice", "audit"):
+        step(page, task).and_(page.locator(".state-done")).wait_for(timeout=60_000)
+    assert len(page.navigations) == 1, "the steps must turn done without a reload"
+    assert "Your invoice is ready to download." in step(page, "invoice").inner_text()
+
+    link = page.get_by_role("link", name="Download your invoice (PDF)")
+    link.wait_for(state="visible")
+    with page.expect_download() as download:
+        link.click()
+    pdf = PdfReader(io.BytesIO(Path(download.value.path()).read_bytes()))
+    text = "".join(p.extract_text() for p in pdf.pages)
+    assert "Grace Hopper" in text and "360.00" in text
+
+    changes = page.evaluate("window.__changes")
+    assert {(c["task"], c["state"]) for c in changes} >= {("email", "done"), ("invoice", "done"), ("audit", "done")}
+    report_latency(platform, booking["id"], changes)
+    assert_clean(page, origin, "progress-page")
+
+
+def report_latency(platform, booking_id: str, changes: list[dict]) -> None:
+    """Print (for the report) how long each state change took from its Postgres event to the page's DOM.
+
+    Only changes made after the page's stream had delivered its history count: the
+    history replays changes made before the page was open.
+    """
+    with db.connect(platform.urls["DATABASE_URL"]) as conn:
+        rows = conn.execute("SELECT task, state, extract(epoch FROM at) * 1000 AS ms FROM booking_events"
+                            " WHERE booking_id = %s ORDER BY id", (booking_id,)).fetchall()
+    if not changes:
+        return
+    connected = min(c["t"] for c in changes)
+    live = {(r["task"], r["state"], r["ms"]) for r in rows if float(r["ms"]) > connected}
+    lags = []
+    for task, state, ms in live:
+        seen = [c["t"] for c in changes if (c["task"], c["state"]) == (task, state) and c["t"] >= float(ms)]
+        if seen:
+            lags.append(min(seen) - float(ms))
+    if lags:
+        print("\nPOSTGRES->BROWSER ms", json.dumps({"n": len(lags), "median": round(statistics.median(lags), 1),
+                                                    "max": round(max(lags), 1)}))
+
+
+def test_with_smtp_down_the_page_says_retrying_then_dead(make_platform, open_page):
+    platform = make_platform()
+    platform.stop_component("smtp")
+    booking = api_for(platform).book()
+    url = booking["links"]["status_page"]
+    page = open_page(url)
+    email = step(page, "email")
+    email.get_by_text("We're retrying your confirmation email").wait_for(timeout=60_000)
+    assert email.locator(".badge").inner_text() == "Retrying"
+    email.get_by_text("We could not finish your confirmation email").wait_for(timeout=60_000)
+    assert email.locator(".badge").inner_text() == "Needs attention"
+    assert "your booking itself is confirmed" in email.inner_text()
+    assert len(page.navigations) == 1
+    report_latency(platform, booking["id"], page.evaluate("window.__changes"))
+    assert_clean(page, "{0.scheme}://{0.netloc}".format(urlsplit(url)), "progress-page-dead")
+
+
+def test_the_page_is_readable_with_javascript_off(make_platform, browser):
+    platform = make_platform()
+    api = api_for(platform)
+    booking = api.book()
+    api.wait_states(booking["id"], {"email": "done", "invoice": "done", "audit": "done"})
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(booking["links"]["status_page"])
+    assert page.locator(".state-done").count() == 3
+    assert page.get_by_role("link", name="Download your invoice (PDF)").is_visible()
+    context.close()
+
+
+def test_a_change_committed_in_postgres_reaches_the_open_page_within_a_poll_or_two(make_platform, open_page):
+    """Changes written by SQL (as the workers' middleware writes them) while the page is open.
+
+    The workers are stopped so only these changes happen; each one's `at` (Postgres'
+    clock_timestamp in the changing transaction) is compared with the moment the page's
+    DOM changed (Date.now(), same machine clock).
+    """
+    platform = make_platform()
+    for name in [n for n in platform.children if "-worker-" in n]:
+        platform.stop_component(name)
+    booking = api_for(platform).book()
+    page = open_page(booking["links"]["status_page"])
+    page.locator("#live-status").wait_for(state="visible")  # the stream is open
+    with db.connect(platform.urls["DATABASE_URL"], autocommit=True) as conn:
+        for attempt in range(1, 11):
+            state = "running" if attempt % 2 else "retrying"
+            conn.execute("UPDATE booking_tasks SET state = %s, attempts = %s, updated_at = clock_timestamp()"
+                         " WHERE booking_id = %s AND task = 'email'", (state, attempt, booking["id"]))
+            step(page, "email").get_by_text(f"attempt {attempt} did not go through" if state == "retrying"
+                                            else "We are sending your confirmation email").wait_for(timeout=5000)
+        rows = conn.execute("SELECT attempts, extract(epoch FROM at) * 1000 AS ms FROM booking_events"
+                            " WHERE booking_id = %s AND task = 'email' AND attempts > 0 ORDER BY id",
+                            (booking["id"],)).fetchall()
+    changes = [c for c in page.evaluate("window.__changes") if c["task"] == "email" and c["state"] != "pending"]
+    assert len(changes) == len(rows) == 10
+    lags = [c["t"] - float(r["ms"]) for c, r in zip(changes, rows, strict=True)]
+    print("\nPOSTGRES->BROWSER ms (SQL-driven)", json.dumps({
+        "n": len(lags), "median": round(statistics.median(lags), 1), "max": round(max(lags), 1)}))
+    assert max(lags) < 2000, lags
