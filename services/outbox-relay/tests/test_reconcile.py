@@ -17,7 +17,7 @@ import dramatiq
 import pytest
 import redis
 
-from booking_core import bookings, db
+from booking_core import bookings, db, deadletters
 from booking_core.broker import make_broker
 from booking_core.contracts import task_payload
 from outbox_relay.metrics import RECONCILED
@@ -68,7 +68,7 @@ def test_a_stale_task_with_no_message_anywhere_is_republished(settings, db_conn,
     assert len(outbox_for(db_conn, booking_id)) == 3
 
 
-def test_a_task_whose_message_redis_holds_is_left_alone(settings, db_conn, tenant):
+def test_a_task_whose_message_redis_holds_is_not_republished(settings, db_conn, tenant):
     # Given a stale booking whose email message waits in Redis (ready) and invoice message is dead there
     booking_id = stale_booking(db_conn, tenant, state="running")
     broker = make_broker(settings)
@@ -88,7 +88,12 @@ def test_a_task_whose_message_redis_holds_is_left_alone(settings, db_conn, tenan
     # When the reconciler runs, then only the audit task (no message anywhere) is re-published
     reconcile_once(db_conn, client, ns, NINE_DAYS)
     assert [r["payload"]["task"] for r in outbox_for(db_conn, booking_id)] == ["audit"]
-    assert tasks_of(db_conn, booking_id)["email"]["state"] == "running"
+    tasks = tasks_of(db_conn, booking_id)
+    assert tasks["email"]["state"] == "running"
+    # And the invoice task, whose `dead` write was lost, is recorded dead from Redis' letter
+    assert tasks["invoice"]["state"] == "dead"
+    [letter] = deadletters.list_dead(db_conn, deadletters.Filter(booking_id=booking_id))
+    assert (letter.queue, letter.task) == ("invoice", "invoice")
 
 
 def test_done_dead_and_recent_tasks_are_left_alone(settings, db_conn, tenant):

@@ -18,6 +18,8 @@ A task is re-published only when all three hold:
    queue's `.msgs`, `.DQ.msgs` or `.XQ.msgs` hashes, where Dramatiq keeps the
    body of every ready, in-flight, delayed and dead message until it is acked.
    When Redis does not answer, nothing is re-published: absence is unproven.
+   A task whose only message is a Redis dead letter lost its `dead` write:
+   it is marked dead and its dead-letter record written from that letter.
 
 The re-publish sets the task `pending` (with a fresh `updated_at`, so the
 next pass waits a full threshold again) only if the row is still stale, in
@@ -36,10 +38,11 @@ import json
 import logging
 import threading
 
+import dramatiq
 import psycopg
 import redis
 
-from booking_core import db, outbox
+from booking_core import db, deadletters, outbox
 from booking_core.config import Settings
 from booking_core.contracts import CONTRACTS
 from booking_core.republish import task_message
@@ -67,21 +70,59 @@ WHERE booking_id = %(booking_id)s AND task = %(task)s AND state IN ('pending', '
   AND updated_at < clock_timestamp() - make_interval(secs => %(after)s)
 RETURNING task
 """
+_MARK_DEAD = _CLAIM.replace("state = 'pending'", "state = 'dead'")
+
+
+def _task_of(body: bytes) -> tuple[str, str] | None:
+    try:
+        kwargs = json.loads(body).get("kwargs") or {}
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(kwargs, dict) and kwargs.get("booking_id") and kwargs.get("task"):
+        return str(kwargs["booking_id"]), str(kwargs["task"])
+    return None
+
+
+def scan_redis(client: redis.Redis, namespace: str, queues: set[str]) -> tuple[set[tuple[str, str]], dict]:
+    """What Dramatiq keeps for `queues`: the (booking_id, task) of live messages (ready, in flight,
+    delayed), and the dead ones' bodies by (booking_id, task)."""
+    live: set[tuple[str, str]] = set()
+    dead: dict[tuple[str, str], bytes] = {}
+    for q in queues:
+        for key in (f"{namespace}:{q}.msgs", f"{namespace}:{q}.DQ.msgs", f"{namespace}:{q}.XQ.msgs"):
+            for _, body in client.hscan_iter(key, count=1000):
+                if (found := _task_of(body)) is not None:
+                    if key.endswith(".XQ.msgs"):
+                        dead[found] = body
+                    else:
+                        live.add(found)
+    return live, dead
 
 
 def held_in_redis(client: redis.Redis, namespace: str, queues: set[str]) -> set[tuple[str, str]]:
     """(booking_id, task) of every message body Dramatiq keeps for `queues`: ready, in flight, delayed, dead."""
-    found: set[tuple[str, str]] = set()
-    for q in queues:
-        for key in (f"{namespace}:{q}.msgs", f"{namespace}:{q}.DQ.msgs", f"{namespace}:{q}.XQ.msgs"):
-            for _, body in client.hscan_iter(key, count=1000):
-                try:
-                    kwargs = json.loads(body).get("kwargs") or {}
-                except (ValueError, AttributeError):
-                    continue
-                if isinstance(kwargs, dict) and kwargs.get("booking_id") and kwargs.get("task"):
-                    found.add((str(kwargs["booking_id"]), str(kwargs["task"])))
-    return found
+    live, dead = scan_redis(client, namespace, queues)
+    return live | set(dead)
+
+
+def _record_dead(conn: psycopg.Connection, row: dict, body: bytes, after_seconds: float) -> bool:
+    """A stale task whose only message is a Redis dead letter: its `dead` write was lost.
+
+    Write it now (state and dead-letter record, one transaction) from the letter
+    Redis still holds, so it is listed and requeued from Postgres like any other.
+    """
+    with conn.transaction():
+        if conn.execute(_MARK_DEAD, {**row, "after": after_seconds}).fetchone() is None:
+            return False
+        message = dramatiq.Message.decode(body)
+        tb = (message.options.get("traceback") or "").strip()
+        error = (tb.splitlines()[-1] if tb else "dead-lettered")[:500]
+        conn.execute("UPDATE booking_tasks SET last_error = %s WHERE booking_id = %s AND task = %s",
+                     (error, row["booking_id"], row["task"]))
+        deadletters.record(conn, message, error=error)
+    log.warning("reconciler: task %s of booking %s was %s but its message is a dead letter in Redis; recorded"
+                " it as dead", row["task"], row["booking_id"], row["state"])
+    return True
 
 
 def reconcile_once(conn: psycopg.Connection, client: redis.Redis, namespace: str, after_seconds: float) -> int:
@@ -89,10 +130,14 @@ def reconcile_once(conn: psycopg.Connection, client: redis.Redis, namespace: str
     stale = conn.execute(_STALE, {"after": after_seconds, "limit": BATCH}).fetchall()
     if not stale:
         return 0
-    held = held_in_redis(client, namespace, {CONTRACTS[r["task"]].queue for r in stale})
+    live, dead = scan_redis(client, namespace, {CONTRACTS[r["task"]].queue for r in stale})
     done = 0
     for r in stale:
-        if (r["booking_id"], r["task"]) in held:
+        key = (r["booking_id"], r["task"])
+        if key in live:
+            continue
+        if key in dead:
+            _record_dead(conn, r, dead[key], after_seconds)
             continue
         with conn.transaction():
             if conn.execute(_CLAIM, {**r, "after": after_seconds}).fetchone() is None:
