@@ -18,6 +18,7 @@ from booking_api import idempotency
 from booking_api.contract import MAX_BODY_BYTES
 from booking_api.openapi_doc import document
 from booking_api.problems import ApiError
+from booking_core import db, deadletters
 from booking_core.broker import make_broker
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -88,7 +89,10 @@ def _flask_rules(app) -> dict[str, set[str]]:
 
 
 def _dead_letter(settings, booking: dict, queue: str = "email") -> str:
-    """Put a real dead letter in Redis the way Dramatiq does: fetch, then nack."""
+    """Put a real dead letter in Redis the way Dramatiq does (fetch, then nack) and record it in Postgres.
+
+    Returns the Postgres record's id, the id the API lists.
+    """
     broker = make_broker(settings)
     try:
         broker.enqueue(Message(
@@ -104,7 +108,9 @@ def _dead_letter(settings, booking: dict, queue: str = "email") -> str:
         assert message is not None, "the enqueued message never arrived"
         consumer.nack(message)
         consumer.close()
-        return message.options["redis_message_id"]
+        with db.connect(settings.database_url, autocommit=True) as conn:
+            deadletters.record(conn, message, error="SMTPError: 550 refused", attempts=1)
+            return deadletters.list_dead(conn, deadletters.Filter(booking_id=booking["id"]))[0].id
     finally:
         broker.close()
 
@@ -284,7 +290,7 @@ def test_real_ops_responses_match_the_queue_and_dead_letter_schemas(
     dead_id = _dead_letter(settings, {**booking, "tenant_id": tenant["id"]})
     # When an admin reads the queues and the dead letters, then requeues it
     queues = client.get("/api/v1/ops/queues", headers=admin_auth)
-    letters = client.get("/api/v1/ops/dead-letters", headers=admin_auth)
+    letters = client.get("/api/v1/ops/dead-letters", query_string={"tenant_id": tenant["id"]}, headers=admin_auth)
     requeued = client.post(f"/api/v1/ops/dead-letters/{dead_id}/requeue", headers=admin_auth)
     # Then each response matches its schema
     assert schema_errors(queues.get_json(), "QueueDepths") == []

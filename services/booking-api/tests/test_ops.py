@@ -1,4 +1,5 @@
-"""Ops endpoints on real Redis: queue depth and dead letters (list, requeue, discard, audited)."""
+"""Ops endpoints on real Postgres and Redis: queue depth, dead letters (list, filter, requeue,
+discard, one or all that match, audited) and retrying a dead task."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ import pytest
 import redis
 from dramatiq import Message
 
+from booking_core import db, deadletters
 from booking_core.broker import make_broker
 from booking_core.contracts import QUEUES
 
 DEAD = "/api/v1/ops/dead-letters"
 
 
-def dead_letter(settings, booking_id: str, tenant_id: str, queue: str = "email") -> dict:
-    """Put a real dead letter in Redis the way Dramatiq does: enqueue, fetch, nack.
+def dead_letter(settings, booking_id: str, tenant_id: str, queue: str = "email", *,
+                error: str = "SMTPRecipientsRefused: 550 no such user", in_redis: bool = True) -> dict:
+    """A real dead letter: in Redis the way Dramatiq puts it there (enqueue, fetch, nack), and
+    recorded in Postgres with the task marked dead, in one transaction, as the worker's middleware does.
 
-    Returns {'id': the broker's id of the dead letter, 'message_id': Dramatiq's id}.
+    Returns {'id': the record's id, 'redis_id': the broker's id, 'message_id': Dramatiq's id}.
+    `in_redis=False` then deletes the Redis copy, as an expiry or a flush would.
     """
     broker = make_broker(settings)
     try:
@@ -36,7 +41,16 @@ def dead_letter(settings, booking_id: str, tenant_id: str, queue: str = "email")
         assert message is not None, "the enqueued message never arrived"
         consumer.nack(message)
         consumer.close()
-        return {"id": sent.options["redis_message_id"], "message_id": sent.message_id}
+        with db.connect(settings.database_url, autocommit=True) as conn, conn.transaction():
+            mark_task_dead(conn, booking_id, queue)
+            deadletters.record(conn, message, error=error)
+            [record] = deadletters.list_dead(conn, deadletters.Filter(booking_id=booking_id, queue=queue))
+        redis_id = sent.options["redis_message_id"]
+        if not in_redis:
+            r = redis.Redis.from_url(settings.redis_url)
+            r.zrem(f"{settings.redis_namespace}:{queue}.XQ", redis_id)
+            r.hdel(f"{settings.redis_namespace}:{queue}.XQ.msgs", redis_id)
+        return {"id": record.id, "redis_id": redis_id, "message_id": sent.message_id}
     finally:
         broker.close()
 
@@ -54,10 +68,10 @@ def letter(settings, booking, tenant) -> dict:
     return dead_letter(settings, booking["id"], tenant["id"])
 
 
-def audit_events(db_conn, kind: str, dead_id: str) -> list[dict]:
+def audit_events(db_conn, kind: str, booking_id: str) -> list[dict]:
     return db_conn.execute(
         "SELECT payload FROM outbox WHERE queue = 'audit' AND payload->>'kind' = %s"
-        " AND payload->'details'->>'dead_letter_id' = %s", (kind, dead_id)).fetchall()
+        " AND payload->>'booking_id' = %s", (kind, booking_id)).fetchall()
 
 
 def mark_task_dead(db_conn, booking_id: str, task: str = "email") -> None:
@@ -112,73 +126,123 @@ def test_queues_with_client_token_is_403(client, auth):
 # --- dead letters -------------------------------------------------------------------------
 
 
-def test_dead_letters_lists_a_real_dead_letter(client, admin_auth, letter, booking):
-    # Given a dead-lettered email message, when an admin lists dead letters
-    resp = client.get(DEAD, headers=admin_auth)
-    # Then it is there, with its queue, actor, ids and last error
-    assert resp.status_code == 200
-    [item] = resp.get_json()["items"]
+def listed(client, admin_auth, **query) -> list[dict]:
+    resp = client.get(DEAD, query_string=query, headers=admin_auth)
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()["items"]
+
+
+def in_redis(settings, letter, queue: str = "email") -> bool:
+    r = redis.Redis.from_url(settings.redis_url)
+    return r.zscore(f"{settings.redis_namespace}:{queue}.XQ", letter["redis_id"]) is not None
+
+
+def outbox_rows(db_conn, message_id: str) -> list[dict]:
+    return db_conn.execute("SELECT queue, actor, payload, options FROM outbox WHERE message_id = %s",
+                           (message_id,)).fetchall()
+
+
+def test_dead_letters_lists_the_postgres_record(client, admin_auth, letter, booking, tenant):
+    # Given a dead-lettered email message, when an admin lists the tenant's dead letters
+    [item] = listed(client, admin_auth, tenant_id=tenant["id"])
+    # Then it is there, with its queue, actor, ids and final error
     assert item["id"] == letter["id"]
     assert item["message_id"] == letter["message_id"]
     assert (item["queue"], item["actor"]) == ("email", "send_confirmation_email")
     assert item["booking_id"] == booking["id"]
-    assert item["last_error"] == "smtplib.SMTPRecipientsRefused: 550 no such user"
-    assert item["retries"] == 0
+    assert item["last_error"] == "SMTPRecipientsRefused: 550 no such user"
     assert item["dead_since"].endswith("+00:00")
-    # And the queue filter selects by queue; an unknown queue is 422
-    assert len(client.get(DEAD, query_string={"queue": "email"},
-                          headers=admin_auth).get_json()["items"]) == 1
-    assert client.get(DEAD, query_string={"queue": "invoice"},
-                      headers=admin_auth).get_json() == {"items": []}
-    bad = client.get(DEAD, query_string={"queue": "sms"}, headers=admin_auth)
-    assert bad.status_code == 422
-    assert bad.get_json()["errors"][0]["field"] == "queue"
+
+
+def test_a_letter_redis_lost_is_still_listed_and_requeued(client, admin_auth, db_conn, settings, booking,
+                                                          tenant):
+    # Given a dead letter whose Redis copy is gone (expired, flushed)
+    letter = dead_letter(settings, booking["id"], tenant["id"], in_redis=False)
+    assert not in_redis(settings, letter)
+    # Then it is listed from Postgres, and a requeue sends it through the outbox
+    assert [d["id"] for d in listed(client, admin_auth, tenant_id=tenant["id"])] == [letter["id"]]
+    assert client.post(f"{DEAD}/{letter['id']}/requeue", headers=admin_auth).status_code == 200
+    assert len(outbox_rows(db_conn, letter["message_id"])) == 1
+    assert task_row(db_conn, booking["id"])["state"] == "pending"
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ({"queue": "email"}, {"email"}),
+    ({"queue": "invoice"}, {"invoice"}),
+    ({"error": "smtp"}, {"email"}),  # any case
+    ({"error": "WeasyPrint"}, {"invoice"}),
+    ({"error": "%"}, set()),  # a LIKE wildcard is taken literally
+    ({"error": "_"}, {"invoice"}),
+    ({"dead_since": "2000-01-01T00:00:00Z"}, {"email", "invoice"}),
+    ({"dead_before": "2000-01-01T00:00:00Z"}, set()),
+], ids=["queue-email", "queue-invoice", "error-any-case", "error-other", "error-percent-literal",
+        "error-underscore-literal", "since", "before"])
+def test_filters_select_by_queue_error_text_and_time(client, admin_auth, settings, booking, tenant, query,
+                                                     expected):
+    # Given two dead letters of one tenant: an email refused, an invoice that failed to render
+    dead_letter(settings, booking["id"], tenant["id"], "email")
+    dead_letter(settings, booking["id"], tenant["id"], "invoice", error="RenderError: weasyprint_failed")
+    # When listed with a filter, then exactly the matching ones come back
+    assert {d["queue"] for d in listed(client, admin_auth, tenant_id=tenant["id"], **query)} == expected
+
+
+def test_tenant_filter_keeps_other_tenants_letters_out(client, admin_auth, settings, booking, tenant):
+    dead_letter(settings, booking["id"], tenant["id"])
+    assert listed(client, admin_auth, tenant_id=str(uuid.uuid4())) == []
+    assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 1
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ({"queue": "sms"}, "queue"), ({"tenant_id": "nope"}, "tenant_id"),
+    ({"dead_since": "yesterday"}, "dead_since"), ({"error": "a\x00b"}, "error"), ({"error": " "}, "error"),
+])
+def test_a_bad_filter_is_422_naming_the_parameter(client, admin_auth, query, field):
+    resp = client.get(DEAD, query_string=query, headers=admin_auth)
+    assert resp.status_code == 422
+    assert resp.mimetype == "application/problem+json"
+    assert [e["field"] for e in resp.get_json()["errors"]] == [field]
 
 
 def test_requeue_sends_the_message_back_through_the_outbox_and_audits_it(
-        client, admin_auth, admin_token, db_conn, settings, letter, booking):
-    # Given a dead letter whose task the worker marked dead
-    mark_task_dead(db_conn, booking["id"])
-    # When an admin requeues it
+        client, admin_auth, admin_token, db_conn, settings, letter, booking, tenant):
+    # When an admin requeues the dead letter
     resp = client.post(f"{DEAD}/{letter['id']}/requeue", headers=admin_auth)
-    # Then 200 naming the letter, and it is gone from the dead letters
+    # Then 200 naming the letter; it is no longer listed, and Redis' cached copy is gone
     assert resp.status_code == 200
     assert resp.get_json()["requeued"]["id"] == letter["id"]
-    assert client.get(DEAD, headers=admin_auth).get_json() == {"items": []}
-    r = redis.Redis.from_url(settings.redis_url)
-    assert r.zcard(f"{settings.redis_namespace}:email.XQ") == 0
-    assert r.hlen(f"{settings.redis_namespace}:email.XQ.msgs") == 0
+    assert listed(client, admin_auth, tenant_id=tenant["id"]) == []
+    assert not in_redis(settings, letter)
     # And the message is in the outbox with the same message id, its retries reset
-    [row] = db_conn.execute("SELECT queue, actor, payload, options FROM outbox"
-                            " WHERE message_id = %s", (letter["message_id"],)).fetchall()
+    [row] = outbox_rows(db_conn, letter["message_id"])
     assert (row["queue"], row["actor"]) == ("email", "send_confirmation_email")
     assert row["payload"]["booking_id"] == booking["id"]
-    assert not {"retries", "redis_message_id", "traceback"} & set(row["options"])
+    assert not {"retries", "redis_message_id", "traceback", "max_retries", "db_outages"} & set(row["options"])
     # And the requeue is audited, naming the admin token's prefix
-    [event] = audit_events(db_conn, "deadletter.requeued", letter["id"])
+    [event] = audit_events(db_conn, "deadletter.requeued", booking["id"])
     assert admin_token[:10] in event["payload"]["actor"]
-    assert event["payload"]["booking_id"] == booking["id"]
+    assert event["payload"]["details"]["dead_letter_id"] == letter["id"]
     assert event["payload"]["details"]["message_id"] == letter["message_id"]
-    # And the booking's task is pending again
+    # And the record says who resolved it, and the task is pending again
+    rec = db_conn.execute("SELECT resolution, resolved_by FROM dead_letters WHERE id = %s",
+                          (letter["id"],)).fetchone()
+    assert rec["resolution"] == "requeued" and admin_token[:10] in rec["resolved_by"]
     assert task_row(db_conn, booking["id"])["state"] == "pending"
     # And requeueing it again is 404
     assert client.post(f"{DEAD}/{letter['id']}/requeue", headers=admin_auth).status_code == 404
 
 
-def test_discard_drops_the_letter_and_audits_it(client, admin_auth, admin_token, db_conn,
-                                                letter, booking):
-    # Given a dead letter whose task is dead
-    mark_task_dead(db_conn, booking["id"])
+def test_discard_closes_the_letter_and_audits_it(client, admin_auth, admin_token, db_conn, settings, letter,
+                                                booking, tenant):
     # When an admin discards it
     resp = client.delete(f"{DEAD}/{letter['id']}", headers=admin_auth)
-    # Then 204, the letter is gone, and nothing is sent again
+    # Then 204, the letter is gone from the list and from Redis, and nothing is sent again
     assert resp.status_code == 204
     assert resp.data == b""
-    assert client.get(DEAD, headers=admin_auth).get_json() == {"items": []}
-    assert db_conn.execute("SELECT count(*) AS n FROM outbox WHERE message_id = %s",
-                           (letter["message_id"],)).fetchone()["n"] == 0
+    assert listed(client, admin_auth, tenant_id=tenant["id"]) == []
+    assert not in_redis(settings, letter)
+    assert outbox_rows(db_conn, letter["message_id"]) == []
     # And the discard is audited, naming the admin token's prefix
-    [event] = audit_events(db_conn, "deadletter.discarded", letter["id"])
+    [event] = audit_events(db_conn, "deadletter.discarded", booking["id"])
     assert admin_token[:10] in event["payload"]["actor"]
     # And the task stays dead, its last error saying who discarded it
     row = task_row(db_conn, booking["id"])
@@ -188,12 +252,11 @@ def test_discard_drops_the_letter_and_audits_it(client, admin_auth, admin_token,
     assert client.delete(f"{DEAD}/{letter['id']}", headers=admin_auth).status_code == 404
 
 
-def test_requeue_with_the_wrong_queue_filter_is_404_and_keeps_the_letter(client, admin_auth,
-                                                                        letter):
+def test_requeue_with_the_wrong_queue_filter_is_404_and_keeps_the_letter(client, admin_auth, letter, tenant):
     resp = client.post(f"{DEAD}/{letter['id']}/requeue", query_string={"queue": "invoice"},
                        headers=admin_auth)
     assert resp.status_code == 404
-    assert len(client.get(DEAD, headers=admin_auth).get_json()["items"]) == 1
+    assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 1
 
 
 @pytest.mark.parametrize("dead_id", [str(uuid.uuid4()), "not-an-id", "x" * 36],
@@ -207,10 +270,128 @@ def test_unknown_dead_letter_is_404(client, admin_auth, db_conn, dead_id):
     assert db_conn.execute("SELECT count(*) AS n FROM outbox").fetchone()["n"] == before
 
 
-def test_dead_letter_endpoints_with_client_token_are_403_and_keep_the_letter(client, auth,
-                                                                            admin_auth, letter):
+def test_dead_letter_endpoints_with_client_token_are_403_and_keep_the_letter(client, auth, admin_auth, letter,
+                                                                            tenant):
     for resp in (client.get(DEAD, headers=auth),
                  client.post(f"{DEAD}/{letter['id']}/requeue", headers=auth),
-                 client.delete(f"{DEAD}/{letter['id']}", headers=auth)):
+                 client.delete(f"{DEAD}/{letter['id']}", headers=auth),
+                 client.post(f"{DEAD}/requeue", json={"tenant_id": tenant["id"]}, headers=auth)):
         assert resp.status_code == 403
-    assert len(client.get(DEAD, headers=admin_auth).get_json()["items"]) == 1
+    assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 1
+
+
+# --- bulk ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bookings3(client, auth, booking_body) -> list[dict]:
+    out = []
+    for _ in range(3):
+        resp = client.post("/api/v1/bookings", json=booking_body(), headers=auth)
+        assert resp.status_code == 201
+        out.append(resp.get_json())
+    return out
+
+
+def test_bulk_requeue_counts_with_dry_run_then_requeues_all_that_match(
+        client, admin_auth, db_conn, settings, bookings3, tenant):
+    # Given three dead emails (one no longer in Redis) and one dead invoice of the tenant
+    letters = [dead_letter(settings, b["id"], tenant["id"], in_redis=i != 0) for i, b in enumerate(bookings3)]
+    dead_letter(settings, bookings3[0]["id"], tenant["id"], "invoice", error="RenderError: boom")
+    f = {"tenant_id": tenant["id"], "queue": "email"}
+    # When an admin asks for a dry run: the count, and nothing changes
+    resp = client.post(f"{DEAD}/requeue", json={**f, "dry_run": True}, headers=admin_auth)
+    assert (resp.status_code, resp.get_json()) == (200, {"action": "requeue", "dry_run": True, "count": 3})
+    assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 4
+    assert all(outbox_rows(db_conn, d["message_id"]) == [] for d in letters)
+    # When it runs for real, in batches
+    resp = client.post(f"{DEAD}/requeue", json=f, headers=admin_auth)
+    assert (resp.status_code, resp.get_json()) == (200, {"action": "requeue", "dry_run": False, "count": 3})
+    # Then the three emails are in the outbox, each audited, their tasks pending; the invoice is untouched
+    assert all(len(outbox_rows(db_conn, d["message_id"])) == 1 for d in letters)
+    assert all(not in_redis(settings, d) for d in letters)
+    assert all(task_row(db_conn, b["id"])["state"] == "pending" for b in bookings3)
+    assert sum(len(audit_events(db_conn, "deadletter.requeued", b["id"])) for b in bookings3) == 3
+    assert [d["queue"] for d in listed(client, admin_auth, tenant_id=tenant["id"])] == ["invoice"]
+
+
+def test_bulk_discard_by_error_text(client, admin_auth, db_conn, settings, bookings3, tenant):
+    dead_letter(settings, bookings3[0]["id"], tenant["id"], error="SMTPRecipientsRefused: 550 gone")
+    dead_letter(settings, bookings3[1]["id"], tenant["id"], error="TimeoutError: timed out")
+    body = {"tenant_id": tenant["id"], "error": "550"}
+    assert client.post(f"{DEAD}/discard", json={**body, "dry_run": True},
+                       headers=admin_auth).get_json()["count"] == 1
+    assert client.post(f"{DEAD}/discard", json=body, headers=admin_auth).get_json()["count"] == 1
+    [left] = listed(client, admin_auth, tenant_id=tenant["id"])
+    assert left["booking_id"] == bookings3[1]["id"]
+    assert len(audit_events(db_conn, "deadletter.discarded", bookings3[0]["id"])) == 1
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"dry_run": "yes"}, "dry_run"), ({"queue": "sms"}, "queue"), ({"surprise": 1}, "surprise"),
+    ({"dead_before": "soon"}, "dead_before"), ({"error": "\udfff"}, "error"), ([], ""),
+])
+def test_a_bad_bulk_body_is_422_and_changes_nothing(client, admin_auth, letter, tenant, body, field):
+    resp = client.post(f"{DEAD}/requeue", json=body, headers=admin_auth)
+    assert resp.status_code == 422
+    assert [e["field"] for e in resp.get_json()["errors"]] == [field]
+    assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 1
+
+
+# --- retry a task -------------------------------------------------------------------------
+
+
+def retry_url(booking_id: str, task: str = "email") -> str:
+    return f"/api/v1/ops/bookings/{booking_id}/tasks/{task}/retry"
+
+
+def test_retry_without_any_dead_letter_rebuilds_the_message_with_its_trace(
+        client, admin_auth, admin_token, db_conn, booking):
+    # Given a dead task with no dead-letter record and nothing in Redis
+    mark_task_dead(db_conn, booking["id"])
+    db_conn.execute("UPDATE booking_tasks SET trace_id = %s WHERE booking_id = %s", ("ab" * 16, booking["id"]))
+    db_conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (booking["id"],))
+    # When an admin retries it
+    resp = client.post(retry_url(booking["id"]), headers=admin_auth)
+    # Then 202 with the message sent, which is in the outbox with fresh retries and the trace kept
+    assert resp.status_code == 202, resp.get_json()
+    got = resp.get_json()
+    assert (got["booking_id"], got["task"]) == (booking["id"], "email")
+    [row] = outbox_rows(db_conn, got["message_id"])
+    assert (row["queue"], row["actor"]) == ("email", "send_confirmation_email")
+    assert row["payload"] == {"task": "email", "booking_id": booking["id"], "tenant_id": row["payload"]["tenant_id"]}
+    assert row["options"]["trace_context"]["traceparent"].startswith("00-" + "ab" * 16 + "-")
+    assert "retries" not in row["options"]
+    # And the task is pending, and the retry is audited with who did it
+    assert task_row(db_conn, booking["id"])["state"] == "pending"
+    [event] = audit_events(db_conn, "deadletter.requeued", booking["id"])
+    assert admin_token[:10] in event["payload"]["actor"]
+    assert event["payload"]["details"]["task"] == "email"
+    # And a second retry is 409: the task is no longer dead
+    again = client.post(retry_url(booking["id"]), headers=admin_auth)
+    assert again.status_code == 409 and "pending" in again.get_json()["detail"]
+
+
+def test_retry_uses_and_resolves_the_dead_letter_record(client, admin_auth, db_conn, settings, letter, booking,
+                                                        tenant):
+    resp = client.post(retry_url(booking["id"]), headers=admin_auth)
+    assert resp.status_code == 202
+    assert resp.get_json()["message_id"] == letter["message_id"]
+    assert len(outbox_rows(db_conn, letter["message_id"])) == 1
+    assert listed(client, admin_auth, tenant_id=tenant["id"]) == []
+    assert not in_redis(settings, letter)
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    (retry_url(str(uuid.uuid4())), 404), (retry_url("not-a-uuid"), 404),
+], ids=["unknown-booking", "malformed-id"])
+def test_retry_of_an_unknown_booking_is_404(client, admin_auth, path, status):
+    assert client.post(path, headers=admin_auth).status_code == status
+
+
+def test_retry_of_a_live_task_or_unknown_task_changes_nothing(client, admin_auth, auth, db_conn, booking):
+    before = db_conn.execute("SELECT count(*) AS n FROM outbox").fetchone()["n"]
+    assert client.post(retry_url(booking["id"]), headers=admin_auth).status_code == 409
+    assert client.post(retry_url(booking["id"], "sms"), headers=admin_auth).status_code == 404
+    assert client.post(retry_url(booking["id"]), headers=auth).status_code == 403
+    assert db_conn.execute("SELECT count(*) AS n FROM outbox").fetchone()["n"] == before

@@ -1,6 +1,6 @@
 """Operator commands shared by `bookingctl` (local) and `booking-admin` (in the API image).
 
-migrate, tokens create|list|revoke, dlq list|requeue|discard, audit verify.
+migrate, tokens create|list|revoke, dlq list|requeue|discard, tasks retry, audit verify.
 Each handler takes the parsed arguments and a `Settings`, prints for a human
 (or JSON with --json) and returns the exit code, so both front ends stay thin.
 """
@@ -12,10 +12,12 @@ import getpass
 import json
 import socket
 import sys
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from booking_core.config import Settings
-from booking_core.contracts import QUEUES
+from booking_core.contracts import QUEUES, TASKS
 
 
 def who() -> str:
@@ -55,38 +57,100 @@ def cmd_tokens(args, s: Settings) -> int:
     return 0
 
 
+def _when(text: str) -> datetime:
+    """An ISO-8601 time for --since/--before; without a zone it is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _tenant_id(conn, name: str | None) -> str | None:
+    if name is None:
+        return None
+    row = conn.execute("SELECT id::text FROM tenants WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise ValueError(f"no tenant named {name!r}")
+    return row["id"]
+
+
 def cmd_dlq(args, s: Settings) -> int:
+    """Dead letters as recorded in Postgres: list, or requeue / discard by id or --all that match."""
     import redis
 
     from booking_core import db, deadletters
 
     client = redis.Redis.from_url(s.redis_url, socket_timeout=10)
-    letters = deadletters.list_dead(client, s.redis_namespace, args.queue)
-    if args.dlq_cmd == "list":
-        if args.json:
-            print(deadletters.to_json(letters))
-            return 0
-        print(f"{'ID':36}  {'QUEUE':8} {'DEAD SINCE':25} {'RETRIES':7}  BOOKING / LAST ERROR")
-        for d in letters:
-            print(f"{d.id:36}  {d.queue:8} {d.dead_since.isoformat(timespec='seconds'):25} {d.retries:7}  "
-                  f"{d.booking_id or '-'}  {(d.last_error or '')[:80]}")
-        print(f"{len(letters)} dead letter(s)")
-        return 0
-    if not args.all and not args.ids:
-        print("name dead letter ids or pass --all", file=sys.stderr)
-        return 2
-    by_id = {d.id: d for d in letters}
-    chosen = letters if args.all else [by_id[i] for i in args.ids if i in by_id]
-    missing = [] if args.all else [i for i in args.ids if i not in by_id]
-    action = deadletters.requeue if args.dlq_cmd == "requeue" else deadletters.discard
-    done = "requeued" if args.dlq_cmd == "requeue" else "discarded"
     with db.connect(s.database_url, autocommit=True) as conn:
-        for d in chosen:
+        f = deadletters.Filter(queue=args.queue, tenant_id=_tenant_id(conn, args.tenant), error=args.error,
+                               dead_since=args.since, dead_before=args.before)
+        if args.dlq_cmd == "list":
+            letters = deadletters.list_dead(conn, f)
+            if args.json:
+                print(deadletters.to_json(letters))
+                return 0
+            print(f"{'ID':36}  {'QUEUE':8} {'DEAD SINCE':25} {'RETRIES':7}  BOOKING / LAST ERROR")
+            for d in letters:
+                print(f"{d.id:36}  {d.queue:8} {d.dead_since.isoformat(timespec='seconds'):25} {d.retries:7}  "
+                      f"{d.booking_id or '-'}  {(d.last_error or '')[:80]}")
+            print(f"{len(letters)} dead letter(s)")
+            return 0
+        done = "requeued" if args.dlq_cmd == "requeue" else "discarded"
+        if args.all:
+            if args.ids:
+                print("name dead letter ids or pass --all, not both", file=sys.stderr)
+                return 2
+            if args.dry_run:
+                print(f"would have {done} {deadletters.count(conn, f)} dead letter(s)")
+                return 0
+            n = 0
+            for d in deadletters.apply_all(conn, client, s.redis_namespace, f, args.dlq_cmd, actor=who()):
+                print(f"{done} {d.id} ({d.queue})")
+                n += 1
+            print(f"{done} {n} dead letter(s)", file=sys.stderr)
+            return 0
+        if not args.ids:
+            print("name dead letter ids or pass --all", file=sys.stderr)
+            return 2
+        action = deadletters.requeue if args.dlq_cmd == "requeue" else deadletters.discard
+        missing = []
+        for i in args.ids:
+            try:
+                d = deadletters.find(conn, i, args.queue)
+            except deadletters.DeadLetterError:
+                missing.append(i)
+                continue
+            if args.dry_run:
+                print(f"would have {done} {d.id} ({d.queue})")
+                continue
             action(conn, client, s.redis_namespace, d, actor=who())
             print(f"{done} {d.id} ({d.queue})")
     for i in missing:
         print(f"no dead letter {i}", file=sys.stderr)
     return 1 if missing else 0
+
+
+def cmd_tasks(args, s: Settings) -> int:
+    """`tasks retry BOOKING TASK`: re-publish a dead task, with or without a dead-letter record."""
+    import redis
+
+    from booking_core import db
+    from booking_core.taskretry import TaskNotDead, retry_task
+
+    try:
+        booking_id = str(uuid.UUID(args.booking_id))
+    except ValueError:
+        raise ValueError(f"BOOKING_ID is not a UUID: {args.booking_id[:40]!r}") from None
+    client = redis.Redis.from_url(s.redis_url, socket_timeout=10)
+    with db.connect(s.database_url, autocommit=True) as conn:
+        try:
+            sent = retry_task(conn, client, s.redis_namespace, booking_id, args.task, actor=who())
+        except (TaskNotDead, LookupError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    print(f"retrying {args.task} of booking {booking_id} (message {sent})")
+    return 0
 
 
 def cmd_audit(args, s: Settings) -> int:
@@ -132,12 +196,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     for name in ("list", "requeue", "discard"):
         d = dsub.add_parser(name)
         d.add_argument("--queue", choices=QUEUES)
+        d.add_argument("--tenant", help="only this tenant's (by name)")
+        d.add_argument("--error", help="only those whose final error contains this text (any case)")
+        d.add_argument("--since", type=_when, help="only those dead at or after this ISO-8601 time")
+        d.add_argument("--before", type=_when, help="only those dead before this ISO-8601 time")
         if name == "list":
             d.add_argument("--json", action="store_true")
         else:
             d.add_argument("ids", nargs="*")
-            d.add_argument("--all", action="store_true")
+            d.add_argument("--all", action="store_true", help="every open dead letter that matches the filters")
+            d.add_argument("--dry-run", action="store_true", help="only say how many would be affected")
     dlq.set_defaults(func=cmd_dlq)
+
+    tasks = sub.add_parser("tasks", help="retry a booking's dead task")
+    tsk = tasks.add_subparsers(dest="tasks_cmd", required=True)
+    r = tsk.add_parser("retry", help="re-publish a dead task through the outbox, with fresh retries")
+    r.add_argument("booking_id")
+    r.add_argument("task", choices=TASKS)
+    tasks.set_defaults(func=cmd_tasks)
 
     aud = sub.add_parser("audit", help="verify the audit trail's hash chains")
     asub = aud.add_subparsers(dest="audit_cmd", required=True)

@@ -69,7 +69,18 @@ class Settings:
     #: those paths on the API's own host.
     events_base_url: str = ""
     status_ttl_seconds: int = 30 * 24 * 3600
+    #: Requeued or discarded dead-letter records are purged this many days after; open ones never.
+    dead_letter_retention_days: int = 30
+    #: The reconciler re-publishes an unfinished task idle this long with no message anywhere;
+    #: 0 means the default, max(2 x heartbeat timeout, 120 s) (it must exceed the heartbeat timeout).
+    reconcile_after_ms: int = 0
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
+
+    @property
+    def reconcile_after_seconds(self) -> float:
+        """The reconciler's threshold: configured, else max(2 x heartbeat timeout, 120 s)."""
+        ms = self.reconcile_after_ms or max(2 * self.heartbeat_timeout_ms, 120_000)
+        return ms / 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,13 +98,19 @@ class Settings:
                 min_backoff_ms=_int(env, prefix + "MIN_BACKOFF_MS", base.min_backoff_ms),
                 max_backoff_ms=_int(env, prefix + "MAX_BACKOFF_MS", base.max_backoff_ms),
             )
+        heartbeat = _int(env, "BOOKING_HEARTBEAT_TIMEOUT_MS", 60_000)
+        reconcile = _int(env, "BOOKING_RECONCILE_AFTER_MS", 0)
+        if reconcile and reconcile <= heartbeat:
+            # Below it, a message a live worker still holds would look lost.
+            raise ValueError(f"BOOKING_RECONCILE_AFTER_MS ({reconcile}) must exceed BOOKING_HEARTBEAT_TIMEOUT_MS "
+                             f"({heartbeat})")
         return cls(
             database_url=env["DATABASE_URL"],
             redis_url=env["REDIS_URL"],
             smtp_url=env.get("SMTP_URL") or cls.smtp_url,
             mail_from=env.get("BOOKING_MAIL_FROM") or cls.mail_from,
             redis_namespace=env.get("BOOKING_REDIS_NAMESPACE") or cls.redis_namespace,
-            heartbeat_timeout_ms=_int(env, "BOOKING_HEARTBEAT_TIMEOUT_MS", 60_000),
+            heartbeat_timeout_ms=heartbeat,
             maintenance_chance=_int(env, "BOOKING_MAINTENANCE_CHANCE", 1_000),
             relay_sweep_seconds=_int(env, "BOOKING_RELAY_SWEEP_MS", 2_000) / 1000,
             relay_batch_size=_int(env, "BOOKING_RELAY_BATCH_SIZE", 200),
@@ -103,5 +120,7 @@ class Settings:
             status_secret=env.get("BOOKING_STATUS_SECRET") or "",
             events_base_url=(env.get("BOOKING_EVENTS_BASE_URL") or "").rstrip("/"),
             status_ttl_seconds=_int(env, "BOOKING_STATUS_TTL_SECONDS", 30 * 24 * 3600),
+            dead_letter_retention_days=_int(env, "BOOKING_DEAD_LETTER_RETENTION_DAYS", 30),
+            reconcile_after_ms=reconcile,
             retry=retry,
         )

@@ -1,33 +1,52 @@
-"""Dead letters: list, requeue and discard messages in Dramatiq's `.XQ` sets.
+"""Dead letters: recorded in Postgres, listed, requeued and discarded from there.
 
-Requeue and discard are human decisions, so each is audited.  A requeue is
-written to the outbox (the message itself, with its retries reset and its
-trace context kept) together with the audit event, in one transaction; only
-then is the dead letter removed from Redis.  A crash in between leaves the
-letter visible and the requeue already on its way: duplicated, never lost.
+Dramatiq keeps a dead letter in its Redis `.XQ` set, which expires and dies
+with Redis' data; a task shown `dead` with no letter anywhere could never be
+sent again (issue 10, defect 1).  So `record` writes each dead message (actor,
+args, options with the trace context, final error, attempts) to
+`dead_letters` in the transaction that marks its task `dead`, and every
+operation below reads that record.  Redis' `.XQ` entry is a cache: removed
+when present, never needed.
+
+Requeue and discard are human decisions, so each is audited with who did it.
+A requeue writes the message to the outbox (fresh retries, trace kept), the
+task back to `pending`, the record as resolved and the audit event in one
+transaction; the `.XQ` entry is removed after the commit, best effort.  A crash
+in between leaves a stale cache entry, never a lost or doubled record.
+
+Retention: an unresolved record never expires.  A resolved one (requeued or
+discarded) is kept `retention_days` and then purged by the relay.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import dramatiq
 import psycopg
 import redis
-from dramatiq import Message
+from psycopg.types.json import Jsonb
 
 from booking_core import outbox
-from booking_core.contracts import AUDIT, QUEUES, audit_payload
+from booking_core.contracts import AUDIT, QUEUES, TASKS, audit_payload
+from booking_core.republish import fresh_options
 
-#: Options Dramatiq adds while processing; a requeued message starts afresh.
-_RUN_OPTIONS = ("retries", "redis_message_id", "eta", "traceback", "dead_letter_reason")
+log = logging.getLogger(__name__)
+
+#: Options not worth keeping in the record (the traceback is summed up in `error`).
+_UNRECORDED = ("traceback",)
+#: Bulk actions work in transactions of this many letters.
+BATCH_SIZE = 100
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One dead-lettered message as shown to a human."""
+    """One dead-lettered message as recorded in Postgres."""
 
     id: str
     queue: str
@@ -41,6 +60,12 @@ class DeadLetter:
     kwargs: dict
     options: dict
 
+    @property
+    def task(self) -> str | None:
+        """The booking task this message does, if any."""
+        task = self.kwargs.get("task")
+        return task if task in TASKS else None
+
     def as_dict(self) -> dict:
         return {
             "id": self.id, "queue": self.queue, "actor": self.actor,
@@ -51,114 +76,247 @@ class DeadLetter:
 
 
 class DeadLetterError(LookupError):
-    """No dead letter with that id in that queue."""
+    """No open dead letter with that id (in that queue)."""
 
 
-def _keys(namespace: str, queue: str) -> tuple[str, str]:
-    return f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
+@dataclass(frozen=True)
+class Filter:
+    """Which open dead letters to list or act on; every field narrows, None means any.
+
+    `error` is matched as a case-insensitive substring of the final error (its
+    LIKE wildcards are escaped: it is client text).
+    """
+
+    queue: str | None = None
+    tenant_id: str | None = None
+    error: str | None = None
+    dead_since: datetime | None = None
+    dead_before: datetime | None = None
+    booking_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.queue is not None and self.queue not in QUEUES:
+            raise ValueError(f"queue must be one of {', '.join(QUEUES)}")
 
 
-def list_dead(client: redis.Redis, namespace: str, queue: str | None = None) -> list[DeadLetter]:
-    """Dead letters of one queue or of all, oldest first."""
-    found: list[DeadLetter] = []
-    for q in [queue] if queue else QUEUES:
-        zkey, hkey = _keys(namespace, q)
-        entries = client.zrange(zkey, 0, -1, withscores=True)
-        if not entries:
-            continue
-        bodies = client.hmget(hkey, [e[0] for e in entries])
-        for (rid, score), body in zip(entries, bodies, strict=True):
-            if body is None:
-                continue
-            found.append(_decode(q, rid.decode(), score, body))
-    return found
+def like_pattern(text: str) -> str:
+    """`text` as an ILIKE pattern matching it anywhere, its own `%`, `_` and `\\` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
-def _decode(queue: str, rid: str, score: float, body: bytes) -> DeadLetter:
-    msg = Message.decode(body)
-    options = dict(msg.options)
-    tb = options.get("traceback") or ""
-    last = tb.strip().splitlines()[-1] if tb.strip() else None
-    kwargs = dict(msg.kwargs or {})
+def where(f: Filter) -> tuple[str, list]:
+    """The SQL condition (with placeholders) and parameters that select open letters matching `f`."""
+    clauses, params = ["resolved_at IS NULL"], []
+    for column, op, value in (("queue", "=", f.queue), ("tenant_id", "=", f.tenant_id),
+                              ("booking_id", "=", f.booking_id), ("dead_at", ">=", f.dead_since),
+                              ("dead_at", "<", f.dead_before)):
+        if value is not None:
+            clauses.append(f"{column} {op} %s")
+            params.append(value)
+    if f.error:
+        clauses.append("error ILIKE %s ESCAPE '\\'")
+        params.append(like_pattern(f.error))
+    return " AND ".join(clauses), params
+
+
+_COLUMNS = ("id::text, queue, actor, message_id::text, dead_at, attempts, error, booking_id::text,"
+            " tenant_id::text, kwargs, options")
+
+
+def _letter(row: dict) -> DeadLetter:
     return DeadLetter(
-        id=rid, queue=queue, actor=msg.actor_name, message_id=msg.message_id,
-        # Dramatiq scores a dead letter with its time of death in milliseconds.
-        dead_since=datetime.fromtimestamp(score / 1000, tz=UTC),
-        retries=int(options.get("retries", 0)), last_error=last,
-        booking_id=kwargs.get("booking_id"), tenant_id=kwargs.get("tenant_id"),
-        kwargs=kwargs, options=options,
+        id=row["id"], queue=row["queue"], actor=row["actor"], message_id=row["message_id"],
+        dead_since=row["dead_at"].astimezone(UTC), retries=max(0, row["attempts"] - 1), last_error=row["error"],
+        booking_id=row["booking_id"], tenant_id=row["tenant_id"], kwargs=row["kwargs"], options=row["options"],
     )
 
 
-def find(client: redis.Redis, namespace: str, dead_id: str, queue: str | None = None) -> DeadLetter:
-    """The dead letter `dead_id`, searched in `queue` or every queue."""
-    for q in [queue] if queue else QUEUES:
-        zkey, hkey = _keys(namespace, q)
-        body = client.hget(hkey, dead_id)
-        score = client.zscore(zkey, dead_id)
-        if body is not None and score is not None:
-            return _decode(q, dead_id, score, body)
-    raise DeadLetterError(f"no dead letter {dead_id!r}" + (f" in queue {queue!r}" if queue else ""))
+def _uuid_or_none(value: object) -> str | None:
+    try:
+        return str(uuid.UUID(str(value))) if value is not None else None
+    except ValueError:
+        return None
 
 
-def _audit(letter: DeadLetter, kind: str, actor: str) -> outbox.OutboxMessage | None:
-    if not letter.tenant_id:
+def record(conn: psycopg.Connection, message: dramatiq.Message, *, error: str | None,
+           attempts: int | None = None) -> None:
+    """Record `message` as dead, in the caller's transaction (the one that marks its task dead).
+
+    `attempts` defaults to Dramatiq's retry count plus one.  A message already
+    recorded and still open is updated rather than recorded twice.
+    """
+    kwargs = dict(message.kwargs or {})
+    options = {k: v for k, v in message.options.items() if k not in _UNRECORDED}
+    if attempts is None:
+        attempts = int(message.options.get("retries", 0)) + 1
+    task = kwargs.get("task") if kwargs.get("task") in TASKS else None
+    conn.execute(
+        "INSERT INTO dead_letters (message_id, queue, actor, task, tenant_id, booking_id, args, kwargs,"
+        " options, error, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (message_id) WHERE resolved_at IS NULL DO UPDATE SET options = EXCLUDED.options,"
+        " error = EXCLUDED.error, attempts = EXCLUDED.attempts, dead_at = clock_timestamp()",
+        (message.message_id, message.queue_name, message.actor_name, task,
+         _uuid_or_none(kwargs.get("tenant_id")), _uuid_or_none(kwargs.get("booking_id")),
+         Jsonb(list(message.args or ())), Jsonb(kwargs), Jsonb(options), error, attempts),
+    )
+
+
+def list_dead(conn: psycopg.Connection, f: Filter = Filter(), *, limit: int | None = None) -> list[DeadLetter]:
+    """Open dead letters matching `f`, oldest first."""
+    cond, params = where(f)
+    sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE {cond} ORDER BY dead_at, id"
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
+    return [_letter(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def count(conn: psycopg.Connection, f: Filter = Filter()) -> int:
+    """How many open dead letters match `f` (a bulk action's dry run)."""
+    cond, params = where(f)
+    return conn.execute(f"SELECT count(*) AS n FROM dead_letters WHERE {cond}", params).fetchone()["n"]
+
+
+def find(conn: psycopg.Connection, dead_id: str, queue: str | None = None) -> DeadLetter:
+    """The open dead letter `dead_id` (in `queue`, when given)."""
+    try:
+        uuid.UUID(dead_id)
+    except ValueError:
+        raise DeadLetterError(f"no dead letter {dead_id!r}") from None
+    cond, params = where(Filter(queue=queue))
+    row = conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id = %s AND {cond}",
+                       [dead_id, *params]).fetchone()
+    if row is None:
+        raise DeadLetterError(f"no dead letter {dead_id!r}" + (f" in queue {queue!r}" if queue else ""))
+    return _letter(row)
+
+
+def find_for_task(conn: psycopg.Connection, booking_id: str, task: str) -> DeadLetter | None:
+    """The newest open dead letter of a booking's task, if one was recorded."""
+    letters = list_dead(conn, Filter(booking_id=booking_id))
+    matching = [d for d in letters if d.task == task]
+    return matching[-1] if matching else None
+
+
+def audit_event(*, kind: str, tenant_id: str | None, booking_id: str | None, actor: str,
+                details: dict) -> outbox.OutboxMessage | None:
+    """The audit message for a human's action on a dead letter or task (None without a tenant)."""
+    if not tenant_id:
         return None
     event_id = str(uuid.uuid4())
-    payload = audit_payload(
-        event_id=event_id, kind=kind, tenant_id=letter.tenant_id, booking_id=letter.booking_id,
-        actor=actor, occurred_at=datetime.now(UTC).isoformat(),
-        details={"queue": letter.queue, "dead_letter_id": letter.id,
-                 "message_id": letter.message_id, "actor_name": letter.actor},
-    )
+    payload = audit_payload(event_id=event_id, kind=kind, tenant_id=tenant_id, booking_id=booking_id,
+                            actor=actor, occurred_at=datetime.now(UTC).isoformat(), details=details)
     return outbox.OutboxMessage(AUDIT.queue, AUDIT.actor, payload, message_id=event_id)
 
 
-def _remove(client: redis.Redis, namespace: str, letter: DeadLetter) -> None:
-    zkey, hkey = _keys(namespace, letter.queue)
-    pipe = client.pipeline(transaction=True)
-    pipe.zrem(zkey, letter.id)
-    pipe.hdel(hkey, letter.id)
-    pipe.execute()
+def _audit(letter: DeadLetter, kind: str, actor: str) -> outbox.OutboxMessage | None:
+    return audit_event(kind=kind, tenant_id=letter.tenant_id, booking_id=letter.booking_id, actor=actor,
+                       details={"queue": letter.queue, "dead_letter_id": letter.id,
+                                "message_id": letter.message_id, "actor_name": letter.actor})
 
 
-def requeue(conn: psycopg.Connection, client: redis.Redis, namespace: str, letter: DeadLetter,
-            *, actor: str) -> None:
-    """Send `letter` back to its queue with fresh retries, audited as done by `actor`."""
-    options = {k: v for k, v in letter.options.items() if k not in _RUN_OPTIONS}
-    messages = [outbox.OutboxMessage(letter.queue, letter.actor, letter.kwargs, options,
+def _resolve(conn: psycopg.Connection, letter: DeadLetter, resolution: str, actor: str) -> None:
+    """Mark the record resolved; DeadLetterError when someone else resolved it first."""
+    done = conn.execute(
+        "UPDATE dead_letters SET resolved_at = clock_timestamp(), resolution = %s, resolved_by = %s"
+        " WHERE id = %s AND resolved_at IS NULL RETURNING id", (resolution, actor[:500], letter.id)).fetchone()
+    if done is None:
+        raise DeadLetterError(f"dead letter {letter.id} was already resolved")
+
+
+def forget_in_redis(client: redis.Redis | None, namespace: str, queue: str, ids: list[str]) -> None:
+    """Remove these messages from the `.XQ` cache, if Redis answers; the record is what counts."""
+    ids = [i for i in ids if i]
+    if client is None or not ids:
+        return
+    zkey = f"{namespace}:{queue}.XQ"
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.zrem(zkey, *ids)
+        pipe.hdel(f"{zkey}.msgs", *ids)
+        pipe.execute()
+    except redis.RedisError as e:
+        log.warning("could not remove dead letter(s) %s from %s (%s); the entries are only a cache",
+                    ", ".join(ids), zkey, e)
+
+
+def redis_ids(letter: DeadLetter) -> list[str]:
+    return [letter.options.get("redis_message_id") or letter.message_id]
+
+
+def requeue_in(conn: psycopg.Connection, letter: DeadLetter, actor: str) -> None:
+    _resolve(conn, letter, "requeued", actor)
+    messages = [outbox.OutboxMessage(letter.queue, letter.actor, letter.kwargs, fresh_options(letter.options),
                                      message_id=letter.message_id)]
-    event = _audit(letter, "deadletter.requeued", actor)
-    if event:
+    if event := _audit(letter, "deadletter.requeued", actor):
         messages.append(event)
-    with conn.transaction():
-        outbox.add(conn, messages)
-        task = letter.kwargs.get("task")
-        if task and letter.booking_id:
-            conn.execute(
-                "UPDATE booking_tasks SET state = 'pending', updated_at = clock_timestamp()"
-                " WHERE booking_id = %s AND task = %s AND state = 'dead'",
-                (letter.booking_id, task),
-            )
-    _remove(client, namespace, letter)
+    outbox.add(conn, messages)
+    if letter.task and letter.booking_id:
+        conn.execute(
+            "UPDATE booking_tasks SET state = 'pending', last_error = NULL, updated_at = clock_timestamp()"
+            " WHERE booking_id = %s AND task = %s AND state = 'dead'", (letter.booking_id, letter.task))
 
 
-def discard(conn: psycopg.Connection, client: redis.Redis, namespace: str, letter: DeadLetter,
+def discard_in(conn: psycopg.Connection, letter: DeadLetter, actor: str) -> None:
+    _resolve(conn, letter, "discarded", actor)
+    if event := _audit(letter, "deadletter.discarded", actor):
+        outbox.add(conn, [event])
+    if letter.task and letter.booking_id:
+        conn.execute(
+            "UPDATE booking_tasks SET last_error = %s, updated_at = clock_timestamp()"
+            " WHERE booking_id = %s AND task = %s AND state = 'dead'",
+            (f"discarded by {actor}"[:500], letter.booking_id, letter.task))
+
+
+_ACTIONS = {"requeue": requeue_in, "discard": discard_in}
+
+
+def requeue(conn: psycopg.Connection, client: redis.Redis | None, namespace: str, letter: DeadLetter,
             *, actor: str) -> None:
-    """Drop `letter` for good, audited as done by `actor`; its task stays `dead`."""
-    event = _audit(letter, "deadletter.discarded", actor)
+    """Send `letter` back through the outbox with fresh retries, audited as done by `actor`."""
     with conn.transaction():
-        if event:
-            outbox.add(conn, [event])
-        task = letter.kwargs.get("task")
-        if task and letter.booking_id:
-            conn.execute(
-                "UPDATE booking_tasks SET last_error = %s, updated_at = clock_timestamp()"
-                " WHERE booking_id = %s AND task = %s AND state = 'dead'",
-                (f"discarded by {actor}"[:500], letter.booking_id, task),
-            )
-    _remove(client, namespace, letter)
+        requeue_in(conn, letter, actor)
+    forget_in_redis(client, namespace, letter.queue, redis_ids(letter))
+
+
+def discard(conn: psycopg.Connection, client: redis.Redis | None, namespace: str, letter: DeadLetter,
+            *, actor: str) -> None:
+    """Close `letter` for good, audited as done by `actor`; its task stays `dead`."""
+    with conn.transaction():
+        discard_in(conn, letter, actor)
+    forget_in_redis(client, namespace, letter.queue, redis_ids(letter))
+
+
+def apply_all(conn: psycopg.Connection, client: redis.Redis | None, namespace: str, f: Filter, action: str,
+              *, actor: str, batch_size: int = BATCH_SIZE) -> Iterator[DeadLetter]:
+    """Requeue or discard every open letter matching `f`, `batch_size` per transaction; yield each one done.
+
+    Rows are claimed with SKIP LOCKED, so two operators running the same bulk
+    action split the letters instead of acting twice on one.
+    """
+    act = _ACTIONS[action]
+    cond, params = where(f)
+    while True:
+        with conn.transaction():
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE {cond} ORDER BY dead_at, id"
+                                " LIMIT %s FOR UPDATE SKIP LOCKED", [*params, batch_size]).fetchall()
+            letters = [_letter(r) for r in rows]
+            for letter in letters:
+                act(conn, letter, actor)
+        for letter in letters:
+            forget_in_redis(client, namespace, letter.queue, redis_ids(letter))
+            yield letter
+        if len(letters) < batch_size:
+            return
+
+
+def purge_resolved(conn: psycopg.Connection, retention_days: int) -> int:
+    """Delete records resolved more than `retention_days` ago; open records are never purged."""
+    cur = conn.execute("DELETE FROM dead_letters WHERE resolved_at < clock_timestamp() - make_interval(days => %s)",
+                       (retention_days,))
+    return cur.rowcount
 
 
 def to_json(letters: list[DeadLetter]) -> str:
-    return json.dumps([d.as_dict() for d in letters], indent=2)
+    return json.dumps([d.as_dict() | {"tenant_id": d.tenant_id} for d in letters], indent=2)

@@ -10,7 +10,9 @@ so for good (issue 10, defect 4).  So the actor that finishes a task marks it
 (the email record, the stored invoice, the audit entry): both commit or
 neither.  `TaskStateMiddleware` keeps the other states: `running` before each
 attempt, and `retrying` / `dead` after a failure, which no work transaction
-can carry.  Those writes (and `done` for an actor that did not mark it) are
+can carry.  The write that marks a task `dead` also records its message in
+`dead_letters` (see booking_core.deadletters), in the same transaction.
+Those writes (and `done` for an actor that did not mark it) are
 retried a few times with backoff; if they still fail, the error is logged and
 the row keeps its old `updated_at`, which is how the reconciler finds it.
 
@@ -32,7 +34,7 @@ import dramatiq
 import psycopg
 from dramatiq.middleware import Middleware
 
-from booking_core import db
+from booking_core import db, deadletters
 from booking_core.contracts import TASKS
 from booking_core.ids import parse_uuid
 
@@ -97,6 +99,24 @@ def _task_key(message: dramatiq.Message) -> tuple[str, str] | None:
         return None
 
 
+def _recorder(message: dramatiq.Message, error: str):
+    """Write `message`'s dead-letter record on the connection of the write that marks its task dead.
+
+    Both statements share one transaction: a task is never `dead` without a
+    record from which it can be requeued (issue 10, defect 1).  The attempts
+    are the task row's own count when there is one.
+    """
+    def write(conn: psycopg.Connection) -> None:
+        key = _task_key(message)
+        attempts = None
+        if key is not None:
+            row = conn.execute("SELECT attempts FROM booking_tasks WHERE booking_id = %s AND task = %s",
+                               key).fetchone()
+            attempts = (row["attempts"] if isinstance(row, dict) else row[0]) if row else None
+        deadletters.record(conn, message, error=error, attempts=attempts)
+    return write
+
+
 class TaskStateMiddleware(Middleware):
     """Mirror each attempt of a booking task into its `booking_tasks` row.
 
@@ -116,15 +136,22 @@ class TaskStateMiddleware(Middleware):
         self.first_backoff = first_backoff
         self.connect_timeout = connect_timeout
 
-    def _write(self, key: tuple[str, str], state: str, sql: str, params: tuple, *,
-               attempts: int) -> bool:
-        """Run one state write, retried with backoff; False (and logged) if it never lands."""
+    def _write(self, key: tuple[str, str] | None, state: str, sql: str | None, params: tuple, *,
+               attempts: int, also=None) -> bool:
+        """Run one state write (and `also(conn)` in its transaction), retried with backoff.
+
+        False (and logged) if it never lands.  `key` None writes `also` alone.
+        """
+        key = key or ("-", "-")
         delay = self.first_backoff
         for attempt in range(1, attempts + 1):
             try:
                 pool = db.pool(self.database_url, max_size=self.pool_max)
-                with pool.connection(timeout=self.connect_timeout) as conn:
-                    conn.execute(sql, params)
+                with pool.connection(timeout=self.connect_timeout) as conn:  # one transaction
+                    if sql is not None:
+                        conn.execute(sql, params)
+                    if also is not None:
+                        also(conn)
                 return True
             except psycopg.Error as exc:
                 if attempt == attempts:
@@ -151,6 +178,9 @@ class TaskStateMiddleware(Middleware):
     def after_process_message(self, broker, message, *, result=None, exception=None):
         key = _task_key(message)
         if key is None:
+            if exception is not None and message.failed:  # not a booking task, but dead all the same
+                self._write(None, "dead", None, (), attempts=self.write_attempts,
+                            also=_recorder(message, describe_error(exception)))
             return
         marked = key in _marks()
         _marks().discard(key)
@@ -159,12 +189,15 @@ class TaskStateMiddleware(Middleware):
                 self._write(key, "done", _DONE, key, attempts=self.write_attempts)
             return
         state = "dead" if message.failed else "retrying"
-        self._write(key, state, _FAILED, (state, describe_error(exception), *key),
-                    attempts=self.write_attempts)
+        error = describe_error(exception)
+        self._write(key, state, _FAILED, (state, error, *key), attempts=self.write_attempts,
+                    also=_recorder(message, error) if message.failed else None)
 
     def after_skip_message(self, broker, message):
         """A skipped message (age limit) was dead-lettered without running."""
+        if not message.failed:
+            return
         key = _task_key(message)
-        if key is not None and message.failed:
-            self._write(key, "dead", _FAILED, ("dead", "skipped: message too old", *key),
-                        attempts=self.write_attempts)
+        error = "skipped: message too old"
+        self._write(key, "dead", _FAILED if key else None, ("dead", error, *key) if key else (),
+                    attempts=self.write_attempts, also=_recorder(message, error))

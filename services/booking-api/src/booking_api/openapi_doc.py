@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from booking_api import contract as c
+from booking_api import ops_contract as oc
 from booking_api.problems import TITLES
 
 _SCHEMAS = "#/components/schemas/{model}"
@@ -158,8 +159,24 @@ def _paths() -> dict:
             "queueDepths", "ops", "Depth of every queue", (200, _ok("Depth per queue.", c.QueueDepths)), 401, 403,
             description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot.")},
         "/api/v1/ops/dead-letters": {"get": _op(
-            "listDeadLetters", "ops", "Dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
-            401, 403, 422, description=admin, parameters=_query(c.QueueQuery))},
+            "listDeadLetters", "ops", "Open dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
+            401, 403, 422, description=f"{admin} Read from the Postgres record, whether or not Redis still holds "
+                                       "the message.", parameters=_query(oc.DeadLetterQuery))},
+        **{f"/api/v1/ops/dead-letters/{action}": {"post": _op(
+            f"{action}DeadLetters", "ops", f"{action.capitalize()} every open dead letter that matches",
+            (200, _ok("How many matched (dry run) or were acted on.", oc.BulkResult)), 400, 401, 403, 413, 415, 422,
+            description=f"{admin} Every letter is audited; `dry_run` only counts. Works in batches.",
+            requestBody={"required": True, "content": _json(oc.BulkDeadLetterRequest)})}
+           for action in ("requeue", "discard")},
+        "/api/v1/ops/bookings/{booking_id}/tasks/{task}/retry": {
+            "parameters": [_PATH_BOOKING, {"name": "task", "in": "path", "required": True,
+                                           "schema": {"type": "string", "enum": list(c.TASKS)}}],
+            "post": _op("retryTask", "ops", "Retry a dead task", (202, _ok("Re-published.", oc.TaskRetryResult)),
+                        401, 403, 404, 409,
+                        description=f"{admin} Re-publishes the task through the outbox with fresh retries and "
+                                    "its trace kept, from its dead-letter record or, without one, from the "
+                                    "booking. Audited. 409 when the task is not dead."),
+        },
         "/api/v1/ops/dead-letters/{dead_id}/requeue": {
             "parameters": [_PATH_DEAD],
             "post": _op("requeueDeadLetter", "ops", "Send a dead letter back to its queue",
@@ -213,7 +230,8 @@ def _from_dataclass(schema: dict, *, hidden: tuple[str, ...] = ()) -> dict:
 def _schemas() -> dict:
     models = [(m, "validation") for m in (c.BookingRequest,)] + [
         (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
-                                       c.RequeueResult, c.Health, c.Readiness)]
+                                       c.RequeueResult, c.Health, c.Readiness, oc.BulkResult,
+                                       oc.TaskRetryResult)] + [(oc.BulkDeadLetterRequest, "validation")]
     _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)
     schemas = top["$defs"]
     schemas["QueueDepth"] = _from_dataclass(schemas["QueueDepth"])

@@ -1,22 +1,34 @@
-"""Operations (admin tokens only): queue depth and dead letters."""
+"""Operations (admin tokens only): queue depth, dead letters, and retrying a dead task.
+
+Dead letters are read from their Postgres record (booking_core.deadletters),
+so they can be listed, requeued and discarded whether or not Redis still
+holds them; Redis is only told to forget its cached copy.
+"""
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, request
+from pydantic import ValidationError
 
 from booking_api.auth import actor_name, admin_required
+from booking_api.bookings_views import _json_body
 from booking_api.contract import QueueQuery
 from booking_api.database import get_db, get_redis, settings
+from booking_api.ops_contract import BulkDeadLetterRequest, DeadLetterFilter, DeadLetterQuery
 from booking_api.problems import ApiError
-from booking_api.validation import validate_query
+from booking_api.validation import field_errors, validate_query
 from booking_core import deadletters
-from booking_core.contracts import QUEUES
+from booking_core.contracts import QUEUES, TASKS
+from booking_core.ids import parse_uuid
 from booking_core.queues import QueueReader
+from booking_core.taskretry import TaskNotDead, retry_task
 
 bp = Blueprint("ops", __name__, url_prefix="/api/v1/ops")
-_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
+
+
+def _filter(q: DeadLetterFilter) -> deadletters.Filter:
+    return deadletters.Filter(queue=q.queue, tenant_id=str(q.tenant_id) if q.tenant_id else None, error=q.error,
+                              dead_since=q.dead_since, dead_before=q.dead_before)
 
 
 def _queue_arg() -> str | None:
@@ -34,33 +46,89 @@ def queues():
 @bp.get("/dead-letters")
 @admin_required
 def list_dead_letters():
-    """Dead-lettered messages, oldest first, optionally of one queue."""
-    letters = deadletters.list_dead(get_redis(), settings().redis_namespace, _queue_arg())
-    return {"items": [d.as_dict() for d in letters]}
+    """Open dead letters, oldest first, filtered by queue, tenant, error text and time of death."""
+    f = _filter(validate_query(DeadLetterQuery, request.args))
+    return {"items": [d.as_dict() for d in deadletters.list_dead(get_db(), f)]}
 
 
 def _find(dead_id: str) -> deadletters.DeadLetter:
-    if not _ID.match(dead_id):
-        raise ApiError(404, "not-found", "No such dead letter.")
+    queue = _queue_arg()
     try:
-        return deadletters.find(get_redis(), settings().redis_namespace, dead_id, _queue_arg())
+        return deadletters.find(get_db(), dead_id, queue)
     except deadletters.DeadLetterError:
         raise ApiError(404, "not-found", "No such dead letter.") from None
+
+
+def _gone(e: deadletters.DeadLetterError) -> ApiError:
+    return ApiError(404, "not-found", f"No such dead letter: {e}.")
 
 
 @bp.post("/dead-letters/<dead_id>/requeue")
 @admin_required
 def requeue(dead_id: str):
-    """Send a dead letter back to its queue with fresh retries (audited)."""
+    """Send a dead letter back through the outbox with fresh retries (audited)."""
     letter = _find(dead_id)
-    deadletters.requeue(get_db(), get_redis(), settings().redis_namespace, letter, actor=actor_name())
+    try:
+        deadletters.requeue(get_db(), get_redis(), settings().redis_namespace, letter, actor=actor_name())
+    except deadletters.DeadLetterError as e:  # resolved by someone else meanwhile
+        raise _gone(e) from None
     return {"requeued": letter.as_dict()}
 
 
 @bp.delete("/dead-letters/<dead_id>")
 @admin_required
 def discard(dead_id: str):
-    """Drop a dead letter for good (audited)."""
+    """Close a dead letter for good (audited)."""
     letter = _find(dead_id)
-    deadletters.discard(get_db(), get_redis(), settings().redis_namespace, letter, actor=actor_name())
+    try:
+        deadletters.discard(get_db(), get_redis(), settings().redis_namespace, letter, actor=actor_name())
+    except deadletters.DeadLetterError as e:
+        raise _gone(e) from None
     return "", 204
+
+
+def _bulk(action: str):
+    """Requeue or discard every open letter matching the body's filter, or count them (`dry_run`)."""
+    try:
+        body = BulkDeadLetterRequest.model_validate(_json_body())
+    except ValidationError as e:
+        raise ApiError(422, "invalid-filter", "Some fields are invalid.", errors=field_errors(e)) from None
+    f = _filter(body)
+    if body.dry_run:
+        return {"action": action, "dry_run": True, "count": deadletters.count(get_db(), f)}
+    done = sum(1 for _ in deadletters.apply_all(get_db(), get_redis(), settings().redis_namespace, f, action,
+                                                 actor=actor_name()))
+    return {"action": action, "dry_run": False, "count": done}
+
+
+@bp.post("/dead-letters/requeue")
+@admin_required
+def requeue_all():
+    """Requeue every open dead letter that matches the filter (each audited), or count them."""
+    return _bulk("requeue")
+
+
+@bp.post("/dead-letters/discard")
+@admin_required
+def discard_all():
+    """Discard every open dead letter that matches the filter (each audited), or count them."""
+    return _bulk("discard")
+
+
+@bp.post("/bookings/<booking_id>/tasks/<task>/retry")
+@admin_required
+def retry(booking_id: str, task: str):
+    """Re-publish a dead task through the outbox, with or without a dead-letter record (audited)."""
+    try:
+        bid = str(parse_uuid(booking_id, "booking_id", error=ValueError))
+    except ValueError:
+        raise ApiError(404, "not-found", "No such booking.") from None
+    if task not in TASKS:
+        raise ApiError(404, "not-found", f"No such task; tasks are {', '.join(TASKS)}.")
+    try:
+        sent = retry_task(get_db(), get_redis(), settings().redis_namespace, bid, task, actor=actor_name())
+    except TaskNotDead as e:
+        raise ApiError(409, "task-not-dead", str(e).capitalize() + ".") from None
+    except LookupError:
+        raise ApiError(404, "not-found", "No such booking.") from None
+    return {"booking_id": bid, "task": task, "message_id": sent}, 202

@@ -11,6 +11,7 @@ from prometheus_client import start_http_server
 
 from booking_core.config import Settings
 from booking_core.telemetry import setup_tracing, shutdown
+from outbox_relay.reconcile import Reconciler
 from outbox_relay.relay import Relay
 
 log = logging.getLogger("outbox_relay")
@@ -20,6 +21,10 @@ environment:
   DATABASE_URL, REDIS_URL       Postgres and Redis (required)
   BOOKING_RELAY_SWEEP_MS        poll interval when no NOTIFY arrives (2000)
   BOOKING_RELAY_BATCH_SIZE      outbox rows per transaction (200)
+  BOOKING_RECONCILE_AFTER_MS    re-publish unfinished tasks idle this long with no
+                                message anywhere (max(2 x heartbeat timeout, 120000))
+  BOOKING_DEAD_LETTER_RETENTION_DAYS  purge requeued/discarded dead-letter records
+                                after this many days (30); open ones are kept
   BOOKING_METRICS_HOST, _PORT   where /metrics listens (0.0.0.0, 9100)
   OTEL_*                        OpenTelemetry exporter settings
 """
@@ -42,9 +47,18 @@ def main(argv: list[str] | None = None) -> None:
     port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
     start_http_server(port, addr=host)
     log.info("metrics on http://%s:%d/metrics", host, port)
-    relay = Relay(Settings.from_env())
-    signal.signal(signal.SIGTERM, relay.stop)
-    signal.signal(signal.SIGINT, relay.stop)
+    settings = Settings.from_env()
+    relay = Relay(settings)
+    reconciler = Reconciler(settings)
+
+    def stop(*_args) -> None:
+        relay.stop()
+        reconciler.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    reconciler.start()
     relay.run()
+    reconciler.join(5)
     shutdown()
     log.info("relay stopped")

@@ -11,7 +11,8 @@ once.  It sweeps every `relay_sweep_seconds` anyway (a NOTIFY is lost while
 the relay is down, or in the instant between its last look and its sleep).
 Postgres or Redis failures end the connection, not the process: the loop
 reconnects with backoff.  Every `PURGE_EVERY_SECONDS` it also deletes expired
-Idempotency-Keys, so no API request pays for that.
+Idempotency-Keys, so no API request pays for that, and dead-letter records
+resolved more than `dead_letter_retention_days` ago (open ones never).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import redis
 from booking_core import db
 from booking_core.broker import make_broker
 from booking_core.config import Settings
+from booking_core.deadletters import purge_resolved
 from booking_core.idempotency import purge_expired
 from booking_core.outbox import CHANNEL
 from outbox_relay.metrics import FAILURES
@@ -108,6 +110,7 @@ class Relay:
                         backoff = 0.1
                         if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
                             purge_expired(work, self.settings.idempotency_ttl_seconds)
+                            purge_resolved(work, self.settings.dead_letter_retention_days)
                             last_purge = time.monotonic()
                         self.idle(listen, work, published=n)
             except (redis.RedisError, dramatiq.errors.ConnectionError, psycopg.OperationalError) as e:
