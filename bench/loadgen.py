@@ -66,7 +66,7 @@ def wrk_post(base_url: str, token: str, *, connections: int, seconds: float, thr
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT % {"body": json.dumps(BODY), "token": token})
         out = subprocess.run(
-            [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+            [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
              "-s", str(script), base_url + "/api/v1/bookings"],
             capture_output=True, text=True, check=True,
         ).stdout

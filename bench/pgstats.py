@@ -24,7 +24,7 @@ PGBENCH_ONE_STATEMENT = """
 WITH b AS (
   INSERT INTO bench_bookings (id, tenant_id, customer_name, customer_email, item, check_in, check_out,
                               amount, currency)
-  VALUES (gen_random_uuid(), :'tenant', 'Bench Mark', 'bench@example.com', 'Sea-view room',
+  VALUES (gen_random_uuid(), :tenant, 'Bench Mark', 'bench@example.com', 'Sea-view room',
           '2027-05-01', '2027-05-03', 240.00, 'EUR')
   RETURNING id
 ), t AS (
@@ -71,9 +71,12 @@ def pgbench_ceiling(url: str, tenant_id: str, *, clients: int, seconds: int) -> 
         script.write_text(PGBENCH_ONE_STATEMENT)
         env = dict(os.environ, PGCONNECT_TIMEOUT="10")
         out = subprocess.run(
-            [str(pgbench_bin()), "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-D", f"tenant={tenant_id}",
+            [str(pgbench_bin()), "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-D", f"tenant='{tenant_id}'",
              "-f", str(script), url],
-            capture_output=True, text=True, env=env, check=True).stdout
+            capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"pgbench failed: {out.stderr.strip()[-800:]}")
+    out = out.stdout
     tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
     lat = re.search(r"latency average = ([0-9.]+) ms", out)
     with psycopg.connect(url, autocommit=True) as conn:

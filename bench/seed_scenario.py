@@ -55,14 +55,25 @@ def workers(platform: Platform) -> list[str]:
 
 
 def stop_workers(platform: Platform) -> None:
+    """Stop every worker process and keep the local autoscaler from replacing them."""
+    with platform._control:
+        platform.paused_autoscaler = getattr(platform, "paused_autoscaler", None) or platform.autoscaler
+        platform.autoscaler = None
     for name in workers(platform):
-        platform.stop_component(name)
+        try:
+            platform.stop_component(name)
+        except KeyError:  # retired by the autoscaler meanwhile
+            pass
 
 
 def start_workers(platform: Platform) -> None:
+    """Start the stopped workers again and hand the pools back to the autoscaler."""
     for name in workers(platform):
         if name in platform.held:
             platform.start_component(name)
+    with platform._control:
+        platform.autoscaler = getattr(platform, "paused_autoscaler", None) or platform.autoscaler
+        platform.paused_autoscaler = None
 
 
 def unfinished(url: str) -> dict[str, int]:
