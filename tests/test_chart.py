@@ -210,6 +210,8 @@ TEMPLATE_CHECKS = [
      "workers.email.autoscaling: minReplicaCount (11) exceeds maxReplicaCount (10)"),
     ("short grace period", {"api.terminationGracePeriodSeconds": "10"},
      "api.terminationGracePeriodSeconds must exceed api.preStopSleepSeconds + api.gunicorn.gracefulTimeoutSeconds"),
+    ("metrics on the http port", {"metrics.apiPort": "8000"},
+     "metrics.apiPort must differ from api.containerPort"),
     ("no database", {"externalDatabase.url": ""},
      "No database: set externalDatabase.url or externalDatabase.existingSecret"),
 ]
@@ -373,7 +375,7 @@ def test_workers_outlive_their_shutdown_timeout_and_run_their_own_queue(rendered
 
 def test_service_images_come_from_values(helm):
     images = {
-        "api.image": "component-api", "workers.email.image": "component-email",
+        "api.image": "component-api", "relay.image": "component-relay", "workers.email.image": "component-email",
         "workers.invoice.image": "component-invoice", "workers.audit.image": "component-audit",
         "operator.image": "component-operator", "postgresql.image": "component-postgresql",
         "redis.image": "component-redis", "smtpSink.image": "component-smtp-sink",
@@ -389,10 +391,10 @@ def test_service_images_come_from_values(helm):
         expected[repo] = f"{'' if third_party else 'registry.test/team/'}{repo}:v-{repo}"
     used = {c["image"] for _, c in containers(docs)}
     assert used == set(expected.values()), used ^ set(expected.values())
-    # And each service runs its own image: the relay, hook and test pods the API's.
+    # And each service runs its own image: the hook and test pods the API's (booking-admin is in it).
     by_owner = {o["metadata"]["name"]: c["image"] for o, c in containers(docs)}
     assert by_owner[component_name("email-worker")] == expected["component-email"]
-    assert by_owner[component_name("relay")] == expected["component-api"]
+    assert by_owner[component_name("relay")] == expected["component-relay"]
     assert by_owner[component_name("migrations")] == expected["component-api"]
     assert by_owner[component_name("test")] == expected["component-api"]
     assert by_owner[component_name("operator")] == expected["component-operator"]
@@ -477,8 +479,9 @@ def test_the_api_accepts_the_ingress_controllers_namespace_and_the_helm_test_pod
     docs = rendered["default-values.yaml"]
     api = by_kind(docs, "Deployment")[component_name("api")]
     clients, scraper = _ingress_rules(docs, pod_labels(api))
-    # Prometheus too, in a rule of its own: /metrics is on the HTTP port.
-    assert scraper == {"ports": [{"port": "http", "protocol": "TCP"}], "from": [SCRAPER]}
+    # Prometheus too, in a rule of its own, on the metrics port only; clients on the HTTP port only.
+    assert scraper == {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [SCRAPER]}
+    assert clients["ports"] == [{"port": "http", "protocol": "TCP"}]
     sources = clients["from"]
     assert sources[0]["namespaceSelector"]["matchExpressions"] == [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ingress-nginx"]}]
@@ -558,6 +561,21 @@ def test_ingress_serves_the_host_with_tls_from_values(rendered):
     assert ing["spec"]["tls"] == [{"hosts": ["bookings.acme.example"], "secretName": "bookings-acme-tls"}]
     assert ing["spec"]["rules"][0]["host"] == "bookings.acme.example"
     assert not by_kind(rendered["default-values.yaml"], "Ingress")
+
+
+def test_the_ingress_never_routes_to_the_api_metrics(rendered):
+    """Every path goes to the Service's `http` port, whose pods' container port has no /metrics."""
+    docs = rendered["production-values.yaml"]
+    ing = by_kind(docs, "Ingress")[component_name("api")]
+    backends = [p["backend"]["service"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+    assert backends == [{"name": component_name("api"), "port": {"name": "http"}}]
+    service = by_kind(docs, "Service")[component_name("api")]
+    target = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert target == {"http": "http", "metrics": "metrics"}
+    api = by_kind(docs, "Deployment")[component_name("api")]["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in api["ports"]}
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    assert ports["metrics"] == int(env["BOOKING_METRICS_PORT"]) != ports["http"]
 
 
 def test_notes_tell_how_to_reach_the_api_and_make_the_first_token(helm):

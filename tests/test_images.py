@@ -1,14 +1,16 @@
 """Every service's container image, built for real and run.
 
-buildah builds each `services/<svc>/Dockerfile` from the repo root with chroot
+buildah builds each service's target of the one root `Dockerfile` (build arg
+SERVICE = target = the folder under services/) from the repo root with chroot
 isolation (no daemon, no cgroups), on a Debian bookworm + Python base that
 `tools/make-base-image.sh` makes with debootstrap, because no container registry
 can be reached here. Each image is then started with `buildah from` + `buildah run`:
 its entrypoint answers `--help`, its modules import, it runs as a non-root user,
 holds no build tools or caches, and only the invoice image has Pango. Last, a real
-booking travels through the api image's relay and the audit-worker image on the
-session's Postgres and Redis (chroot isolation shares the host's network), and the
-api image serves its health checks; each process stops cleanly on SIGTERM.
+booking travels through the outbox-relay and audit-worker images on the session's
+Postgres and Redis (chroot isolation shares the host's network), and the api image
+serves its health checks, and its metrics on their own port only; each process
+stops cleanly on SIGTERM. Image sizes are printed (`-s` shows them).
 
 Needs root; installs buildah and debootstrap with apt-get when they are missing.
 Run: `.venv/bin/pytest -m images tests/test_images.py`.
@@ -23,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 import warnings
@@ -37,6 +40,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from booking_core import audit, bookings, db, tenants
 from booking_core.migrate import migrate
@@ -61,19 +65,19 @@ class Service:
     pango: bool = False
 
 
-#: A new services/<svc>/Dockerfile needs a line here (the test fails until it has one).
+#: A new target in the Dockerfile needs a line here (the test fails until it has one).
 SERVICES = {
-    "booking-api": Service(("booking_api.wsgi", "booking_api.relay")),
+    "booking-api": Service(("booking_api.wsgi", "booking_api.metrics_server")),
+    "outbox-relay": Service(("outbox_relay", "outbox_relay.main")),
     "email-worker": Service(("email_worker.broker", "email_worker.actors")),
     "invoice-worker": Service(("invoice_worker.broker", "invoice_worker.actors"), pango=True),
     "audit-worker": Service(("audit_worker.broker", "audit_worker.actors")),
     "queue-autoscaler": Service(("queue_autoscaler.operator",)),
 }
 
-#: Services with a Dockerfile and a package to build (bookingctl is a dev tool, not imaged).
-IMAGED = sorted(
-    p.parent.name for p in ROOT.glob("services/*/Dockerfile") if (p.parent / "pyproject.toml").exists()
-)
+DOCKERFILE = ROOT / "Dockerfile"
+#: The Dockerfile's service targets (`FROM runtime AS <service>`); bookingctl is a dev tool, not imaged.
+IMAGED = sorted(re.findall(r"^FROM runtime AS (\S+)$", DOCKERFILE.read_text(), re.M))
 
 #: Settings good enough to import the modules; nothing listens there, nothing connects at import.
 DUMMY_ENV = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none", "REDIS_URL": "redis://127.0.0.1:9/0"}
@@ -109,9 +113,10 @@ def ca_bundle() -> Path | None:
 
 
 def build_command(service: str, base_image: str, tag: str) -> list[str]:
-    """`buildah bud` for one service's Dockerfile, from the repo root, on `base_image`."""
+    """`buildah bud` for one service's target of the root Dockerfile, from the repo root, on `base_image`."""
     cmd = ["buildah", "bud", "--isolation", "chroot", "--layers", "--pull=never",
-           "--build-arg", f"BASE_IMAGE={base_image}", "-f", f"services/{service}/Dockerfile", "-t", tag]
+           "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"SERVICE={service}",
+           "--target", service, "-f", "Dockerfile", "-t", tag]
     ca = ca_bundle()
     if ca is not None:
         # Bound over the base's own bundle in every RUN step (a new mount point would
@@ -164,7 +169,8 @@ def builds(base_image, tmp_path_factory) -> dict[str, Built]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip(IMAGED, pool.map(lambda s: build(s, base_image, log_dir), IMAGED), strict=True))
     for service, built in results.items():
-        print(f"built {service} in {built.seconds:.0f} s" if built.ref else f"FAILED {service}: {built.log}")
+        print(f"built {service} in {built.seconds:.0f} s, {image_size(built.ref)}" if built.ref
+              else f"FAILED {service}: {built.log}")
     prune_stale_build_images(results.values())
     return results
 
@@ -210,6 +216,12 @@ def image_config(ref: str) -> dict:
     out = subprocess.run(["buildah", "inspect", "--type", "image", ref], capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out)["OCIv1"]["config"]
+
+
+def image_size(ref: str) -> str:
+    """The image's size as `buildah images` reports it, e.g. "209 MB"."""
+    return subprocess.run(["buildah", "images", "--format", "{{.Size}}", ref], capture_output=True, text=True,
+                          check=True).stdout.split("\n")[0]  # one line per tag of the image: all alike
 
 
 def command_of(config: dict) -> list[str]:
@@ -328,9 +340,21 @@ class Running:
 # ---------------------------------------------------------------- the images themselves
 
 
-def test_every_service_with_a_dockerfile_has_expectations_here():
-    assert set(IMAGED) <= set(SERVICES), f"add {set(IMAGED) - set(SERVICES)} to SERVICES"
-    assert {"booking-api", "email-worker", "invoice-worker", "audit-worker"} <= set(IMAGED)
+def test_every_dockerfile_target_is_a_service_with_expectations_here():
+    assert set(IMAGED) == set(SERVICES), f"targets {IMAGED} vs SERVICES {sorted(SERVICES)}"
+    for service in IMAGED:
+        assert (ROOT / "services" / service / "pyproject.toml").exists(), f"target {service} is no services/ package"
+    assert not list(ROOT.glob("services/*/Dockerfile")), "one Dockerfile, at the root, builds every image"
+
+
+def test_building_without_a_service_fails_with_the_reason(base_image, tmp_path):
+    """SERVICE has no default: a build that forgets it stops at once and says what to pass."""
+    cmd = build_command("email-worker", base_image, "localhost/booking-platform/no-service:x")
+    at = cmd.index("SERVICE=email-worker")
+    del cmd[at - 1:at + 1]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "--build-arg SERVICE=" in done.stdout + done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("service", IMAGED)
@@ -468,8 +492,8 @@ def test_a_booking_travels_through_the_relay_and_audit_worker_images(image, star
     booking = make_booking(url)
     assert scalar(url, "SELECT count(*) FROM outbox") == 3
 
-    # The api image's other command publishes the outbox to Redis, then stops on SIGTERM.
-    relay = start("booking-api", ["booking-relay"], platform_env)
+    # The relay image, with its own command, publishes the outbox to Redis, then stops on SIGTERM.
+    relay = start("outbox-relay", command_of(image_config(image("outbox-relay"))), platform_env)
     wait_until(lambda: relay.proc.poll() is not None or scalar(url, "SELECT count(*) FROM outbox") == 0,
                timeout=60, what="the relay to empty the outbox")
     assert relay.proc.poll() is None, relay.output()
@@ -513,6 +537,16 @@ def test_api_image_serves_health_checks_and_stops_on_sigterm(image, start, platf
         200, {"status": "ok"})
     status, body = get("/readyz")
     assert status == 200 and body["checks"] == {"postgres": "ok", "redis": "ok"}, body
+    # Metrics only on their own port (gunicorn's master), none on the HTTP port an Ingress routes.
+    with pytest.raises(urllib.error.HTTPError) as not_here:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert not_here.value.code == 404
+    with urllib.request.urlopen(f"http://127.0.0.1:{env['BOOKING_METRICS_PORT']}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    got = {(m.name, tuple(sorted(m.labels.items()))): m.value
+           for family in text_string_to_metric_families(text) for m in family.samples}
+    assert got[("booking_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))] >= 1
+    assert got[("booking_pipeline_read_ok", (("source", "postgres"),))] == 1, text
 
     code, seconds = api.terminate(timeout=40)
     assert code == 0 and "Shutting down: Master" in api.output(), api.output()

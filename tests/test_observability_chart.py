@@ -155,7 +155,7 @@ def test_extra_env_still_overrides_the_metrics_settings(helm):
 
 def test_scrape_annotations_point_at_each_pods_metrics_and_pod_annotations_win(rendered, helm):
     docs = rendered["default-values.yaml"]
-    expected = {"api": "8000", "relay": "9100", **{f"{q}-worker": "9191" for q in QUEUES}}
+    expected = {"api": "9100", "relay": "9100", **{f"{q}-worker": "9191" for q in QUEUES}}
     for component, port in expected.items():
         ann = pod_spec_of(docs, component)["metadata"]["annotations"]
         assert (ann["prometheus.io/scrape"], ann["prometheus.io/port"], ann["prometheus.io/path"]) == (
@@ -182,7 +182,8 @@ def test_the_servicemonitor_scrapes_the_api_pods_through_their_service(rendered)
     assert selects(sm["spec"]["selector"], service["metadata"]["labels"])
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = sm["spec"]["endpoints"]
-    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    # The metrics port, never the HTTP port that the Ingress routes.
+    assert endpoint["port"] == "metrics" and endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
     services = by_kind(docs, "Service").values()
     assert [d for d in services if selects(sm["spec"]["selector"], d["metadata"]["labels"])] == [service]

@@ -94,13 +94,15 @@ def test_the_schema_check_would_catch_a_typo(skaffold):
     assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
 
 
-def test_one_artifact_per_service_built_from_the_repo_root(skaffold):
+def test_one_artifact_per_service_built_from_the_repo_root_by_the_one_dockerfile(skaffold):
     artifacts = {a["image"]: a for a in skaffold["build"]["artifacts"]}
-    assert set(artifacts) == {"booking-api", "email-worker", "invoice-worker", "audit-worker", "queue-autoscaler"}
+    targets = re.findall(r"^FROM runtime AS (\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert set(artifacts) == set(targets) == {"booking-api", "outbox-relay", "email-worker", "invoice-worker",
+                                              "audit-worker", "queue-autoscaler"}
     for name, a in artifacts.items():
         assert a.get("context", ".") == "."
-        assert a["docker"]["dockerfile"] == f"services/{name}/Dockerfile"
-        assert (ROOT / "services" / name).is_dir(), name
+        assert a["docker"] == {"dockerfile": "Dockerfile", "target": name, "buildArgs": {"SERVICE": name}}
+        assert (ROOT / "services" / name / "pyproject.toml").is_file(), name
 
 
 def test_the_chart_runs_exactly_the_images_skaffold_builds(skaffold, helm):

@@ -188,6 +188,22 @@ _INVALID = {
                       {"customer.name"}),
     "name-control-char": ({"customer": {"name": "Ada\nLovelace", "email": "ada@example.com"}},
                           {"customer.name"}),
+    "name-bidi-override": ({"customer": {"name": "Ada \u202eecalevoL", "email": "ada@example.com"}},
+                           {"customer.name"}),
+    "name-bidi-isolate": ({"customer": {"name": "Ada \u2067x\u2069", "email": "ada@example.com"}},
+                          {"customer.name"}),
+    "name-next-line": ({"customer": {"name": "Ada\u0085Lovelace", "email": "ada@example.com"}},
+                       {"customer.name"}),
+    "item-bell": ({"item": "Room\x0712"}, {"item"}),
+    "item-line-separator": ({"item": "Room\u202812"}, {"item"}),
+    "email-non-ascii-local-part": ({"customer": {"name": "Zoë", "email": "zoë@example.com"}},
+                                   {"customer.email"}),
+    "email-quoted-local-part": ({"customer": {"name": "Ada", "email": '"ada l"@example.com'}},
+                                {"customer.email"}),
+    "email-domain-literal": ({"customer": {"name": "Ada", "email": "ada@[192.0.2.1]"}}, {"customer.email"}),
+    "email-display-name": ({"customer": {"name": "Ada", "email": "Ada <ada@example.com>"}},
+                           {"customer.email"}),
+    "email-localhost": ({"customer": {"name": "Ada", "email": "ada@localhost"}}, {"customer.email"}),
     "item-number": ({"item": 5}, {"item"}),
     "item-empty": ({"item": ""}, {"item"}),
     "check-in-bad-month": ({"check_in": "2027-13-01"}, {"check_in"}),
@@ -298,3 +314,77 @@ def test_body_of_exactly_64_kib_is_read(client, auth, db_conn, booking_body):
     # Then it is parsed and validated (422 for the long item), not refused as too large
     resp = client.post(URL, data=raw, content_type="application/json", headers=auth)
     assert error_fields(assert_problem(resp, 422)) == {"item"}
+
+
+# --- hostile text and money (issue 10, sections 7 and 8) -------------------------------------
+
+
+@pytest.mark.parametrize(("where", "field"), [
+    ("item", "item"), ("name", "customer.name"), ("email", "customer.email"),
+    ("top-level key", ""), ("customer key", "customer"),
+])
+def test_lone_surrogate_is_422_naming_the_field_and_writes_nothing(client, auth, db_conn, booking_body,
+                                                                   where, field):
+    # Given JSON whose escape "\udfff" decodes to a lone UTF-16 surrogate (valid JSON, not UTF-8)
+    body = booking_body(customer={"name": "Ada Lovelace", "email": "ada@example.com"})
+    mark = "LONE-SURROGATE"
+    if where == "item":
+        body["item"] = f"Room {mark}"
+    elif where == "name":
+        body["customer"]["name"] = f"Ada {mark}"
+    elif where == "email":
+        body["customer"]["email"] = f"ada{mark}@example.com"
+    elif where == "top-level key":
+        body[mark] = 1
+    else:
+        body["customer"][mark] = 1
+    raw = json.dumps(body).replace(mark, "\\udfff")
+    assert json.loads(raw) != body  # the surrogate really is in the request
+    before = row_counts(db_conn)
+    # When it is posted
+    resp = client.post(URL, data=raw, content_type="application/json", headers=auth)
+    # Then 422 naming the field (not a 500 from the database), and nothing is written
+    problem = assert_problem(resp, 422)
+    assert field in error_fields(problem)
+    assert row_counts(db_conn) == before
+
+
+@pytest.mark.parametrize(("name", "item"), [
+    ("سارا\u200cمحمدی", "Room 12"),            # Persian name with U+200C ZERO WIDTH NON-JOINER
+    ("Ada Lovelace", "Desk for 👩\u200d💻"),    # emoji ZWJ sequence (U+200D)
+    ("Zoë 山田\u200f", "Family 👨\u200d👩\u200d👧 room"),  # U+200F RIGHT-TO-LEFT MARK, a ZWJ family
+])
+def test_joiners_and_marks_of_real_text_are_accepted_and_kept(client, auth, booking_body, name, item):
+    # Given real names and emoji that need format characters (Unicode category Cf)
+    resp = client.post(URL, json=booking_body(item=item, customer={"name": name, "email": "ada@example.com"}),
+                       headers=auth)
+    # Then the booking is created and reads back exactly as sent
+    assert resp.status_code == 201, resp.get_json()
+    got = client.get(resp.headers["Location"], headers=auth).get_json()
+    assert (got["customer"]["name"], got["item"]) == (name, item)
+
+
+@pytest.mark.parametrize(("amount", "currency", "shown"), [
+    ("100", "JPY", "100"), ("7", "EUR", "7.00"), ("7.5", "USD", "7.50"), ("120.50", "EUR", "120.50"),
+    ("12000", "KRW", "12000"),
+])
+def test_amounts_come_back_with_the_currency_minor_units(client, auth, booking_body, amount, currency,
+                                                         shown):
+    # Given a booking in a currency with 0 or 2 minor units
+    headers = {**auth, "Idempotency-Key": f"money-{currency}-{amount}-{uuid.uuid4()}"}
+    created = client.post(URL, json=booking_body(amount=amount, currency=currency), headers=headers)
+    assert created.status_code == 201, created.get_json()
+    # Then the 201, its replay, the single read and the list all show exactly those decimals
+    replay = client.post(URL, json=booking_body(amount=amount, currency=currency), headers=headers)
+    got = client.get(created.headers["Location"], headers=auth).get_json()
+    listed = client.get(f"{URL}?limit=1", headers=auth).get_json()["items"][0]
+    assert [b["amount"] for b in (created.get_json(), replay.get_json(), got, listed)] == [shown] * 4
+
+
+def test_email_is_checked_by_the_shared_rule_and_stored_normalised(client, auth, booking_body):
+    # Given an address with an internationalised, mixed-case domain (sendable without SMTPUTF8)
+    body = booking_body(customer={"name": "Zoë", "email": "  Zoe@Exämple.TEST "})
+    # Then it is accepted and stored in its normalised form
+    resp = client.post(URL, json=body, headers=auth)
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["customer"]["email"] == "Zoe@exämple.test"

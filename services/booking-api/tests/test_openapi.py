@@ -11,9 +11,13 @@ import time
 import uuid
 
 import jsonschema
+import pytest
 from dramatiq import Message
 
+from booking_api import idempotency
+from booking_api.contract import MAX_BODY_BYTES
 from booking_api.openapi_doc import document
+from booking_api.problems import ApiError
 from booking_core.broker import make_broker
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -210,8 +214,9 @@ def test_error_responses_are_documented_for_every_operation():
 def test_request_schema_agrees_with_the_api_on_valid_and_invalid_bodies(booking_body):
     # Given the request schema, a valid body matches and bodies the API refuses do not
     assert schema_errors(booking_body(), "BookingRequest") == []
+    assert schema_errors(booking_body(amount="100", currency="JPY"), "BookingRequest") == []
     for bad in (booking_body(amount="1.005"), booking_body(amount=360), booking_body(amount="-1"),
-                booking_body(currency="eur"), booking_body(check_outt="2027-03-05"),
+                booking_body(currency="eur"), booking_body(currency="ABC"), booking_body(check_outt="2027-03-05"),
                 booking_body(customer={"name": "Ada"}), booking_body(item=""),
                 {k: v for k, v in booking_body().items() if k != "item"}):
         assert schema_errors(bad, "BookingRequest"), bad
@@ -220,9 +225,35 @@ def test_request_schema_agrees_with_the_api_on_valid_and_invalid_bodies(booking_
 # --- real responses against the schemas ---------------------------------------------------
 
 
-def test_real_booking_responses_match_the_booking_and_page_schemas(client, auth, booking_body):
+def test_documented_idempotency_key_pattern_is_the_one_the_api_enforces():
+    # Given the header's documented pattern and the API's parser
+    doc = document()
+    (param,) = [p for p in doc["paths"]["/api/v1/bookings"]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
+    pattern = re.compile(param["schema"]["pattern"])
+    # Then keys the parser accepts match it, and keys it refuses do not
+    for key in ("k", "a" * 255, '"quoted-key"', "!~{}", "x" * 255):
+        assert idempotency.parse_key(key) and pattern.search(key), key
+    for key in ("", "a" * 256, "with space", "tab\tkey", "é"):
+        with pytest.raises(ApiError):
+            idempotency.parse_key(key)
+        assert not pattern.search(key), key
+
+
+def test_documented_limits_are_the_enforced_ones(client, auth):
+    # Given the documented page size bounds
+    (limit,) = [p for p in document()["paths"]["/api/v1/bookings"]["get"]["parameters"] if p["name"] == "limit"]
+    low, high = limit["schema"]["minimum"], limit["schema"]["maximum"]
+    # Then the API accepts exactly that range
+    for value, status in ((low - 1, 422), (low, 200), (high, 200), (high + 1, 422)):
+        assert client.get(f"/api/v1/bookings?limit={value}", headers=auth).status_code == status, value
+    too_large = document()["components"]["responses"]["ContentTooLarge"]["description"]
+    assert f"{MAX_BODY_BYTES // 1024} KiB" in too_large
+
+
+@pytest.mark.parametrize(("amount", "currency"), [("360.00", "EUR"), ("100", "JPY")])
+def test_real_booking_responses_match_the_booking_and_page_schemas(client, auth, booking_body, amount, currency):
     # Given a created booking
-    created = client.post("/api/v1/bookings", json=booking_body(), headers=auth)
+    created = client.post("/api/v1/bookings", json=booking_body(amount=amount, currency=currency), headers=auth)
     assert created.status_code == 201
     # Then the 201 body, the single read and the list page match their schemas
     assert schema_errors(created.get_json(), "Booking") == []

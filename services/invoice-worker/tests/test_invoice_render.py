@@ -111,6 +111,20 @@ def test_nights_and_money_are_derived_and_formatted():
     assert "1,000,000.00 EUR" in invoice_html(d)
 
 
+@pytest.mark.parametrize(("amount", "currency", "shown", "not_shown"), [
+    (Decimal("123456.00"), "JPY", "123,456 JPY", "123,456.00"),
+    (Decimal("100"), "KRW", "100 KRW", "100.00"),
+    (Decimal("99.5"), "EUR", "99.50 EUR", "99.5 EUR"),
+])
+def test_pdf_prints_amounts_with_the_currency_minor_units(amount, currency, shown, not_shown):
+    # Given an invoice in a currency with 0 or 2 minor units, as stored (numeric(12, 2))
+    pdf = render_pdf(invoice_html(data(amount=amount, currency=currency)))
+    # Then the PDF's own text shows the amount with exactly those decimals, line and total
+    _, text = pdf_text(pdf)
+    assert text.count(squash(shown)) == 2
+    assert squash(not_shown) not in text
+
+
 def test_every_value_is_escaped_in_the_html():
     document = invoice_html(data(**HOSTILE))
     for value in HOSTILE.values():

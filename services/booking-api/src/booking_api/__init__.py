@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from flask import Flask
 
+from booking_api.contract import MAX_BODY_BYTES
 from booking_core.config import Settings
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from the environment unless `test_config` gives them."""
     app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=64 * 1024, JSON_SORT_KEYS=False)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     if test_config is None:
         app.config.from_prefixed_env("BOOKING_API")
         app.config["SETTINGS"] = Settings.from_env()

@@ -14,7 +14,7 @@ from booking_api.database import get_db
 from booking_api.problems import ApiError
 from booking_core import tenants
 
-_PUBLIC = ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json")
+_PUBLIC = ("/healthz", "/readyz", "/api/v1/openapi.json")
 
 
 def _challenge(detail: str) -> ApiError:

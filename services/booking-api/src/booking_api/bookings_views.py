@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, json, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from booking_api import idempotency
 from booking_api.auth import actor_name
+from booking_api.contract import MAX_BODY_BYTES, BookingQuery
+from booking_api.cursors import decode_cursor, encode_cursor
 from booking_api.database import get_db, settings
-from booking_api.presenters import booking_json, decode_cursor, encode_cursor
+from booking_api.presenters import booking_json
 from booking_api.problems import ApiError
-from booking_api.validation import validate_booking
+from booking_api.validation import validate_booking, validate_query
 from booking_core import bookings
-from booking_core.contracts import TASK_STATES, TASKS
 from booking_core.tracing import current_trace_id
 
 bp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings")
 
 
+def _body() -> bytes:
+    """The raw body; 413 (RequestEntityTooLarge) past MAX_BODY_BYTES, however it is framed.
+
+    Werkzeug refuses a too-large Content-Length up front, but a chunked body
+    (no Content-Length) is only read up to the limit, and the rest silently
+    left unread.  So when a chunked body fills the limit, one more byte is
+    asked of the server's own stream: if there is one, the body is too large.
+    """
+    raw = request.get_data(cache=False)
+    if request.content_length is None and len(raw) >= MAX_BODY_BYTES and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return raw
+
+
 def _json_body() -> object:
-    """The parsed JSON body, or the right error: 415, 413 (by Werkzeug) or 400."""
+    """The parsed JSON body, or the right error: 415, 413 or 400."""
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported-media-type", "Send the body as application/json.")
-    raw = request.get_data(cache=False)
+    raw = _body()
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as e:
@@ -77,40 +93,15 @@ def get_booking(booking_id: str):
     return booking_json(row)
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise ApiError(422, "invalid-query", "Some query parameters are invalid.",
-                       errors=[{"field": name, "message": f"must be an integer from {low} to {high}"}])
-    return int(raw)
-
-
 @bp.get("")
 def list_bookings():
     """The caller's bookings, newest first, paged by an opaque cursor."""
-    limit = _int_arg("limit", 20, 1, 100)
-    errors = []
-    after = None
-    if cursor := request.args.get("cursor"):
-        try:
-            after = decode_cursor(cursor)
-        except ValueError:
-            errors.append({"field": "cursor", "message": "is not a cursor this API returned"})
-    state, task = request.args.get("state"), request.args.get("task")
-    if state is not None and state not in TASK_STATES:
-        errors.append({"field": "state", "message": f"must be one of {', '.join(TASK_STATES)}"})
-    if task is not None and task not in TASKS:
-        errors.append({"field": "task", "message": f"must be one of {', '.join(TASKS)}"})
-    if task is not None and state is None:
-        errors.append({"field": "task", "message": "needs state"})
-    if errors:
-        raise ApiError(422, "invalid-query", "Some query parameters are invalid.", errors=errors)
-    rows = bookings.page(get_db(), g.identity["tenant_id"], limit=limit + 1, after=after,
-                         task_state=state, task=task)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    query = validate_query(BookingQuery, request.args)
+    after = decode_cursor(query.cursor) if query.cursor else None
+    rows = bookings.page(get_db(), g.identity["tenant_id"], limit=query.limit + 1, after=after,
+                         task_state=query.state, task=query.task)
+    more = len(rows) > query.limit
+    rows = rows[:query.limit]
     return {"items": [booking_json(r) for r in rows],
             "next_cursor": encode_cursor(rows[-1]) if more else None}
 

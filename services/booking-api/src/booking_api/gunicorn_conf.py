@@ -1,7 +1,10 @@
 """gunicorn settings for the API: `gunicorn -c python:booking_api.gunicorn_conf booking_api.wsgi:app`.
 
-Clears the Prometheus multiprocess dir at start and marks each exiting worker
-dead in it, as prometheus_client's multiprocess mode requires.  Bind address,
+Metrics use prometheus_client's multiprocess mode: each worker writes its
+request metrics to files in `PROMETHEUS_MULTIPROC_DIR` (a fresh temporary
+dir when unset), the master clears that dir at start, marks each exiting
+worker dead in it, and serves the sum on `BOOKING_METRICS_HOST`:`BOOKING_METRICS_PORT`
+(default 0.0.0.0:9100), a port apart from the HTTP one.  Bind address,
 workers and threads come from the command line or GUNICORN_CMD_ARGS.
 """
 
@@ -9,22 +12,52 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 worker_class = "gthread"
 graceful_timeout = 20
 accesslog = "-"
 
+#: The dir this master made because none was given; removed at exit.
+_made_dir: list[str] = []
+
 
 def on_starting(server) -> None:
+    """Give the workers an empty multiprocess dir before the first fork.
+
+    Set here, in the master, before anything imports prometheus_client (which
+    picks its file-backed values at import), so every forked worker inherits it.
+    """
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         Path(directory).mkdir(parents=True, exist_ok=True)
+    else:
+        directory = tempfile.mkdtemp(prefix="booking-api-metrics-")
+        _made_dir.append(directory)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def when_ready(server) -> None:
+    """Serve every worker's metrics from the master, on the metrics port."""
+    from booking_api import metrics_server
+    from booking_core.config import Settings
+
+    host = os.environ.get("BOOKING_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the pod's own metrics port
+    port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
+    metrics_server.serve(Settings.from_env(), os.environ["PROMETHEUS_MULTIPROC_DIR"], host, port)
+    server.log.info("metrics on http://%s:%d/metrics", host, port)
 
 
 def child_exit(server, worker) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+    """Fold an exited worker's live gauges away, as multiprocess mode requires."""
+    from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    """Remove the multiprocess dir this master made itself."""
+    for directory in _made_dir:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,431 +1,225 @@
-"""The OpenAPI 3.1 description of the API (kept next to the code it describes).
+"""The OpenAPI 3.1 document, generated: schemas from `contract.py`, paths from the table below.
 
-Enumerations (task names, task states, queues) and limits come from the code
-that enforces them, so the document cannot drift from them; the tests check
-that every Flask route is documented with the same methods and that real
-responses validate against these schemas.
+Component schemas are pydantic's JSON Schema of the contract's models (the
+same models that validate requests and shape responses); query parameters are
+the fields of the query models; problem responses are named after the titles
+in `problems.TITLES`.  `QueueDepth` and `DeadLetter` come from booking_core's
+dataclasses, less the fields the API does not show.  What is left by hand is
+what only a human can say: summaries, descriptions and which status each
+operation can answer.  The tests check that every Flask route is documented
+with the same methods and that real responses validate against these schemas.
 """
 
 from __future__ import annotations
 
-from booking_api.validation import MAX_NIGHTS, MAX_TEXT
-from booking_core.contracts import QUEUES, TASK_STATES, TASKS
+import copy
+from functools import cache
 
-_REF = "#/components/"
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
+from booking_api import contract as c
+from booking_api.problems import TITLES
+
+_SCHEMAS = "#/components/schemas/{model}"
+
+
+class _Schema(GenerateJsonSchema):
+    """pydantic's generator, without a `title` on every property (the property name says it)."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
 
 
 def _ref(kind: str, name: str) -> dict:
-    return {"$ref": f"{_REF}{kind}/{name}"}
+    return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _schema(name: str) -> dict:
-    return _ref("schemas", name)
+def _json(model: type[BaseModel] | None, media: str = "application/json") -> dict:
+    return {media: {"schema": _ref("schemas", model.__name__) if model else {"type": "object"}}}
 
 
-def _json(schema: dict) -> dict:
-    return {"application/json": {"schema": schema}}
+def _problem_name(status: int) -> str:
+    return TITLES[status].replace(" ", "")
 
 
-def _ok(description: str, schema_name: str) -> dict:
-    return {"description": description, "content": _json(_schema(schema_name))}
+def _ok(description: str, model: type[BaseModel] | None = None, *, content: dict | None = None,
+        headers: dict | None = None) -> dict:
+    """A success response: a model's JSON, other `content`, or no body when neither is given."""
+    out = {"description": description}
+    if model is not None or content is not None:
+        out["content"] = content if content is not None else _json(model)
+    return out | ({"headers": headers} if headers else {})
 
 
-def _problems(*statuses: int) -> dict:
-    """Problem responses by status, from components/responses."""
-    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-             409: "Conflict", 413: "ContentTooLarge", 415: "UnsupportedMediaType",
-             422: "UnprocessableContent", 503: "ServiceUnavailable"}
-    return {str(s): _ref("responses", names[s]) for s in statuses}
+def _op(op_id: str, tag: str, summary: str, ok: tuple[int, dict], *problems: int, **more) -> dict:
+    """One operation: its success `(status, response)`, then the statuses of its problem responses."""
+    status, success = ok
+    responses = {str(status): success} | {str(s): _ref("responses", _problem_name(s)) for s in problems}
+    return {"operationId": op_id, "tags": [tag], "summary": summary, **more, "responses": responses}
 
 
-def _problem_response(description: str, headers: dict | None = None) -> dict:
-    out = {"description": description,
-           "content": {"application/problem+json": {"schema": _schema("Problem")}}}
-    if headers:
-        out["headers"] = headers
+def _query(model: type[BaseModel]) -> list[dict]:
+    """The fields of a query model as OpenAPI query parameters."""
+    schema = model.model_json_schema(schema_generator=_Schema)
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        description = prop.pop("description", None)
+        if "anyOf" in prop:  # `X | None = None`: an absent parameter, never a JSON null
+            prop = {**next(s for s in prop.pop("anyOf") if s.get("type") != "null"), **prop}
+            prop.pop("default", None)
+        param = {"name": name, "in": "query", "required": name in schema.get("required", ()), "schema": prop}
+        out.append(param | ({"description": description} if description else {}))
     return out
 
 
-_NULLABLE_TS = {"type": ["string", "null"], "format": "date-time"}
-
-
-def _schemas() -> dict:
-    text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": "\\S",
-            "description": f"Trimmed; 1-{MAX_TEXT} characters, no control characters."}
-    return {
-        "Customer": {
-            "type": "object",
-            "required": ["name", "email"],
-            "additionalProperties": False,
-            "properties": {
-                "name": text,
-                "email": {"type": "string", "format": "email", "maxLength": 318,
-                          "examples": ["ada@example.com"]},
-            },
-        },
-        "BookingRequest": {
-            "type": "object",
-            "description": "A booking to confirm. Unknown fields are refused (422), not ignored.",
-            "required": ["customer", "item", "check_in", "check_out", "amount", "currency"],
-            "additionalProperties": False,
-            "properties": {
-                "customer": _schema("Customer"),
-                "item": text,
-                "check_in": {"type": "string", "format": "date", "examples": ["2027-03-01"]},
-                "check_out": {"type": "string", "format": "date", "examples": ["2027-03-04"],
-                              "description": "After check_in, by at most "
-                                             f"{MAX_NIGHTS} nights."},
-                "amount": {"type": "string", "pattern": "^(0|[1-9][0-9]{0,9})(\\.[0-9]{1,2})?$",
-                           "examples": ["360.00"],
-                           "description": "A decimal string above zero, with at most as many "
-                                          "decimals as the currency has (at most two)."},
-                "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["EUR"],
-                             "description": "An active ISO 4217 currency code."},
-            },
-        },
-        "Task": {
-            "type": "object",
-            "description": "One side effect of a booking and where it stands.",
-            "required": ["state", "attempts", "last_error", "updated_at"],
-            "additionalProperties": False,
-            "properties": {
-                "state": {"type": "string", "enum": list(TASK_STATES)},
-                "attempts": {"type": "integer", "minimum": 0},
-                "last_error": {"type": ["string", "null"]},
-                "updated_at": _NULLABLE_TS,
-                "trace_id": {"type": ["string", "null"]},
-            },
-        },
-        "Booking": {
-            "type": "object",
-            "required": ["id", "customer", "item", "check_in", "check_out", "amount", "currency",
-                         "status", "created_at", "tasks", "links"],
-            "additionalProperties": False,
-            "properties": {
-                "id": {"type": "string", "format": "uuid"},
-                "customer": _schema("Customer"),
-                "item": {"type": "string"},
-                "check_in": {"type": "string", "format": "date"},
-                "check_out": {"type": "string", "format": "date"},
-                "amount": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$",
-                           "examples": ["360.00"]},
-                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-                "status": {"type": "string", "examples": ["confirmed"]},
-                "created_at": {"type": "string", "format": "date-time"},
-                "trace_id": {"type": ["string", "null"]},
-                "tasks": {
-                    "type": "object",
-                    "required": list(TASKS),
-                    "additionalProperties": False,
-                    "properties": {t: _schema("Task") for t in TASKS},
-                },
-                "links": {
-                    "type": "object",
-                    "required": ["self", "invoice"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "self": {"type": "string", "format": "uri-reference"},
-                        "invoice": {"type": "string", "format": "uri-reference"},
-                    },
-                },
-            },
-        },
-        "BookingPage": {
-            "type": "object",
-            "required": ["items", "next_cursor"],
-            "additionalProperties": False,
-            "properties": {
-                "items": {"type": "array", "items": _schema("Booking")},
-                "next_cursor": {"type": ["string", "null"],
-                                "description": "Pass as `cursor` for the next page; null on the "
-                                               "last page."},
-            },
-        },
-        "FieldError": {
-            "type": "object",
-            "required": ["field", "message"],
-            "properties": {
-                "field": {"type": "string",
-                          "description": "Dotted path of the field, e.g. `customer.email`; "
-                                         "empty for the body as a whole."},
-                "message": {"type": "string"},
-            },
-        },
-        "Problem": {
-            "type": "object",
-            "description": "RFC 9457 problem details.",
-            "required": ["type", "title", "status", "detail"],
-            "properties": {
-                "type": {"type": "string", "format": "uri-reference"},
-                "title": {"type": "string"},
-                "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                "detail": {"type": "string"},
-                "instance": {"type": "string", "format": "uri-reference"},
-                "errors": {"type": "array", "items": _schema("FieldError"),
-                           "description": "Field by field, for invalid input."},
-            },
-        },
-        "QueueDepth": {
-            "type": "object",
-            "required": ["queue", "ready", "in_flight", "delayed", "dead", "oldest_ready_age_ms"],
-            "additionalProperties": False,
-            "properties": {
-                "queue": {"type": "string", "enum": list(QUEUES)},
-                "ready": {"type": "integer", "minimum": 0},
-                "in_flight": {"type": "integer", "minimum": 0},
-                "delayed": {"type": "integer", "minimum": 0},
-                "dead": {"type": "integer", "minimum": 0},
-                "oldest_ready_age_ms": {"type": "integer", "minimum": 0,
-                                        "description": "How long the oldest ready message has waited (0 if none)."},
-            },
-        },
-        "QueueDepths": {
-            "type": "object",
-            "required": ["queues"],
-            "additionalProperties": False,
-            "properties": {"queues": {"type": "array", "items": _schema("QueueDepth")}},
-        },
-        "DeadLetter": {
-            "type": "object",
-            "required": ["id", "queue", "actor", "message_id", "dead_since", "retries",
-                         "last_error", "booking_id"],
-            "additionalProperties": False,
-            "properties": {
-                "id": {"type": "string", "description": "The broker's id of this dead letter."},
-                "queue": {"type": "string", "enum": list(QUEUES)},
-                "actor": {"type": "string"},
-                "message_id": {"type": "string"},
-                "dead_since": {"type": "string", "format": "date-time"},
-                "retries": {"type": "integer", "minimum": 0},
-                "last_error": {"type": ["string", "null"]},
-                "booking_id": {"type": ["string", "null"]},
-            },
-        },
-        "DeadLetterList": {
-            "type": "object",
-            "required": ["items"],
-            "additionalProperties": False,
-            "properties": {"items": {"type": "array", "items": _schema("DeadLetter")}},
-        },
-        "RequeueResult": {
-            "type": "object",
-            "required": ["requeued"],
-            "additionalProperties": False,
-            "properties": {"requeued": _schema("DeadLetter")},
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status"],
-            "properties": {"status": {"type": "string", "const": "ok"}},
-        },
-        "Readiness": {
-            "type": "object",
-            "required": ["status", "checks"],
-            "properties": {
-                "status": {"type": "string", "const": "ready"},
-                "checks": {
-                    "type": "object",
-                    "required": ["postgres", "redis"],
-                    "properties": {"postgres": {"type": "string"}, "redis": {"type": "string"}},
-                },
-            },
-        },
-    }
-
-
-def _responses() -> dict:
-    retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.",
-                                   "schema": {"type": "integer"}}}
-    return {
-        "BadRequest": _problem_response(
-            "The body is not valid JSON, or the Idempotency-Key header is malformed."),
-        "Unauthorized": _problem_response(
-            "No bearer token, or the token is unknown or revoked.",
-            {"WWW-Authenticate": {"schema": {"type": "string"}}}),
-        "Forbidden": _problem_response("The endpoint needs an admin token."),
-        "NotFound": _problem_response("No such resource for the caller's tenant."),
-        "Conflict": _problem_response("The request conflicts with the resource's state; retry "
-                                      "later.", retry_after),
-        "ContentTooLarge": _problem_response("The body is larger than 64 KiB."),
-        "UnsupportedMediaType": _problem_response("The body is not application/json."),
-        "UnprocessableContent": _problem_response(
-            "Invalid fields or query parameters (see `errors`), or an Idempotency-Key reused "
-            "with another body."),
-        "ServiceUnavailable": _problem_response("A dependency does not answer."),
-    }
-
-
-def _parameters() -> dict:
-    return {
-        "BookingId": {"name": "booking_id", "in": "path", "required": True,
-                      "schema": {"type": "string", "format": "uuid"}},
-        "DeadLetterId": {"name": "dead_id", "in": "path", "required": True,
-                         "schema": {"type": "string"},
-                         "description": "The `id` of a dead letter as listed."},
-        "IdempotencyKey": {
-            "name": "Idempotency-Key", "in": "header", "required": False,
-            "description": "IETF httpapi idempotency key (a structured-field string; quotes "
-                           "optional). The same key and body replay the stored response; the "
-                           "same key with another body is 422; a request with the key still "
-                           "in flight is 409. Keys are per tenant and expire after 24 hours.",
-            "schema": {"type": "string", "pattern": "^\"?[!-~]{1,255}\"?$"},
-        },
-        "Limit": {"name": "limit", "in": "query", "required": False,
-                  "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
-        "Cursor": {"name": "cursor", "in": "query", "required": False,
-                   "description": "`next_cursor` of the previous page.",
-                   "schema": {"type": "string"}},
-        "State": {"name": "state", "in": "query", "required": False,
-                  "description": "Only bookings with a task in this state.",
-                  "schema": {"type": "string", "enum": list(TASK_STATES)}},
-        "Task": {"name": "task", "in": "query", "required": False,
-                 "description": "With `state`: only that task must be in the state.",
-                 "schema": {"type": "string", "enum": list(TASKS)}},
-        "Queue": {"name": "queue", "in": "query", "required": False,
-                  "schema": {"type": "string", "enum": list(QUEUES)}},
-    }
-
-
-def _param(name: str) -> dict:
-    return _ref("parameters", name)
+_PUBLIC = {"security": []}
+_PATH_BOOKING = {"name": "booking_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "format": "uuid"}}
+_PATH_DEAD = {"name": "dead_id", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "The `id` of a dead letter as listed."}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "IETF httpapi idempotency key (a structured-field string; quotes optional). The same key "
+                   "and body replay the stored response; the same key with another body is 422; a request "
+                   "with the key still in flight is 409. Keys are per tenant and expire after 24 hours.",
+    "schema": {"type": "string", "pattern": f'^"?{c.IDEMPOTENCY_KEY_CHARS}"?$'},
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
 
 def _paths() -> dict:
-    public = {"security": []}
-    return {
-        "/healthz": {"get": {
-            "operationId": "healthz", "tags": ["health"], "summary": "Liveness probe", **public,
-            "responses": {"200": _ok("The process is alive.", "Health")},
-        }},
-        "/readyz": {"get": {
-            "operationId": "readyz", "tags": ["health"], "summary": "Readiness probe", **public,
-            "responses": {"200": _ok("Postgres and Redis both answer.", "Readiness"),
-                          **_problems(503)},
-        }},
-        "/api/v1/openapi.json": {"get": {
-            "operationId": "openapi", "tags": ["meta"], "summary": "This document", **public,
-            "responses": {"200": {"description": "The OpenAPI 3.1 document.",
-                                  "content": _json({"type": "object"})}},
-        }},
-        "/api/v1/bookings": {
-            "post": {
-                "operationId": "createBooking", "tags": ["bookings"],
-                "summary": "Confirm a booking",
-                "description": "Saves the booking, its three tasks (email, invoice, audit) and "
-                               "their messages in one transaction. A rejected request writes "
-                               "nothing.",
-                "parameters": [_param("IdempotencyKey")],
-                "requestBody": {"required": True, "content": _json(_schema("BookingRequest"))},
-                "responses": {
-                    "201": {
-                        "description": "Created (or replayed for a repeated Idempotency-Key).",
-                        "headers": {
-                            "Location": {"required": True,
-                                         "schema": {"type": "string", "format": "uri-reference"}},
-                            "Idempotent-Replayed": {
-                                "description": "`true` when this is a stored response replayed.",
+    created_headers = {
+        "Location": {"required": True, "schema": {"type": "string", "format": "uri-reference"}},
+        "Idempotent-Replayed": {"description": "`true` when this is a stored response replayed.",
                                 "schema": {"type": "string", "enum": ["true"]}},
-                        },
-                        "content": _json(_schema("Booking")),
-                    },
-                    **_problems(400, 401, 409, 413, 415, 422),
-                },
-            },
-            "get": {
-                "operationId": "listBookings", "tags": ["bookings"],
-                "summary": "The caller's bookings, newest first",
-                "parameters": [_param("Limit"), _param("Cursor"), _param("State"),
-                               _param("Task")],
-                "responses": {"200": _ok("One page of bookings.", "BookingPage"),
-                              **_problems(401, 422)},
-            },
+    }
+    pdf = {"application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}}
+    admin = "Admin tokens only."
+    return {
+        "/healthz": {"get": _op("healthz", "health", "Liveness probe", (200, _ok("The process is alive.", c.Health)),
+                                **_PUBLIC)},
+        "/readyz": {"get": _op("readyz", "health", "Readiness probe",
+                               (200, _ok("Postgres and Redis both answer.", c.Readiness)), 503, **_PUBLIC)},
+        "/api/v1/openapi.json": {"get": _op("openapi", "meta", "This document",
+                                            (200, _ok("The OpenAPI 3.1 document.", content=_json(None))), **_PUBLIC)},
+        "/api/v1/bookings": {
+            "post": _op("createBooking", "bookings", "Confirm a booking",
+                        (201, _ok("Created (or replayed for a repeated Idempotency-Key).", c.Booking,
+                                  headers=created_headers)),
+                        400, 401, 409, 413, 415, 422,
+                        description="Saves the booking, its three tasks (email, invoice, audit) and their "
+                                    "messages in one transaction. A rejected request writes nothing.",
+                        parameters=[_IDEMPOTENCY_KEY],
+                        requestBody={"required": True, "content": _json(c.BookingRequest)}),
+            "get": _op("listBookings", "bookings", "The caller's bookings, newest first",
+                       (200, _ok("One page of bookings.", c.BookingPage)), 401, 422,
+                       parameters=_query(c.BookingQuery)),
         },
         "/api/v1/bookings/{booking_id}": {
-            "parameters": [_param("BookingId")],
-            "get": {
-                "operationId": "getBooking", "tags": ["bookings"],
-                "summary": "One booking with its live task states",
-                "responses": {"200": _ok("The booking.", "Booking"), **_problems(401, 404)},
-            },
+            "parameters": [_PATH_BOOKING],
+            "get": _op("getBooking", "bookings", "One booking with its live task states",
+                       (200, _ok("The booking.", c.Booking)), 401, 404),
         },
         "/api/v1/bookings/{booking_id}/invoice": {
-            "parameters": [_param("BookingId")],
-            "get": {
-                "operationId": "getInvoice", "tags": ["bookings"],
-                "summary": "The invoice PDF",
-                "responses": {
-                    "200": {
-                        "description": "The invoice.",
-                        "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
-                        "content": {"application/pdf": {
-                            "schema": {"type": "string", "contentMediaType": "application/pdf"}}},
-                    },
-                    **_problems(401, 404),
-                    "409": _problem_response(
-                        "The invoice task is not done yet.",
-                        {"Retry-After": {"schema": {"type": "integer"}}}),
-                },
-            },
+            "parameters": [_PATH_BOOKING],
+            "get": _op("getInvoice", "bookings", "The invoice PDF",
+                       (200, _ok("The invoice.", content=pdf,
+                                 headers={"Content-Disposition": {"schema": {"type": "string"}}})),
+                       401, 404, 409),
         },
-        "/api/v1/ops/queues": {"get": {
-            "operationId": "queueDepths", "tags": ["ops"], "summary": "Depth of every queue",
-            "description": "Admin tokens only. Ready, in flight, delayed and dead per queue, "
-                           "read in one atomic snapshot.",
-            "responses": {"200": _ok("Depth per queue.", "QueueDepths"),
-                          **_problems(401, 403)},
-        }},
-        "/api/v1/ops/dead-letters": {"get": {
-            "operationId": "listDeadLetters", "tags": ["ops"],
-            "summary": "Dead letters, oldest first", "description": "Admin tokens only.",
-            "parameters": [_param("Queue")],
-            "responses": {"200": _ok("Dead letters.", "DeadLetterList"),
-                          **_problems(401, 403, 422)},
-        }},
+        "/api/v1/ops/queues": {"get": _op(
+            "queueDepths", "ops", "Depth of every queue", (200, _ok("Depth per queue.", c.QueueDepths)), 401, 403,
+            description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot.")},
+        "/api/v1/ops/dead-letters": {"get": _op(
+            "listDeadLetters", "ops", "Dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
+            401, 403, 422, description=admin, parameters=_query(c.QueueQuery))},
         "/api/v1/ops/dead-letters/{dead_id}/requeue": {
-            "parameters": [_param("DeadLetterId")],
-            "post": {
-                "operationId": "requeueDeadLetter", "tags": ["ops"],
-                "summary": "Send a dead letter back to its queue",
-                "description": "Admin tokens only. Retries start afresh; the action is audited.",
-                "parameters": [_param("Queue")],
-                "responses": {"200": _ok("Requeued.", "RequeueResult"),
-                              **_problems(401, 403, 404, 422)},
-            },
+            "parameters": [_PATH_DEAD],
+            "post": _op("requeueDeadLetter", "ops", "Send a dead letter back to its queue",
+                        (200, _ok("Requeued.", c.RequeueResult)), 401, 403, 404, 422,
+                        description=f"{admin} Retries start afresh; the action is audited.",
+                        parameters=_query(c.QueueQuery)),
         },
         "/api/v1/ops/dead-letters/{dead_id}": {
-            "parameters": [_param("DeadLetterId")],
-            "delete": {
-                "operationId": "discardDeadLetter", "tags": ["ops"],
-                "summary": "Discard a dead letter for good",
-                "description": "Admin tokens only. The action is audited.",
-                "parameters": [_param("Queue")],
-                "responses": {"204": {"description": "Discarded."},
-                              **_problems(401, 403, 404, 422)},
-            },
+            "parameters": [_PATH_DEAD],
+            "delete": _op("discardDeadLetter", "ops", "Discard a dead letter for good", (204, _ok("Discarded.")),
+                          401, 403, 404, 422, description=f"{admin} The action is audited.",
+                          parameters=_query(c.QueueQuery)),
         },
+    }
+
+
+_PROBLEM_DESCRIPTIONS = {
+    400: "The body is not valid JSON, or the Idempotency-Key header is malformed.",
+    401: "No bearer token, or the token is unknown or revoked.",
+    403: "The endpoint needs an admin token.",
+    404: "No such resource for the caller's tenant.",
+    409: "The request conflicts with the resource's state (an Idempotency-Key in flight, an invoice not "
+         "issued yet); retry later.",
+    413: f"The body is larger than {c.MAX_BODY_TEXT}.",
+    415: "The body is not application/json.",
+    422: "Invalid fields or query parameters (see `errors`), or an Idempotency-Key reused with another body.",
+    503: "A dependency does not answer.",
+}
+_PROBLEM_HEADERS = {401: {"WWW-Authenticate": {"schema": {"type": "string"}}}, 409: _RETRY_AFTER}
+
+
+def _responses() -> dict:
+    return {_problem_name(status): {"description": description, "content": _json(c.Problem, "application/problem+json"),
+                                    **({"headers": _PROBLEM_HEADERS[status]} if status in _PROBLEM_HEADERS else {})}
+            for status, description in _PROBLEM_DESCRIPTIONS.items()}
+
+
+def _from_dataclass(schema: dict, *, hidden: tuple[str, ...] = ()) -> dict:
+    """A dataclass's schema as the API shows it: `hidden` fields dropped, no other keys allowed.
+
+    A field whose default is None is left out of the response when None (see `as_dict`), so it is
+    optional; every other field is required.
+    """
+    props = {k: v for k, v in schema["properties"].items() if k not in hidden}
+    if "queue" in props:
+        props["queue"] = {**props["queue"], "enum": list(c.QUEUES)}
+    required = [k for k, v in props.items() if not ("default" in v and v["default"] is None)]
+    return {**schema, "properties": props, "required": required, "additionalProperties": False}
+
+
+def _schemas() -> dict:
+    models = [(m, "validation") for m in (c.BookingRequest,)] + [
+        (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
+                                       c.RequeueResult, c.Health, c.Readiness)]
+    _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)
+    schemas = top["$defs"]
+    schemas["QueueDepth"] = _from_dataclass(schemas["QueueDepth"])
+    schemas["DeadLetter"] = _from_dataclass(schemas["DeadLetter"], hidden=c.DEAD_LETTER_HIDDEN)
+    return schemas
+
+
+@cache
+def _components() -> dict:
+    return {
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                           "description": "An API token (`bk_…`)."}},
+        "schemas": _schemas(),
+        "responses": _responses(),
     }
 
 
 def document() -> dict:
-    """The whole OpenAPI document (a fresh dict on every call)."""
+    """The whole OpenAPI document (a fresh dict on every call; the schemas are generated once)."""
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Booking API",
             "version": "1",
-            "description": "Confirm bookings in milliseconds; their email, invoice and audit "
-                           "entry happen in background workers whose progress each booking "
-                           "shows. Errors are RFC 9457 problem details.",
+            "description": "Confirm bookings in milliseconds; their email, invoice and audit entry happen in "
+                           "background workers whose progress each booking shows. Errors are RFC 9457 problem "
+                           "details.",
         },
         "tags": [{"name": "bookings"}, {"name": "ops", "description": "Admin tokens only."},
                  {"name": "health"}, {"name": "meta"}],
         "security": [{"bearerAuth": []}],
         "paths": _paths(),
-        "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "An API token (`bk_…`)."}},
-            "schemas": _schemas(),
-            "responses": _responses(),
-            "parameters": _parameters(),
-        },
+        "components": copy.deepcopy(_components()),
     }

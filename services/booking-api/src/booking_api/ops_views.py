@@ -7,8 +7,10 @@ import re
 from flask import Blueprint, request
 
 from booking_api.auth import actor_name, admin_required
+from booking_api.contract import QueueQuery
 from booking_api.database import get_db, get_redis, settings
 from booking_api.problems import ApiError
+from booking_api.validation import validate_query
 from booking_core import deadletters
 from booking_core.contracts import QUEUES
 from booking_core.queues import QueueReader
@@ -18,11 +20,7 @@ _ID = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 
 def _queue_arg() -> str | None:
-    queue = request.args.get("queue")
-    if queue is not None and queue not in QUEUES:
-        raise ApiError(422, "invalid-query", "Some query parameters are invalid.",
-                       errors=[{"field": "queue", "message": f"must be one of {', '.join(QUEUES)}"}])
-    return queue
+    return validate_query(QueueQuery, request.args).queue
 
 
 @bp.get("/queues")

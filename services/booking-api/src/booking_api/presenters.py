@@ -1,16 +1,14 @@
-"""How bookings look in JSON: one function, used by every view and the replay store."""
+"""How bookings look in JSON: one function, used by every view and the replay store.
+
+It fills the `Booking` response model, so a key the model (and hence the
+OpenAPI document) does not declare cannot slip into a response.
+"""
 
 from __future__ import annotations
 
-import base64
-import json
-from datetime import datetime
-
+from booking_api.contract import Booking
 from booking_core.contracts import TASKS
-
-
-def _ts(value) -> str | None:
-    return value.isoformat() if value is not None else None
+from booking_core.currencies import format_amount
 
 
 def booking_json(row: dict) -> dict:
@@ -22,41 +20,22 @@ def booking_json(row: dict) -> dict:
             "state": t.get("state", "pending"),
             "attempts": t.get("attempts", 0),
             "last_error": t.get("last_error"),
-            "updated_at": _ts(t.get("updated_at")),
+            "updated_at": t.get("updated_at"),
             "trace_id": t.get("trace_id"),
         }
-    return {
-        "id": row["id"],
-        "customer": {"name": row["customer_name"], "email": row["customer_email"]},
-        "item": row["item"],
-        "check_in": row["check_in"].isoformat(),
-        "check_out": row["check_out"].isoformat(),
-        "amount": f"{row['amount']:.2f}",
-        "currency": row["currency"].strip(),
-        "status": row["status"],
-        "created_at": _ts(row["created_at"]),
-        "trace_id": row.get("trace_id"),
-        "tasks": tasks,
-        "links": {
-            "self": f"/api/v1/bookings/{row['id']}",
-            "invoice": f"/api/v1/bookings/{row['id']}/invoice",
-        },
-    }
-
-
-def encode_cursor(row: dict) -> str:
-    """An opaque keyset cursor after `row` (newest-first order)."""
-    raw = json.dumps([row["created_at"].isoformat(), row["id"]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of encode_cursor; ValueError on anything it did not produce."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts, ident = json.loads(raw)
-        import uuid
-
-        return datetime.fromisoformat(ts), str(uuid.UUID(ident))
-    except Exception as e:  # noqa: BLE001 - any malformed cursor is the client's error
-        raise ValueError("invalid cursor") from e
+    currency = row["currency"].strip()
+    booking = Booking(
+        id=str(row["id"]),
+        customer={"name": row["customer_name"], "email": row["customer_email"]},
+        item=row["item"],
+        check_in=row["check_in"],
+        check_out=row["check_out"],
+        amount=format_amount(row["amount"], currency),
+        currency=currency,
+        status=row["status"],
+        created_at=row["created_at"],
+        trace_id=row.get("trace_id"),
+        tasks=tasks,
+        links={"self": f"/api/v1/bookings/{row['id']}", "invoice": f"/api/v1/bookings/{row['id']}/invoice"},
+    )
+    return booking.model_dump(mode="json", by_alias=True)

@@ -12,6 +12,8 @@ import logging
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
+from booking_api.contract import MAX_BODY_TEXT, Problem
+
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "https://booking.example/problems/"
@@ -41,11 +43,10 @@ TITLES = {
 def problem(status: int, code: str, detail: str, errors: list[dict] | None = None,
             headers: dict | None = None) -> Response:
     """Build a problem+json response."""
-    body = {"type": PROBLEM_TYPE + code, "title": TITLES.get(status, "Error"), "status": status,
-            "detail": detail}
-    if errors is not None:
-        body["errors"] = errors
-    resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    body = Problem(type=PROBLEM_TYPE + code, title=TITLES.get(status, "Error"), status=status, detail=detail,
+                   errors=errors)
+    resp = Response(json.dumps(body.model_dump(exclude_none=True)), status=status,
+                    mimetype="application/problem+json")
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
@@ -62,7 +63,7 @@ def init_app(app: Flask) -> None:
     def _http_error(e: HTTPException):
         codes = {404: ("not-found", "No such resource."),
                  405: ("method-not-allowed", "Method not allowed on this resource."),
-                 413: ("too-large", "Request body is larger than 64 KiB.")}
+                 413: ("too-large", f"Request body is larger than {MAX_BODY_TEXT}.")}
         code, detail = codes.get(e.code, ("http-error", e.description or ""))
         headers = {"Allow": ", ".join(e.valid_methods)} if getattr(e, "valid_methods", None) else None
         return problem(e.code or 500, code, detail, headers=headers)

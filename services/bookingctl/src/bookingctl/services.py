@@ -47,18 +47,24 @@ class ServiceSpec:
     metrics_url: str | None = None
 
 
-def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4) -> ServiceSpec:
-    """gunicorn with the API; request metrics of all its workers summed via a multiprocess dir."""
+def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4,
+        metrics_port: int | None = None) -> ServiceSpec:
+    """gunicorn with the API; its master serves every worker's metrics on a port apart from the HTTP one."""
+    from bookingctl.embedded import free_port
+
+    metrics_port = metrics_port or free_port()
     return ServiceSpec("api", [
         executable("gunicorn"), "-c", "python:booking_api.gunicorn_conf", "booking_api.wsgi:app",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-    ], stop_timeout=30, env={"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus-api")},
-        metrics_url=f"http://127.0.0.1:{port}/metrics")
+    ], stop_timeout=30, env={"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus-api"),
+                             "BOOKING_METRICS_HOST": "127.0.0.1", "BOOKING_METRICS_PORT": str(metrics_port)},
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 def relay(metrics_port: int) -> ServiceSpec:
+    """The outbox relay (its own service, `booking-relay`); metrics on 127.0.0.1 only."""
     return ServiceSpec("relay", [executable("booking-relay")], stop_timeout=15,
-                       env={"BOOKING_METRICS_PORT": str(metrics_port)},
+                       env={"BOOKING_METRICS_HOST": "127.0.0.1", "BOOKING_METRICS_PORT": str(metrics_port)},
                        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
 
 

@@ -16,11 +16,13 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email import policy
-from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime
+
+from booking_core.currencies import format_amount
+from booking_core.emails import InvalidEmail, check_email
 
 #: C0/C1 controls and Unicode line/paragraph separators: never allowed in a header.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -51,22 +53,18 @@ def header_text(value: object, *, limit: int = MAX_HEADER_TEXT) -> str:
 
 
 def recipient(name: object, email: object) -> Address:
-    """The customer as an Address; ValueError when the address cannot be used as given."""
-    addr = str(email).strip()
-    local, at, domain = addr.rpartition("@")
-    if not (at and local and domain) or _CONTROLS.search(addr):
-        raise ValueError("customer email is not a single address")
-    if not local.isascii():
-        raise ValueError("customer email has a non-ASCII local part (SMTPUTF8 is not supported)")
+    """The customer as an Address; ValueError when the address breaks the API's own rule.
+
+    The rule is `booking_core.emails.check_email`, the same the API accepts
+    addresses with, so nothing accepted at the door is refused here.  The
+    domain goes on the wire in its ASCII (IDNA) form.
+    """
     try:
-        if not domain.isascii():
-            domain = domain.encode("idna").decode("ascii")
-        parsed = Address(addr_spec=f"{local}@{domain}")
-    except (UnicodeError, ValueError, HeaderParseError) as exc:
+        checked = check_email(email)
+    except InvalidEmail as exc:
         raise ValueError(f"customer email cannot be addressed: {exc}") from None
-    if parsed.addr_spec != f"{local}@{domain}":  # e.g. a comment the parser dropped
-        raise ValueError("customer email is not a plain address")
-    return Address(display_name=display_name(name), username=parsed.username, domain=parsed.domain)
+    username, _, domain = checked.ascii.rpartition("@")
+    return Address(display_name=display_name(name), username=username, domain=domain)
 
 
 def _check_headers(msg: EmailMessage, to: Address) -> None:
@@ -101,7 +99,7 @@ def _facts(booking: Mapping) -> list[tuple[str, str]]:
         ("Item", booking["item"]),
         ("Check-in", booking["check_in"]),
         ("Check-out", booking["check_out"]),
-        ("Amount", f"{booking['amount']} {booking['currency']}"),
+        ("Amount", f"{format_amount(booking['amount'], booking['currency'])} {booking['currency']}"),
     ]
     # One line each, so no value can lay out text of its own in the body either.
     return [(label, one_line(value, limit=MAX_BODY_TEXT)) for label, value in facts]

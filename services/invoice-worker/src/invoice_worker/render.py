@@ -17,6 +17,8 @@ from string import Template
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
+from booking_core.currencies import format_amount
+
 
 @dataclass(frozen=True)
 class InvoiceData:
@@ -136,11 +138,6 @@ payment or enquiry.</p>
 """)
 
 
-def _money(amount: Decimal) -> str:
-    """Two decimals with thousands separators, e.g. 1,234.50."""
-    return f"{Decimal(amount):,.2f}"
-
-
 def invoice_html(data: InvoiceData) -> str:
     """The invoice as a self-contained HTML document, every value escaped."""
     values = {
@@ -154,7 +151,7 @@ def invoice_html(data: InvoiceData) -> str:
         "check_in": data.check_in.isoformat(),
         "check_out": data.check_out.isoformat(),
         "nights": str(data.nights),
-        "amount": _money(data.amount),
+        "amount": format_amount(data.amount, data.currency, grouping=True),
         "currency": data.currency.strip(),
     }
     escaped = {key: html.escape(value, quote=True) for key, value in values.items()}

@@ -1,11 +1,17 @@
-"""ISO 4217 active currency codes and their minor units (decimals).
+"""ISO 4217 active currency codes, their minor units (decimals), and how amounts print.
 
 A static table: the list changes a few times a decade, and a lookup must not
 depend on the host's locale data.  Units above two are capped at two, since
-amounts are accepted with at most two decimals.
+amounts are accepted with at most two decimals (and stored as numeric(12, 2)).
+
+The API, the confirmation email and the invoice PDF all print amounts with
+`format_amount`, so 100 JPY is "100" everywhere and 360 EUR is "360.00",
+whatever the column's scale.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 _MINOR_UNITS: dict[str, int] = {
     "AED": 2, "AFN": 2, "ALL": 2, "AMD": 2, "ANG": 2, "AOA": 2, "ARS": 2, "AUD": 2,
@@ -35,3 +41,22 @@ _MINOR_UNITS: dict[str, int] = {
 def minor_unit(code: str) -> int | None:
     """Decimals allowed for `code` (at most two), or None if it is not a currency."""
     return _MINOR_UNITS.get(code) if isinstance(code, str) else None
+
+
+#: Decimals an amount in an unknown currency code prints with (never expected: the API refuses such codes).
+DEFAULT_MINOR_UNIT = 2
+
+
+def currency_codes() -> list[str]:
+    """Every accepted code, sorted (the API's JSON Schema enumerates them)."""
+    return sorted(_MINOR_UNITS)
+
+
+def format_amount(amount: Decimal | str | int, currency: str, *, grouping: bool = False) -> str:
+    """`amount` with exactly `currency`'s minor units: ("100.00", "JPY") -> "100", ("360", "EUR") -> "360.00".
+
+    `grouping` adds thousands separators ("1,234.50"), for documents read by people.
+    """
+    places = minor_unit(currency.strip()) if isinstance(currency, str) else None
+    places = DEFAULT_MINOR_UNIT if places is None else places
+    return f"{Decimal(amount):{',' if grouping else ''}.{places}f}"

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import redis
 
-from booking_api.relay import Relay, publish_batch
 from booking_core import bookings, db
 from booking_core.bookings import NewBooking
 from booking_core.broker import make_broker
 from booking_core.config import Settings
 from booking_core.queues import QueueReader
+from outbox_relay import Relay, publish_batch
 
 
 def new_booking() -> NewBooking:
@@ -98,3 +100,34 @@ def test_relay_loop_wakes_on_notify_and_stops_on_request(settings, db_conn, tena
         relay.stop()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_the_relay_loads_no_web_framework():
+    """The relay is its own service: importing it (and its entry point) must not pull in Flask or the API."""
+    code = ("import sys, outbox_relay, outbox_relay.main; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug', 'booking_api')); "
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_the_loop_purges_expired_idempotency_keys(settings, db_conn, tenant, clean_outbox):
+    """Expired keys go at the loop's first pass; live ones stay."""
+    for key, age in (("old", "25 hours"), ("new", "1 hour")):
+        db_conn.execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, created_at)"
+            " VALUES (%s, %s, %s, 201, '{}', now() - %s::interval)", (tenant["id"], key, b"\0", age))
+    relay = Relay(settings)
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        keys = ["old", "new"]
+        while "old" in keys and time.monotonic() < deadline:
+            time.sleep(0.05)
+            keys = [r["key"] for r in db_conn.execute(
+                "SELECT key FROM idempotency_keys WHERE tenant_id = %s ORDER BY key", (tenant["id"],))]
+        assert keys == ["new"]
+    finally:
+        relay.stop()
+        thread.join(5)

@@ -1,63 +1,32 @@
-"""The outbox relay: publishes committed outbox rows to Redis, then deletes them.
+"""The relay loop: drain the outbox, wait for a NOTIFY or the next sweep, repeat.
 
 Woken by NOTIFY at each booking's commit, and sweeps every
 `relay_sweep_seconds` anyway (a NOTIFY is lost while the relay is down).
-Rows are claimed with `FOR UPDATE SKIP LOCKED`, so several relays share the
-work without publishing a row twice at the same time; a crash after publish
-and before delete republishes it with the same message id, which consumers
-treat as a duplicate.  While Redis is down, rows wait and bookings still commit.
+Postgres or Redis failures end the connection, not the process: the loop
+reconnects with backoff.  Every `PURGE_EVERY_SECONDS` it also deletes expired
+Idempotency-Keys, so no API request pays for that.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 
 import dramatiq
 import psycopg
 import redis
-from prometheus_client import Counter, Histogram, start_http_server
 
-from booking_api.idempotency import purge_expired
 from booking_core import db
 from booking_core.broker import make_broker
 from booking_core.config import Settings
+from booking_core.idempotency import purge_expired
 from booking_core.outbox import CHANNEL
-from booking_core.telemetry import setup_tracing, shutdown
+from outbox_relay.metrics import FAILURES
+from outbox_relay.publish import publish_batch
 
-log = logging.getLogger("booking_api.relay")
+log = logging.getLogger("outbox_relay")
 PURGE_EVERY_SECONDS = 300
-
-PUBLISHED = Counter("booking_relay_published", "Outbox messages published to Redis, by queue.", ["queue"])
-FAILURES = Counter("booking_relay_failures", "Relay loop failures, by kind (redis, postgres).", ["kind"])
-BATCH_SECONDS = Histogram("booking_relay_batch_duration_seconds", "Time to publish and delete one outbox batch.",
-                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-
-
-def publish_batch(conn: psycopg.Connection, broker: dramatiq.Broker, limit: int) -> int:
-    """Publish and delete up to `limit` outbox rows in one transaction; return how many."""
-    start = time.perf_counter()
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT id, message_id::text, queue, actor, payload, options FROM outbox"
-            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (limit,),
-        ).fetchall()
-        for r in rows:
-            broker.enqueue(dramatiq.Message(
-                queue_name=r["queue"], actor_name=r["actor"], args=(), kwargs=r["payload"],
-                options=r["options"], message_id=r["message_id"],
-            ))
-        if rows:
-            conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r["id"] for r in rows],))
-    for r in rows:
-        PUBLISHED.labels(r["queue"]).inc()
-    if rows:
-        BATCH_SECONDS.observe(time.perf_counter() - start)
-    return len(rows)
 
 
 class Relay:
@@ -69,6 +38,7 @@ class Relay:
         self._stop = threading.Event()
 
     def stop(self, *_args) -> None:
+        """Ask the loop to end; safe from a signal handler."""
         self._stop.set()
 
     def drain(self, conn: psycopg.Connection) -> int:
@@ -112,18 +82,3 @@ class Relay:
                 log.warning("relay: %s: %s; retrying in %.1fs", type(e).__name__, e, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-
-def main() -> None:
-    """Entry point `booking-relay`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    setup_tracing("booking-relay")
-    port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
-    start_http_server(port)
-    log.info("metrics on :%d/metrics", port)
-    relay = Relay(Settings.from_env())
-    signal.signal(signal.SIGTERM, relay.stop)
-    signal.signal(signal.SIGINT, relay.stop)
-    relay.run()
-    shutdown()
-    log.info("relay stopped")

@@ -1,0 +1,100 @@
+"""The API's `/metrics`, served by the gunicorn master on a port of its own.
+
+Why the master: it outlives its workers and sees every worker's request
+metrics through prometheus_client's multiprocess files, so one scrape gets the
+whole pod.  Why a port of its own: the HTTP port is the one an Ingress routes,
+every path of it, and metrics need no token; the metrics port is reached only
+by what the NetworkPolicy lets in.
+
+The pipeline gauges (outbox backlog, queue depth) are read at scrape time: one
+SQL query and one Redis Lua snapshot per scrape, so they are exact, not
+sampled.  The master forks workers at any time, so this module opens no pool
+and shares no client with them: each scrape opens one short-lived Postgres
+connection, and the Redis client is this collector's own.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+from booking_core import db
+from booking_core.config import Settings
+from booking_core.contracts import QUEUES
+from booking_core.queues import QueueReader
+
+log = logging.getLogger(__name__)
+
+#: A scrape must answer even when a server hangs: each source gets this long.
+READ_TIMEOUT_SECONDS = 2
+
+
+class PipelineCollector:
+    """Scrape-time gauges: outbox backlog and age, queue depth and age per queue."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._redis: redis.Redis | None = None
+
+    def _outbox(self) -> dict:
+        """Count and age of the outbox, on a connection of this scrape's own."""
+        with db.connect(self.settings.database_url, autocommit=True, connect_timeout=READ_TIMEOUT_SECONDS,
+                        options=f"-c statement_timeout={READ_TIMEOUT_SECONDS * 1000}") as conn:
+            return conn.execute(
+                "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age"
+                " FROM outbox").fetchone()
+
+    def _queues(self):
+        """One atomic snapshot of every queue's depth."""
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=READ_TIMEOUT_SECONDS,
+                                               socket_connect_timeout=READ_TIMEOUT_SECONDS)
+        return QueueReader(self._redis, self.settings.redis_namespace).snapshot(QUEUES)
+
+    def collect(self):
+        """Yield the gauges; a source that cannot be read is reported by `booking_pipeline_read_ok`."""
+        up = GaugeMetricFamily("booking_pipeline_read_ok", "1 if the last scrape read this source.",
+                               labels=["source"])
+        try:
+            row = self._outbox()
+            yield GaugeMetricFamily("booking_outbox_messages", "Messages waiting in the outbox.", value=row["n"])
+            yield GaugeMetricFamily("booking_outbox_oldest_age_seconds",
+                                    "Age of the oldest outbox message (0 when empty).", value=float(row["age"]))
+            up.add_metric(["postgres"], 1)
+        except Exception:  # noqa: BLE001 - a scrape must not fail because a server is down
+            log.warning("metrics: outbox read failed", exc_info=True)
+            up.add_metric(["postgres"], 0)
+        try:
+            depths = self._queues()
+            msgs = GaugeMetricFamily("booking_queue_messages", "Messages per queue and state.",
+                                     labels=["queue", "state"])
+            age = GaugeMetricFamily("booking_queue_oldest_age_seconds",
+                                    "How long the oldest ready message of each queue has waited.", labels=["queue"])
+            for d in depths:
+                for state in ("ready", "in_flight", "delayed", "dead"):
+                    msgs.add_metric([d.queue, state], getattr(d, state))
+                age.add_metric([d.queue], d.oldest_ready_age_ms / 1000)
+            yield msgs
+            yield age
+            up.add_metric(["redis"], 1)
+        except Exception:  # noqa: BLE001
+            log.warning("metrics: queue snapshot failed", exc_info=True)
+            up.add_metric(["redis"], 0)
+        yield up
+
+
+def registry(settings: Settings, multiproc_dir: str | Path) -> CollectorRegistry:
+    """What the metrics port exposes: every worker's request metrics, then the pipeline gauges."""
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg, path=str(multiproc_dir))
+    reg.register(PipelineCollector(settings))
+    return reg
+
+
+def serve(settings: Settings, multiproc_dir: str | Path, host: str, port: int):
+    """Start the metrics HTTP server in a daemon thread; return (server, thread)."""
+    return start_http_server(port, addr=host, registry=registry(settings, multiproc_dir))

@@ -1,0 +1,111 @@
+"""The API's metrics: served by the gunicorn master on a port of their own, never on the HTTP port.
+
+Runs the real gunicorn with the real config (two workers, multiprocess mode) on the
+session's Postgres and Redis: the HTTP port answers 404 at /metrics (an Ingress that
+routes every path there exposes no metrics), and the metrics port sums both workers'
+request counts and reads the pipeline gauges.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bookingctl.embedded import free_port
+
+
+def get(url: str) -> tuple[int, str]:
+    """Status and body of a GET; HTTP errors are answers, not exceptions."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """{(name, sorted labels): value} of a Prometheus text exposition."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture
+def gunicorn(settings, tmp_path):
+    """gunicorn with two workers; yields (http_port, metrics_port, process)."""
+    http_port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+           "BOOKING_REDIS_NAMESPACE": settings.redis_namespace, "BOOKING_METRICS_HOST": "127.0.0.1",
+           "BOOKING_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    log = (tmp_path / "gunicorn.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:booking_api.gunicorn_conf",
+         "booking_api.wsgi:app", "--bind", f"127.0.0.1:{http_port}", "--workers", "2", "--threads", "2"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                if get(f"http://127.0.0.1:{metrics_port}/metrics")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
+            time.sleep(0.1)
+        yield http_port, metrics_port, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        log.close()
+
+
+def test_the_http_port_has_no_metrics_and_the_metrics_port_sums_every_worker(gunicorn, db_conn):
+    http_port, metrics_port, proc = gunicorn
+    status, _ = get(f"http://127.0.0.1:{http_port}/metrics")
+    assert status == 404
+    # Concurrent requests, so both workers answer some of them.
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: get(f"http://127.0.0.1:{http_port}/no-such-page")[0], range(40)))
+    assert statuses == [404] * 40
+
+    status, text = get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert status == 200
+    got = samples(text)
+    unmatched = (("method", "GET"), ("route", "<unmatched>"), ("status", "404"))
+    assert got[("booking_http_requests_total", unmatched)] == 41  # the /metrics probe and the 40
+    outbox = db_conn.execute("SELECT count(*) AS n FROM outbox").fetchone()["n"]
+    assert got[("booking_outbox_messages", ())] == outbox
+    assert got[("booking_pipeline_read_ok", (("source", "postgres"),))] == 1
+    assert got[("booking_pipeline_read_ok", (("source", "redis"),))] == 1
+    assert got[("booking_queue_messages", (("queue", "email"), ("state", "ready")))] == 0
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_a_worker_that_dies_keeps_its_counts_in_the_sum(gunicorn):
+    """A replaced worker's counters stay in the total (multiprocess mode keeps dead workers' files)."""
+    http_port, metrics_port, proc = gunicorn
+    for _ in range(5):
+        assert get(f"http://127.0.0.1:{http_port}/gone")[0] == 404
+    pids = [p for p in (int(x) for x in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())]
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while get(f"http://127.0.0.1:{http_port}/gone")[0] != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    got = samples(get(f"http://127.0.0.1:{metrics_port}/metrics")[1])
+    assert got[("booking_http_requests_total", (("method", "GET"), ("route", "<unmatched>"), ("status", "404")))] == 6

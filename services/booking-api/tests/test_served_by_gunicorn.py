@@ -1,0 +1,120 @@
+"""Through gunicorn, as the platform serves the API: the body limit holds however the body is framed.
+
+Werkzeug's test client hands the app a ready-made stream, but the chunked-body
+defect (a body over 64 KiB cut at the limit and accepted) lived in how a real
+server's de-chunked stream is read.  So these tests speak HTTP/1.1 to a real
+gunicorn started with the platform's own command (`bookingctl.services.api`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from booking_api.contract import MAX_BODY_BYTES
+from bookingctl.embedded import free_port
+from bookingctl.services import api as api_service
+
+URL = "/api/v1/bookings"
+
+
+@pytest.fixture(scope="module")
+def served(database_url, redis_url, tmp_path_factory):
+    """The port of a gunicorn serving the API on the session's Postgres and Redis (one per module)."""
+    tmp_path = tmp_path_factory.mktemp("gunicorn")
+    port = free_port()
+    spec = api_service(port, tmp_path, workers=1, threads=2)
+    env = {**os.environ, **spec.env, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+           "BOOKING_REDIS_NAMESPACE": f"test-{uuid.uuid4().hex[:8]}"}
+    log = (tmp_path / "gunicorn.log").open("wb")
+    proc = subprocess.Popen(spec.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not serve /healthz within 60 s"
+                time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def post(port: int, token: str, body: bytes, *, chunked: bool) -> tuple[int, str, dict]:
+    """POST `body`, chunked (no Content-Length) or with Content-Length; (status, media type, JSON)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    try:
+        if chunked:  # http.client frames an iterable body as chunks of 8 KiB and sends no Content-Length
+            conn.request("POST", URL, body=(body[i:i + 8192] for i in range(0, len(body), 8192)),
+                         headers=headers)
+        else:
+            conn.request("POST", URL, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.headers.get_content_type(), json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def padded(body: dict, size: int) -> bytes:
+    """`body` as JSON, padded with JSON whitespace to exactly `size` bytes."""
+    raw = json.dumps(body).encode()
+    assert len(raw) <= size
+    return raw + b" " * (size - len(raw))
+
+
+def bookings_of(db_conn, tenant) -> int:
+    return db_conn.execute("SELECT count(*) AS n FROM bookings WHERE tenant_id = %s",
+                           (tenant["id"],)).fetchone()["n"]
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_body_past_the_limit_whose_tail_is_not_json_is_413(served, token, db_conn, tenant, booking_body,
+                                                           chunked):
+    # Given a valid booking that fills the limit exactly, followed by bytes that are not JSON
+    body = padded(booking_body(), MAX_BODY_BYTES) + b"}not json at all"
+    # When it is posted, chunked or with Content-Length
+    status, media, problem = post(served, token, body, chunked=chunked)
+    # Then both are 413 problems (before the fix, the chunked one was cut at the limit: 201)
+    assert (status, media) == (413, "application/problem+json")
+    assert problem["type"].endswith("/too-large") and problem["status"] == 413
+    assert bookings_of(db_conn, tenant) == 0
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_body_one_byte_past_the_limit_is_413(served, token, db_conn, tenant, booking_body, chunked):
+    body = padded(booking_body(), MAX_BODY_BYTES + 1)
+    status, media, _ = post(served, token, body, chunked=chunked)
+    assert (status, media) == (413, "application/problem+json")
+    assert bookings_of(db_conn, tenant) == 0
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_body_of_exactly_the_limit_is_read_whole(served, token, db_conn, tenant, booking_body, chunked):
+    # Given a valid booking padded to exactly the limit
+    body = padded(booking_body(item="Sea-view room"), MAX_BODY_BYTES)
+    # When it is posted, then it is accepted either way
+    status, media, created = post(served, token, body, chunked=chunked)
+    assert (status, media) == (201, "application/json"), created
+    assert created["item"] == "Sea-view room"
+    assert bookings_of(db_conn, tenant) == 1
+
+
+def test_small_chunked_body_is_accepted(served, token, booking_body):
+    status, _, created = post(served, token, json.dumps(booking_body(amount="100", currency="JPY")).encode(),
+                              chunked=True)
+    assert status == 201, created
+    assert created["amount"] == "100"

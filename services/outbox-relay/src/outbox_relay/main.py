@@ -1,0 +1,50 @@
+"""Entry point `booking-relay`: logging, tracing, the metrics server, signals, the loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+
+from prometheus_client import start_http_server
+
+from booking_core.config import Settings
+from booking_core.telemetry import setup_tracing, shutdown
+from outbox_relay.relay import Relay
+
+log = logging.getLogger("outbox_relay")
+
+ENVIRONMENT = """\
+environment:
+  DATABASE_URL, REDIS_URL       Postgres and Redis (required)
+  BOOKING_RELAY_SWEEP_MS        poll interval when no NOTIFY arrives (2000)
+  BOOKING_RELAY_BATCH_SIZE      outbox rows per transaction (200)
+  BOOKING_METRICS_HOST, _PORT   where /metrics listens (0.0.0.0, 9100)
+  OTEL_*                        OpenTelemetry exporter settings
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line takes no options: `--help` says what the environment sets."""
+    parser = argparse.ArgumentParser(
+        prog="booking-relay", description="Publish committed outbox rows to the Dramatiq queues; stop on SIGTERM.",
+        epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the relay until SIGTERM or SIGINT."""
+    parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_tracing("booking-relay")
+    host = os.environ.get("BOOKING_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the pod's own metrics port
+    port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
+    start_http_server(port, addr=host)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    relay = Relay(Settings.from_env())
+    signal.signal(signal.SIGTERM, relay.stop)
+    signal.signal(signal.SIGINT, relay.stop)
+    relay.run()
+    shutdown()
+    log.info("relay stopped")
