@@ -66,8 +66,8 @@ def wrk_post(base_url: str, token: str, *, connections: int, seconds: float, thr
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT % {"body": json.dumps(BODY), "token": token})
         out = subprocess.run(
-            [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
-             "-s", str(script), base_url + "/api/v1/bookings"],
+            [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+             "--timeout", "10s", "-s", str(script), base_url + "/api/v1/bookings"],
             capture_output=True, text=True, check=True,
         ).stdout
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
@@ -154,7 +154,8 @@ class Background:
         self._thread.join(60)
 
 
-def burst(base_url: str, token: str, users: int, path: str = "/api/v1/bookings") -> tuple[list[float], list[int], list[str]]:
+def burst(base_url: str, token: str, users: int,
+          path: str = "/api/v1/bookings") -> tuple[list[float], list[int], list[str]]:
     """`users` connections POST one booking each at the same instant; (ms, statuses, booking ids)."""
     clients = [Client(base_url, token) for _ in range(users)]
     for c in clients:  # connect first, so the burst measures requests, not TCP handshakes

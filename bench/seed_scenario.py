@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import loadgen  # noqa: E402
 import pgstats  # noqa: E402
+
 from bookingctl.autoscale import load_policies  # noqa: E402
 from bookingctl.platform import Platform, PlatformConfig  # noqa: E402
 from bookingctl.services import api as api_spec  # noqa: E402
@@ -245,11 +246,15 @@ def run(args) -> dict:
             sync_base = f"http://127.0.0.1:{sync_port}"
             client = loadgen.Client(sync_base, token)
             for _ in range(5):
-                client.request("POST", "/sync/bookings", loadgen.BODY)
+                _, status, body = client.request("POST", "/api/v1/sync/bookings", loadgen.BODY)
+                if status != 201:
+                    raise RuntimeError(f"sync app: POST {status} {body[:300]!r}; see {platform.log_dir}/sync.log")
             client.close()
+            client = loadgen.Client(sync_base, token)
             result["sync_idle_post"] = loadgen.summary(
-                [loadgen.Client(sync_base, token).request("POST", "/sync/bookings", loadgen.BODY)[0] for _ in range(30)])
-            result["sync_burst"] = measure_burst(sync_base, token, args.users, db_url, "/sync/bookings",
+                [client.request("POST", "/api/v1/sync/bookings", loadgen.BODY)[0] for _ in range(30)])
+            client.close()
+            result["sync_burst"] = measure_burst(sync_base, token, args.users, db_url, "/api/v1/sync/bookings",
                                                  wait_work=False)
         finally:
             if sync is not None:

@@ -1,6 +1,6 @@
 """The article's synchronous baseline: the same API doing all the slow work inside the request.
 
-`POST /sync/bookings` validates and saves the booking exactly as the real
+`POST /api/v1/sync/bookings` validates and saves the booking exactly as the real
 endpoint does, then — before answering — sends the confirmation email,
 renders and stores the invoice PDF and appends the audit entry by calling the
 three workers' own actor functions (`actor.fn`, Dramatiq's undecorated
@@ -32,7 +32,7 @@ from booking_core.contracts import audit_payload
 from email_worker.actors import send_confirmation_email
 from invoice_worker.actors import issue_invoice
 
-bp = Blueprint("sync", __name__, url_prefix="/sync")
+bp = Blueprint("sync", __name__, url_prefix="/api/v1/sync")
 
 
 @bp.post("/bookings")
