@@ -1,14 +1,16 @@
 # Quick start:  make up    (run the whole platform locally)
 #               make test  (run every test)
-# Both bootstrap uv inside .tools/ (a virtualenv, never the system Python),
-# then sync .venv from uv.lock.
+# Both first check the system packages they need (tools/ensure-system-deps.sh:
+# installed with apt-get when root, else it stops at once with the command to run),
+# then bootstrap uv inside .tools/ (a virtualenv, never the system Python) and sync
+# .venv from uv.lock.
 PYTHON ?= python3
 UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell command -v $(PYTHON))
 
-.PHONY: up test sync lint clean
+.PHONY: up test sync lint clean system-deps-up system-deps-test
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -20,10 +22,17 @@ $(UV):
 
 sync: .venv/.synced
 
-up: sync
+# Prerequisites run left to right: the system check comes before uv needs python3-venv.
+system-deps-up:
+	@PYTHON=$(PYTHON) tools/ensure-system-deps.sh up
+
+system-deps-test:
+	@PYTHON=$(PYTHON) tools/ensure-system-deps.sh test
+
+up: system-deps-up sync
 	.venv/bin/bookingctl up $(ARGS)
 
-test: sync
+test: system-deps-test sync
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 lint: sync

@@ -1,7 +1,7 @@
 """What the benchmarks read from Postgres and /proc: commits, WAL, the pgbench ceiling, RSS.
 
-* Commits and WAL bytes come from `pg_stat_database.xact_commit` and
-  `pg_current_wal_lsn()` before and after a known number of bookings: the
+* Commits, write transactions and WAL bytes come from `pg_stat_database.xact_commit`,
+  the next transaction id and `pg_current_wal_lsn()` before and after a known number of bookings: the
   cost per booking of the accept path alone, and of everything after it.
 * The pgbench ceiling runs a booking-shaped transaction (1 booking row, 3 task
   rows, 3 outbox rows) on copies of those tables in the same Postgres, so the
@@ -39,16 +39,20 @@ INSERT INTO bench_outbox (message_id, queue, actor, payload, options)
 def counters(url: str) -> dict:
     """This database's commit count and the WAL position (bytes)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        commits, lsn = conn.execute(
-            "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+        commits, lsn, xid = conn.execute(
+            "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,"
+            " pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
             " FROM pg_stat_database WHERE datname = current_database()").fetchone()
-    return {"commits": int(commits), "wal_bytes": int(lsn)}
+    return {"commits": int(commits), "wal_bytes": int(lsn), "write_transactions": int(xid)}
 
 
 def per_booking(before: dict, after: dict, bookings: int) -> dict:
-    """Commits and WAL bytes per booking between two `counters` readings."""
-    return {"commits": round((after["commits"] - before["commits"]) / bookings, 2),
-            "wal_bytes": round((after["wal_bytes"] - before["wal_bytes"]) / bookings)}
+    """Commits (all, and those that wrote: an xid each) and WAL bytes per booking between two readings.
+
+    `xact_commit` also counts read-only transactions (a poll, a health check),
+    which cost no WAL flush; transaction ids are only taken by writers.
+    """
+    return {k: round((after[k] - before[k]) / bookings, 2) for k in ("commits", "write_transactions", "wal_bytes")}
 
 
 def pgbench_bin() -> Path:

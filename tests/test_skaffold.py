@@ -1,6 +1,6 @@
 """skaffold.yaml: valid against skaffold's published v4beta13 schema, and it builds every image the chart uses.
 
-The schema is read from ../shared/schemas/ beside the repository (never copied in).
+The schema is vendored in tests/schemas/ (Apache-2.0; provenance in its README).
 Skaffold itself is not run: the tests resolve its `setValueTemplates` the way it
 does (`{{.IMAGE_REPO_<artifact>}}` with `-`, `.`, `/`, `:` spelled `_`) and render
 the chart with the result.
@@ -18,7 +18,7 @@ import yaml
 
 from helm_helpers import CHART, ROOT, containers, helm_args, install_helm, template
 
-SCHEMA = ROOT.parent / "shared" / "schemas" / "skaffold-v4beta13.json"
+SCHEMA = ROOT / "tests" / "schemas" / "skaffold-v4beta13.json"
 THIRD_PARTY = ("postgresql", "redis", "smtpSink")  # upstream images, pulled, never built
 
 
@@ -75,7 +75,7 @@ def apply_patches(config: dict, profile: str) -> dict:
 
 
 def test_skaffold_yaml_validates_against_the_published_schema(skaffold):
-    assert SCHEMA.exists(), f"skaffold's schema is expected at {SCHEMA} (shared/ beside the repository)"
+    assert SCHEMA.exists(), f"skaffold's schema is expected at {SCHEMA} (vendored, see tests/schemas/README.md)"
     schema = json.loads(SCHEMA.read_text())
     assert skaffold["apiVersion"] == "skaffold/v4beta13" and skaffold["kind"] == "Config"
     error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(skaffold))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from booking_core.queues import QueueDepth
-from booking_core.scaling import Backlog, Decision, Policy, ScalerState, decide
+from booking_core.scaling import AcceptPath, Backlog, Decision, Policy, ScalerState, decide
 
 POLICY = Policy(
     min_replica_count=0, max_replica_count=10, target_backlog_per_replica=10, activation_backlog=0,
@@ -180,3 +180,64 @@ def test_backlog_from_depths_sums_the_due_counts_read_with_a_lead_time():
     assert (unknown.delayed_due, unknown.due) == (None, 4)
     # An explicit count still wins
     assert Backlog.from_depths([depth("email", 4, 1)], delayed_due=2).due == 2
+
+
+# -- the accept path's latency budget (issue 9) --------------------------------------
+SLOW = AcceptPath(True, "/api/v1/bookings p99 180 ms over 2s (400 requests), budget 100 ms")
+FAST = AcceptPath(False, "/api/v1/bookings p99 4 ms over 2s (400 requests), budget 100 ms")
+
+
+def test_a_saturated_accept_path_holds_a_scale_up_and_says_why():
+    d = decide(Backlog(ready=50), 2, POLICY, ScalerState(), 0, accept_path=SLOW)
+    assert (d.desired, d.action, d.recommendation) == (2, "hold", 5)
+    assert d.held == SLOW.reason
+    assert "scale-up to 5 held at 2: accept path over its latency budget (/api/v1/bookings p99 180 ms" in d.reason
+
+
+def test_a_fast_accept_path_or_no_signal_changes_nothing():
+    plain = decide(Backlog(ready=50), 2, POLICY, ScalerState(), 0)
+    assert decide(Backlog(ready=50), 2, POLICY, ScalerState(), 0, accept_path=FAST) == plain
+    assert (plain.desired, plain.held) == (5, None)
+
+
+def test_protect_accept_path_false_ignores_the_signal():
+    policy = Policy(max_replica_count=10, target_backlog_per_replica=10, protect_accept_path=False)
+    d = decide(Backlog(ready=50), 2, policy, ScalerState(), 0, accept_path=SLOW)
+    assert (d.desired, d.held) == (5, None)
+
+
+def test_held_from_zero_still_starts_the_one_worker_in_flight_work_needs():
+    d = decide(Backlog(ready=40, in_flight=10), 0, POLICY, ScalerState(), 0, accept_path=SLOW)
+    assert (d.desired, d.action) == (1, "scale_up")
+    assert "scaled up 0→1 only (the floor); scale-up to 5 held" in d.reason
+
+
+def test_held_below_min_still_rises_to_min():
+    policy = Policy(min_replica_count=2, max_replica_count=10, target_backlog_per_replica=10)
+    d = decide(Backlog(ready=100), 0, policy, ScalerState(), 0, accept_path=SLOW)
+    assert d.desired == 2 and d.held is not None
+
+
+def test_a_pool_at_zero_with_work_gets_one_worker_while_saturated_so_nothing_starves():
+    d = decide(Backlog(ready=30), 0, POLICY, ScalerState(), 0, accept_path=SLOW)
+    assert (d.desired, d.action) == (1, "scale_up")
+    assert decide(Backlog(ready=3), 0, Policy(activation_backlog=5), ScalerState(), 0, accept_path=SLOW).desired == 0
+
+
+def test_scale_down_goes_on_while_saturated():
+    decisions = run([(0, Backlog(ready=80)), (61, Backlog(ready=20))], current=0)
+    held = decide(Backlog(ready=20), 8, POLICY, decisions[0].new_state, 61, accept_path=SLOW)
+    assert (held.desired, held.action, held.held) == (2, "scale_down", None)
+
+
+def test_the_held_scale_up_comes_at_once_when_the_api_recovers():
+    first = decide(Backlog(ready=50), 1, POLICY, ScalerState(), 0, accept_path=SLOW)
+    second = decide(Backlog(ready=50), first.desired, POLICY, first.new_state, 2, accept_path=FAST)
+    assert (first.desired, second.desired, second.action) == (1, 5, "scale_up")
+
+
+def test_a_paused_or_unreadable_scaler_ignores_the_signal():
+    assert decide(Backlog(ready=50), 2, Policy(paused=True), ScalerState(), 0, accept_path=SLOW).held is None
+    d = decide(Backlog.unreadable("down"), 2, Policy(max_replica_count=5, fallback_replicas=4), ScalerState(), 0,
+               accept_path=SLOW)
+    assert (d.desired, d.action) == (4, "fallback")  # fallbackReplicas is the user's own choice for the unknown

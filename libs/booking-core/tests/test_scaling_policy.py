@@ -10,6 +10,7 @@ from booking_core.scaling import Policy, PolicyError
 def test_defaults_are_valid_and_allow_scale_to_zero():
     policy = Policy()
     assert policy.min_replica_count == 0
+    assert policy.protect_accept_path is True
     assert policy.fallback_replicas is None
 
 
@@ -19,12 +20,13 @@ def test_from_spec_reads_keda_words_and_nested_steps():
         "activationBacklog": 3, "pollingInterval": 2, "cooldownPeriod": 30,
         "stabilizationWindowSeconds": 45, "scaleUp": {"maxStep": 2}, "scaleDown": {"maxStep": 1},
         "tolerance": 0.2, "fallbackReplicas": 2, "delayedLeadSeconds": 10, "paused": True,
-        "queues": ["invoice"],  # not a policy field: ignored here
+        "protectAcceptPath": False, "queues": ["invoice"],  # not a policy field: ignored here
     })
     assert policy == Policy(
         min_replica_count=1, max_replica_count=6, target_backlog_per_replica=25, activation_backlog=3,
         polling_interval=2, cooldown_period=30, stabilization_window_seconds=45, scale_up_max_step=2,
         scale_down_max_step=1, tolerance=0.2, fallback_replicas=2, delayed_lead_seconds=10, paused=True,
+        protect_accept_path=False,
     )
 
 
@@ -56,6 +58,7 @@ def test_absent_fields_take_the_given_defaults():
     ({"fallbackReplicas": 0}, "fallbackReplicas"),
     ({"maxReplicaCount": 2, "fallbackReplicas": 3}, "fallbackReplicas"),
     ({"paused": "yes"}, "paused"),
+    ({"protectAcceptPath": 1}, "protectAcceptPath"),
 ])
 def test_invalid_values_are_refused_naming_the_field(spec, field):
     with pytest.raises(PolicyError, match=field.replace(".", r"\.")):

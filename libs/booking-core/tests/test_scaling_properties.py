@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from booking_core.scaling import Backlog, Decision, Policy, ScalerState, decide
+from booking_core.scaling import AcceptPath, Backlog, Decision, Policy, ScalerState, decide
 
 # Every rule gets a few hundred random histories: cheap, because decide() is pure.
 rule = settings(max_examples=300, deadline=None)
@@ -36,6 +36,7 @@ def policies(draw, paused: bool | None = False) -> Policy:
         tolerance=draw(st.sampled_from([0.0, 0.1, 0.3])),
         fallback_replicas=draw(st.none() | st.integers(1, high)),
         paused=draw(st.booleans()) if paused is None else paused,
+        protect_accept_path=draw(st.booleans()),
     )
 
 
@@ -210,3 +211,67 @@ def test_a_steady_load_settles_on_the_computed_count(policy, start, sequence, re
         else policy.min_replica_count
     if final != exact:  # only the tolerance may keep it elsewhere
         assert abs(ready / (final * policy.target_backlog_per_replica) - 1) <= policy.tolerance
+
+
+# -- the accept path's latency budget (issue 9) -----------------------------------------
+signals = st.none() | st.builds(AcceptPath, st.booleans(), st.sampled_from(["p99 180 ms", "p99 3 ms"]))
+protected = st.lists(st.tuples(gaps, readings, signals), min_size=1, max_size=40)
+
+
+def simulate_with_signal(policy: Policy, start: int, sequence) -> list[tuple[Step, Decision]]:
+    """Like simulate(), with an accept-path signal per reading; each step paired with the decision
+    the core would have taken from the same state without the signal."""
+    now, current, state, out = 0.0, start, ScalerState(), []
+    for dt, backlog, signal in sequence:
+        now += dt
+        decision = decide(backlog, current, policy, state, now, accept_path=signal)
+        unprotected = decide(backlog, current, policy, state, now)
+        out.append((Step(now, backlog, current, decision), unprotected))
+        state, current = decision.new_state, decision.desired
+    return out
+
+
+def floor(policy: Policy, step: Step) -> int:
+    """The least a held decision may leave: min, and 1 while work is in flight, due or active."""
+    busy = step.backlog.error is None and (step.backlog.busy or step.backlog.load > policy.activation_backlog)
+    return max(policy.min_replica_count, 1 if busy else 0)
+
+
+@rule
+@given(policies(), starts, protected)
+def test_saturated_never_scales_up_past_the_floor(policy, start, sequence):
+    for step, _ in simulate_with_signal(policy, start, sequence):
+        if step.decision.held is not None:
+            assert step.decision.desired == max(step.current, floor(policy, step))
+
+
+@rule
+@given(policies(), starts, protected)
+def test_a_held_decision_never_goes_below_the_in_flight_floor(policy, start, sequence):
+    for step, _ in simulate_with_signal(policy, start, sequence):
+        if step.backlog.error is None and step.backlog.busy:
+            assert step.decision.desired >= 1
+        if step.decision.held is not None:
+            assert step.decision.desired >= floor(policy, step)
+
+
+@rule
+@given(policies(), starts, protected)
+def test_the_signal_only_ever_lowers_a_scale_up_and_is_named(policy, start, sequence):
+    for step, unprotected in simulate_with_signal(policy, start, sequence):
+        d = step.decision
+        assert d.new_state == unprotected.new_state  # the window keeps the real recommendation
+        if d.held is None:
+            assert (d.desired, d.action) == (unprotected.desired, unprotected.action)
+        else:
+            assert step.current <= d.desired < unprotected.desired
+            assert d.held in d.reason
+
+
+@rule
+@given(policies(), starts, protected)
+def test_only_a_saturated_signal_with_protection_on_holds(policy, start, sequence):
+    for (step, _), (_, _, signal) in zip(simulate_with_signal(policy, start, sequence), sequence, strict=True):
+        if step.decision.held is not None:
+            assert signal is not None and signal.saturated and policy.protect_accept_path
+            assert step.decision.held == signal.reason

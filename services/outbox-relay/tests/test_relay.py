@@ -102,6 +102,72 @@ def test_relay_loop_wakes_on_notify_and_stops_on_request(settings, db_conn, tena
     assert not thread.is_alive()
 
 
+def _notified(listen, seconds: float) -> bool:
+    return any(True for _ in listen.notifies(timeout=seconds, stop_after=1))
+
+
+def test_writers_notify_only_while_the_relay_sleeps(settings, db_conn, tenant, clean_outbox):
+    """A busy relay is not notified (no database-wide NOTIFY lock per booking); a sleeping one is."""
+    from booking_core.outbox import CHANNEL
+
+    with db.connect(settings.database_url, autocommit=True) as listen:
+        listen.execute(f"LISTEN {CHANNEL}")
+        try:
+            db_conn.execute("UPDATE relay_wakeup SET sleeping = false")
+            make_bookings(settings.database_url, tenant["id"], 1)
+            assert not _notified(listen, 0.5)
+            db_conn.execute("UPDATE relay_wakeup SET sleeping = true")
+            make_bookings(settings.database_url, tenant["id"], 1)
+            assert _notified(listen, 5)
+        finally:
+            db_conn.execute("UPDATE relay_wakeup SET sleeping = true")
+
+
+def test_an_idle_relay_says_it_sleeps_and_wakes_for_the_next_booking(settings, db_conn, tenant, clean_outbox):
+    relay = Relay(Settings(**{**settings.__dict__, "relay_sweep_seconds": 30.0}))
+    thread = threading.Thread(target=relay.run)
+    db_conn.execute("UPDATE relay_wakeup SET sleeping = false")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not db_conn.execute(
+                "SELECT sleeping FROM relay_wakeup").fetchone()["sleeping"]:
+            time.sleep(0.05)
+        assert db_conn.execute("SELECT sleeping FROM relay_wakeup").fetchone()["sleeping"]
+        for _ in range(3):  # each booking wakes it; it drains, lingers and sleeps again
+            ids = make_bookings(settings.database_url, tenant["id"], 1)
+            deadline = time.monotonic() + 5
+            while outbox_rows(db_conn, ids) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert outbox_rows(db_conn, ids) == 0
+    finally:
+        relay.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_lost_wakeup_row_is_written_back_by_the_sweep(settings, db_conn, tenant, clean_outbox):
+    """After a crash the UNLOGGED flag table is empty; the relay's sweep still publishes and restores it."""
+    relay = Relay(Settings(**{**settings.__dict__, "relay_sweep_seconds": 0.5}))
+    db_conn.execute("DELETE FROM relay_wakeup")
+    ids = make_bookings(settings.database_url, tenant["id"], 1)
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+                outbox_rows(db_conn, ids) or not db_conn.execute("SELECT count(*) AS n FROM relay_wakeup")
+                .fetchone()["n"]):
+            time.sleep(0.05)
+        assert outbox_rows(db_conn, ids) == 0
+        assert db_conn.execute("SELECT count(*) AS n FROM relay_wakeup").fetchone()["n"] == 1
+    finally:
+        relay.stop()
+        thread.join(5)
+        db_conn.execute("INSERT INTO relay_wakeup (id, sleeping) VALUES (1, true)"
+                        " ON CONFLICT (id) DO UPDATE SET sleeping = true")
+
+
 def test_the_relay_loads_no_web_framework():
     """The relay is its own service: importing it (and its entry point) must not pull in Flask or the API."""
     code = ("import sys, outbox_relay, outbox_relay.main; "

@@ -49,6 +49,9 @@ class Emulator(kmock.KubernetesEmulator):
 class Cluster:
     """KMock's KubernetesEmulator served on 127.0.0.1, driven from the test thread over HTTP."""
 
+    #: The User-Agent of the tests' own calls: every other request came from kopf or the operator.
+    SETUP_AGENT = "queue-autoscaler-tests"
+
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="kmock", daemon=True)
@@ -90,7 +93,8 @@ class Cluster:
         """One HTTP call to the emulator, as kubectl would make it."""
         data = json.dumps(body).encode() if body is not None else None
         ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": ctype})
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": ctype, "User-Agent": self.SETUP_AGENT})
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
 
@@ -241,7 +245,7 @@ def work(redis_url) -> Iterator[WorkQueue]:
 
 @pytest.fixture
 def kubeconfig(cluster, tmp_path, monkeypatch) -> Path:
-    """A kubeconfig pointing at the emulator: kopf and the operator's client both log in with it."""
+    """A kubeconfig pointing at the emulator: kopf and the operator's lightkube client both log in with it."""
     path = tmp_path / "kubeconfig"
     path.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "kmock",

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from booking_core.scaling import Policy
+from booking_core.scaling import LatencyBudget, Policy
 from queue_autoscaler.spec import GROUP, PLURAL, VERSION, parse_spec
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -77,12 +77,17 @@ def test_schema_defaults_are_the_decision_core_defaults():
     spec = with_defaults(SPEC, {"scaleTargetRef": {"name": "w"}, "queues": ["q"],
                                 "redis": {"urlSecretRef": {"name": "s", "key": "k"}}})
     assert parse_spec(spec).policy == Policy()
+    assert parse_spec(spec).budget == LatencyBudget()  # no acceptPath: no signal, nothing held
     assert spec["redis"]["namespace"] == "dramatiq"
+    with_url = with_defaults(SPEC, {**spec, "acceptPath": {"metricsUrl": "http://booking-api:8000/metrics"}})
+    assert parse_spec(with_url).budget == LatencyBudget(metrics_url="http://booking-api:8000/metrics")
 
 
 def test_every_spec_field_is_read_by_the_operator():
     policy_fields = set(Policy().to_spec())
-    assert set(SPEC["properties"]) == policy_fields | {"scaleTargetRef", "queues", "redis"}
+    assert set(SPEC["properties"]) == policy_fields | {"scaleTargetRef", "queues", "redis", "acceptPath"}
+    assert set(SPEC["properties"]["acceptPath"]["properties"]) == {"metricsUrl", "route", "p99BudgetSeconds",
+                                                                   "minRequests"}
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e["metadata"]["name"] for e in EXAMPLES])
@@ -103,6 +108,10 @@ def test_examples_are_valid_and_understood(example):
     ({"fallbackReplicas": 0}, "fallbackReplicas"),
     ({"targetBacklogPerReplica": "10"}, "targetBacklogPerReplica"),
     ({"scaleTargetRef": {}}, "scaleTargetRef"),
+    ({"protectAcceptPath": "yes"}, "protectAcceptPath"),
+    ({"acceptPath": {"metricsUrl": "ftp://api/metrics"}}, "acceptPath/metricsUrl"),
+    ({"acceptPath": {"p99BudgetSeconds": 0}}, "acceptPath/p99BudgetSeconds"),
+    ({"acceptPath": {"minRequests": 0}}, "acceptPath/minRequests"),
 ])
 def test_invalid_specs_are_rejected_by_the_schema(change, field):
     obj = with_defaults(SCHEMA, copy.deepcopy(EXAMPLES[0]))

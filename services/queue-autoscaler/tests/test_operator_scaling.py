@@ -8,8 +8,12 @@ Times are short (poll 1 s, window 2 s, cooldown 3 s) so each test runs in second
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 POLL, WINDOW, COOLDOWN = 1, 2, 3
 
@@ -67,7 +71,8 @@ def test_backlog_above_target_scales_up_at_once_and_posts_an_event(cluster, ns, 
     assert status["lastScaleTime"] and status["lastActiveTime"] and status["lastPollTime"]
     assert "scaled up 1→5" in status["reason"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Ready": "True", "Active": "True", "Fallback": "False", "Paused": "False"}
+        "Ready": "True", "Active": "True", "Fallback": "False", "Paused": "False", "ScaleUpHeld": "False"}
+    assert condition(status, "ScaleUpHeld")["reason"] == "NoLatencySignal"
     assert liveness["polls"]["scalers"] == 1
     labels = f'namespace="{ns}",queue="{work.queue}",scaler="invoice"'
     assert f'queue_autoscaler_backlog_messages{{component="ready",{labels}}} 44.0' in scraped
@@ -245,3 +250,78 @@ def test_reaction_time_from_a_burst_to_the_first_scale_up(cluster, ns, work, ope
     print(f"\nreaction from a burst of 200 to the first scale-up: {reaction:.2f}s (pollingInterval 2s)")
     patches = scale_patches(cluster)
     assert len(patches) == 1 and cluster.replicas(ns, "invoice-worker") == 5  # 200 / 10, clamped to max 5
+
+
+class ApiLatency:
+    """The API's request-latency histogram on a real prometheus_client HTTP server, fed by a
+    thread that answers bookings requests at ~200/s, each taking `seconds` (what the tests set)."""
+
+    def __init__(self) -> None:
+        registry = CollectorRegistry()
+        self.latency = Histogram("booking_http_request_duration_seconds", "Time to answer an HTTP request.",
+                                 ["route", "method"], registry=registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)  # any free port
+        self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
+        self.seconds = 0.004
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.wait(0.05):
+            for _ in range(10):
+                self.latency.labels(route="/api/v1/bookings", method="POST").observe(self.seconds)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api_latency():
+    api = ApiLatency()
+    yield api
+    api.close()
+
+
+def test_scale_up_is_held_while_the_accept_path_is_over_budget(cluster, ns, work, operator, redis_url, wait_for,
+                                                              metrics_port, api_latency):
+    cluster.deployment(ns, "invoice-worker", replicas=1)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    cluster.queuescaler(ns, "invoice", spec(work, minReplicaCount=1, acceptPath={
+        "metricsUrl": api_latency.url, "p99BudgetSeconds": 0.05, "minRequests": 20}))
+    held_metric = f'queue_autoscaler_scale_up_held{{namespace="{ns}",reason="accept_path_latency",scaler="invoice"}}'
+    with operator():
+        wait_for(lambda: condition(cluster.status(ns, "invoice"), "ScaleUpHeld").get("reason")
+                 == "AcceptPathWithinBudget")  # two readings of a fast API: judged, within budget
+        api_latency.seconds = 0.3  # the API slows down ...
+        wait_for(lambda: "budget 50 ms" in condition(cluster.status(ns, "invoice"), "ScaleUpHeld").get("message", "")
+                 and "p99 5 ms" not in condition(cluster.status(ns, "invoice"), "ScaleUpHeld")["message"])
+        work.send(50)  # ... and a backlog arrives that would take 5 replicas
+        status = wait_for(lambda: condition(cluster.status(ns, "invoice"), "ScaleUpHeld").get("status") == "True"
+                          and cluster.status(ns, "invoice"))
+        [warning] = wait_for(lambda: events(cluster, ns, "AcceptPathOverBudget"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            held_scrape = resp.read().decode()
+        time.sleep(3 * POLL)
+        assert cluster.replicas(ns, "invoice-worker") == 1 and scale_patches(cluster) == []
+
+        api_latency.seconds = 0.004  # fast again: the held scale-up comes at once
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 5)
+        after = wait_for(lambda: condition(cluster.status(ns, "invoice"), "ScaleUpHeld").get("status") == "False"
+                         and cluster.status(ns, "invoice"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            fast_scrape = resp.read().decode()
+
+    held = condition(status, "ScaleUpHeld")
+    assert held["reason"] == "AcceptPathOverBudget"
+    assert held["message"].startswith("/api/v1/bookings p99 ") and "budget 50 ms" in held["message"]
+    assert "scale-up to 5 held at 1: accept path over its latency budget" in status["reason"]
+    assert status["desiredReplicas"] == 1
+    assert warning["type"] == "Warning" and warning["message"] == held["message"]
+    assert f"{held_metric} 1.0" in held_scrape and f"{held_metric} 0.0" in fast_scrape
+    assert condition(after, "ScaleUpHeld")["reason"] in ("AcceptPathWithinBudget", "NothingToHold")
+    assert len(events(cluster, ns, "AcceptPathOverBudget")) == 1  # one Warning when the hold began

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from booking_core.scaling import Backlog, Policy, ScalerState, decide
+from booking_core.scaling import AcceptPath, Backlog, LatencyBudget, Policy, ScalerState, decide
 from queue_autoscaler.config import OperatorConfig
 from queue_autoscaler.reading import BacklogSource
 from queue_autoscaler.spec import (
@@ -40,6 +40,8 @@ def test_parse_spec_reads_target_queues_redis_and_policy():
     ({"queues": []}, "queues"),
     ({"redis": {"urlSecretRef": {"name": "r"}}}, "urlSecretRef"),
     ({"maxReplicaCount": 0}, "maxReplicaCount"),
+    ({"acceptPath": {"metricsUrl": "file:///etc/passwd"}}, "acceptPath.metricsUrl"),
+    ({"protectAcceptPath": "no"}, "protectAcceptPath"),
 ])
 def test_parse_spec_names_what_is_wrong(broken, message):
     with pytest.raises(SpecError, match=message):
@@ -61,7 +63,7 @@ def test_conditions_of_a_read_error():
     decision = decide(backlog, 2, Policy(), ScalerState(), 0)
     conds = {c["type"]: c for c in conditions(READY, backlog, Policy(), decision, paused=False)}
     assert {k: c["status"] for k, c in conds.items()} == {
-        "Ready": "True", "Active": "Unknown", "Fallback": "True", "Paused": "False"}
+        "Ready": "True", "Active": "Unknown", "Fallback": "True", "Paused": "False", "ScaleUpHeld": "False"}
     assert conds["Fallback"]["message"] == "backlog unreadable (ConnectionError: refused); holding 2"
 
 
@@ -85,6 +87,40 @@ def test_warnings_are_posted_once_per_problem():
     during = conditions(hpa, None, None, None, False)
     assert warnings_to_post(before, during) == [("HPAConflict", "HorizontalPodAutoscaler cpu already scales it")]
     assert warnings_to_post(during, during) == []
+
+
+SLOW = AcceptPath(True, "/api/v1/bookings p99 180 ms over 5s (900 requests), budget 100 ms")
+
+
+def held(backlog, current, policy, signal):
+    decision = decide(backlog, current, policy, ScalerState(), 0, accept_path=signal)
+    return {c["type"]: c for c in conditions(READY, backlog, policy, decision, False, signal)}["ScaleUpHeld"]
+
+
+def test_scale_up_held_says_why_and_warns_once_when_it_begins():
+    cond = held(Backlog(ready=50), 1, Policy(), SLOW)
+    assert (cond["status"], cond["reason"], cond["message"]) == ("True", "AcceptPathOverBudget", SLOW.reason)
+    quiet = conditions(READY, Backlog(), Policy(), None, False)
+    during = conditions(READY, Backlog(ready=50), Policy(), decide(Backlog(ready=50), 1, Policy(), ScalerState(), 0,
+                                                                   accept_path=SLOW), False, SLOW)
+    assert warnings_to_post(quiet, during) == [("AcceptPathOverBudget", SLOW.reason)]
+    assert warnings_to_post(during, during) == []
+
+
+@pytest.mark.parametrize(("backlog", "policy", "signal", "reason"), [
+    (Backlog(ready=50), Policy(), None, "NoLatencySignal"),
+    (Backlog(ready=50), Policy(), AcceptPath(False, "p99 4 ms"), "AcceptPathWithinBudget"),
+    (Backlog(ready=50), Policy(protect_accept_path=False), SLOW, "ProtectionOff"),
+    (Backlog(ready=10), Policy(), SLOW, "NothingToHold"),  # one replica is what it needs
+])
+def test_scale_up_not_held_names_why(backlog, policy, signal, reason):
+    cond = held(backlog, 1, policy, signal)
+    assert (cond["status"], cond["reason"]) == ("False", reason)
+
+
+def test_parse_spec_reads_the_latency_budget():
+    parsed = parse_spec({**SPEC, "acceptPath": {"metricsUrl": "http://booking-api:8000/metrics", "minRequests": 5}})
+    assert parsed.budget == LatencyBudget(metrics_url="http://booking-api:8000/metrics", min_requests=5)
 
 
 def test_scale_event_names_the_backlog():

@@ -79,10 +79,11 @@ def cmd_dlq(args, s: Settings) -> int:
     chosen = letters if args.all else [by_id[i] for i in args.ids if i in by_id]
     missing = [] if args.all else [i for i in args.ids if i not in by_id]
     action = deadletters.requeue if args.dlq_cmd == "requeue" else deadletters.discard
+    done = "requeued" if args.dlq_cmd == "requeue" else "discarded"
     with db.connect(s.database_url, autocommit=True) as conn:
         for d in chosen:
             action(conn, client, s.redis_namespace, d, actor=who())
-            print(f"{args.dlq_cmd}d {d.id} ({d.queue})")
+            print(f"{done} {d.id} ({d.queue})")
     for i in missing:
         print(f"no dead letter {i}", file=sys.stderr)
     return 1 if missing else 0

@@ -56,10 +56,8 @@ WITH b AS (
            m.options
     FROM b, jsonb_to_recordset(%(messages)s) AS m(message_id uuid, queue text, actor text, payload jsonb,
                                                   options jsonb)
-), n AS (
-    SELECT pg_notify('{outbox.CHANNEL}', '')
-)
-SELECT b.created_at FROM b, n
+), n AS ({outbox.WAKE_SQL})
+SELECT b.created_at, (SELECT count(*) FROM n) AS woke FROM b
 """
 
 

@@ -1,7 +1,9 @@
 """The transactional outbox: messages written with the data they belong to.
 
-Rows are inserted in the caller's transaction and a NOTIFY wakes the relay at
-commit; the relay publishes them to Redis and deletes them.  Each row keeps a
+Rows are inserted in the caller's transaction; the relay publishes them to
+Redis and deletes them.  A writer wakes the relay with a NOTIFY only while the
+relay says it sleeps (`relay_wakeup.sleeping`): NOTIFY takes a database-wide
+lock at commit, and under load, when the relay never sleeps, no writer pays it.  Each row keeps a
 stable Dramatiq message id, so a republish after a relay crash carries the
 same id and consumers can recognise the duplicate.
 """
@@ -19,6 +21,8 @@ from booking_core import tracing
 from booking_core.contracts import AUDIT, audit_payload
 
 CHANNEL = "booking_outbox"
+#: Wake a sleeping relay; a no-op (no NOTIFY, no lock) while it is busy draining.
+WAKE_SQL = f"SELECT pg_notify('{CHANNEL}', '') FROM relay_wakeup WHERE sleeping"
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ def as_rows(messages: list[OutboxMessage]) -> list[dict]:
 
 
 def add(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
-    """Insert `messages` in the current transaction and wake the relay at commit.
+    """Insert `messages` in the current transaction and wake the relay at commit if it sleeps.
 
     Messages written inside a traced operation (a request, a worker's task)
     carry its context, so the work they start continues the same trace.
@@ -74,4 +78,4 @@ def add(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
             [(r["message_id"], r["queue"], r["actor"], Jsonb(r["payload"]), Jsonb(r["options"]))
              for r in as_rows(messages)],
         )
-        cur.execute(f"NOTIFY {CHANNEL}")
+        cur.execute(WAKE_SQL)

@@ -1,32 +1,191 @@
-"""Per-request Postgres connection and per-process Redis client.
+"""Per-request Postgres connection and per-process Redis client, with every wait bounded.
 
 A request takes one pooled autocommit connection on first use and returns
 it at teardown: authentication is one statement, the booking write another
 (atomic on its own), and views that need more open an explicit transaction.
+
+Why the bounds: when Postgres is down or frozen, a request must get a 503 with
+`Retry-After` in a few seconds, never hang, and never tie up every gunicorn
+thread, or `/healthz` stops answering and a liveness probe restarts a healthy API.
+
+- Acquiring a pooled connection waits at most `DB_POOL_TIMEOUT_SECONDS` (2 s);
+  opening one, `DB_CONNECT_TIMEOUT_SECONDS` (2 s, libpq's minimum).
+- On a live server `statement_timeout` (3 s) and `lock_timeout` (2 s) cancel a
+  statement that runs or waits too long (`QueryCanceled`, `LockNotAvailable`).
+- A stopped or unreachable server answers nothing, so those server-side limits
+  never fire: each round trip also gives up after `DB_ANSWER_TIMEOUT_SECONDS`
+  (3.5 s, above `statement_timeout` so a live server's own cancel comes first);
+  the connection, in an unknown state, is closed.
+- After such an outage signal, requests fail fast for `DB_OUTAGE_HOLD_SECONDS`
+  (2 s), then one request at a time probes the database while the others get
+  their 503 at once: in steady outage one thread per gunicorn worker waits.
+- Threads × connections: gunicorn runs 4 threads per worker and the pool allows
+  `BOOKING_DB_POOL_MAX` (10) connections, so a connection is always free; the
+  limit that matters is on threads. At most `DB_REQUEST_SLOTS` (3, one below
+  the threads) requests per worker use the database at once; a fourth waits at
+  most `DB_SLOT_WAIT_SECONDS` (1 s) for a slot, and none at all once a round
+  trip has gone unanswered for `DB_STALL_SECONDS` (0.5 s): it gets its 503. So
+  when the database stops answering in the middle of a burst, one thread stays
+  free for `/healthz`, `/readyz` and the 503s. Raise `DB_REQUEST_SLOTS` with `--threads`.
+
+The pool is this module's own rather than `booking_core.db.pool`, because that
+pool checks connections without a bound: on a frozen server the check hangs.
+Every value is a Flask setting, so `BOOKING_API_<NAME>` sets it.
 """
 
 from __future__ import annotations
 
-import redis
-from flask import Flask, current_app, g
+import logging
+import os
+import threading
+import time
 
-from booking_core import db
+import psycopg
+import redis
+from flask import Flask, current_app, g, request
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from booking_api.pg_limits import BoundedConnection, DatabaseUnavailable, FailedFast, OutageGate, stalled_seconds
+from booking_api.problems import problem
 from booking_core.config import Settings
 
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "DB_POOL_TIMEOUT_SECONDS": 2.0,
+    "DB_CONNECT_TIMEOUT_SECONDS": 2,
+    "DB_STATEMENT_TIMEOUT_MS": 3000,
+    "DB_LOCK_TIMEOUT_MS": 2000,
+    "DB_ANSWER_TIMEOUT_SECONDS": 3.5,
+    "DB_CHECK_TIMEOUT_SECONDS": 2.0,
+    "DB_OUTAGE_HOLD_SECONDS": 2.0,
+    "DB_RETRY_AFTER_SECONDS": 5,
+    "DB_REQUEST_SLOTS": 3,
+    "DB_SLOT_WAIT_SECONDS": 1.0,
+    "DB_STALL_SECONDS": 0.5,
+    "READINESS_TIMEOUT_SECONDS": 1.5,
+}
+
 _redis: dict[str, redis.Redis] = {}
+_pools: dict[tuple, ConnectionPool] = {}
+_lock = threading.Lock()
+
+
+_gates: dict[tuple[int, str], OutageGate] = {}
+_slots: dict[tuple[int, int], threading.BoundedSemaphore] = {}
+
+
+def _gate() -> OutageGate:
+    """This process's gate for the app's database (a fresh one after gunicorn forks)."""
+    with _lock:
+        return _gates.setdefault((os.getpid(), settings().database_url), OutageGate())
+
+
+def _request_slots() -> threading.BoundedSemaphore:
+    """This process's limit on requests using the database at once."""
+    size = int(current_app.config["DB_REQUEST_SLOTS"])
+    with _lock:
+        return _slots.setdefault((os.getpid(), size), threading.BoundedSemaphore(size))
 
 
 def settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
+def conninfo(url: str, config) -> str:
+    """`url` with the API's connect timeout and statement and lock timeouts added."""
+    options = conninfo_to_dict(url).get("options") or ""
+    limits = f"-c statement_timeout={int(config['DB_STATEMENT_TIMEOUT_MS'])} " \
+             f"-c lock_timeout={int(config['DB_LOCK_TIMEOUT_MS'])}"
+    return make_conninfo(url, connect_timeout=int(config["DB_CONNECT_TIMEOUT_SECONDS"]),
+                         options=f"{options} {limits}".strip())
+
+
+def _pool() -> ConnectionPool:
+    """This process's pool for the app's database, opened on first use (never across a fork)."""
+    config = current_app.config
+    info = conninfo(settings().database_url, config)
+    answer = float(config["DB_ANSWER_TIMEOUT_SECONDS"])
+    key = (os.getpid(), info, settings().db_pool_max, answer)
+    with _lock:
+        pool = _pools.get(key)
+        if pool is None:
+            scope = settings().database_url
+
+            def configure(conn: BoundedConnection) -> None:
+                conn.answer_timeout, conn.scope = answer, scope
+
+            pool = ConnectionPool(info, min_size=1, max_size=settings().db_pool_max,
+                                  connection_class=BoundedConnection, configure=configure,
+                                  kwargs={"row_factory": dict_row, "autocommit": True},
+                                  timeout=float(config["DB_POOL_TIMEOUT_SECONDS"]), open=True, name="booking-api")
+            _pools[key] = pool
+        return pool
+
+
 def get_db():
-    """This request's connection (dict rows, autocommit)."""
-    if "db" not in g:
-        s = settings()
-        g.db_pool = db.pool(s.database_url, max_size=s.db_pool_max, autocommit=True)
-        g.db = g.db_pool.getconn(timeout=5)
-    return g.db
+    """This request's connection (dict rows, autocommit), checked alive within bounded time."""
+    if "db" in g:
+        return g.db
+    config = current_app.config
+    gate = _gate()
+    gate.enter()
+    slots = _request_slots()
+    try:
+        _take_slot(slots, float(config["DB_SLOT_WAIT_SECONDS"]), float(config["DB_STALL_SECONDS"]))
+    except FailedFast:
+        gate.abandon()
+        raise
+    pool = _pool()
+    deadline = time.monotonic() + float(config["DB_POOL_TIMEOUT_SECONDS"])
+    try:
+        while True:
+            conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
+            try:
+                # The check a pool would make, bounded: a server restart leaves dead sockets.
+                _check(conn, float(config["DB_CHECK_TIMEOUT_SECONDS"]))
+            except DatabaseUnavailable:
+                pool.putconn(conn)
+                raise
+            except psycopg.OperationalError:
+                pool.putconn(conn)  # a dead connection: the pool drops it; try another
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            break
+    except (psycopg.OperationalError, PoolTimeout):
+        slots.release()
+        gate.failed(float(config["DB_OUTAGE_HOLD_SECONDS"]))
+        raise
+    except BaseException:
+        slots.release()
+        raise
+    gate.ok()
+    g.db_pool, g.db, g.db_slots = pool, conn, slots
+    return conn
+
+
+def _take_slot(slots: threading.BoundedSemaphore, wait: float, stall: float) -> None:
+    """A slot within `wait` seconds; none at all while the database is stalled."""
+    deadline = time.monotonic() + wait
+    while not slots.acquire(timeout=0.05):
+        if stalled_seconds(settings().database_url) > stall:
+            raise FailedFast("Postgres is not answering the requests in progress")
+        if time.monotonic() >= deadline:
+            raise FailedFast("every database slot of this worker is busy")
+
+
+def _check(conn: BoundedConnection, timeout: float) -> None:
+    """One empty round trip within `timeout` seconds."""
+    saved = conn.answer_timeout
+    conn.answer_timeout = timeout
+    try:
+        conn.execute("")
+    finally:
+        conn.answer_timeout = saved
 
 
 def get_redis() -> redis.Redis:
@@ -42,8 +201,27 @@ def get_redis() -> redis.Redis:
 def _close_db(exc: BaseException | None) -> None:
     conn = g.pop("db", None)
     if conn is not None:
-        g.db_pool.putconn(conn)
+        try:
+            g.db_pool.putconn(conn)
+        finally:
+            g.db_slots.release()
+
+
+def _unavailable(e: psycopg.OperationalError):
+    """Postgres down, frozen or too slow: 503 problem+json with Retry-After, never a 500."""
+    slow = isinstance(e, errors.QueryCanceled | errors.LockNotAvailable)
+    if not slow and not isinstance(e, FailedFast):
+        _gate().failed(float(current_app.config["DB_OUTAGE_HOLD_SECONDS"]))
+    log.warning("database unavailable: %s: %s", type(e).__name__, (str(e).strip().splitlines() or [""])[0])
+    detail = "The database took too long to answer." if slow else "The database is unavailable."
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        detail += " The change may or may not have been saved: retry with the same Idempotency-Key."
+    return problem(503, "database-unavailable", detail,
+                   headers={"Retry-After": str(int(current_app.config["DB_RETRY_AFTER_SECONDS"]))})
 
 
 def init_app(app: Flask) -> None:
+    for name, value in DEFAULTS.items():
+        app.config.setdefault(name, value)
     app.teardown_appcontext(_close_db)
+    app.register_error_handler(psycopg.OperationalError, _unavailable)

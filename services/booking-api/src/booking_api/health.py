@@ -1,35 +1,100 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, each answering within a bound whatever the database does.
+
+`/healthz` touches nothing but the process: a liveness probe must not restart a
+healthy API because Postgres is down. `/readyz` asks Postgres and Redis and
+answers 503 within `READINESS_TIMEOUT_SECONDS` (1.5 s) when either does not
+answer. Postgres is asked on a fresh connection of its own (never a pool slot
+that requests need) in one background thread per process: a probe that arrives
+while the previous check still waits on a frozen server shares that check
+rather than starting another, so probes can never pile up threads.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
-from booking_api.database import get_db, get_redis
+import redis
+from flask import Blueprint, current_app
+
+from booking_api.database import conninfo, settings
+from booking_api.pg_limits import BoundedConnection
 from booking_api.problems import ApiError
 
 bp = Blueprint("health", __name__)
 
+class PostgresProbe:
+    """One `SELECT 1` at a time on a short-lived connection, in a background thread."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz-postgres")
+        self._lock = threading.Lock()
+        self._current: Future | None = None
+
+    def start(self, info: str, answer_timeout: float) -> Future:
+        """The check in flight, or a new one if none is."""
+        with self._lock:
+            if self._current is None or self._current.done():
+                self._current = self._executor.submit(self._select_one, info, answer_timeout)
+            return self._current
+
+    @staticmethod
+    def _select_one(info: str, answer_timeout: float) -> None:
+        with BoundedConnection.connect(info, autocommit=True) as conn:
+            conn.answer_timeout = answer_timeout
+            conn.execute("SELECT 1")
+
+
+_probes: dict[tuple[int, str], PostgresProbe] = {}
+_probes_lock = threading.Lock()
+_redis: dict[str, redis.Redis] = {}
+
+
+def _probe(info: str) -> PostgresProbe:
+    """This process's probe of one database (its thread is started after gunicorn forks)."""
+    with _probes_lock:
+        return _probes.setdefault((os.getpid(), info), PostgresProbe())
+
+
+def _redis_client(url: str, timeout: float) -> redis.Redis:
+    """A Redis client for readiness only, with socket timeouts inside the probe's bound."""
+    client = _redis.get(url)
+    if client is None:
+        client = _redis[url] = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return client
+
 
 @bp.get("/healthz")
 def healthz():
-    """The process is alive and serving."""
+    """The process is alive and serving (no database, no Redis)."""
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when Postgres and Redis both answer."""
+    """Ready when Postgres and Redis both answer within the readiness bound."""
+    bound = float(current_app.config["READINESS_TIMEOUT_SECONDS"])
+    deadline = time.monotonic() + bound
+    s = settings()
+    info = conninfo(s.database_url, current_app.config)
+    postgres = _probe(info).start(info, bound)
     checks = {}
     try:
-        get_db().execute("SELECT 1")
+        _redis_client(s.redis_url, bound * 2 / 3).ping()
+        checks["redis"] = "ok"
+    except Exception as e:  # noqa: BLE001 - any failure means not ready
+        checks["redis"] = type(e).__name__
+    try:
+        postgres.result(timeout=max(deadline - time.monotonic(), 0))
         checks["postgres"] = "ok"
+    except FutureTimeout:
+        checks["postgres"] = "Timeout"
     except Exception as e:  # noqa: BLE001 - any failure means not ready
         checks["postgres"] = type(e).__name__
-    try:
-        get_redis().ping()
-        checks["redis"] = "ok"
-    except Exception as e:  # noqa: BLE001
-        checks["redis"] = type(e).__name__
+    checks = {"postgres": checks["postgres"], "redis": checks["redis"]}
     if any(v != "ok" for v in checks.values()):
         failing = ", ".join(k for k, v in checks.items() if v != "ok")
         raise ApiError(503, "not-ready", f"Not ready: {failing} unreachable.")

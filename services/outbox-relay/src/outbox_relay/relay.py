@@ -1,7 +1,14 @@
-"""The relay loop: drain the outbox, wait for a NOTIFY or the next sweep, repeat.
+"""The relay loop: drain the outbox, linger, sleep until a NOTIFY or the next sweep, repeat.
 
-Woken by NOTIFY at each booking's commit, and sweeps every
-`relay_sweep_seconds` anyway (a NOTIFY is lost while the relay is down).
+Writers NOTIFY only while the relay says it sleeps (`relay_wakeup.sleeping`,
+see booking_core.outbox): a NOTIFY takes a database-wide lock at commit, which
+would queue every booking's commit behind every other's.  So a relay that has
+just published keeps polling the outbox for `LINGER_SECONDS` (a busy outbox
+refills within milliseconds), and only then sets the flag, looks once more
+(a row committed just before the flag did not notify) and sleeps.  Under load
+it never sleeps and nobody notifies; when idle, the first booking wakes it at
+once.  It sweeps every `relay_sweep_seconds` anyway (a NOTIFY is lost while
+the relay is down, or in the instant between its last look and its sleep).
 Postgres or Redis failures end the connection, not the process: the loop
 reconnects with backoff.  Every `PURGE_EVERY_SECONDS` it also deletes expired
 Idempotency-Keys, so no API request pays for that.
@@ -27,6 +34,14 @@ from outbox_relay.publish import publish_batch
 
 log = logging.getLogger("outbox_relay")
 PURGE_EVERY_SECONDS = 300
+#: After publishing, keep polling this long before going to sleep ...
+LINGER_SECONDS = 0.25
+#: ... this often (an indexed EXISTS on a small table: a fraction of a millisecond).
+POLL_SECONDS = 0.02
+
+_SET_SLEEPING = ("INSERT INTO relay_wakeup (id, sleeping) VALUES (1, %s)"
+                 " ON CONFLICT (id) DO UPDATE SET sleeping = EXCLUDED.sleeping")
+_HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM outbox) AS any"
 
 
 class Relay:
@@ -59,6 +74,24 @@ class Relay:
             if any(True for _ in listen.notifies(timeout=min(left, 0.5), stop_after=1)):
                 return
 
+    def _linger(self, work: psycopg.Connection) -> bool:
+        """Poll the outbox for LINGER_SECONDS; True as soon as it has rows again."""
+        deadline = time.monotonic() + LINGER_SECONDS
+        while time.monotonic() < deadline and not self._stop.wait(POLL_SECONDS):
+            if work.execute(_HAS_ROWS).fetchone()["any"]:
+                return True
+        return False
+
+    def idle(self, listen: psycopg.Connection, work: psycopg.Connection, *, published: int) -> None:
+        """Between drains: linger if work is flowing, else announce sleep and wait to be woken."""
+        if published and self._linger(work):
+            return
+        work.execute(_SET_SLEEPING, (True,))
+        if not work.execute(_HAS_ROWS).fetchone()["any"]:
+            self._wait(listen)
+        if not self._stop.is_set():  # a relay that stops leaves the flag up for the others
+            work.execute(_SET_SLEEPING, (False,))
+
     def run(self) -> None:
         """Loop until stopped, reconnecting and backing off on failures."""
         backoff = 0.1
@@ -76,7 +109,7 @@ class Relay:
                         if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
                             purge_expired(work, self.settings.idempotency_ttl_seconds)
                             last_purge = time.monotonic()
-                        self._wait(listen)
+                        self.idle(listen, work, published=n)
             except (redis.RedisError, dramatiq.errors.ConnectionError, psycopg.OperationalError) as e:
                 FAILURES.labels("postgres" if isinstance(e, psycopg.Error) else "redis").inc()
                 log.warning("relay: %s: %s; retrying in %.1fs", type(e).__name__, e, backoff)

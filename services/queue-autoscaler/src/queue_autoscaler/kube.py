@@ -1,25 +1,34 @@
-"""The few Kubernetes calls the operator makes itself (kopf makes the rest).
+"""The four Kubernetes calls the operator makes itself, through lightkube.
 
-kopf is not a client library, and a full client would bring far more than
-four requests need.  Credentials come from kopf's own public login helpers
-(in-cluster service account first, then KUBECONFIG), so the operator and
-kopf always talk to the same server as the same user.  Every call here is
-listed in ../../rbac-verbs.md.
+kopf watches the QueueScalers, patches their status and posts their Events
+(`kopf.info`/`kopf.warn`), but it has no public client for anything else: the
+`scale` subresource, HPAs and Secrets need one.  lightkube was chosen over
+kubernetes-asyncio (26 MB of generated code for four calls) and kr8s (its
+`scale()` patches the Deployment itself and polls it, which needs `get`/`patch`
+on `deployments` that the Role does not grant): it is small, async, typed, has
+`Deployment.Scale` as a resource of its own, and logs in as kopf does.
+
+Credentials: `KubeConfig.from_env()`, the pod's service account first (its
+token file re-read on a 401, as client-go does when the kubelet rotates it),
+else the one file named by KUBECONFIG (or ~/.kube/config).  The operator's
+`@kopf.on.login` takes the same order, so both talk to one server as one user.
+Every call here is listed in ../../rbac-verbs.md.
 """
 
 from __future__ import annotations
 
 import base64
-import os
-import ssl
-import tempfile
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-import aiohttp
-import kopf
-
-#: Tells the operator's own calls apart from kopf's in API server audit logs (and in the tests).
-USER_AGENT = "queue-autoscaler"
+import httpx2
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.core.exceptions import ApiError, ConfigError
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
 
 
 class KubeError(Exception):
@@ -30,100 +39,59 @@ class KubeError(Exception):
         self.status = status
 
 
-def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
-    """Where and as whom to connect: the pod's service account, else the kubeconfig."""
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-    if info is None:
-        raise kopf.LoginError("no service account token and no kubeconfig: cannot reach Kubernetes")
-    return info
+def _message(e: httpx2.HTTPStatusError) -> str:
+    """The API server's own words: a Status object's message, else the HTTP reason."""
+    if isinstance(e, ApiError) and e.status.message:
+        return e.status.message
+    try:  # a Status served as "application/json; charset=..." is not parsed by lightkube
+        body = e.response.json()
+    except ValueError:
+        body = None
+    return (body.get("message") if isinstance(body, dict) else None) or e.response.reason_phrase
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    """TLS settings of the connection (False for a plain-http server such as a test emulator)."""
-    if info.server.startswith("http://"):
-        return False
-    ctx = ssl.create_default_context(cafile=os.fspath(info.ca_path) if info.ca_path else None)
-    if info.ca_data:
-        ctx.load_verify_locations(cadata=base64.b64decode(info.ca_data).decode())
-    if info.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    cert, key = info.certificate_path, info.private_key_path
-    if info.certificate_data and info.private_key_data:
-        # load_cert_chain reads files only; these live for the duration of the call.
-        with tempfile.NamedTemporaryFile() as c, tempfile.NamedTemporaryFile() as k:
-            c.write(base64.b64decode(info.certificate_data))
-            k.write(base64.b64decode(info.private_key_data))
-            c.flush()
-            k.flush()
-            ctx.load_cert_chain(c.name, k.name)
-    elif cert and key:
-        ctx.load_cert_chain(os.fspath(cert), os.fspath(key))
-    return ctx
+@asynccontextmanager
+async def _call(what: str) -> AsyncIterator[None]:
+    """Turn lightkube's and httpx2's errors into one KubeError naming the call."""
+    try:
+        yield
+    except httpx2.HTTPStatusError as e:
+        raise KubeError(e.response.status_code, f"{what}: {_message(e)}") from e
+    except (httpx2.HTTPError, ConfigError, OSError) as e:
+        raise KubeError(0, f"{what}: {e!r}") from e
 
 
 class KubeClient:
-    """An aiohttp session to the API server, re-logging in once on 401 (rotated tokens)."""
+    """The operator's calls, on one lightkube AsyncClient (one connection pool)."""
 
-    def __init__(self, settings: kopf.OperatorSettings, *, timeout: float = 10.0):
-        self._settings = settings
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self._server = ""
-
-    def _open(self) -> aiohttp.ClientSession:
-        info = connection_info(self._settings)
-        self._server = info.server.rstrip("/")
-        connector = aiohttp.TCPConnector(ssl=_ssl_context(info))
-        headers = {**info.as_http_headers(), "User-Agent": USER_AGENT}
-        self._session = aiohttp.ClientSession(connector=connector, headers=headers, timeout=self._timeout)
-        return self._session
+    def __init__(self, config: KubeConfig | None = None, *, timeout: float = 10.0):
+        self._client = AsyncClient(config or KubeConfig.from_env(), timeout=httpx2.Timeout(timeout))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
-    async def request(self, method: str, path: str, *, json: Any = None, content_type: str | None = None) -> Any:
-        """One API call; the decoded JSON answer, or KubeError."""
-        for attempt in (1, 2):
-            session = self._session or self._open()
-            headers = {"Content-Type": content_type} if content_type else {}
-            try:
-                async with session.request(method, self._server + path, json=json, headers=headers) as resp:
-                    if resp.status == 401 and attempt == 1:
-                        await self.close()
-                        continue
-                    body = await resp.json(content_type=None) if resp.content_length != 0 else None
-                    if resp.status >= 400:
-                        message = body.get("message") if isinstance(body, dict) else resp.reason
-                        raise KubeError(resp.status, f"{method} {path}: {message}")
-                    return body
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise KubeError(0, f"{method} {path}: {e!r}") from e
-        raise KubeError(401, f"{method} {path}: unauthorized")
-
-    # -- the calls the operator makes ---------------------------------------------
     async def get_replicas(self, namespace: str, deployment: str) -> int:
         """spec.replicas of the Deployment's scale subresource (get deployments/scale)."""
-        scale = await self.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}/scale")
-        return int((scale.get("spec") or {}).get("replicas") or 0)
+        async with _call(f"get deployments/{deployment}/scale"):
+            scale = await self._client.get(Deployment.Scale, deployment, namespace=namespace)
+        return int(scale.spec.replicas or 0) if scale.spec else 0
 
     async def set_replicas(self, namespace: str, deployment: str, replicas: int) -> None:
         """Merge-patch the scale subresource only (patch deployments/scale): nothing else changes."""
-        await self.request(
-            "PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}/scale",
-            json={"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
+        async with _call(f"patch deployments/{deployment}/scale"):
+            await self._client.patch(Deployment.Scale, deployment, {"spec": {"replicas": replicas}},
+                                     namespace=namespace, patch_type=PatchType.MERGE)
 
     async def list_hpas(self, namespace: str) -> list[dict]:
-        """HorizontalPodAutoscalers of the namespace (list horizontalpodautoscalers)."""
-        body = await self.request("GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
-        return list(body.get("items") or [])
+        """HorizontalPodAutoscalers of the namespace as plain dicts (list horizontalpodautoscalers)."""
+        async with _call("list horizontalpodautoscalers"):
+            return [hpa.to_dict() async for hpa in self._client.list(HorizontalPodAutoscaler, namespace=namespace)]
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret, decoded (get secrets)."""
-        secret = await self.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-        data = secret.get("data") or {}
+        async with _call(f"get secrets/{name}"):
+            secret = await self._client.get(Secret, name, namespace=namespace)
+        data = secret.data or {}
         if key not in data:
             raise KubeError(404, f"secret {name} has no key {key!r}")
         return base64.b64decode(data[key]).decode()

@@ -21,6 +21,10 @@ DESIRED = Gauge("queue_autoscaler_desired_replicas", "Replicas the last decision
 CURRENT = Gauge("queue_autoscaler_current_replicas", "Replicas of the target after the last poll.", SCALER)
 DECISIONS = Counter("queue_autoscaler_decisions_total", "Decisions taken, by action.", [*SCALER, "action"])
 READ_ERRORS = Counter("queue_autoscaler_read_errors_total", "Backlog readings that failed.", SCALER)
+#: `reason` takes only HELD_REASONS' values: the words of a hold go to status and Events, not to labels.
+HELD_REASONS = ("accept_path_latency",)
+SCALE_UP_HELD = Gauge("queue_autoscaler_scale_up_held",
+                      "1 while the last decision held a scale-up, by reason (0 otherwise).", [*SCALER, "reason"])
 SCALE_ERRORS = Counter("queue_autoscaler_scale_errors_total", "Kubernetes calls that failed during a poll.",
                        SCALER)
 
@@ -50,6 +54,11 @@ def observe_decision(namespace: str, scaler: str, action: str, desired: int, cur
     _child(DECISIONS, namespace, scaler, action).inc()
     _child(DESIRED, namespace, scaler).set(desired)
     _child(CURRENT, namespace, scaler).set(current)
+
+
+def observe_held(namespace: str, scaler: str, held: bool) -> None:
+    """Record whether this poll held a scale-up because the accept path was over its budget."""
+    _child(SCALE_UP_HELD, namespace, scaler, HELD_REASONS[0]).set(1 if held else 0)
 
 
 def observe_read_error(namespace: str, scaler: str) -> None:

@@ -4,8 +4,10 @@ One timer per QueueScaler wakes every tick (QUEUE_AUTOSCALER_TICK_SECONDS) and
 polls at the object's own pollingInterval: kopf fixes a timer's interval when
 the module is imported, and each QueueScaler may choose another one.  A poll
 reads the target's scale subresource, refuses a target an HPA already scales,
-reads the backlog, asks booking_core.scaling.decide() and patches the scale
-subresource only, posting an Event on each change of replicas.  The decision
+reads the backlog and, with spec.acceptPath, the API's latency, asks
+booking_core.scaling.decide() and patches the scale subresource only, posting
+an Event on each change of replicas (and a Warning when a scale-up is first
+held because the accept path is over its latency budget).  The decision
 state lives in the object's kopf memo; lastActiveTime is restored from status
 after a restart, and a restarted scaler never scales down before one window.
 """
@@ -20,12 +22,12 @@ from typing import Any
 
 import kopf
 
-from booking_core.scaling import Backlog, Decision, ScalerState, decide
+from booking_core.scaling import Backlog, Decision, LatencyWatch, ScalerState, decide
 from queue_autoscaler import metrics
 from queue_autoscaler import spec as qs
 from queue_autoscaler.config import OperatorConfig
-from queue_autoscaler.kube import KubeClient, KubeError, connection_info
-from queue_autoscaler.reading import BacklogSource
+from queue_autoscaler.kube import KubeClient, KubeError
+from queue_autoscaler.reading import BacklogSource, LatencySource
 from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
 
 CONFIG = OperatorConfig.from_env()
@@ -45,6 +47,8 @@ class Runtime:
     redis_url_for: tuple[str, str] | None = None
     redis_url_read_at: float = 0.0
     last_scale_time: str | None = None
+    #: The API's latency between polls; a new watch when spec.acceptPath changes.
+    latency: LatencyWatch | None = None
 
 
 class _QuietTimer(logging.Filter):
@@ -133,7 +137,10 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
         return _refuse(rt, patch, body, now, why, s.policy.paused, currentReplicas=current)
 
     backlog, depths = await _read_backlog(rt, memo, namespace, s, now)
-    decision = decide(backlog, current, s.policy, rt.state, now)
+    if rt.latency is None or rt.latency.budget != s.budget:
+        rt.latency = LatencyWatch(s.budget)
+    signal = await memo.latency.judge(rt.latency, now)
+    decision = decide(backlog, current, s.policy, rt.state, now, accept_path=signal)
     rt.state = decision.new_state
     readiness, after = await _scale(rt, kube, body, namespace, name, s.target, decision, logger, now)
     if backlog.error is not None:
@@ -141,7 +148,9 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
         logger.warning(decision.reason)
     metrics.observe_depths(namespace, name, depths)
     metrics.observe_decision(namespace, name, decision.action, decision.desired, after)
-    conds = qs.conditions(readiness, backlog, s.policy, decision, s.policy.paused)
+    if signal is not None:
+        metrics.observe_held(namespace, name, decision.held is not None)
+    conds = qs.conditions(readiness, backlog, s.policy, decision, s.policy.paused, signal)
     for reason, message in qs.warnings_to_post(rt.conditions, conds):
         kopf.warn(body, reason=reason, message=message)
     fields: dict[str, Any] = {"currentReplicas": after, "desiredReplicas": decision.desired, "reason": decision.reason}
@@ -161,8 +170,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.scanning.disabled = True
     settings.posting.reporting_component = "queue-autoscaler"
     logging.getLogger("kopf.objects").addFilter(_QuietTimer())
-    memo.kube = KubeClient(settings)
+    memo.kube = KubeClient()
     memo.backlog = BacklogSource(timeout=CONFIG.redis_timeout_seconds)
+    memo.latency = LatencySource(timeout=CONFIG.redis_timeout_seconds)
     memo.polls = {}  # (namespace, name) -> last tick of its timer; shared by every object's memo
     memo.metrics_server = None
     if CONFIG.metrics_port:
@@ -172,8 +182,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
-    """kopf logs in exactly as the operator's own client does (service account, else KUBECONFIG)."""
-    return connection_info(settings)
+    """kopf logs in in the order lightkube's KubeConfig.from_env() does: service account, else KUBECONFIG.
+
+    kopf's default would also try the pykube and kubernetes clients when installed; one
+    explicit order keeps kopf and the operator's own calls on the same server and user.
+    """
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account token and no kubeconfig: cannot reach Kubernetes")
+    return info
 
 
 @kopf.on.cleanup()
@@ -181,6 +198,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Close what startup opened."""
     await memo.kube.close()
     memo.backlog.close()
+    await memo.latency.close()
     if memo.metrics_server is not None:
         await memo.metrics_server.cleanup()
 

@@ -1,18 +1,21 @@
-"""Backlog readings through booking_core's QueueReader (the one Redis snapshot).
+"""Readings: the backlog through booking_core's QueueReader (the one Redis snapshot),
+and the API's latency histogram (the text of its /metrics, or Prometheus' /federate).
 
 One Redis client per URL is shared by every QueueScaler pointing at it.  A
 failed read becomes `Backlog.unreadable(...)`, never zeros, so the decision
-core holds (or falls back) instead of scaling a pool away on a guess.
+core holds (or falls back) instead of scaling a pool away on a guess.  A
+failed latency read holds nothing (booking_core.scaling.LatencyWatch).
 """
 
 from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import redis
 
 from booking_core.queues import QueueDepth, QueueReader
-from booking_core.scaling import Backlog
+from booking_core.scaling import AcceptPath, Backlog, LatencyWatch
 
 
 class BacklogSource:
@@ -52,3 +55,31 @@ class BacklogSource:
             client.close()
         self._clients.clear()
         self._readers.clear()
+
+
+class LatencySource:
+    """One aiohttp session for every QueueScaler's latency reads (timeout: one Redis timeout)."""
+
+    def __init__(self, *, timeout: float = 2.0):
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def judge(self, watch: LatencyWatch, now: float) -> AcceptPath | None:
+        """GET the watch's metricsUrl and judge it (None: no URL, no signal)."""
+        url = watch.budget.metrics_url
+        if url is None:
+            return None
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.get(url) as resp:
+                resp.raise_for_status()
+                text = await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            return watch.unreadable(e)
+        return watch.observe(text, now)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

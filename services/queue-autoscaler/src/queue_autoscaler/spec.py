@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from booking_core.scaling import Backlog, Decision, Policy, PolicyError
+from booking_core.scaling import AcceptPath, Backlog, Decision, LatencyBudget, Policy, PolicyError
 
 GROUP = "scaling.booking-platform.io"
 VERSION = "v1alpha1"
 PLURAL = "queuescalers"
-CONDITION_TYPES = ("Ready", "Active", "Fallback", "Paused")
+CONDITION_TYPES = ("Ready", "Active", "Fallback", "Paused", "ScaleUpHeld")
 
 
 class SpecError(ValueError):
@@ -34,6 +34,8 @@ class ScalerSpec:
     secret_key: str
     redis_namespace: str
     policy: Policy
+    #: Where the API's latency is read (spec.acceptPath); no metricsUrl: nothing is held.
+    budget: LatencyBudget = LatencyBudget()
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ def parse_spec(spec: Mapping[str, Any]) -> ScalerSpec:
         raise SpecError("redis.urlSecretRef.name and redis.urlSecretRef.key are required")
     try:
         policy = Policy.from_spec(spec)
+        budget = LatencyBudget.from_spec(spec.get("acceptPath"))
     except PolicyError as e:
         raise SpecError(str(e)) from None
     return ScalerSpec(
@@ -71,6 +74,7 @@ def parse_spec(spec: Mapping[str, Any]) -> ScalerSpec:
         secret_key=ref["key"],
         redis_namespace=redis.get("namespace") or "dramatiq",
         policy=policy,
+        budget=budget,
     )
 
 
@@ -115,10 +119,24 @@ def backlog_status(backlog: Backlog, depths: Iterable[Any]) -> dict[str, Any]:
     }
 
 
+def _held(decision: Decision | None, signal: AcceptPath | None, policy: Policy | None) -> tuple[str, str, str]:
+    """(status, reason, message) of ScaleUpHeld: True while the accept path holds a scale-up."""
+    if decision is not None and decision.held is not None:
+        return "True", "AcceptPathOverBudget", decision.held
+    if signal is None:
+        return "False", "NoLatencySignal", "spec.acceptPath.metricsUrl is not set (or the poll stopped before it)"
+    if policy is not None and not policy.protect_accept_path:
+        return "False", "ProtectionOff", f"spec.protectAcceptPath is false; {signal.reason}"
+    if signal.saturated:
+        return "False", "NothingToHold", f"no scale-up wanted; {signal.reason}"
+    return "False", "AcceptPathWithinBudget", signal.reason
+
+
 def conditions(
-    readiness: Readiness, backlog: Backlog | None, policy: Policy | None, decision: Decision | None, paused: bool
+    readiness: Readiness, backlog: Backlog | None, policy: Policy | None, decision: Decision | None, paused: bool,
+    signal: AcceptPath | None = None,
 ) -> list[dict[str, str]]:
-    """The four conditions (without times) for one poll's outcome."""
+    """The five conditions (without times) for one poll's outcome."""
     if backlog is None or backlog.error is not None or policy is None:
         active = ("Unknown", "BacklogUnknown", "the backlog was not read")
     elif backlog.load > policy.activation_backlog:
@@ -136,7 +154,8 @@ def conditions(
     ready = ("True" if readiness.ok else "False", readiness.reason, readiness.message)
     return [
         {"type": kind, "status": s, "reason": r, "message": m}
-        for kind, (s, r, m) in zip(CONDITION_TYPES, (ready, active, fallback, pause), strict=True)
+        for kind, (s, r, m) in zip(CONDITION_TYPES, (ready, active, fallback, pause,
+                                                     _held(decision, signal, policy)), strict=True)
     ]
 
 
@@ -157,7 +176,7 @@ def warnings_to_post(old: Iterable[Mapping[str, Any]] | None, new: list[dict[str
     out = []
     for cond in new:
         bad = (cond["type"] == "Ready" and cond["status"] == "False") or (
-            cond["type"] == "Fallback" and cond["status"] == "True")
+            cond["type"] in ("Fallback", "ScaleUpHeld") and cond["status"] == "True")
         prev = before.get(cond["type"], {})
         if bad and (prev.get("status") != cond["status"] or prev.get("reason") != cond["reason"]):
             out.append((cond["reason"], cond["message"]))

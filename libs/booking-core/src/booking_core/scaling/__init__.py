@@ -8,5 +8,7 @@ Redis and applying the result are the callers' business.
 from booking_core.scaling.backlog import Backlog
 from booking_core.scaling.decision import Decision, ScalerState, decide
 from booking_core.scaling.policy import Policy, PolicyError
+from booking_core.scaling.pressure import AcceptPath, LatencyBudget, LatencyReading, LatencyWatch, judge
 
-__all__ = ["Backlog", "Decision", "Policy", "PolicyError", "ScalerState", "decide"]
+__all__ = ["AcceptPath", "Backlog", "Decision", "LatencyBudget", "LatencyReading", "LatencyWatch", "Policy",
+           "PolicyError", "ScalerState", "decide", "judge"]

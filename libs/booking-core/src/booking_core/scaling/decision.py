@@ -20,7 +20,12 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
     restart never scales down on one reading), at most scaleDown.maxStep;
   * zero: only from one replica (never N -> 0), and only cooldownPeriod after
     the pool was last active;
-  * finally min/max always, and >= 1 while busy.
+  * finally min/max always, and >= 1 while busy;
+  * accept path saturated (and protectAcceptPath): no scale-up beyond the floor
+    (min, and 1 while busy or active, so a backlog never starves), so the pool
+    holds; scale-down goes on as usual,
+    and the window keeps the real recommendation, so the scale-up comes at once
+    when the API is within its budget again.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Literal
 
 from booking_core.scaling.backlog import Backlog
 from booking_core.scaling.policy import Policy
+from booking_core.scaling.pressure import AcceptPath
 
 Action = Literal["scale_up", "scale_down", "hold", "paused", "fallback"]
 
@@ -60,6 +66,8 @@ class Decision:
     active: bool | None = None
     #: This reading's own recommendation, before stabilization and step limits.
     recommendation: int | None = None
+    #: Why a scale-up was held for the accept path (None: nothing was held).
+    held: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -67,8 +75,12 @@ class Decision:
         return self.desired != self.current
 
 
-def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: ScalerState, now: float) -> Decision:
-    """Desired replicas for a pool now running `current_replicas`, given this reading."""
+def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: ScalerState, now: float,
+           accept_path: AcceptPath | None = None) -> Decision:
+    """Desired replicas for a pool now running `current_replicas`, given this reading.
+
+    `accept_path` is the API's latency signal (None: not measured, nothing held).
+    """
     current = current_replicas
     if current < 0:
         raise ValueError(f"current_replicas must be >= 0, got {current}")
@@ -123,8 +135,19 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
     if final != desired:
         action = "scale_up" if final > current else "scale_down" if final < current else "hold"
         what = f"{what}; clamped to {final} (min {policy.min_replica_count}, max {policy.max_replica_count})"
+    held = None
+    if final > current and accept_path is not None and accept_path.saturated and policy.protect_accept_path:
+        floor = max(policy.min_replica_count, 1 if backlog.busy or active else 0)
+        held_at = max(current, floor)
+        if held_at < final:
+            held = accept_path.reason
+            what = (f"scale-up to {final} held at {held_at}: accept path over its latency budget ({held})"
+                    if held_at == current else
+                    f"scaled up {current}→{held_at} only (the floor); scale-up to {final} held: accept path "
+                    f"over its latency budget ({held})")
+            final, action = held_at, "hold" if held_at == current else "scale_up"
     reason = f"{backlog.describe()}; {basis} → {rec}; {what}"
-    return Decision(final, current, reason, action, new_state, active=active, recommendation=rec)
+    return Decision(final, current, reason, action, new_state, active=active, recommendation=rec, held=held)
 
 
 def _recommend(backlog: Backlog, current: int, policy: Policy, active: bool) -> tuple[int, str]:

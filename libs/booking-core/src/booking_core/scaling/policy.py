@@ -48,6 +48,9 @@ class Policy:
     delayed_lead_seconds: float = 30.0
     #: While true, nothing is changed.
     paused: bool = False
+    #: While the accept path is over its latency budget (booking_core.scaling.pressure),
+    #: scale-ups are held: more workers would slow the API and drain no faster.
+    protect_accept_path: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -82,8 +85,9 @@ class Policy:
                     f"fallbackReplicas ({self.fallback_replicas}) must not exceed maxReplicaCount "
                     f"({self.max_replica_count})"
                 )
-        if not isinstance(self.paused, bool):
-            raise PolicyError(f"paused must be true or false, got {self.paused!r}")
+        for name, value in (("paused", self.paused), ("protectAcceptPath", self.protect_accept_path)):
+            if not isinstance(value, bool):
+                raise PolicyError(f"{name} must be true or false, got {value!r}")
 
     def clamp(self, replicas: int) -> int:
         """`replicas` brought within [minReplicaCount, maxReplicaCount]."""
@@ -133,6 +137,7 @@ _SPEC_FIELDS = {
     "fallbackReplicas": "fallback_replicas",
     "delayedLeadSeconds": "delayed_lead_seconds",
     "paused": "paused",
+    "protectAcceptPath": "protect_accept_path",
 }
 
 

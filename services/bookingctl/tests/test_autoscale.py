@@ -1,0 +1,128 @@
+"""The local autoscaler keeps the API first: CPU-bound pools capped by cores, scale-ups held
+while the API is over its latency budget.
+
+Real Redis (the session's) holds a real Dramatiq queue; the API's /metrics is a real
+prometheus_client Histogram with the API's name and buckets, served over HTTP by
+prometheus_client's own server on a free port; the tests play the API's requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+
+import dramatiq
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+
+from booking_core.scaling import LatencyBudget, Policy
+from booking_core.scaling.pressure import LATENCY_METRIC
+from bookingctl.autoscale import DEFAULT_POLICIES, Autoscaler, cpu_bound_limit
+from bookingctl.embedded import free_port
+
+ROUTE = "/api/v1/bookings"
+POLICY = Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=10, polling_interval=1)
+
+
+class FakeApiMetrics:
+    """The API's request-latency histogram, served as Prometheus text on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        registry = CollectorRegistry()
+        self.latency = Histogram(LATENCY_METRIC, "Time to answer an HTTP request.", ["route", "method"],
+                                 registry=registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        port = free_port()
+        self.server, self.thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+
+    def serve(self, seconds: float, n: int) -> None:
+        for _ in range(n):
+            self.latency.labels(route=ROUTE, method="POST").observe(seconds)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api_metrics():
+    metrics = FakeApiMetrics()
+    yield metrics
+    metrics.close()
+
+
+@pytest.fixture
+def invoices(redis_url):
+    """50 invoice messages waiting in a Dramatiq namespace of the test's own."""
+    namespace = f"as-{uuid.uuid4().hex[:8]}"
+    broker = RedisBroker(url=redis_url, namespace=namespace)
+
+    @dramatiq.actor(broker=broker, queue_name="invoice", actor_name="issue_invoice")
+    def issue_invoice(n: int) -> None:  # pragma: no cover - never run
+        pass
+
+    for i in range(50):
+        issue_invoice.send(i)
+    yield namespace
+    broker.client.delete(f"{namespace}:invoice", f"{namespace}:invoice.msgs")
+    broker.close()
+
+
+def test_cpu_bound_pools_get_at_most_one_process_per_usable_core(redis_url):
+    policies = {q: Policy(min_replica_count=1, max_replica_count=8, fallback_replicas=6) for q in ("invoice", "email")}
+    two = Autoscaler(policies, redis_url, "dramatiq", cores=2)
+    assert cpu_bound_limit(2) == 2 and cpu_bound_limit(0) == 1
+    assert (two.pools["invoice"].policy.max_replica_count, two.pools["invoice"].policy.fallback_replicas) == (2, 2)
+    assert two.pools["email"].policy.max_replica_count == 8  # waits on SMTP, not the CPU
+    assert Autoscaler(policies, redis_url, "dramatiq", cores=16).pools["invoice"].policy == policies["invoice"]
+    one = Autoscaler({"invoice": Policy(min_replica_count=3, max_replica_count=4)}, redis_url, "dramatiq", cores=1)
+    capped = one.pools["invoice"].policy
+    assert (capped.min_replica_count, capped.max_replica_count) == (1, 1)
+
+
+def test_the_default_invoice_pool_never_outgrows_this_machine(redis_url):
+    scaler = Autoscaler(DEFAULT_POLICIES, redis_url, "dramatiq")
+    assert scaler.pools["invoice"].policy.max_replica_count <= max(1, len(os.sched_getaffinity(0)))
+
+
+def test_a_slow_api_holds_the_scale_up_with_a_logged_reason_until_it_is_fast_again(
+        redis_url, invoices, api_metrics, caplog):
+    scaler = Autoscaler({"invoice": POLICY}, redis_url, invoices, api_metrics_url=api_metrics.url,
+                        budget=LatencyBudget(p99_budget_seconds=0.05, min_requests=20), cores=8)
+    resized: list[tuple[str, int]] = []
+    caplog.set_level(logging.INFO, logger="bookingctl.autoscale")
+
+    scaler.tick({"invoice": 1}, lambda q, n: resized.append((q, n)), now=0)  # first latency reading
+    assert resized == [("invoice", 4)]  # no judgement yet from one reading: nothing held
+    resized.clear()
+
+    api_metrics.serve(0.004, 200)
+    api_metrics.serve(0.3, 10)  # 5 % of the bookings requests took 300 ms: p99 over 50 ms
+    scaler.tick({"invoice": 1}, lambda q, n: resized.append((q, n)), now=2)
+    assert resized == []
+    held = scaler.pools["invoice"].last
+    assert held.action == "hold" and held.held.startswith(f"{ROUTE} p99 ")
+    assert "budget 50 ms" in held.held and "(210 requests)" in held.held
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage().startswith("invoice workers: scale-up held: backlog 50 (ready 50")
+
+    api_metrics.serve(0.3, 30)
+    scaler.tick({"invoice": 1}, lambda q, n: resized.append((q, n)), now=4)  # still slow: logged once only
+    assert resized == [] and len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+    api_metrics.serve(0.004, 300)  # the API is fast again
+    scaler.tick({"invoice": 1}, lambda q, n: resized.append((q, n)), now=6)
+    assert resized == [("invoice", 4)]
+    assert any("scale-up no longer held" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unreadable_api_holds_nothing(redis_url, invoices):
+    scaler = Autoscaler({"invoice": POLICY}, redis_url, invoices, api_metrics_url=f"http://127.0.0.1:{free_port()}/",
+                        cores=8)
+    resized: list[tuple[str, int]] = []
+    scaler.tick({"invoice": 1}, lambda q, n: resized.append((q, n)), now=0)
+    assert resized == [("invoice", 4)]
+    assert scaler.accept_path(1).reason.startswith("API latency unreadable (URLError")
