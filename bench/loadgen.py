@@ -1,0 +1,181 @@
+"""Load generation for the benchmarks: wrk for throughput, plain sockets for latency.
+
+`wrk` (Debian's package) drives many connections at once from C, so the load
+generator does not steal the Python interpreter's time from what it measures;
+its Lua hooks POST a booking and print one JSON summary.  Single-connection
+latency loops (the "dashboard" user) and bursts (N users at the same instant)
+are Python threads on keep-alive `http.client` connections.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BODY = {"customer": {"name": "Bench Mark", "email": "bench@example.com"}, "item": "Sea-view room",
+        "check_in": "2027-05-01", "check_out": "2027-05-03", "amount": "240.00", "currency": "EUR"}
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%(body)s]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'WRKJSON {"requests": %%d, "duration_us": %%d, "non2xx": %%d, "socket_errors": %%d,'
+    .. ' "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d, "mean_us": %%.1f}\\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-quantile (0..1) of `values`, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def summary(ms: list[float]) -> dict:
+    """n, median, p99 and max of latencies in milliseconds."""
+    if not ms:
+        return {"n": 0}
+    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 2), "p99_ms": round(pct(ms, 0.99), 2),
+            "max_ms": round(max(ms), 2)}
+
+
+def require_wrk() -> str:
+    """The wrk binary, or exit with the command that installs it."""
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("bench: wrk is missing; install it with: sudo apt-get install -y wrk")
+    return found
+
+
+def wrk_post(base_url: str, token: str, *, connections: int, seconds: float, threads: int = 2) -> dict:
+    """POST bookings from `connections` keep-alive connections for `seconds`; wrk's own summary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(_WRK_SCRIPT % {"body": json.dumps(BODY), "token": token})
+        out = subprocess.run(
+            [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+             "--timeout", "10s", "-s", str(script), base_url + "/api/v1/bookings"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    raw = json.loads(line[len("WRKJSON "):])
+    secs = raw["duration_us"] / 1e6
+    return {"connections": connections, "seconds": round(secs, 2), "requests": raw["requests"],
+            "rps": round(raw["requests"] / secs, 1), "non2xx": raw["non2xx"], "socket_errors": raw["socket_errors"],
+            "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+            "max_ms": raw["max_us"] / 1000}
+
+
+class Client:
+    """One keep-alive connection that times each request."""
+
+    def __init__(self, base_url: str, token: str):
+        host, port = base_url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[float, int, bytes]:
+        """(milliseconds, status, body); reconnects once if the server closed an idle connection."""
+        headers = dict(self.auth)
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body)
+        for attempt in (1, 2):
+            start = time.perf_counter()
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                payload = resp.read()
+                return (time.perf_counter() - start) * 1000, resp.status, payload
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def dashboard_path() -> str:
+    return "/api/v1/bookings?limit=20"
+
+
+def loop_get(base_url: str, token: str, path: str, *, count: int | None = None,
+             stop: threading.Event | None = None, pause: float = 0.0) -> list[float]:
+    """GET `path` on one connection `count` times or until `stop`; latencies of the 200s."""
+    client = Client(base_url, token)
+    out: list[float] = []
+    try:
+        while (count is None or len(out) < count) and not (stop is not None and stop.is_set()):
+            ms, status, _ = client.request("GET", path)
+            if status != 200:
+                raise RuntimeError(f"GET {path}: {status}")
+            out.append(ms)
+            if pause:
+                time.sleep(pause)
+    finally:
+        client.close()
+    return out
+
+
+class Background:
+    """Run `loop_get` in a thread until `stop()`; `result` holds its latencies."""
+
+    def __init__(self, base_url: str, token: str, path: str, pause: float = 0.01):
+        self._stop = threading.Event()
+        self.result: list[float] = []
+        self._thread = threading.Thread(
+            target=lambda: self.result.extend(loop_get(base_url, token, path, stop=self._stop, pause=pause)),
+            daemon=True)
+
+    def __enter__(self) -> Background:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def burst(base_url: str, token: str, users: int,
+          path: str = "/api/v1/bookings") -> tuple[list[float], list[int], list[str]]:
+    """`users` connections POST one booking each at the same instant; (ms, statuses, booking ids)."""
+    clients = [Client(base_url, token) for _ in range(users)]
+    for c in clients:  # connect first, so the burst measures requests, not TCP handshakes
+        c.conn.connect()
+    barrier = threading.Barrier(users)
+    ms: list[float] = [0.0] * users
+    statuses: list[int] = [0] * users
+    ids: list[str] = [""] * users
+
+    def one(i: int) -> None:
+        barrier.wait()
+        ms[i], statuses[i], body = clients[i].request("POST", path, BODY)
+        if statuses[i] == 201:
+            ids[i] = json.loads(body)["id"]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for c in clients:
+        c.close()
+    return ms, statuses, ids
