@@ -37,14 +37,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import loadgen  # noqa: E402
 import pgstats  # noqa: E402
 
+from booking_embedded import free_port  # noqa: E402
 from bookingctl.autoscale import load_policies  # noqa: E402
 from bookingctl.platform import Platform, PlatformConfig  # noqa: E402
 from bookingctl.services import api as api_spec  # noqa: E402
-
-try:
-    from booking_embedded import free_port  # noqa: E402
-except ImportError:  # before the embedded helpers moved to their own library
-    from bookingctl.embedded import free_port  # noqa: E402
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -168,9 +164,8 @@ def start_sync_app(platform: Platform, port: int) -> subprocess.Popen:
 
 def rss_report(platform: Platform) -> dict:
     out = {name: pgstats.rss_mib(child.pid) for name, child in platform.children.items() if child.alive()}
-    for name in ("postgres", "redis", "smtp"):
-        server = getattr(platform, name)
-        if server is not None and server.child is not None and server.child.alive():
+    for name, server in platform.servers.items():
+        if server.child is not None and server.child.alive():
             out[name] = pgstats.rss_mib(server.child.pid)
     return out
 

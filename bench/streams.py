@@ -36,7 +36,7 @@ import aiohttp
 from pipeline import BODY, summary, timed
 
 from booking_core import db
-from bookingctl.embedded import free_port
+from booking_embedded import free_port
 from bookingctl.platform import Platform, PlatformConfig
 
 

@@ -76,7 +76,7 @@ def events_settings(settings):
 @pytest.fixture
 def events_port(events_settings):
     """The service on 127.0.0.1 with a 0.3 s heartbeat and a 50 ms poll; stopped after the test."""
-    from bookingctl.embedded import free_port
+    from booking_embedded import free_port
 
     port = free_port()
     loop = asyncio.new_event_loop()

@@ -108,7 +108,7 @@ def test_done_dead_and_recent_tasks_are_left_alone(settings, db_conn, tenant):
 
 
 def test_unreachable_redis_republishes_nothing(settings, db_conn, tenant):
-    from bookingctl.embedded import free_port
+    from booking_embedded import free_port
 
     booking_id = stale_booking(db_conn, tenant)
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
