@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import report  # bench/report.py: a script's own folder is on sys.path
 from pipeline import BODY, timed
 
 from booking_core.scaling import Policy
@@ -79,9 +80,7 @@ def main() -> None:
     result = {"fixed_one_invoice_process": fixed, "autoscaled_1_to_4": scaled,
               "drain_ratio_autoscaled_over_fixed": round(scaled["drain_seconds"] / fixed["drain_seconds"], 2),
               "command": " ".join(["python", *sys.argv])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,11 @@ import http.client
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import report  # bench/report.py: a script's own folder is on sys.path
 
 from booking_embedded import free_port
 from bookingctl.platform import Platform, PlatformConfig
@@ -108,11 +109,9 @@ def main() -> None:
         "post_over_baseline_median_workers_stopped": round(statistics.median(quiet_posts)
                                                            / statistics.median(quiet_floor), 2),
         "post_to_all_tasks_done": summary(flows),
-        "command": " ".join(["python", *sys.argv]),
+        "command": report.command(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import loadgen  # noqa: E402
 import pgstats  # noqa: E402
+import report  # noqa: E402
 
 from booking_embedded import free_port  # noqa: E402
 from bookingctl.autoscale import load_policies  # noqa: E402
@@ -171,7 +172,7 @@ def rss_report(platform: Platform) -> dict:
 
 
 def run(args) -> dict:
-    result: dict = {"command": " ".join(["python", *sys.argv]), "cpus": os.cpu_count(),
+    result: dict = {"command": report.command(), "cpus": os.cpu_count(),
                     "connections": args.connections, "burst_users": args.users}
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
@@ -339,10 +340,8 @@ def main() -> None:
     loadgen.require_wrk()
     result = run(args)
     result["targets"] = verdict(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.plot)
-    print(json.dumps(result, indent=2))
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import http.client
 import json
 import os
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import report  # bench/report.py: a script's own folder is on sys.path
 from pipeline import BODY, summary, timed
 
 from booking_core import db
@@ -153,11 +153,9 @@ def main() -> None:
         "p99_ratio": round(summary(with_streams)["p99_ms"] / summary(without)["p99_ms"], 2),
         "stream_events_received_while_measuring": received,
         "poller_queries_per_second_with_streams_open": round(sum(polls) / len(polls), 1),
-        "command": " ".join(["python", *sys.argv]),
+        "command": report.command(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":

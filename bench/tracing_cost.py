@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import report  # bench/report.py: a script's own folder is on sys.path
 from otlp_receiver import OtlpReceiver  # noqa: E402
 from pipeline import BODY, summary, timed  # noqa: E402
 
@@ -71,11 +72,9 @@ def main() -> None:
         "post_tracing_on": summary(times[1]),
         "on_over_off_median": round(statistics.median(times[1]) / statistics.median(times[0]), 3),
         "spans_received": spans,
-        "command": " ".join(["python", *sys.argv]),
+        "command": report.command(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":
