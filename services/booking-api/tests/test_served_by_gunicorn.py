@@ -118,3 +118,30 @@ def test_small_chunked_body_is_accepted(served, token, booking_body):
                               chunked=True)
     assert status == 201, created
     assert created["amount"] == "100"
+
+
+def raw_request(port: int, data: bytes) -> tuple[int, str, dict]:
+    """Send raw bytes; (status, Content-Type, parsed JSON body) of gunicorn's answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers["Content-Type"], json.loads(body)
+
+
+@pytest.mark.parametrize(("raw", "status", "code"), [
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "header-fields-too-large"),
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri-too-long"),
+    (b"\x16\x03<script>alert(1)</script> nonsense\r\n\r\n", 400, "bad-request"),
+])
+def test_gunicorns_own_refusals_are_problems_that_echo_nothing(served, raw, status, code):
+    got_status, content_type, body = raw_request(served, raw)
+    assert (got_status, content_type) == (status, "application/problem+json")
+    assert body["status"] == status and body["type"].endswith("/" + code)
+    assert "<script>" not in json.dumps(body) and "aaaa" not in json.dumps(body)

@@ -50,6 +50,13 @@ def when_ready(server) -> None:
     server.log.info("metrics on http://%s:%d/metrics", host, port)
 
 
+def post_worker_init(worker) -> None:
+    """gunicorn's own refusals (431, 414, 400) answer as problem+json, like the app's errors."""
+    from booking_api import gunicorn_errors
+
+    gunicorn_errors.install()
+
+
 def child_exit(server, worker) -> None:
     """Fold an exited worker's live gauges away, as multiprocess mode requires."""
     from prometheus_client import multiprocess
