@@ -101,7 +101,7 @@ def test_a_dead_email_redis_forgot_is_delivered_once_by_the_retry_endpoint(make_
     assert [d["booking_id"] for d in json.loads(listed.stdout)] == [kept]
     # When SMTP accepts again and an admin retries each task
     platform.stop_component("smtp")
-    platform.smtp.reject_recipients = None
+    platform.servers["smtp"].reject_recipients = None
     platform.start_component("smtp")
     for booking_id in (kept, lost):
         status, got = api.json("POST", f"/api/v1/ops/bookings/{booking_id}/tasks/email/retry")
@@ -131,7 +131,7 @@ def test_bulk_requeue_from_the_cli_counts_then_delivers(make_platform, api_of):
     dry = bookingctl(platform, "dlq", "requeue", "--all", "--dry-run", "--error", "user unknown")
     assert (dry.returncode, dry.stdout.strip()) == (0, "would have requeued 3 dead letter(s)")
     platform.stop_component("smtp")
-    platform.smtp.reject_recipients = None
+    platform.servers["smtp"].reject_recipients = None
     platform.start_component("smtp")
     done = bookingctl(platform, "dlq", "requeue", "--all", "--error", "user unknown")
     assert done.returncode == 0, done.stderr
