@@ -27,7 +27,7 @@ def test_up_runs_everything_then_stops_everything_and_keeps_data(tmp_path):
         assert token in text
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         pids = up.pids()
-        assert len(pids) == 5  # relay, three workers, API
+        assert len(pids) == 6  # relay, three workers, API, events
 
         api = Api(f"http://127.0.0.1:{port}", token)
         booking = api.book(name="Quick Start", email="quick@example.com")

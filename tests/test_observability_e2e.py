@@ -99,7 +99,7 @@ def test_every_process_serves_metrics_that_move_with_bookings(make_platform, api
     platform = make_platform()
     api = api_of(platform)
     urls = platform.metrics_urls
-    assert set(urls) == {"api", "relay", "email-worker-1", "invoice-worker-1", "audit-worker-1"}
+    assert set(urls) == {"api", "relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "events"}
     before = {name: scrape(url) for name, url in urls.items()}
 
     platform.stop_component("invoice-worker-1")
@@ -130,7 +130,9 @@ def test_every_process_serves_metrics_that_move_with_bookings(make_platform, api
         assert ("dramatiq_message_errors_total" in {n for n, _ in worker}) or queue
         assert any(n == "dramatiq_message_duration_milliseconds_count" for n, _ in worker)
     # No label carries client input: every label value is from a fixed vocabulary or a route template.
-    for samples in (api_metrics, relay):
+    events = scrape(urls["events"])
+    assert events, "the events service serves Prometheus text"
+    for samples in (api_metrics, relay, events):
         for (_, labels) in samples:
             for key, val in labels:
                 assert "@" not in val and "Metric" not in val and not any(i in val for i in ids), (key, val)

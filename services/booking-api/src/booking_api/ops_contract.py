@@ -6,22 +6,31 @@ OpenAPI document is generated from these the same way.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from booking_api.contract import Text, _Response, _schema, one_of
 from booking_core.contracts import QUEUES, TASKS
 
+#: RFC 3339, as `format: date-time` means: a date, a time and a zone (pydantic alone would
+#: also take a bare number as a Unix time, or a time without a zone).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
-def _aware(value: datetime) -> datetime:
-    """A time without a zone is read as UTC (the API answers in UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+def _rfc3339(value: object) -> object:
+    """Only an RFC 3339 string (or an already parsed aware time) goes on to pydantic."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError("must be a date-time with its zone, e.g. 2026-11-30T12:00:00Z")
 
 
-AwareTime = Annotated[datetime, AfterValidator(_aware), _schema(format="date-time")]
+AwareTime = Annotated[datetime, BeforeValidator(_rfc3339), _schema(format="date-time")]
 
 
 class DeadLetterFilter(BaseModel):

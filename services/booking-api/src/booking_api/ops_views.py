@@ -7,6 +7,8 @@ holds them; Redis is only told to forget its cached copy.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from flask import Blueprint, request
 from pydantic import ValidationError
 
@@ -63,11 +65,13 @@ def _gone(e: deadletters.DeadLetterError) -> ApiError:
     return ApiError(404, "not-found", f"No such dead letter: {e}.")
 
 
-@bp.post("/dead-letters/<dead_id>/requeue")
+# `uuid:` keeps `/dead-letters/requeue` and `/dead-letters/discard` (the bulk actions) from
+# also matching the one-letter routes (an OPTIONS there would advertise DELETE).
+@bp.post("/dead-letters/<uuid:dead_id>/requeue")
 @admin_required
-def requeue(dead_id: str):
+def requeue(dead_id: UUID):
     """Send a dead letter back through the outbox with fresh retries (audited)."""
-    letter = _find(dead_id)
+    letter = _find(str(dead_id))
     try:
         deadletters.requeue(get_db(), get_redis(), settings().redis_namespace, letter, actor=actor_name())
     except deadletters.DeadLetterError as e:  # resolved by someone else meanwhile
@@ -75,11 +79,11 @@ def requeue(dead_id: str):
     return {"requeued": letter.as_dict()}
 
 
-@bp.delete("/dead-letters/<dead_id>")
+@bp.delete("/dead-letters/<uuid:dead_id>")
 @admin_required
-def discard(dead_id: str):
+def discard(dead_id: UUID):
     """Close a dead letter for good (audited)."""
-    letter = _find(dead_id)
+    letter = _find(str(dead_id))
     try:
         deadletters.discard(get_db(), get_redis(), settings().redis_namespace, letter, actor=actor_name())
     except deadletters.DeadLetterError as e:
