@@ -111,10 +111,11 @@ def test_a_worker_records_the_dead_letter_with_the_dead_state(settings, db_conn,
     def refuse(*, task: str, booking_id: str, tenant_id: str) -> None:
         raise PermanentTaskError("no such mailbox")
 
-    actor = dramatiq.actor(refuse, broker=broker, actor_name=name, queue_name="dlqtest", max_retries=0,
+    # A real queue name (the API documents only those), in this test's own Redis namespace.
+    actor = dramatiq.actor(refuse, broker=broker, actor_name=name, queue_name="email", max_retries=0,
                            throws=(PermanentTaskError,))
     booking_id = make_booking(db_conn, tenant)
-    worker = dramatiq.Worker(broker, queues={"dlqtest"}, worker_threads=1)
+    worker = dramatiq.Worker(broker, queues={"email"}, worker_threads=1)
     worker.start()
     try:
         sent = actor.send_with_options(kwargs={"task": "email", "booking_id": booking_id, "tenant_id": tenant["id"]},
@@ -125,7 +126,7 @@ def test_a_worker_records_the_dead_letter_with_the_dead_state(settings, db_conn,
         broker.close()
     [letter] = deadletters.list_dead(db_conn, Filter(tenant_id=tenant["id"]))
     assert (letter.message_id, letter.actor, letter.queue, letter.booking_id) == (
-        sent.message_id, name, "dlqtest", booking_id)
+        sent.message_id, name, "email", booking_id)
     assert letter.last_error == "PermanentTaskError: no such mailbox"
     assert letter.options["trace_context"]["traceparent"].startswith("00-" + "12" * 16)
     row = db_conn.execute("SELECT state, attempts FROM booking_tasks WHERE booking_id = %s AND task = 'email'",

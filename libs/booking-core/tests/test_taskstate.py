@@ -19,7 +19,9 @@ from booking_core.broker import make_broker
 from booking_core.errors import PermanentTaskError
 from booking_core.taskstate import TaskStateMiddleware, _task_key
 
-QUEUE = "taskstate"
+#: A real queue name (dead letters recorded here must be ones the ops API documents),
+#: isolated by the test's own Redis namespace.
+QUEUE = "email"
 
 
 def wait_for(predicate, timeout: float = 30.0):
