@@ -4,7 +4,6 @@ one open record per message, and the worker writing it with the dead state."""
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -16,15 +15,7 @@ from booking_core import bookings, deadletters
 from booking_core.broker import make_broker
 from booking_core.deadletters import Filter, like_pattern
 from booking_core.errors import PermanentTaskError
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from e2e_helpers import wait_until
 
 
 def make_booking(conn, tenant: dict) -> str:
@@ -120,7 +111,8 @@ def test_a_worker_records_the_dead_letter_with_the_dead_state(settings, db_conn,
     try:
         sent = actor.send_with_options(kwargs={"task": "email", "booking_id": booking_id, "tenant_id": tenant["id"]},
                                        trace_context={"traceparent": "00-" + "12" * 16 + "-" + "34" * 8 + "-01"})
-        wait_for(lambda: deadletters.list_dead(db_conn, Filter(tenant_id=tenant["id"])), timeout=30)
+        wait_until(lambda: deadletters.list_dead(db_conn, Filter(tenant_id=tenant["id"])), timeout=30,
+                   interval=0.05, what="the dead-letter record")
     finally:
         worker.stop()
         broker.close()

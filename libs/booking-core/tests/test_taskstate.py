@@ -18,19 +18,11 @@ from booking_core import bookings, db
 from booking_core.broker import make_broker
 from booking_core.errors import PermanentTaskError
 from booking_core.taskstate import TaskStateMiddleware, _task_key
+from e2e_helpers import wait_until
 
 #: A real queue name (dead letters recorded here must be ones the ops API documents),
 #: isolated by the test's own Redis namespace.
 QUEUE = "email"
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def make_booking(conn, tenant: dict) -> str:
@@ -90,12 +82,12 @@ def test_a_state_write_whose_backend_is_terminated_is_retried(
             locker.execute("SELECT 1 FROM booking_tasks WHERE booking_id = %s AND task = 'email'"
                            " FOR UPDATE", (booking_id,))
             proceed.set()
-            pid = wait_for(lambda: db_conn.execute(
+            pid = wait_until(lambda: db_conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
                 " AND wait_event_type = 'Lock'", (app,)).fetchone())["pid"]
             assert db_conn.execute("SELECT pg_terminate_backend(%s) AS ok", (pid,)).fetchone()["ok"]
             locker.rollback()
-        row = wait_for(lambda: (r := task_row(db_conn, booking_id))["state"] == state and r)
+        row = wait_until(lambda: (r := task_row(db_conn, booking_id))["state"] == state and r)
     finally:
         worker.stop()
         broker.close()
