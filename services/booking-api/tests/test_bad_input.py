@@ -8,10 +8,12 @@ time on the session's database, so any change is the request's doing.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
 
+from booking_api import create_app
 from booking_core import tenants
 
 URL = "/api/v1/bookings"
@@ -80,8 +82,9 @@ def test_missing_or_wrong_token_is_401_with_challenge(client, db_conn, booking_b
     assert row_counts(db_conn) == before
 
 
-def test_revoked_token_is_401(client, db_conn, tenant, booking_body):
-    # Given a token that worked, then was revoked
+def test_revoked_token_is_401(settings, db_conn, tenant, booking_body):
+    # Given a token that worked, then was revoked, on an API that caches no identity
+    client = create_app({"TESTING": True, "SETTINGS": settings, "TOKEN_CACHE_SECONDS": 0}).test_client()
     made = tenants.create_token(db_conn, tenant["id"])
     headers = {"Authorization": f"Bearer {made['token']}"}
     assert client.get(URL, headers=headers).status_code == 200
@@ -92,6 +95,19 @@ def test_revoked_token_is_401(client, db_conn, tenant, booking_body):
     # Then 401, and nothing is written
     assert "revoked" in assert_problem(resp, 401)["detail"]
     assert row_counts(db_conn) == before
+
+
+def test_a_revoked_token_stops_working_when_its_cached_identity_expires(settings, db_conn, tenant):
+    # Given an API that keeps identities 0.5 s, and a token it has just seen
+    client = create_app({"TESTING": True, "SETTINGS": settings, "TOKEN_CACHE_SECONDS": 0.5}).test_client()
+    made = tenants.create_token(db_conn, tenant["id"])
+    headers = {"Authorization": f"Bearer {made['token']}"}
+    assert client.get(URL, headers=headers).status_code == 200
+    # When the token is revoked
+    assert tenants.revoke_token(db_conn, made["id"])
+    # Then it may still work inside the documented window, and is refused once it has passed
+    time.sleep(0.6)
+    assert_problem(client.get(URL, headers=headers), 401)
 
 
 def test_bearer_scheme_is_case_insensitive(client, token):

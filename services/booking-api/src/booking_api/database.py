@@ -10,6 +10,11 @@ thread, or `/healthz` stops answering and a liveness probe restarts a healthy AP
 
 - Acquiring a pooled connection waits at most `DB_POOL_TIMEOUT_SECONDS` (2 s);
   opening one, `DB_CONNECT_TIMEOUT_SECONDS` (2 s, libpq's minimum).
+- A connection is checked with one empty round trip when it comes out of the
+  pool, unless it went back less than `DB_CHECK_IDLE_SECONDS` (1 s) ago after a
+  request that used it: under load every connection is that fresh, and the
+  check was one of three round trips per confirm.  A server restart takes
+  longer than that, so the sockets it kills have been idle and are checked.
 - On a live server `statement_timeout` (3 s) and `lock_timeout` (2 s) cancel a
   statement that runs or waits too long (`QueryCanceled`, `LockNotAvailable`).
 - A stopped or unreachable server answers nothing, so those server-side limits
@@ -61,6 +66,7 @@ DEFAULTS = {
     "DB_LOCK_TIMEOUT_MS": 2000,
     "DB_ANSWER_TIMEOUT_SECONDS": 3.5,
     "DB_CHECK_TIMEOUT_SECONDS": 2.0,
+    "DB_CHECK_IDLE_SECONDS": 1.0,
     "DB_OUTAGE_HOLD_SECONDS": 2.0,
     "DB_RETRY_AFTER_SECONDS": 5,
     "DB_REQUEST_SLOTS": 3,
@@ -146,7 +152,8 @@ def get_db():
             conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
             try:
                 # The check a pool would make, bounded: a server restart leaves dead sockets.
-                _check(conn, float(config["DB_CHECK_TIMEOUT_SECONDS"]))
+                if time.monotonic() - conn.returned_at > float(config["DB_CHECK_IDLE_SECONDS"]):
+                    _check(conn, float(config["DB_CHECK_TIMEOUT_SECONDS"]))
             except DatabaseUnavailable:
                 pool.putconn(conn)
                 raise
@@ -201,6 +208,7 @@ def get_redis() -> redis.Redis:
 def _close_db(exc: BaseException | None) -> None:
     conn = g.pop("db", None)
     if conn is not None:
+        conn.returned_at = time.monotonic()
         try:
             g.db_pool.putconn(conn)
         finally:
