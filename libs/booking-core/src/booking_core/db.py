@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +17,31 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 _lock = threading.Lock()
+
+#: A connection given back to its pool less than this many seconds ago is not checked again.
+FRESH_SECONDS = 1.0
+
+
+class TimedConnection(psycopg.Connection):
+    """A connection that remembers when it was last given back to its pool."""
+
+    returned_at: float = 0.0  # never: its first checkout is checked
+
+
+def _returned(conn: TimedConnection) -> None:
+    conn.returned_at = time.monotonic()
+
+
+def _check_unless_fresh(conn: TimedConnection) -> None:
+    """The pool's liveness round trip, skipped for a connection used within FRESH_SECONDS.
+
+    Why: the check is a Postgres transaction of its own; a worker checks a
+    connection out several times per task, so checking each time cost about
+    one commit in three of the whole pipeline.  A server restart takes longer
+    than FRESH_SECONDS, so the sockets it kills have been idle and are checked.
+    """
+    if time.monotonic() - conn.returned_at > FRESH_SECONDS:
+        ConnectionPool.check_connection(conn)
 _pools: dict[tuple[int, str, bool], ConnectionPool] = {}
 
 
@@ -35,9 +61,11 @@ def pool(url: str, *, max_size: int = 10, autocommit: bool = False) -> Connectio
                 min_size=1,
                 max_size=max_size,
                 kwargs={"row_factory": dict_row, "autocommit": autocommit},
+                connection_class=TimedConnection,
                 open=True,
                 # A server restart must not leave the pool handing out dead sockets.
-                check=ConnectionPool.check_connection,
+                check=_check_unless_fresh,
+                reset=_returned,
                 name="booking",
             )
             _pools[key] = found

@@ -9,6 +9,13 @@ Ids are drawn before commit, so across bookings a smaller id can commit after
 a larger one was read.  The ids skipped that way are kept as *gaps* and asked
 for again for `gap_grace` seconds (a rolled-back transaction leaves a gap that
 never fills).  Within one booking ids commit in order (see migration 0004).
+
+With no stream open, the poller asks only every `idle_interval` seconds (2 s)
+and wakes at once when a stream subscribes.  Why: every poll is a Postgres
+transaction the workers' commits and the accept path share the server with,
+and an idle progress service polling 7 times a second cost more commits than
+the booking itself.  It still polls when idle, to keep its high-water mark
+fresh, so a first subscriber gets one small read, not hours of events.
 """
 
 from __future__ import annotations
@@ -43,16 +50,18 @@ def advance(last_id: int, gaps: dict[int, float], ids: list[int], now: float,
 class Poller:
     """Reads the event log every `interval` seconds and puts each event on its booking's queues."""
 
-    def __init__(self, database_url: str, *, interval: float = 0.15, gap_grace: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, database_url: str, *, interval: float = 0.15, idle_interval: float = 2.0,
+                 gap_grace: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.database_url = database_url
         self.interval = interval
+        self.idle_interval = idle_interval
         self.gap_grace = gap_grace
         self.clock = clock
         self.last_id = 0
         self.gaps: dict[int, float] = {}
         self._subscribers: dict[str, set[asyncio.Queue]] = {}
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
 
     async def start(self) -> None:
         """Begin after the newest event: streams read their history themselves."""
@@ -71,6 +80,7 @@ class Poller:
         queue: asyncio.Queue = asyncio.Queue()
         self._subscribers.setdefault(booking_id, set()).add(queue)
         SUBSCRIBERS.inc()
+        self._wake.set()
         return queue
 
     def unsubscribe(self, booking_id: str, queue: asyncio.Queue) -> None:
@@ -100,5 +110,13 @@ class Poller:
             except Exception:  # a Postgres outage must not end the poller: log and try again
                 log.exception("polling booking_events failed")
                 full = False
-            if not full:
+            if full:
+                continue
+            if self._subscribers:
                 await asyncio.sleep(self.interval)
+            else:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_interval)
+                except TimeoutError:
+                    pass
