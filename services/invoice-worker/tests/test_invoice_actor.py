@@ -36,8 +36,7 @@ def invoice_row(conn, booking_id: str) -> dict | None:
 
 def issued_event_count(conn, booking_id: str) -> int:
     return conn.execute(
-        "SELECT count(*) AS n FROM outbox WHERE payload->>'kind' = 'invoice.issued'"
-        " AND payload->>'booking_id' = %s", (booking_id,),
+        "SELECT count(*) AS n FROM audit_log WHERE kind = 'invoice.issued' AND booking_id = %s", (booking_id,),
     ).fetchone()["n"]
 
 

@@ -21,9 +21,10 @@ def counter(conn, tenant_id: str) -> int | None:
 
 
 def issued_events(conn, booking_id: str) -> list[dict]:
+    """The booking's invoice.issued entries in the audit chain (appended with the PDF)."""
     return conn.execute(
-        "SELECT message_id::text, queue, actor, payload FROM outbox"
-        " WHERE payload->>'kind' = 'invoice.issued' AND payload->>'booking_id' = %s",
+        "SELECT event_id::text, tenant_id::text, booking_id::text, actor, details FROM audit_log"
+        " WHERE kind = 'invoice.issued' AND booking_id = %s",
         (booking_id,),
     ).fetchall()
 
@@ -141,14 +142,12 @@ def test_save_pdf_first_writer_wins_with_exactly_one_audit_event(db_conn, tenant
     [event] = issued_events(db_conn, booking)
     event_id = outbox.booking_event_id(booking, store.ISSUED)
     assert event_id == str(uuid.uuid5(uuid.UUID(booking), "invoice.issued"))
-    assert event["message_id"] == event_id
-    assert (event["queue"], event["actor"]) == ("audit", "record_audit_event")
-    payload = event["payload"]
-    assert payload["event_id"] == event_id
-    assert payload["tenant_id"] == tenant["id"] and payload["booking_id"] == booking
-    assert payload["actor"] == "invoice-worker"
-    assert payload["details"] == {"invoice_number": number}
-    assert payload["occurred_at"].endswith("+00:00")
+    assert event == {"event_id": event_id, "tenant_id": tenant["id"], "booking_id": booking,
+                     "actor": "invoice-worker", "details": {"invoice_number": number}}
+    assert db_conn.execute("SELECT count(*) AS n FROM outbox WHERE message_id = %s",
+                           (event_id,)).fetchone()["n"] == 0
+    occurred = db_conn.execute("SELECT occurred_at FROM audit_log WHERE event_id = %s", (event_id,)).fetchone()
+    assert occurred["occurred_at"] == row["issued_at"]
 
 
 def test_save_pdf_in_a_failed_transaction_writes_neither_pdf_nor_event(

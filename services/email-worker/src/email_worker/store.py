@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import psycopg
 
-from booking_core import bookings, outbox, taskstate
+from booking_core import booking_audit, bookings, outbox, taskstate
 from booking_core.contracts import EMAIL
 
 ACTOR = "email-worker"
@@ -43,7 +43,7 @@ def already_sent(conn: psycopg.Connection, booking_id: str) -> bool:
 
 
 def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, recipient: str) -> bool:
-    """Record the send, queue its audit event and mark the task done, in one transaction.
+    """Record the send, append its audit event (booking_core.booking_audit) and mark the task done, in one transaction.
 
     Returns False (and changes nothing but the task's state) if the send was already
     recorded.  The `done` state commits with the record, so a database error can
@@ -61,7 +61,7 @@ def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, reci
         taskstate.mark_done(conn, booking_id, EMAIL.task)
         if row is None:
             return False
-        outbox.add(conn, [outbox.booking_event(EVENT_KIND, tenant_id=row["tenant_id"], booking_id=booking_id,
-                                               actor=ACTOR, occurred_at=row["sent_at"],
-                                               details={"message_id": message_id})])
+        event = outbox.booking_event(EVENT_KIND, tenant_id=row["tenant_id"], booking_id=booking_id,
+                                     actor=ACTOR, occurred_at=row["sent_at"], details={"message_id": message_id})
+        booking_audit.record(conn, event)
         return True

@@ -13,7 +13,7 @@ import uuid
 import psycopg
 from psycopg.rows import dict_row
 
-from booking_core import outbox, taskstate
+from booking_core import booking_audit, outbox, taskstate
 from booking_core.contracts import INVOICE
 from booking_core.errors import UnknownBooking
 from booking_core.ids import parse_uuid
@@ -109,7 +109,7 @@ def save_pdf(conn: psycopg.Connection, booking_id: str, pdf: bytes) -> bool:
         taskstate.mark_done(conn, str(bid), INVOICE.task)
         if row is None:
             return False
-        outbox.add(conn, [outbox.booking_event(ISSUED, tenant_id=row["tenant_id"], booking_id=str(bid), actor=ACTOR,
-                                               occurred_at=row["issued_at"],
-                                               details={"invoice_number": row["number"]})])
+        event = outbox.booking_event(ISSUED, tenant_id=row["tenant_id"], booking_id=str(bid), actor=ACTOR,
+                                     occurred_at=row["issued_at"], details={"invoice_number": row["number"]})
+        booking_audit.record(conn, event)
     return True
