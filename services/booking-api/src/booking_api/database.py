@@ -111,11 +111,18 @@ def conninfo(url: str, config) -> str:
 
 
 def _pool() -> ConnectionPool:
-    """This process's pool for the app's database, opened on first use (never across a fork)."""
+    """This process's pool for the app's database, opened on first use (never across a fork).
+
+    Keyed by the raw settings, not by the built conninfo: parsing a conninfo
+    three times on every request cost about 0.4 ms of CPU per confirm.
+    """
     config = current_app.config
-    info = conninfo(settings().database_url, config)
     answer = float(config["DB_ANSWER_TIMEOUT_SECONDS"])
-    key = (os.getpid(), info, settings().db_pool_max, answer)
+    key = (os.getpid(), settings().database_url, settings().db_pool_max, answer,
+           config["DB_CONNECT_TIMEOUT_SECONDS"], config["DB_STATEMENT_TIMEOUT_MS"], config["DB_LOCK_TIMEOUT_MS"])
+    pool = _pools.get(key)
+    if pool is not None:
+        return pool
     with _lock:
         pool = _pools.get(key)
         if pool is None:
@@ -124,7 +131,8 @@ def _pool() -> ConnectionPool:
             def configure(conn: BoundedConnection) -> None:
                 conn.answer_timeout, conn.scope = answer, scope
 
-            pool = ConnectionPool(info, min_size=1, max_size=settings().db_pool_max,
+            pool = ConnectionPool(conninfo(settings().database_url, config), min_size=1,
+                                  max_size=settings().db_pool_max,
                                   connection_class=BoundedConnection, configure=configure,
                                   kwargs={"row_factory": dict_row, "autocommit": True},
                                   timeout=float(config["DB_POOL_TIMEOUT_SECONDS"]), open=True, name="booking-api")
