@@ -8,6 +8,7 @@ shared caches; `frame-ancestors 'none'` stops clickjacking of the action buttons
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import jinja2
@@ -46,6 +47,8 @@ def age(ms: int | float) -> str:
 _env = jinja2.Environment(loader=jinja2.PackageLoader("booking_events", "templates/ops"),
                           autoescape=True, undefined=jinja2.StrictUndefined)
 _env.filters["when"] = when
+#: JSON as written (not Jinja's `tojson`, which \u-escapes `<` for script blocks); autoescape makes it safe.
+_env.filters["json"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)
 
 
 def page(request: web.Request, template: str, *, status: int = 200, **context) -> web.Response:
