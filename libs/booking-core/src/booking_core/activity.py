@@ -65,9 +65,9 @@ def workers(client: redis.Redis, namespace: str, queues: tuple[str, ...] | list[
 def throughput(conn: psycopg.Connection) -> dict[str, dict[str, float]]:
     """Tasks finished per minute, per task: {'email': {'per_min_5m': …, 'per_min_15m': …}, …}."""
     rows = conn.execute(
-        "SELECT task, count(*) FILTER (WHERE at > clock_timestamp() - interval '5 minutes') AS n5,"
+        "SELECT task, count(*) FILTER (WHERE at > now() - interval '5 minutes') AS n5,"
         " count(*) AS n15 FROM booking_events"
-        " WHERE state = 'done' AND at > clock_timestamp() - interval '15 minutes' GROUP BY task").fetchall()
+        " WHERE state = 'done' AND at > now() - interval '15 minutes' GROUP BY task").fetchall()
     found = {r["task"]: r for r in rows}
     return {t: {"per_min_5m": round(found[t]["n5"] / 5, 1) if t in found else 0.0,
                 "per_min_15m": round(found[t]["n15"] / 15, 1) if t in found else 0.0} for t in TASKS}
