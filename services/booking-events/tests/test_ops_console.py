@@ -346,3 +346,32 @@ def test_an_expired_session_is_dead(console, admin, db_conn):
                     (admin["id"],))
     status, headers, _ = console.get("/ops/dead-letters")
     assert status == 303 and headers["location"] == "/ops/"
+
+
+def test_the_trace_link_takes_only_a_hex_trace_id():
+    from booking_events.ops_data import trace_id, trace_link
+
+    def letter(traceparent: str) -> deadletters.DeadLetter:
+        return deadletters.DeadLetter("x", "email", "a", "m", None, 0, None, None, None, {},
+                                      {"trace_context": {"traceparent": traceparent}})
+
+    good = "0af7651916cd43dd8448eb211c80319c"
+    assert trace_id(letter(f"00-{good}-b7ad6b7169203331-01"), None) == good
+    assert trace_id(letter(f"00-{good}-b7ad6b7169203331-01"), {"trace_id": "ab" * 16}) == "ab" * 16
+    assert trace_id(letter('00-"><script>alert(1)</script>xxxxxxxxxxxx-b7-01'), {"trace_id": None}) is None
+    assert trace_link("https://jaeger.example/trace/{trace_id}", good) == f"https://jaeger.example/trace/{good}"
+    assert trace_link("", good) is None and trace_link("https://j.example/{trace_id}", None) is None
+
+
+def test_the_console_pages_through_many_letters(console, dead_letter, tenant):
+    marker = uuid.uuid4().hex
+    for _ in range(52):
+        dead_letter(f"many {marker}")
+    q = {"error": marker, "tenant": tenant["name"]}
+    _, _, first = console.get(f"/ops/dead-letters?{urlencode(q)}")
+    assert "52 open dead letters match" in first and first.count("/ops/dead-letters/") - first.count(
+        "/ops/dead-letters/bulk") == 50
+    assert "Page 1 of 2" in first and 'rel="next"' in first and 'rel="prev"' not in first
+    _, _, second = console.get(f"/ops/dead-letters?{urlencode({**q, 'page': 2})}")
+    assert "Page 2 of 2" in second and 'rel="prev"' in second
+    assert second.count('<a href="/ops/dead-letters/') == 2

@@ -9,6 +9,7 @@ handlers call it with `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -94,13 +95,20 @@ def letter_detail(settings: Settings, dead_id: str) -> tuple[deadletters.DeadLet
         return letter, booking, name
 
 
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def trace_id(letter: deadletters.DeadLetter, booking: dict | None) -> str | None:
-    """The trace the message belongs to: the booking's, else the W3C traceparent it carried."""
-    if booking and booking.get("trace_id"):
-        return booking["trace_id"]
-    parent = (letter.options.get("trace_context") or {}).get("traceparent", "")
-    parts = parent.split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+    """The trace the message belongs to: the booking's, else the W3C traceparent it carried (hex only)."""
+    candidates = [booking.get("trace_id") if booking else None]
+    parts = str((letter.options.get("trace_context") or {}).get("traceparent", "")).split("-")
+    candidates.append(parts[1] if len(parts) == 4 else None)
+    return next((c for c in candidates if c and _TRACE_ID.fullmatch(c)), None)
+
+
+def trace_link(template: str, trace: str | None) -> str | None:
+    """The trace's URL from BOOKING_TRACE_URL_TEMPLATE, or None (then the id is shown as text)."""
+    return template.replace("{trace_id}", trace) if template and trace else None
 
 
 def act_on_one(settings: Settings, client: redis.Redis, dead_id: str, action: str, actor: str) -> str | None:

@@ -66,10 +66,8 @@ async def letter(request: web.Request) -> web.StreamResponse:
                      "This dead letter does not exist or is no longer open (requeued or discarded).")
     dead, booking, tenant = detail
     trace = ops_data.trace_id(dead, booking)
-    trace_url = settings.trace_url_template.replace("{trace_id}", trace) if trace and settings.trace_url_template \
-        else None
     return page(request, "dead_letter.html", letter=dead, booking=booking, tenant=tenant, trace=trace,
-                trace_url=trace_url)
+                trace_url=ops_data.trace_link(settings.trace_url_template, trace))
 
 
 @operator_required
@@ -131,7 +129,11 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     job = await asyncio.to_thread(ops_data.job, request.app[SETTINGS], request.match_info["job_id"])
     if job is None:
         return error(request, 404, "No such bulk action", "There is no bulk action with this id.")
-    return page(request, "job.html", job=job, f=job_fields(job))
+    tenants = await asyncio.to_thread(ops_data.tenant_list, request.app[SETTINGS])
+    names = {t["id"]: t["name"] for t in tenants}
+    shown = {("tenant" if k == "tenant_id" else k): names.get(v, v) if k == "tenant_id" else v
+             for k, v in job.filter.items()}
+    return page(request, "job.html", job=job, f=job_fields(job), shown_filter=shown)
 
 
 @operator_required
