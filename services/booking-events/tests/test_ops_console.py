@@ -375,3 +375,16 @@ def test_the_console_pages_through_many_letters(console, dead_letter, tenant):
     _, _, second = console.get(f"/ops/dead-letters?{urlencode({**q, 'page': 2})}")
     assert "Page 2 of 2" in second and 'rel="prev"' in second
     assert second.count('<a href="/ops/dead-letters/') == 2
+
+
+def test_the_queues_figures_survive_redis_being_unreachable(settings):
+    import redis
+
+    from booking_embedded import free_port
+    from booking_events.ops_data import queue_fields
+
+    down = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1, socket_timeout=1)
+    fields = queue_fields(settings, down)
+    assert fields["redis_error"].startswith("Redis did not answer")
+    assert fields["email.ready"] == "?" and fields["workers.live"] == "?"
+    assert fields["email.dead"].isdigit(), "dead letters come from Postgres, which still answers"
