@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import stat
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -28,6 +30,10 @@ def test_up_runs_everything_then_stops_everything_and_keeps_data(tmp_path):
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         pids = up.pids()
         assert len(pids) == 6  # relay, three workers, API, events
+        console = re.search(r"Ops console: +(http://127\.0\.0\.1:\d+/ops/)", text)
+        assert console, text
+        with urllib.request.urlopen(console.group(1), timeout=30) as r:
+            assert r.status == 200 and b'name="token"' in r.read(), "the printed URL is the console's sign-in"
 
         api = Api(f"http://127.0.0.1:{port}", token)
         booking = api.book(name="Quick Start", email="quick@example.com")

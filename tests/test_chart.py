@@ -587,6 +587,7 @@ def test_notes_tell_how_to_reach_the_api_and_make_the_first_token(helm):
     assert f"port-forward svc/{component_name('api')}" in notes
     assert f"exec deploy/{component_name('api')} -- booking-admin tokens create --tenant acme --admin" in notes
     assert f"helm test {RELEASE}" in notes
+    assert f"port-forward svc/{component_name('events')}" in notes and "127.0.0.1:8081/ops/" in notes
 
 
 def test_values_are_camel_case_documented_key_by_key_and_the_readme_table_is_current():

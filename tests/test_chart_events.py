@@ -1,4 +1,4 @@
-"""The chart's booking-events service: routed by the Ingress, sharing the API's status secret.
+"""The chart's booking-events service: routed by the Ingress, sharing the API's status secret, serving /ops.
 
 Rendered by the real helm binary (see test_chart.py); the stream path's regex is
 checked against real booking ids and the paths the API must keep.
@@ -39,6 +39,7 @@ def test_the_ingress_sends_streams_and_progress_pages_to_the_events_service(prod
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > 15
     assert routes["/status/"][:2] == ("Prefix", events)
+    assert routes["/ops"][:2] == ("Prefix", events), "the ops console, its streams and assets"
     assert routes["/"][1] == {"name": component_name("api"), "port": {"name": "http"}}
     # The regex takes a booking's stream, and nothing the API serves.
     booking = str(uuid.uuid4())
@@ -71,3 +72,23 @@ def test_the_api_and_the_events_service_read_one_status_secret(production):
     secret = by_kind(production, "Secret")[secret_ref("api")["name"]]
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert len(secret["stringData"]["BOOKING_STATUS_SECRET"]) >= 48
+
+
+def test_the_console_trusts_the_ingress_for_https_and_takes_its_settings():
+    helm = install_helm()
+    docs = template(helm, *helm_args([CHART / "ci" / "production-values.yaml"],
+                                     set_values={"events.console.sessionMaxSeconds": 3600},
+                                     set_strings={"events.console.traceUrlTemplate":
+                                                  "https://jaeger.example/trace/{trace_id}"}))
+    container = by_kind(docs, "Deployment")[component_name("events")]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["BOOKING_TRUST_FORWARDED_PROTO"] == "true"
+    assert env["BOOKING_TRACE_URL_TEMPLATE"] == "https://jaeger.example/trace/{trace_id}"
+    assert env["BOOKING_OPS_SESSION_MAX_SECONDS"] == "3600" and env["BOOKING_OPS_SESSION_IDLE_SECONDS"] == "28800"
+
+
+def test_the_schema_refuses_a_trace_template_without_its_placeholder():
+    helm = install_helm()
+    with pytest.raises(AssertionError, match="traceUrlTemplate"):
+        template(helm, *helm_args([CHART / "ci" / "production-values.yaml"],
+                                  set_strings={"events.console.traceUrlTemplate": "javascript:alert(1)"}))

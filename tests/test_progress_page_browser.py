@@ -17,21 +17,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import sync_playwright
 from pypdf import PdfReader
 
 from booking_core import db
+from browser_helpers import assert_clean, chromium, record
 from conftest import api_for
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
-
-#: Recorded in the page before its own scripts run: CSP violations and the time each step changed.
+#: Recorded in the page before its own scripts run: the time each step changed.
 WATCH = """
-window.__csp = [];
-document.addEventListener("securitypolicyviolation", e => window.__csp.push(e.violatedDirective + " " + e.blockedURI));
 window.__changes = [];
 document.addEventListener("DOMContentLoaded", () => {
   new MutationObserver(records => {
@@ -48,11 +43,8 @@ document.addEventListener("DOMContentLoaded", () => {
 
 @pytest.fixture
 def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium",
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
@@ -62,12 +54,8 @@ def open_page(browser):
 
     def make(url: str):
         context = browser.new_context(accept_downloads=True)
-        page = context.new_page()
+        page = record(context.new_page())
         page.add_init_script(WATCH)
-        page.requests, page.navigations, page.console_csp = [], [], []
-        page.on("request", lambda r: page.requests.append(r.url))
-        page.on("framenavigated", lambda f: f == page.main_frame and page.navigations.append(f.url))
-        page.on("console", lambda m: "Content Security Policy" in m.text and page.console_csp.append(m.text))
         page.goto(url)
         opened.append(context)
         return page
@@ -75,18 +63,6 @@ def open_page(browser):
     yield make
     for c in opened:
         c.close()
-
-
-def assert_clean(page, origin: str, name: str) -> None:
-    """Same-origin only, no CSP violation, no serious/critical axe finding; save a screenshot."""
-    foreign = [u for u in page.requests if not u.startswith(origin + "/")]
-    assert foreign == [], f"requests to another origin: {foreign}"
-    assert page.evaluate("window.__csp") == [] and page.console_csp == []
-    results = Axe().run(page)
-    bad = [v["id"] for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
-    assert bad == [], results.generate_report()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def step(page, task: str):

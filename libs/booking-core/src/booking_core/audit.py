@@ -338,3 +338,14 @@ def verify(
 def problems(reports: list[ChainReport]) -> list[Problem]:
     """Every kept problem of `reports`, in tenant then seq order."""
     return [p for r in reports for p in r.problems]
+
+
+def entries_for_booking(conn: psycopg.Connection, booking_id: str) -> list[dict]:
+    """A booking's audit entries in chain order: what happened to it, and who did it."""
+    try:
+        booking_id = str(uuid.UUID(str(booking_id)))
+    except ValueError:
+        raise ValueError(f"booking_id is not a uuid: {booking_id!r}") from None
+    return conn.execute(
+        "SELECT seq, kind, actor, details, occurred_at, recorded_at, event_id::text AS event_id"
+        " FROM audit_log WHERE booking_id = %s ORDER BY tenant_id, seq", (booking_id,)).fetchall()

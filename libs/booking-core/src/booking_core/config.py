@@ -42,6 +42,25 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no variable (true/false, 1/0, yes/no), naming the variable when it is neither."""
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def _trace_template(raw: str) -> str:
+    """BOOKING_TRACE_URL_TEMPLATE: an http(s) URL with one `{trace_id}`, or empty."""
+    if raw and (not raw.startswith(("https://", "http://")) or raw.count("{trace_id}") != 1
+                or raw.replace("{trace_id}", "").count("{") or raw.replace("{trace_id}", "").count("}")):
+        raise ValueError("BOOKING_TRACE_URL_TEMPLATE must be an http(s) URL with one {trace_id}, "
+                         f"got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Connection URLs and tunables shared by every process."""
@@ -74,6 +93,16 @@ class Settings:
     #: The reconciler re-publishes an unfinished task idle this long with no message anywhere;
     #: 0 means the default, max(2 x heartbeat timeout, 120 s) (it must exceed the heartbeat timeout).
     reconcile_after_ms: int = 0
+    #: Ops console sessions end this long after sign-in, whatever happens (absolute limit).
+    ops_session_max_seconds: int = 8 * 3600
+    #: ... and this long after the operator's last request (idle limit).
+    ops_session_idle_seconds: int = 8 * 3600
+    #: Believe the Ingress's X-Forwarded-Proto when deciding if a request came over HTTPS
+    #: (the session cookie is then `Secure`); only behind a proxy that sets it.
+    trust_forwarded_proto: bool = False
+    #: Link of a trace id in the ops console, e.g. "https://jaeger.example/trace/{trace_id}";
+    #: empty shows the id as plain text.
+    trace_url_template: str = ""
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     @property
@@ -122,5 +151,9 @@ class Settings:
             status_ttl_seconds=_int(env, "BOOKING_STATUS_TTL_SECONDS", 30 * 24 * 3600),
             dead_letter_retention_days=_int(env, "BOOKING_DEAD_LETTER_RETENTION_DAYS", 30),
             reconcile_after_ms=reconcile,
+            ops_session_max_seconds=_int(env, "BOOKING_OPS_SESSION_MAX_SECONDS", 8 * 3600),
+            ops_session_idle_seconds=_int(env, "BOOKING_OPS_SESSION_IDLE_SECONDS", 8 * 3600),
+            trust_forwarded_proto=_bool(env, "BOOKING_TRUST_FORWARDED_PROTO"),
+            trace_url_template=_trace_template(env.get("BOOKING_TRACE_URL_TEMPLATE") or ""),
             retry=retry,
         )

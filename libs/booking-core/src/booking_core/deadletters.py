@@ -162,13 +162,17 @@ def record(conn: psycopg.Connection, message: dramatiq.Message, *, error: str | 
     )
 
 
-def list_dead(conn: psycopg.Connection, f: Filter = Filter(), *, limit: int | None = None) -> list[DeadLetter]:
-    """Open dead letters matching `f`, oldest first."""
+def list_dead(conn: psycopg.Connection, f: Filter = Filter(), *, limit: int | None = None,
+              offset: int = 0) -> list[DeadLetter]:
+    """Open dead letters matching `f`, oldest first (`offset` skips that many: a console's pages)."""
     cond, params = where(f)
     sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE {cond} ORDER BY dead_at, id"
     if limit is not None:
         sql += " LIMIT %s"
         params.append(limit)
+    if offset:
+        sql += " OFFSET %s"
+        params.append(offset)
     return [_letter(r) for r in conn.execute(sql, params).fetchall()]
 
 

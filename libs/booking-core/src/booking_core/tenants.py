@@ -75,3 +75,13 @@ def authenticate(conn: psycopg.Connection, token: str) -> dict | None:
         " WHERE k.token_hash = %s AND k.revoked_at IS NULL",
         (hash_token(token),),
     ).fetchone()
+
+
+def list_tenants(conn: psycopg.Connection) -> list[dict]:
+    """Every tenant, by name: [{'id', 'name'}]."""
+    return conn.execute("SELECT id::text, name FROM tenants ORDER BY name").fetchall()
+
+
+def find_tenant(conn: psycopg.Connection, name: str) -> dict | None:
+    """The tenant called `name`, or None."""
+    return conn.execute("SELECT id::text, name FROM tenants WHERE name = %s", (name,)).fetchone()

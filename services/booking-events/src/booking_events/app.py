@@ -1,14 +1,15 @@
-"""The aiohttp application: routes, the shared poller, health and metrics."""
+"""The aiohttp application: routes (streams, progress pages, ops console), the shared poller, health, metrics."""
 
 from __future__ import annotations
 
+import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from booking_core import db
 from booking_core.config import Settings
-from booking_events import api_views, page_views
-from booking_events.keys import HEARTBEAT_SECONDS, POLLER, SETTINGS
+from booking_events import api_views, ops_routes, page_views
+from booking_events.keys import BULK_TASKS, HEARTBEAT_SECONDS, POLLER, REDIS, SETTINGS
 from booking_events.poller import Poller
 
 
@@ -33,11 +34,15 @@ def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seco
     app[SETTINGS] = settings
     app[HEARTBEAT_SECONDS] = heartbeat_seconds
     app[POLLER] = Poller(settings.database_url, interval=poll_seconds)
+    # The ops console's queue depth and dead-letter cache; a stalled Redis must not hang a page.
+    app[REDIS] = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    app[BULK_TASKS] = set()
 
     async def lifecycle(app: web.Application):
         await app[POLLER].start()
         yield
         await app[POLLER].stop()
+        app[REDIS].close()
         db.close_pools()
 
     app.cleanup_ctx.append(lifecycle)
@@ -45,4 +50,5 @@ def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seco
     app.router.add_get("/metrics", _metrics)
     api_views.add_routes(app)
     page_views.add_routes(app)
+    ops_routes.add_routes(app)
     return app

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import redis
 from aiohttp import web
 
+from booking_core import ops_sessions
 from booking_core.config import Settings
 from booking_events.poller import Poller
 
 SETTINGS = web.AppKey("settings", Settings)
 HEARTBEAT_SECONDS = web.AppKey("heartbeat_seconds", float)
 POLLER = web.AppKey("poller", Poller)
+REDIS = web.AppKey("redis", redis.Redis)
+#: Bulk dead-letter jobs running in this process (kept so their tasks are not collected mid-run).
+BULK_TASKS = web.AppKey("bulk_tasks", set)
+#: The signed-in operator's session and, on a checked POST, its form fields.
+OPS_SESSION = web.RequestKey("ops_session", ops_sessions.Session)
+OPS_FORM = web.RequestKey("ops_form", dict)

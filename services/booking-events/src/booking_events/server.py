@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(
         prog="booking-events", description=__doc__,
         epilog="Settings come from the environment: DATABASE_URL, REDIS_URL, BOOKING_STATUS_SECRET, "
-               "BOOKING_EVENTS_HOST, BOOKING_EVENTS_PORT, BOOKING_EVENTS_HEARTBEAT_MS, BOOKING_EVENTS_POLL_MS.",
+               "BOOKING_EVENTS_HOST, BOOKING_EVENTS_PORT, BOOKING_EVENTS_HEARTBEAT_MS, BOOKING_EVENTS_POLL_MS; "
+               "the ops console: BOOKING_OPS_SESSION_MAX_SECONDS, BOOKING_OPS_SESSION_IDLE_SECONDS, "
+               "BOOKING_TRUST_FORWARDED_PROTO, BOOKING_TRACE_URL_TEMPLATE.",
     ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     env = os.environ

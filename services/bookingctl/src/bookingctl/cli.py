@@ -65,6 +65,7 @@ def cmd_up(args) -> int:
     print(f"""
 Booking platform is up.
   API:          {platform.api_url}  (OpenAPI: {platform.api_url}/api/v1/openapi.json)
+  Ops console:  {platform.events_url}/ops/  (sign in with the admin token)
   Admin token:  {platform.admin_token}
                 (also in {d / 'admin-token'}; tenant "demo")
   Mail sink:    {d / 'mail'}/*.eml

@@ -73,6 +73,8 @@ class Platform:
         self.retiring: set[str] = set()  # scaled-down workers finishing their messages
         self.autoscaler: Autoscaler | None = None
         self.admin_token = ""
+        #: The booking-events service (progress pages, streams, the ops console at /ops/).
+        self.events_url = ""
 
     # -- start -----------------------------------------------------------
     @property
@@ -166,6 +168,7 @@ class Platform:
         for queue, count in self._initial_workers().items():
             specs += [services.worker(queue, i, free_port(), run_dir) for i in range(1, count + 1)]
         events_port = free_port()
+        self.events_url = f"http://127.0.0.1:{events_port}"
         shared = services.events_env(self.data_dir, events_port, self.config.env)
         specs.append(services.events(events_port, shared))
         specs.append(services.api(self.config.port, run_dir, workers=self.config.api_workers, env=shared))

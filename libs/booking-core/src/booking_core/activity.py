@@ -1,0 +1,73 @@
+"""What the queues are doing lately: throughput from Postgres, live workers from Dramatiq's Redis keys.
+
+Throughput is counted from the booking event log (migration 0004): each task
+that turned `done` left a row with the time it committed, so "done per minute
+over the last 5 and 15 minutes" is one indexed count (migration 0006's partial
+index), the same for every worker, local or in Kubernetes.
+
+Workers are counted from what Dramatiq itself writes to Redis, so the number
+is the same whoever scaled them (`bookingctl up`'s autoscaler, the kopf
+operator, a human): every broker that talks to Redis stamps itself in
+`ns:__heartbeats__` (a consuming worker does so at least once per fetch
+timeout, about a second), and Dramatiq treats one not heard from within the
+heartbeat timeout as dead.  The heartbeats do not say which queue a worker
+consumes; a worker holding a queue's messages does show in that queue's
+`ns:__acks__.<worker>.<queue>` set.  So per queue we report the live workers
+*busy* with it, and overall the live Dramatiq processes (a process that only
+publishes, such as the relay, stamps a heartbeat too while it publishes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+import redis
+
+from booking_core.contracts import TASKS
+
+_WORKERS_LUA = """
+-- ARGV: namespace, heartbeat timeout (ms), queue names.  Returns {live, busy per queue...}.
+local ns = ARGV[1]
+local now = redis.call('time')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local live = redis.call('zrangebyscore', ns .. ':__heartbeats__', now_ms - tonumber(ARGV[2]), '+inf')
+local out = {#live}
+for i = 3, #ARGV do
+  local busy = 0
+  for _, w in ipairs(live) do
+    local acks = ns .. ':__acks__.' .. w .. '.' .. ARGV[i]
+    if redis.call('scard', acks) + redis.call('scard', acks .. '.DQ') > 0 then
+      busy = busy + 1
+    end
+  end
+  out[#out + 1] = busy
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Live Dramatiq processes, and per queue those holding its messages right now."""
+
+    live: int
+    busy: dict[str, int]
+
+
+def workers(client: redis.Redis, namespace: str, queues: tuple[str, ...] | list[str],
+            heartbeat_timeout_ms: int) -> Workers:
+    """Read the heartbeats and ack sets in one script (a consistent instant)."""
+    row = client.eval(_WORKERS_LUA, 0, namespace, str(heartbeat_timeout_ms), *queues)
+    return Workers(live=int(row[0]), busy={q: int(n) for q, n in zip(queues, row[1:], strict=True)})
+
+
+def throughput(conn: psycopg.Connection) -> dict[str, dict[str, float]]:
+    """Tasks finished per minute, per task: {'email': {'per_min_5m': …, 'per_min_15m': …}, …}."""
+    rows = conn.execute(
+        "SELECT task, count(*) FILTER (WHERE at > now() - interval '5 minutes') AS n5,"
+        " count(*) AS n15 FROM booking_events"
+        " WHERE state = 'done' AND at > now() - interval '15 minutes' GROUP BY task").fetchall()
+    found = {r["task"]: r for r in rows}
+    return {t: {"per_min_5m": round(found[t]["n5"] / 5, 1) if t in found else 0.0,
+                "per_min_15m": round(found[t]["n15"] / 15, 1) if t in found else 0.0} for t in TASKS}

@@ -1,0 +1,148 @@
+"""booking_core's helpers for the ops console: sessions, bulk jobs, activity, a booking's audit entries.
+
+Real Postgres and Redis; the worker counts read what Dramatiq's own consumers write.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import date
+from decimal import Decimal
+
+import dramatiq
+import pytest
+
+from booking_core import activity, audit, bookings, bulkjobs, deadletters, ops_sessions, tenants
+from booking_core.broker import make_broker
+from booking_core.contracts import audit_payload
+
+
+@pytest.fixture
+def admin(db_conn, tenant) -> dict:
+    return tenants.create_token(db_conn, tenant["id"], admin=True, label="  Ada\n on call  ")
+
+
+def test_a_session_stores_only_a_hash_and_names_the_operator(db_conn, admin, tenant):
+    session_id, session = ops_sessions.sign_in(db_conn, admin["token"], max_seconds=3600)
+    assert session.operator == f"ops:Ada on call (tenant {tenant['name']})"
+    stored = db_conn.execute("SELECT id_hash FROM ops_sessions WHERE token_id = %s", (admin["id"],)).fetchone()
+    assert bytes(stored["id_hash"]) != session_id.encode() and len(bytes(stored["id_hash"])) == 32
+    assert ops_sessions.lookup(db_conn, session_id, idle_seconds=60) == session
+    assert ops_sessions.lookup(db_conn, session_id + "x", idle_seconds=60) is None
+    assert session.csrf_ok(session.csrf_secret) and not session.csrf_ok("") and not session.csrf_ok(None)
+
+
+def test_client_unknown_and_revoked_tokens_get_no_session(db_conn, tenant, admin):
+    client = tenants.create_token(db_conn, tenant["id"])
+    with pytest.raises(ops_sessions.SignInRefused, match="client token"):
+        ops_sessions.sign_in(db_conn, client["token"], max_seconds=60)
+    with pytest.raises(ops_sessions.SignInRefused, match="unknown or revoked"):
+        ops_sessions.sign_in(db_conn, "bk_" + "x" * 43, max_seconds=60)
+    session_id, _ = ops_sessions.sign_in(db_conn, admin["token"], max_seconds=60)
+    tenants.revoke_token(db_conn, admin["id"])
+    assert ops_sessions.lookup(db_conn, session_id, idle_seconds=60) is None
+    with pytest.raises(ops_sessions.SignInRefused):
+        ops_sessions.sign_in(db_conn, admin["token"], max_seconds=60)
+
+
+def test_sessions_end_at_the_absolute_and_the_idle_limit(db_conn, admin):
+    short, _ = ops_sessions.sign_in(db_conn, admin["token"], max_seconds=1)
+    idle, _ = ops_sessions.sign_in(db_conn, admin["token"], max_seconds=3600)
+    db_conn.execute("UPDATE ops_sessions SET last_seen_at = last_seen_at - interval '2 minutes'"
+                    " WHERE id_hash = %s", (ops_sessions._hash(idle),))
+    time.sleep(1.1)
+    assert ops_sessions.lookup(db_conn, short, idle_seconds=3600) is None
+    assert ops_sessions.lookup(db_conn, idle, idle_seconds=60) is None
+    assert ops_sessions.lookup(db_conn, idle, idle_seconds=3600) is not None, "within the idle limit"
+    # That use renewed it: a purge takes the expired session and keeps the one just used.
+    assert ops_sessions.purge_expired(db_conn, idle_seconds=60) >= 1
+    left = db_conn.execute("SELECT id_hash FROM ops_sessions WHERE token_id = %s", (admin["id"],)).fetchall()
+    assert [bytes(r["id_hash"]) for r in left] == [ops_sessions._hash(idle)]
+
+
+def _booking(db_conn, tenant) -> str:
+    nb = bookings.NewBooking("Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4),
+                             Decimal("100.00"), "EUR")
+    return bookings.create(db_conn, tenant_id=tenant["id"], booking=nb, actor="test")["id"]
+
+
+def _letter(db_conn, tenant, error: str) -> str:
+    booking_id = _booking(db_conn, tenant)
+    db_conn.execute("UPDATE booking_tasks SET state = 'dead' WHERE booking_id = %s AND task = 'email'", (booking_id,))
+    return db_conn.execute(
+        "INSERT INTO dead_letters (message_id, queue, actor, task, tenant_id, booking_id, kwargs, error, attempts)"
+        " VALUES (%s, 'email', 'send_confirmation_email', 'email', %s, %s, '{}', %s, 3) RETURNING id::text",
+        (str(uuid.uuid4()), tenant["id"], booking_id, error)).fetchone()["id"]
+
+
+def test_a_bulk_job_works_in_batches_and_records_its_progress(db_conn, tenant, settings):
+    marker = uuid.uuid4().hex
+    ids = [_letter(db_conn, tenant, f"boom {marker}") for _ in range(5)]
+    f = deadletters.Filter(queue="email", tenant_id=tenant["id"], error=marker)
+    job_id = bulkjobs.create(db_conn, "discard", f, actor="ops:Ada (tenant t)", matched=5)
+    job = bulkjobs.get(db_conn, job_id)
+    assert (job.state, job.done, job.percent, bulkjobs.filter_from_json(job.filter)) == ("running", 0, 0, f)
+    done = bulkjobs.run(db_conn, None, settings.redis_namespace, job_id, batch_size=2)
+    assert (done.state, done.done, done.matched, done.percent, done.stalled) == ("finished", 5, 5, 100, False)
+    rows = db_conn.execute("SELECT resolution, resolved_by FROM dead_letters WHERE id = ANY(%s)", (ids,)).fetchall()
+    assert {(r["resolution"], r["resolved_by"]) for r in rows} == {("discarded", "ops:Ada (tenant t)")}
+    assert bulkjobs.get(db_conn, "not-a-uuid") is None and bulkjobs.get(db_conn, str(uuid.uuid4())) is None
+
+
+def test_a_job_whose_process_died_shows_as_stalled(db_conn, tenant):
+    job_id = bulkjobs.create(db_conn, "requeue", deadletters.Filter(), actor="ops:x", matched=3)
+    db_conn.execute("UPDATE ops_bulk_jobs SET updated_at = now() - interval '10 minutes' WHERE id = %s", (job_id,))
+    assert bulkjobs.get(db_conn, job_id).stalled
+
+
+def test_throughput_counts_tasks_done_in_the_last_minutes(db_conn, tenant):
+    before = activity.throughput(db_conn)
+    for _ in range(3):
+        db_conn.execute("UPDATE booking_tasks SET state = 'done' WHERE booking_id = %s AND task = 'invoice'",
+                        (_booking(db_conn, tenant),))
+    after = activity.throughput(db_conn)
+    assert round((after["invoice"]["per_min_5m"] - before["invoice"]["per_min_5m"]) * 5) == 3
+    assert round((after["invoice"]["per_min_15m"] - before["invoice"]["per_min_15m"]) * 15) == 3
+    assert set(after) == {"email", "invoice", "audit"}
+
+
+def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):
+    broker = make_broker(settings)
+    release = __import__("threading").Event()
+
+    @dramatiq.actor(broker=broker, queue_name="invoice", actor_name=f"hold_{uuid.uuid4().hex[:6]}")
+    def hold():
+        release.wait(10)
+
+    assert activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000) == \
+        activity.Workers(live=0, busy={"email": 0, "invoice": 0})
+    worker = dramatiq.Worker(broker, queues={"invoice"}, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        hold.send()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen = activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000)
+            if seen.busy["invoice"]:
+                break
+            time.sleep(0.05)
+        assert seen.live >= 1 and seen.busy == {"email": 0, "invoice": 1}
+    finally:
+        release.set()
+        worker.stop()
+    # A worker not heard from within the timeout is not live.
+    time.sleep(0.05)
+    assert activity.workers(broker.client, settings.redis_namespace, ["invoice"], 1).live == 0
+
+
+def test_a_bookings_audit_entries_in_chain_order(db_conn, tenant):
+    booking_id = _booking(db_conn, tenant)
+    for kind in ("booking.created", "deadletter.requeued"):
+        audit.append(db_conn, audit_payload(event_id=str(uuid.uuid4()), kind=kind, tenant_id=tenant["id"],
+                                            booking_id=booking_id, actor="ops:Ada",
+                                            occurred_at="2026-11-30T12:00:00+00:00", details={}))
+    assert [e["kind"] for e in audit.entries_for_booking(db_conn, booking_id)] == ["booking.created",
+                                                                                 "deadletter.requeued"]
+    with pytest.raises(ValueError, match="not a uuid"):
+        audit.entries_for_booking(db_conn, "x")

@@ -1,0 +1,154 @@
+"""The console's reads and actions: booking_core's own functions, run on a pooled connection.
+
+No SQL of the console's own beyond glue: queue depth is `QueueReader.snapshot`
+(as the API's /ops/queues and the autoscalers), dead letters are
+`booking_core.deadletters` (as the API and `bookingctl dlq`), audit is
+`booking_core.audit`.  Everything here is blocking psycopg/redis; the async
+handlers call it with `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+from booking_core import activity, audit, bookings, bulkjobs, db, deadletters, tenants
+from booking_core.config import Settings
+from booking_core.contracts import CONTRACTS, QUEUES
+from booking_core.queues import QueueReader
+from booking_events.ops_render import age
+
+#: The task each queue's messages do (one queue per task: DESIGN.md decision 1).
+_TASK_OF_QUEUE = {c.queue: c.task for c in CONTRACTS.values()}
+
+
+def conn(settings: Settings):
+    """A pooled autocommit connection: each booking_core action runs its own transactions."""
+    return db.pool(settings.database_url, autocommit=True).connection()
+
+
+def queue_fields(settings: Settings, client: redis.Redis) -> dict[str, str]:
+    """Every figure of the queues page as display text, keyed `<queue>.<figure>` (the page and its stream)."""
+    fields: dict[str, str] = {"read_at": datetime.now(UTC).strftime("%H:%M:%S UTC"), "redis_error": ""}
+    with conn(settings) as c:
+        rates = activity.throughput(c)
+        dead = {q: deadletters.count(c, deadletters.Filter(queue=q)) for q in QUEUES}
+    for q in QUEUES:
+        rate = rates[_TASK_OF_QUEUE[q]]
+        fields |= {f"{q}.dead": str(dead[q]), f"{q}.per_min_5m": f"{rate['per_min_5m']:g}",
+                   f"{q}.per_min_15m": f"{rate['per_min_15m']:g}"}
+    try:
+        depths = QueueReader(client, settings.redis_namespace).snapshot(QUEUES)
+        workers = activity.workers(client, settings.redis_namespace, QUEUES, settings.heartbeat_timeout_ms)
+    except redis.RedisError as e:
+        fields["redis_error"] = f"Redis did not answer ({type(e).__name__}); depths and workers are unknown."
+        for q in QUEUES:
+            fields |= {f"{q}.{k}": "?" for k in ("ready", "in_flight", "delayed", "oldest", "busy")}
+        fields["workers.live"] = "?"
+        return fields
+    for d in depths:
+        fields |= {f"{d.queue}.ready": str(d.ready), f"{d.queue}.in_flight": str(d.in_flight),
+                   f"{d.queue}.delayed": str(d.delayed),
+                   f"{d.queue}.oldest": age(d.oldest_ready_age_ms) if d.ready else "–",
+                   f"{d.queue}.busy": str(workers.busy[d.queue])}
+    fields["workers.live"] = str(workers.live)
+    return fields
+
+
+@dataclass(frozen=True)
+class LetterPage:
+    letters: list[deadletters.DeadLetter]
+    total: int
+    tenant_names: dict[str, str]
+
+
+def letter_page(settings: Settings, f: deadletters.Filter, *, limit: int, offset: int) -> LetterPage:
+    with conn(settings) as c:
+        letters = deadletters.list_dead(c, f, limit=limit, offset=offset)
+        names = {t["id"]: t["name"] for t in tenants.list_tenants(c)}
+        return LetterPage(letters, deadletters.count(c, f), names)
+
+
+def tenant_id(settings: Settings, name: str) -> str | None:
+    with conn(settings) as c:
+        found = tenants.find_tenant(c, name)
+        return found["id"] if found else None
+
+
+def tenant_list(settings: Settings) -> list[dict]:
+    with conn(settings) as c:
+        return tenants.list_tenants(c)
+
+
+def letter_detail(settings: Settings, dead_id: str) -> tuple[deadletters.DeadLetter, dict | None, str] | None:
+    """(the open letter, its booking with tasks, its tenant's name), or None."""
+    with conn(settings) as c:
+        try:
+            letter = deadletters.find(c, dead_id)
+        except deadletters.DeadLetterError:
+            return None
+        booking = bookings.get(c, None, letter.booking_id) if letter.booking_id else None
+        name = next((t["name"] for t in tenants.list_tenants(c) if t["id"] == letter.tenant_id), "")
+        return letter, booking, name
+
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def trace_id(letter: deadletters.DeadLetter, booking: dict | None) -> str | None:
+    """The trace the message belongs to: the booking's, else the W3C traceparent it carried (hex only)."""
+    candidates = [booking.get("trace_id") if booking else None]
+    parts = str((letter.options.get("trace_context") or {}).get("traceparent", "")).split("-")
+    candidates.append(parts[1] if len(parts) == 4 else None)
+    return next((c for c in candidates if c and _TRACE_ID.fullmatch(c)), None)
+
+
+def trace_link(template: str, trace: str | None) -> str | None:
+    """The trace's URL from BOOKING_TRACE_URL_TEMPLATE, or None (then the id is shown as text)."""
+    return template.replace("{trace_id}", trace) if template and trace else None
+
+
+def act_on_one(settings: Settings, client: redis.Redis, dead_id: str, action: str, actor: str) -> str | None:
+    """Requeue or discard one open letter (audited as `actor`); None when done, else why not."""
+    with conn(settings) as c:
+        try:
+            letter = deadletters.find(c, dead_id)
+            (deadletters.requeue if action == "requeue" else deadletters.discard)(
+                c, client, settings.redis_namespace, letter, actor=actor)
+        except deadletters.DeadLetterError:
+            return "This dead letter is no longer open: someone requeued or discarded it already."
+    return None
+
+
+def dry_run(settings: Settings, f: deadletters.Filter) -> int:
+    with conn(settings) as c:
+        return deadletters.count(c, f)
+
+
+def start_job(settings: Settings, action: str, f: deadletters.Filter, actor: str) -> str:
+    with conn(settings) as c:
+        return bulkjobs.create(c, action, f, actor=actor, matched=deadletters.count(c, f))
+
+
+def run_job(settings: Settings, client: redis.Redis, job_id: str) -> None:
+    with conn(settings) as c:
+        bulkjobs.run(c, client, settings.redis_namespace, job_id)
+
+
+def job(settings: Settings, job_id: str) -> bulkjobs.Job | None:
+    with conn(settings) as c:
+        return bulkjobs.get(c, job_id)
+
+
+def booking_audit(settings: Settings, booking_id: str) -> tuple[dict | None, list[dict]]:
+    with conn(settings) as c:
+        return bookings.get(c, None, booking_id), audit.entries_for_booking(c, booking_id)
+
+
+def verify_tenant(settings: Settings, tid: str) -> audit.ChainReport | None:
+    with conn(settings) as c:
+        reports = audit.verify(c, tid, max_problems=50)
+    return reports[0] if reports else None

@@ -1,0 +1,135 @@
+"""The ops console in a real headless Chromium, on a real local platform (issue 11, sections 3 and 4).
+
+An operator signs in with the admin token, filters the dead letters to an
+email that died while SMTP was down, sees the dry-run count, requeues all
+that match, brings SMTP back and watches the booking complete; the audit view
+names who requeued it.  Every console page is checked to fetch nothing from
+another origin, to cause no CSP violation and to have no serious or critical
+axe-core finding, and is saved as a screenshot in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from booking_core import db
+from browser_helpers import assert_clean, chromium, record
+from conftest import api_for
+from e2e_helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def browser():
+    with chromium() as b:
+        yield b
+
+
+def _dead_error(platform, booking_id: str) -> str:
+    """The email's recorded final error (the worker writes it to Postgres as the task goes dead)."""
+    with db.connect(platform.urls["DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT error FROM dead_letters WHERE booking_id = %s AND resolved_at IS NULL",
+                           (booking_id,)).fetchone()
+    assert row and row["error"], "the dead email has its letter recorded in Postgres"
+    return row["error"]
+
+
+def test_an_operator_requeues_a_dead_email_and_watches_the_booking_complete(make_platform, browser):
+    platform = make_platform()
+    api = api_for(platform)
+    platform.stop_component("smtp")
+    booking = api.book(name="Katherine Johnson")
+    api.wait_states(booking["id"], {"email": "dead", "invoice": "done", "audit": "done"}, timeout=90)
+    needle = _dead_error(platform, booking["id"])[:20].strip()
+    origin = platform.events_url
+
+    page = record(browser.new_context().new_page())
+    page.goto(origin + "/ops/")
+    assert_clean(page, origin, "ops-sign-in")
+    page.get_by_label("Admin API token").fill(platform.admin_token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(origin + "/ops/queues")
+    assert "ops:bookingctl up (tenant demo)" in page.locator(".who").inner_text()
+    # The queues page goes live (its stream delivered a refresh) and counts the dead email.
+    page.locator("caption .live").wait_for(state="visible")
+    assert int(page.locator('[data-field="email.dead"]').inner_text()) == 1
+    assert_clean(page, origin, "ops-queues")
+
+    # Filter to that dead email: queue, tenant and error text, all in the URL.
+    page.get_by_role("link", name="Dead letters", exact=True).first.click()
+    page.get_by_label("Queue").select_option("email")
+    page.get_by_label("Tenant").select_option("demo")
+    page.get_by_label("Error contains").fill(needle)
+    page.get_by_role("button", name="Apply filter").click()
+    query = parse_qs(urlsplit(page.url).query)
+    assert query == {"queue": ["email"], "tenant": ["demo"], "error": [needle]}, page.url
+    assert page.get_by_role("heading", name="1 open dead letter match").is_visible()
+    assert_clean(page, origin, "ops-dead-letters")
+
+    page.locator("table.letters tbody a").first.click()
+    assert page.get_by_role("heading", name="Dead letter in email").is_visible()
+    assert booking["id"] in page.locator("main").inner_text()
+    assert needle in page.locator(".error-text").inner_text()
+    assert_clean(page, origin, "ops-dead-letter")
+    page.go_back()
+
+    # Requeue all matching: the dry run first, then the confirmed bulk job.
+    page.get_by_role("link", name="Requeue all 1 matching…").click()
+    assert page.locator("#dry-run-count").inner_text() == "1"
+    assert "queue email, tenant demo, error containing" in page.locator("main").inner_text()
+    assert_clean(page, origin, "ops-confirm-bulk")
+    with db.connect(platform.urls["DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT count(*) AS n FROM dead_letters WHERE resolved_at IS NULL").fetchone()["n"] == 1
+    page.get_by_role("button", name="Yes, requeue 1 dead letter").click()
+    page.wait_for_url(f"{origin}/ops/jobs/*")
+    page.locator("#job-state").get_by_text("finished").wait_for(timeout=30_000)
+    assert page.locator('[data-field="done"]').inner_text() == "1"
+    assert_clean(page, origin, "ops-bulk-job")
+
+    # SMTP comes back: the requeued email is sent and the booking completes.
+    platform.start_component("smtp")
+    api.wait_states(booking["id"], {"email": "done", "invoice": "done", "audit": "done"}, timeout=90)
+
+    # The audit view shows who requeued it, then the email sent; the tenant's chain verifies.
+    def audit_shows_both() -> bool:
+        page.goto(f"{origin}/ops/audit?booking={booking['id']}&tenant=demo")
+        text = page.locator("main").inner_text()
+        return "deadletter.requeued" in text and "email.sent" in text
+    wait_until(audit_shows_both, timeout=60, interval=1, what="the requeue and the email in the audit view")
+    requeued = page.locator("table.audit tr", has_text="deadletter.requeued")
+    assert requeued.locator(".actor").inner_text() == "ops:bookingctl up (tenant demo)"
+    assert page.locator("#verify-result").inner_text().startswith("Intact:")
+    assert_clean(page, origin, "ops-audit")
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(origin + "/ops/")
+    page.goto(origin + "/ops/queues")
+    assert page.url == origin + "/ops/", "the session is gone after signing out"
+
+
+def test_a_client_token_cannot_sign_in_and_pages_read_without_javascript(make_platform, browser):
+    platform = make_platform()
+    origin = platform.events_url
+    with db.connect(platform.urls["DATABASE_URL"], autocommit=True) as conn:
+        from booking_core import tenants
+
+        client_token = tenants.create_token(conn, tenants.ensure_tenant(conn, "demo")["id"])["token"]
+    context = browser.new_context(java_script_enabled=False)
+    page = record(context.new_page())
+    page.goto(origin + "/ops/")
+    page.get_by_label("Admin API token").fill(client_token)
+    page.get_by_role("button", name="Sign in").click()
+    assert "This is a client token" in page.get_by_role("alert").inner_text()
+    assert page.url == origin + "/ops/sign-in" and context.cookies() == []
+
+    page.get_by_label("Admin API token").fill(platform.admin_token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(origin + "/ops/queues")
+    cookie = next(c for c in context.cookies() if c["name"] == "ops_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ops"
+    for q in ("email", "invoice", "audit"):
+        assert page.locator(f'[data-field="{q}.ready"]').inner_text().isdigit()
+    assert int(page.locator('[data-field="workers.live"]').inner_text()) >= 3, "three workers heartbeat"
