@@ -35,8 +35,8 @@ class BoundedConnection(psycopg.Connection):
     answer_timeout: float | None = None
     #: Which database this connection talks to, so a stall is only evidence against that one.
     scope: str | None = None
-    #: When a request last gave it back (monotonic); 0 = never, so its first use is checked.
-    returned_at: float = 0.0
+    #: When a request last gave it back (monotonic); -inf = never, so its first use is checked.
+    returned_at: float = float("-inf")
 
     def wait(self, gen, *args, **kwargs):
         """psycopg's wait, bounded by `answer_timeout` unless the caller gives a timeout."""

@@ -22,8 +22,11 @@ WORKERS = {
 #: where nice orders them: when both compete, the API (and the Postgres it
 #: shares with the workers, left at 0) win the CPU and the backlog drains with
 #: what is left.  The relay, the workers, and the servers only the async side
-#: uses (Redis, the SMTP sink) run at this nice.
+#: uses (Redis, the SMTP sink) run at this nice, and so do the Postgres backends
+#: serving their connections (booking_core.db.backend_nice).
 ASYNC_NICE = 10
+#: What every async-side child gets in its environment for that.
+ASYNC_ENV = {"BOOKING_DB_BACKEND_NICE": str(ASYNC_NICE)}
 
 #: Dramatiq waits this long for running messages on SIGTERM before requeueing them.
 WORKER_SHUTDOWN_TIMEOUT_MS = 30_000
@@ -74,7 +77,8 @@ def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4,
 def relay(metrics_port: int) -> ServiceSpec:
     """The outbox relay (its own service, `booking-relay`): async side, so it yields the CPU to the API."""
     return ServiceSpec("relay", [executable("booking-relay")], stop_timeout=15,
-                       env={"BOOKING_METRICS_HOST": "127.0.0.1", "BOOKING_METRICS_PORT": str(metrics_port)},
+                       env={"BOOKING_METRICS_HOST": "127.0.0.1", "BOOKING_METRICS_PORT": str(metrics_port),
+                            **ASYNC_ENV},
                        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE)
 
 
@@ -91,6 +95,7 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         "dramatiq_prom_host": "127.0.0.1",
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),
+        **ASYNC_ENV,
     }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE)
 
 
