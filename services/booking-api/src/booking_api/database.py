@@ -131,7 +131,10 @@ def _pool() -> ConnectionPool:
             def configure(conn: BoundedConnection) -> None:
                 conn.answer_timeout, conn.scope = answer, scope
 
-            pool = ConnectionPool(conninfo(settings().database_url, config), min_size=1,
+            # Open as many connections as requests may use at once, before they are needed:
+            # a connection opened in a burst costs a fork and a SCRAM exchange on its request.
+            min_size = max(1, min(int(config["DB_REQUEST_SLOTS"]), settings().db_pool_max))
+            pool = ConnectionPool(conninfo(settings().database_url, config), min_size=min_size,
                                   max_size=settings().db_pool_max,
                                   connection_class=BoundedConnection, configure=configure,
                                   kwargs={"row_factory": dict_row, "autocommit": True},
