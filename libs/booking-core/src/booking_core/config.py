@@ -74,6 +74,8 @@ class Settings:
     #: The reconciler re-publishes an unfinished task idle this long with no message anywhere;
     #: 0 means the default, max(2 x heartbeat timeout, 120 s) (it must exceed the heartbeat timeout).
     reconcile_after_ms: int = 0
+    #: How often each worker reads the paused queues (pauses.py) from Postgres: one small query.
+    pause_poll_ms: int = 1_000
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     @property
@@ -104,6 +106,9 @@ class Settings:
             # Below it, a message a live worker still holds would look lost.
             raise ValueError(f"BOOKING_RECONCILE_AFTER_MS ({reconcile}) must exceed BOOKING_HEARTBEAT_TIMEOUT_MS "
                              f"({heartbeat})")
+        pause_poll = _int(env, "BOOKING_PAUSE_POLL_MS", 1_000)
+        if pause_poll < 10:
+            raise ValueError(f"BOOKING_PAUSE_POLL_MS must be at least 10, got {pause_poll}")
         return cls(
             database_url=env["DATABASE_URL"],
             redis_url=env["REDIS_URL"],
@@ -122,5 +127,6 @@ class Settings:
             status_ttl_seconds=_int(env, "BOOKING_STATUS_TTL_SECONDS", 30 * 24 * 3600),
             dead_letter_retention_days=_int(env, "BOOKING_DEAD_LETTER_RETENTION_DAYS", 30),
             reconcile_after_ms=reconcile,
+            pause_poll_ms=pause_poll,
             retry=retry,
         )
