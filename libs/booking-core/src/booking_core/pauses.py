@@ -17,6 +17,7 @@ queue holds its own audit entry back until the queue is resumed; it is not lost.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,6 +32,9 @@ from booking_core.deadletters import audit_event
 #: chain holds operator actions that concern no customer.
 OPS_TENANT_ID = "d22cc515-7637-5483-8c70-c24a5137cc44"
 MAX_REASON_CHARS = 200
+#: What a reason may not hold: control characters, line breaks, bidi overrides (it is shown in
+#: terminals, pages and logs).  The API's `Text` refuses the same before it gets here.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def _reason(reason: str) -> str:
     reason = (reason or "").strip()
     if len(reason) > MAX_REASON_CHARS:
         raise ValueError(f"reason must be at most {MAX_REASON_CHARS} characters")
-    if not reason.isprintable():
+    if _UNSHOWABLE.search(reason):
         raise ValueError("reason must be one line of printable characters")
     return reason
 
