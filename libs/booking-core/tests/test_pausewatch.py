@@ -144,10 +144,10 @@ def test_a_database_error_keeps_the_last_known_state_and_is_logged_once(probe, c
     probe.start()
     wait_until(lambda: probe.watch.applied.whole, timeout=10, what="the pause")
     # When Postgres cannot be reached (a port nothing listens on) and the queue is resumed meanwhile
-    good = probe.watch.database_url
+    good = probe.watch.reader.database_url
     caplog.set_level(logging.WARNING, logger="booking_core.pausewatch")
-    probe.watch.database_url = "postgresql://nobody@127.0.0.1:9/none"
-    probe.watch._conn.close()
+    probe.watch.reader.database_url = "postgresql://nobody@127.0.0.1:9/none"
+    probe.watch.reader.close()
     pauses.resume(conn, "email", actor="test-operator")
     probe.actor.send("held")
     time.sleep(10 * POLL_MS / 1000)
@@ -155,6 +155,6 @@ def test_a_database_error_keeps_the_last_known_state_and_is_logged_once(probe, c
     assert probe.done == [] and probe.watch.applied.whole
     assert sum("cannot read the paused queues" in r.getMessage() for r in caplog.records) == 1
     # And once Postgres answers again, the resume applies
-    probe.watch.database_url = good
+    probe.watch.reader.database_url = good
     wait_until(lambda: probe.done == ["held"], timeout=15, what="the message after recovery")
     assert any("readable again" in r.getMessage() for r in caplog.records)

@@ -20,8 +20,9 @@ Two details keep a pause safe:
     and requeue the messages it holds (run twice on resume).  While anything is
     paused, each poll refreshes the heartbeat (the key Dramatiq's dispatch script
     writes);
-  * a read error keeps the last known state (logged once, and once on recovery):
-    a database blip must neither resume a paused queue nor pause a running one.
+  * a read error keeps the last known state (`PauseReader`, logged once, and once
+    on recovery): a database blip must neither resume a paused queue nor pause a
+    running one.
 """
 
 from __future__ import annotations
@@ -66,20 +67,58 @@ def consumed_queues(broker, worker) -> frozenset[str]:
     return frozenset(declared & {q_name(q) for q in whitelist} if whitelist else declared)
 
 
+class PauseReader:
+    """The paused queues, read on one connection of its own (the workers' poll, the local autoscaler).
+
+    A read error keeps the last known set, logged once when the outage starts
+    and once when it ends: a database blip must neither resume a paused queue
+    nor pause a running one.
+    """
+
+    def __init__(self, database_url: str, *, timeout_seconds: float = 2.0):
+        self.database_url = database_url
+        self.timeout_seconds = timeout_seconds
+        #: The last set read (every queue of the platform); empty until a read succeeds.
+        self.paused: frozenset[str] = frozenset()
+        self.failing = False
+        self._conn: psycopg.Connection | None = None
+
+    def read(self) -> frozenset[str]:
+        """The paused queues now, or the last known ones when Postgres cannot say."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = db.connect(self.database_url, autocommit=True,
+                                        connect_timeout=max(1, round(self.timeout_seconds)),
+                                        options=f"-c statement_timeout={int(self.timeout_seconds * 1000)}")
+            current = frozenset(pauses.paused(self._conn))
+        except psycopg.Error as e:
+            self.close()
+            if not self.failing:
+                log.warning("cannot read the paused queues (%s); keeping the last known state (%s)",
+                            e, ", ".join(sorted(self.paused)) or "none paused")
+                self.failing = True
+            return self.paused
+        if self.failing:
+            log.warning("paused queues readable again")
+            self.failing = False
+        self.paused = current
+        return current
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class QueuePauseMiddleware(Middleware):
     """Applies the paused queues of Postgres to this process' Dramatiq worker."""
 
     def __init__(self, *, database_url: str, poll_ms: int = 1_000, read_timeout_seconds: float = 2.0):
-        self.database_url = database_url
+        self.reader = PauseReader(database_url, timeout_seconds=read_timeout_seconds)
         self.poll_seconds = poll_ms / 1000
-        self.read_timeout_seconds = read_timeout_seconds
         self.worker = None
         self.consumed: frozenset[str] = frozenset()
-        #: The last paused set read (every queue of the platform), kept through read errors.
-        self.paused: frozenset[str] = frozenset()
         self.applied = RUNNING
-        self._conn: psycopg.Connection | None = None
-        self._failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -89,8 +128,7 @@ class QueuePauseMiddleware(Middleware):
         """Read the pauses before any thread runs, so a paused queue's worker starts paused."""
         self.worker = worker
         self.consumed = consumed_queues(broker, worker)
-        self.paused = self._read() or frozenset()
-        self.applied = plan(self.consumed, self.paused)
+        self.applied = plan(self.consumed, self.reader.read())
         if self.applied.queues:
             log.warning("starting with queue(s) %s paused: their messages wait until resumed",
                         ", ".join(sorted(self.applied.queues)))
@@ -114,10 +152,8 @@ class QueuePauseMiddleware(Middleware):
         self._stop.set()
         if self._thread is not None:
             # Bounded: a Worker.pause() still waiting for a running message must not hold up shutdown.
-            self._thread.join(timeout=self.poll_seconds + self.read_timeout_seconds + 1)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            self._thread.join(timeout=self.poll_seconds + self.reader.timeout_seconds + 1)
+        self.reader.close()
 
     # --- the poll -------------------------------------------------------------------------
 
@@ -130,10 +166,7 @@ class QueuePauseMiddleware(Middleware):
 
     def poll(self) -> None:
         """Read the pauses and apply any change; keep the heartbeat fresh while paused."""
-        current = self._read()
-        if current is not None:
-            self.paused = current
-        target = plan(self.consumed, self.paused)
+        target = plan(self.consumed, self.reader.read())
         if target != self.applied:
             self._apply(target)
         if self.applied.queues:
@@ -153,28 +186,6 @@ class QueuePauseMiddleware(Middleware):
         self.applied = target
         for queue in sorted(before.queues - target.queues):
             log.warning("queue %s resumed", queue)
-
-    def _read(self) -> frozenset[str] | None:
-        """The paused queues, or None when Postgres cannot say (logged once per outage)."""
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.database_url, autocommit=True,
-                                        connect_timeout=max(1, round(self.read_timeout_seconds)),
-                                        options=f"-c statement_timeout={int(self.read_timeout_seconds * 1000)}")
-            current = frozenset(pauses.paused(self._conn))
-        except psycopg.Error as e:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            if not self._failing:
-                log.warning("cannot read the paused queues (%s); keeping the last known state (%s)",
-                            e, ", ".join(sorted(self.paused)) or "none paused")
-                self._failing = True
-            return None
-        if self._failing:
-            log.warning("paused queues readable again")
-            self._failing = False
-        return current
 
     def _heartbeat(self) -> None:
         """Refresh this worker's Dramatiq heartbeat, which a paused consumer no longer sends."""
