@@ -45,6 +45,10 @@ def test_a_paused_email_queue_holds_the_email_and_sends_it_once_on_resume(make_p
     api = api_of(platform)
     paused = bookingctl(platform, "queues", "pause", "email", "--reason", "SMTP provider incident")
     assert paused.returncode == 0 and paused.stdout == "paused email\n", paused.stderr
+    # (a worker reads the pause within BOOKING_PAUSE_POLL_MS, 1 s: wait until it says it has)
+    log = platform.data_dir / "logs" / "email-worker-1.log"
+    wait_until(lambda: "queue email paused" in log.read_text(errors="replace"), timeout=15,
+               what="the email worker to apply the pause")
     # Given a booking made while email is paused
     booking = api.book(name="Paused Mail", email="paused@example.com")
     # Then its invoice and audit record go on, its email waits, past the heartbeat timeout
