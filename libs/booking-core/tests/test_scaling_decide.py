@@ -241,3 +241,32 @@ def test_a_paused_or_unreadable_scaler_ignores_the_signal():
     d = decide(Backlog.unreadable("down"), 2, Policy(max_replica_count=5, fallback_replicas=4), ScalerState(), 0,
                accept_path=SLOW)
     assert (d.desired, d.action) == (4, "fallback")  # fallbackReplicas is the user's own choice for the unknown
+
+
+# -- a queue paused by an operator (issue 11) ----------------------------------------
+def test_a_paused_queue_holds_a_scale_up_and_says_so():
+    d = decide(Backlog(ready=50), 2, POLICY, ScalerState(), 0, queue_paused=True)
+    assert (d.desired, d.action, d.recommendation, d.held) == (2, "hold", 5, "queue paused")
+    assert "scale-up to 5 held at 2: queue paused" in d.reason
+
+
+def test_a_paused_queue_still_gets_its_minimum_and_nothing_more():
+    policy = Policy(min_replica_count=1, max_replica_count=10, target_backlog_per_replica=10)
+    d = decide(Backlog(ready=100), 0, policy, ScalerState(), 0, queue_paused=True)
+    assert (d.desired, d.action, d.held) == (1, "scale_up", "queue paused")
+    assert "scaled up 0→1 only (minReplicaCount); scale-up to 10 held: queue paused" in d.reason
+
+
+def test_a_paused_queue_scales_down_as_usual_and_up_at_once_when_resumed():
+    decisions = run([(0, Backlog(ready=80)), (61, Backlog(ready=20))], current=0)
+    down = decide(Backlog(ready=20), 8, POLICY, decisions[0].new_state, 61, queue_paused=True)
+    assert (down.desired, down.action, down.held) == (2, "scale_down", None)
+    held = decide(Backlog(ready=80), 2, POLICY, down.new_state, 62, queue_paused=True)
+    resumed = decide(Backlog(ready=80), 2, POLICY, held.new_state, 63)
+    assert (held.desired, resumed.desired, resumed.held) == (2, 8, None)
+
+
+def test_a_paused_queue_with_nothing_to_scale_up_holds_nothing():
+    d = decide(Backlog(ready=20), 2, POLICY, ScalerState(), 0, queue_paused=True)
+    assert d == decide(Backlog(ready=20), 2, POLICY, ScalerState(), 0)
+    assert d.held is None

@@ -67,11 +67,12 @@ schema.app = _forward
 
 
 @pytest.fixture
-def bound_app(app):
-    """Requests of this test go to its app."""
+def bound_app(app, db_conn):
+    """Requests of this test go to its app; queues the fuzzer paused are running again afterwards."""
     _forward.current = app
     yield app
     _forward.current = None
+    db_conn.execute("DELETE FROM queue_pauses")
 
 
 @pytest.fixture(params=["tenant", "admin"])

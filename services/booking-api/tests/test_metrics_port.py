@@ -109,3 +109,23 @@ def test_a_worker_that_dies_keeps_its_counts_in_the_sum(gunicorn):
         time.sleep(0.2)
     got = samples(get(f"http://127.0.0.1:{metrics_port}/metrics")[1])
     assert got[("booking_http_requests_total", (("method", "GET"), ("route", "<unmatched>"), ("status", "404")))] == 6
+
+
+def test_the_paused_gauge_is_1_for_a_paused_queue_and_0_for_the_others(settings, db_conn):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from booking_api.metrics_server import PipelineCollector
+    from booking_core import pauses
+
+    reg = CollectorRegistry()
+    reg.register(PipelineCollector(settings))
+    db_conn.execute("DELETE FROM queue_pauses")
+    try:
+        pauses.pause(db_conn, "invoice", actor="test-operator")
+        got = samples(generate_latest(reg).decode())
+    finally:
+        db_conn.execute("DELETE FROM queue_pauses")
+    paused = {dict(labels)["queue"]: v for (name, labels), v in got.items() if name == "booking_queue_paused"}
+    assert paused == {"email": 0, "invoice": 1, "audit": 0}
+    after = samples(generate_latest(reg).decode())
+    assert after[("booking_queue_paused", (("queue", "invoice"),))] == 0

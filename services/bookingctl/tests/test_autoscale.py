@@ -126,3 +126,30 @@ def test_an_unreadable_api_holds_nothing(redis_url, invoices):
     scaler.tick({"invoice": 1}, lambda q, n: resized.append((q, n)), now=0)
     assert resized == [("invoice", 4)]
     assert scaler.accept_path(1).reason.startswith("API latency unreadable (URLError")
+
+
+def test_a_paused_queue_is_not_scaled_up_the_hold_is_logged_and_resume_scales_at_once(
+        redis_url, database_url, db_conn, invoices, caplog):
+    from booking_core import pauses
+
+    db_conn.execute("DELETE FROM queue_pauses")
+    scaler = Autoscaler({"invoice": POLICY}, redis_url, invoices, cores=8, database_url=database_url)
+    resized: list[tuple[str, int]] = []
+    caplog.set_level(logging.INFO, logger="bookingctl.autoscale")
+    try:
+        # Given 50 invoices waiting and the invoice queue paused by an operator
+        pauses.pause(db_conn, "invoice", actor="test-operator", reason="template fix")
+        scaler.tick({"invoice": 1}, lambda q, n: resized.append((q, n)), now=0)
+        # Then the pool holds, and says why where the other holds show
+        held = scaler.pools["invoice"].last
+        assert resized == [] and (held.action, held.held) == ("hold", "queue paused")
+        [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warning.startswith("invoice workers: scale-up held: backlog 50") and "queue paused" in warning
+        # When resumed, the scale-up comes on the next round
+        pauses.resume(db_conn, "invoice", actor="test-operator")
+        scaler.tick({"invoice": 1}, lambda q, n: resized.append((q, n)), now=2)
+        assert resized == [("invoice", 4)]
+        assert any("scale-up no longer held (queue resumed)" in r.getMessage() for r in caplog.records)
+    finally:
+        db_conn.execute("DELETE FROM queue_pauses")
+        scaler.pauses.close()

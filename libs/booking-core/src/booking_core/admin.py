@@ -1,6 +1,7 @@
 """Operator commands shared by `bookingctl` (local) and `booking-admin` (in the API image).
 
-migrate, tokens create|list|revoke, dlq list|requeue|discard, tasks retry, audit verify.
+migrate, tokens create|list|revoke, dlq list|requeue|discard, tasks retry, audit verify,
+queues [pause|resume NAME].
 Each handler takes the parsed arguments and a `Settings`, prints for a human
 (or JSON with --json) and returns the exit code, so both front ends stay thin.
 """
@@ -177,6 +178,34 @@ def cmd_audit(args, s: Settings) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_queues(args, s: Settings) -> int:
+    """`queues`: each queue running or paused (by whom, since when, why); `queues pause|resume NAME`."""
+    from booking_core import db, pauses
+
+    with db.connect(s.database_url, autocommit=True) as conn:
+        if args.queues_cmd == "pause":
+            changed = pauses.pause(conn, args.name, actor=who(), reason=args.reason)
+            print(f"paused {args.name}" if changed else f"{args.name} was already paused")
+            return 0
+        if args.queues_cmd == "resume":
+            changed = pauses.resume(conn, args.name, actor=who())
+            print(f"resumed {args.name}" if changed else f"{args.name} was not paused")
+            return 0
+        state = pauses.state(conn)
+    if args.json:
+        print(json.dumps([{"queue": q, "paused": p is not None, **(p.as_dict() if p else {})}
+                          for q, p in state.items()], indent=2))
+        return 0
+    print(f"{'QUEUE':8} {'STATE':8} {'SINCE':25} {'BY':30} REASON")
+    for q, p in state.items():
+        if p is None:
+            print(f"{q:8} running")
+        else:
+            print(f"{q:8} {'paused':8} {p.paused_at.isoformat(timespec='seconds'):25} {p.paused_by[:30]:30} "
+                  f"{p.reason}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the operator commands on a subparsers object (`func` = handler)."""
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
@@ -221,6 +250,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--tenant")
     v.add_argument("--json", action="store_true")
     aud.set_defaults(func=cmd_audit)
+
+    que = sub.add_parser("queues", help="list queues running or paused; pause or resume one")
+    que.add_argument("--json", action="store_true")
+    qsub = que.add_subparsers(dest="queues_cmd")
+    p = qsub.add_parser("pause", help="stop workers starting this queue's messages (they wait in Redis)")
+    p.add_argument("name", choices=QUEUES)
+    p.add_argument("--reason", default="", help="shown to other operators (at most 200 characters)")
+    qsub.add_parser("resume", help="let workers take this queue's messages again").add_argument(
+        "name", choices=QUEUES)
+    que.set_defaults(func=cmd_queues)
 
 
 def run(args, settings_of: Callable[[argparse.Namespace], Settings]) -> int:

@@ -12,7 +12,10 @@ own middleware; ours is placed by name around them:
 - `TaskStateMiddleware` just before `Retries`, so its after-hook runs after
   Retries' and sees whether a failure will be retried or was dead-lettered;
 - `DatabaseOutageRetries` just after `Retries`, so its after-hook runs before
-  Retries decides, and a Postgres outage costs no retry budget.
+  Retries decides, and a Postgres outage costs no retry budget;
+- `QueuePauseMiddleware` (with the task-state middleware: every worker), last;
+  it only acts at worker boot and from its own poll thread, so its place in the
+  chain does not matter.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from booking_core.tracing import TracingMiddleware
 
 
 def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker:
-    """A Redis broker for `settings`; `track_tasks` adds the task-state middleware."""
+    """A Redis broker for `settings`; `track_tasks` (a worker's broker) adds the task-state and pause middleware."""
     broker = RedisBroker(
         url=settings.redis_url,
         namespace=settings.redis_namespace,
@@ -45,6 +48,10 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
                                 connect_timeout=min(2.0, settings.db_acquire_timeout_ms / 1000)),
             before=Retries,
         )
+        from booking_core.pausewatch import QueuePauseMiddleware
+
+        broker.add_middleware(QueuePauseMiddleware(database_url=settings.database_url,
+                                                   poll_ms=settings.pause_poll_ms))
     return broker
 
 

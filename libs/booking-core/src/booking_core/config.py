@@ -103,6 +103,8 @@ class Settings:
     #: Link of a trace id in the ops console, e.g. "https://jaeger.example/trace/{trace_id}";
     #: empty shows the id as plain text.
     trace_url_template: str = ""
+    #: How often each worker reads the paused queues (pauses.py) from Postgres: one small query.
+    pause_poll_ms: int = 1_000
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     @property
@@ -133,6 +135,9 @@ class Settings:
             # Below it, a message a live worker still holds would look lost.
             raise ValueError(f"BOOKING_RECONCILE_AFTER_MS ({reconcile}) must exceed BOOKING_HEARTBEAT_TIMEOUT_MS "
                              f"({heartbeat})")
+        pause_poll = _int(env, "BOOKING_PAUSE_POLL_MS", 1_000)
+        if pause_poll < 10:
+            raise ValueError(f"BOOKING_PAUSE_POLL_MS must be at least 10, got {pause_poll}")
         return cls(
             database_url=env["DATABASE_URL"],
             redis_url=env["REDIS_URL"],
@@ -155,5 +160,6 @@ class Settings:
             ops_session_idle_seconds=_int(env, "BOOKING_OPS_SESSION_IDLE_SECONDS", 8 * 3600),
             trust_forwarded_proto=_bool(env, "BOOKING_TRUST_FORWARDED_PROTO"),
             trace_url_template=_trace_template(env.get("BOOKING_TRACE_URL_TEMPLATE") or ""),
+            pause_poll_ms=pause_poll,
             retry=retry,
         )

@@ -37,6 +37,8 @@ AUDIT_KINDS = (
     "invoice.issued",
     "deadletter.requeued",
     "deadletter.discarded",
+    "queue.paused",
+    "queue.resumed",
 )
 
 

@@ -6,9 +6,9 @@ whole pod.  Why a port of its own: the HTTP port is the one an Ingress routes,
 every path of it, and metrics need no token; the metrics port is reached only
 by what the NetworkPolicy lets in.
 
-The pipeline gauges (outbox backlog, queue depth) are read at scrape time: one
-SQL query and one Redis Lua snapshot per scrape, so they are exact, not
-sampled.  The master forks workers at any time, so this module opens no pool
+The pipeline gauges (outbox backlog, paused queues, queue depth) are read at
+scrape time: two small SQL queries on one connection and one Redis Lua snapshot
+per scrape, so they are exact, not sampled.  The master forks workers at any time, so this module opens no pool
 and shares no client with them: each scrape opens one short-lived Postgres
 connection, and the Redis client is this collector's own.
 """
@@ -22,7 +22,7 @@ import redis
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from booking_core import db
+from booking_core import db, pauses
 from booking_core.config import Settings
 from booking_core.contracts import QUEUES
 from booking_core.queues import QueueReader
@@ -34,19 +34,20 @@ READ_TIMEOUT_SECONDS = 2
 
 
 class PipelineCollector:
-    """Scrape-time gauges: outbox backlog and age, queue depth and age per queue."""
+    """Scrape-time gauges: outbox backlog and age, paused queues, queue depth and age per queue."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self._redis: redis.Redis | None = None
 
-    def _outbox(self) -> dict:
-        """Count and age of the outbox, on a connection of this scrape's own."""
+    def _postgres(self) -> tuple[dict, frozenset[str]]:
+        """Count and age of the outbox, and the paused queues, on a connection of this scrape's own."""
         with db.connect(self.settings.database_url, autocommit=True, connect_timeout=READ_TIMEOUT_SECONDS,
                         options=f"-c statement_timeout={READ_TIMEOUT_SECONDS * 1000}") as conn:
-            return conn.execute(
+            outbox = conn.execute(
                 "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age"
                 " FROM outbox").fetchone()
+            return outbox, frozenset(pauses.paused(conn))
 
     def _queues(self):
         """One atomic snapshot of every queue's depth."""
@@ -60,13 +61,18 @@ class PipelineCollector:
         up = GaugeMetricFamily("booking_pipeline_read_ok", "1 if the last scrape read this source.",
                                labels=["source"])
         try:
-            row = self._outbox()
+            row, paused = self._postgres()
             yield GaugeMetricFamily("booking_outbox_messages", "Messages waiting in the outbox.", value=row["n"])
             yield GaugeMetricFamily("booking_outbox_oldest_age_seconds",
                                     "Age of the oldest outbox message (0 when empty).", value=float(row["age"]))
+            gauge = GaugeMetricFamily("booking_queue_paused", "1 while the queue is paused (workers start none "
+                                      "of its messages), else 0.", labels=["queue"])
+            for queue in QUEUES:  # the fixed list: a label never comes from a row
+                gauge.add_metric([queue], 1 if queue in paused else 0)
+            yield gauge
             up.add_metric(["postgres"], 1)
         except Exception:  # noqa: BLE001 - a scrape must not fail because a server is down
-            log.warning("metrics: outbox read failed", exc_info=True)
+            log.warning("metrics: outbox and pause read failed", exc_info=True)
             up.add_metric(["postgres"], 0)
         try:
             depths = self._queues()

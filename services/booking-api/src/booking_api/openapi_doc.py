@@ -78,6 +78,8 @@ def _query(model: type[BaseModel]) -> list[dict]:
 _PUBLIC = {"security": []}
 _PATH_BOOKING = {"name": "booking_id", "in": "path", "required": True,
                  "schema": {"type": "string", "format": "uuid"}}
+_PATH_QUEUE = {"name": "queue", "in": "path", "required": True,
+               "schema": {"type": "string", "enum": list(c.QUEUES)}}
 _PATH_DEAD = {"name": "dead_id", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "The `id` of a dead letter as listed."}
 _IDEMPOTENCY_KEY = {
@@ -157,7 +159,24 @@ def _paths() -> dict:
         },
         "/api/v1/ops/queues": {"get": _op(
             "queueDepths", "ops", "Depth of every queue", (200, _ok("Depth per queue.", c.QueueDepths)), 401, 403,
-            description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot.")},
+            description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot, and "
+                        "whether each is paused (by whom, since when, why).")},
+        "/api/v1/ops/queues/{queue}/pause": {
+            "parameters": [_PATH_QUEUE],
+            "post": _op("pauseQueue", "ops", "Pause a queue", (200, _ok("Paused (or already paused).",
+                                                                       oc.QueuePauseResult)),
+                        400, 401, 403, 404, 413, 415, 422,
+                        description=f"{admin} Every worker stops starting the queue's messages within about a "
+                                    "second; running ones finish; the others wait in the queue, none lost. Kept "
+                                    "in Postgres: survives restarts. The body is optional. Audited.",
+                        requestBody={"required": False, "content": _json(oc.PauseRequest)}),
+        },
+        "/api/v1/ops/queues/{queue}/resume": {
+            "parameters": [_PATH_QUEUE],
+            "post": _op("resumeQueue", "ops", "Resume a paused queue",
+                        (200, _ok("Resumed (or was not paused).", oc.QueuePauseResult)), 401, 403, 404,
+                        description=f"{admin} Workers take the queue's messages again. Audited."),
+        },
         "/api/v1/ops/dead-letters": {"get": _op(
             "listDeadLetters", "ops", "Open dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
             401, 403, 422, description=f"{admin} Read from the Postgres record, whether or not Redis still holds "
@@ -231,10 +250,14 @@ def _schemas() -> dict:
     models = [(m, "validation") for m in (c.BookingRequest,)] + [
         (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
                                        c.RequeueResult, c.Health, c.Readiness, oc.BulkResult,
-                                       oc.TaskRetryResult)] + [(oc.BulkDeadLetterRequest, "validation")]
+                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult)] + [
+        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest)]
     _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)
     schemas = top["$defs"]
-    schemas["QueueDepth"] = _from_dataclass(schemas["QueueDepth"])
+    # The queue list shows each queue's depth (booking_core's dataclass) and its pause state.
+    depth, pause = _from_dataclass(schemas["QueueDepth"]), schemas.pop("QueuePause")
+    schemas["QueueDepth"] = {**depth, "properties": depth["properties"] | pause["properties"],
+                             "required": [*depth["required"], *pause["required"]]}
     schemas["DeadLetter"] = _from_dataclass(schemas["DeadLetter"], hidden=c.DEAD_LETTER_HIDDEN)
     return schemas
 

@@ -1,4 +1,4 @@
-"""The ops endpoints' dead-letter models: filters, bulk actions, task retry.
+"""The ops endpoints' models: dead-letter filters, bulk actions, task retry, queue pauses.
 
 Kept apart from `contract.py` (the booking models) so each stays small; the
 OpenAPI document is generated from these the same way.
@@ -68,3 +68,30 @@ class TaskRetryResult(_Response):
     booking_id: Annotated[str, _schema(format="uuid")]
     task: one_of(TASKS)
     message_id: Annotated[str, _schema(format="uuid")]
+
+
+class PauseRequest(BaseModel):
+    """The optional body of a pause: why, for the other operators."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[Text | None, Field(description="Why the queue is paused; shown wherever the pause "
+                                                     "is.")] = None
+
+
+class QueuePause(_Response):
+    """Whether a queue is paused; while it is, by whom, since when and why."""
+
+    paused: Annotated[bool, Field(description="While true, workers start none of its messages; they wait in "
+                                              "the queue, none lost.")]
+    paused_by: Annotated[str | None, Field(description="Who paused it (only while paused).")] = None
+    paused_at: Annotated[AwareTime | None, Field(description="Since when (only while paused).")] = None
+    reason: Annotated[str | None, Field(description="Why, as given, possibly empty (only while paused).")] = None
+
+
+class QueuePauseResult(QueuePause):
+    """A queue's pause state after a pause or a resume."""
+
+    queue: one_of(QUEUES)
+    changed: Annotated[bool, Field(description="False when the queue already was in that state (nothing "
+                                               "changed, nothing audited).")]

@@ -1,4 +1,4 @@
-"""Operations (admin tokens only): queue depth, dead letters, and retrying a dead task.
+"""Operations (admin tokens only): queue depth and pauses, dead letters, and retrying a dead task.
 
 Dead letters are read from their Postgres record (booking_core.deadletters),
 so they can be listed, requeued and discarded whether or not Redis still
@@ -16,10 +16,10 @@ from booking_api.auth import actor_name, admin_required
 from booking_api.bookings_views import _json_body
 from booking_api.contract import QueueQuery
 from booking_api.database import get_db, get_redis, settings
-from booking_api.ops_contract import BulkDeadLetterRequest, DeadLetterFilter, DeadLetterQuery
+from booking_api.ops_contract import BulkDeadLetterRequest, DeadLetterFilter, DeadLetterQuery, PauseRequest
 from booking_api.problems import ApiError
 from booking_api.validation import field_errors, validate_query
-from booking_core import deadletters
+from booking_core import deadletters, pauses
 from booking_core.contracts import QUEUES, TASKS
 from booking_core.ids import parse_uuid
 from booking_core.queues import QueueReader
@@ -37,12 +37,55 @@ def _queue_arg() -> str | None:
     return validate_query(QueueQuery, request.args).queue
 
 
+def _pause_json(pause: pauses.Pause | None) -> dict:
+    """A queue's pause fields: `paused`, and who, when and why while it is paused."""
+    if pause is None:
+        return {"paused": False}
+    return {"paused": True} | {k: v for k, v in pause.as_dict().items() if k != "queue"}
+
+
 @bp.get("/queues")
 @admin_required
 def queues():
-    """Per queue: ready, in flight, delayed, dead (one atomic Redis snapshot)."""
+    """Per queue: ready, in flight, delayed, dead (one atomic Redis snapshot), and whether it is paused."""
     reader = QueueReader(get_redis(), settings().redis_namespace)
-    return {"queues": [d.as_dict() for d in reader.snapshot(QUEUES)]}
+    state = pauses.state(get_db())
+    return {"queues": [d.as_dict() | _pause_json(state[d.queue]) for d in reader.snapshot(QUEUES)]}
+
+
+def _known_queue(queue: str) -> str:
+    if queue not in QUEUES:
+        raise ApiError(404, "not-found", f"No such queue; queues are {', '.join(QUEUES)}.")
+    return queue
+
+
+def _pause_body() -> PauseRequest:
+    """The optional pause body: none at all, or JSON with an optional `reason`."""
+    if not request.mimetype and not request.content_length:
+        return PauseRequest()
+    try:
+        return PauseRequest.model_validate(_json_body())
+    except ValidationError as e:
+        raise ApiError(422, "invalid-pause", "Some fields are invalid.", errors=field_errors(e)) from None
+
+
+@bp.post("/queues/<queue>/pause")
+@admin_required
+def pause_queue(queue: str):
+    """Stop workers starting this queue's messages (they wait, none lost); audited."""
+    queue = _known_queue(queue)
+    body = _pause_body()
+    changed = pauses.pause(get_db(), queue, actor=actor_name(), reason=body.reason or "")
+    return {"queue": queue, "changed": changed} | _pause_json(pauses.state(get_db())[queue])
+
+
+@bp.post("/queues/<queue>/resume")
+@admin_required
+def resume_queue(queue: str):
+    """Let workers take this queue's messages again; audited."""
+    queue = _known_queue(queue)
+    changed = pauses.resume(get_db(), queue, actor=actor_name())
+    return {"queue": queue, "changed": changed} | _pause_json(pauses.state(get_db())[queue])
 
 
 @bp.get("/dead-letters")

@@ -24,6 +24,12 @@ Two rules keep the API first on one machine (issue 9):
   a held scale-up is logged with its reason, once when the hold starts and once
   when it ends.  A /metrics that cannot be read holds nothing (it is logged):
   a broken probe must not freeze the pools.
+
+A queue an operator paused (`bookingctl queues pause`, the ops API or console)
+is not scaled up either: its workers start no message, so more of them would
+only idle.  The paused queues are read from Postgres each round (a read error
+keeps the last known set); the hold is logged like the latency hold, with the
+reason "queue paused", and the scale-up comes at once on resume.
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ from pathlib import Path
 import redis
 
 from booking_core.contracts import QUEUES
+from booking_core.pausewatch import PauseReader
 from booking_core.queues import QueueReader
 from booking_core.scaling import AcceptPath, Backlog, Decision, LatencyBudget, LatencyWatch, Policy, ScalerState, decide
+from booking_core.scaling.decision import QUEUE_PAUSED
 
 log = logging.getLogger("bookingctl.autoscale")
 
@@ -124,12 +132,14 @@ class Autoscaler:
 
     def __init__(self, policies: dict[str, Policy], redis_url: str, namespace: str, *,
                  api_metrics_url: str | None = None, budget: LatencyBudget = LOCAL_BUDGET,
-                 cores: int | None = None):
+                 cores: int | None = None, database_url: str | None = None):
         cores = usable_cores() if cores is None else cores
         self.pools = {q: Pool(q, cap_cpu_bound(q, p, cores)) for q, p in policies.items()}
         self.reader = QueueReader(redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2),
                                   namespace)
         self.latency = LatencyWatch(replace(budget, metrics_url=api_metrics_url or budget.metrics_url))
+        #: Where the paused queues are read (None: no database, nothing is paused).
+        self.pauses = PauseReader(database_url) if database_url else None
 
     def read(self, pools: list[Pool]) -> dict[str, Backlog]:
         """Each pool's backlog, its delayed messages due within its own delayedLeadSeconds.
@@ -168,15 +178,19 @@ class Autoscaler:
         except redis.RedisError as e:
             readings = {p.queue: Backlog.unreadable(f"{type(e).__name__}: {e}") for p in due}
         signal = self.accept_path(now)
+        paused = self.pauses.read() if self.pauses is not None else frozenset()
         for pool in due:
             pool.next_at = now + pool.policy.polling_interval
             decision = decide(readings[pool.queue], running[pool.queue], pool.policy, pool.state, now,
-                              accept_path=signal)
+                              accept_path=signal, queue_paused=pool.queue in paused)
             pool.state, pool.last = decision.new_state, decision
-            if decision.held is not None and pool.held is None:
+            # Logged when a hold starts or changes cause (a latency hold's text changes every round).
+            if decision.held is not None and (pool.held is None or
+                                              (decision.held == QUEUE_PAUSED) != (pool.held == QUEUE_PAUSED)):
                 log.warning("%s workers: scale-up held: %s", pool.queue, decision.reason)
             elif decision.held is None and pool.held is not None:
                 log.info("%s workers: scale-up no longer held (%s)", pool.queue,
+                         "queue resumed" if pool.held == QUEUE_PAUSED else
                          signal.reason if signal else "no latency signal")
             pool.held = decision.held
             if decision.changed:

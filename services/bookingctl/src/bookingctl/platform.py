@@ -96,7 +96,8 @@ class Platform:
                 # The API's own latency histogram: scale-ups wait while the accept path is over budget.
                 self.autoscaler = Autoscaler(self.config.autoscale, self.urls["REDIS_URL"],
                                              self.child_env().get("BOOKING_REDIS_NAMESPACE") or "dramatiq",
-                                             api_metrics_url=self.metrics_urls.get("api"))
+                                             api_metrics_url=self.metrics_urls.get("api"),
+                                             database_url=self.urls["DATABASE_URL"])
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
             self._supervisor.start()
             write_run_file(self.data_dir, {**self.urls, "API_URL": self.api_url, "pid": os.getpid(),

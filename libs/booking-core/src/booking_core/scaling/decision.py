@@ -21,6 +21,10 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
   * zero: only from one replica (never N -> 0), and only cooldownPeriod after
     the pool was last active;
   * finally min/max always, and >= 1 while busy;
+  * queue paused by an operator (pauses.py; the caller passes `queue_paused`):
+    no scale-up beyond minReplicaCount, held with the reason "queue paused"
+    (paused workers start no message, so more of them would only idle);
+    scale-down goes on as usual, and the scale-up comes at once on resume;
   * accept path saturated (and protectAcceptPath): no scale-up beyond the floor
     (min, and 1 while busy or active, so a backlog never starves), so the pool
     holds; scale-down goes on as usual,
@@ -39,6 +43,8 @@ from booking_core.scaling.policy import Policy
 from booking_core.scaling.pressure import AcceptPath
 
 Action = Literal["scale_up", "scale_down", "hold", "paused", "fallback"]
+#: Decision.held when the queue itself is paused by an operator.
+QUEUE_PAUSED = "queue paused"
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class Decision:
     active: bool | None = None
     #: This reading's own recommendation, before stabilization and step limits.
     recommendation: int | None = None
-    #: Why a scale-up was held for the accept path (None: nothing was held).
+    #: Why a scale-up was held: QUEUE_PAUSED, or the accept path's reason (None: nothing was held).
     held: str | None = None
 
     @property
@@ -76,10 +82,11 @@ class Decision:
 
 
 def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: ScalerState, now: float,
-           accept_path: AcceptPath | None = None) -> Decision:
+           accept_path: AcceptPath | None = None, *, queue_paused: bool = False) -> Decision:
     """Desired replicas for a pool now running `current_replicas`, given this reading.
 
-    `accept_path` is the API's latency signal (None: not measured, nothing held).
+    `accept_path` is the API's latency signal (None: not measured, nothing held);
+    `queue_paused` is True while an operator has paused the pool's queue.
     """
     current = current_replicas
     if current < 0:
@@ -136,6 +143,14 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
         action = "scale_up" if final > current else "scale_down" if final < current else "hold"
         what = f"{what}; clamped to {final} (min {policy.min_replica_count}, max {policy.max_replica_count})"
     held = None
+    if final > current and queue_paused:
+        held_at = max(current, policy.min_replica_count)
+        if held_at < final:
+            held = QUEUE_PAUSED
+            what = (f"scale-up to {final} held at {held_at}: {QUEUE_PAUSED}" if held_at == current else
+                    f"scaled up {current}→{held_at} only (minReplicaCount); scale-up to {final} held: "
+                    f"{QUEUE_PAUSED}")
+            final, action = held_at, "hold" if held_at == current else "scale_up"
     if final > current and accept_path is not None and accept_path.saturated and policy.protect_accept_path:
         floor = max(policy.min_replica_count, 1 if backlog.busy or active else 0)
         held_at = max(current, floor)
