@@ -13,7 +13,7 @@ from decimal import Decimal
 import dramatiq
 import pytest
 
-from booking_core import activity, audit, bookings, bulkjobs, deadletters, ops_sessions, tenants
+from booking_core import activity, audit, bookings, bulkjobs, deadletters, ops_sessions, presence, tenants
 from booking_core.broker import make_broker
 from booking_core.contracts import audit_payload
 
@@ -109,6 +109,7 @@ def test_throughput_counts_tasks_done_in_the_last_minutes(db_conn, tenant):
 
 def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):
     broker = make_broker(settings)
+    broker.add_middleware(presence.PresenceMiddleware(interval_seconds=0.1))
     release = __import__("threading").Event()
 
     @dramatiq.actor(broker=broker, queue_name="invoice", actor_name=f"hold_{uuid.uuid4().hex[:6]}")
@@ -116,10 +117,18 @@ def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):
         release.wait(10)
 
     assert activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000) == \
-        activity.Workers(live=0, busy={"email": 0, "invoice": 0})
+        activity.Workers(live=0, busy={"email": 0, "invoice": 0}, consuming={"email": 0, "invoice": 0})
     worker = dramatiq.Worker(broker, queues={"invoice"}, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
+        # An idle worker counts as consuming its queue (not the others), before it holds any message
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            idle = activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000)
+            if idle.consuming["invoice"]:
+                break
+            time.sleep(0.05)
+        assert idle.consuming == {"email": 0, "invoice": 1} and idle.busy == {"email": 0, "invoice": 0}
         hold.send()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -131,6 +140,8 @@ def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):
     finally:
         release.set()
         worker.stop()
+    # A stopped worker leaves at once
+    assert activity.workers(broker.client, settings.redis_namespace, ["invoice"], 60_000).consuming == {"invoice": 0}
     # A worker not heard from within the timeout is not live.
     time.sleep(0.05)
     assert activity.workers(broker.client, settings.redis_namespace, ["invoice"], 1).live == 0

@@ -12,7 +12,8 @@ operator, a human): every broker that talks to Redis stamps itself in
 timeout, about a second), and Dramatiq treats one not heard from within the
 heartbeat timeout as dead.  The heartbeats do not say which queue a worker
 consumes; a worker holding a queue's messages does show in that queue's
-`ns:__acks__.<worker>.<queue>` set.  So per queue we report the live workers
+`ns:__acks__.<worker>.<queue>` set.  So per queue we report the worker
+processes *consuming* it (each stamps itself, booking_core.presence), those
 *busy* with it, and overall the live Dramatiq processes (a process that only
 publishes, such as the relay, stamps a heartbeat too while it publishes).
 """
@@ -24,16 +25,18 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
+from booking_core import presence
 from booking_core.contracts import TASKS
 
 _WORKERS_LUA = """
--- ARGV: namespace, heartbeat timeout (ms), queue names.  Returns {live, busy per queue...}.
+-- ARGV: namespace, heartbeat timeout (ms), presence TTL (ms), queue names.
+-- Returns {live, busy per queue..., consuming per queue...}.
 local ns = ARGV[1]
 local now = redis.call('time')
 local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
 local live = redis.call('zrangebyscore', ns .. ':__heartbeats__', now_ms - tonumber(ARGV[2]), '+inf')
 local out = {#live}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local busy = 0
   for _, w in ipairs(live) do
     local acks = ns .. ':__acks__.' .. w .. '.' .. ARGV[i]
@@ -42,6 +45,9 @@ for i = 3, #ARGV do
     end
   end
   out[#out + 1] = busy
+end
+for i = 4, #ARGV do
+  out[#out + 1] = redis.call('zcount', ns .. ':__consumers__.' .. ARGV[i], now_ms - tonumber(ARGV[3]), '+inf')
 end
 return out
 """
@@ -53,13 +59,17 @@ class Workers:
 
     live: int
     busy: dict[str, int]
+    #: Worker processes consuming each queue (stamped within presence.TTL_MS), busy or idle.
+    consuming: dict[str, int]
 
 
 def workers(client: redis.Redis, namespace: str, queues: tuple[str, ...] | list[str],
             heartbeat_timeout_ms: int) -> Workers:
     """Read the heartbeats and ack sets in one script (a consistent instant)."""
-    row = client.eval(_WORKERS_LUA, 0, namespace, str(heartbeat_timeout_ms), *queues)
-    return Workers(live=int(row[0]), busy={q: int(n) for q, n in zip(queues, row[1:], strict=True)})
+    row = client.eval(_WORKERS_LUA, 0, namespace, str(heartbeat_timeout_ms), str(presence.TTL_MS), *queues)
+    n = len(queues)
+    return Workers(live=int(row[0]), busy={q: int(v) for q, v in zip(queues, row[1:1 + n], strict=True)},
+                   consuming={q: int(v) for q, v in zip(queues, row[1 + n:], strict=True)})
 
 
 def throughput(conn: psycopg.Connection) -> dict[str, dict[str, float]]:

@@ -13,7 +13,7 @@ own middleware; ours is placed by name around them:
   Retries' and sees whether a failure will be retried or was dead-lettered;
 - `DatabaseOutageRetries` just after `Retries`, so its after-hook runs before
   Retries decides, and a Postgres outage costs no retry budget;
-- `QueuePauseMiddleware` (with the task-state middleware: every worker), last;
+- `QueuePauseMiddleware` and `PresenceMiddleware` (with the task-state middleware: every worker), last;
   it only acts at worker boot and from its own poll thread, so its place in the
   chain does not matter.
 """
@@ -49,9 +49,11 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
             before=Retries,
         )
         from booking_core.pausewatch import QueuePauseMiddleware
+        from booking_core.presence import PresenceMiddleware
 
         broker.add_middleware(QueuePauseMiddleware(database_url=settings.database_url,
                                                    poll_ms=settings.pause_poll_ms))
+        broker.add_middleware(PresenceMiddleware())
     return broker
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from booking_core import activity, audit, bookings, bulkjobs, db, deadletters, tenants
+from booking_core import activity, audit, bookings, bulkjobs, db, deadletters, pauses, tenants
 from booking_core.config import Settings
 from booking_core.contracts import CONTRACTS, QUEUES
 from booking_core.queues import QueueReader
@@ -36,26 +36,44 @@ def queue_fields(settings: Settings, client: redis.Redis) -> dict[str, str]:
     with conn(settings) as c:
         rates = activity.throughput(c)
         dead = {q: deadletters.count(c, deadletters.Filter(queue=q)) for q in QUEUES}
+        held = pauses.paused(c)
     for q in QUEUES:
         rate = rates[_TASK_OF_QUEUE[q]]
         fields |= {f"{q}.dead": str(dead[q]), f"{q}.per_min_5m": f"{rate['per_min_5m']:g}",
-                   f"{q}.per_min_15m": f"{rate['per_min_15m']:g}"}
+                   f"{q}.per_min_15m": f"{rate['per_min_15m']:g}", f"{q}.paused": paused_text(held.get(q))}
     try:
         depths = QueueReader(client, settings.redis_namespace).snapshot(QUEUES)
         workers = activity.workers(client, settings.redis_namespace, QUEUES, settings.heartbeat_timeout_ms)
     except redis.RedisError as e:
         fields["redis_error"] = f"Redis did not answer ({type(e).__name__}); depths and workers are unknown."
         for q in QUEUES:
-            fields |= {f"{q}.{k}": "?" for k in ("ready", "in_flight", "delayed", "oldest", "busy")}
+            fields |= {f"{q}.{k}": "?" for k in ("ready", "in_flight", "delayed", "oldest", "busy", "workers")}
         fields["workers.live"] = "?"
         return fields
     for d in depths:
         fields |= {f"{d.queue}.ready": str(d.ready), f"{d.queue}.in_flight": str(d.in_flight),
                    f"{d.queue}.delayed": str(d.delayed),
                    f"{d.queue}.oldest": age(d.oldest_ready_age_ms) if d.ready else "–",
-                   f"{d.queue}.busy": str(workers.busy[d.queue])}
+                   f"{d.queue}.busy": str(workers.busy[d.queue]),
+                   f"{d.queue}.workers": str(workers.consuming[d.queue])}
     fields["workers.live"] = str(workers.live)
     return fields
+
+
+def paused_text(p: pauses.Pause | None) -> str:
+    """How the queues page says a queue's pause state (the page and its stream)."""
+    if p is None:
+        return "running"
+    why = f": {p.reason}" if p.reason else ""
+    return f"paused by {p.paused_by} at {p.paused_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC{why}"
+
+
+def set_paused(settings: Settings, queue: str, paused: bool, actor: str, reason: str = "") -> bool:
+    """Pause or resume `queue` through booking_core.pauses (as the API and bookingctl); whether it changed."""
+    with conn(settings) as c:
+        if paused:
+            return pauses.pause(c, queue, actor=actor, reason=reason)
+        return pauses.resume(c, queue, actor=actor)
 
 
 @dataclass(frozen=True)

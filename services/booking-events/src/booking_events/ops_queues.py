@@ -15,9 +15,9 @@ from aiohttp import web
 
 from booking_core.contracts import QUEUES
 from booking_events import ops_data, sse
-from booking_events.keys import REDIS, SETTINGS
+from booking_events.keys import OPS_FORM, OPS_SESSION, REDIS, SETTINGS
 from booking_events.ops_auth import current_session, operator_required
-from booking_events.ops_render import page
+from booking_events.ops_render import error, page
 from booking_events.streams import STREAM_HEADERS
 
 REFRESH_SECONDS = 2.0
@@ -47,3 +47,16 @@ async def queues_stream(request: web.Request) -> web.StreamResponse:
             break
     await resp.write_eof()
     return resp
+
+
+@operator_required
+async def pause_or_resume(request: web.Request) -> web.StreamResponse:
+    """POST /ops/queues/{queue}/{pause|resume}: booking_core.pauses, audited as this operator; back to the page."""
+    queue, action = request.match_info["queue"], request.match_info["action"]
+    reason = request[OPS_FORM].get("reason", "") if action == "pause" else ""
+    try:
+        await asyncio.to_thread(ops_data.set_paused, request.app[SETTINGS], queue, action == "pause",
+                                request[OPS_SESSION].operator, reason)
+    except ValueError as e:  # an unknown queue, or a reason too long or not one printable line
+        return error(request, 400, f"Queue not {action}d", f"{str(e).capitalize()}. Nothing was changed.")
+    raise web.HTTPSeeOther("/ops/queues")

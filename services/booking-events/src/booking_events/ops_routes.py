@@ -24,6 +24,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/ops/sign-out", ops_auth.sign_out)
     app.router.add_get("/ops/queues", ops_queues.queues_page)
     app.router.add_get("/ops/queues/stream", ops_queues.queues_stream)
+    app.router.add_post("/ops/queues/{queue}/{action:pause|resume}", ops_queues.pause_or_resume)
     app.router.add_get("/ops/dead-letters", ops_deadletters.list_letters)
     app.router.add_get("/ops/dead-letters/bulk", ops_deadletters.confirm_bulk)
     app.router.add_post("/ops/dead-letters/bulk", ops_deadletters.start_bulk)

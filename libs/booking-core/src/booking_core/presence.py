@@ -1,0 +1,91 @@
+"""Which worker processes consume which queue: each worker stamps itself in Redis every few seconds.
+
+Why: the ops console and on-call want "how many workers does the email queue
+have now", whoever scaled them (`bookingctl up`, the kopf operator, a human).
+Dramatiq's own heartbeats (`ns:__heartbeats__`) say a process is alive but not
+which queues it consumes, and an idle worker leaves no ack set.  So every
+worker process adds its broker id to `ns:__consumers__.<queue>` (a sorted set
+scored by the time in ms) for each queue it consumes, every `INTERVAL_SECONDS`,
+and removes itself when it stops.  A member not restamped within `TTL_MS` (a
+crashed process) no longer counts and is pruned by the next stamp.  One small
+Redis write per process every few seconds; nothing in Postgres.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from dramatiq import Middleware
+from dramatiq.common import current_millis
+
+log = logging.getLogger(__name__)
+
+INTERVAL_SECONDS = 5.0
+#: Three missed stamps and a worker no longer counts.
+TTL_MS = 15_000
+
+
+def key(namespace: str, queue: str) -> str:
+    return f"{namespace}:__consumers__.{queue}"
+
+
+def stamp(client: redis.Redis, namespace: str, queues: frozenset[str] | set[str], worker_id: str,
+          now_ms: int) -> None:
+    """Mark `worker_id` as consuming `queues` at `now_ms`, and prune members older than TTL_MS."""
+    pipe = client.pipeline(transaction=False)
+    for q in sorted(queues):
+        pipe.zadd(key(namespace, q), {worker_id: now_ms})
+        pipe.zremrangebyscore(key(namespace, q), "-inf", now_ms - TTL_MS)
+        pipe.pexpire(key(namespace, q), TTL_MS * 4)
+    pipe.execute()
+
+
+def leave(client: redis.Redis, namespace: str, queues: frozenset[str] | set[str], worker_id: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    for q in sorted(queues):
+        pipe.zrem(key(namespace, q), worker_id)
+    pipe.execute()
+
+
+class PresenceMiddleware(Middleware):
+    """Stamps this worker process as a consumer of its queues while it runs."""
+
+    def __init__(self, *, interval_seconds: float = INTERVAL_SECONDS):
+        self.interval_seconds = interval_seconds
+        self.queues: frozenset[str] = frozenset()
+        self.broker = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker, worker) -> None:
+        from booking_core.pausewatch import consumed_queues
+
+        client = getattr(broker, "client", None)
+        if client is None or getattr(broker, "broker_id", None) is None:  # not a Redis broker
+            return
+        self.broker, self.queues = broker, consumed_queues(broker, worker)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="consumer-presence", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=self.interval_seconds + 2)
+        try:
+            leave(broker.client, broker.namespace, self.queues, broker.broker_id)
+        except redis.RedisError as e:
+            log.debug("could not remove this worker's presence: %s", e)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                stamp(self.broker.client, self.broker.namespace, self.queues, self.broker.broker_id,
+                      current_millis())
+            except redis.RedisError as e:
+                log.debug("could not stamp this worker's presence: %s", e)
+            if self._stop.wait(self.interval_seconds):
+                return
