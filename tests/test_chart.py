@@ -274,6 +274,26 @@ def test_every_container_has_cpu_and_memory_requests_and_limits(rendered):
                 assert not missing, f"{where} lacks {kind} {missing}"
 
 
+def _cpu(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if str(quantity).endswith("m") else float(quantity)
+
+
+def test_the_api_is_guaranteed_qos_and_outweighs_every_worker_for_cpu(rendered):
+    # The accept path comes first on a cluster too: requests == limits for every API container
+    # (Guaranteed QoS: evicted last), and more CPU shares than any worker asks for.
+    docs = rendered["default-values.yaml"]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    api = deployments[component_name("api")]
+    api_cpu = None
+    for _, c in containers([api]):
+        res = c["resources"]
+        assert res["requests"] == res["limits"], f"API container {c['name']} is not Guaranteed: {res}"
+        api_cpu = _cpu(res["requests"]["cpu"])
+    for queue in ("email", "invoice", "audit"):
+        for _, c in containers([deployments[component_name(f"{queue}-worker")]]):
+            assert _cpu(c["resources"]["requests"]["cpu"]) * 4 <= api_cpu, f"{queue} worker asks for too much CPU"
+
+
 def test_containers_serving_http_have_probes_and_the_others_none(rendered):
     seen_ports = set()
     for name, d in all_docs(rendered):
