@@ -2,7 +2,11 @@
 
 * Commits, write transactions and WAL bytes come from `pg_stat_database.xact_commit`,
   the next transaction id and `pg_current_wal_lsn()` before and after a known number of bookings: the
-  cost per booking of the accept path alone, and of everything after it.
+  cost per booking of the accept path alone, and of everything after it.  The exact
+  count of commits that wrote (each a WAL flush the accept path may queue behind)
+  is the number of COMMIT records `pg_waldump` finds between the two WAL
+  positions: `xact_commit` also counts read-only transactions (polls, health
+  checks), and transaction ids also count savepoints.
 * The pgbench ceiling runs a booking-shaped transaction (1 booking row, 3 task
   rows, 3 outbox rows) on copies of those tables in the same Postgres, so the
   relay and the workers never see its rows.
@@ -39,20 +43,33 @@ INSERT INTO bench_outbox (message_id, queue, actor, payload, options)
 def counters(url: str) -> dict:
     """This database's commit count and the WAL position (bytes)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        commits, lsn, xid = conn.execute(
+        commits, lsn, xid, lsn_text = conn.execute(
             "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,"
-            " pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+            " pg_snapshot_xmax(pg_current_snapshot())::text::bigint, pg_current_wal_lsn()::text"
             " FROM pg_stat_database WHERE datname = current_database()").fetchone()
-    return {"commits": int(commits), "wal_bytes": int(lsn), "write_transactions": int(xid)}
+    return {"commits": int(commits), "wal_bytes": int(lsn), "write_transactions": int(xid), "lsn": lsn_text}
 
 
-def per_booking(before: dict, after: dict, bookings: int) -> dict:
-    """Commits (all, and those that wrote: an xid each) and WAL bytes per booking between two readings.
+def commit_records(pgdata: Path, start_lsn: str, end_lsn: str) -> int:
+    """COMMIT records in the WAL between two positions: the transactions that wrote and committed (all databases)."""
+    wal = pgdata / "pg_wal"
+    out = subprocess.run([str(pgbench_bin().parent / "pg_waldump"), "--path", str(wal), "--start", start_lsn,
+                          "--end", end_lsn, "--rmgr", "Transaction"], capture_output=True, text=True)
+    return sum(1 for line in out.stdout.splitlines() if "desc: COMMIT" in line)
 
-    `xact_commit` also counts read-only transactions (a poll, a health check),
-    which cost no WAL flush; transaction ids are only taken by writers.
+
+def per_booking(before: dict, after: dict, bookings: int, pgdata: Path | None = None) -> dict:
+    """Commits, transaction ids and WAL bytes per booking between two readings; with `pgdata`, write commits too.
+
+    `commits` (xact_commit) also counts read-only transactions (a poll, a health
+    check), which cost no WAL flush; `write_transactions` counts transaction
+    ids, which savepoints also take; `write_commits` (COMMIT records in the WAL)
+    is the exact number of commits that wrote.
     """
-    return {k: round((after[k] - before[k]) / bookings, 2) for k in ("commits", "write_transactions", "wal_bytes")}
+    out = {k: round((after[k] - before[k]) / bookings, 2) for k in ("commits", "write_transactions", "wal_bytes")}
+    if pgdata is not None:
+        out["write_commits"] = round(commit_records(pgdata, before["lsn"], after["lsn"]) / bookings, 2)
+    return out
 
 
 def pgbench_bin() -> Path:

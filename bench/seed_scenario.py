@@ -207,8 +207,9 @@ def run(args) -> dict:
             wait_done(db_url, ids, 300)
             time.sleep(1)
             c2 = pgstats.counters(db_url)
-            result["cost_per_booking"] = {"accept_path": pgstats.per_booking(c0, c1, 100),
-                                          "after_accept": pgstats.per_booking(c1, c2, 100)}
+            pgdata = platform.data_dir / "postgres" if "DATABASE_URL" not in os.environ else None
+            result["cost_per_booking"] = {"accept_path": pgstats.per_booking(c0, c1, 100, pgdata),
+                                          "after_accept": pgstats.per_booking(c1, c2, 100, pgdata)}
 
             print("(b) async burst …", file=sys.stderr)
             result["async_burst"] = measure_burst(base, token, args.users, db_url, "/api/v1/bookings", wait_work=True)
@@ -277,6 +278,7 @@ def verdict(r: dict) -> dict:
         "capacity_workers_stopped_rps": stopped["post"]["rps"],
         "capacity_over_pgbench_ceiling": ratio(stopped["post"]["rps"], ceiling),
         "commits_per_booking_after_accept": r["cost_per_booking"]["after_accept"]["commits"],
+        "write_commits_per_booking_after_accept": r["cost_per_booking"]["after_accept"].get("write_commits"),
         "sync_over_async_burst_post_p50": ratio(r["sync_burst"]["post"]["p50_ms"], r["async_burst"]["post"]["p50_ms"]),
         "sync_over_async_burst_dashboard_p99": ratio(r["sync_burst"]["dashboard_during"]["p99_ms"],
                                                      r["async_burst"]["dashboard_during"]["p99_ms"]),
