@@ -187,11 +187,28 @@ SLOW = AcceptPath(True, "/api/v1/bookings p99 180 ms over 2s (400 requests), bud
 FAST = AcceptPath(False, "/api/v1/bookings p99 4 ms over 2s (400 requests), budget 100 ms")
 
 
-def test_a_saturated_accept_path_holds_a_scale_up_and_says_why():
-    d = decide(Backlog(ready=50), 2, POLICY, ScalerState(), 0, accept_path=SLOW)
-    assert (d.desired, d.action, d.recommendation) == (2, "hold", 5)
+def test_a_saturated_accept_path_holds_a_scale_up_at_the_floor_and_says_why():
+    d = decide(Backlog(ready=50), 1, POLICY, ScalerState(), 0, accept_path=SLOW)
+    assert (d.desired, d.action, d.recommendation) == (1, "hold", 5)
     assert d.held == SLOW.reason
-    assert "scale-up to 5 held at 2: accept path over its latency budget (/api/v1/bookings p99 180 ms" in d.reason
+    assert "scale-up to 5 held at 1: accept path over its latency budget (/api/v1/bookings p99 180 ms" in d.reason
+
+
+def test_a_saturated_accept_path_sheds_one_replica_per_decision_down_to_the_floor():
+    # Workers started while the API was idle: when it saturates, the pool yields one replica per decision
+    d = decide(Backlog(ready=50), 4, POLICY, ScalerState(), 0, accept_path=SLOW)
+    assert (d.desired, d.action, d.held) == (3, "scale_down", SLOW.reason)
+    assert "scaled down 4→3 (shedding one replica); scale-up to 5 held" in d.reason
+    current, state = d.desired, d.new_state
+    for t in (2, 4, 6):
+        d = decide(Backlog(ready=50), current, POLICY, state, t, accept_path=SLOW)
+        current, state = d.desired, d.new_state
+    assert current == 1, "never below the floor while work waits"
+    # Even where the backlog alone would hold the pool, it sheds
+    steady = decide(Backlog(ready=20), 2, POLICY, ScalerState(), 0)
+    assert (steady.desired, steady.action) == (2, "hold")
+    shed = decide(Backlog(ready=20), 2, POLICY, ScalerState(), 0, accept_path=SLOW)
+    assert (shed.desired, shed.action) == (1, "scale_down") and "shedding one replica" in shed.reason
 
 
 def test_a_fast_accept_path_or_no_signal_changes_nothing():
@@ -231,7 +248,7 @@ def test_scale_down_goes_on_while_saturated():
 
 
 def test_the_held_scale_up_comes_at_once_when_the_api_recovers():
-    first = decide(Backlog(ready=50), 1, POLICY, ScalerState(), 0, accept_path=SLOW)
+    first = decide(Backlog(ready=50), 2, POLICY, ScalerState(), 0, accept_path=SLOW)
     second = decide(Backlog(ready=50), first.desired, POLICY, first.new_state, 2, accept_path=FAST)
     assert (first.desired, second.desired, second.action) == (1, 5, "scale_up")
 

@@ -239,10 +239,11 @@ def floor(policy: Policy, step: Step) -> int:
 
 @rule
 @given(policies(), starts, protected)
-def test_saturated_never_scales_up_past_the_floor(policy, start, sequence):
+def test_saturated_never_scales_up_past_the_floor_and_sheds_one_at_a_time(policy, start, sequence):
     for step, _ in simulate_with_signal(policy, start, sequence):
         if step.decision.held is not None:
-            assert step.decision.desired == max(step.current, floor(policy, step))
+            low = floor(policy, step)
+            assert step.decision.desired == (step.current - 1 if step.current > low else low)
 
 
 @rule
@@ -257,14 +258,15 @@ def test_a_held_decision_never_goes_below_the_in_flight_floor(policy, start, seq
 
 @rule
 @given(policies(), starts, protected)
-def test_the_signal_only_ever_lowers_a_scale_up_and_is_named(policy, start, sequence):
+def test_the_signal_only_ever_lowers_the_count_by_one_at_most_and_is_named(policy, start, sequence):
     for step, unprotected in simulate_with_signal(policy, start, sequence):
         d = step.decision
         assert d.new_state == unprotected.new_state  # the window keeps the real recommendation
         if d.held is None:
             assert (d.desired, d.action) == (unprotected.desired, unprotected.action)
         else:
-            assert step.current <= d.desired < unprotected.desired
+            assert d.desired < unprotected.desired or d.desired < step.current
+            assert d.desired >= min(step.current, floor(policy, step)) and d.desired >= step.current - 1
             assert d.held in d.reason
 
 

@@ -26,10 +26,14 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
     (paused workers start no message, so more of them would only idle);
     scale-down goes on as usual, and the scale-up comes at once on resume;
   * accept path saturated (and protectAcceptPath): no scale-up beyond the floor
-    (min, and 1 while busy or active, so a backlog never starves), so the pool
-    holds; scale-down goes on as usual,
-    and the window keeps the real recommendation, so the scale-up comes at once
-    when the API is within its budget again.
+    (min, and 1 while busy or active, so a backlog never starves), and a pool
+    above the floor sheds one replica per decision: workers started while the
+    API was idle otherwise keep competing with it for the CPU and the database
+    when the users arrive (issue 9: eight worker processes left the accept path
+    half its capacity, three kept three quarters).  One at a time, so a short
+    spike costs one replica, not the pool; scale-down goes on as usual (the
+    lower of the two wins), and the window keeps the real recommendation, so
+    the scale-up comes at once when the API is within its budget again.
 """
 
 from __future__ import annotations
@@ -151,16 +155,25 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
                     f"scaled up {current}→{held_at} only (minReplicaCount); scale-up to {final} held: "
                     f"{QUEUE_PAUSED}")
             final, action = held_at, "hold" if held_at == current else "scale_up"
-    if final > current and accept_path is not None and accept_path.saturated and policy.protect_accept_path:
+    if accept_path is not None and accept_path.saturated and policy.protect_accept_path:
         floor = max(policy.min_replica_count, 1 if backlog.busy or active else 0)
-        held_at = max(current, floor)
-        if held_at < final:
-            held = accept_path.reason
-            what = (f"scale-up to {final} held at {held_at}: accept path over its latency budget ({held})"
-                    if held_at == current else
-                    f"scaled up {current}→{held_at} only (the floor); scale-up to {final} held: accept path "
-                    f"over its latency budget ({held})")
-            final, action = held_at, "hold" if held_at == current else "scale_up"
+        if final > current:
+            held_at = max(current - 1, floor) if current > floor else max(current, floor)
+            if held_at < final:
+                held = accept_path.reason
+                if held_at < current:
+                    what = (f"scaled down {current}→{held_at} (shedding one replica); scale-up to {final} held: "
+                            f"accept path over its latency budget ({held})")
+                elif held_at == current:
+                    what = f"scale-up to {final} held at {held_at}: accept path over its latency budget ({held})"
+                else:
+                    what = (f"scaled up {current}→{held_at} only (the floor); scale-up to {final} held: accept path "
+                            f"over its latency budget ({held})")
+                final = held_at
+                action = "hold" if final == current else "scale_up" if final > current else "scale_down"
+        elif final >= current > floor:
+            held, final, action = accept_path.reason, current - 1, "scale_down"
+            what = f"scaled down {current}→{final} (shedding one replica): accept path over its latency budget ({held})"
     reason = f"{backlog.describe()}; {basis} → {rec}; {what}"
     return Decision(final, current, reason, action, new_state, active=active, recommendation=rec, held=held)
 
