@@ -10,6 +10,7 @@ plus the synchronous baseline app (`bench/sync_app.py`) on the same servers:
   (b) the async platform on the same burst, dashboard used while the work completes;
   (c) capacity at 50 connections (wrk): workers stopped, then workers draining
       a backlog of at least --backlog bookings, the dashboard used throughout;
+      then light use (the idle measurement again) while the backlog still drains;
   (d) the pgbench ceiling for the same rows, same Postgres;
   (e) Postgres commits and WAL bytes per booking: accept path vs everything after;
   (f) RSS of every process.
@@ -232,6 +233,15 @@ def run(args) -> dict:
             draining["worker_processes"] = len([n for n in workers(platform) if n not in platform.held])
             result["workers_draining"] = draining
             result["rss_mib_while_draining"] = rss_report(platform)
+            # Users clicking while the backlog drains (the article's "everything keeps
+            # responding normally"): the idle measurement again, now beside the workers.
+            print("(c) light use while the workers drain …", file=sys.stderr)
+            result["light_use_while_draining"] = {
+                "dashboard": loadgen.summary(loadgen.loop_get(base, token, loadgen.dashboard_path(), count=500)),
+                "post": loadgen.summary(sequential_posts(base, token, 300)[0]),
+                "backlog_tasks_left": unfinished(db_url),
+                "worker_processes": len([n for n in workers(platform) if n not in platform.held]),
+            }
 
             print("(d) pgbench ceiling …", file=sys.stderr)
             stop_workers(platform)
@@ -269,6 +279,10 @@ def verdict(r: dict) -> dict:
         "draining_capacity_over_stopped": ratio(draining["post"]["rps"], stopped["post"]["rps"]),
         "draining_post_p99_over_stopped": ratio(draining["post"]["p99_ms"], stopped["post"]["p99_ms"]),
         "draining_dashboard_p99_over_idle": ratio(draining["dashboard_during"]["p99_ms"], idle["dashboard"]["p99_ms"]),
+        "light_use_draining_post_p99_over_idle": ratio(r["light_use_while_draining"]["post"]["p99_ms"],
+                                                       r["idle"]["post"]["p99_ms"]),
+        "light_use_draining_dashboard_p99_over_idle": ratio(r["light_use_while_draining"]["dashboard"]["p99_ms"],
+                                                            r["idle"]["dashboard"]["p99_ms"]),
         "draining_dashboard_p99_over_stopped": ratio(draining["dashboard_during"]["p99_ms"],
                                                      stopped["dashboard_during"]["p99_ms"]),
         "burst_all_201": r["async_burst"]["all_201"],
