@@ -118,24 +118,23 @@ def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):
 
     assert activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000) == \
         activity.Workers(live=0, busy={"email": 0, "invoice": 0}, consuming={"email": 0, "invoice": 0})
+    def first_reading(done) -> activity.Workers:
+        """The first reading within 10 s for which `done` holds (else the last one)."""
+        deadline = time.monotonic() + 10
+        while True:
+            seen = activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000)
+            if done(seen) or time.monotonic() > deadline:
+                return seen
+            time.sleep(0.05)
+
     worker = dramatiq.Worker(broker, queues={"invoice"}, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
         # An idle worker counts as consuming its queue (not the others), before it holds any message
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            idle = activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000)
-            if idle.consuming["invoice"]:
-                break
-            time.sleep(0.05)
+        idle = first_reading(lambda w: w.consuming["invoice"])
         assert idle.consuming == {"email": 0, "invoice": 1} and idle.busy == {"email": 0, "invoice": 0}
         hold.send()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            seen = activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000)
-            if seen.busy["invoice"]:
-                break
-            time.sleep(0.05)
+        seen = first_reading(lambda w: w.busy["invoice"])
         assert seen.live >= 1 and seen.busy == {"email": 0, "invoice": 1}
     finally:
         release.set()
