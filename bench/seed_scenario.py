@@ -50,7 +50,7 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def workers(platform: Platform) -> list[str]:
-    return [n for n in platform.children if "-worker-" in n]
+    return [n for n in list(platform.children) if "-worker-" in n]
 
 
 def stop_workers(platform: Platform) -> None:
@@ -165,8 +165,9 @@ def start_sync_app(platform: Platform, port: int) -> subprocess.Popen:
 
 
 def rss_report(platform: Platform) -> dict:
-    out = {name: pgstats.rss_mib(child.pid) for name, child in platform.children.items() if child.alive()}
-    for name, server in platform.servers.items():
+    # A copy: the local autoscaler may start or stop a worker meanwhile.
+    out = {name: pgstats.rss_mib(child.pid) for name, child in list(platform.children.items()) if child.alive()}
+    for name, server in list(platform.servers.items()):
         if server.child is not None and server.child.alive():
             out[name] = pgstats.rss_mib(server.child.pid)
     return out

@@ -129,3 +129,26 @@ def test_the_paused_gauge_is_1_for_a_paused_queue_and_0_for_the_others(settings,
     assert paused == {"email": 0, "invoice": 1, "audit": 0}
     after = samples(generate_latest(reg).decode())
     assert after[("booking_queue_paused", (("queue", "invoice"),))] == 0
+
+
+def test_the_open_dead_letters_gauge_counts_the_postgres_records_per_queue(settings, db_conn):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from booking_api.metrics_server import PipelineCollector
+    from booking_core import deadletters
+
+    reg = CollectorRegistry()
+    reg.register(PipelineCollector(settings))
+    expected = deadletters.open_by_queue(db_conn)
+    got = samples(generate_latest(reg).decode())
+    gauge = {dict(labels)["queue"]: v for (name, labels), v in got.items() if name == "booking_dead_letters_open"}
+    assert gauge == expected and set(gauge) == {"email", "invoice", "audit"}
+    # One more open letter on the email queue shows at the next scrape (no Redis involved)
+    letter = db_conn.execute(
+        "INSERT INTO dead_letters (message_id, queue, actor, error)"
+        " VALUES (gen_random_uuid(), 'email', 'send_confirmation_email', 'boom') RETURNING id").fetchone()
+    try:
+        again = samples(generate_latest(reg).decode())
+        assert again[("booking_dead_letters_open", (("queue", "email"),))] == expected["email"] + 1
+    finally:
+        db_conn.execute("DELETE FROM dead_letters WHERE id = %s", (letter["id"],))

@@ -182,6 +182,14 @@ def count(conn: psycopg.Connection, f: Filter = Filter()) -> int:
     return conn.execute(f"SELECT count(*) AS n FROM dead_letters WHERE {cond}", params).fetchone()["n"]
 
 
+def open_by_queue(conn: psycopg.Connection) -> dict[str, int]:
+    """Open dead letters per queue of the platform (0 where none): the metric and its alert."""
+    rows = conn.execute("SELECT queue, count(*) AS n FROM dead_letters WHERE resolved_at IS NULL"
+                        " GROUP BY queue").fetchall()
+    found = {r["queue"]: r["n"] for r in rows}
+    return {q: int(found.get(q, 0)) for q in QUEUES}
+
+
 def find(conn: psycopg.Connection, dead_id: str, queue: str | None = None) -> DeadLetter:
     """The open dead letter `dead_id` (in `queue`, when given)."""
     try:

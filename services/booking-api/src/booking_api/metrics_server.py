@@ -22,7 +22,7 @@ import redis
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from booking_core import db, pauses
+from booking_core import db, deadletters, pauses
 from booking_core.config import Settings
 from booking_core.contracts import QUEUES
 from booking_core.queues import QueueReader
@@ -41,13 +41,13 @@ class PipelineCollector:
         self._redis: redis.Redis | None = None
 
     def _postgres(self) -> tuple[dict, frozenset[str]]:
-        """Count and age of the outbox, and the paused queues, on a connection of this scrape's own."""
+        """Count and age of the outbox, the paused queues and the open dead letters, on a connection of its own."""
         with db.connect(self.settings.database_url, autocommit=True, connect_timeout=READ_TIMEOUT_SECONDS,
                         options=f"-c statement_timeout={READ_TIMEOUT_SECONDS * 1000}") as conn:
             outbox = conn.execute(
                 "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age"
                 " FROM outbox").fetchone()
-            return outbox, frozenset(pauses.paused(conn))
+            return outbox, frozenset(pauses.paused(conn)), deadletters.open_by_queue(conn)
 
     def _queues(self):
         """One atomic snapshot of every queue's depth."""
@@ -61,7 +61,7 @@ class PipelineCollector:
         up = GaugeMetricFamily("booking_pipeline_read_ok", "1 if the last scrape read this source.",
                                labels=["source"])
         try:
-            row, paused = self._postgres()
+            row, paused, dead = self._postgres()
             yield GaugeMetricFamily("booking_outbox_messages", "Messages waiting in the outbox.", value=row["n"])
             yield GaugeMetricFamily("booking_outbox_oldest_age_seconds",
                                     "Age of the oldest outbox message (0 when empty).", value=float(row["age"]))
@@ -70,6 +70,12 @@ class PipelineCollector:
             for queue in QUEUES:  # the fixed list: a label never comes from a row
                 gauge.add_metric([queue], 1 if queue in paused else 0)
             yield gauge
+            letters = GaugeMetricFamily("booking_dead_letters_open", "Open dead letters per queue, from their "
+                                        "Postgres record (Redis' copy expires; this one waits for a human).",
+                                        labels=["queue"])
+            for queue, n in dead.items():
+                letters.add_metric([queue], n)
+            yield letters
             up.add_metric(["postgres"], 1)
         except Exception:  # noqa: BLE001 - a scrape must not fail because a server is down
             log.warning("metrics: outbox and pause read failed", exc_info=True)
