@@ -33,7 +33,9 @@ def test_tokens_audit_and_dead_letters_from_the_command_line(make_platform, api_
     listed = ctl(platform, "tokens", "list", "--tenant", "acme")
     assert token_id in listed.stdout and token not in listed.stdout
     assert ctl(platform, "tokens", "revoke", token_id).returncode == 0
-    assert acme.json("GET", f"/api/v1/bookings/{booking['id']}")[0] == 401
+    # Refused once each API process's cached identity expires (TOKEN_CACHE_SECONDS, 2 s)
+    wait_until(lambda: acme.json("GET", f"/api/v1/bookings/{booking['id']}")[0] == 401, timeout=4,
+               what="the revoked token refused")
 
     # Audit: intact, then an edited row is detected.
     with psycopg.connect(db) as conn:
