@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import date
-from decimal import Decimal
 
 import pytest
 import redis
 from dramatiq import Message
 
-from booking_core import admin, bookings, deadletters
+from booking_core import admin, deadletters
+from relay_helpers import booking_without_relay
 
 
 @pytest.fixture
@@ -34,11 +33,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def make_booking(conn, tenant: dict) -> str:
-    with conn.transaction():
-        made = bookings.create(conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-            "Ada", "ada@example.com", "Room 1", date(2030, 1, 1), date(2030, 1, 3), Decimal("120.00"), "EUR"))
-        conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (made["id"],))
-    return made["id"]
+    return booking_without_relay(conn, tenant["id"])[0]
 
 
 def die(conn, settings, booking_id: str | None, tenant_id: str | None, *, error: str, queue: str = "email",

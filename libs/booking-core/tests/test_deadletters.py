@@ -5,26 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import pytest
 
-from booking_core import bookings, deadletters
+from booking_core import deadletters
 from booking_core.broker import make_broker
 from booking_core.deadletters import Filter, like_pattern
 from booking_core.errors import PermanentTaskError
 from e2e_helpers import wait_until
+from relay_helpers import booking_without_relay
 
 
 def make_booking(conn, tenant: dict) -> str:
     """A booking of `tenant`, its outbox rows removed (no relay runs here)."""
-    with conn.transaction():
-        made = bookings.create(conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-            "Ada", "ada@example.com", "Room 1", date(2030, 1, 1), date(2030, 1, 3), Decimal("120.00"), "EUR"))
-        conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (made["id"],))
-    return made["id"]
+    return booking_without_relay(conn, tenant["id"])[0]
 
 
 def message(tenant_id: str, **kwargs) -> dramatiq.Message:

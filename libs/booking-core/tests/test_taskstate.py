@@ -7,18 +7,17 @@ import logging
 import threading
 import time
 import uuid
-from datetime import date
-from decimal import Decimal
 
 import dramatiq
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from booking_core import bookings, db
+from booking_core import db
 from booking_core.broker import make_broker
 from booking_core.errors import PermanentTaskError
 from booking_core.taskstate import TaskStateMiddleware, _task_key
 from e2e_helpers import wait_until
+from relay_helpers import booking_without_relay
 
 #: A real queue name (dead letters recorded here must be ones the ops API documents),
 #: isolated by the test's own Redis namespace.
@@ -26,15 +25,8 @@ QUEUE = "email"
 
 
 def make_booking(conn, tenant: dict) -> str:
-    with conn.transaction():
-        made = bookings.create(
-            conn, tenant_id=tenant["id"], actor="test",
-            booking=bookings.NewBooking("Ada", "ada@example.com", "Room 1", date(2030, 1, 1),
-                                        date(2030, 1, 3), Decimal("120.00"), "EUR"),
-        )
-        # No relay runs here; the test sends the message itself.
-        conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (made["id"],))
-    return made["id"]
+    # No relay runs here; the test sends the message itself.
+    return booking_without_relay(conn, tenant["id"])[0]
 
 
 def task_row(conn, booking_id: str) -> dict:

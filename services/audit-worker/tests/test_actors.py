@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 import uuid
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 
 import dramatiq
 import pytest
 
-from booking_core import audit, bookings, db
+from booking_core import audit, db
 from booking_core.contracts import AUDIT, audit_payload
 from booking_core.errors import PermanentTaskError
+from relay_helpers import booking_without_relay
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +89,12 @@ def test_missing_fields_and_positional_args_are_permanent_too(actors, tenant):
 
 def test_the_entry_and_the_booking_audit_task_commit_together(actors, db_conn, tenant):
     """The actor alone (no middleware) finishes the booking's `audit` task with its entry."""
-    with db_conn.transaction():
-        booking = bookings.create(
-            db_conn, tenant_id=tenant["id"], actor="token:test",
-            booking=bookings.NewBooking("Ada", "ada@example.com", "Room 1", date(2030, 1, 1),
-                                        date(2030, 1, 3), Decimal("120.00"), "EUR"),
-        )
-    out = db_conn.execute(
-        "SELECT payload FROM outbox WHERE queue = 'audit' AND payload->>'booking_id' = %s",
-        (booking["id"],),
-    ).fetchone()
-    db_conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (booking["id"],))
+    booking_id, messages = booking_without_relay(db_conn, tenant["id"], actor="token:test")
+    out = messages["audit"]
 
     def state() -> str:
         return db_conn.execute("SELECT state FROM booking_tasks WHERE booking_id = %s"
-                               " AND task = 'audit'", (booking["id"],)).fetchone()["state"]
+                               " AND task = 'audit'", (booking_id,)).fetchone()["state"]
 
     with pytest.raises(audit.InvalidAuditEvent, match="'audit' task only"):
         actors.record_audit_event.fn(**{**out["payload"], "task": "email"})
@@ -125,18 +116,9 @@ def test_a_worker_records_a_booking_audit_task_once_and_dead_letters_garbage(
     actors, worker, db_conn, tenant
 ):
     """The relay's message (stable id = event id), published twice, plus a malformed one."""
-    with db_conn.transaction():
-        booking = bookings.create(
-            db_conn, tenant_id=tenant["id"], actor="token:test",
-            booking=bookings.NewBooking("Ada", "ada@example.com", "Room 1", date(2030, 1, 1),
-                                        date(2030, 1, 3), Decimal("120.00"), "EUR"),
-        )
-    out = db_conn.execute(
-        "SELECT message_id::text, payload FROM outbox WHERE queue = 'audit'"
-        " AND payload->>'booking_id' = %s", (booking["id"],),
-    ).fetchone()
     # This test plays the relay: nothing else may publish these rows.
-    db_conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (booking["id"],))
+    booking_id, messages = booking_without_relay(db_conn, tenant["id"], actor="token:test")
+    out = messages["audit"]
     broker = actors.broker
 
     def publish(kwargs: dict, message_id: str) -> None:
@@ -155,7 +137,7 @@ def test_a_worker_records_a_booking_audit_task_once_and_dead_letters_garbage(
     ]
     task = db_conn.execute(
         "SELECT state, attempts, last_error FROM booking_tasks WHERE booking_id = %s"
-        " AND task = 'audit'", (booking["id"],),
+        " AND task = 'audit'", (booking_id,),
     ).fetchone()
     assert (task["state"], task["attempts"], task["last_error"]) == ("done", 1, None)
     # Redis keys dead letters by a per-enqueue id; the Dramatiq message id is inside.

@@ -14,17 +14,16 @@ import sys
 import threading
 import time
 import uuid
-from datetime import date
-from decimal import Decimal
 
 import dramatiq
 import pytest
 from dramatiq.middleware import Middleware
 
-from booking_core import bookings, db, tenants
+from booking_core import db, tenants
 from booking_core.contracts import AUDIT
 from booking_core.migrate import migrate
 from booking_embedded import EmbeddedPostgres, free_port
+from relay_helpers import booking_without_relay
 
 MAX_RETRIES = 1
 
@@ -82,18 +81,9 @@ def booking_audit_message(url: str) -> tuple[str, dramatiq.Message]:
     """A new booking (on `url`) and the relay's message for its own `audit` task."""
     with db.connect(url, autocommit=True) as conn:
         tenant = tenants.ensure_tenant(conn, f"t-{uuid.uuid4().hex[:12]}")
-        with conn.transaction():
-            booking = bookings.create(
-                conn, tenant_id=tenant["id"], actor="token:test",
-                booking=bookings.NewBooking("Ada", "ada@example.com", "Room 1", date(2030, 1, 1),
-                                            date(2030, 1, 3), Decimal("120.00"), "EUR"),
-            )
-            out = conn.execute(
-                "SELECT message_id::text, payload FROM outbox WHERE queue = 'audit'"
-                " AND payload->>'booking_id' = %s", (booking["id"],),
-            ).fetchone()
-            conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (booking["id"],))
-    return booking["id"], dramatiq.Message(
+        booking_id, messages = booking_without_relay(conn, tenant["id"], actor="token:test")
+    out = messages["audit"]
+    return booking_id, dramatiq.Message(
         queue_name=AUDIT.queue, actor_name=AUDIT.actor, args=(), kwargs=out["payload"],
         options={}, message_id=out["message_id"])
 

@@ -22,19 +22,18 @@ from booking_core.broker import make_broker
 from booking_core.contracts import task_payload
 from outbox_relay.metrics import RECONCILED
 from outbox_relay.reconcile import LOCK_KEY, Reconciler, held_in_redis, reconcile_once
+from relay_helpers import booking_without_relay
 
 NINE_DAYS = 9 * 24 * 3600.0
 
 
 def stale_booking(conn, tenant: dict, *, state: str = "pending") -> str:
     """A booking whose three tasks made no progress for ten days and whose outbox rows are gone."""
-    with conn.transaction():
-        made = bookings.create(conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-            "Lost", "lost@example.com", "Room", date(2030, 1, 1), date(2030, 1, 2), Decimal("10.00"), "EUR"))
-        conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s", (made["id"],))
-        conn.execute("UPDATE booking_tasks SET state = %s, updated_at = now() - interval '10 days',"
-                     " trace_id = %s WHERE booking_id = %s", (state, "ab" * 16, made["id"]))
-    return made["id"]
+    booking_id, _ = booking_without_relay(conn, tenant["id"], bookings.NewBooking(
+        "Lost", "lost@example.com", "Room", date(2030, 1, 1), date(2030, 1, 2), Decimal("10.00"), "EUR"))
+    conn.execute("UPDATE booking_tasks SET state = %s, updated_at = now() - interval '10 days',"
+                 " trace_id = %s WHERE booking_id = %s", (state, "ab" * 16, booking_id))
+    return booking_id
 
 
 def outbox_for(conn, booking_id: str) -> list[dict]:

@@ -15,6 +15,7 @@ from booking_core.bookings import NewBooking
 from booking_core.broker import make_broker
 from booking_core.config import Settings
 from booking_core.queues import QueueReader
+from e2e_helpers import wait_until
 from outbox_relay import Relay, publish_batch
 
 
@@ -92,10 +93,7 @@ def test_relay_loop_wakes_on_notify_and_stops_on_request(settings, db_conn, tena
     try:
         ids = make_bookings(settings.database_url, tenant["id"], 1)
         # The sweep is 30 s away: only the NOTIFY can make this happen quickly.
-        deadline = time.monotonic() + 10
-        while outbox_rows(db_conn, ids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert outbox_rows(db_conn, ids) == 0
+        wait_until(lambda: outbox_rows(db_conn, ids) == 0, timeout=10, interval=0.05, what="the booking published")
     finally:
         relay.stop()
         thread.join(5)
@@ -129,17 +127,12 @@ def test_an_idle_relay_says_it_sleeps_and_wakes_for_the_next_booking(settings, d
     db_conn.execute("UPDATE relay_wakeup SET sleeping = false")
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not db_conn.execute(
-                "SELECT sleeping FROM relay_wakeup").fetchone()["sleeping"]:
-            time.sleep(0.05)
-        assert db_conn.execute("SELECT sleeping FROM relay_wakeup").fetchone()["sleeping"]
+        wait_until(lambda: db_conn.execute("SELECT sleeping FROM relay_wakeup").fetchone()["sleeping"],
+                   timeout=10, interval=0.05, what="the relay asleep")
         for _ in range(3):  # each booking wakes it; it drains, lingers and sleeps again
             ids = make_bookings(settings.database_url, tenant["id"], 1)
-            deadline = time.monotonic() + 5
-            while outbox_rows(db_conn, ids) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert outbox_rows(db_conn, ids) == 0
+            wait_until(lambda ids=ids: outbox_rows(db_conn, ids) == 0, timeout=5, interval=0.02,
+                       what="the booking published")
     finally:
         relay.stop()
         thread.join(5)

@@ -1,0 +1,27 @@
+"""For tests that play the relay: a committed booking whose outbox messages the test takes itself."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from booking_core import bookings
+
+#: A valid booking request, for tests that do not care about its fields.
+ADA = bookings.NewBooking("Ada", "ada@example.com", "Room 1", date(2030, 1, 1), date(2030, 1, 3),
+                          Decimal("120.00"), "EUR")
+
+
+def booking_without_relay(conn, tenant_id: str, booking: bookings.NewBooking = ADA, *,
+                          actor: str = "test") -> tuple[str, dict[str, dict]]:
+    """Commit a booking and take its outbox rows away in the same transaction, as a relay would publish them.
+
+    No relay runs in these tests, and none may publish these messages: the test
+    sends them itself.  Returns the booking id and its messages by queue
+    (`message_id`, `queue`, `payload`).
+    """
+    with conn.transaction():
+        made = bookings.create(conn, tenant_id=tenant_id, actor=actor, booking=booking)
+        rows = conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s"
+                            " RETURNING message_id::text, queue, payload", (made["id"],)).fetchall()
+    return made["id"], {r["queue"]: r for r in rows}
