@@ -61,8 +61,14 @@ def _configure(conn: psycopg.Connection) -> None:
     backend_nice(conn, int(os.environ.get(BACKEND_NICE_ENV) or 0))
 
 
-def _returned(conn: TimedConnection) -> None:
+def mark_returned(conn: TimedConnection) -> None:
+    """Note that `conn` goes back to its pool now (a pool's `reset` callback)."""
     conn.returned_at = time.monotonic()
+
+
+def recently_returned(conn: TimedConnection, seconds: float) -> bool:
+    """Whether `conn` went back to its pool less than `seconds` ago: fresh enough to skip a liveness check."""
+    return time.monotonic() - conn.returned_at <= seconds
 
 
 def _check_unless_fresh(conn: TimedConnection) -> None:
@@ -73,7 +79,7 @@ def _check_unless_fresh(conn: TimedConnection) -> None:
     one commit in three of the whole pipeline.  A server restart takes longer
     than FRESH_SECONDS, so the sockets it kills have been idle and are checked.
     """
-    if time.monotonic() - conn.returned_at > FRESH_SECONDS:
+    if not recently_returned(conn, FRESH_SECONDS):
         ConnectionPool.check_connection(conn)
 _pools: dict[tuple[int, str, bool], ConnectionPool] = {}
 
@@ -98,7 +104,7 @@ def pool(url: str, *, max_size: int = 10, autocommit: bool = False) -> Connectio
                 open=True,
                 # A server restart must not leave the pool handing out dead sockets.
                 check=_check_unless_fresh,
-                reset=_returned,
+                reset=mark_returned,
                 configure=_configure,
                 name="booking",
             )

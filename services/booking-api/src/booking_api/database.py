@@ -55,6 +55,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from booking_api.pg_limits import BoundedConnection, DatabaseUnavailable, FailedFast, OutageGate, stalled_seconds
 from booking_api.problems import problem
+from booking_core import db
 from booking_core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def get_db():
             conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
             try:
                 # The check a pool would make, bounded: a server restart leaves dead sockets.
-                if time.monotonic() - conn.returned_at > float(config["DB_CHECK_IDLE_SECONDS"]):
+                if not db.recently_returned(conn, float(config["DB_CHECK_IDLE_SECONDS"])):
                     _check(conn, float(config["DB_CHECK_TIMEOUT_SECONDS"]))
             except DatabaseUnavailable:
                 pool.putconn(conn)
@@ -219,7 +220,7 @@ def get_redis() -> redis.Redis:
 def _close_db(exc: BaseException | None) -> None:
     conn = g.pop("db", None)
     if conn is not None:
-        conn.returned_at = time.monotonic()
+        db.mark_returned(conn)
         try:
             g.db_pool.putconn(conn)
         finally:

@@ -12,6 +12,8 @@ import time
 import psycopg
 from psycopg import errors
 
+from booking_core import db
+
 #: Each round trip in progress on a BoundedConnection of this process: id(conn) -> (scope, start).
 _round_trips: dict[int, tuple[str | None, float]] = {}
 
@@ -24,7 +26,7 @@ class FailedFast(DatabaseUnavailable):
     """Refused without asking the database (an outage is known, or every slot is busy)."""
 
 
-class BoundedConnection(psycopg.Connection):
+class BoundedConnection(db.TimedConnection):
     """A connection that stops waiting for a server that does not answer.
 
     Every operation of a psycopg connection waits through `wait()`; this one
@@ -35,8 +37,6 @@ class BoundedConnection(psycopg.Connection):
     answer_timeout: float | None = None
     #: Which database this connection talks to, so a stall is only evidence against that one.
     scope: str | None = None
-    #: When a request last gave it back (monotonic); -inf = never, so its first use is checked.
-    returned_at: float = float("-inf")
 
     def wait(self, gen, *args, **kwargs):
         """psycopg's wait, bounded by `answer_timeout` unless the caller gives a timeout."""
