@@ -10,7 +10,7 @@ from the booking and unique in `audit_log`, and it commits with the work or
 not at all.
 
 The work must never depend on the chain: an email already sent has to be
-recorded.  So the append runs in a savepoint with a short lock timeout; if it
+recorded.  So the append runs in its savepoint with a short lock timeout; if it
 fails (the tenant's chain lock is contended past the timeout, or the chain is
 broken), the savepoint is rolled back and the event goes through the outbox to
 the audit worker as before, which retries it and dead-letters it visibly.
@@ -32,10 +32,10 @@ LOCK_TIMEOUT_MS = 2000
 
 def record(conn: psycopg.Connection, message: outbox.OutboxMessage) -> str:
     """Append `message`'s audit event in the caller's open transaction: "appended", or "queued" to the outbox."""
+    # For the rest of the caller's transaction, which ends right after this append.
+    conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
     try:
-        with conn.transaction():  # a savepoint: a failure here undoes the append alone
-            conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
-            audit.append(conn, message.payload)
+        audit.append(conn, message.payload)  # its own savepoint: a failure undoes the append alone
         return "appended"
     except (psycopg.Error, audit.AuditChainBroken, audit.InvalidAuditEvent) as exc:
         log.warning("audit event %s of booking %s handed to the audit worker: %s: %s",
