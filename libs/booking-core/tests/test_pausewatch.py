@@ -91,7 +91,7 @@ def test_a_paused_queue_starts_nothing_new_lets_the_running_one_finish_and_runs_
     probe.actor.send("running")
     assert probe.started.wait(10)
     assert pauses.pause(conn, "email", actor="test-operator", reason="test")
-    time.sleep(3 * POLL_MS / 1000)
+    wait_until(lambda: "email" in probe.watch.reader.paused, timeout=10, what="the worker to read the pause")
     probe.release.set()
     # Then the running one finishes and the worker is paused
     wait_until(lambda: probe.watch.applied.whole, timeout=15, what="the worker to apply the pause")
@@ -142,7 +142,7 @@ def test_a_paused_worker_keeps_its_heartbeat_so_the_messages_it_holds_are_not_ru
         assert probe.started.wait(10)
         wait_until(lambda: probe.depth().in_flight == 3, timeout=10, what="all three fetched")
         pauses.pause(conn, "email", actor="test-operator")
-        time.sleep(3 * POLL_MS / 1000)
+        wait_until(lambda: "email" in probe.watch.reader.paused, timeout=10, what="the worker to read the pause")
         probe.release.set()
         wait_until(lambda: probe.watch.applied.whole, timeout=15, what="the pause")
         # When, after several heartbeat timeouts, another process' broker call runs Dramatiq's maintenance
