@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 
+import dramatiq
 import pytest
 import redis
 
@@ -84,6 +85,58 @@ def test_rows_stay_in_the_outbox_while_redis_is_unreachable(settings, db_conn, t
     with db.connect(settings.database_url, autocommit=True) as conn, pytest.raises(redis.ConnectionError):
         publish_batch(conn, broker, 100)
     assert outbox_rows(db_conn, ids) == 6
+
+
+class CountingConnection(redis.Connection):
+    """A real Redis connection that counts what it sends: one count per round trip."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):
+        type(self).sends += 1
+        return super().send_packed_command(command, check_health)
+
+
+def test_a_batch_is_one_round_trip_and_every_message_arrives_intact(settings, db_conn, tenant, clean_outbox):
+    ids = make_bookings(settings.database_url, tenant["id"], 5)
+    expected = {r["message_id"]: r for r in db_conn.execute(
+        "SELECT message_id::text, queue, payload FROM outbox WHERE payload->>'booking_id' = ANY(%s)",
+        (ids,)).fetchall()}
+    broker = make_broker(settings)
+    broker.client.connection_pool.connection_class = CountingConnection  # before its first connection
+    broker.client.ping()  # connect first: the handshake is not the batch's
+    CountingConnection.sends = 0
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        assert publish_batch(conn, broker, 100) == 15
+    # One pipeline (plus, at most, the pipeline's own check that the script is loaded).
+    assert CountingConnection.sends <= 2, f"{CountingConnection.sends} round trips for one batch of 15"
+    arrived = {}
+    for queue in ("email", "invoice", "audit"):
+        for raw in broker.client.hvals(f"{settings.redis_namespace}:{queue}.msgs"):
+            message = dramatiq.Message.decode(raw)
+            if message.message_id in expected:
+                arrived[message.message_id] = (message.queue_name, message.kwargs)
+    assert arrived == {m: (r["queue"], r["payload"]) for m, r in expected.items()}
+
+
+def test_a_batch_redis_partly_refuses_stays_whole_in_the_outbox(settings, db_conn, tenant, clean_outbox):
+    """One queue's writes fail inside the pipeline: the others' succeed, yet every row stays to be sent again."""
+    namespace = "relay-partial-failure"
+    broker = make_broker(Settings(**{**settings.__dict__, "redis_namespace": namespace}))
+    broker.client.delete(f"{namespace}:email.msgs")
+    broker.client.set(f"{namespace}:email.msgs", "not a hash")  # the email enqueue's HSET now fails
+    try:
+        ids = make_bookings(settings.database_url, tenant["id"], 2)
+        with db.connect(settings.database_url, autocommit=True) as conn, pytest.raises(redis.ResponseError):
+            publish_batch(conn, broker, 100)
+        assert outbox_rows(db_conn, ids) == 6
+        assert broker.client.llen(f"{namespace}:invoice") == 2  # sent, and will be sent again: consumers dedupe
+        broker.client.delete(f"{namespace}:email.msgs")
+        with db.connect(settings.database_url, autocommit=True) as conn:
+            assert publish_batch(conn, broker, 100) == 6
+        assert outbox_rows(db_conn, ids) == 0 and broker.client.llen(f"{namespace}:email") == 2
+    finally:
+        broker.client.delete(*broker.client.keys(f"{namespace}:*") or ["-"])
 
 
 def test_relay_loop_wakes_on_notify_and_stops_on_request(settings, db_conn, tenant, clean_outbox):

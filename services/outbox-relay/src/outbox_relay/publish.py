@@ -1,4 +1,4 @@
-"""One outbox batch: claim, publish to Dramatiq, delete, in one transaction.
+"""One outbox batch: claim, publish to Dramatiq (one Redis round trip), delete, in one transaction.
 
 Rows are claimed with `FOR UPDATE SKIP LOCKED`, so several relays share the
 work without publishing a row twice at the same time; a crash after publish
@@ -15,6 +15,7 @@ import dramatiq
 import psycopg
 
 from outbox_relay.metrics import BATCH_SECONDS, PUBLISHED
+from outbox_relay.pipelined import pipelined
 
 
 def publish_batch(conn: psycopg.Connection, broker: dramatiq.Broker, limit: int) -> int:
@@ -26,11 +27,12 @@ def publish_batch(conn: psycopg.Connection, broker: dramatiq.Broker, limit: int)
             " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
             (limit,),
         ).fetchall()
-        for r in rows:
-            broker.enqueue(dramatiq.Message(
-                queue_name=r["queue"], actor_name=r["actor"], args=(), kwargs=r["payload"],
-                options=r["options"], message_id=r["message_id"],
-            ))
+        with pipelined(broker):
+            for r in rows:
+                broker.enqueue(dramatiq.Message(
+                    queue_name=r["queue"], actor_name=r["actor"], args=(), kwargs=r["payload"],
+                    options=r["options"], message_id=r["message_id"],
+                ))
         if rows:
             conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r["id"] for r in rows],))
     for r in rows:
