@@ -86,16 +86,26 @@ _slots: dict[tuple[int, int], threading.BoundedSemaphore] = {}
 
 
 def _gate() -> OutageGate:
-    """This process's gate for the app's database (a fresh one after gunicorn forks)."""
-    with _lock:
-        return _gates.setdefault((os.getpid(), settings().database_url), OutageGate())
+    """This process's gate for the app's database (a fresh one after gunicorn forks).
+
+    Looked up without the lock, and built only when missing: this runs on every request.
+    """
+    key = (os.getpid(), settings().database_url)
+    gate = _gates.get(key)
+    if gate is None:
+        with _lock:
+            gate = _gates.setdefault(key, OutageGate())
+    return gate
 
 
 def _request_slots() -> threading.BoundedSemaphore:
-    """This process's limit on requests using the database at once."""
-    size = int(current_app.config["DB_REQUEST_SLOTS"])
-    with _lock:
-        return _slots.setdefault((os.getpid(), size), threading.BoundedSemaphore(size))
+    """This process's limit on requests using the database at once (built once, like the gate)."""
+    key = (os.getpid(), int(current_app.config["DB_REQUEST_SLOTS"]))
+    slots = _slots.get(key)
+    if slots is None:
+        with _lock:
+            slots = _slots.setdefault(key, threading.BoundedSemaphore(key[1]))
+    return slots
 
 
 def settings() -> Settings:
