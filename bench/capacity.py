@@ -5,13 +5,17 @@ turns on the same machine, e.g. before and after a change:
 
     .venv/bin/python bench/capacity.py [--connections 50] [--seconds 10]
 
-Also prints sequential POST and GET /healthz latency on one connection (the
-HTTP floor) from the same platform.
+Also measures, on the same platform, the floors a confirm cannot beat:
+sequential POST and GET /healthz latency on one connection, and at the same
+connection count GET /healthz (gunicorn and Flask with no work: the HTTP
+floor) and GET of one booking (the token check and one read).  The ratio of
+POST to those ceilings says how much of the budget is the booking itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -38,15 +42,22 @@ def main() -> None:
             for name in [n for n in platform.children if "-worker-" in n]:
                 platform.stop_component(name)
             client = loadgen.Client(platform.api_url, platform.admin_token)
-            posts = [client.request("POST", "/api/v1/bookings", loadgen.BODY)[0] for _ in range(300)]
+            posts = [client.request("POST", "/api/v1/bookings", loadgen.BODY) for _ in range(300)]
             floor = [client.request("GET", "/healthz")[0] for _ in range(300)]
             client.close()
-            load = loadgen.wrk_post(platform.api_url, platform.admin_token,
-                                    connections=args.connections, seconds=args.seconds)
+            one = f"{platform.api_url}/api/v1/bookings/{json.loads(posts[-1][2])['id']}"
+            wrk = {"connections": args.connections, "seconds": args.seconds}
+            load = loadgen.wrk_post(platform.api_url, platform.admin_token, **wrk)
+            healthz = loadgen.wrk_get(platform.api_url + "/healthz", platform.admin_token, **wrk)
+            read = loadgen.wrk_get(one, platform.admin_token, **wrk)
         finally:
             platform.stop()
-    report.write({"sequential_post": loadgen.summary(posts), "sequential_healthz": loadgen.summary(floor),
-                  "wrk_post_workers_stopped": load, "command": report.command()}, args.out)
+    report.write({"sequential_post": loadgen.summary([p[0] for p in posts]),
+                  "sequential_healthz": loadgen.summary(floor),
+                  "wrk_post_workers_stopped": load, "wrk_get_healthz": healthz, "wrk_get_one_booking": read,
+                  "post_over_healthz_rps": round(load["rps"] / healthz["rps"], 2),
+                  "post_over_get_one_booking_rps": round(load["rps"] / read["rps"], 2),
+                  "command": report.command()}, args.out)
 
 
 if __name__ == "__main__":

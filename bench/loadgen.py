@@ -22,15 +22,21 @@ from pathlib import Path
 BODY = {"customer": {"name": "Bench Mark", "email": "bench@example.com"}, "item": "Sea-view room",
         "check_in": "2027-05-01", "check_out": "2027-05-03", "amount": "240.00", "currency": "EUR"}
 
-_WRK_SCRIPT = """
+_WRK_POST = """
 wrk.method = "POST"
 wrk.body = [[%(body)s]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %(token)s"
+"""
+_WRK_GET = """
+wrk.headers["Authorization"] = "Bearer %(token)s"
+"""
+#: wrk's summary as one JSON line, appended to every script.
+_WRK_DONE = """
 done = function(summary, latency, requests)
   io.write(string.format(
-    'WRKJSON {"requests": %%d, "duration_us": %%d, "non2xx": %%d, "socket_errors": %%d,'
-    .. ' "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d, "mean_us": %%.1f}\\n',
+    'WRKJSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d,'
+    .. ' "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f}\\n',
     summary.requests, summary.duration, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
@@ -62,12 +68,22 @@ def require_wrk() -> str:
 
 def wrk_post(base_url: str, token: str, *, connections: int, seconds: float, threads: int = 2) -> dict:
     """POST bookings from `connections` keep-alive connections for `seconds`; wrk's own summary."""
+    script = _WRK_POST % {"body": json.dumps(BODY), "token": token}
+    return _wrk(base_url + "/api/v1/bookings", script, connections=connections, seconds=seconds, threads=threads)
+
+
+def wrk_get(url: str, token: str, *, connections: int, seconds: float, threads: int = 2) -> dict:
+    """GET `url` (with the token) from `connections` keep-alive connections; wrk's own summary."""
+    return _wrk(url, _WRK_GET % {"token": token}, connections=connections, seconds=seconds, threads=threads)
+
+
+def _wrk(url: str, script_text: str, *, connections: int, seconds: float, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(_WRK_SCRIPT % {"body": json.dumps(BODY), "token": token})
+        script = Path(tmp) / "load.lua"
+        script.write_text(script_text + _WRK_DONE)
         out = subprocess.run(
             [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-             "--timeout", "10s", "-s", str(script), base_url + "/api/v1/bookings"],
+             "--timeout", "10s", "-s", str(script), url],
             capture_output=True, text=True, check=True,
         ).stdout
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
