@@ -24,6 +24,16 @@ def test_an_async_side_pool_runs_its_postgres_backends_at_the_given_nice(databas
         db.close_pools()
 
 
+def test_a_connection_outside_the_pool_gets_the_same_nice(database_url, monkeypatch):
+    # The relay's LISTEN, batch and reconciler connections are not pooled
+    monkeypatch.setenv(db.BACKEND_NICE_ENV, "7")
+    with db.connect(database_url, autocommit=True) as conn:
+        assert _backend_nice(conn) == 7
+    monkeypatch.delenv(db.BACKEND_NICE_ENV)
+    with db.connect(database_url, autocommit=True) as conn:
+        assert _backend_nice(conn) == 0
+
+
 def test_without_the_setting_backends_keep_the_servers_priority(database_url, monkeypatch):
     db.close_pools()
     monkeypatch.delenv(db.BACKEND_NICE_ENV, raising=False)

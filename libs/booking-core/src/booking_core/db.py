@@ -85,8 +85,15 @@ _pools: dict[tuple[int, str, bool], ConnectionPool] = {}
 
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
-    """One connection outside any pool (CLI commands, LISTEN, migrations)."""
-    return psycopg.connect(url, row_factory=dict_row, **kwargs)
+    """One connection outside any pool (CLI commands, the relay's LISTEN and work connections).
+
+    Its backend gets the async side's nice like a pooled one's (a no-op unless
+    BOOKING_DB_BACKEND_NICE is set): the relay works through these, and its
+    backends had run at the API's priority.
+    """
+    conn = psycopg.connect(url, row_factory=dict_row, **kwargs)
+    _configure(conn)
+    return conn
 
 
 def pool(url: str, *, max_size: int = 10, autocommit: bool = False) -> ConnectionPool:
