@@ -193,9 +193,35 @@ def test_tenant_filter_keeps_other_tenants_letters_out(client, admin_auth, setti
     assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 1
 
 
+def test_the_list_is_paged_oldest_first_by_cursor(client, admin_auth, settings, tenant, booking_body, auth):
+    # Given five dead letters of one tenant, each a booking's email
+    ids = []
+    for _ in range(5):
+        made = client.post("/api/v1/bookings", json=booking_body(), headers=auth).get_json()
+        ids.append(dead_letter(settings, made["id"], tenant["id"], in_redis=False)["id"])
+    # When listed two at a time
+    pages, cursor = [], None
+    while True:
+        query = {"tenant_id": tenant["id"], "limit": 2, **({"cursor": cursor} if cursor else {})}
+        resp = client.get(DEAD, query_string=query, headers=admin_auth)
+        assert resp.status_code == 200, resp.get_json()
+        body = resp.get_json()
+        pages.append([d["id"] for d in body["items"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    # Then three pages of 2, 2 and 1 hold every letter once, in the order they died
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [i for p in pages for i in p] == ids
+    # And without a limit, all five fit the default page of 20
+    assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 5
+
+
 @pytest.mark.parametrize(("query", "field"), [
     ({"queue": "sms"}, "queue"), ({"tenant_id": "nope"}, "tenant_id"),
     ({"dead_since": "yesterday"}, "dead_since"), ({"error": "a\x00b"}, "error"), ({"error": " "}, "error"),
+    ({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"), ({"cursor": "not*base64"}, "cursor"),
+    ({"cursor": "bm90IGpzb24"}, "cursor"),
 ])
 def test_a_bad_filter_is_422_naming_the_parameter(client, admin_auth, query, field):
     resp = client.get(DEAD, query_string=query, headers=admin_auth)

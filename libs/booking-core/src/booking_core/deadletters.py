@@ -163,9 +163,16 @@ def record(conn: psycopg.Connection, message: dramatiq.Message, *, error: str | 
 
 
 def list_dead(conn: psycopg.Connection, f: Filter = Filter(), *, limit: int | None = None,
-              offset: int = 0) -> list[DeadLetter]:
-    """Open dead letters matching `f`, oldest first (`offset` skips that many: a console's pages)."""
+              offset: int = 0, after: tuple[datetime, str] | None = None) -> list[DeadLetter]:
+    """Open dead letters matching `f`, oldest first.
+
+    `after` (the dead_since and id of the last letter shown) pages by keyset,
+    as the API does; `offset` skips that many, as the console's numbered pages do.
+    """
     cond, params = where(f)
+    if after is not None:
+        cond += " AND (dead_at, id) > (%s, %s::uuid)"
+        params += [after[0], after[1]]
     sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE {cond} ORDER BY dead_at, id"
     if limit is not None:
         sql += " LIMIT %s"

@@ -233,16 +233,12 @@ class BookingRequest(_Request):
         return amount
 
 
-class BookingQuery(BaseModel):
-    """Query of the booking list (unknown parameters are ignored, as HTTP caches expect)."""
+class PageQuery(BaseModel):
+    """`limit` and `cursor`, the paging of every list."""
 
     limit: Annotated[int, Field(ge=PAGE_MIN, le=PAGE_MAX), BeforeValidator(_page_size)] = PAGE_DEFAULT
     cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page.",
                                         json_schema_extra={"pattern": CURSOR_PATTERN})] = None
-    state: Annotated[one_of(TASK_STATES) | None,
-                     Field(description="Only bookings with a task in this state.")] = None
-    task: Annotated[one_of(TASKS) | None,
-                    Field(description="With `state`: only that task must be in the state.")] = None
 
     @field_validator("cursor")
     @classmethod
@@ -250,6 +246,15 @@ class BookingQuery(BaseModel):
         if cursor:
             _cursor(cursor)
         return cursor or None
+
+
+class BookingQuery(PageQuery):
+    """Query of the booking list (unknown parameters are ignored, as HTTP caches expect)."""
+
+    state: Annotated[one_of(TASK_STATES) | None,
+                     Field(description="Only bookings with a task in this state.")] = None
+    task: Annotated[one_of(TASKS) | None,
+                    Field(description="With `state`: only that task must be in the state.")] = None
 
     @field_validator("task")
     @classmethod
@@ -339,6 +344,8 @@ class QueueDepths(_Response):
 
 class DeadLetterList(_Response):
     items: list[DeadLetter]
+    next_cursor: Annotated[str | None, Field(description="Pass as `cursor` for the next page; null on "
+                                                         "the last page.")]
 
 
 class RequeueResult(_Response):

@@ -1,4 +1,8 @@
-"""Opaque keyset cursors for the booking list: (created_at, id) of the last row shown."""
+"""Opaque keyset cursors for the paged lists: (timestamp, id) of the last row shown.
+
+The booking list pages by (created_at, id), newest first; the dead-letter list
+by (dead_at, id), oldest first.  The cursor only carries the pair.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,13 @@ CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 
 
 def encode_cursor(row: dict) -> str:
-    """An opaque keyset cursor after `row` (newest-first order)."""
-    raw = json.dumps([row["created_at"].isoformat(), row["id"]]).encode()
+    """An opaque keyset cursor after the booking `row`."""
+    return encode_keyset(row["created_at"], row["id"])
+
+
+def encode_keyset(ts: datetime, ident: str) -> str:
+    """An opaque keyset cursor after the row with this timestamp and id."""
+    raw = json.dumps([ts.isoformat(), ident]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

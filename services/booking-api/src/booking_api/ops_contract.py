@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
-from booking_api.contract import Text, _Response, _schema, one_of
+from booking_api.contract import PageQuery, Text, _Response, _schema, one_of
 from booking_core.contracts import QUEUES, TASKS
 
 #: RFC 3339, as `format: date-time` means: a date, a time and a zone (pydantic alone would
@@ -46,8 +46,13 @@ class DeadLetterFilter(BaseModel):
     dead_before: Annotated[AwareTime | None, Field(description="Dead before this time.")] = None
 
 
-class DeadLetterQuery(DeadLetterFilter):
-    """Query of the dead-letter list (unknown parameters are ignored, as for the other lists)."""
+class DeadLetterQuery(DeadLetterFilter, PageQuery):
+    """Query of the dead-letter list, paged like the booking list (unknown parameters are ignored).
+
+    Paged because the list is longest exactly when it is needed: an outage can
+    leave thousands of letters, and one response holding them all would be
+    megabytes and could run past the statement timeout.
+    """
 
     model_config = ConfigDict(extra="ignore")
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from booking_api.auth import actor_name, admin_required
 from booking_api.bookings_views import _json_body
 from booking_api.contract import QueueQuery
+from booking_api.cursors import decode_cursor, encode_keyset
 from booking_api.database import get_db, get_redis, settings
 from booking_api.ops_contract import BulkDeadLetterRequest, DeadLetterFilter, DeadLetterQuery, PauseRequest
 from booking_api.problems import ApiError
@@ -91,9 +92,14 @@ def resume_queue(queue: str):
 @bp.get("/dead-letters")
 @admin_required
 def list_dead_letters():
-    """Open dead letters, oldest first, filtered by queue, tenant, error text and time of death."""
-    f = _filter(validate_query(DeadLetterQuery, request.args))
-    return {"items": [d.as_dict() for d in deadletters.list_dead(get_db(), f)]}
+    """Open dead letters, oldest first, filtered by queue, tenant, error text and time of death; paged."""
+    query = validate_query(DeadLetterQuery, request.args)
+    after = decode_cursor(query.cursor) if query.cursor else None
+    letters = deadletters.list_dead(get_db(), _filter(query), limit=query.limit + 1, after=after)
+    page = letters[:query.limit]
+    more = len(letters) > query.limit
+    return {"items": [d.as_dict() for d in page],
+            "next_cursor": encode_keyset(page[-1].dead_since, page[-1].id) if more else None}
 
 
 def _find(dead_id: str) -> deadletters.DeadLetter:
