@@ -16,6 +16,7 @@ import pytest
 from booking_core import activity, audit, bookings, bulkjobs, deadletters, ops_sessions, presence, tenants
 from booking_core.broker import make_broker
 from booking_core.contracts import audit_payload
+from e2e_helpers import wait_until
 
 
 @pytest.fixture
@@ -119,13 +120,11 @@ def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):
     assert activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000) == \
         activity.Workers(live=0, busy={"email": 0, "invoice": 0}, consuming={"email": 0, "invoice": 0})
     def first_reading(done) -> activity.Workers:
-        """The first reading within 10 s for which `done` holds (else the last one)."""
-        deadline = time.monotonic() + 10
-        while True:
+        """The first reading for which `done` holds (within 10 s)."""
+        def read():
             seen = activity.workers(broker.client, settings.redis_namespace, ["email", "invoice"], 60_000)
-            if done(seen) or time.monotonic() > deadline:
-                return seen
-            time.sleep(0.05)
+            return seen if done(seen) else None
+        return wait_until(read, timeout=10, interval=0.05, what="the worker counted")
 
     worker = dramatiq.Worker(broker, queues={"invoice"}, worker_threads=1, worker_timeout=100)
     worker.start()

@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from booking_api import idempotency
 from booking_api.auth import actor_name
 from booking_api.contract import MAX_BODY_BYTES, BookingQuery
-from booking_api.cursors import decode_cursor, encode_cursor
+from booking_api.cursors import decode_cursor, page
 from booking_api.database import get_db, settings
 from booking_api.presenters import booking_json
 from booking_api.problems import ApiError
@@ -110,10 +110,8 @@ def list_bookings():
     after = decode_cursor(query.cursor) if query.cursor else None
     rows = bookings.page(get_db(), g.identity["tenant_id"], limit=query.limit + 1, after=after,
                          task_state=query.state, task=query.task)
-    more = len(rows) > query.limit
-    rows = rows[:query.limit]
-    return {"items": [booking_json(r, settings()) for r in rows],
-            "next_cursor": encode_cursor(rows[-1]) if more else None}
+    rows, cursor = page(rows, query.limit, lambda r: (r["created_at"], r["id"]))
+    return {"items": [booking_json(r, settings()) for r in rows], "next_cursor": cursor}
 
 
 @bp.get("/<booking_id>/invoice")

@@ -10,22 +10,28 @@ import base64
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 #: A cursor's alphabet: unpadded base64url (an empty cursor means the first page). Decoding checks it
 #: first, since Python's base64 decoder skips characters outside the alphabet instead of refusing them.
 CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 
-
-def encode_cursor(row: dict) -> str:
-    """An opaque keyset cursor after the booking `row`."""
-    return encode_keyset(row["created_at"], row["id"])
+T = TypeVar("T")
 
 
-def encode_keyset(ts: datetime, ident: str) -> str:
+def encode_cursor(ts: datetime, ident: str) -> str:
     """An opaque keyset cursor after the row with this timestamp and id."""
     raw = json.dumps([ts.isoformat(), ident]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def page(rows: list[T], limit: int, keyset: Callable[[T], tuple[datetime, str]]) -> tuple[list[T], str | None]:
+    """The first `limit` of `rows` (read with `limit + 1`, so one more says there is a next page), and its cursor."""
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], encode_cursor(*keyset(rows[limit - 1]))
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:

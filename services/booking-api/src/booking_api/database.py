@@ -85,27 +85,24 @@ _gates: dict[tuple[int, str], OutageGate] = {}
 _slots: dict[tuple[int, int], threading.BoundedSemaphore] = {}
 
 
-def _gate() -> OutageGate:
-    """This process's gate for the app's database (a fresh one after gunicorn forks).
-
-    Looked up without the lock, and built only when missing: this runs on every request.
-    """
-    key = (os.getpid(), settings().database_url)
-    gate = _gates.get(key)
-    if gate is None:
+def _per_process(table: dict, key: tuple, make):
+    """`table[key]`, made once by `make()`: looked up without the lock, since this runs on every request."""
+    found = table.get(key)
+    if found is None:
         with _lock:
-            gate = _gates.setdefault(key, OutageGate())
-    return gate
+            found = table.setdefault(key, make())
+    return found
+
+
+def _gate() -> OutageGate:
+    """This process's gate for the app's database (a fresh one after gunicorn forks)."""
+    return _per_process(_gates, (os.getpid(), settings().database_url), OutageGate)
 
 
 def _request_slots() -> threading.BoundedSemaphore:
-    """This process's limit on requests using the database at once (built once, like the gate)."""
-    key = (os.getpid(), int(current_app.config["DB_REQUEST_SLOTS"]))
-    slots = _slots.get(key)
-    if slots is None:
-        with _lock:
-            slots = _slots.setdefault(key, threading.BoundedSemaphore(key[1]))
-    return slots
+    """This process's limit on requests using the database at once."""
+    size = int(current_app.config["DB_REQUEST_SLOTS"])
+    return _per_process(_slots, (os.getpid(), size), lambda: threading.BoundedSemaphore(size))
 
 
 def settings() -> Settings:

@@ -40,7 +40,7 @@ class PipelineCollector:
         self.settings = settings
         self._redis: redis.Redis | None = None
 
-    def _postgres(self) -> tuple[dict, frozenset[str]]:
+    def _postgres(self) -> tuple[dict, frozenset[str], dict[str, int]]:
         """Count and age of the outbox, the paused queues and the open dead letters, on a connection of its own."""
         with db.connect(self.settings.database_url, autocommit=True, connect_timeout=READ_TIMEOUT_SECONDS,
                         options=f"-c statement_timeout={READ_TIMEOUT_SECONDS * 1000}") as conn:
@@ -78,7 +78,7 @@ class PipelineCollector:
             yield letters
             up.add_metric(["postgres"], 1)
         except Exception:  # noqa: BLE001 - a scrape must not fail because a server is down
-            log.warning("metrics: outbox and pause read failed", exc_info=True)
+            log.warning("metrics: outbox, pause and dead-letter read failed", exc_info=True)
             up.add_metric(["postgres"], 0)
         try:
             depths = self._queues()

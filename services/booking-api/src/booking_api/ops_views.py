@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from booking_api.auth import actor_name, admin_required
 from booking_api.bookings_views import _json_body
 from booking_api.contract import QueueQuery
-from booking_api.cursors import decode_cursor, encode_keyset
+from booking_api.cursors import decode_cursor, page
 from booking_api.database import get_db, get_redis, settings
 from booking_api.ops_contract import BulkDeadLetterRequest, DeadLetterFilter, DeadLetterQuery, PauseRequest
 from booking_api.problems import ApiError
@@ -96,10 +96,8 @@ def list_dead_letters():
     query = validate_query(DeadLetterQuery, request.args)
     after = decode_cursor(query.cursor) if query.cursor else None
     letters = deadletters.list_dead(get_db(), _filter(query), limit=query.limit + 1, after=after)
-    page = letters[:query.limit]
-    more = len(letters) > query.limit
-    return {"items": [d.as_dict() for d in page],
-            "next_cursor": encode_keyset(page[-1].dead_since, page[-1].id) if more else None}
+    letters, cursor = page(letters, query.limit, lambda d: (d.dead_since, d.id))
+    return {"items": [d.as_dict() for d in letters], "next_cursor": cursor}
 
 
 def _find(dead_id: str) -> deadletters.DeadLetter:

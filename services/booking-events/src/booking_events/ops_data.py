@@ -35,7 +35,7 @@ def queue_fields(settings: Settings, client: redis.Redis) -> dict[str, str]:
     fields: dict[str, str] = {"read_at": datetime.now(UTC).strftime("%H:%M:%S UTC"), "redis_error": ""}
     with conn(settings) as c:
         rates = activity.throughput(c)
-        dead = {q: deadletters.count(c, deadletters.Filter(queue=q)) for q in QUEUES}
+        dead = deadletters.open_by_queue(c)
         held = pauses.paused(c)
     for q in QUEUES:
         rate = rates[_TASK_OF_QUEUE[q]]

@@ -157,23 +157,21 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
             final, action = held_at, "hold" if held_at == current else "scale_up"
     if accept_path is not None and accept_path.saturated and policy.protect_accept_path:
         floor = max(policy.min_replica_count, 1 if backlog.busy or active else 0)
-        if final > current:
-            held_at = max(current - 1, floor) if current > floor else max(current, floor)
-            if held_at < final:
-                held = accept_path.reason
-                if held_at < current:
-                    what = (f"scaled down {current}→{held_at} (shedding one replica); scale-up to {final} held: "
-                            f"accept path over its latency budget ({held})")
-                elif held_at == current:
-                    what = f"scale-up to {final} held at {held_at}: accept path over its latency budget ({held})"
-                else:
-                    what = (f"scaled up {current}→{held_at} only (the floor); scale-up to {final} held: accept path "
-                            f"over its latency budget ({held})")
-                final = held_at
-                action = "hold" if final == current else "scale_up" if final > current else "scale_down"
-        elif final >= current > floor:
-            held, final, action = accept_path.reason, current - 1, "scale_down"
-            what = f"scaled down {current}→{final} (shedding one replica): accept path over its latency budget ({held})"
+        # One below the current count, never below the floor (which may be above it: then up to the floor).
+        shed_to = max(current - 1, floor)
+        if shed_to < final:
+            held = accept_path.reason
+            budget = f"accept path over its latency budget ({held})"
+            if final == current:
+                what = f"scaled down {current}→{shed_to} (shedding one replica): {budget}"
+            elif shed_to < current:
+                what = f"scaled down {current}→{shed_to} (shedding one replica); scale-up to {final} held: {budget}"
+            elif shed_to == current:
+                what = f"scale-up to {final} held at {shed_to}: {budget}"
+            else:
+                what = f"scaled up {current}→{shed_to} only (the floor); scale-up to {final} held: {budget}"
+            final = shed_to
+            action = "hold" if final == current else "scale_up" if final > current else "scale_down"
     reason = f"{backlog.describe()}; {basis} → {rec}; {what}"
     return Decision(final, current, reason, action, new_state, active=active, recommendation=rec, held=held)
 
