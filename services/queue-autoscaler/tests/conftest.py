@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import sys
 import threading
 import time
@@ -29,6 +28,8 @@ import kopf
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 from kopf.testing import KopfRunner
+
+from booking_embedded import free_port
 
 CRD = Path(__file__).resolve().parents[3] / "charts/booking-platform/crds/queuescalers.yaml"
 QS = "/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers"
@@ -203,12 +204,6 @@ class WorkQueue:
         for consumer in self.consumers:
             consumer.close()
         self.broker.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:

@@ -28,13 +28,6 @@ PG_SYSTEM_USER = "pgserver"
 PG_BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for_port(port: int, *, timeout: float = 30.0, child: Child | None = None) -> None:
     """Block until something accepts TCP connections on 127.0.0.1:`port`."""
     deadline = time.monotonic() + timeout

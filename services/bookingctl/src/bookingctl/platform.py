@@ -25,7 +25,7 @@ from pathlib import Path
 from booking_core import db, tenants
 from booking_core.migrate import migrate
 from booking_core.scaling import Policy
-from booking_embedded import Child, EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, free_port
+from booking_embedded import Child, EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, free_port, reserve_port
 from bookingctl import services
 from bookingctl.autoscale import Autoscaler
 from bookingctl.datadir import DataDirLock, run_file, write_run_file, write_secret
@@ -116,6 +116,7 @@ class Platform:
                 s.bind(("127.0.0.1", self.config.port))
             except OSError:
                 raise RuntimeError(f"port {self.config.port} is already in use; pick another with --port") from None
+        reserve_port(self.config.port)  # so no server of ours is given the API's port before gunicorn binds it
 
     def _start_servers(self) -> None:
         """Start an embedded server for each URL not given; Postgres stays at the API's priority."""

@@ -1,0 +1,69 @@
+"""Free TCP ports for the servers we start, chosen where no client socket can take them.
+
+`bind(("127.0.0.1", 0))` returns a port from the kernel's ephemeral range, the
+same range it hands to outgoing connections.  Between our check and the
+server's own bind, a worker connecting to Redis or Postgres may be given that
+very port as its local end, and the server then dies with EADDRINUSE (CI saw
+the API's metrics server do exactly that).  So ports are picked at random
+*below* the ephemeral range, which the kernel never gives to clients, and a
+process never hands out the same port twice.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from pathlib import Path
+
+LOWEST = 10_000
+_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+_lock = threading.Lock()
+
+
+def ephemeral_range(text: str | None = None) -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux's default if unreadable)."""
+    try:
+        low, high = (text if text is not None else _RANGE_FILE.read_text()).split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def candidates(low_ephemeral: int) -> range:
+    """Ports we may pick: from LOWEST up to just below the ephemeral range (empty if none fit)."""
+    return range(LOWEST, max(LOWEST, low_ephemeral))
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def reserve_port(port: int) -> None:
+    """Never hand out `port`: the caller will bind it itself, later."""
+    with _lock:
+        _handed_out.add(port)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing uses now, outside the ephemeral range, new to this process."""
+    pool = candidates(ephemeral_range()[0])
+    with _lock:
+        start = random.randrange(len(pool)) if pool else 0
+        for i in range(len(pool)):  # from a random point, as the kernel scans its own range
+            port = pool[(start + i) % len(pool)]
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+        # No room below the ephemeral range (an unusual sysctl): let the kernel choose.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        _handed_out.add(port)
+        return port
