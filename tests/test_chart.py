@@ -195,6 +195,7 @@ SCHEMA_BREAKING = [
     ("wrong type", {"api.replicaCount": "two"}, "/api/replicaCount': got string, want integer"),
     ("no cpu limit", {"api.resources.limits.cpu": "null"}, "/api/resources/limits': missing property 'cpu'"),
     ("bad enum", {"image.pullPolicy": "Sometimes"}, "value must be one of 'Always', 'IfNotPresent', 'Never'"),
+    ("unknown access log mode", {"api.gunicorn.accessLog": "verbose"}, "value must be one of 'errors', 'all', 'off'"),
     ("root user", {"securityContext.runAsUser": "0"}, "/securityContext/runAsUser': minimum: got 0, want 1"),
     ("wrong scheme", {"externalRedis.url": "http://cache:6379"},
      "'http://cache:6379' does not match pattern '^(rediss?://.+)?$'"),
@@ -292,6 +293,16 @@ def test_the_api_is_guaranteed_qos_and_outweighs_every_worker_for_cpu(rendered):
     for queue in ("email", "invoice", "audit"):
         for _, c in containers([deployments[component_name(f"{queue}-worker")]]):
             assert _cpu(c["resources"]["requests"]["cpu"]) * 4 <= api_cpu, f"{queue} worker asks for too much CPU"
+
+
+def test_the_api_logs_failed_requests_by_default_and_every_request_when_asked(helm):
+    def api_env(*flags: str) -> dict[str, str]:
+        docs = template(helm, *flags)
+        [api] = [c for _, c in containers(docs) if c["name"] == "api"]
+        return env_of(api, docs)
+
+    assert api_env()["BOOKING_ACCESS_LOG"] == "errors"
+    assert api_env("--set", "api.gunicorn.accessLog=all")["BOOKING_ACCESS_LOG"] == "all"
 
 
 def test_containers_serving_http_have_probes_and_the_others_none(rendered):

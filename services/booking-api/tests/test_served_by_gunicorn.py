@@ -26,9 +26,15 @@ URL = "/api/v1/bookings"
 
 
 @pytest.fixture(scope="module")
-def served(database_url, redis_url, tmp_path_factory):
+def gunicorn_dir(tmp_path_factory):
+    """Where the module's gunicorn keeps its run files and its log, `gunicorn.log`."""
+    return tmp_path_factory.mktemp("gunicorn")
+
+
+@pytest.fixture(scope="module")
+def served(database_url, redis_url, gunicorn_dir):
     """The port of a gunicorn serving the API on the session's Postgres and Redis (one per module)."""
-    tmp_path = tmp_path_factory.mktemp("gunicorn")
+    tmp_path = gunicorn_dir
     port = free_port()
     spec = api_service(port, tmp_path, workers=1, threads=2)
     env = {**os.environ, **spec.env, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
@@ -145,3 +151,25 @@ def test_gunicorns_own_refusals_are_problems_that_echo_nothing(served, raw, stat
     assert (got_status, content_type) == (status, "application/problem+json")
     assert body["status"] == status and body["type"].endswith("/" + code)
     assert "<script>" not in json.dumps(body) and "aaaa" not in json.dumps(body)
+
+
+def test_the_access_log_has_the_failures_and_not_the_successes(served, gunicorn_dir, token, booking_body):
+    """By default (`BOOKING_ACCESS_LOG=errors`) a 201 costs no log line; a 404 and a 401 get one each."""
+    marker = uuid.uuid4().hex
+    status, _, _ = post(served, token, json.dumps(booking_body()).encode(), chunked=False)
+    assert status == 201
+    for path, expected in ((f"/api/v1/bookings?ok={marker}", 200), (f"/no-such-page-{marker}", 404),
+                           (f"/api/v1/bookings/{uuid.uuid4()}?m={marker}", 401)):
+        conn = http.client.HTTPConnection("127.0.0.1", served, timeout=10)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if expected == 200 else {})
+        assert conn.getresponse().status == expected
+        conn.close()
+    lines = []
+    for _ in range(50):  # gunicorn writes the line after answering
+        lines = [line for line in (gunicorn_dir / "gunicorn.log").read_text().splitlines() if marker in line]
+        if len(lines) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(lines) == 2, lines
+    assert sorted(line.split('" ')[1].split()[0] for line in lines) == ["401", "404"]  # each thread logs its own
+    assert '" 201 ' not in (gunicorn_dir / "gunicorn.log").read_text()  # this module's created bookings

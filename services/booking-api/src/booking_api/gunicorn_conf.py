@@ -18,6 +18,8 @@ from pathlib import Path
 worker_class = "gthread"
 graceful_timeout = 20
 accesslog = "-"
+#: Which requests get an access log line: `BOOKING_ACCESS_LOG` (errors, all, off); see `access_log`.
+logger_class = "booking_api.access_log.AccessLog"
 
 #: The dir this master made because none was given; removed at exit.
 _made_dir: list[str] = []

@@ -1,0 +1,44 @@
+"""gunicorn's access log, kept off the accept path: failed requests always, the rest on request.
+
+gunicorn formats every request's line (a dict of all its headers, the
+timestamp, the format string) under a lock before answering the next one.  On
+2 cores at 50 connections that cost the API a third of its `/healthz` rate and
+up to a fifth of its confirms (`bench/README.md`, "Access log").  Successful
+requests are counted and timed by the request metrics anyway; failures are
+what someone reads the log for.  `BOOKING_ACCESS_LOG` picks:
+
+- `errors` (the default): responses with status 400 and above;
+- `all`: every request, gunicorn's usual combined log;
+- `off`: none.
+"""
+
+from __future__ import annotations
+
+import os
+
+from gunicorn.glogging import Logger
+
+MODES = ("errors", "all", "off")
+
+
+def mode_from_env(environ: dict[str, str] | os._Environ = os.environ) -> str:
+    """The configured mode; an unknown value is refused at start, not silently ignored."""
+    mode = environ.get("BOOKING_ACCESS_LOG", "errors").strip().lower() or "errors"
+    if mode not in MODES:
+        raise ValueError(f"BOOKING_ACCESS_LOG must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def wanted(mode: str, status: int) -> bool:
+    """Whether a response with `status` gets an access log line under `mode`."""
+    return mode == "all" or (mode == "errors" and status >= 400)
+
+
+class AccessLog(Logger):
+    """gunicorn's Logger, asked first whether the line is wanted at all."""
+
+    mode = mode_from_env()
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if wanted(self.mode, resp.status_code or 0):
+            super().access(resp, req, environ, request_time)
