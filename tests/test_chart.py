@@ -296,13 +296,13 @@ def test_the_api_is_guaranteed_qos_and_outweighs_every_worker_for_cpu(rendered):
 
 
 def test_the_api_logs_failed_requests_by_default_and_every_request_when_asked(helm):
-    def api_env(*flags: str) -> dict[str, str]:
-        docs = template(helm, *flags)
+    def api_env(set_values: dict | None = None) -> dict[str, str]:
+        docs = template(helm, *helm_args([CHART / "ci" / "default-values.yaml"], set_values))
         [api] = [c for _, c in containers(docs) if c["name"] == "api"]
         return env_of(api, docs)
 
     assert api_env()["BOOKING_ACCESS_LOG"] == "errors"
-    assert api_env("--set", "api.gunicorn.accessLog=all")["BOOKING_ACCESS_LOG"] == "all"
+    assert api_env({"api.gunicorn.accessLog": "all"})["BOOKING_ACCESS_LOG"] == "all"
 
 
 def test_containers_serving_http_have_probes_and_the_others_none(rendered):
