@@ -17,7 +17,7 @@ import dramatiq
 import pytest
 import redis
 
-from booking_core import pauses
+from booking_core import pausemirror, pauses
 from booking_core.broker import make_broker
 from booking_core.pausewatch import RUNNING, Plan, QueuePauseMiddleware, plan
 from booking_core.queues import QueueReader
@@ -118,6 +118,32 @@ def test_a_worker_started_while_its_queue_is_paused_starts_paused(probe, conn):
     assert probe.depth().backlog == 1
     pauses.resume(conn, "email", actor="test-operator")
     wait_until(lambda: probe.done == ["early"], timeout=15, what="the message to run after resume")
+
+
+def test_the_workers_copy_the_pause_to_redis_for_the_operator_and_clear_it_on_resume(probe, conn):
+    client = redis.Redis.from_url(probe.settings.redis_url)
+    ns = probe.settings.redis_namespace
+
+    def mirrored():
+        return pausemirror.read(client, ns, ("email", "invoice"))
+
+    probe.start()
+    assert pauses.pause(conn, "email", actor="test-operator")
+    assert pauses.pause(conn, "invoice", actor="test-operator")  # no worker of it here: nobody copies it
+    wait_until(lambda: mirrored() == {"email"}, timeout=10, what="the email worker to copy its pause")
+    assert 0 < client.pttl(pausemirror.key(ns, "email")) <= pausemirror.TTL_MS
+    assert pauses.resume(conn, "email", actor="test-operator")
+    wait_until(lambda: mirrored() == frozenset(), timeout=10, what="the copy to go on resume")
+
+
+def test_a_copy_no_worker_refreshes_lapses(settings):
+    client = redis.Redis.from_url(settings.redis_url)
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    pausemirror.write(client, ns, frozenset({"email", "audit"}), frozenset({"email"}), ttl_ms=200)
+    assert pausemirror.read(client, ns, ["email", "audit"]) == {"email"}
+    time.sleep(0.4)
+    assert pausemirror.read(client, ns, ["email", "audit"]) == frozenset()
+    assert pausemirror.read(client, ns, []) == frozenset()
 
 
 def test_pausing_another_queue_changes_nothing_here(probe, conn):

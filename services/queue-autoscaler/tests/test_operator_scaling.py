@@ -15,6 +15,8 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
+from booking_core import pausemirror
+
 POLL, WINDOW, COOLDOWN = 1, 2, 3
 
 
@@ -173,6 +175,30 @@ def test_paused_changes_nothing_until_resumed(cluster, ns, work, operator, redis
 
     assert status["reason"] == "paused: replicas left at 1"
     assert status["backlog"]["ready"] == 100  # still observed, only not acted on
+
+
+def test_a_queue_its_workers_report_paused_gets_no_more_workers_until_resumed(cluster, ns, work, operator,
+                                                                              redis_url, wait_for):
+    """The workers' copy of a pause (booking_core.pausemirror) holds scale-ups; the lapsed copy lets them go."""
+    cluster.deployment(ns, "invoice-worker", replicas=1)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    work.send(100)
+    pausemirror.write(work.broker.client, work.namespace, frozenset({work.queue}), frozenset({work.queue}))
+    cluster.queuescaler(ns, "invoice", spec(work))
+    with operator():
+        status = wait_for(lambda: "queue paused" in cluster.status(ns, "invoice").get("reason", "")
+                          and cluster.status(ns, "invoice"))
+        time.sleep(3 * POLL)
+        assert cluster.replicas(ns, "invoice-worker") == 1
+        assert scale_patches(cluster) == []
+
+        pausemirror.write(work.broker.client, work.namespace, frozenset({work.queue}), frozenset())  # resumed
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 5)
+
+    assert status["reason"].endswith("; scale-up to 5 held at 1: queue paused")
+    assert status["backlog"]["ready"] == 100
+    assert condition(status, "ScaleUpHeld")["reason"] == "QueuePaused"
+    assert "paused" in events(cluster, ns, "QueuePaused")[0]["message"]
 
 
 def test_a_deployment_scaled_by_an_hpa_is_refused(cluster, ns, work, operator, redis_url, wait_for):

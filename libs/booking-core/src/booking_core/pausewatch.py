@@ -36,7 +36,7 @@ import redis
 from dramatiq import Middleware
 from dramatiq.common import current_millis, q_name
 
-from booking_core import db, pauses
+from booking_core import db, pausemirror, pauses
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +165,13 @@ class QueuePauseMiddleware(Middleware):
                 log.exception("queue pause poll failed; trying again in %.1fs", self.poll_seconds)
 
     def poll(self) -> None:
-        """Read the pauses and apply any change; keep the heartbeat fresh while paused."""
+        """Read the pauses and apply any change; keep the heartbeat and the Redis copy fresh."""
         target = plan(self.consumed, self.reader.read())
         if target != self.applied:
             self._apply(target)
         if self.applied.queues:
             self._heartbeat()
+        self._mirror()
 
     def _apply(self, target: Plan) -> None:
         worker, before = self.worker, self.applied
@@ -186,6 +187,18 @@ class QueuePauseMiddleware(Middleware):
         self.applied = target
         for queue in sorted(before.queues - target.queues):
             log.warning("queue %s resumed", queue)
+
+    def _mirror(self) -> None:
+        """Copy the applied pauses to Redis for readers without Postgres (pausemirror: the operator)."""
+        broker = self.worker.broker
+        client = getattr(broker, "client", None)
+        if client is None:  # not a Redis broker
+            return
+        try:
+            pausemirror.write(client, broker.namespace, self.consumed, self.applied.queues,
+                              ttl_ms=max(pausemirror.TTL_MS, int(self.poll_seconds * 5000)))
+        except redis.RedisError as e:
+            log.debug("could not copy the paused queues to Redis: %s", e)
 
     def _heartbeat(self) -> None:
         """Refresh this worker's Dramatiq heartbeat, which a paused consumer no longer sends."""

@@ -69,16 +69,22 @@ async def _redis_url(rt: Runtime, kube: KubeClient, namespace: str, s: ScalerSpe
 
 
 async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, now: float):
-    """(Backlog, depths); any failure, the Secret's included, is an unreadable Backlog."""
+    """(Backlog, depths, every queue paused); any failure, the Secret's included, is an unreadable Backlog.
+
+    "Paused" is the workers' copy of the pauses in Redis (booking_core.pausemirror): the pool's
+    queues are all paused by a human, so more workers would only idle.
+    """
     try:
         url = await _redis_url(rt, memo.kube, namespace, s, now)
     except KubeError as e:
-        return Backlog.unreadable(f"Redis URL from secret {s.secret_name}/{s.secret_key}: {e}"), []
+        return Backlog.unreadable(f"Redis URL from secret {s.secret_name}/{s.secret_key}: {e}"), [], False
     backlog, depths = await memo.backlog.read(url, s.redis_namespace, s.queues,
                                               delayed_lead_seconds=s.policy.delayed_lead_seconds)
     if backlog.error is not None:
         rt.redis_url = None  # the Secret may have been rotated: read it again next time
-    return backlog, depths
+        return backlog, depths, False
+    paused = await memo.backlog.paused(url, s.redis_namespace, s.queues)
+    return backlog, depths, bool(s.queues) and paused >= set(s.queues)
 
 
 def _write_status(rt: Runtime, patch: kopf.Patch, meta: Any, now: float, conds: list[dict], **fields: Any) -> None:
@@ -136,11 +142,11 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
                                               f"Deployment {s.target}; this QueueScaler will not scale it too")
         return _refuse(rt, patch, body, now, why, s.policy.paused, currentReplicas=current)
 
-    backlog, depths = await _read_backlog(rt, memo, namespace, s, now)
+    backlog, depths, queue_paused = await _read_backlog(rt, memo, namespace, s, now)
     if rt.latency is None or rt.latency.budget != s.budget:
         rt.latency = LatencyWatch(s.budget)
     signal = await memo.latency.judge(rt.latency, now)
-    decision = decide(backlog, current, s.policy, rt.state, now, accept_path=signal)
+    decision = decide(backlog, current, s.policy, rt.state, now, accept_path=signal, queue_paused=queue_paused)
     rt.state = decision.new_state
     readiness, after = await _scale(rt, kube, body, namespace, name, s.target, decision, logger, now)
     if backlog.error is not None:

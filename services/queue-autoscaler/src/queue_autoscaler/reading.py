@@ -14,6 +14,7 @@ import asyncio
 import aiohttp
 import redis
 
+from booking_core import pausemirror
 from booking_core.queues import QueueDepth, QueueReader
 from booking_core.scaling import AcceptPath, Backlog, LatencyWatch
 
@@ -49,6 +50,17 @@ class BacklogSource:
         except (redis.RedisError, OSError, ValueError) as e:
             return Backlog.unreadable(f"{type(e).__name__}: {e}"), []
         return Backlog.from_depths(depths), depths
+
+    async def paused(self, url: str, namespace: str, queues: tuple[str, ...]) -> frozenset[str]:
+        """The queues whose workers report them paused (booking_core.pausemirror); none when unreadable.
+
+        Unreadable reads as running: the operator then scales as it would without the copy.
+        """
+        try:
+            self._reader(url, namespace)  # the shared client for this URL
+            return await asyncio.to_thread(pausemirror.read, self._clients[url], namespace, queues)
+        except (redis.RedisError, OSError, ValueError):
+            return frozenset()
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from booking_core.scaling import AcceptPath, Backlog, Decision, LatencyBudget, Policy, PolicyError
+from booking_core.scaling.decision import QUEUE_PAUSED
 
 GROUP = "scaling.booking-platform.io"
 VERSION = "v1alpha1"
@@ -120,7 +121,10 @@ def backlog_status(backlog: Backlog, depths: Iterable[Any]) -> dict[str, Any]:
 
 
 def _held(decision: Decision | None, signal: AcceptPath | None, policy: Policy | None) -> tuple[str, str, str]:
-    """(status, reason, message) of ScaleUpHeld: True while the accept path holds a scale-up."""
+    """(status, reason, message) of ScaleUpHeld: True while the accept path or a queue pause holds a scale-up."""
+    if decision is not None and decision.held == QUEUE_PAUSED:
+        return "True", "QueuePaused", ("every queue of this pool is paused (its workers report it in Redis); "
+                                       "more workers would only idle until it is resumed")
     if decision is not None and decision.held is not None:
         return "True", "AcceptPathOverBudget", decision.held
     if signal is None:
