@@ -27,13 +27,16 @@ class BacklogSource:
         self._clients: dict[str, redis.Redis] = {}
         self._readers: dict[tuple[str, str], QueueReader] = {}
 
-    def _reader(self, url: str, namespace: str) -> QueueReader:
+    def _client(self, url: str) -> redis.Redis:
         if url not in self._clients:
             self._clients[url] = redis.Redis.from_url(
                 url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout)
+        return self._clients[url]
+
+    def _reader(self, url: str, namespace: str) -> QueueReader:
         key = (url, namespace)
         if key not in self._readers:
-            self._readers[key] = QueueReader(self._clients[url], namespace)
+            self._readers[key] = QueueReader(self._client(url), namespace)
         return self._readers[key]
 
     async def read(self, url: str, namespace: str, queues: tuple[str, ...], *,
@@ -57,8 +60,7 @@ class BacklogSource:
         Unreadable reads as running: the operator then scales as it would without the copy.
         """
         try:
-            self._reader(url, namespace)  # the shared client for this URL
-            return await asyncio.to_thread(pausemirror.read, self._clients[url], namespace, queues)
+            return await asyncio.to_thread(pausemirror.read, self._client(url), namespace, queues)
         except (redis.RedisError, OSError, ValueError):
             return frozenset()
 
