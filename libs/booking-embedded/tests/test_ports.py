@@ -18,11 +18,11 @@ def test_candidates_stop_below_the_ephemeral_range():
 
 def test_ports_are_outside_the_ephemeral_range_distinct_and_bindable():
     low, high = ephemeral_range()
-    ports = [free_port() for _ in range(300)]
-    assert len(set(ports)) == len(ports)
-    assert not [p for p in ports if low <= p <= high]
+    got = [free_port() for _ in range(300)]
+    assert len(set(got)) == len(got)
+    assert not [p for p in got if low <= p <= high]
     with socket.socket() as s:
-        s.bind(("127.0.0.1", ports[-1]))
+        s.bind(("127.0.0.1", got[-1]))
 
 
 def test_a_reserved_port_is_never_handed_out(monkeypatch):

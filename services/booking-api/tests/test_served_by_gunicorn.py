@@ -21,6 +21,7 @@ import pytest
 from booking_api.contract import MAX_BODY_BYTES
 from booking_embedded import free_port
 from bookingctl.services import api as api_service
+from e2e_helpers import wait_until
 
 URL = "/api/v1/bookings"
 
@@ -164,12 +165,11 @@ def test_the_access_log_has_the_failures_and_not_the_successes(served, gunicorn_
         conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if expected == 200 else {})
         assert conn.getresponse().status == expected
         conn.close()
-    lines = []
-    for _ in range(50):  # gunicorn writes the line after answering
-        lines = [line for line in (gunicorn_dir / "gunicorn.log").read_text().splitlines() if marker in line]
-        if len(lines) >= 2:
-            break
-        time.sleep(0.1)
+    def marked() -> list[str]:
+        return [line for line in (gunicorn_dir / "gunicorn.log").read_text().splitlines() if marker in line]
+
+    wait_until(lambda: len(marked()) >= 2, timeout=5, what="gunicorn's lines, written after it answers")
+    lines = marked()
     assert len(lines) == 2, lines
     assert sorted(line.split('" ')[1].split()[0] for line in lines) == ["401", "404"]  # each thread logs its own
     assert '" 201 ' not in (gunicorn_dir / "gunicorn.log").read_text()  # this module's created bookings

@@ -188,7 +188,9 @@ def test_a_queue_its_workers_report_paused_gets_no_more_workers_until_resumed(cl
     with operator():
         status = wait_for(lambda: "queue paused" in cluster.status(ns, "invoice").get("reason", "")
                           and cluster.status(ns, "invoice"))
-        time.sleep(3 * POLL)
+        later = wait_for(lambda: cluster.status(ns, "invoice")["lastPollTime"] > status["lastPollTime"]
+                         and cluster.status(ns, "invoice"))  # a later poll, still held
+        assert "queue paused" in later["reason"]
         assert cluster.replicas(ns, "invoice-worker") == 1
         assert scale_patches(cluster) == []
 
