@@ -20,6 +20,7 @@ import redis
 from booking_core import bookings, db, deadletters
 from booking_core.broker import make_broker
 from booking_core.contracts import task_payload
+from e2e_helpers import wait_until
 from outbox_relay.metrics import RECONCILED
 from outbox_relay.reconcile import LOCK_KEY, Reconciler, held_in_redis, reconcile_once
 from relay_helpers import booking_without_relay
@@ -151,3 +152,35 @@ def test_the_threshold_must_exceed_the_heartbeat_timeout():
                               "BOOKING_HEARTBEAT_TIMEOUT_MS": "5000"}).reconcile_after_seconds == 6.0
     with pytest.raises(ValueError, match="must exceed BOOKING_HEARTBEAT_TIMEOUT_MS"):
         Settings.from_env({**env, "BOOKING_RECONCILE_AFTER_MS": "5000", "BOOKING_HEARTBEAT_TIMEOUT_MS": "5000"})
+
+
+def test_the_leader_compacts_the_event_log_after_its_pass(settings, db_conn, tenant):
+    """A finished booking's month-old events shrink to each task's final state; a young booking's stay whole."""
+    from outbox_relay.metrics import EVENTS_COMPACTED
+
+    old = stale_booking(db_conn, tenant, state="done")
+    db_conn.execute("UPDATE booking_tasks SET state = 'running' WHERE booking_id = %s", (old,))
+    db_conn.execute("UPDATE booking_tasks SET state = 'done' WHERE booking_id = %s", (old,))
+    db_conn.execute("UPDATE booking_events SET at = at - interval '31 days' WHERE booking_id = %s", (old,))
+    first = db_conn.execute("SELECT min(id) AS id FROM booking_events WHERE booking_id = %s", (old,)).fetchone()["id"]
+    db_conn.execute("UPDATE booking_events_compaction SET last_id = %s", (first - 1,))
+
+    def states(booking_id):
+        return [(r["task"], r["state"]) for r in db_conn.execute(
+            "SELECT task, state FROM booking_events WHERE booking_id = %s ORDER BY id", (booking_id,))]
+
+    assert len(states(old)) == 12  # per task: pending (the insert), done (stale_booking), running, done
+    before = EVENTS_COMPACTED._value.get()
+    # Nine days: other tests' unfinished tasks in the shared database are never reconciled here.
+    s = dataclasses.replace(settings, event_history_days=30, reconcile_after_ms=int(NINE_DAYS * 1000))
+    reconciler = Reconciler(s, interval=0.1)
+    thread = threading.Thread(target=reconciler.run)
+    thread.start()
+    try:
+        wait_until(lambda: len(states(old)) == 3, timeout=10, interval=0.05, what="the old booking compacted")
+    finally:
+        reconciler.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+    assert sorted(states(old)) == [("audit", "done"), ("email", "done"), ("invoice", "done")]
+    assert EVENTS_COMPACTED._value.get() - before == 9

@@ -90,6 +90,9 @@ class Settings:
     status_ttl_seconds: int = 30 * 24 * 3600
     #: Requeued or discarded dead-letter records are purged this many days after; open ones never.
     dead_letter_retention_days: int = 30
+    #: Booking events older than this many days keep only each task's final state
+    #: (eventhistory.py); 0 keeps every event for ever.
+    event_history_days: int = 30
     #: The reconciler re-publishes an unfinished task idle this long with no message anywhere;
     #: 0 means the default, max(2 x heartbeat timeout, 120 s) (it must exceed the heartbeat timeout).
     reconcile_after_ms: int = 0
@@ -138,6 +141,9 @@ class Settings:
         pause_poll = _int(env, "BOOKING_PAUSE_POLL_MS", 1_000)
         if pause_poll < 10:
             raise ValueError(f"BOOKING_PAUSE_POLL_MS must be at least 10, got {pause_poll}")
+        event_history = _int(env, "BOOKING_EVENT_HISTORY_DAYS", 30)
+        if event_history < 0:
+            raise ValueError(f"BOOKING_EVENT_HISTORY_DAYS must be 0 (keep every event) or more, got {event_history}")
         return cls(
             database_url=env["DATABASE_URL"],
             redis_url=env["REDIS_URL"],
@@ -155,6 +161,7 @@ class Settings:
             events_base_url=(env.get("BOOKING_EVENTS_BASE_URL") or "").rstrip("/"),
             status_ttl_seconds=_int(env, "BOOKING_STATUS_TTL_SECONDS", 30 * 24 * 3600),
             dead_letter_retention_days=_int(env, "BOOKING_DEAD_LETTER_RETENTION_DAYS", 30),
+            event_history_days=event_history,
             reconcile_after_ms=reconcile,
             ops_session_max_seconds=_int(env, "BOOKING_OPS_SESSION_MAX_SECONDS", 8 * 3600),
             ops_session_idle_seconds=_int(env, "BOOKING_OPS_SESSION_IDLE_SECONDS", 8 * 3600),

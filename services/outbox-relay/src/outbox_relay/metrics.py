@@ -10,3 +10,5 @@ BATCH_SECONDS = Histogram("booking_relay_batch_duration_seconds", "Time to publi
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 RECONCILED = Counter("booking_relay_reconciled", "Tasks re-published by the reconciler (their message was lost), "
                      "by queue.", ["queue"])
+EVENTS_COMPACTED = Counter("booking_relay_events_compacted", "Booking events deleted by the event log's compaction "
+                           "(older than BOOKING_EVENT_HISTORY_DAYS and not their task's latest).")

@@ -46,6 +46,7 @@ from booking_core import db, deadletters, outbox
 from booking_core.config import Settings
 from booking_core.contracts import CONTRACTS
 from booking_core.republish import task_message
+from outbox_relay.history import compact_history
 from outbox_relay.metrics import FAILURES, RECONCILED
 
 log = logging.getLogger("outbox_relay.reconcile")
@@ -153,7 +154,11 @@ def reconcile_once(conn: psycopg.Connection, client: redis.Redis, namespace: str
 
 
 class Reconciler:
-    """The reconciler's loop, on a thread of its own; `stop()` ends it."""
+    """The reconciler's loop, on a thread of its own; `stop()` ends it.
+
+    The leader also compacts the booking event log after each pass (`outbox_relay.history`),
+    unless `event_history_days` is 0.
+    """
 
     def __init__(self, settings: Settings, *, interval: float | None = None):
         self.settings = settings
@@ -193,6 +198,8 @@ class Reconciler:
                             lock.execute("SELECT 1")  # the lock lives as long as this session: keep it checked
                         if leader:
                             reconcile_once(work, client, self.settings.redis_namespace, self.after)
+                            if self.settings.event_history_days:
+                                compact_history(work, self.settings.event_history_days, self._stop)
                         backoff = 1.0
                         self._stop.wait(self.interval)
             except (psycopg.Error, redis.RedisError) as e:
