@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
 
 from booking_api import create_app
 from booking_core import tenants
+from booking_embedded import free_port
 
 
 @pytest.fixture
@@ -56,3 +65,36 @@ def booking_body():
         return body
 
     return make
+
+
+@pytest.fixture
+def gunicorn(settings, tmp_path):
+    """gunicorn with two workers; yields (http_port, metrics_port, process)."""
+    http_port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+           "BOOKING_REDIS_NAMESPACE": settings.redis_namespace, "BOOKING_METRICS_HOST": "127.0.0.1",
+           "BOOKING_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    log = (tmp_path / "gunicorn.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:booking_api.gunicorn_conf",
+         "booking_api.wsgi:app", "--bind", f"127.0.0.1:{http_port}", "--workers", "2", "--threads", "2"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                # Both: the master serves the metrics, each worker binds its own HTTP socket when it boots.
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5), \
+                        urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
+            time.sleep(0.1)
+        yield http_port, metrics_port, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        log.close()

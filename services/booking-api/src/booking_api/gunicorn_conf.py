@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 worker_class = "gthread"
+#: Each worker binds a listening socket of its own (SO_REUSEPORT) and the kernel spreads new
+#: connections across them.  On one shared socket, whichever worker woke first accepted: a
+#: burst's 50 connections split as unevenly as 41/9 or 44/6, so one GIL served most of it.
+#: With this the split stays near 25/25 and a burst's max fell to 0.84x at the median of six
+#: paired rounds (bench/README.md, "Access log and server model"); sustained capacity moved
+#: within the noise.  The cost: connections still queued on a worker's socket when that worker
+#: dies are reset, not taken by another (net.ipv4.tcp_migrate_req=1 hands them over), and the
+#: port answers once a worker has booted.
+reuse_port = True
 graceful_timeout = 20
 accesslog = "-"
 #: Which requests get an access log line: `BOOKING_ACCESS_LOG` (errors, all, off); see `access_log`.
@@ -25,12 +35,33 @@ logger_class = "booking_api.access_log.AccessLog"
 _made_dir: list[str] = []
 
 
-def on_starting(server) -> None:
-    """Give the workers an empty multiprocess dir before the first fork.
+def _refuse_a_taken_address(server) -> None:
+    """Stop at start, naming the address, when another program listens on it.
 
-    Set here, in the master, before anything imports prometheus_client (which
+    With `reuse_port` the master binds nothing and each worker binds for itself;
+    a worker that cannot bind exits and the master forks another, for ever, so a
+    taken port would leave a live master that never serves.  One trial bind
+    here, before any worker exists, turns that into gunicorn's "Error: ..." and exit 1.
+    """
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a unix socket path or an inherited fd: gunicorn's own checks apply
+        host, port = address[0], address[1]
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no owner
+            try:
+                trial.bind((host, port))
+            except OSError as e:
+                raise RuntimeError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
+def on_starting(server) -> None:
+    """Check the HTTP address is free; give the workers an empty multiprocess dir before the first fork.
+
+    The dir is set here, in the master, before anything imports prometheus_client (which
     picks its file-backed values at import), so every forked worker inherits it.
     """
+    _refuse_a_taken_address(server)
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         shutil.rmtree(directory, ignore_errors=True)

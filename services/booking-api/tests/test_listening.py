@@ -1,0 +1,69 @@
+"""How the API's gunicorn listens: a socket per worker (SO_REUSEPORT), and a taken port stops it at start.
+
+On one shared listening socket, whichever worker woke first took each new
+connection, and a burst went mostly to one worker (bench/README.md, "Server
+model").  With a socket per worker the kernel spreads them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+LISTEN = "0A"
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the IPv4 sockets listening on `port` (/proc/net/tcp: local address, state, ..., inode)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == LISTEN:
+            inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets process `pid` holds open."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            found.add(target[len("socket:["):-1])
+    return found
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_each_worker_listens_on_a_socket_of_its_own(gunicorn):
+    http_port, _, proc = gunicorn
+    listening = listening_inodes(http_port)
+    workers = children(proc.pid)
+    assert len(workers) == 2 and len(listening) == 2, (workers, listening)
+    held = [socket_inodes(w) & listening for w in workers]
+    assert all(len(h) == 1 for h in held) and held[0] != held[1], held
+    assert not socket_inodes(proc.pid) & listening  # the master holds none: nothing queues where nobody accepts
+
+
+def test_a_taken_port_stops_gunicorn_at_start_naming_it(settings, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+               "BOOKING_METRICS_HOST": "127.0.0.1", "BOOKING_METRICS_PORT": "0",
+               "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:booking_api.gunicorn_conf",
+             "booking_api.wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+            env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stdout + done.stderr
