@@ -196,6 +196,7 @@ SCHEMA_BREAKING = [
     ("no cpu limit", {"api.resources.limits.cpu": "null"}, "/api/resources/limits': missing property 'cpu'"),
     ("bad enum", {"image.pullPolicy": "Sometimes"}, "value must be one of 'Always', 'IfNotPresent', 'Never'"),
     ("unknown access log mode", {"api.gunicorn.accessLog": "verbose"}, "value must be one of 'errors', 'all', 'off'"),
+    ("negative event history", {"config.eventHistoryDays": "-1"}, "/config/eventHistoryDays': minimum: got -1, want 0"),
     ("root user", {"securityContext.runAsUser": "0"}, "/securityContext/runAsUser': minimum: got 0, want 1"),
     ("wrong scheme", {"externalRedis.url": "http://cache:6379"},
      "'http://cache:6379' does not match pattern '^(rediss?://.+)?$'"),
@@ -213,6 +214,8 @@ TEMPLATE_CHECKS = [
      "api.terminationGracePeriodSeconds must exceed api.preStopSleepSeconds + api.gunicorn.gracefulTimeoutSeconds"),
     ("metrics on the http port", {"metrics.apiPort": "8000"},
      "metrics.apiPort must differ from api.containerPort"),
+    ("reconciler inside the heartbeat", {"config.reconcileAfterMs": "30000"},
+     "config.reconcileAfterMs (30000) must exceed config.heartbeatTimeoutMs (60000)"),
     ("no database", {"externalDatabase.url": ""},
      "No database: set externalDatabase.url or externalDatabase.existingSecret"),
 ]
@@ -585,6 +588,21 @@ def test_config_changes_roll_the_pods(helm):
     base = [CHART / "ci" / "default-values.yaml"]
     assert checksum(template(helm, *helm_args(base))) != checksum(
         template(helm, *helm_args(base, {"config.relayBatchSize": "50"})))
+
+
+def test_the_config_map_is_what_the_processes_read(helm):
+    """The rendered ConfigMap, read by booking_core's own Settings, carries the values' settings."""
+    from booking_core.config import Settings
+
+    def read(flags):
+        docs = template(helm, *helm_args([CHART / "ci" / "default-values.yaml"], flags))
+        data = by_kind(docs, "ConfigMap")[component_name("config")]["data"]
+        s = Settings.from_env({**data, "DATABASE_URL": "postgresql://x", "REDIS_URL": "redis://x"})
+        return s.event_history_days, s.dead_letter_retention_days, s.reconcile_after_ms, s.pause_poll_ms
+
+    assert read({}) == (30, 30, 0, 1000)
+    assert read({"config.eventHistoryDays": "0", "config.deadLetterRetentionDays": "7",
+                 "config.reconcileAfterMs": "300000", "config.pausePollMs": "250"}) == (0, 7, 300000, 250)
 
 
 def test_ingress_serves_the_host_with_tls_from_values(rendered):

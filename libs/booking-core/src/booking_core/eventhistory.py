@@ -32,6 +32,7 @@ class Compacted(NamedTuple):
     settled: int
     last_id: int
 
+
 _COMPACT = """
 WITH scan AS (
     SELECT id, booking_id, task, at < clock_timestamp() - make_interval(days => %(days)s) AS old
