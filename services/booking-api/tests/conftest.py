@@ -73,7 +73,8 @@ def gunicorn(settings, tmp_path):
     http_port, metrics_port = free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
            "BOOKING_REDIS_NAMESPACE": settings.redis_namespace, "BOOKING_METRICS_HOST": "127.0.0.1",
-           "BOOKING_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+           "BOOKING_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+           "PYTHONUNBUFFERED": "1"}  # each log line in gunicorn.log as it is written
     log = (tmp_path / "gunicorn.log").open("w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:booking_api.gunicorn_conf",

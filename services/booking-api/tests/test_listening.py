@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 LISTEN = "0A"
@@ -67,3 +68,22 @@ def test_a_taken_port_stops_gunicorn_at_start_naming_it(settings, tmp_path):
             env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stdout + done.stderr
+
+
+def test_no_control_socket_is_opened(gunicorn, tmp_path):
+    """gunicorn's own control socket is off: its default path is shared by every gunicorn of the user.
+
+    gunicorn opens it (and logs so) right after forking the workers, before they can answer;
+    the test watches the log a second longer to be sure.
+    """
+    log = tmp_path / "gunicorn.log"
+    assert "Booting worker" in log.read_text()  # the log is this gunicorn's, and it has started
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert "Control socket" not in log.read_text()
+        time.sleep(0.05)
+    _, _, proc = gunicorn
+    held = socket_inodes(proc.pid)
+    bound = [line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+             if len(line.split()) == 8 and line.split()[6] in held]  # Num RefCount Protocol Flags Type St Inode Path
+    assert not [path for path in bound if path.endswith(".ctl")], bound

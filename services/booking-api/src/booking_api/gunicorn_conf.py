@@ -27,6 +27,11 @@ worker_class = "gthread"
 #: port answers once a worker has booted.
 reuse_port = True
 graceful_timeout = 20
+#: No control socket (gunicorn 25.1+ opens one for `gunicornc` by default).  Nothing here uses
+#: it, and its default path, $HOME/.gunicorn/gunicorn.ctl, is one per user, not per server: every
+#: gunicorn on a host took it over from the one before, and a stopping one removed it under the
+#: others.  Operators scale and restart through Kubernetes or `bookingctl`, not through it.
+control_socket_disable = True
 accesslog = "-"
 #: Which requests get an access log line: `BOOKING_ACCESS_LOG` (errors, all, off); see `access_log`.
 logger_class = "booking_api.access_log.AccessLog"
