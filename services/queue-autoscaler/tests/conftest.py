@@ -30,6 +30,7 @@ from dramatiq.brokers.redis import RedisBroker
 from kopf.testing import KopfRunner
 
 from booking_embedded import free_port
+from e2e_helpers import wait_until
 
 CRD = Path(__file__).resolve().parents[3] / "charts/booking-platform/crds/queuescalers.yaml"
 QS = "/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers"
@@ -207,15 +208,8 @@ class WorkQueue:
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy; fail with its last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+    """`e2e_helpers.wait_until` with this suite's 20 s default: poll `check` until it is truthy."""
+    return wait_until(check, timeout=timeout, interval=interval, what="the condition")
 
 
 @pytest.fixture
