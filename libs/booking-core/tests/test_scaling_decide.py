@@ -133,6 +133,22 @@ def test_read_error_does_not_touch_the_remembered_state():
     assert decide(Backlog.unreadable("x"), 3, POLICY, state, 50).new_state == state
 
 
+def test_a_fallback_count_is_not_undone_before_the_window_passes():
+    """Reads that fail and recover must not flap the pool between fallbackReplicas and the backlog's count.
+
+    Found by hypothesis (test_scaling_properties): an idle pool at 0 went to fallbackReplicas 1 on a
+    read error and straight back to 0 at the next readable poll, 2 s into a 5 s window.
+    """
+    policy = Policy(min_replica_count=0, max_replica_count=1, fallback_replicas=1, cooldown_period=0,
+                    stabilization_window_seconds=5)
+    first = decide(IDLE, 0, policy, ScalerState(), 1.0)
+    failed = decide(Backlog.unreadable("Connection refused"), first.desired, policy, first.new_state, 2.0)
+    after = decide(IDLE, failed.desired, policy, failed.new_state, 3.0)
+    later = decide(IDLE, after.desired, policy, after.new_state, 7.5)
+    assert (first.desired, failed.desired, after.desired, later.desired) == (0, 1, 1, 0)
+    assert after.action == "hold"
+
+
 def test_read_error_after_idle_time_never_scales_to_zero():
     decisions = run([(0, IDLE), (1000, Backlog.unreadable("down"))], current=1)
     assert decisions[-1].desired == 1

@@ -98,7 +98,7 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
     if policy.paused:
         return Decision(current, current, f"paused: replicas left at {current}", "paused", state)
     if backlog.error is not None:
-        return _on_read_error(backlog, current, policy, state)
+        return _on_read_error(backlog, current, policy, state, now)
 
     if state.observed_since is None:
         # A fresh scaler has seen no history: treat the current count as recommended
@@ -195,8 +195,15 @@ def _recommend(backlog: Backlog, current: int, policy: Policy, active: bool) -> 
     return rec, basis
 
 
-def _on_read_error(backlog: Backlog, current: int, policy: Policy, state: ScalerState) -> Decision:
-    """Unknown backlog: fallbackReplicas if set, else hold; never scale to zero on a guess."""
+def _on_read_error(backlog: Backlog, current: int, policy: Policy, state: ScalerState, now: float) -> Decision:
+    """Unknown backlog: fallbackReplicas if set, else hold; never scale to zero on a guess.
+
+    A fallback count is remembered as a recommendation of its moment, so the first
+    readable backlog after it cannot undo it before the stabilization window has
+    passed: without that, a Redis that answers every other poll flapped the pool
+    between fallbackReplicas and the backlog's count at every poll.  Holding
+    leaves the state as it was.
+    """
     if policy.fallback_replicas is not None:
         target, how = policy.fallback_replicas, f"fallbackReplicas {policy.fallback_replicas}"
     else:
@@ -206,4 +213,9 @@ def _on_read_error(backlog: Backlog, current: int, policy: Policy, state: Scaler
     desired = policy.clamp(target)
     if desired != target:
         how += f", clamped to {desired}"
-    return Decision(desired, current, f"{backlog.describe()}; {how}", "fallback", state)
+    new_state = state
+    if policy.fallback_replicas is not None and state.observed_since is not None:
+        window = policy.stabilization_window_seconds
+        kept = tuple((t, r) for t, r in state.recommendations if now - t < window)
+        new_state = replace(state, recommendations=(*kept, (now, desired)))
+    return Decision(desired, current, f"{backlog.describe()}; {how}", "fallback", new_state)
