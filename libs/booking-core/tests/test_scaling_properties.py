@@ -182,7 +182,7 @@ def test_steps_are_limited_when_within_bounds(policy, start, sequence):
 
 @rule
 @given(policies(), starts, steps)
-@example(  # a fallback count undone 2 s into a 5 s window (CI, 2026-12-01)
+@example(  # a fallback count undone 2 s into a 5 s window (a fresh-clone run, 2026-12-01)
     Policy(min_replica_count=0, max_replica_count=1, target_backlog_per_replica=1, cooldown_period=0,
            stabilization_window_seconds=5, tolerance=0.0, fallback_replicas=1, protect_accept_path=False),
     0, [(1.0, Backlog()), (1.0, Backlog.unreadable("Connection refused")), (1.0, Backlog())])
