@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from booking_api import create_app
 from booking_core import tenants
 from booking_embedded import free_port
+from e2e_helpers import wait_until
 
 
 @pytest.fixture
@@ -80,19 +80,19 @@ def gunicorn(settings, tmp_path):
         [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:booking_api.gunicorn_conf",
          "booking_api.wsgi:app", "--bind", f"127.0.0.1:{http_port}", "--workers", "2", "--threads", "2"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def serving() -> bool:
+        assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
+        try:
+            # Both: the master serves the metrics, each worker binds its own HTTP socket when it boots.
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5), \
+                    urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5):
+                return True
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            try:
-                # Both: the master serves the metrics, each worker binds its own HTTP socket when it boots.
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5), \
-                        urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
-            time.sleep(0.1)
+        wait_until(serving, timeout=30, what="gunicorn to serve /healthz and /metrics")
         yield http_port, metrics_port, proc
     finally:
         if proc.poll() is None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from e2e_helpers import wait_until
 
 
 def get(url: str) -> tuple[int, str]:
@@ -67,15 +68,13 @@ def test_a_worker_that_dies_keeps_its_counts_in_the_sum(gunicorn):
     assert len(pids) == 2
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while True:
+    def answering() -> bool:
         try:  # each worker has its own listening socket: until a new one binds, connecting fails
-            if get(f"http://127.0.0.1:{http_port}/gone")[0] == 404:
-                break
+            return get(f"http://127.0.0.1:{http_port}/gone")[0] == 404
         except OSError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+            return False
+
+    wait_until(answering, timeout=30, interval=0.2, what="the replacement workers to answer")
     got = samples(get(f"http://127.0.0.1:{metrics_port}/metrics")[1])
     assert got[("booking_http_requests_total", (("method", "GET"), ("route", "<unmatched>"), ("status", "404")))] == 6
 

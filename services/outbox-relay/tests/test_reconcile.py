@@ -155,7 +155,7 @@ def test_the_threshold_must_exceed_the_heartbeat_timeout():
 
 
 def test_the_leader_compacts_the_event_log_after_its_pass(settings, db_conn, tenant):
-    """A finished booking's month-old events shrink to each task's final state; a young booking's stay whole."""
+    """A finished booking's month-old events shrink to each task's final state (the walk itself: test_event_history)."""
     from outbox_relay.metrics import EVENTS_COMPACTED
 
     old = stale_booking(db_conn, tenant, state="done")

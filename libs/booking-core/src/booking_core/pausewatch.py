@@ -119,6 +119,9 @@ class QueuePauseMiddleware(Middleware):
         self.worker = None
         self.consumed: frozenset[str] = frozenset()
         self.applied = RUNNING
+        #: The paused queues last copied to Redis (None: not yet): a running queue's key is
+        #: cleared until a write succeeds, not once a second for ever.
+        self._mirrored: frozenset[str] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -171,7 +174,8 @@ class QueuePauseMiddleware(Middleware):
             self._apply(target)
         if self.applied.queues:
             self._heartbeat()
-        self._mirror()
+        if self.applied.queues or self._mirrored != self.applied.queues:  # a pause's copy expires: refresh it
+            self._mirror()
 
     def _apply(self, target: Plan) -> None:
         worker, before = self.worker, self.applied
@@ -197,6 +201,7 @@ class QueuePauseMiddleware(Middleware):
         try:
             pausemirror.write(client, broker.namespace, self.consumed, self.applied.queues,
                               ttl_ms=max(pausemirror.TTL_MS, int(self.poll_seconds * 5000)))
+            self._mirrored = self.applied.queues
         except redis.RedisError as e:
             log.debug("could not copy the paused queues to Redis: %s", e)
 
