@@ -84,11 +84,14 @@ def test_supervisor_error_neither_kills_nor_orphans_the_workers_it_scaled_up(mak
 
 
 def test_children_share_our_session_in_their_own_groups_and_the_async_side_yields(make_platform):
-    """One session means one autogroup, where nice orders API over workers; own groups keep Ctrl-C ours."""
+    """One session means one autogroup, where nice orders API over workers; own groups keep Ctrl-C ours.
+
+    The workers also run at SCHED_IDLE, so a waking request preempts them at once.
+    """
     platform = make_platform()
     ours = proc_stat(os.getpid())
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    seen = {}
+    seen, policies = {}, {}
     for name in [*platform.children, *platform.servers]:
         leader = platform.component(name).pid
         wait_until(lambda leader=leader: group_members(leader), timeout=30, what=f"{name} running")
@@ -97,11 +100,22 @@ def test_children_share_our_session_in_their_own_groups_and_the_async_side_yield
             assert got["session"] == ours["session"], (name, pid)
             assert got["pgrp"] == leader != ours["pgrp"], (name, pid)
             seen.setdefault(name, set()).add(got["nice"])
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    policies.setdefault(name, set()).add(os.sched_getscheduler(int(tid)))
+                except ProcessLookupError:  # a thread that ended meanwhile
+                    pass
     assert seen["api"] == {base}
     assert seen["postgres"] == {base}  # it serves the accept path too
     for name in ("relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "redis", "smtp"):
         assert seen[name] == {base + ASYNC_NICE}, name
     assert len(group_members(platform.component("email-worker-1").pid)) >= 2  # the forked worker too
+    # The Dramatiq workers, every thread of every process, yield the CPU at once to
+    # a request (SCHED_IDLE); everything a request may wait on stays normal.
+    for name in ("email-worker-1", "invoice-worker-1", "audit-worker-1"):
+        assert policies[name] == {os.SCHED_IDLE}, name
+    for name in ("api", "postgres", "relay", "redis", "smtp"):
+        assert policies[name] == {os.SCHED_OTHER}, name
 
 
 def test_stop_with_mail_in_flight_then_up_again_sends_each_email_once(make_platform, api_of):

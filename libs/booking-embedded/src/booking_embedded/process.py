@@ -6,6 +6,9 @@ Every child runs in its own process group but in the caller's session:
 - the caller's session, so Linux autogroup scheduling puts all of them in one
   scheduling group, where each child's nice value really orders them.
 
+A child can also run at Linux's idle scheduling class (`cpu_idle`), for work
+that must never delay a request (see `_child_setup`).
+
 Each child asks the kernel for SIGTERM should its parent die, so nothing is
 left running.  `PR_SET_PDEATHSIG` fires when the parent *thread* that forked
 the child exits, not the process: so every child is forked by one
@@ -49,14 +52,29 @@ def _prctl() -> Callable[[int, int], int] | None:
 _PRCTL = _prctl()
 
 
-def _child_setup(parent: int, nice: int) -> None:
-    """In the child, before exec: die with the parent, then lower our priority by `nice`."""
+def _child_setup(parent: int, nice: int, cpu_idle: bool) -> None:
+    """In the child, before exec: die with the parent, then lower our priority by `nice`.
+
+    With `cpu_idle`, the child (and every thread and process it starts, which
+    inherit the class) runs at SCHED_IDLE.  Why not nice alone: a nice task
+    that holds a CPU keeps it until its slice runs out when a normal task
+    wakes, so a request that wakes its thread, then its Postgres backend, then
+    its thread again, waited up to a slice at each hop behind a rendering
+    worker (the dashboard's median doubled while workers drained).  A normal
+    task that wakes preempts a SCHED_IDLE one at once.  Such a child still
+    runs whenever a CPU is otherwise idle, and the kernel gives it a small
+    share even on a busy one, so its work slows under load but is never
+    stopped.  Only for children no request waits on: a Postgres backend, whose
+    locks any request may need, must never be parked like this.
+    """
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
     if nice:
         os.nice(nice)
+    if cpu_idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 class Launcher:
@@ -109,6 +127,7 @@ class Child:
         stop_signal: int = signal.SIGTERM,
         stop_timeout: float = 20.0,
         nice: int = 0,
+        cpu_idle: bool = False,
         user: int | None = None,
         group: int | None = None,
     ):
@@ -119,6 +138,7 @@ class Child:
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.nice = nice
+        self.cpu_idle = cpu_idle
         self.user = user
         self.group = group
         self.proc: subprocess.Popen | None = None
@@ -133,7 +153,7 @@ class Child:
         self._stop_requested = False
 
     def _popen(self) -> subprocess.Popen:
-        parent, nice = os.getpid(), self.nice
+        parent, nice, cpu_idle = os.getpid(), self.nice, self.cpu_idle
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             return subprocess.Popen(
                 self.argv,
@@ -142,7 +162,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 process_group=0,
-                preexec_fn=lambda: _child_setup(parent, nice),
+                preexec_fn=lambda: _child_setup(parent, nice, cpu_idle),
                 user=self.user,
                 group=self.group,
             )

@@ -178,7 +178,8 @@ class Platform:
 
     def _spawn(self, spec: services.ServiceSpec) -> Child:
         child = Child(spec.name, spec.argv, log_path=self.log_dir / f"{spec.name}.log",
-                      env={**self.child_env(), **spec.env}, stop_timeout=spec.stop_timeout, nice=spec.nice)
+                      env={**self.child_env(), **spec.env}, stop_timeout=spec.stop_timeout, nice=spec.nice,
+                      cpu_idle=spec.cpu_idle)
         child.start()
         self.children[spec.name] = child
         if spec.metrics_url:

@@ -57,6 +57,7 @@ class ServiceSpec:
     env: dict[str, str] = field(default_factory=dict)
     metrics_url: str | None = None
     nice: int = 0
+    cpu_idle: bool = False
 
 
 def api(port: int, run_dir: Path, *, workers: int = 2, threads: int = 4,
@@ -83,7 +84,16 @@ def relay(metrics_port: int) -> ServiceSpec:
 
 
 def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads: int = 4) -> ServiceSpec:
-    """One `dramatiq` process for `queue`; Dramatiq's Prometheus middleware serves its metrics."""
+    """One `dramatiq` process for `queue`; Dramatiq's Prometheus middleware serves its metrics.
+
+    It runs at nice ASYNC_NICE and, beyond that, at SCHED_IDLE (`cpu_idle`):
+    a request's thread or Postgres backend that wakes then takes the CPU from
+    a rendering worker at once rather than after the worker's slice.  Measured
+    on 2 cores while a backlog drained (bench/README, "Workers at SCHED_IDLE"):
+    the dashboard's median stayed at its idle value instead of doubling.  The
+    workers' Postgres backends, Redis and the relay stay at nice 10: a request
+    may wait on a backend's lock, and an idle-class holder would keep it waiting.
+    """
     broker_module, actors_module = WORKERS[queue]
     name = f"{queue}-worker-{index}"
     return ServiceSpec(name, [
@@ -96,7 +106,7 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),
         **ASYNC_ENV,
-    }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE)
+    }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE, cpu_idle=True)
 
 
 def events_env(data_dir: Path, port: int, caller_env: dict[str, str]) -> dict[str, str]:
