@@ -90,6 +90,11 @@ def done_count(url: str) -> dict[str, int]:
     return {t: n for t, n in rows}
 
 
+def done_per_second(before: dict[str, int], after: dict[str, int], seconds: float) -> dict[str, float]:
+    """Tasks finished per second, per task, between two `done_count` readings."""
+    return {t: round((after.get(t, 0) - before.get(t, 0)) / seconds, 1) for t in after}
+
+
 def wait_done(url: str, ids: list[str], timeout: float) -> float | None:
     """Seconds until every task of `ids` is done, or None after `timeout`."""
     start = time.monotonic()
@@ -241,19 +246,24 @@ def run(args) -> dict:
             draining = measure_load(base, token, args.connections, args.seconds)
             d1, t1 = done_count(db_url), time.monotonic()
             draining["backlog_tasks_at_start"] = backlog
-            draining["tasks_done_per_s"] = {t: round((d1.get(t, 0) - d0.get(t, 0)) / (t1 - t0), 1) for t in d1}
+            draining["tasks_done_per_s"] = done_per_second(d0, d1, t1 - t0)
             draining["worker_processes"] = len([n for n in workers(platform) if n not in platform.held])
             result["workers_draining"] = draining
             result["rss_mib_while_draining"] = rss_report(platform)
             # Users clicking while the backlog drains (the article's "everything keeps
             # responding normally"): the idle measurement again, now beside the workers.
+            # The workers' pace meanwhile shows the backlog drains once the load is light.
             print("(c) light use while the workers drain …", file=sys.stderr)
-            result["light_use_while_draining"] = {
+            d0, t0 = done_count(db_url), time.monotonic()
+            light = {
                 "dashboard": loadgen.summary(loadgen.loop_get(base, token, loadgen.dashboard_path(), count=500)),
                 "post": loadgen.summary(sequential_posts(base, token, 300)[0]),
-                "backlog_tasks_left": unfinished(db_url),
-                "worker_processes": len([n for n in workers(platform) if n not in platform.held]),
             }
+            d1, t1 = done_count(db_url), time.monotonic()
+            light["tasks_done_per_s"] = done_per_second(d0, d1, t1 - t0)
+            light["backlog_tasks_left"] = unfinished(db_url)
+            light["worker_processes"] = len([n for n in workers(platform) if n not in platform.held])
+            result["light_use_while_draining"] = light
 
             print("(d) pgbench ceiling …", file=sys.stderr)
             stop_workers(platform)
