@@ -126,8 +126,14 @@ def test_with_smtp_down_the_page_says_retrying_then_dead(make_platform, open_pag
     url = booking["links"]["status_page"]
     page = open_page(url)
     email = step(page, "email")
-    email.get_by_text("We're retrying your confirmation email").wait_for(timeout=60_000)
-    assert email.locator(".badge").inner_text() == "Retrying"
+    # The badge and the sentence are read in one snapshot of the DOM: the next attempt
+    # may start (badge and sentence both turn to "in progress") between two reads.
+    page.wait_for_function(
+        """() => {
+            const li = document.querySelector('li[data-task="email"]');
+            return li.querySelector('.badge').innerText === 'Retrying'
+                && li.innerText.includes("We're retrying your confirmation email");
+        }""", timeout=60_000)
     email.get_by_text("We could not finish your confirmation email").wait_for(timeout=60_000)
     assert email.locator(".badge").inner_text() == "Needs attention"
     assert "your booking itself is confirmed" in email.inner_text()
