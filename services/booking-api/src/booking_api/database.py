@@ -86,11 +86,17 @@ _slots: dict[tuple[int, int], threading.BoundedSemaphore] = {}
 
 
 def _per_process(table: dict, key: tuple, make):
-    """`table[key]`, made once by `make()`: looked up without the lock, since this runs on every request."""
+    """`table[key]`, made once by `make()`: looked up without the lock, since this runs on every request.
+
+    Checked again under the lock, so two threads that miss at once make one
+    (a pool opens connections when made: a second would leak them).
+    """
     found = table.get(key)
     if found is None:
         with _lock:
-            found = table.setdefault(key, make())
+            found = table.get(key)
+            if found is None:
+                found = table[key] = make()
     return found
 
 
@@ -128,27 +134,23 @@ def _pool() -> ConnectionPool:
     answer = float(config["DB_ANSWER_TIMEOUT_SECONDS"])
     key = (os.getpid(), settings().database_url, settings().db_pool_max, answer,
            config["DB_CONNECT_TIMEOUT_SECONDS"], config["DB_STATEMENT_TIMEOUT_MS"], config["DB_LOCK_TIMEOUT_MS"])
-    pool = _pools.get(key)
-    if pool is not None:
-        return pool
-    with _lock:
-        pool = _pools.get(key)
-        if pool is None:
-            scope = settings().database_url
+    return _per_process(_pools, key, lambda: _open_pool(config, settings(), answer))
 
-            def configure(conn: BoundedConnection) -> None:
-                conn.answer_timeout, conn.scope = answer, scope
 
-            # Open as many connections as requests may use at once, before they are needed:
-            # a connection opened in a burst costs a fork and a SCRAM exchange on its request.
-            min_size = max(1, min(int(config["DB_REQUEST_SLOTS"]), settings().db_pool_max))
-            pool = ConnectionPool(conninfo(settings().database_url, config), min_size=min_size,
-                                  max_size=settings().db_pool_max,
-                                  connection_class=BoundedConnection, configure=configure,
-                                  kwargs={"row_factory": dict_row, "autocommit": True},
-                                  timeout=float(config["DB_POOL_TIMEOUT_SECONDS"]), open=True, name="booking-api")
-            _pools[key] = pool
-        return pool
+def _open_pool(config, app_settings: Settings, answer: float) -> ConnectionPool:
+    scope = app_settings.database_url
+
+    def configure(conn: BoundedConnection) -> None:
+        conn.answer_timeout, conn.scope = answer, scope
+
+    # Open as many connections as requests may use at once, before they are needed:
+    # a connection opened in a burst costs a fork and a SCRAM exchange on its request.
+    min_size = max(1, min(int(config["DB_REQUEST_SLOTS"]), app_settings.db_pool_max))
+    return ConnectionPool(conninfo(app_settings.database_url, config), min_size=min_size,
+                          max_size=app_settings.db_pool_max,
+                          connection_class=BoundedConnection, configure=configure,
+                          kwargs={"row_factory": dict_row, "autocommit": True},
+                          timeout=float(config["DB_POOL_TIMEOUT_SECONDS"]), open=True, name="booking-api")
 
 
 def get_db():
