@@ -298,6 +298,31 @@ def test_the_api_is_guaranteed_qos_and_outweighs_every_worker_for_cpu(rendered):
             assert _cpu(c["resources"]["requests"]["cpu"]) * 4 <= api_cpu, f"{queue} worker asks for too much CPU"
 
 
+def test_a_worker_can_be_placed_on_nodes_of_its_own(helm, tmp_path):
+    """A worker's own nodeSelector, tolerations and affinity replace the chart-wide ones for its pods only."""
+    taint = {"key": "backlog", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    api_pods = {"matchLabels": {"app.kubernetes.io/component": "api"}}
+    away_from_api = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": api_pods}}]}}
+    values = tmp_path / "placement.yaml"
+    values.write_text(yaml.safe_dump({
+        "nodeSelector": {"pool": "general"},
+        "workers": {"invoice": {"nodeSelector": {"pool": "backlog"}, "tolerations": [taint],
+                                "affinity": away_from_api}},
+    }))
+    docs = template(helm, *helm_args([CHART / "ci" / "default-values.yaml", values]))
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"}
+    invoice = pods[component_name("invoice-worker")]
+    assert invoice["nodeSelector"] == {"pool": "backlog"}
+    assert invoice["tolerations"] == [taint]
+    assert invoice["affinity"] == away_from_api
+    for other in ("api", "email-worker", "audit-worker", "relay"):
+        assert pods[component_name(other)]["nodeSelector"] == {"pool": "general"}, other
+        assert "tolerations" not in pods[component_name(other)], other
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
 def test_the_api_logs_failed_requests_by_default_and_every_request_when_asked(helm):
     def api_env(set_values: dict | None = None) -> dict[str, str]:
         docs = template(helm, *helm_args([CHART / "ci" / "default-values.yaml"], set_values))

@@ -103,21 +103,29 @@ seccompProfile:
 
 {{/* Scheduling and pull secrets shared by every pod. */}}
 {{- define "bp.podScheduling" -}}
-{{- with .Values.imagePullSecrets }}
+{{- include "bp.podSchedulingFor" (dict "root" . "own" (dict)) }}
+{{- end }}
+
+{{/* The same, where a component's own nodeSelector, tolerations or affinity (when not
+empty) replace the chart-wide ones: (dict "root" $ "own" $w). */}}
+{{- define "bp.podSchedulingFor" -}}
+{{- $root := .root -}}
+{{- $own := .own -}}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
 {{- range . }}
   - name: {{ . }}
 {{- end }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- with ($own.nodeSelector | default $root.Values.nodeSelector) }}
 nodeSelector:
 {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with ($own.tolerations | default $root.Values.tolerations) }}
 tolerations:
 {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with ($own.affinity | default $root.Values.affinity) }}
 affinity:
 {{- toYaml . | nindent 2 }}
 {{- end }}
