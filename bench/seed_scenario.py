@@ -54,6 +54,11 @@ def workers(platform: Platform) -> list[str]:
     return [n for n in list(platform.children) if "-worker-" in n]
 
 
+def running_workers(platform: Platform) -> int:
+    """How many worker processes run now (those stopped on purpose not counted)."""
+    return len([n for n in workers(platform) if n not in platform.held])
+
+
 def stop_workers(platform: Platform) -> None:
     """Stop every worker process and keep the local autoscaler from replacing them."""
     with platform._control:
@@ -247,7 +252,7 @@ def run(args) -> dict:
             d1, t1 = done_count(db_url), time.monotonic()
             draining["backlog_tasks_at_start"] = backlog
             draining["tasks_done_per_s"] = done_per_second(d0, d1, t1 - t0)
-            draining["worker_processes"] = len([n for n in workers(platform) if n not in platform.held])
+            draining["worker_processes"] = running_workers(platform)
             result["workers_draining"] = draining
             result["rss_mib_while_draining"] = rss_report(platform)
             # Users clicking while the backlog drains (the article's "everything keeps
@@ -262,7 +267,7 @@ def run(args) -> dict:
             d1, t1 = done_count(db_url), time.monotonic()
             light["tasks_done_per_s"] = done_per_second(d0, d1, t1 - t0)
             light["backlog_tasks_left"] = unfinished(db_url)
-            light["worker_processes"] = len([n for n in workers(platform) if n not in platform.held])
+            light["worker_processes"] = running_workers(platform)
             result["light_use_while_draining"] = light
 
             print("(d) pgbench ceiling …", file=sys.stderr)

@@ -136,6 +136,17 @@ def proc_stat(pid: int) -> dict[str, int]:
     return {"ppid": int(fields[1]), "pgrp": int(fields[2]), "session": int(fields[3]), "nice": int(fields[16])}
 
 
+def thread_policies(pid: int) -> set[int]:
+    """The scheduling policies (os.SCHED_*) of `pid`'s threads; a thread that ends meanwhile is skipped."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found.add(os.sched_getscheduler(int(tid)))
+        except ProcessLookupError:
+            pass
+    return found
+
+
 def group_members(pgrp: int) -> list[int]:
     """Live PIDs in process group `pgrp` (a supervised child and whatever it forked)."""
     found = []

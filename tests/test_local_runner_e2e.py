@@ -25,7 +25,7 @@ import redis
 
 from booking_embedded import free_port, wait_for_port
 from bookingctl.services import ASYNC_NICE, WORKER_SHUTDOWN_TIMEOUT_MS
-from e2e_helpers import Api, Up, alive, group_members, proc_stat, wait_until
+from e2e_helpers import Api, Up, alive, group_members, proc_stat, thread_policies, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -100,11 +100,7 @@ def test_children_share_our_session_in_their_own_groups_and_the_async_side_yield
             assert got["session"] == ours["session"], (name, pid)
             assert got["pgrp"] == leader != ours["pgrp"], (name, pid)
             seen.setdefault(name, set()).add(got["nice"])
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                try:
-                    policies.setdefault(name, set()).add(os.sched_getscheduler(int(tid)))
-                except ProcessLookupError:  # a thread that ended meanwhile
-                    pass
+            policies.setdefault(name, set()).update(thread_policies(pid))
     assert seen["api"] == {base}
     assert seen["postgres"] == {base}  # it serves the accept path too
     for name in ("relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "redis", "smtp"):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from booking_embedded import Child, linux_only_problem
+from e2e_helpers import thread_policies
 
 
 def stat(pid: int) -> dict[str, int]:
@@ -56,11 +57,6 @@ def test_child_has_its_own_group_in_our_session_at_the_nice_asked(tmp_path):
 THREADED = [sys.executable, "-c", "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start()"]
 
 
-def policies(pid: int) -> set[int]:
-    """The scheduling policy of every thread of `pid`."""
-    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
-
-
 def test_a_cpu_idle_child_and_its_threads_run_at_sched_idle(tmp_path):
     """SCHED_IDLE is inherited by the threads the child starts; a normal child stays SCHED_OTHER."""
     idle = Child("idle", THREADED, log_path=tmp_path / "idle.log", nice=3, cpu_idle=True)
@@ -69,9 +65,9 @@ def test_a_cpu_idle_child_and_its_threads_run_at_sched_idle(tmp_path):
     normal.start()
     try:
         wait_for(lambda: len(os.listdir(f"/proc/{idle.pid}/task")) == 2 == len(os.listdir(f"/proc/{normal.pid}/task")))
-        assert policies(idle.pid) == {os.SCHED_IDLE}
+        assert thread_policies(idle.pid) == {os.SCHED_IDLE}
         assert stat(idle.pid)["nice"] == os.getpriority(os.PRIO_PROCESS, 0) + 3  # the nice is kept as well
-        assert policies(normal.pid) == {os.SCHED_OTHER}
+        assert thread_policies(normal.pid) == {os.SCHED_OTHER}
     finally:
         idle.stop(timeout=5)
         normal.stop(timeout=5)

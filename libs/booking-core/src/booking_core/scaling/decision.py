@@ -108,7 +108,7 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
     last_active = now if active else state.last_active
     rec, basis = _recommend(backlog, current, policy, active)
     window = policy.stabilization_window_seconds
-    history = tuple((t, r) for t, r in state.recommendations if now - t < window) + ((now, rec),)
+    history = _remember(state, policy, now, rec)
     new_state = replace(state, last_active=last_active, recommendations=history)
     stabilized = max(r for _, r in history)
 
@@ -195,6 +195,12 @@ def _recommend(backlog: Backlog, current: int, policy: Policy, active: bool) -> 
     return rec, basis
 
 
+def _remember(state: ScalerState, policy: Policy, now: float, replicas: int) -> tuple[tuple[float, int], ...]:
+    """The recommendations still inside the stabilization window, plus `replicas` recommended `now`."""
+    window = policy.stabilization_window_seconds
+    return tuple((t, r) for t, r in state.recommendations if now - t < window) + ((now, replicas),)
+
+
 def _on_read_error(backlog: Backlog, current: int, policy: Policy, state: ScalerState, now: float) -> Decision:
     """Unknown backlog: fallbackReplicas if set, else hold; never scale to zero on a guess.
 
@@ -215,7 +221,5 @@ def _on_read_error(backlog: Backlog, current: int, policy: Policy, state: Scaler
         how += f", clamped to {desired}"
     new_state = state
     if policy.fallback_replicas is not None and state.observed_since is not None:
-        window = policy.stabilization_window_seconds
-        kept = tuple((t, r) for t, r in state.recommendations if now - t < window)
-        new_state = replace(state, recommendations=(*kept, (now, desired)))
+        new_state = replace(state, recommendations=_remember(state, policy, now, desired))
     return Decision(desired, current, f"{backlog.describe()}; {how}", "fallback", new_state)
