@@ -10,7 +10,7 @@
 * The pgbench ceiling runs a booking-shaped transaction (1 booking row, 3 task
   rows, 3 outbox rows) on copies of those tables in the same Postgres, so the
   relay and the workers never see its rows.
-* RSS is read from /proc for every process of the platform, children included.
+* RSS and CPU time are read from /proc for every process of the platform, children included.
 """
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ def per_booking(before: dict, after: dict, bookings: int, pgdata: Path | None = 
     if pgdata is not None:
         out["write_commits"] = round(commit_records(pgdata, before["lsn"], after["lsn"]) / bookings, 2)
     return out
+
+
+def demo_tenant(url: str) -> str:
+    """The id of the `demo` tenant the local platform creates (the benchmarks' bookings are its)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return str(conn.execute("SELECT id FROM tenants WHERE name = 'demo'").fetchone()[0])
 
 
 def pgbench_bin() -> Path:
@@ -137,3 +143,19 @@ def rss_mib(pid: int) -> float:
         except OSError:
             pass
     return round(total / 1024, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) so far of `pid` and its live descendants, seconds.
+
+    A descendant that exits between two readings takes its time with it; the
+    benchmarks read around a steady load, where the processes stay put.
+    """
+    total = 0
+    for p in _children(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import beside  # noqa: E402
 import loadgen  # noqa: E402
 import pgstats  # noqa: E402
 import report  # noqa: E402
@@ -43,7 +43,6 @@ import report  # noqa: E402
 from booking_embedded import free_port  # noqa: E402
 from bookingctl.autoscale import load_policies  # noqa: E402
 from bookingctl.platform import Platform, PlatformConfig  # noqa: E402
-from bookingctl.services import api as api_spec  # noqa: E402
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -161,25 +160,6 @@ def measure_load(base: str, token: str, connections: int, seconds: float) -> dic
     return {"post": post, "dashboard_during": loadgen.summary(dash.result)}
 
 
-def start_sync_app(platform: Platform, port: int) -> subprocess.Popen:
-    """gunicorn serving bench/sync_app.py with the API's own worker and thread counts."""
-    spec = api_spec(port, platform.data_dir / "run", workers=platform.config.api_workers)
-    argv = [a if a != "booking_api.wsgi:app" else "sync_app:app" for a in spec.argv]
-    argv += ["--pythonpath", str(Path(__file__).parent)]
-    env = {**platform.child_env(), **spec.env, "PROMETHEUS_MULTIPROC_DIR": str(platform.data_dir / "run" / "sync")}
-    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=open(platform.log_dir / "sync.log", "ab"))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            loadgen.Client(f"http://127.0.0.1:{port}", "x").request("GET", "/healthz")
-            return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError("sync app did not start; see logs/sync.log")
-
-
 def rss_report(platform: Platform) -> dict:
     # A copy: the local autoscaler may start or stop a worker meanwhile.
     out = {name: pgstats.rss_mib(child.pid) for name, child in list(platform.children.items()) if child.alive()}
@@ -200,8 +180,7 @@ def run(args) -> dict:
         sync = None
         try:
             base, token, db_url = platform.api_url, platform.admin_token, platform.urls["DATABASE_URL"]
-            with psycopg.connect(db_url, autocommit=True) as conn:
-                tenant_id = str(conn.execute("SELECT id FROM tenants WHERE name = 'demo'").fetchone()[0])
+            tenant_id = pgstats.demo_tenant(db_url)
             # Warm up every path (imports, pools, WeasyPrint fonts), then let it drain.
             sequential_posts(base, token, 30)
             loadgen.loop_get(base, token, loadgen.dashboard_path(), count=100)
@@ -276,7 +255,7 @@ def run(args) -> dict:
 
             print("(a) synchronous baseline …", file=sys.stderr)
             sync_port = free_port()
-            sync = start_sync_app(platform, sync_port)
+            sync = beside.serve(platform, sync_port, "sync_app:app", "sync")
             sync_base = f"http://127.0.0.1:{sync_port}"
             client = loadgen.Client(sync_base, token)
             for _ in range(5):
@@ -291,9 +270,7 @@ def run(args) -> dict:
             result["sync_burst"] = measure_burst(sync_base, token, args.users, db_url, "/api/v1/sync/bookings",
                                                  wait_work=False)
         finally:
-            if sync is not None:
-                sync.terminate()
-                sync.wait(30)
+            beside.stop(sync)
             platform.stop()
     return result
 
