@@ -136,6 +136,11 @@ def proc_stat(pid: int) -> dict[str, int]:
     return {"ppid": int(fields[1]), "pgrp": int(fields[2]), "session": int(fields[3]), "nice": int(fields[16])}
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of `pid` (e.g. gunicorn's workers), from /proc."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def thread_policies(pid: int) -> set[int]:
     """The scheduling policies (os.SCHED_*) of `pid`'s threads; a thread that ends meanwhile is skipped."""
     found = set()

@@ -8,35 +8,9 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 from booking_embedded import Child, linux_only_problem
-from e2e_helpers import thread_policies
-
-
-def stat(pid: int) -> dict[str, int]:
-    """Session, process group, parent and nice of `pid`, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After "pid (comm)": state ppid pgrp session tty_nr tpgid flags ... priority nice
-    return {"ppid": int(fields[1]), "pgrp": int(fields[2]), "session": int(fields[3]), "nice": int(fields[16])}
-
-
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
+from e2e_helpers import alive, proc_stat, thread_policies, wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -45,13 +19,13 @@ def test_child_has_its_own_group_in_our_session_at_the_nice_asked(tmp_path):
     child = Child("sleeper", SLEEPER, log_path=tmp_path / "sleeper.log", nice=7)
     child.start()
     try:
-        got = stat(child.pid)
+        got = proc_stat(child.pid)
         assert got["pgrp"] == child.pid  # its own group: a terminal's Ctrl-C does not reach it
         assert got["session"] == os.getsid(0)  # our session: one autogroup, so nice orders us
         assert got["nice"] == os.getpriority(os.PRIO_PROCESS, 0) + 7
     finally:
         child.stop(timeout=5)
-    assert not running(child.pid)
+    assert not alive(child.pid)
 
 
 THREADED = [sys.executable, "-c", "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start()"]
@@ -64,9 +38,13 @@ def test_a_cpu_idle_child_and_its_threads_run_at_sched_idle(tmp_path):
     idle.start()
     normal.start()
     try:
-        wait_for(lambda: len(os.listdir(f"/proc/{idle.pid}/task")) == 2 == len(os.listdir(f"/proc/{normal.pid}/task")))
+        def threads(pid: int) -> int:
+            return len(os.listdir(f"/proc/{pid}/task"))
+
+        wait_until(lambda: threads(idle.pid) == 2 == threads(normal.pid), timeout=10, interval=0.05,
+                   what="each child's second thread")
         assert thread_policies(idle.pid) == {os.SCHED_IDLE}
-        assert stat(idle.pid)["nice"] == os.getpriority(os.PRIO_PROCESS, 0) + 3  # the nice is kept as well
+        assert proc_stat(idle.pid)["nice"] == os.getpriority(os.PRIO_PROCESS, 0) + 3  # the nice is kept as well
         assert thread_policies(normal.pid) == {os.SCHED_OTHER}
     finally:
         idle.stop(timeout=5)
@@ -116,22 +94,24 @@ def test_a_polite_signal_reaches_the_parent_only_and_stop_kills_what_it_leaves(t
     child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log",
                   stop_timeout=5)
     child.start()
-    forked = int(wait_for(lambda: notes.exists() and notes.read_text().split()[1]))
-    assert stat(forked)["pgrp"] == child.pid
+    forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
+                            what="the forked process's pid"))
+    assert proc_stat(forked)["pgrp"] == child.pid
     child.request_stop()  # what the platform does to every process first...
     child.stop()  # ...before waiting on each: still one signal
     time.sleep(0.3)
     assert notes.read_text().splitlines()[1:] == [f"parent got {signal.SIGTERM.value}"]
-    assert not running(forked)  # left behind by its parent, killed with the group
+    assert not alive(forked)  # left behind by its parent, killed with the group
 
 
 def test_sigkill_takes_the_whole_group(tmp_path):
     notes = tmp_path / "notes"
     child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log")
     child.start()
-    forked = int(wait_for(lambda: notes.exists() and notes.read_text().split()[1]))
+    forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
+                            what="the forked process's pid"))
     child.signal(signal.SIGKILL)
-    wait_for(lambda: not child.alive() and not running(forked))
+    wait_until(lambda: not child.alive() and not alive(forked), timeout=10, interval=0.05, what="the group's end")
     assert child.returncode() == -signal.SIGKILL
 
 

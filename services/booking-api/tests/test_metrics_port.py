@@ -13,11 +13,10 @@ import signal
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e_helpers import wait_until
+from e2e_helpers import child_pids, wait_until
 
 
 def get(url: str) -> tuple[int, str]:
@@ -64,7 +63,7 @@ def test_a_worker_that_dies_keeps_its_counts_in_the_sum(gunicorn):
     http_port, metrics_port, proc = gunicorn
     for _ in range(5):
         assert get(f"http://127.0.0.1:{http_port}/gone")[0] == 404
-    pids = [p for p in (int(x) for x in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())]
+    pids = child_pids(proc.pid)
     assert len(pids) == 2
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
