@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from e2e_helpers import child_pids, wait_until
+
 LISTEN = "0A"
 
 
@@ -40,14 +42,16 @@ def socket_inodes(pid: int) -> set[str]:
     return found
 
 
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def test_each_worker_listens_on_a_socket_of_its_own(gunicorn):
     http_port, _, proc = gunicorn
-    listening = listening_inodes(http_port)
-    workers = children(proc.pid)
+
+    def both_bound() -> set[str] | None:
+        found = listening_inodes(http_port)
+        return found if len(found) == 2 else None
+
+    # Each worker binds when it boots; the fixture only waited for the first to answer.
+    listening = wait_until(both_bound, timeout=30, what="both workers' listening sockets")
+    workers = child_pids(proc.pid)
     assert len(workers) == 2 and len(listening) == 2, (workers, listening)
     held = [socket_inodes(w) & listening for w in workers]
     assert all(len(h) == 1 for h in held) and held[0] != held[1], held
