@@ -1,8 +1,11 @@
-"""free_port picks ports no outgoing connection can be given, and never the same one twice."""
+"""free_port picks ports no outgoing connection can be given, and never the same one twice;
+listening_inodes and wait_for_port see every socket a port listens on."""
 
 import socket
 
-from booking_embedded import free_port, ports, reserve_port
+import pytest
+
+from booking_embedded import free_port, listening_inodes, ports, reserve_port, wait_for_port
 from booking_embedded.ports import LOWEST, candidates, ephemeral_range
 
 
@@ -31,3 +34,25 @@ def test_a_reserved_port_is_never_handed_out(monkeypatch):
     for port in low[:-1]:
         reserve_port(port)
     assert free_port() == low[-1]  # the only one left
+
+
+def test_listening_sockets_are_counted_and_waited_for():
+    """Two sockets share a port (SO_REUSEPORT, as gunicorn's workers do): both are seen, a third is waited for."""
+    port = free_port()
+    sockets = []
+    try:
+        for listening in (0, 1):
+            s = socket.socket()
+            sockets.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", port))
+            assert len(listening_inodes(port)) == listening  # bound is not listening yet
+            s.listen()
+        assert len(listening_inodes(port)) == 2
+        wait_for_port(port, timeout=5, listeners=2)
+        with pytest.raises(TimeoutError, match="not 3 socket"):
+            wait_for_port(port, timeout=0.5, listeners=3)
+    finally:
+        for s in sockets:
+            s.close()
+    assert listening_inodes(port) == set()

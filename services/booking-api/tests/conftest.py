@@ -13,8 +13,8 @@ import pytest
 
 from booking_api import create_app
 from booking_core import tenants
-from booking_embedded import free_port
-from e2e_helpers import child_pids, wait_until
+from booking_embedded import free_port, listening_inodes
+from e2e_helpers import wait_until
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def booking_body():
 
 @pytest.fixture
 def gunicorn(settings, tmp_path):
-    """gunicorn with two workers, both forked; yields (http_port, metrics_port, process)."""
+    """gunicorn with both its workers listening; yields (http_port, metrics_port, process)."""
     http_port, metrics_port = free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
            "BOOKING_REDIS_NAMESPACE": settings.redis_namespace, "BOOKING_METRICS_HOST": "127.0.0.1",
@@ -83,8 +83,8 @@ def gunicorn(settings, tmp_path):
 
     def serving() -> bool:
         assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
-        # gunicorn forks its workers up to 0.1 s apart: the first may answer before the second exists.
-        if len(child_pids(proc.pid)) < 2:
+        # gunicorn forks its workers up to 0.1 s apart: the first may answer before the second listens.
+        if len(listening_inodes(http_port)) < 2:
             return False
         try:
             # Both: the master serves the metrics, each worker binds its own HTTP socket when it boots.

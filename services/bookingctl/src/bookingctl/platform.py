@@ -25,7 +25,15 @@ from pathlib import Path
 from booking_core import db, tenants
 from booking_core.migrate import migrate
 from booking_core.scaling import Policy
-from booking_embedded import Child, EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, free_port, reserve_port
+from booking_embedded import (
+    Child,
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedSmtp,
+    free_port,
+    listening_inodes,
+    reserve_port,
+)
 from bookingctl import services
 from bookingctl.autoscale import Autoscaler
 from bookingctl.datadir import DataDirLock, run_file, write_run_file, write_secret
@@ -187,8 +195,10 @@ class Platform:
         return child
 
     def _wait_ready(self, timeout: float = 180.0) -> None:
-        """Wait until the API answers /healthz and every process serves its metrics.
+        """Wait until every API worker listens, the API answers /healthz and every process serves its metrics.
 
+        Every API worker, not the first: each binds a socket of its own, and
+        clients that connect before the others have bound all land on the first.
         Generous timeouts: the async side starts at a lower CPU priority, and on a
         busy machine its imports and first metrics page can take tens of seconds.
         """
@@ -199,6 +209,8 @@ class Platform:
                 child = self.children[name]
                 if not child.alive():
                     raise RuntimeError(f"{name} exited at start; see {child.log_path}")
+                if name == "api" and len(listening_inodes(self.config.port)) < self.config.api_workers:
+                    continue
                 try:
                     with urllib.request.urlopen(url, timeout=5) as r:
                         if r.status == 200:
