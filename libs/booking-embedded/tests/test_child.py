@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 from booking_embedded import Child, linux_only_problem, stop_together
 from e2e_helpers import alive, proc_stat, thread_policies, wait_until
@@ -88,14 +89,20 @@ FORKING_PARENT = textwrap.dedent("""
 """)
 
 
-def test_a_polite_signal_reaches_the_parent_only_and_stop_kills_what_it_leaves(tmp_path):
-    """Dramatiq's parent forwards SIGTERM itself; a second copy to its workers means "kill now"."""
+def start_forking(tmp_path, **options) -> tuple[Child, int, Path]:
+    """A started FORKING_PARENT child, the pid of the process it forked, and its notes file."""
     notes = tmp_path / "notes"
     child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log",
-                  stop_timeout=5)
+                  **options)
     child.start()
     forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
                             what="the forked process's pid"))
+    return child, forked, notes
+
+
+def test_a_polite_signal_reaches_the_parent_only_and_stop_kills_what_it_leaves(tmp_path):
+    """Dramatiq's parent forwards SIGTERM itself; a second copy to its workers means "kill now"."""
+    child, forked, notes = start_forking(tmp_path, stop_timeout=5)
     assert proc_stat(forked)["pgrp"] == child.pid
     child.request_stop()  # what the platform does to every process first...
     child.stop()  # ...before waiting on each: still one signal
@@ -105,11 +112,7 @@ def test_a_polite_signal_reaches_the_parent_only_and_stop_kills_what_it_leaves(t
 
 
 def test_sigkill_takes_the_whole_group(tmp_path):
-    notes = tmp_path / "notes"
-    child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log")
-    child.start()
-    forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
-                            what="the forked process's pid"))
+    child, forked, _ = start_forking(tmp_path)
     child.signal(signal.SIGKILL)
     wait_until(lambda: not child.alive() and not alive(forked), timeout=10, interval=0.05, what="the group's end")
     assert child.returncode() == -signal.SIGKILL
@@ -123,11 +126,7 @@ def kill_if_alive(pid: int) -> None:
 
 def test_a_dead_parents_group_is_killed_as_soon_as_it_is_seen_dead(tmp_path):
     """A SIGKILLed Dramatiq parent leaves its workers running; the supervisor's first look ends them."""
-    notes = tmp_path / "notes"
-    child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log")
-    child.start()
-    forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
-                            what="the forked process's pid"))
+    child, forked, _ = start_forking(tmp_path)
     os.kill(child.pid, signal.SIGKILL)  # the parent only, as `kill -9` of a Dramatiq parent does
     try:
         wait_until(lambda: not child.alive(), timeout=10, interval=0.05, what="the parent seen dead")
@@ -139,11 +138,7 @@ def test_a_dead_parents_group_is_killed_as_soon_as_it_is_seen_dead(tmp_path):
 
 
 def test_a_restart_never_runs_beside_what_the_previous_run_left(tmp_path):
-    notes = tmp_path / "notes"
-    child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log")
-    child.start()
-    forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
-                            what="the forked process's pid"))
+    child, forked, _ = start_forking(tmp_path)
     os.kill(child.pid, signal.SIGKILL)
     wait_until(lambda: not alive(child.pid), timeout=10, interval=0.05, what="the parent's death")
     child.start()  # without anyone having looked at it in between
