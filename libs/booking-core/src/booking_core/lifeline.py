@@ -3,10 +3,12 @@
 Dramatiq's CLI forks its worker processes, and the processes middleware asks
 for (the Prometheus exposition server), from its main thread, and nothing ties
 them to it.  SIGKILL that parent and they are reparented to PID 1 and go on
-consuming.  Each of them also holds the read end of its own log pipe (and of
-its siblings'), inherited at fork and never closed, so the pipe never breaks:
-once 64 KiB of logs are unread, the next log write blocks for ever with the
-logging lock held, and every worker thread that logs stops with it.  The
+consuming.  And the read end of a worker's log pipe is held by the worker
+itself (Dramatiq makes the pipe before the fork, and the child never closes
+that end) and by every process forked after it (the metrics process, later
+workers), so the pipe never breaks: once 64 KiB of logs are unread, the next
+log write blocks for ever with the logging lock held, and every worker thread
+that logs stops with it.  The
 consumer threads do not log, so they go on fetching, which refreshes the
 worker's Redis heartbeat: Dramatiq never redelivers what such a worker holds,
 and the reconciler, which finds those messages in Redis, leaves them alone.
