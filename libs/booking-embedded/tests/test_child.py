@@ -95,8 +95,13 @@ def start_forking(tmp_path, **options) -> tuple[Child, int, Path]:
     child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log",
                   **options)
     child.start()
-    forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
-                            what="the forked process's pid"))
+    try:
+        # Generous: a Python start on a busy machine can take seconds.
+        forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=30,
+                                interval=0.05, what="the forked process's pid"))
+    except AssertionError:
+        child.kill()  # else it outlives the test: its parent gets SIGTERM at our exit, the forked one nothing
+        raise
     return child, forked, notes
 
 
