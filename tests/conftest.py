@@ -33,6 +33,21 @@ FAST_ENV = {
 }
 
 
+def platform_for_tests(data_dir: Path, env: dict | None = None, **config) -> Platform:
+    """A platform (not started yet) on `data_dir` with the test timings, plus `env`."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    base.update(FAST_ENV)
+    base.update(env or {})
+    return Platform(PlatformConfig(data_dir=data_dir, port=free_port(), env=base, api_workers=1, **config))
+
+
+@pytest.fixture(scope="session")
+def new_platform():
+    """`platform_for_tests`, for tests that start (and stop) a platform their own way, e.g. one per module."""
+    return platform_for_tests
+
+
 @pytest.fixture
 def make_platform(tmp_path):
     """Factory: start a local platform with extra env; stopped after the test."""
@@ -40,12 +55,7 @@ def make_platform(tmp_path):
 
     def make(env: dict | None = None, *, data_dir: Path | None = None, **config) -> Platform:
         """Start a platform; `data_dir` of a stopped one starts it again on the same data."""
-        base = {k: v for k, v in os.environ.items()
-                if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-        base.update(FAST_ENV)
-        base.update(env or {})
-        platform = Platform(PlatformConfig(data_dir=data_dir or Path(tmp_path) / f"data{len(started)}",
-                                           port=free_port(), env=base, api_workers=1, **config))
+        platform = platform_for_tests(data_dir or Path(tmp_path) / f"data{len(started)}", env, **config)
         started.append(platform)
         platform.start()
         return platform

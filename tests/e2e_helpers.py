@@ -76,6 +76,11 @@ class Api:
         return wait_until(check, timeout=timeout, what=f"tasks {want} of {booking_id}")
 
 
+def mails_to(data_dir: Path, address: str) -> int:
+    """How many messages in the SMTP sink of `data_dir` name `address`."""
+    return sum(address.encode() in p.read_bytes() for p in (data_dir / "mail").glob("*.eml"))
+
+
 def clean_env() -> dict:
     """Our environment without server URLs, so `bookingctl up` starts its embedded servers."""
     return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}

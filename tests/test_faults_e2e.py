@@ -1,16 +1,15 @@
-"""Faults on the real platform: killed workers, Redis down, SMTP refusing.
+"""Faults on the real platform: Redis down, SMTP refusing.
 
 Nothing is lost: every booking still ends with exactly one email, one
-invoice and one audit entry for its creation.
+invoice and one audit entry for its creation.  Killed workers (their Dramatiq
+parents SIGKILLed mid-task) and killed servers are in test_supervision_e2e.py.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import threading
 
 import psycopg
 import pytest
@@ -23,47 +22,6 @@ pytestmark = pytest.mark.e2e
 def scalar(url: str, sql: str, *params):
     with psycopg.connect(url) as conn:
         return conn.execute(sql, params).fetchone()[0]
-
-
-def test_workers_killed_mid_task_still_deliver_exactly_once(make_platform, api_of):
-    """Given each worker blocked inside its task, when SIGKILLed, then redelivery completes it once."""
-    platform = make_platform()
-    api = api_of(platform)
-    db = platform.urls["DATABASE_URL"]
-    smtp = platform.component("smtp")
-    release = threading.Event()
-    blocked = threading.Event()
-
-    def hold_locks():
-        # Block the invoice worker on the booking row and the audit worker on its table.
-        with psycopg.connect(db) as conn:
-            conn.execute("LOCK TABLE audit_log IN EXCLUSIVE MODE")
-            conn.execute("LOCK TABLE invoices IN EXCLUSIVE MODE")
-            blocked.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold_locks)
-    holder.start()
-    blocked.wait(10)
-    smtp.signal(signal.SIGSTOP)  # the email worker hangs waiting for the SMTP greeting
-    try:
-        booking = api.book(name="Killed Mid Task", email="mid@example.com")
-        api.wait_states(booking["id"], {"email": "running", "invoice": "running", "audit": "running"})
-        for name in ("email-worker-1", "invoice-worker-1", "audit-worker-1"):
-            platform.component(name).signal(signal.SIGKILL)
-    finally:
-        release.set()
-        holder.join()
-        smtp.signal(signal.SIGCONT)
-    api.wait_states(booking["id"], {"email": "done", "invoice": "done", "audit": "done"}, timeout=90)
-    mails = [p for p in (platform.data_dir / "mail").glob("*.eml") if b"mid@example.com" in p.read_bytes()]
-    assert len(mails) == 1
-    assert scalar(db, "SELECT count(*) FROM email_sends WHERE booking_id = %s", booking["id"]) == 1
-    assert scalar(db, "SELECT count(*) FROM invoices WHERE booking_id = %s AND pdf IS NOT NULL",
-                  booking["id"]) == 1
-    assert scalar(db, "SELECT count(*) FROM audit_log WHERE booking_id = %s AND kind = 'booking.created'",
-                  booking["id"]) == 1
-    assert api.tasks(booking["id"])["email"]["attempts"] >= 2
 
 
 def test_bookings_are_accepted_while_redis_is_down_and_finish_after(make_platform, api_of):

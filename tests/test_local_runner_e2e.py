@@ -2,19 +2,16 @@
 
 - Its children never die with the thread that started them, and a supervisor
   error is logged while supervision goes on.
-- All children share bookingctl's session (one autogroup) in groups of their
-  own; the async side runs at a lower CPU priority than the API.
 - Ctrl-C gives each worker one SIGTERM: work in flight finishes or is
   requeued, so `up` again sends no email twice and leaves nothing in flight.
-- A SIGKILLed embedded server is logged, restarted on its port and data, and
-  the platform recovers; one stopped on purpose stays down.
+
+Priorities, and children or servers that die, are in test_supervision_e2e.py
+(one platform shared by its tests).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import signal
 import threading
 import time
@@ -23,9 +20,9 @@ import psycopg
 import pytest
 import redis
 
-from booking_embedded import free_port, wait_for_port
-from bookingctl.services import ASYNC_NICE, WORKER_SHUTDOWN_TIMEOUT_MS
-from e2e_helpers import Api, Up, alive, group_members, proc_stat, thread_policies, wait_until
+from booking_embedded import free_port
+from bookingctl.services import WORKER_SHUTDOWN_TIMEOUT_MS
+from e2e_helpers import Api, Up, group_members, mails_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +33,6 @@ def in_flight(redis_url: str) -> int:
     """Messages some Dramatiq consumer has taken and not yet acked (its `__acks__` sets)."""
     client = redis.Redis.from_url(redis_url)
     return sum(client.scard(key) for key in client.scan_iter(match="*__acks__*"))
-
-
-def mails_to(data_dir, address: str) -> int:
-    return sum(address.encode() in p.read_bytes() for p in (data_dir / "mail").glob("*.eml"))
 
 
 def email_sends(database_url: str, booking_ids: list[str]) -> dict[str, int]:
@@ -81,37 +74,6 @@ def test_supervisor_error_neither_kills_nor_orphans_the_workers_it_scaled_up(mak
     platform.stop()
     assert scaled.returncode() == 0  # Dramatiq's own clean exit, not a signal death
     assert {name: group_members(pgrp) for name, pgrp in groups.items() if group_members(pgrp)} == {}
-
-
-def test_children_share_our_session_in_their_own_groups_and_the_async_side_yields(make_platform):
-    """One session means one autogroup, where nice orders API over workers; own groups keep Ctrl-C ours.
-
-    The workers also run at SCHED_IDLE, so a waking request preempts them at once.
-    """
-    platform = make_platform()
-    ours = proc_stat(os.getpid())
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    seen, policies = {}, {}
-    for name in [*platform.children, *platform.servers]:
-        leader = platform.component(name).pid
-        wait_until(lambda leader=leader: group_members(leader), timeout=30, what=f"{name} running")
-        for pid in group_members(leader):  # the process we started and everything it forked
-            got = proc_stat(pid)
-            assert got["session"] == ours["session"], (name, pid)
-            assert got["pgrp"] == leader != ours["pgrp"], (name, pid)
-            seen.setdefault(name, set()).add(got["nice"])
-            policies.setdefault(name, set()).update(thread_policies(pid))
-    assert seen["api"] == {base}
-    assert seen["postgres"] == {base}  # it serves the accept path too
-    for name in ("relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "redis", "smtp"):
-        assert seen[name] == {base + ASYNC_NICE}, name
-    assert len(group_members(platform.component("email-worker-1").pid)) >= 2  # the forked worker too
-    # The Dramatiq workers, every thread of every process, yield the CPU at once to
-    # a request (SCHED_IDLE); everything a request may wait on stays normal.
-    for name in ("email-worker-1", "invoice-worker-1", "audit-worker-1"):
-        assert policies[name] == {os.SCHED_IDLE}, name
-    for name in ("api", "postgres", "relay", "redis", "smtp"):
-        assert policies[name] == {os.SCHED_OTHER}, name
 
 
 def test_stop_with_mail_in_flight_then_up_again_sends_each_email_once(make_platform, api_of):
@@ -181,55 +143,3 @@ def test_ctrl_c_on_up_with_work_in_flight_stops_each_worker_once_and_up_again_fi
         assert [mails_to(data_dir, f"ctrlc{i}@example.com") for i in range(20)] == [1] * 20
     finally:
         assert again.stop(signal.SIGTERM) == 0
-
-
-def killed_and_restarted(platform, name: str) -> int:
-    """SIGKILL the server's own process (not its group); wait until it serves again; return the old pid."""
-    old = platform.component(name).pid
-    before = platform._restarts.get(name)  # (count, next allowed at): a restart changes it
-    os.kill(old, signal.SIGKILL)
-    # Restarted means a new process that serves: it leaves `_down` once start() saw it accept connections.
-    wait_until(lambda: platform._restarts.get(name) != before and name not in platform._down
-               and platform.component(name).pid != old and platform.component(name).alive(), timeout=90,
-               what=f"{name} restarted")
-    wait_for_port(platform.servers[name].port, timeout=5)
-    assert not alive(old)  # reaped, not a zombie
-    return old
-
-
-def test_a_killed_postmaster_is_restarted_and_bookings_recover(make_platform, api_of, caplog):
-    caplog.set_level(logging.WARNING, logger="bookingctl")
-    platform = make_platform()
-    api = api_of(platform)
-    port = platform.servers["postgres"].port
-    before = api.book(name="Before Kill", email="before@example.com")
-    api.wait_states(before["id"], ALL_DONE)
-
-    old = killed_and_restarted(platform, "postgres")
-    assert "postgres died (killed by SIGKILL)" in caplog.text
-    assert group_members(old) == []  # its orphaned backends were killed before the restart
-    assert platform.servers["postgres"].port == port and platform.urls["DATABASE_URL"].endswith(f":{port}/postgres")
-
-    booking = wait_until(lambda: (lambda r: r[1] if r[0] == 201 else None)(
-        api.try_book(name="After Kill", email="after@example.com")), timeout=60, what="a 201 after the restart")
-    api.wait_states(booking["id"], ALL_DONE, timeout=90)
-    assert api.tasks(before["id"])["email"]["state"] == "done"  # the data survived
-    assert mails_to(platform.data_dir, "after@example.com") == 1
-
-
-def test_killed_redis_and_smtp_sink_are_restarted_and_a_held_one_stays_down(make_platform, api_of, caplog):
-    caplog.set_level(logging.WARNING, logger="bookingctl")
-    platform = make_platform()
-    api = api_of(platform)
-    for name in ("redis", "smtp"):
-        killed_and_restarted(platform, name)
-        assert f"{name} died (killed by SIGKILL)" in caplog.text
-    booking = api.book(name="After Restarts", email="restarts@example.com")
-    api.wait_states(booking["id"], ALL_DONE, timeout=90)
-    assert mails_to(platform.data_dir, "restarts@example.com") == 1
-
-    platform.stop_component("smtp")  # the fault tests' way: stopped on purpose, stays stopped
-    time.sleep(3)
-    assert not platform.component("smtp").alive()
-    platform.start_component("smtp")
-    assert platform.component("smtp").alive()

@@ -1,4 +1,4 @@
-"""A Child: its own process group in our session, its nice, its signals, and no early death."""
+"""A Child: its own process group in our session, its nice, its signals, no early death, nothing left behind."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
-from booking_embedded import Child, linux_only_problem
+from booking_embedded import Child, linux_only_problem, stop_together
 from e2e_helpers import alive, proc_stat, thread_policies, wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -88,14 +89,25 @@ FORKING_PARENT = textwrap.dedent("""
 """)
 
 
-def test_a_polite_signal_reaches_the_parent_only_and_stop_kills_what_it_leaves(tmp_path):
-    """Dramatiq's parent forwards SIGTERM itself; a second copy to its workers means "kill now"."""
+def start_forking(tmp_path, **options) -> tuple[Child, int, Path]:
+    """A started FORKING_PARENT child, the pid of the process it forked, and its notes file."""
     notes = tmp_path / "notes"
     child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log",
-                  stop_timeout=5)
+                  **options)
     child.start()
-    forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
-                            what="the forked process's pid"))
+    try:
+        # Generous: a Python start on a busy machine can take seconds.
+        forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=30,
+                                interval=0.05, what="the forked process's pid"))
+    except AssertionError:
+        child.kill()  # else it outlives the test: its parent gets SIGTERM at our exit, the forked one nothing
+        raise
+    return child, forked, notes
+
+
+def test_a_polite_signal_reaches_the_parent_only_and_stop_kills_what_it_leaves(tmp_path):
+    """Dramatiq's parent forwards SIGTERM itself; a second copy to its workers means "kill now"."""
+    child, forked, notes = start_forking(tmp_path, stop_timeout=5)
     assert proc_stat(forked)["pgrp"] == child.pid
     child.request_stop()  # what the platform does to every process first...
     child.stop()  # ...before waiting on each: still one signal
@@ -105,14 +117,72 @@ def test_a_polite_signal_reaches_the_parent_only_and_stop_kills_what_it_leaves(t
 
 
 def test_sigkill_takes_the_whole_group(tmp_path):
-    notes = tmp_path / "notes"
-    child = Child("forking", [sys.executable, "-c", FORKING_PARENT, str(notes)], log_path=tmp_path / "f.log")
-    child.start()
-    forked = int(wait_until(lambda: notes.exists() and notes.read_text().split()[1], timeout=10, interval=0.05,
-                            what="the forked process's pid"))
+    child, forked, _ = start_forking(tmp_path)
     child.signal(signal.SIGKILL)
     wait_until(lambda: not child.alive() and not alive(forked), timeout=10, interval=0.05, what="the group's end")
     assert child.returncode() == -signal.SIGKILL
+
+
+def kill_if_alive(pid: int) -> None:
+    """Clean up after a failure: an orphan of the test must not outlive it."""
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_dead_parents_group_is_killed_as_soon_as_it_is_seen_dead(tmp_path):
+    """A SIGKILLed Dramatiq parent leaves its workers running; the supervisor's first look ends them."""
+    child, forked, _ = start_forking(tmp_path)
+    os.kill(child.pid, signal.SIGKILL)  # the parent only, as `kill -9` of a Dramatiq parent does
+    try:
+        wait_until(lambda: not child.alive(), timeout=10, interval=0.05, what="the parent seen dead")
+        # SIGKILLed by that look; dying takes the kernel a moment more.
+        wait_until(lambda: not alive(forked), timeout=5, interval=0.01, what="the orphan's death")
+        assert child.returncode() == -signal.SIGKILL
+    finally:
+        kill_if_alive(forked)
+
+
+def test_a_restart_never_runs_beside_what_the_previous_run_left(tmp_path):
+    child, forked, _ = start_forking(tmp_path)
+    os.kill(child.pid, signal.SIGKILL)
+    wait_until(lambda: not alive(child.pid), timeout=10, interval=0.05, what="the parent's death")
+    child.start()  # without anyone having looked at it in between
+    try:
+        wait_until(lambda: not alive(forked), timeout=5, interval=0.01, what="the orphan's death")
+    finally:
+        child.stop(timeout=5)
+        kill_if_alive(forked)
+
+
+def test_stopping_stopped_children_is_orderly_and_does_not_add_up_their_timeouts(tmp_path):
+    """SIGSTOPped children get SIGCONT after their stop signal, so they stop in order, at once."""
+    children = [Child(f"sleeper{i}", SLEEPER, log_path=tmp_path / f"s{i}.log", stop_timeout=3) for i in range(3)]
+    for child in children:
+        child.start()
+        child.signal(signal.SIGSTOP)
+    started = time.monotonic()
+    stop_together(children)
+    took = time.monotonic() - started
+    assert [c.returncode() for c in children] == [-signal.SIGTERM] * 3  # the stop signal, not the SIGKILL
+    assert took < 3, f"{took:.1f} s"
+
+
+IGNORES_TERM = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('ready', flush=True); time.sleep(60)"]
+
+
+def test_children_that_ignore_their_stop_signal_are_killed_after_one_shared_timeout(tmp_path):
+    children = [Child(f"stubborn{i}", IGNORES_TERM, log_path=tmp_path / f"t{i}.log", stop_timeout=1.5)
+                for i in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        wait_until(lambda c=child: "ready" in c.log_path.read_text(), timeout=10, interval=0.05, what="ready")
+    started = time.monotonic()
+    stop_together(children)
+    took = time.monotonic() - started
+    assert [c.returncode() for c in children] == [-signal.SIGKILL] * 3
+    assert 1.4 < took < 3.0, f"{took:.1f} s: one timeout, not three in a row"
 
 
 def test_only_linux_can_run_the_local_runner():

@@ -15,7 +15,10 @@ own middleware; ours is placed by name around them:
   Retries decides, and a Postgres outage costs no retry budget;
 - `QueuePauseMiddleware` and `PresenceMiddleware` (with the task-state middleware: every worker), last;
   it only acts at worker boot and from its own poll thread, so its place in the
-  chain does not matter.
+  chain does not matter;
+- `Lifeline` (every worker process) and our `Prometheus` (its metrics fork): both
+  die with Dramatiq's parent, and a worker that can no longer work ends
+  (`booking_core.lifeline`, `booking_core.exposition`); they act at process boot only.
 """
 
 from __future__ import annotations
@@ -61,8 +64,9 @@ def setup_broker(settings: Settings, *, track_tasks: bool = True,
                  service_name: str | None = None) -> RedisBroker:
     """Build a worker's broker from its `settings` and make it Dramatiq's global broker.
 
-    Also sets up tracing (`OTEL_*`) and Dramatiq's Prometheus middleware for the
-    worker named `service_name`.
+    Also sets up tracing (`OTEL_*`) and Prometheus metrics (Dramatiq's middleware,
+    with a fork that dies with its parent) for the worker named `service_name`, and
+    ties every worker process to its Dramatiq parent (`Lifeline`).
     """
     if service_name:
         from booking_core.telemetry import setup_tracing
@@ -70,9 +74,14 @@ def setup_broker(settings: Settings, *, track_tasks: bool = True,
         setup_tracing(service_name)
     broker = make_broker(settings, track_tasks=track_tasks)
     if service_name:
-        from dramatiq.middleware.prometheus import Prometheus
+        from booking_core.exposition import Prometheus
 
         broker.add_middleware(Prometheus())
+    from booking_core.lifeline import Lifeline
+
+    # Half the heartbeat timeout: a worker that cannot log that long ends, and its
+    # messages come back within one and a half heartbeat timeouts.
+    broker.add_middleware(Lifeline(stall_seconds=settings.heartbeat_timeout_ms / 2000))
     dramatiq.set_broker(broker)
     return broker
 

@@ -6,8 +6,8 @@ importing one another.
 """
 
 from booking_embedded.ports import free_port, listening_inodes, reserve_port
-from booking_embedded.process import Child, linux_only_problem
+from booking_embedded.process import Child, linux_only_problem, stop_together
 from booking_embedded.servers import EmbeddedPostgres, EmbeddedRedis, EmbeddedSmtp, wait_for_port
 
 __all__ = ["Child", "EmbeddedPostgres", "EmbeddedRedis", "EmbeddedSmtp", "free_port", "linux_only_problem",
-           "listening_inodes", "reserve_port", "wait_for_port"]
+           "listening_inodes", "reserve_port", "stop_together", "wait_for_port"]

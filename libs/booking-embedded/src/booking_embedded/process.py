@@ -13,6 +13,14 @@ Each child asks the kernel for SIGTERM should its parent die, so nothing is
 left running.  `PR_SET_PDEATHSIG` fires when the parent *thread* that forked
 the child exits, not the process: so every child is forked by one
 long-lived daemon thread (`launcher`), whichever thread asks for it.
+
+What a child forks is its own business, but not when the child is gone: a
+Dramatiq parent SIGKILLed leaves its worker processes running, reparented to
+PID 1, holding their messages and the metrics port.  So the moment a child is
+seen dead, its whole process group is SIGKILLed, before it is reaped: until
+then its zombie keeps the group id from being reused, so the signal cannot
+reach anyone else's processes.  A restart therefore never runs beside the
+remains of the previous process.
 """
 
 from __future__ import annotations
@@ -146,8 +154,13 @@ class Child:
         self._stop_requested = False
 
     def start(self) -> None:
-        """Start the process (from the launcher thread), appending its output to its log file."""
+        """Start the process (from the launcher thread), appending its output to its log file.
+
+        Whatever is left of a previous run of this child (its group) is killed first.
+        """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.proc is not None:
+            self._finish()
         self.proc = launcher.run(self._popen)
         self.started_at = time.monotonic()
         self._stop_requested = False
@@ -171,12 +184,32 @@ class Child:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def _exited(self) -> bool:
+        """True once the process has ended, without reaping it (its zombie keeps its group id ours)."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # reaped meanwhile by another thread's poll()
+            return True
+
+    def _finish(self) -> None:
+        """The process has ended: SIGKILL whatever is left in its group, then reap it."""
+        self.kill()
+        self.proc.wait()
+
     def alive(self) -> bool:
-        """True while the process runs; a dead one is reaped here (never left a zombie)."""
-        return self.proc is not None and self.proc.poll() is None
+        """True while the process runs; once it has ended, its group is killed and it is reaped (no zombie)."""
+        if self.proc is None:
+            return False
+        if not self._exited():
+            return True
+        if self.proc.returncode is None:
+            self._finish()
+        return False
 
     def returncode(self) -> int | None:
-        return self.proc.poll() if self.proc else None
+        return self.proc.returncode if self.proc is not None and not self.alive() else None
 
     def signal(self, sig: int) -> None:
         """Send `sig` to the process we started; SIGKILL goes to its whole group.
@@ -196,34 +229,69 @@ class Child:
                 pass
 
     def request_stop(self) -> None:
-        """Send the stop signal once; asking again changes nothing.
+        """Send the stop signal once, then SIGCONT to the group; asking again changes nothing.
 
         A second SIGTERM is not "please" twice: Dramatiq's parent forwards each
         one, and its worker takes the second as "kill now" (mid-message).
+        SIGCONT: a stopped process (SIGSTOP, a debugger) would otherwise hold
+        the signal until its stop timeout ran out, and then be killed rather
+        than stopped in order.  SIGCONT is the one signal every process of the
+        group may get twice: to a running process it is nothing.
         """
         if not self._stop_requested:
             self._stop_requested = True
             self.signal(self.stop_signal)
+            if self.proc is not None and not self._exited():
+                try:
+                    os.killpg(self.proc.pid, signal.SIGCONT)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
     def kill(self) -> None:
         """SIGKILL the process and everything left in its group (e.g. a forked worker)."""
-        if self.proc is None:
-            return
+        if self.proc is None or self.proc.returncode is not None:
+            return  # reaped: its group id may belong to someone else by now (_finish killed the group first)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the process to end (without reaping it); True if it did."""
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while not self._exited():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+        return True
+
     def stop(self, timeout: float | None = None) -> int | None:
-        """Ask the process to stop, wait up to its stop timeout, then kill its group."""
+        """Ask the process to stop, wait up to its stop timeout (or `timeout`), then kill its group.
+
+        Bounded whatever the process does: ignoring the signal, or stopped
+        (SIGKILL needs no SIGCONT).
+        """
         if self.proc is None:
             return None
-        if self.alive():
+        if self.proc.returncode is None:
             self.request_stop()
-            try:
-                self.proc.wait(self.stop_timeout if timeout is None else timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                self.proc.wait(10)
-        self.kill()  # reap anything the process left in its group
+            self.wait_exit(self.stop_timeout if timeout is None else timeout)
+            self._finish()  # reap the process, and kill anything it left in its group
         return self.proc.returncode
+
+
+def stop_together(children: list[Child]) -> None:
+    """Stop `children`: each gets its stop signal now, in order, and its own stop timeout from now.
+
+    One deadline per child, counted from the same moment, not one after the
+    other: the whole stop takes the longest timeout at most, however many
+    children ignore their signal.
+    """
+    started = time.monotonic()
+    for child in children:
+        child.request_stop()
+    for child in children:
+        child.stop(timeout=max(0.0, started + child.stop_timeout - time.monotonic()))

@@ -4,8 +4,10 @@ Start order: Postgres, Redis, SMTP sink (each only when its URL is not
 given), migrations, the demo tenant and admin token, then the relay, the
 workers and the API.  Stop order is the reverse, so workers finish or
 requeue their messages while Redis and Postgres are still there.  A process
-that dies, service or embedded server, is logged and restarted with backoff
-(servers on the same port and data); a component stopped on purpose
+that dies, service or embedded server, is logged, whatever it left in its
+process group is killed at once (a SIGKILLed Dramatiq parent's workers and
+metrics process), and it is restarted with backoff (servers on the same port
+and data); a component stopped on purpose
 (`stop_component`, used by the fault tests) is left stopped.  One supervisor
 thread does this; an error in one round is logged and the next round runs.
 """
@@ -33,6 +35,7 @@ from booking_embedded import (
     free_port,
     listening_inodes,
     reserve_port,
+    stop_together,
 )
 from bookingctl import services
 from bookingctl.autoscale import Autoscaler
@@ -99,6 +102,10 @@ class Platform:
             self._ensure_demo_tenant()
             for spec in self._service_specs():
                 self._spawn(spec)
+            # Before the API is reported ready, not after: other `bookingctl` commands find the
+            # servers through this file, and a user who sees the API answer may run one at once.
+            write_run_file(self.data_dir, {**self.urls, "API_URL": self.api_url, "pid": os.getpid(),
+                                           "metrics": self.metrics_urls})
             self._wait_ready()
             if self.config.autoscale is not None:
                 # The API's own latency histogram: scale-ups wait while the accept path is over budget.
@@ -108,8 +115,6 @@ class Platform:
                                              database_url=self.urls["DATABASE_URL"])
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
             self._supervisor.start()
-            write_run_file(self.data_dir, {**self.urls, "API_URL": self.api_url, "pid": os.getpid(),
-                                           "metrics": self.metrics_urls})
         except BaseException:
             self.stop()
             raise
@@ -328,9 +333,12 @@ class Platform:
     def stop(self) -> None:
         """Stop services (API first, then relay and workers), then servers; idempotent.
 
-        Each process gets one signal (the parent, never its group) and its own
-        stop timeout before its group is killed: Dramatiq's parent forwards it
-        to its worker, which finishes its messages or requeues them.
+        Each process gets one signal (the parent, never its group; then SIGCONT
+        to its group, should it be stopped) and its own stop timeout, counted
+        from the same moment for all, before its group is killed: Dramatiq's
+        parent forwards it to its worker, which finishes its messages or
+        requeues them.  So the services take the longest stop timeout at most
+        (a worker's: its shutdown timeout plus 10 s), however many hang.
         """
         if self._stopped:
             return
@@ -341,14 +349,7 @@ class Platform:
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join()
         order = ["api", "relay"] + [n for n in self.children if n not in ("api", "relay")]
-        for name in order:
-            child = self.children.get(name)
-            if child:
-                child.request_stop()
-        for name in order:
-            child = self.children.get(name)
-            if child:
-                child.stop()
+        stop_together([self.children[name] for name in order if name in self.children])
         for name in ("smtp", "redis", "postgres"):
             if name in self.servers:
                 self.servers[name].stop()
