@@ -1,6 +1,9 @@
-"""The events service in-process on a free port, on the session's real Postgres.
+"""The events service on a free port, on the session's real Postgres.
 
-It runs in a thread with its own event loop; tests talk to it over real HTTP
+`events_port` runs it in-process, in a thread with its own event loop;
+`events_process` runs the real `booking-events` command in a process of its
+own, with its log in a file, for what only a real process shows (what it
+logs, how it frees a dropped client).  Tests talk to either over real HTTP
 (http.client), as a browser's EventSource does, and change task states with
 plain SQL, as the workers' middleware does.
 """
@@ -11,17 +14,21 @@ import asyncio
 import dataclasses
 import http.client
 import json
+import os
+import re
+import sys
 import threading
 import time
 import uuid
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from booking_core import bookings, tenants
-from booking_events.app import create_app
+from booking_events.app import SERVER_OPTIONS, create_app
 
 SECRET = "test-secret-" + "x" * 20  # test_status_page.py signs its links with it too
 
@@ -81,7 +88,7 @@ def events_port(events_settings):
     port = free_port()
     loop = asyncio.new_event_loop()
     app = create_app(events_settings, heartbeat_seconds=0.3, poll_seconds=0.05)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, **SERVER_OPTIONS)
 
     def serve():
         asyncio.set_event_loop(loop)
@@ -152,7 +159,64 @@ def set_task(db_conn):
 
 
 @pytest.fixture
+def page_link():
+    """Factory: the progress-page token of a booking, as the API signs it (valid for an hour)."""
+    from booking_core.status_links import sign
+
+    return lambda booking_id: sign(SECRET, booking_id, int(time.time()) + 3600)
+
+
+@pytest.fixture
 def other_token(db_conn) -> str:
     """A token of another tenant."""
     other = tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
     return tenants.create_token(db_conn, other["id"])["token"]
+
+
+@dataclasses.dataclass
+class EventsProcess:
+    """A running `booking-events` process: its port and its log."""
+
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str) -> float:
+        """The value of one unlabelled sample on the process's /metrics."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("GET", "/metrics")
+            text = c.getresponse().read().decode()
+        finally:
+            c.close()
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        assert found, f"{name} not on /metrics"
+        return float(found.group(1))
+
+
+@pytest.fixture
+def events_process(database_url, redis_url, tmp_path):
+    """Factory: the real `booking-events` command on 127.0.0.1, with extra environment; stopped after the test."""
+    from booking_embedded import Child, free_port, wait_for_port
+
+    started: list = []
+
+    def start(**env: str) -> EventsProcess:
+        port = free_port()
+        log_path = tmp_path / f"events-{port}.log"
+        child = Child("events", [str(Path(sys.executable).parent / "booking-events")], log_path=log_path,
+                      env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url,
+                           "REDIS_URL": redis_url, "BOOKING_STATUS_SECRET": SECRET,
+                           "BOOKING_EVENTS_HOST": "127.0.0.1", "BOOKING_EVENTS_PORT": str(port),
+                           "BOOKING_EVENTS_POLL_MS": "50", **env},
+                      stop_timeout=10)
+        child.start()
+        started.append(child)
+        wait_for_port(port, child=child)
+        return EventsProcess(port, log_path)
+
+    yield start
+    for child in started:
+        child.stop()

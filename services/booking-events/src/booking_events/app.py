@@ -12,6 +12,13 @@ from booking_events import api_views, ops_routes, page_views
 from booking_events.keys import BULK_TASKS, HEARTBEAT_SECONDS, POLLER, REDIS, SETTINGS
 from booking_events.poller import Poller
 
+#: How the service is served (server.py, and the tests' in-process runner alike).
+#: `handler_cancellation`: a client that drops its connection cancels its handler at once,
+#: so an open stream is freed then (its subscription, its slot), not at its next heartbeat,
+#: when the write would fail and aiohttp would log the failure as an ERROR with a traceback.
+#: Handlers that change state in more than one step shield those steps (`start_bulk`).
+SERVER_OPTIONS = {"handler_cancellation": True, "access_log": None}
+
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})

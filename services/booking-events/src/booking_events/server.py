@@ -9,7 +9,7 @@ import os
 from aiohttp import web
 
 from booking_core.config import Settings, _int
-from booking_events.app import create_app
+from booking_events.app import SERVER_OPTIONS, create_app
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
                      heartbeat_seconds=_int(env, "BOOKING_EVENTS_HEARTBEAT_MS", 15_000) / 1000,
                      poll_seconds=_int(env, "BOOKING_EVENTS_POLL_MS", 150) / 1000)
     web.run_app(app, host=env.get("BOOKING_EVENTS_HOST", "0.0.0.0"),  # noqa: S104 - a container's port
-                port=_int(env, "BOOKING_EVENTS_PORT", 8001), access_log=None, print=None,
+                port=_int(env, "BOOKING_EVENTS_PORT", 8001), print=None, **SERVER_OPTIONS,
                 # Open streams never finish by themselves: give them 5 s, then close them
                 # (browsers reconnect with Last-Event-ID), well inside the pod's grace period.
                 shutdown_timeout=5)
