@@ -68,6 +68,17 @@ class Stream:
             name, _, value = line.partition(":")
             fields[name] = value.removeprefix(" ")
 
+    def closed_within(self, seconds: float) -> bool:
+        """Read (and drop) what comes until the server ends the stream: True, or False after `seconds`.
+
+        Needs a heartbeat shorter than `seconds`: each line read gives the clock a look.
+        """
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self.resp.readline():
+                return True
+        return False
+
     def take(self, n: int) -> list[Event]:
         return [self.next() for _ in range(n)]
 
@@ -114,18 +125,24 @@ def events_port(events_settings):
 
 
 @pytest.fixture
-def open_stream(events_port):
-    """Factory of streams on the service; all closed after the test."""
+def connect_stream():
+    """Factory of streams on a service at a port; all closed after the test."""
     opened: list[Stream] = []
 
-    def make(path: str, headers: dict | None = None, timeout: float = 10) -> Stream:
-        s = Stream(events_port, path, headers or {}, timeout)
+    def make(port: int, path: str, headers: dict | None = None, timeout: float = 10) -> Stream:
+        s = Stream(port, path, headers or {}, timeout)
         opened.append(s)
         return s
 
     yield make
     for s in opened:
         s.close()
+
+
+@pytest.fixture
+def open_stream(events_port, connect_stream):
+    """Factory of streams on the in-process service; all closed after the test."""
+    return lambda path, headers=None, timeout=10: connect_stream(events_port, path, headers, timeout)
 
 
 @pytest.fixture
@@ -184,7 +201,7 @@ class EventsProcess:
         return self.log_path.read_text(errors="replace")
 
     def metric(self, name: str) -> float:
-        """The value of one unlabelled sample on the process's /metrics."""
+        """The value of one sample on the process's /metrics, named with its labels as exposed."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             c.request("GET", "/metrics")

@@ -42,7 +42,8 @@ def drop(sock: socket.socket, *, reset: bool) -> None:
 def test_dropped_streams_end_quietly_and_free_their_slots_at_once(events_process, make_booking, token, page_link,
                                                                   heartbeat_ms):
     # Given the real service, and a booking with 150 progress-page streams and 50 API streams open on it
-    service = events_process(BOOKING_EVENTS_HEARTBEAT_MS=str(heartbeat_ms))
+    service = events_process(BOOKING_EVENTS_HEARTBEAT_MS=str(heartbeat_ms), BOOKING_EVENTS_MAX_STREAMS_PER_LINK="200",
+                             BOOKING_EVENTS_MAX_STREAMS_PER_CLIENT="200")
     booking_id = make_booking()
     page = f"/status/{page_link(booking_id)}/events"
     api = f"/api/v1/bookings/{booking_id}/events"

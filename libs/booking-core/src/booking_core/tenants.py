@@ -77,6 +77,17 @@ def authenticate(conn: psycopg.Connection, token: str) -> dict | None:
     ).fetchone()
 
 
+def live_token_ids(conn: psycopg.Connection, token_ids: list[str]) -> set[str]:
+    """Those of `token_ids` that are still live (not revoked): one query however many are asked.
+
+    For a service that holds streams open under tokens it authenticated once:
+    it rechecks them all together, and ends the streams of the ones missing.
+    """
+    rows = conn.execute("SELECT id::text FROM api_tokens WHERE id = ANY(%s::uuid[]) AND revoked_at IS NULL",
+                        (token_ids,)).fetchall()
+    return {r["id"] for r in rows}
+
+
 def list_tenants(conn: psycopg.Connection) -> list[dict]:
     """Every tenant, by name: [{'id', 'name'}]."""
     return conn.execute("SELECT id::text, name FROM tenants ORDER BY name").fetchall()
