@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
                      limits=StreamLimits.from_env(env))
     web.run_app(app, host=env.get("BOOKING_EVENTS_HOST", "0.0.0.0"),  # noqa: S104 - a container's port
                 port=_int(env, "BOOKING_EVENTS_PORT", 8001), print=None, **SERVER_OPTIONS,
+                # A burst of connections (a stream flood) beyond the listen backlog has the kernel
+                # drop SYNs, other clients' included, who then wait out a 1 s and 3 s retransmit;
+                # aiohttp's default is 128.  The kernel caps it at net.core.somaxconn.
+                backlog=4096,
                 # Open streams never finish by themselves: give them 5 s, then close them
                 # (browsers reconnect with Last-Event-ID), well inside the pod's grace period.
                 shutdown_timeout=5)
