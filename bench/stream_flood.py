@@ -13,11 +13,12 @@ and Redis, no other service):
 Prints the victim's p50/p90/p99 per phase, their ratios, and how many of the
 flood's streams were accepted and refused (429).
 
-`--src DIR` runs the events service from another checkout's sources (e.g. a
-`git worktree` of the commit before a change), so before and after can be
-measured in one session:
+`--baseline DIR` also runs the events service from another checkout's sources
+(e.g. a `git worktree` of the commit before a change), side by side, phases
+alternated between the two, so before and after are measured in one run on the
+same busy machine:
 
-    .venv/bin/python bench/stream_flood.py [--flood 3000] [--seconds 20] [--rounds 3] [--src DIR] [--out FILE]
+    .venv/bin/python bench/stream_flood.py [--flood 3000] [--seconds 20] [--rounds 3] [--baseline DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -130,6 +131,64 @@ def page_times(port: int, path: str, seconds: float, until: threading.Event | No
     return times
 
 
+class Service:
+    """One booking-events process under test (this checkout's, or a baseline's) and what it measured."""
+
+    def __init__(self, name: str, env: dict[str, str], sources: Path | None, logs: Path):
+        self.port = free_port()
+        env = {**env, "BOOKING_EVENTS_HOST": "127.0.0.1", "BOOKING_EVENTS_PORT": str(self.port)}
+        if sources:
+            env["PYTHONPATH"] = os.pathsep.join(str(sources.resolve() / p) for p in PACKAGES)
+        self.log = logs / f"events-{name}.log"
+        self.child = Child(f"events-{name}", [sys.executable, "-c", "from booking_events.server import main; main()"],
+                           log_path=self.log, env=env)
+        self.child.start()
+        wait_for_port(self.port, child=self.child)
+        self.idle: list[float] = []
+        self.opening: list[float] = []
+        self.holding: list[float] = []
+        self.statuses: Counter[int] = Counter()
+
+    def round(self, victim_page: str, flood_path: str, n: int, seconds: float) -> None:
+        """Idle, then a flood opening, then the flood held; then wait until the service let go of it."""
+        self.idle += page_times(self.port, victim_page, seconds)
+        flood = Flood(f"http://127.0.0.1:{self.port}{flood_path}", n)
+        flood.wait_started()
+        self.opening += page_times(self.port, victim_page, 120, until=flood.answered)
+        flood.answered.wait()
+        self.holding += page_times(self.port, victim_page, seconds)
+        self.statuses += flood.statuses
+        flood.close()
+        # A service that frees a dropped stream only when its heartbeat fails does so up to 15 s
+        # later: the next phase, this service's or the other's, must not pay for it.
+        deadline = time.monotonic() + 60
+        while open_streams(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def result(self, n: int, seconds: float, rounds: int) -> dict:
+        idle, opening, holding = phase(self.idle), phase(self.opening), phase(self.holding)
+        return {
+            "victim_page_idle": idle,
+            f"victim_page_while_{n}_streams_open": opening,
+            f"victim_page_while_they_are_held_{seconds:g}s": holding,
+            "opening_p50_ratio": round(opening["median_ms"] / idle["median_ms"], 2),
+            "opening_p99_ratio": round(opening["p99_ms"] / idle["p99_ms"], 2),
+            "opening_max_ratio": round(opening["max_ms"] / idle["max_ms"], 2),
+            "holding_p99_ratio": round(holding["p99_ms"] / idle["p99_ms"], 2),
+            "flood_answers_per_round": {str(k): v // rounds for k, v in sorted(self.statuses.items())},
+            "events_log_error_lines": self.log.read_text(errors="replace").count(" ERROR "),
+        }
+
+
+def open_streams(port: int) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return float(next(line.split()[-1] for line in text.splitlines()
+                      if line.startswith("booking_events_open_streams ")))
+
+
 def phase(ms: list[float]) -> dict:
     return summary(ms) | {"max_ms": round(max(ms), 3)}
 
@@ -142,7 +201,7 @@ def main() -> None:
     ap.add_argument("--flood", type=int, default=3000, help="streams the flooder opens at once")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--src", type=Path, help="run booking-events from this checkout's sources")
+    ap.add_argument("--baseline", type=Path, help="also measure booking-events from this checkout's sources")
     ap.add_argument("--out", type=Path, default=Path("bench/results/stream_flood.json"))
     args = ap.parse_args()
 
@@ -152,7 +211,7 @@ def main() -> None:
         rd = EmbeddedRedis(tmp, free_port(), tmp / "logs")
         pg.start()
         rd.start()
-        events = None
+        services: dict[str, Service] = {}
         try:
             migrate(pg.url)
             with db.connect(pg.url, autocommit=True) as conn:
@@ -164,46 +223,23 @@ def main() -> None:
             expires = int(time.time()) + 3600
             victim_page = f"/status/{status_links.sign(SECRET, victim, expires)}"
             flood_path = f"/status/{status_links.sign(SECRET, flooder, expires)}/events"
-            port = free_port()
             env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": pg.url, "REDIS_URL": rd.url,
-                   "BOOKING_STATUS_SECRET": SECRET, "BOOKING_EVENTS_HOST": "127.0.0.1",
-                   "BOOKING_EVENTS_PORT": str(port), "BOOKING_EVENTS_HEARTBEAT_MS": "15000"}
-            if args.src:
-                env["PYTHONPATH"] = os.pathsep.join(str(args.src.resolve() / p) for p in PACKAGES)
-            events = Child("events", [sys.executable, "-c", "from booking_events.server import main; main()"],
-                           log_path=tmp / "logs" / "events.log", env=env)
-            events.start()
-            wait_for_port(port, child=events)
-            page_times(port, victim_page, 1.0)  # warm up
-            idle, opening, holding, statuses = [], [], [], Counter()
+                   "BOOKING_STATUS_SECRET": SECRET, "BOOKING_EVENTS_HEARTBEAT_MS": "15000"}
+            services["this checkout"] = Service("this checkout", env, None, tmp / "logs")
+            if args.baseline:
+                services[f"baseline {args.baseline}"] = Service("baseline", env, args.baseline, tmp / "logs")
+            for service in services.values():
+                page_times(service.port, victim_page, 1.0)  # warm up
             for _ in range(args.rounds):
-                idle += page_times(port, victim_page, args.seconds)
-                flood = Flood(f"http://127.0.0.1:{port}{flood_path}", args.flood)
-                flood.wait_started()
-                opening += page_times(port, victim_page, 120, until=flood.answered)
-                flood.answered.wait()
-                holding += page_times(port, victim_page, args.seconds)
-                statuses += flood.statuses
-                flood.close()
-            log_errors = (tmp / "logs" / "events.log").read_text(errors="replace").count(" ERROR ")
+                for service in services.values():  # alternated, so both see the same machine
+                    service.round(victim_page, flood_path, args.flood, args.seconds)
         finally:
-            if events:
-                events.stop()
+            for service in services.values():
+                service.child.stop()
             rd.stop()
             pg.stop()
-
-    result = {
-        "events_sources": str(args.src) if args.src else "this checkout",
-        "victim_page_idle": phase(idle),
-        f"victim_page_while_{args.flood}_streams_open": phase(opening),
-        f"victim_page_while_they_are_held_{args.seconds:g}s": phase(holding),
-        "opening_p50_ratio": round(phase(opening)["median_ms"] / phase(idle)["median_ms"], 2),
-        "opening_p99_ratio": round(phase(opening)["p99_ms"] / phase(idle)["p99_ms"], 2),
-        "holding_p99_ratio": round(phase(holding)["p99_ms"] / phase(idle)["p99_ms"], 2),
-        "flood_answers_per_round": {str(k): v // args.rounds for k, v in sorted(statuses.items())},
-        "events_log_error_lines": log_errors,
-        "command": report.command(),
-    }
+        result = {name: service.result(args.flood, args.seconds, args.rounds) for name, service in services.items()}
+    result["command"] = report.command()
     report.write(result, args.out)
 
 

@@ -28,7 +28,7 @@ class StreamLimits:
     #: Open streams of one link (one booking's page streams; apart from that, its API streams).
     per_link: int = 20
     #: Open streams from one client address (all links and kinds together).
-    per_client: int = 200
+    per_client: int = 500
     #: Stream set-ups (the Postgres reads before the first event) running at once; the rest wait
     #: their turn here, in the event loop, not in the thread pool ahead of other customers' pages.
     setups: int = 4
