@@ -49,10 +49,16 @@ class Stream:
         self.resp = self.conn.getresponse()
         self.comments: list[str] = []
 
-    def next(self) -> Event | None:
-        """The next event (comments are collected apart), or None at the end of the stream."""
+    def next(self, within: float | None = None) -> Event | None:
+        """The next event (comments are collected apart), or None at the end of the stream.
+
+        With `within`, TimeoutError when only heartbeats came for that many seconds.
+        """
         fields: dict[str, str] = {}
+        deadline = time.monotonic() + within if within is not None else None
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"no event for {within}s, only heartbeats")
             line = self.resp.readline()
             if not line:
                 return None
