@@ -121,3 +121,14 @@ def test_the_pages_stream_speaks_to_the_customer(open_stream, make_booking, set_
     assert "We could not finish your confirmation email after 3 attempts" in dead.data["message"]
     assert "last_error" not in dead.data
     assert events[4].event == "complete"
+
+
+def test_one_attempt_is_said_in_the_singular_on_the_page_and_its_stream(events_port, open_stream, make_booking,
+                                                                       set_task):
+    booking_id = make_booking()
+    set_task(booking_id, "invoice", "dead", attempts=1, last_error="RenderError")
+    _, _, body = get(events_port, f"/status/{link(booking_id)}")
+    assert b"We could not finish your invoice after 1 attempt." in body and b"1 attempts" not in body
+    s = open_stream(f"/status/{link(booking_id)}/events")
+    dead = [e for e in (s.next() for _ in range(5)) if e.data.get("state") == "dead"][0]
+    assert "after 1 attempt." in dead.data["message"]
