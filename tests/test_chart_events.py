@@ -83,6 +83,7 @@ def test_the_console_trusts_the_ingress_for_https_and_takes_its_settings():
     container = by_kind(docs, "Deployment")[component_name("events")]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["BOOKING_TRUST_FORWARDED_PROTO"] == "true"
+    assert env["BOOKING_FORWARDED_FOR_HOPS"] == "1"  # the stream caps count the client the Ingress saw
     assert env["BOOKING_TRACE_URL_TEMPLATE"] == "https://jaeger.example/trace/{trace_id}"
     assert env["BOOKING_OPS_SESSION_MAX_SECONDS"] == "3600" and env["BOOKING_OPS_SESSION_IDLE_SECONDS"] == "28800"
 

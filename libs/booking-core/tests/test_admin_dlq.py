@@ -129,3 +129,14 @@ def test_tasks_retry_works_with_no_dead_letter_anywhere(settings, env, db_conn, 
     # A malformed id is a clear usage error
     code, _, err = run(capsys, "tasks", "retry", "nope", "email")
     assert code == 2 and "not a UUID" in err
+
+
+def test_an_inverted_time_range_is_refused_by_the_same_rule_as_the_api(settings, env, db_conn, tenant, capsys):
+    booking_id = make_booking(db_conn, tenant)
+    die(db_conn, settings, booking_id, tenant["id"], error="SMTP down")
+    code, out, err = run(capsys, "dlq", "requeue", "--all", "--tenant", tenant["name"],
+                         "--since", "2026-12-01T00:00:00Z", "--before", "2026-11-01T00:00:00Z")
+    assert (code, out) == (2, "")
+    assert err.strip() == f"error: dead_before {deadletters.RANGE_RULE}"
+    assert db_conn.execute("SELECT state FROM booking_tasks WHERE booking_id = %s AND task = 'email'",
+                           (booking_id,)).fetchone()["state"] == "dead"

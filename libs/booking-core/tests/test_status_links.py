@@ -51,3 +51,30 @@ def test_the_expiry_follows_the_booking_so_the_link_is_stable():
     created = datetime(2027, 1, 1, tzinfo=UTC)
     assert expiry_for(created, 3600) == int(created.timestamp()) + 3600
     assert sign(SECRET, BOOKING, expiry_for(created, 3600)) == sign(SECRET, BOOKING, expiry_for(created, 3600))
+
+
+def _respellings(token: str) -> dict[str, str]:
+    """The same booking, expiry and MAC, written as Python's lenient parsers would still read them."""
+    booking, expires, mac = token.split(".")
+    return {
+        "leading-zero-expiry": f"{booking}.0{expires}.{mac}",
+        "plus-expiry": f"{booking}.+{expires}.{mac}",
+        "underscore-expiry": f"{booking}.{expires[:1]}_{expires[1:]}.{mac}",
+        "arabic-indic-digit-expiry": f"{booking}.{expires[:-1]}{chr(0x660 + int(expires[-1]))}.{mac}",
+        "spaced-expiry": f"{booking}. {expires}.{mac}",
+        "uppercase-id": f"{booking.upper()}.{expires}.{mac}",
+        "undashed-id": f"{booking.replace('-', '')}.{expires}.{mac}",
+        "urn-id": f"urn:uuid:{booking}.{expires}.{mac}",
+        "braced-id": f"{{{booking}}}.{expires}.{mac}",
+        "padded-mac": f"{booking}.{expires}.{mac}=",
+        "trailing-newline": f"{token}\n",
+    }
+
+
+@pytest.mark.parametrize("spelling", sorted(_respellings(sign(SECRET, BOOKING, EXPIRES))))
+def test_only_the_exact_signed_text_opens_the_booking(spelling):
+    token = sign(SECRET, BOOKING, EXPIRES)
+    respelled = _respellings(token)[spelling]
+    assert respelled != token
+    with pytest.raises(InvalidToken, match="malformed"):
+        verify(SECRET, respelled, now=0)

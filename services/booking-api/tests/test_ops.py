@@ -365,6 +365,26 @@ def test_a_bad_bulk_body_is_422_and_changes_nothing(client, admin_auth, letter, 
     assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 1
 
 
+@pytest.mark.parametrize("window", [("2026-12-01T00:00:00Z", "2026-11-01T00:00:00Z"),
+                                    ("2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+                                    ("2026-12-01T01:00:00+01:00", "2026-12-01T00:00:00Z")],
+                         ids=["inverted", "empty", "same-instant-other-zone"])
+@pytest.mark.parametrize("call", ["list", "requeue", "discard", "dry-run"])
+def test_a_time_range_that_selects_nothing_by_construction_is_422_naming_dead_before(
+        client, admin_auth, letter, tenant, window, call):
+    """One rule for the list and the bulk actions: an inverted range is a mistake, not "0 letters"."""
+    since, before = window
+    if call == "list":
+        resp = client.get(DEAD, query_string={"dead_since": since, "dead_before": before}, headers=admin_auth)
+    else:
+        body = {"dead_since": since, "dead_before": before, "dry_run": call == "dry-run"}
+        resp = client.post(f"{DEAD}/{'discard' if call == 'discard' else 'requeue'}", json=body, headers=admin_auth)
+    assert resp.status_code == 422
+    [error] = resp.get_json()["errors"]
+    assert error["field"] == "dead_before" and "later than dead_since" in error["message"]
+    assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 1
+
+
 # --- retry a task -------------------------------------------------------------------------
 
 

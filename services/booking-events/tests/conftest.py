@@ -1,6 +1,9 @@
-"""The events service in-process on a free port, on the session's real Postgres.
+"""The events service on a free port, on the session's real Postgres.
 
-It runs in a thread with its own event loop; tests talk to it over real HTTP
+`events_port` runs it in-process, in a thread with its own event loop;
+`events_process` runs the real `booking-events` command in a process of its
+own, with its log in a file, for what only a real process shows (what it
+logs, how it frees a dropped client).  Tests talk to either over real HTTP
 (http.client), as a browser's EventSource does, and change task states with
 plain SQL, as the workers' middleware does.
 """
@@ -11,17 +14,21 @@ import asyncio
 import dataclasses
 import http.client
 import json
+import os
+import re
+import sys
 import threading
 import time
 import uuid
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from booking_core import bookings, tenants
-from booking_events.app import create_app
+from booking_events.app import SERVER_OPTIONS, create_app
 
 SECRET = "test-secret-" + "x" * 20  # test_status_page.py signs its links with it too
 
@@ -42,10 +49,16 @@ class Stream:
         self.resp = self.conn.getresponse()
         self.comments: list[str] = []
 
-    def next(self) -> Event | None:
-        """The next event (comments are collected apart), or None at the end of the stream."""
+    def next(self, within: float | None = None) -> Event | None:
+        """The next event (comments are collected apart), or None at the end of the stream.
+
+        With `within`, TimeoutError when only heartbeats came for that many seconds.
+        """
         fields: dict[str, str] = {}
+        deadline = time.monotonic() + within if within is not None else None
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"no event for {within}s, only heartbeats")
             line = self.resp.readline()
             if not line:
                 return None
@@ -60,6 +73,17 @@ class Stream:
                 continue
             name, _, value = line.partition(":")
             fields[name] = value.removeprefix(" ")
+
+    def closed_within(self, seconds: float) -> bool:
+        """Read (and drop) what comes until the server ends the stream: True, or False after `seconds`.
+
+        Needs a heartbeat shorter than `seconds`: each line read gives the clock a look.
+        """
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self.resp.readline():
+                return True
+        return False
 
     def take(self, n: int) -> list[Event]:
         return [self.next() for _ in range(n)]
@@ -81,7 +105,7 @@ def events_port(events_settings):
     port = free_port()
     loop = asyncio.new_event_loop()
     app = create_app(events_settings, heartbeat_seconds=0.3, poll_seconds=0.05)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, **SERVER_OPTIONS)
 
     def serve():
         asyncio.set_event_loop(loop)
@@ -107,18 +131,24 @@ def events_port(events_settings):
 
 
 @pytest.fixture
-def open_stream(events_port):
-    """Factory of streams on the service; all closed after the test."""
+def connect_stream():
+    """Factory of streams on a service at a port; all closed after the test."""
     opened: list[Stream] = []
 
-    def make(path: str, headers: dict | None = None, timeout: float = 10) -> Stream:
-        s = Stream(events_port, path, headers or {}, timeout)
+    def make(port: int, path: str, headers: dict | None = None, timeout: float = 10) -> Stream:
+        s = Stream(port, path, headers or {}, timeout)
         opened.append(s)
         return s
 
     yield make
     for s in opened:
         s.close()
+
+
+@pytest.fixture
+def open_stream(events_port, connect_stream):
+    """Factory of streams on the in-process service; all closed after the test."""
+    return lambda path, headers=None, timeout=10: connect_stream(events_port, path, headers, timeout)
 
 
 @pytest.fixture
@@ -152,7 +182,64 @@ def set_task(db_conn):
 
 
 @pytest.fixture
+def page_link():
+    """Factory: the progress-page token of a booking, as the API signs it (valid for an hour)."""
+    from booking_core.status_links import sign
+
+    return lambda booking_id: sign(SECRET, booking_id, int(time.time()) + 3600)
+
+
+@pytest.fixture
 def other_token(db_conn) -> str:
     """A token of another tenant."""
     other = tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
     return tenants.create_token(db_conn, other["id"])["token"]
+
+
+@dataclasses.dataclass
+class EventsProcess:
+    """A running `booking-events` process: its port and its log."""
+
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str) -> float:
+        """The value of one sample on the process's /metrics, named with its labels as exposed."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("GET", "/metrics")
+            text = c.getresponse().read().decode()
+        finally:
+            c.close()
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        assert found, f"{name} not on /metrics"
+        return float(found.group(1))
+
+
+@pytest.fixture
+def events_process(database_url, redis_url, tmp_path):
+    """Factory: the real `booking-events` command on 127.0.0.1, with extra environment; stopped after the test."""
+    from booking_embedded import Child, free_port, wait_for_port
+
+    started: list = []
+
+    def start(**env: str) -> EventsProcess:
+        port = free_port()
+        log_path = tmp_path / f"events-{port}.log"
+        child = Child("events", [str(Path(sys.executable).parent / "booking-events")], log_path=log_path,
+                      env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url,
+                           "REDIS_URL": redis_url, "BOOKING_STATUS_SECRET": SECRET,
+                           "BOOKING_EVENTS_HOST": "127.0.0.1", "BOOKING_EVENTS_PORT": str(port),
+                           "BOOKING_EVENTS_POLL_MS": "50", **env},
+                      stop_timeout=10)
+        child.start()
+        started.append(child)
+        wait_for_port(port, child=child)
+        return EventsProcess(port, log_path)
+
+    yield start
+    for child in started:
+        child.stop()

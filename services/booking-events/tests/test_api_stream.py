@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from booking_core import tenants
 
 
@@ -109,8 +111,10 @@ def test_missing_unknown_or_revoked_tokens_are_refused(open_stream, db_conn, ten
         assert s.resp.getheader("WWW-Authenticate") == 'Bearer realm="bookings"'
 
 
-def test_a_malformed_last_event_id_is_a_clear_400(open_stream, token, make_booking):
-    s = open_stream(path(make_booking()), bearer(token, **{"Last-Event-ID": "yesterday"}))
+@pytest.mark.parametrize("raw", ["yesterday", "1_0", "+5", "-1", "0x10", "1e3", "\u0663".encode(),
+                                 "\uff15".encode(), "9" * 20], ids=repr)
+def test_a_last_event_id_other_than_ascii_digits_is_a_clear_400(open_stream, token, make_booking, raw):
+    s = open_stream(path(make_booking()), bearer(token, **{"Last-Event-ID": raw}))
     assert s.resp.status == 400
     assert b"Last-Event-ID" in s.resp.read()
 

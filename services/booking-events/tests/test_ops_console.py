@@ -246,6 +246,18 @@ def test_a_bad_filter_is_a_clear_400(console, query, field):
     assert status == 400 and f"The field “{field}”" in html and "Nothing was listed or changed" in html
 
 
+def test_an_inverted_range_is_refused_on_the_bulk_pages_too(console, dead_letter, db_conn):
+    """The list, the dry run and the bulk start share the API's rule (deadletters.RANGE_RULE)."""
+    dead_letter("inverted range")
+    inverted = {"action": "requeue", "dead_since": "2026-11-30T12:00", "dead_before": "2026-11-30T11:00"}
+    jobs = db_conn.execute("SELECT count(*) AS n FROM ops_bulk_jobs").fetchone()["n"]
+    status, _, html = console.get(f"/ops/dead-letters/bulk?{urlencode(inverted)}")
+    assert status == 400 and "The field “dead_before” must be later than dead_since" in html
+    status, _, html = console.post("/ops/dead-letters/bulk", {**inverted, "csrf": console.csrf()})
+    assert status == 400 and "The field “dead_before” must be later than dead_since" in html
+    assert db_conn.execute("SELECT count(*) AS n FROM ops_bulk_jobs").fetchone()["n"] == jobs
+
+
 def test_the_detail_page_escapes_the_error_and_links_the_trace(console, dead_letter, db_conn):
     dead_id, booking_id = dead_letter("boom <img src=x onerror=alert(1)>")
     db_conn.execute("UPDATE bookings SET trace_id = %s WHERE id = %s", ("ab" * 16, booking_id))

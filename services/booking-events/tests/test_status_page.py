@@ -70,6 +70,25 @@ def test_a_forged_token_is_refused(events_port, make_booking, tamper):
         assert b"This link is not valid." in body and mine.encode() not in body
 
 
+@pytest.mark.parametrize("spelling", ["uppercase-id", "undashed-id", "urn-id", "leading-zero-expiry",
+                                      "plus-expiry", "underscore-expiry"])
+def test_a_respelled_token_is_not_the_link(events_port, make_booking, spelling):
+    booking_id = make_booking()
+    token = link(booking_id)
+    assert get(events_port, f"/status/{token}")[0] == 200
+    _, expires, mac = token.split(".")
+    respelled = {"uppercase-id": f"{booking_id.upper()}.{expires}.{mac}",
+                 "undashed-id": f"{booking_id.replace('-', '')}.{expires}.{mac}",
+                 "urn-id": f"urn:uuid:{booking_id}.{expires}.{mac}",
+                 "leading-zero-expiry": f"{booking_id}.0{expires}.{mac}",
+                 "plus-expiry": f"{booking_id}.+{expires}.{mac}",
+                 "underscore-expiry": f"{booking_id}.{expires[0]}_{expires[1:]}.{mac}"}[spelling]
+    for suffix in ("", "/events", "/invoice"):
+        status, _, body = get(events_port, f"/status/{respelled}{suffix}")
+        assert status == 404, suffix
+        assert b"This link is not valid." in body
+
+
 def test_an_expired_link_is_gone(events_port, make_booking):
     expired = link(make_booking(), expires=int(time.time()) - 1)
     for suffix in ("", "/events", "/invoice"):
@@ -102,3 +121,14 @@ def test_the_pages_stream_speaks_to_the_customer(open_stream, make_booking, set_
     assert "We could not finish your confirmation email after 3 attempts" in dead.data["message"]
     assert "last_error" not in dead.data
     assert events[4].event == "complete"
+
+
+def test_one_attempt_is_said_in_the_singular_on_the_page_and_its_stream(events_port, open_stream, make_booking,
+                                                                       set_task):
+    booking_id = make_booking()
+    set_task(booking_id, "invoice", "dead", attempts=1, last_error="RenderError")
+    _, _, body = get(events_port, f"/status/{link(booking_id)}")
+    assert b"We could not finish your invoice after 1 attempt." in body and b"1 attempts" not in body
+    s = open_stream(f"/status/{link(booking_id)}/events")
+    dead = [e for e in (s.next() for _ in range(5)) if e.data.get("state") == "dead"][0]
+    assert "after 1 attempt." in dead.data["message"]

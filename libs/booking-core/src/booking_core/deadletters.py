@@ -79,6 +79,17 @@ class DeadLetterError(LookupError):
     """No open dead letter with that id (in that queue)."""
 
 
+#: The time filter's one rule, for the API, the console and the CLI alike: `dead_before` must be
+#: later than `dead_since`.  An empty or inverted range selects nothing by construction, so it is
+#: a mistake to report (naming `dead_before`), not "0 letters" to a bulk action that then did nothing.
+RANGE_RULE = "must be later than dead_since"
+
+
+def empty_range(dead_since: datetime | None, dead_before: datetime | None) -> bool:
+    """True when both ends are given and `dead_before` is not later than `dead_since`."""
+    return dead_since is not None and dead_before is not None and dead_before <= dead_since
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which open dead letters to list or act on; every field narrows, None means any.
@@ -97,6 +108,8 @@ class Filter:
     def __post_init__(self) -> None:
         if self.queue is not None and self.queue not in QUEUES:
             raise ValueError(f"queue must be one of {', '.join(QUEUES)}")
+        if empty_range(self.dead_since, self.dead_before):
+            raise ValueError(f"dead_before {RANGE_RULE}")
 
 
 def like_pattern(text: str) -> str:

@@ -18,10 +18,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import uuid
 from datetime import datetime
 
 _PURPOSE = b"booking-status-page/v1"
+
+#: Exactly what `sign` writes: the booking id as `str(UUID)` (lowercase, dashed), the
+#: expiry as `str(int)` (ASCII digits, no sign, no leading zero, no `_`), and the MAC as
+#: unpadded URL-safe base64 of 32 bytes.  Python's own parsers (`uuid.UUID`, `int`) are
+#: lenient (`urn:uuid:`, braces, uppercase, `+5`, `0_5`, Unicode digits), so a token
+#: parsed with them opens its booking under many spellings: one link, many URLs, each
+#: with its own cache entry and stream cap.  The regex is the parse.
+_TOKEN = re.compile(r"(?P<booking>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                    r"\.(?P<expires>0|[1-9][0-9]{0,18})"
+                    r"\.(?P<mac>[A-Za-z0-9_-]{43})")
 
 
 class InvalidToken(ValueError):
@@ -51,15 +62,10 @@ def verify(secret: str, token: str, now: float) -> str:
     """The booking id the token opens; InvalidToken when it does not open one."""
     if not secret:
         raise InvalidToken("status pages are not configured")
-    parts = token.split(".") if len(token) <= 200 else []
-    if len(parts) != 3:
+    parsed = _TOKEN.fullmatch(token)
+    if parsed is None:
         raise InvalidToken("malformed token")
-    booking_id, expires_text, mac = parts
-    try:
-        booking_id = str(uuid.UUID(booking_id))
-        expires = int(expires_text)
-    except ValueError:
-        raise InvalidToken("malformed token") from None
+    booking_id, expires, mac = parsed["booking"], int(parsed["expires"]), parsed["mac"]
     if not hmac.compare_digest(mac, _mac(secret, booking_id, expires)):
         raise InvalidToken("bad signature")
     if now >= expires:

@@ -8,6 +8,7 @@ indexed lookup.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 
@@ -15,13 +16,32 @@ import psycopg
 
 TOKEN_PREFIX = "bk_"  # noqa: S105 - a public prefix, not a secret
 
+#: The tenant-name rule: the CHECK on tenants.name (migration 0001), said again here so that a
+#: bad name is one clear error before the insert; the database's refusal is a CheckViolation
+#: traceback to a person at a terminal.  test_admin_tokens.py checks that the two agree.
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+TENANT_NAME_RULE = ("1 to 63 characters, lowercase letters a-z, digits, '-' and '_', "
+                    "starting with a letter or a digit")
+
+
+class InvalidTenantName(ValueError):
+    """A tenant name against the tenant-name rule; the message names the rule."""
+
+
+def check_tenant_name(name: str) -> str:
+    """`name` if it follows the tenant-name rule, else InvalidTenantName (showing at most 80 characters of it)."""
+    if not TENANT_NAME.fullmatch(name):
+        raise InvalidTenantName(f"tenant name {repr(name)[:80]} breaks the tenant-name rule: {TENANT_NAME_RULE}")
+    return name
+
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
 def ensure_tenant(conn: psycopg.Connection, name: str) -> dict:
-    """The tenant called `name`, created if missing: {'id', 'name'}."""
+    """The tenant called `name`, created if missing: {'id', 'name'}; InvalidTenantName against the rule."""
+    check_tenant_name(name)
     row = conn.execute(
         "INSERT INTO tenants (id, name) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING"
         " RETURNING id::text, name",
@@ -75,6 +95,17 @@ def authenticate(conn: psycopg.Connection, token: str) -> dict | None:
         " WHERE k.token_hash = %s AND k.revoked_at IS NULL",
         (hash_token(token),),
     ).fetchone()
+
+
+def live_token_ids(conn: psycopg.Connection, token_ids: list[str]) -> set[str]:
+    """Those of `token_ids` that are still live (not revoked): one query however many are asked.
+
+    For a service that holds streams open under tokens it authenticated once:
+    it rechecks them all together, and ends the streams of the ones missing.
+    """
+    rows = conn.execute("SELECT id::text FROM api_tokens WHERE id = ANY(%s::uuid[]) AND revoked_at IS NULL",
+                        (token_ids,)).fetchall()
+    return {r["id"] for r in rows}
 
 
 def list_tenants(conn: psycopg.Connection) -> list[dict]:

@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
-from booking_api.contract import PageQuery, Text, _Response, _schema, one_of
+from booking_api.contract import PageQuery, Text, _Response, _schema, invalid, one_of
+from booking_core import deadletters
 from booking_core.contracts import QUEUES, TASKS
 
 #: RFC 3339, as `format: date-time` means: a date, a time and a zone (pydantic alone would
@@ -43,7 +44,15 @@ class DeadLetterFilter(BaseModel):
     error: Annotated[Text | None, Field(description="Only letters whose final error contains this text "
                                                     "(case-insensitive, taken literally).")] = None
     dead_since: Annotated[AwareTime | None, Field(description="Dead at or after this time.")] = None
-    dead_before: Annotated[AwareTime | None, Field(description="Dead before this time.")] = None
+    dead_before: Annotated[AwareTime | None, Field(description="Dead before this time; later than "
+                                                                "`dead_since` when both are given.")] = None
+
+    @field_validator("dead_before")
+    @classmethod
+    def _after_since(cls, dead_before: datetime | None, info: ValidationInfo) -> datetime | None:
+        if deadletters.empty_range(info.data.get("dead_since"), dead_before):
+            raise invalid(deadletters.RANGE_RULE)
+        return dead_before
 
 
 class DeadLetterQuery(DeadLetterFilter, PageQuery):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -9,8 +11,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from booking_core import db
 from booking_core.config import Settings
 from booking_events import api_views, ops_routes, page_views
-from booking_events.keys import BULK_TASKS, HEARTBEAT_SECONDS, POLLER, REDIS, SETTINGS
+from booking_events.admission import StreamLimits, StreamSlots
+from booking_events.keys import (
+    BULK_TASKS,
+    HEARTBEAT_SECONDS,
+    LIMITS,
+    POLLER,
+    REDIS,
+    SETTINGS,
+    SETUPS,
+    SLOTS,
+    TOKEN_WATCH,
+)
 from booking_events.poller import Poller
+from booking_events.tokenwatch import TokenWatch
+
+#: How the service is served (server.py, and the tests' in-process runner alike).
+#: `handler_cancellation`: a client that drops its connection cancels its handler at once,
+#: so an open stream is freed then (its subscription, its slot), not at its next heartbeat,
+#: when the write would fail and aiohttp would log the failure as an ERROR with a traceback.
+#: Handlers that change state in more than one step shield those steps (`start_bulk`).
+SERVER_OPTIONS = {"handler_cancellation": True, "access_log": None}
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -28,19 +49,26 @@ async def _nosniff(request: web.Request, handler):
     return resp
 
 
-def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seconds: float = 0.15) -> web.Application:
-    """The service; the poller starts and stops with the app."""
+def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seconds: float = 0.15,
+               limits: StreamLimits | None = None, recheck_seconds: float = 2.0) -> web.Application:
+    """The service; the poller and the token watch start and stop with the app."""
     app = web.Application(middlewares=[_nosniff])
     app[SETTINGS] = settings
     app[HEARTBEAT_SECONDS] = heartbeat_seconds
     app[POLLER] = Poller(settings.database_url, interval=poll_seconds)
+    app[TOKEN_WATCH] = TokenWatch(settings.database_url, interval=recheck_seconds)
+    app[LIMITS] = limits or StreamLimits()
+    app[SLOTS] = StreamSlots(app[LIMITS])
+    app[SETUPS] = asyncio.Semaphore(app[LIMITS].setups)
     # The ops console's queue depth and dead-letter cache; a stalled Redis must not hang a page.
     app[REDIS] = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     app[BULK_TASKS] = set()
 
     async def lifecycle(app: web.Application):
         await app[POLLER].start()
+        await app[TOKEN_WATCH].start()
         yield
+        await app[TOKEN_WATCH].stop()
         await app[POLLER].stop()
         app[REDIS].close()
         db.close_pools()

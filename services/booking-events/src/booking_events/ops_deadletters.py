@@ -107,13 +107,21 @@ async def start_bulk(request: web.Request) -> web.StreamResponse:
         f = await _filter(request, parse(form))
     except FilterError as e:
         return _bad_filter(request, e)
-    settings, client = request.app[SETTINGS], request.app[REDIS]
-    job_id = await asyncio.to_thread(ops_data.start_job, settings, action, f, request[OPS_SESSION].operator)
+    # Shielded: an operator who closes the tab mid-request cancels the handler, and a job
+    # recorded but never started would sit "stalled" until someone ran it again.
+    job_id = await asyncio.shield(_start_job(request.app, action, f, request[OPS_SESSION].operator))
+    raise web.HTTPSeeOther(f"/ops/jobs/{job_id}")
+
+
+async def _start_job(app: web.Application, action: str, f: deadletters.Filter, operator: str) -> str:
+    """Record the bulk job and start running it in this process; its id."""
+    settings, client = app[SETTINGS], app[REDIS]
+    job_id = await asyncio.to_thread(ops_data.start_job, settings, action, f, operator)
     task = asyncio.create_task(asyncio.to_thread(ops_data.run_job, settings, client, job_id),
                                name=f"bulk-{job_id}")
-    request.app[BULK_TASKS].add(task)
-    task.add_done_callback(request.app[BULK_TASKS].discard)
-    raise web.HTTPSeeOther(f"/ops/jobs/{job_id}")
+    app[BULK_TASKS].add(task)
+    task.add_done_callback(app[BULK_TASKS].discard)
+    return job_id
 
 
 def job_fields(job) -> dict[str, str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from booking_core import deadletters
 from booking_core.contracts import QUEUES
 
 ACTIONS = ("requeue", "discard")
@@ -99,9 +100,8 @@ def parse(args) -> LetterQuery:
     if not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
         raise FilterError("page", "must be a whole number from 1")
     q = LetterQuery(queue, error, tenant, text("dead_since"), text("dead_before"), int(raw_page))
-    since, before = q.since(), q.before()
-    if since and before and since >= before:
-        raise FilterError("dead_before", "must be later than dead_since")
+    if deadletters.empty_range(q.since(), q.before()):
+        raise FilterError("dead_before", deadletters.RANGE_RULE)
     return q
 
 

@@ -20,8 +20,9 @@ from booking_core import bookings, db
 from booking_core.currencies import format_amount
 from booking_core.status_links import InvalidToken, verify
 from booking_events import eventlog, progress, sse
-from booking_events.keys import SETTINGS
-from booking_events.streams import stream
+from booking_events.admission import StreamsFull
+from booking_events.keys import SETTINGS, SLOTS
+from booking_events.streams import client_of, stream, too_many
 
 #: No inline script or style, nothing from another origin; the token must not leak in a Referer.
 SECURITY_HEADERS = {
@@ -85,7 +86,12 @@ async def status_events(request: web.Request) -> web.StreamResponse:
         last_event_id = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
     except ValueError:
         last_event_id = 0  # a browser only ever echoes our ids; start over rather than fail
-    return await stream(request, booking_id, last_event_id, show=_page_event)
+    slots = request.app[SLOTS]
+    try:
+        with slots.hold("client", client_of(request)), slots.hold("link", f"page:{booking_id}"):
+            return await stream(request, booking_id, last_event_id, show=_page_event)
+    except StreamsFull as full:
+        return too_many(request, full)
 
 
 async def status_invoice(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 PROBLEM_TYPE = "https://booking.example/problems/"
-TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 410: "Gone"}
+TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 410: "Gone", 429: "Too Many Requests"}
 
 
 def problem(status: int, code: str, detail: str, *, headers: dict | None = None) -> web.Response:

@@ -27,7 +27,8 @@ def message(task: str, state: str, attempts: int) -> str:
     if state == "retrying":
         return f"We're retrying {noun} (attempt {attempts} did not go through). No action is needed."
     if state == "dead":
-        return (f"We could not finish {noun} after {attempts} attempts. Our team has been alerted and "
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        return (f"We could not finish {noun} after {tries}. Our team has been alerted and "
                 "will follow up; your booking itself is confirmed.")
     if task == "email":
         return "Your confirmation email has been sent."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 from booking_core.contracts import TASKS
@@ -34,11 +35,15 @@ def is_complete(states: Mapping[str, str]) -> bool:
     return all(states.get(t) == "done" for t in TASKS) or any(s == "dead" for s in states.values())
 
 
+#: An event id as `frame` writes it: ASCII digits, at most a bigint's 19.  Not `int()`,
+#: which also reads `+5`, `1_0`, ` 7 ` and other scripts' digits (`٣`).
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
+
+
 def parse_last_event_id(raw: str | None) -> int:
-    """The `Last-Event-ID` header as an event id (0 = from the start); ValueError if not a number."""
-    if raw is None or raw.strip() == "":
+    """The `Last-Event-ID` header as an event id (0 = from the start); ValueError unless ASCII digits."""
+    if raw is None or raw == "":
         return 0
-    value = int(raw.strip())
-    if value < 0 or len(raw) > 20:
-        raise ValueError(raw)
-    return value
+    if not _EVENT_ID.fullmatch(raw):
+        raise ValueError("Last-Event-ID must be ASCII digits")
+    return int(raw)
