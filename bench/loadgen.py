@@ -104,9 +104,10 @@ class Client:
         self.auth = {"Authorization": f"Bearer {token}"}
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
 
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[float, int, bytes]:
+    def request(self, method: str, path: str, body: dict | None = None,
+                headers: dict | None = None) -> tuple[float, int, bytes]:
         """(milliseconds, status, body); reconnects once if the server closed an idle connection."""
-        headers = dict(self.auth)
+        headers = {**self.auth, **(headers or {})}
         data = None
         if body is not None:
             headers["Content-Type"] = "application/json"

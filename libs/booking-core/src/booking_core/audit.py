@@ -128,6 +128,7 @@ def append(conn: psycopg.Connection, payload: Mapping[str, Any]) -> bool:
     tenant_id = fields["tenant_id"]
     try:
         with conn.transaction(), conn.cursor() as cur:
+            # Rank 5 of docs/lock-order.md: after the booking's own work, before its task rows.
             cur.execute(
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, str(tenant_id))
             )

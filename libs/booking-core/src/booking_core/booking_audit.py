@@ -14,6 +14,11 @@ recorded.  So the append runs in its savepoint with a short lock timeout; if it
 fails (the tenant's chain lock is contended past the timeout, or the chain is
 broken), the savepoint is rolled back and the event goes through the outbox to
 the audit worker as before, which retries it and dead-letters it visibly.
+
+The caller writes its task's state after this append (docs/lock-order.md: the
+chain before the task rows), so the short timeout is put back once the append
+is done: the state write waits as long as it must, and an email already sent is
+always recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from booking_core import audit, outbox
 
@@ -28,18 +34,22 @@ log = logging.getLogger(__name__)
 
 #: How long the work's transaction may wait for its tenant's audit chain before handing the event over.
 LOCK_TIMEOUT_MS = 2000
+#: Set the transaction's lock_timeout, returning the one it replaces (OFFSET 0: read before set).
+_SHORT_WAIT = ("SELECT s.old, set_config('lock_timeout', %s, true)"
+               " FROM (SELECT current_setting('lock_timeout') AS old OFFSET 0) s")
 
 
 def record(conn: psycopg.Connection, message: outbox.OutboxMessage) -> str:
     """Append `message`'s audit event in the caller's open transaction: "appended", or "queued" to the outbox."""
-    # For the rest of the caller's transaction, which ends right after this append.
-    conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+    old = conn.cursor(row_factory=tuple_row).execute(_SHORT_WAIT, (f"{LOCK_TIMEOUT_MS}ms",)).fetchone()[0]
     try:
         audit.append(conn, message.payload)  # its own savepoint: a failure undoes the append alone
-        return "appended"
+        outcome = "appended"
     except (psycopg.Error, audit.AuditChainBroken, audit.InvalidAuditEvent) as exc:
         log.warning("audit event %s of booking %s handed to the audit worker: %s: %s",
                     message.payload.get("kind"), message.payload.get("booking_id"), type(exc).__name__,
                     str(exc).splitlines()[0] if str(exc) else "")
         outbox.add(conn, [message])
-        return "queued"
+        outcome = "queued"
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (old,))
+    return outcome

@@ -9,6 +9,10 @@ operation below reads that record.  Redis' `.XQ` entry is a cache: removed
 when present, never needed.
 
 Requeue and discard are human decisions, so each is audited with who did it.
+Lock order (docs/lock-order.md): a letter's row before its task's row, and a
+batch's task rows all locked, in (booking, task) order, before the first is
+written: the task rows' UPDATE trigger takes each booking's event numbering
+lock, which must come after every task row lock of the transaction.
 A requeue writes the message to the outbox (fresh retries, trace kept), the
 task back to `pending`, the record as resolved and the audit event in one
 transaction; the `.XQ` entry is removed after the commit, best effort.  A crash
@@ -224,11 +228,12 @@ def find(conn: psycopg.Connection, dead_id: str, queue: str | None = None) -> De
     return _letter(row)
 
 
-def find_for_task(conn: psycopg.Connection, booking_id: str, task: str) -> DeadLetter | None:
-    """The newest open dead letter of a booking's task, if one was recorded."""
-    letters = list_dead(conn, Filter(booking_id=booking_id))
-    matching = [d for d in letters if d.task == task]
-    return matching[-1] if matching else None
+def find_for_task(conn: psycopg.Connection, booking_id: str, task: str, *, lock: bool = False) -> DeadLetter | None:
+    """The newest open dead letter of a booking's task, if one was recorded; with `lock`, locked until commit."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE booking_id = %s AND task = %s"
+                       " AND resolved_at IS NULL ORDER BY dead_at DESC, id DESC LIMIT 1"
+                       + (" FOR UPDATE" if lock else ""), (booking_id, task)).fetchone()
+    return _letter(row) if row else None
 
 
 def audit_event(*, kind: str, tenant_id: str | None, booking_id: str | None, actor: str,
@@ -333,7 +338,8 @@ def apply_all(conn: psycopg.Connection, client: redis.Redis | None, namespace: s
         with conn.transaction():
             rows = conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE {cond} ORDER BY dead_at, id"
                                 " LIMIT %s FOR UPDATE SKIP LOCKED", [*params, batch_size]).fetchall()
-            letters = [_letter(r) for r in rows]
+            letters = sorted((_letter(r) for r in rows), key=lambda d: (d.booking_id or "", d.task or "", d.id))
+            _lock_tasks(conn, letters)
             for letter in letters:
                 act(conn, letter, actor)
         for letter in letters:
@@ -341,6 +347,15 @@ def apply_all(conn: psycopg.Connection, client: redis.Redis | None, namespace: s
             yield letter
         if len(letters) < batch_size:
             return
+
+
+def _lock_tasks(conn: psycopg.Connection, letters: list[DeadLetter]) -> None:
+    """Lock the task rows of `letters` in (booking_id, task) order, before any of them is written."""
+    keys = [(d.booking_id, d.task) for d in letters if d.booking_id and d.task]
+    if keys:
+        conn.execute("SELECT 1 FROM booking_tasks WHERE (booking_id, task) IN"
+                     " (SELECT * FROM unnest(%s::uuid[], %s::text[])) ORDER BY booking_id, task FOR NO KEY UPDATE",
+                     ([k[0] for k in keys], [k[1] for k in keys]))
 
 
 def purge_resolved(conn: psycopg.Connection, retention_days: int) -> int:

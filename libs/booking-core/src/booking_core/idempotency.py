@@ -45,6 +45,7 @@ def begin(conn: psycopg.Connection, tenant_id: str, key: str, fingerprint: bytes
     Raises `KeyInFlight` when another transaction holds the key and `KeyReused`
     when the stored request differs; an expired key is deleted and treated as new.
     """
+    # Rank 1 of docs/lock-order.md, and a try: it never waits, so it can close no cycle.
     locked = conn.execute(
         "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (f"{tenant_id}:{key}",)
     ).fetchone()

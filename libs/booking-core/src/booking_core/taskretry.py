@@ -7,7 +7,9 @@ record when there is one (resolving it), and otherwise rebuilds the message
 from the booking (`republish.task_message`).  Either way the message goes
 through the outbox with fresh retries and its trace kept, the task goes back
 to `pending`, and the action is audited with who did it, all in one
-transaction.
+transaction.  Lock order (docs/lock-order.md): the dead letter first, then the
+task row; a bulk requeue holding the letter and waiting for the row would
+otherwise deadlock with this retry holding the row and waiting for the letter.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def retry_task(conn: psycopg.Connection, client: redis.Redis | None, namespace: 
     """
     letter = None
     with conn.transaction():
+        letter = deadletters.find_for_task(conn, booking_id, task, lock=True)
         row = conn.execute(
             "SELECT t.state, b.tenant_id::text AS tenant_id FROM booking_tasks t JOIN bookings b ON b.id = t.booking_id"
             " WHERE t.booking_id = %s AND t.task = %s AND (%s::uuid IS NULL OR b.tenant_id = %s::uuid)"
@@ -43,7 +46,6 @@ def retry_task(conn: psycopg.Connection, client: redis.Redis | None, namespace: 
             raise LookupError(f"booking {booking_id} has no task {task!r}")
         if row["state"] != "dead":
             raise TaskNotDead(row["state"])
-        letter = deadletters.find_for_task(conn, booking_id, task)
         if letter is not None:
             deadletters.requeue_in(conn, letter, actor)
             sent = letter.message_id

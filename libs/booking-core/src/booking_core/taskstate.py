@@ -71,6 +71,8 @@ def mark_done(conn: psycopg.Connection, booking_id: str, task: str) -> None:
     The caller must commit that transaction before it returns (a `with
     conn.transaction()` block or the pool's `connection()` block does): the
     middleware then trusts the mark and writes nothing more for this attempt.
+    It is the transaction's last lock (docs/lock-order.md): the task row, then,
+    through the UPDATE trigger, the booking's event numbering lock.
     """
     booking_id = str(parse_uuid(booking_id, "booking_id"))
     conn.execute(_DONE, (booking_id, task))
@@ -138,9 +140,11 @@ class TaskStateMiddleware(Middleware):
 
     def _write(self, key: tuple[str, str] | None, state: str, sql: str | None, params: tuple, *,
                attempts: int, also=None) -> bool:
-        """Run one state write (and `also(conn)` in its transaction), retried with backoff.
+        """Run one state write (and `also(conn)` in its transaction, first), retried with backoff.
 
         False (and logged) if it never lands.  `key` None writes `also` alone.
+        `also` (the dead-letter record) goes first: docs/lock-order.md puts dead
+        letters before task rows.
         """
         key = key or ("-", "-")
         delay = self.first_backoff
@@ -148,10 +152,10 @@ class TaskStateMiddleware(Middleware):
             try:
                 pool = db.pool(self.database_url, max_size=self.pool_max)
                 with pool.connection(timeout=self.connect_timeout) as conn:  # one transaction
-                    if sql is not None:
-                        conn.execute(sql, params)
                     if also is not None:
                         also(conn)
+                    if sql is not None:
+                        conn.execute(sql, params)
                 return True
             except psycopg.Error as exc:
                 if attempt == attempts:

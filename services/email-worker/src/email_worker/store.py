@@ -26,7 +26,8 @@ def lock_booking(conn: psycopg.Connection, booking_id: str) -> None:
     """Serialise senders of one booking until this transaction ends (needs autocommit off).
 
     Two deliveries of one message running at once would otherwise both see
-    "not sent yet" and both send.
+    "not sent yet" and both send.  Rank 3 of docs/lock-order.md: taken first, held
+    across the send, before the audit chain and the task row.
     """
     conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('email_sends:' || %s::uuid::text, 0))",
@@ -47,7 +48,8 @@ def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, reci
 
     Returns False (and changes nothing but the task's state) if the send was already
     recorded.  The `done` state commits with the record, so a database error can
-    never leave a sent and recorded email's task `running`.
+    never leave a sent and recorded email's task `running`.  The state is written
+    last, after the audit append (docs/lock-order.md: chain before task rows).
     """
     with conn.transaction():
         row = conn.execute(
@@ -58,10 +60,10 @@ def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, reci
             " FROM ins JOIN bookings b ON b.id = ins.booking_id",
             (str(booking_id), message_id, recipient),
         ).fetchone()
+        if row is not None:
+            event = outbox.booking_event(EVENT_KIND, tenant_id=row["tenant_id"], booking_id=booking_id,
+                                         actor=ACTOR, occurred_at=row["sent_at"],
+                                         details={"message_id": message_id})
+            booking_audit.record(conn, event)
         taskstate.mark_done(conn, booking_id, EMAIL.task)
-        if row is None:
-            return False
-        event = outbox.booking_event(EVENT_KIND, tenant_id=row["tenant_id"], booking_id=booking_id,
-                                     actor=ACTOR, occurred_at=row["sent_at"], details={"message_id": message_id})
-        booking_audit.record(conn, event)
-        return True
+        return row is not None

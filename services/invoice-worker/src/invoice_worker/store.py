@@ -42,6 +42,8 @@ def allocate_number(
     The booking row lock serialises allocators of one booking; the counter row's
     UPSERT serialises a tenant's bookings, and rolls back with the transaction, so
     numbers have no gaps.  With `tenant_id`, another tenant's booking is unknown.
+    Lock order (docs/lock-order.md): the booking row (rank 3), then the tenant's
+    counter (rank 4); a caller marks the task done only after both.
     """
     bid = _uuid(booking_id, "booking_id")
     tid = _uuid(tenant_id, "tenant_id")
@@ -95,7 +97,9 @@ def save_pdf(conn: psycopg.Connection, booking_id: str, pdf: bytes) -> bool:
 
     Returns whether this call stored it; only then is "invoice.issued" written.
     The task is marked done in the same transaction either way: once a PDF is
-    stored, a database error can no longer leave the task `running`.
+    stored, a database error can no longer leave the task `running`.  Lock order
+    (docs/lock-order.md): the invoice row, the tenant's audit chain, then the task
+    row and its event numbering, last.
     """
     bid = _uuid(booking_id, "booking_id")
     cur = conn.cursor(row_factory=dict_row)
@@ -106,10 +110,9 @@ def save_pdf(conn: psycopg.Connection, booking_id: str, pdf: bytes) -> bool:
             " RETURNING tenant_id::text AS tenant_id, number, issued_at",
             (pdf, bid),
         ).fetchone()
+        if row is not None:
+            event = outbox.booking_event(ISSUED, tenant_id=row["tenant_id"], booking_id=str(bid), actor=ACTOR,
+                                         occurred_at=row["issued_at"], details={"invoice_number": row["number"]})
+            booking_audit.record(conn, event)
         taskstate.mark_done(conn, str(bid), INVOICE.task)
-        if row is None:
-            return False
-        event = outbox.booking_event(ISSUED, tenant_id=row["tenant_id"], booking_id=str(bid), actor=ACTOR,
-                                     occurred_at=row["issued_at"], details={"invoice_number": row["number"]})
-        booking_audit.record(conn, event)
-    return True
+    return row is not None

@@ -71,7 +71,7 @@ WHERE booking_id = %(booking_id)s AND task = %(task)s AND state IN ('pending', '
   AND updated_at < clock_timestamp() - make_interval(secs => %(after)s)
 RETURNING task
 """
-_MARK_DEAD = _CLAIM.replace("state = 'pending'", "state = 'dead'")
+_MARK_DEAD = _CLAIM.replace("state = 'pending'", "state = 'dead', last_error = %(error)s")
 
 
 def _task_of(body: bytes) -> tuple[str, str] | None:
@@ -111,16 +111,20 @@ def _record_dead(conn: psycopg.Connection, row: dict, body: bytes, after_seconds
 
     Write it now (state and dead-letter record, one transaction) from the letter
     Redis still holds, so it is listed and requeued from Postgres like any other.
+    The record is written first and undone if the task moved meanwhile
+    (docs/lock-order.md: dead letters before task rows).
     """
+    message = dramatiq.Message.decode(body)
+    tb = (message.options.get("traceback") or "").strip()
+    error = (tb.splitlines()[-1] if tb else "dead-lettered")[:500]
+    marked = False
     with conn.transaction():
-        if conn.execute(_MARK_DEAD, {**row, "after": after_seconds}).fetchone() is None:
-            return False
-        message = dramatiq.Message.decode(body)
-        tb = (message.options.get("traceback") or "").strip()
-        error = (tb.splitlines()[-1] if tb else "dead-lettered")[:500]
-        conn.execute("UPDATE booking_tasks SET last_error = %s WHERE booking_id = %s AND task = %s",
-                     (error, row["booking_id"], row["task"]))
         deadletters.record(conn, message, error=error)
+        marked = conn.execute(_MARK_DEAD, {**row, "error": error, "after": after_seconds}).fetchone() is not None
+        if not marked:
+            raise psycopg.Rollback()
+    if not marked:
+        return False
     log.warning("reconciler: task %s of booking %s was %s but its message is a dead letter in Redis; recorded"
                 " it as dead", row["task"], row["booking_id"], row["state"])
     return True
