@@ -17,10 +17,11 @@ import dramatiq
 import pytest
 import redis
 
-from booking_core import pausemirror, pauses
+from booking_core import pauses
 from booking_core.broker import make_broker
 from booking_core.pausewatch import RUNNING, Plan, QueuePauseMiddleware, plan
-from booking_core.queues import QueueReader
+from booking_scaling import pausemirror
+from booking_scaling.depth import QueueReader
 from e2e_helpers import wait_until
 
 POLL_MS = 100

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from booking_core.queues import QueueDepth
-from booking_core.scaling import AcceptPath, Backlog, Decision, Policy, ScalerState, decide
+from booking_scaling import AcceptPath, Backlog, Decision, Policy, ScalerState, decide
+from booking_scaling.depth import QueueDepth
 
 POLICY = Policy(
     min_replica_count=0, max_replica_count=10, target_backlog_per_replica=10, activation_backlog=0,

@@ -6,9 +6,8 @@ import time
 
 import dramatiq
 
-from booking_core.broker import make_broker
-from booking_core.queues import QueueReader
-from booking_core.scaling import Backlog, Policy, ScalerState, decide
+from booking_scaling import Backlog, Policy, ScalerState, decide
+from booking_scaling.depth import QueueReader
 
 
 def message(queue: str, *, age_ms: int = 0) -> dramatiq.Message:
@@ -16,9 +15,8 @@ def message(queue: str, *, age_ms: int = 0) -> dramatiq.Message:
                             message_timestamp=int(time.time() * 1000) - age_ms)
 
 
-def test_snapshot_counts_ready_in_flight_delayed_and_dead_separately(settings):
-    broker = make_broker(settings)
-    reader = QueueReader(broker.client, settings.redis_namespace)
+def test_snapshot_counts_ready_in_flight_delayed_and_dead_separately(broker):
+    reader = QueueReader(broker.client, broker.namespace)
     # Given four ready messages on invoice, the oldest 5 s old, and two delayed ones
     broker.enqueue(message("invoice", age_ms=5000))
     for _ in range(3):
@@ -43,16 +41,15 @@ def test_snapshot_counts_ready_in_flight_delayed_and_dead_separately(settings):
     assert (done.in_flight, done.dead) == (0, 1)
 
 
-def test_empty_and_unknown_queues_read_as_zero(settings):
-    reader = QueueReader(make_broker(settings).client, settings.redis_namespace)
+def test_empty_and_unknown_queues_read_as_zero(broker):
+    reader = QueueReader(broker.client, broker.namespace)
     depths = reader.snapshot(["email", "audit"])
     assert [(d.queue, d.ready, d.in_flight, d.delayed, d.dead, d.oldest_ready_age_ms) for d in depths] == [
         ("email", 0, 0, 0, 0, 0), ("audit", 0, 0, 0, 0, 0)]
 
 
-def test_delayed_due_counts_only_messages_due_within_the_lead_time(settings):
-    broker = make_broker(settings)
-    ns = settings.redis_namespace
+def test_delayed_due_counts_only_messages_due_within_the_lead_time(broker):
+    ns = broker.namespace
     reader = QueueReader(broker.client, ns)
     # Given delayed invoice messages due in 10 min, 5 s, 5 s, 60 s, 10 min and 10 min (enqueue order)
     for delay in (600_000, 5_000, 5_000, 60_000, 600_000, 600_000):
@@ -82,9 +79,8 @@ def test_delayed_due_counts_only_messages_due_within_the_lead_time(settings):
     consumer.close()
 
 
-def test_far_future_retries_let_a_pool_reach_zero_after_cooldown_and_due_ones_keep_a_worker(settings):
-    broker = make_broker(settings)
-    reader = QueueReader(broker.client, settings.redis_namespace)
+def test_far_future_retries_let_a_pool_reach_zero_after_cooldown_and_due_ones_keep_a_worker(broker):
+    reader = QueueReader(broker.client, broker.namespace)
     # Given one pool with a retry due in 10 minutes and another with one due in 5 seconds
     broker.enqueue(message("email"), delay=600_000)
     broker.enqueue(message("invoice"), delay=5_000)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from booking_core.scaling import AcceptPath, Backlog, Decision, Policy, ScalerState, decide
+from booking_scaling import AcceptPath, Backlog, Decision, Policy, ScalerState, decide
 
 # Every rule gets a few hundred random histories: cheap, because decide() is pure.
 rule = settings(max_examples=300, deadline=None)

@@ -15,7 +15,7 @@ from booking_core import bookings, db
 from booking_core.bookings import NewBooking
 from booking_core.broker import make_broker
 from booking_core.config import Settings
-from booking_core.queues import QueueReader
+from booking_scaling.depth import QueueReader
 from e2e_helpers import wait_until
 from outbox_relay import Relay, publish_batch
 

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from booking_core.scaling import LatencyBudget, Policy
+from booking_scaling import LatencyBudget, Policy
 from queue_autoscaler.spec import GROUP, PLURAL, VERSION, parse_spec
 
 ROOT = Path(__file__).resolve().parents[3]

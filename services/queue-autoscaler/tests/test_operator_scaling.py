@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
-from booking_core import pausemirror
+from booking_scaling import pausemirror
 
 POLL, WINDOW, COOLDOWN = 1, 2, 3
 
@@ -179,7 +179,7 @@ def test_paused_changes_nothing_until_resumed(cluster, ns, work, operator, redis
 
 def test_a_queue_its_workers_report_paused_gets_no_more_workers_until_resumed(cluster, ns, work, operator,
                                                                               redis_url, wait_for):
-    """The workers' copy of a pause (booking_core.pausemirror) holds scale-ups; the lapsed copy lets them go."""
+    """The workers' copy of a pause (booking_scaling.pausemirror) holds scale-ups; the lapsed copy lets them go."""
     cluster.deployment(ns, "invoice-worker", replicas=1)
     cluster.secret(ns, "redis", {"url": redis_url})
     work.send(100)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from booking_core.scaling import AcceptPath, Backlog, LatencyBudget, Policy, ScalerState, decide
+from booking_scaling import AcceptPath, Backlog, LatencyBudget, Policy, ScalerState, decide
 from queue_autoscaler.config import OperatorConfig
 from queue_autoscaler.reading import BacklogSource
 from queue_autoscaler.spec import (

@@ -36,7 +36,8 @@ import redis
 from dramatiq import Middleware
 from dramatiq.common import current_millis, q_name
 
-from booking_core import db, pausemirror, pauses
+from booking_core import db, pauses
+from booking_scaling import pausemirror
 
 log = logging.getLogger(__name__)
 

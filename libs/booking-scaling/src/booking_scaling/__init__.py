@@ -5,10 +5,10 @@ Pure: `decide()` turns a backlog reading, the current replica count, a
 Redis and applying the result are the callers' business.
 """
 
-from booking_core.scaling.backlog import Backlog
-from booking_core.scaling.decision import Decision, ScalerState, decide
-from booking_core.scaling.policy import Policy, PolicyError
-from booking_core.scaling.pressure import AcceptPath, LatencyBudget, LatencyReading, LatencyWatch, judge
+from booking_scaling.backlog import Backlog
+from booking_scaling.decision import Decision, ScalerState, decide
+from booking_scaling.policy import Policy, PolicyError
+from booking_scaling.pressure import AcceptPath, LatencyBudget, LatencyReading, LatencyWatch, judge
 
 __all__ = ["AcceptPath", "Backlog", "Decision", "LatencyBudget", "LatencyReading", "LatencyWatch", "Policy",
            "PolicyError", "ScalerState", "decide", "judge"]

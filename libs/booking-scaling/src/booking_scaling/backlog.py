@@ -14,7 +14,7 @@ from typing import Protocol
 
 
 class _Depth(Protocol):
-    """What `from_depths` reads: booking_core.queues.QueueDepth has these fields.
+    """What `from_depths` reads: booking_scaling.depth.QueueDepth has these fields.
 
     It also reads `delayed_due` where a depth has it (None or absent: not known).
     """

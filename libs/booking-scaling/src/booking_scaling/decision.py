@@ -42,9 +42,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from booking_core.scaling.backlog import Backlog
-from booking_core.scaling.policy import Policy
-from booking_core.scaling.pressure import AcceptPath
+from booking_scaling.backlog import Backlog
+from booking_scaling.policy import Policy
+from booking_scaling.pressure import AcceptPath
 
 Action = Literal["scale_up", "scale_down", "hold", "paused", "fallback"]
 #: Decision.held when the queue itself is paused by an operator.

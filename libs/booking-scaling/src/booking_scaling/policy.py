@@ -48,7 +48,7 @@ class Policy:
     delayed_lead_seconds: float = 30.0
     #: While true, nothing is changed.
     paused: bool = False
-    #: While the accept path is over its latency budget (booking_core.scaling.pressure),
+    #: While the accept path is over its latency budget (booking_scaling.pressure),
     #: scale-ups are held: more workers would slow the API and drain no faster.
     protect_accept_path: bool = True
 

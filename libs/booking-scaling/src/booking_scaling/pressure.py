@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from booking_core.scaling.policy import PolicyError, _int_at_least, _number_at_least
+from booking_scaling.policy import PolicyError, _int_at_least, _number_at_least
 
 #: The API's request latency histogram (booking_api.metrics.LATENCY).
 LATENCY_METRIC = "booking_http_request_duration_seconds"

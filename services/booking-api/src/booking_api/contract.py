@@ -48,7 +48,7 @@ from booking_core.contracts import QUEUES, TASK_STATES, TASKS
 from booking_core.currencies import currency_codes, minor_unit
 from booking_core.deadletters import DeadLetter
 from booking_core.emails import InvalidEmail, check_email
-from booking_core.queues import QueueDepth
+from booking_scaling.depth import QueueDepth
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_BODY_TEXT = f"{MAX_BODY_BYTES // 1024} KiB"

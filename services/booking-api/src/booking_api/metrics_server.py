@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from booking_core import db, deadletters, pauses
 from booking_core.config import Settings
 from booking_core.contracts import QUEUES
-from booking_core.queues import QueueReader
+from booking_scaling.depth import QueueReader
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from booking_api.validation import field_errors, validate_query
 from booking_core import deadletters, pauses
 from booking_core.contracts import QUEUES, TASKS
 from booking_core.ids import parse_uuid
-from booking_core.queues import QueueReader
 from booking_core.taskretry import TaskNotDead, retry_task
+from booking_scaling.depth import QueueReader
 
 bp = Blueprint("ops", __name__, url_prefix="/api/v1/ops")
 

@@ -18,8 +18,8 @@ import redis
 from booking_core import activity, audit, bookings, bulkjobs, db, deadletters, pauses, tenants
 from booking_core.config import Settings
 from booking_core.contracts import CONTRACTS, QUEUES
-from booking_core.queues import QueueReader
 from booking_events.ops_render import age
+from booking_scaling.depth import QueueReader
 
 #: The task each queue's messages do (one queue per task: DESIGN.md decision 1).
 _TASK_OF_QUEUE = {c.queue: c.task for c in CONTRACTS.values()}

@@ -20,7 +20,7 @@ Two rules keep the API first on one machine (issue 9):
   container's cpuset allows), else os.cpu_count().
 * Scale-ups wait while the accept path is over its latency budget: before each
   round of decisions the API's /metrics is read and the p99 of the bookings
-  requests since the last reading is judged (booking_core.scaling.pressure);
+  requests since the last reading is judged (booking_scaling.pressure);
   a held scale-up is logged with its reason, once when the hold starts and once
   when it ends.  A /metrics that cannot be read holds nothing (it is logged):
   a broken probe must not freeze the pools.
@@ -46,9 +46,9 @@ import redis
 
 from booking_core.contracts import QUEUES
 from booking_core.pausewatch import PauseReader
-from booking_core.queues import QueueReader
-from booking_core.scaling import AcceptPath, Backlog, Decision, LatencyBudget, LatencyWatch, Policy, ScalerState, decide
-from booking_core.scaling.decision import QUEUE_PAUSED
+from booking_scaling import AcceptPath, Backlog, Decision, LatencyBudget, LatencyWatch, Policy, ScalerState, decide
+from booking_scaling.decision import QUEUE_PAUSED
+from booking_scaling.depth import QueueReader
 
 log = logging.getLogger("bookingctl.autoscale")
 

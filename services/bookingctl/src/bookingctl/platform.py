@@ -26,7 +26,6 @@ from pathlib import Path
 
 from booking_core import db, tenants
 from booking_core.migrate import migrate
-from booking_core.scaling import Policy
 from booking_embedded import (
     Child,
     EmbeddedPostgres,
@@ -37,6 +36,7 @@ from booking_embedded import (
     reserve_port,
     stop_together,
 )
+from booking_scaling import Policy
 from bookingctl import services
 from bookingctl.autoscale import Autoscaler
 from bookingctl.datadir import DataDirLock, run_file, write_run_file, write_secret

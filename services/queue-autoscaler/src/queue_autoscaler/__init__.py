@@ -1,1 +1,1 @@
-"""The queue autoscaler: a kopf operator over booking_core.scaling."""
+"""The queue autoscaler: a kopf operator over booking_scaling."""

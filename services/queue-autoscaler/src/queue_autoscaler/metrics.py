@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 
-from booking_core.queues import QueueDepth
+from booking_scaling.depth import QueueDepth
 
 #: QueueDepth fields exported as `component`; delayed_due is read with the policy's delayedLeadSeconds.
 COMPONENTS = ("ready", "in_flight", "delayed", "delayed_due", "dead")

@@ -5,7 +5,7 @@ polls at the object's own pollingInterval: kopf fixes a timer's interval when
 the module is imported, and each QueueScaler may choose another one.  A poll
 reads the target's scale subresource, refuses a target an HPA already scales,
 reads the backlog and, with spec.acceptPath, the API's latency, asks
-booking_core.scaling.decide() and patches the scale subresource only, posting
+booking_scaling.decide() and patches the scale subresource only, posting
 an Event on each change of replicas (and a Warning when a scale-up is first
 held because the accept path is over its latency budget).  The decision
 state lives in the object's kopf memo; lastActiveTime is restored from status
@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from booking_core.scaling import Backlog, Decision, LatencyWatch, ScalerState, decide
+from booking_scaling import Backlog, Decision, LatencyWatch, ScalerState, decide
 from queue_autoscaler import metrics
 from queue_autoscaler import spec as qs
 from queue_autoscaler.config import OperatorConfig
@@ -71,7 +71,7 @@ async def _redis_url(rt: Runtime, kube: KubeClient, namespace: str, s: ScalerSpe
 async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, now: float):
     """(Backlog, depths, every queue paused); any failure, the Secret's included, is an unreadable Backlog.
 
-    "Paused" is the workers' copy of the pauses in Redis (booking_core.pausemirror): the pool's
+    "Paused" is the workers' copy of the pauses in Redis (booking_scaling.pausemirror): the pool's
     queues are all paused by a human, so more workers would only idle.
     """
     try:

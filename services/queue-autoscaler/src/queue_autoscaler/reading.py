@@ -1,10 +1,10 @@
-"""Readings: the backlog through booking_core's QueueReader (the one Redis snapshot),
+"""Readings: the backlog through booking_scaling's QueueReader (the one Redis snapshot),
 and the API's latency histogram (the text of its /metrics, or Prometheus' /federate).
 
 One Redis client per URL is shared by every QueueScaler pointing at it.  A
 failed read becomes `Backlog.unreadable(...)`, never zeros, so the decision
 core holds (or falls back) instead of scaling a pool away on a guess.  A
-failed latency read holds nothing (booking_core.scaling.LatencyWatch).
+failed latency read holds nothing (booking_scaling.LatencyWatch).
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import asyncio
 import aiohttp
 import redis
 
-from booking_core import pausemirror
-from booking_core.queues import QueueDepth, QueueReader
-from booking_core.scaling import AcceptPath, Backlog, LatencyWatch
+from booking_scaling import AcceptPath, Backlog, LatencyWatch, pausemirror
+from booking_scaling.depth import QueueDepth, QueueReader
 
 
 class BacklogSource:
@@ -55,7 +54,7 @@ class BacklogSource:
         return Backlog.from_depths(depths), depths
 
     async def paused(self, url: str, namespace: str, queues: tuple[str, ...]) -> frozenset[str]:
-        """The queues whose workers report them paused (booking_core.pausemirror); none when unreadable.
+        """The queues whose workers report them paused (booking_scaling.pausemirror); none when unreadable.
 
         Unreadable reads as running: the operator then scales as it would without the copy.
         """

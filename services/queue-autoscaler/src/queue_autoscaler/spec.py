@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from booking_core.scaling import AcceptPath, Backlog, Decision, LatencyBudget, Policy, PolicyError
-from booking_core.scaling.decision import QUEUE_PAUSED
+from booking_scaling import AcceptPath, Backlog, Decision, LatencyBudget, Policy, PolicyError
+from booking_scaling.decision import QUEUE_PAUSED
 
 GROUP = "scaling.booking-platform.io"
 VERSION = "v1alpha1"
