@@ -392,3 +392,13 @@ def test_concurrent_appends_give_one_contiguous_chain(database_url, db_conn, ten
     assert seqs == list(range(1, len(events) + 1))
     report = report_for(db_conn, tenant)
     assert report.ok and report.entries == len(events) == report.head_seq
+
+
+def test_a_bookings_audit_entries_in_chain_order(db_conn, tenant):
+    booking_id = str(uuid.uuid4())
+    for kind in ("booking.created", "deadletter.requeued"):
+        audit.append(db_conn, event(tenant, kind=kind, booking_id=booking_id, actor="ops:Ada"))
+    assert [e["kind"] for e in audit.entries_for_booking(db_conn, booking_id)] == ["booking.created",
+                                                                                 "deadletter.requeued"]
+    with pytest.raises(ValueError, match="not a uuid"):
+        audit.entries_for_booking(db_conn, "x")

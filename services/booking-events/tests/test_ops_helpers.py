@@ -1,4 +1,4 @@
-"""booking_core's helpers for the ops console: sessions, bulk jobs, activity, a booking's audit entries.
+"""The ops console's own helpers: sessions, bulk jobs, activity.
 
 Real Postgres and Redis; the worker counts read what Dramatiq's own consumers write.
 """
@@ -13,9 +13,9 @@ from decimal import Decimal
 import dramatiq
 import pytest
 
-from booking_core import activity, audit, bookings, bulkjobs, deadletters, ops_sessions, presence, tenants
+from booking_core import bookings, deadletters, presence, tenants
 from booking_core.broker import make_broker
-from booking_core.contracts import audit_payload
+from booking_events import activity, bulkjobs, ops_sessions
 from e2e_helpers import wait_until
 
 
@@ -143,15 +143,3 @@ def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):
     # A worker not heard from within the timeout is not live.
     time.sleep(0.05)
     assert activity.workers(broker.client, settings.redis_namespace, ["invoice"], 1).live == 0
-
-
-def test_a_bookings_audit_entries_in_chain_order(db_conn, tenant):
-    booking_id = _booking(db_conn, tenant)
-    for kind in ("booking.created", "deadletter.requeued"):
-        audit.append(db_conn, audit_payload(event_id=str(uuid.uuid4()), kind=kind, tenant_id=tenant["id"],
-                                            booking_id=booking_id, actor="ops:Ada",
-                                            occurred_at="2026-11-30T12:00:00+00:00", details={}))
-    assert [e["kind"] for e in audit.entries_for_booking(db_conn, booking_id)] == ["booking.created",
-                                                                                 "deadletter.requeued"]
-    with pytest.raises(ValueError, match="not a uuid"):
-        audit.entries_for_booking(db_conn, "x")

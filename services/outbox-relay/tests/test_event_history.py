@@ -1,4 +1,4 @@
-"""Compaction of the booking event log (eventhistory.py) on real Postgres.
+"""Compaction of the booking event log (outbox_relay/compaction.py) on real Postgres.
 
 Only this test's events are aged; the cursor is placed just before them, so
 other tests' (young) events in the shared database stop every walk.
@@ -13,7 +13,7 @@ import pytest
 
 from booking_core import bookings
 from booking_core.config import Settings
-from booking_core.eventhistory import compact, compact_next
+from outbox_relay.compaction import compact, compact_next
 
 
 def lived_booking(conn, tenant) -> str:

@@ -91,7 +91,7 @@ class Settings:
     #: Requeued or discarded dead-letter records are purged this many days after; open ones never.
     dead_letter_retention_days: int = 30
     #: Booking events older than this many days keep only each task's final state
-    #: (eventhistory.py); 0 keeps every event for ever.
+    #: (the relay's compaction.py); 0 keeps every event for ever.
     event_history_days: int = 30
     #: The reconciler re-publishes an unfinished task idle this long with no message anywhere;
     #: 0 means the default, max(2 x heartbeat timeout, 120 s) (it must exceed the heartbeat timeout).

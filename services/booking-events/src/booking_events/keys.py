@@ -7,8 +7,8 @@ import asyncio
 import redis
 from aiohttp import web
 
-from booking_core import ops_sessions
 from booking_core.config import Settings
+from booking_events import ops_sessions
 from booking_events.admission import StreamLimits, StreamSlots
 from booking_events.poller import Poller
 from booking_events.tokenwatch import TokenWatch

@@ -1,7 +1,7 @@
 """Sign-in, sign-out and the checks every console request passes.
 
 An admin API token (booking_core.tenants) is exchanged once for a server-side
-session (booking_core.ops_sessions); the browser keeps only the session id in
+session (booking_events.ops_sessions); the browser keeps only the session id in
 a cookie that scripts cannot read (HttpOnly), that other sites never send
 (SameSite=Strict), scoped to /ops, and Secure when the request came over HTTPS.
 
@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from booking_core import db, ops_sessions
+from booking_core import db
 from booking_core.config import Settings
+from booking_events import ops_sessions
 from booking_events.keys import OPS_FORM, OPS_SESSION, SETTINGS
 from booking_events.ops_render import error, page
 

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 import redis
 
-from booking_core import activity, audit, bookings, bulkjobs, db, deadletters, pauses, tenants
+from booking_core import audit, bookings, db, deadletters, pauses, tenants
 from booking_core.config import Settings
 from booking_core.contracts import CONTRACTS, QUEUES
+from booking_events import activity, bulkjobs
 from booking_events.ops_render import age
 from booking_scaling.depth import QueueReader
 

@@ -3,7 +3,7 @@
 Every action is booking_core.deadletters' (the API's and bookingctl's), with
 the signed-in operator as the audit actor.  "All that match" goes through a
 confirmation page that shows the dry-run count and the filter in words; the
-confirmed action becomes a bulk job (booking_core.bulkjobs) that runs in
+confirmed action becomes a bulk job (booking_events.bulkjobs) that runs in
 batches in this process while its page shows the progress.
 """
 

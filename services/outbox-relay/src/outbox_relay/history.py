@@ -1,6 +1,6 @@
 """The reconciler leader's second chore: compacting the booking event log.
 
-`booking_core.eventhistory` does one batch; this runs batches until the log's
+`outbox_relay.compaction` does one batch; this runs batches until the log's
 settled part is done or `MAX_BATCHES` have run, pausing between them so the
 deletes never come as one long burst of WAL that the accept path's commits
 would queue behind.  It runs on the reconciler's thread and connection, only
@@ -15,7 +15,7 @@ import threading
 
 import psycopg
 
-from booking_core.eventhistory import compact_next
+from outbox_relay.compaction import compact_next
 from outbox_relay.metrics import EVENTS_COMPACTED
 
 log = logging.getLogger("outbox_relay.history")

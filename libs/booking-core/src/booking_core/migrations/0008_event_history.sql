@@ -1,4 +1,4 @@
--- Compaction of the booking event log (booking_core/eventhistory.py).  Once a booking's
+-- Compaction of the booking event log (services/outbox-relay/src/outbox_relay/compaction.py).  Once a booking's
 -- events are older than BOOKING_EVENT_HISTORY_DAYS, each task keeps only its latest
 -- event (its final state), so the log grows by about three rows per booking, not by
 -- every transition and retry.  Compaction walks the log in id order from this cursor:
