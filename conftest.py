@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from booking_core.config import Settings
-from booking_core.migrate import migrate
+from booking_core.db.migrate import migrate
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +83,6 @@ def db_conn(database_url):
 @pytest.fixture
 def tenant(db_conn) -> dict:
     """A fresh tenant of this test's own: {'id', 'name'}."""
-    from booking_core import tenants
+    from booking_core.model import tenants
 
     return tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")

@@ -24,11 +24,12 @@ from pathlib import Path
 import dramatiq
 import report  # bench/report.py: a script's own folder is on sys.path
 
-from booking_core import db, pauses
-from booking_core.broker import make_broker
+from booking_core import db
 from booking_core.config import Settings
-from booking_core.migrate import migrate
-from booking_core.pausewatch import QueuePauseMiddleware
+from booking_core.db.migrate import migrate
+from booking_core.queues import pauses
+from booking_core.queues.pausewatch import QueuePauseMiddleware
+from booking_core.worker.broker import make_broker
 from booking_embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 QUIET_SECONDS = 3.0  # no start for this long after a pause: it has taken effect

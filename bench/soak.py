@@ -48,7 +48,8 @@ import procs
 import report
 from loadgen import Client, pct
 
-from booking_core import db, tenants
+from booking_core import db
+from booking_core.model import tenants
 from booking_embedded import free_port
 from bookingctl.autoscale import load_policies
 from bookingctl.platform import Platform, PlatformConfig

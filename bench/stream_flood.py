@@ -42,8 +42,9 @@ import aiohttp
 import report  # bench/report.py: a script's own folder is on sys.path
 from pipeline import summary
 
-from booking_core import bookings, db, status_links, tenants
-from booking_core.migrate import migrate
+from booking_core import db
+from booking_core.db.migrate import migrate
+from booking_core.model import bookings, status_links, tenants
 from booking_embedded import Child, EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
 
 SECRET = "bench-secret-" + "x" * 20

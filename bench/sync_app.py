@@ -27,8 +27,8 @@ from booking_api.bookings_views import _created, _json_body, validate_booking
 from booking_api.database import get_db
 from booking_api.presenters import booking_json
 from booking_api.problems import ApiError
-from booking_core import bookings
-from booking_core.contracts import audit_payload
+from booking_core.messaging.contracts import audit_payload
+from booking_core.model import bookings
 from email_worker.actors import send_confirmation_email
 from invoice_worker.actors import issue_invoice
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from booking_core import bookings
+from booking_core.model import bookings
 
 #: A valid booking request, for tests that do not care about its fields.
 ADA = bookings.NewBooking("Ada", "ada@example.com", "Room 1", date(2030, 1, 1), date(2030, 1, 3),

@@ -564,7 +564,7 @@ def test_migrations_run_as_a_hook_before_install_and_upgrade(rendered):
     job = by_kind(docs, "Job")[component_name("migrations")]
     assert _hook(job) == {"pre-install", "pre-upgrade"}
     c = job["spec"]["template"]["spec"]["containers"][0]
-    assert "from booking_core.migrate import migrate" in c["command"][-1]
+    assert "from booking_core.db.migrate import migrate" in c["command"][-1]
     # Hooks run before the release's resources exist: the URL comes from a hook Secret made just before.
     ref = c["env"][0]["valueFrom"]["secretKeyRef"]
     hook_secret = by_kind(docs, "Secret")[ref["name"]]

@@ -42,8 +42,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from booking_core import audit, bookings, db, tenants
-from booking_core.migrate import migrate
+from booking_core import db
+from booking_core.audit import chain
+from booking_core.db.migrate import migrate
+from booking_core.model import bookings, tenants
 from booking_embedded import free_port
 from e2e_helpers import wait_until
 
@@ -513,7 +515,7 @@ def test_a_booking_travels_through_the_relay_and_audit_worker_images(image, star
     wait_until(lambda: scalar(url, "SELECT state FROM booking_tasks WHERE booking_id = %s AND task = 'audit'",
                               booking["id"]) == "done", timeout=30, what="the audit task to be done")
     with db.connect(url) as conn:
-        (report,) = audit.verify(conn, booking["tenant_id"])
+        (report,) = chain.verify(conn, booking["tenant_id"])
     assert report.ok and report.entries == 1, report
 
     code, seconds = worker.terminate(timeout=45)

@@ -41,7 +41,7 @@ def test_a_burst_of_invoices_grows_the_pool_then_it_shrinks_back(make_platform, 
 def test_each_pool_counts_delayed_messages_due_within_its_own_lead(settings, leads):
     import dramatiq
 
-    from booking_core.broker import make_broker
+    from booking_core.worker.broker import make_broker
     from bookingctl.autoscale import Autoscaler
 
     broker = make_broker(settings)

@@ -19,8 +19,10 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from booking_core import audit, db, deadletters, taskretry
-from booking_core.contracts import AUDIT, CONTRACTS, EMAIL, INVOICE
+from booking_core import db
+from booking_core.audit import chain
+from booking_core.messaging.contracts import AUDIT, CONTRACTS, EMAIL, INVOICE
+from booking_core.tasks import deadletters, taskretry
 from e2e_helpers import wait_until
 from relay_helpers import booking_without_relay
 
@@ -139,7 +141,7 @@ def test_an_email_recorded_while_its_booking_is_audited_does_not_deadlock(databa
     assert task_states(db_conn, booking_id)[AUDIT.task] == "done"
     assert chain_kinds(db_conn, booking_id) == ["booking.created", "email.sent"]
     assert queued_audit_events(db_conn, booking_id) == []
-    assert all(r.ok for r in audit.verify(db_conn, tenant["id"]))
+    assert all(r.ok for r in chain.verify(db_conn, tenant["id"]))
 
 
 def test_an_invoice_stored_while_its_booking_is_audited_does_not_deadlock(database_url, db_conn, tenant,
@@ -249,7 +251,7 @@ def test_a_bulk_action_on_two_tasks_of_a_booking_does_not_deadlock_with_a_state_
                                                                                      tenant):
     import dramatiq
 
-    from booking_core.taskstate import TaskStateMiddleware
+    from booking_core.tasks.taskstate import TaskStateMiddleware
 
     # Given a booking whose email and invoice tasks are both dead
     booking_id, messages = booking_without_relay(db_conn, tenant["id"])
@@ -280,8 +282,8 @@ def test_a_bulk_action_on_two_tasks_of_a_booking_does_not_deadlock_with_a_state_
 def test_a_dead_write_while_a_bulk_requeue_claims_its_letter_does_not_deadlock(database_url, db_conn, tenant):
     from dramatiq.broker import MessageProxy
 
-    from booking_core.errors import PermanentTaskError
-    from booking_core.taskstate import TaskStateMiddleware
+    from booking_core.messaging.errors import PermanentTaskError
+    from booking_core.tasks.taskstate import TaskStateMiddleware
 
     # Given a dead email task whose letter is open, and a late copy of its message failing for good
     booking_id, _ = booking_without_relay(db_conn, tenant["id"])

@@ -114,7 +114,7 @@ def test_a_client_token_cannot_sign_in_and_pages_read_without_javascript(make_pl
     platform = make_platform()
     origin = platform.events_url
     with db.connect(platform.urls["DATABASE_URL"], autocommit=True) as conn:
-        from booking_core import tenants
+        from booking_core.model import tenants
 
         client_token = tenants.create_token(conn, tenants.ensure_tenant(conn, "demo")["id"])["token"]
     context = browser.new_context(java_script_enabled=False)

@@ -19,7 +19,8 @@ import urllib.request
 import uuid
 from datetime import date, timedelta
 
-from booking_core import db, tenants
+from booking_core import db
+from booking_core.model import tenants
 
 TASKS = ("email", "invoice", "audit")
 

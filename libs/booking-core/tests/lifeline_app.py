@@ -12,8 +12,8 @@ import os
 import dramatiq
 import redis
 
-from booking_core.broker import setup_broker
 from booking_core.config import Settings
+from booking_core.worker.broker import setup_broker
 
 settings = Settings.from_env()
 broker = setup_broker(settings, track_tasks=False, service_name="lifeline-test")

@@ -14,7 +14,8 @@ import pytest
 import redis
 from dramatiq import Message
 
-from booking_core import admin, deadletters
+from booking_core.ops import admin
+from booking_core.tasks import deadletters
 from relay_helpers import booking_without_relay
 
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from booking_core import admin, pauses
+from booking_core.ops import admin
+from booking_core.queues import pauses
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from booking_core import tenants
+from booking_core.model import tenants
 
 BIN = Path(sys.executable).parent
 

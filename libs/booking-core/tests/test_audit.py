@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from booking_core import audit, db, tenants
-from booking_core.contracts import audit_payload
+from booking_core import db
+from booking_core.audit import chain
+from booking_core.messaging.contracts import audit_payload
+from booking_core.model import tenants
 
 
 def event(tenant: dict, *, kind: str = "booking.created", **overrides) -> dict:
@@ -29,20 +31,20 @@ def event(tenant: dict, *, kind: str = "booking.created", **overrides) -> dict:
     return audit_payload(**fields)
 
 
-def chain(conn, tenant: dict, n: int) -> list[dict]:
+def append_events(conn, tenant: dict, n: int) -> list[dict]:
     """Append `n` events for `tenant`; return their payloads."""
     events = [event(tenant, details={"i": i}) for i in range(n)]
     for e in events:
-        assert audit.append(conn, e) is True
+        assert chain.append(conn, e) is True
     return events
 
 
-def report_for(conn, tenant: dict) -> audit.ChainReport:
-    (report,) = audit.verify(conn, tenant["id"])
+def report_for(conn, tenant: dict) -> chain.ChainReport:
+    (report,) = chain.verify(conn, tenant["id"])
     return report
 
 
-def issues(report: audit.ChainReport) -> list[tuple[int | None, str]]:
+def issues(report: chain.ChainReport) -> list[tuple[int | None, str]]:
     return [(p.seq, p.issue) for p in report.problems]
 
 
@@ -88,37 +90,37 @@ def test_entry_hash_is_sha256_of_prev_and_canonical_json():
         '"occurred_at":"2024-05-01T12:00:00.000005Z","seq":1,'
         '"tenant_id":"0b7c7c8e-5f56-4c8e-9b0e-0f3a7f7c2d11"}'
     )
-    assert audit.canonical_json(ENTRY) == canonical
-    expected = hashlib.sha256((audit.GENESIS_HASH + canonical).encode()).hexdigest()
-    assert audit.entry_hash(audit.GENESIS_HASH, ENTRY) == expected
-    assert audit.GENESIS_HASH == "0" * 64
+    assert chain.canonical_json(ENTRY) == canonical
+    expected = hashlib.sha256((chain.GENESIS_HASH + canonical).encode()).hexdigest()
+    assert chain.entry_hash(chain.GENESIS_HASH, ENTRY) == expected
+    assert chain.GENESIS_HASH == "0" * 64
 
 
 def test_entry_hash_ignores_representation_but_not_content():
-    base = audit.entry_hash(audit.GENESIS_HASH, ENTRY)
+    base = chain.entry_hash(chain.GENESIS_HASH, ENTRY)
     same_instant = ENTRY["occurred_at"].astimezone(timezone(timedelta(hours=2)))
     as_uuids = {**ENTRY, "tenant_id": uuid.UUID(ENTRY["tenant_id"]),
                 "event_id": uuid.UUID(ENTRY["event_id"]), "occurred_at": same_instant,
                 "details": {"a": "é", "b": 1}, "recorded_at": "ignored"}
-    assert audit.entry_hash(audit.GENESIS_HASH, as_uuids) == base
+    assert chain.entry_hash(chain.GENESIS_HASH, as_uuids) == base
     for name, value in [("seq", 2), ("kind", "email.sent"), ("actor", "x"),
                         ("booking_id", str(uuid.uuid4())), ("details", {"b": 2, "a": "é"}),
                         ("occurred_at", ENTRY["occurred_at"] + timedelta(microseconds=1))]:
-        assert audit.entry_hash(audit.GENESIS_HASH, {**ENTRY, name: value}) != base, name
-    assert audit.entry_hash("1" * 64, ENTRY) != base
+        assert chain.entry_hash(chain.GENESIS_HASH, {**ENTRY, name: value}) != base, name
+    assert chain.entry_hash("1" * 64, ENTRY) != base
 
 
 def test_entry_hash_refuses_naive_timestamps():
     with pytest.raises(ValueError):
-        audit.entry_hash(audit.GENESIS_HASH, {**ENTRY, "occurred_at": datetime(2024, 1, 1)})
+        chain.entry_hash(chain.GENESIS_HASH, {**ENTRY, "occurred_at": datetime(2024, 1, 1)})
 
 
 # --- append ----------------------------------------------------------------------------------
 
 def test_append_twice_the_same_event_records_one_row(db_conn, tenant):
     e = event(tenant)
-    assert audit.append(db_conn, e) is True
-    assert audit.append(db_conn, e) is False
+    assert chain.append(db_conn, e) is True
+    assert chain.append(db_conn, e) is False
     rows = db_conn.execute(
         "SELECT seq FROM audit_log WHERE event_id = %s", (e["event_id"],)
     ).fetchall()
@@ -130,14 +132,14 @@ def test_append_twice_the_same_event_records_one_row(db_conn, tenant):
 
 
 def test_chain_of_three_links_and_verifies_clean(db_conn, tenant):
-    events = chain(db_conn, tenant, 3)
+    events = append_events(db_conn, tenant, 3)
     rows = db_conn.execute(
         "SELECT seq, event_id::text, prev_hash, hash FROM audit_log WHERE tenant_id = %s"
         " ORDER BY seq", (tenant["id"],)
     ).fetchall()
     assert [r["seq"] for r in rows] == [1, 2, 3]
     assert [r["event_id"] for r in rows] == [e["event_id"] for e in events]
-    assert rows[0]["prev_hash"] == audit.GENESIS_HASH
+    assert rows[0]["prev_hash"] == chain.GENESIS_HASH
     assert rows[1]["prev_hash"] == rows[0]["hash"] and rows[2]["prev_hash"] == rows[1]["hash"]
     head = db_conn.execute(
         "SELECT seq, hash FROM audit_heads WHERE tenant_id = %s", (tenant["id"],)
@@ -152,15 +154,15 @@ def test_details_hash_as_postgres_stores_them(db_conn, tenant):
     """jsonb rewrites numbers (1e20, 1.10) and reorders keys; the hash must still agree."""
     details = {"big": 1e20, "scale": 1.10, "neg": -0.0, "int": 2**70, "text": "ünï 😀",
                "nested": {"z": [1, {"y": None}], "a": True}}
-    assert audit.append(db_conn, event(tenant, details=details))
-    assert audit.append(db_conn, event(tenant, details={}))
+    assert chain.append(db_conn, event(tenant, details=details))
+    assert chain.append(db_conn, event(tenant, details={}))
     assert report_for(db_conn, tenant).ok
 
 
 def test_offsets_and_precision_of_occurred_at_verify(db_conn, tenant):
     for stamp in ("2024-01-01T10:00:00+02:00", "2024-01-01T08:00:00Z",
                   "2024-01-01T08:00:00.1234567+00:00"):
-        assert audit.append(db_conn, event(tenant, occurred_at=stamp))
+        assert chain.append(db_conn, event(tenant, occurred_at=stamp))
     stored = db_conn.execute(
         "SELECT occurred_at FROM audit_log WHERE tenant_id = %s ORDER BY seq", (tenant["id"],)
     ).fetchall()
@@ -190,8 +192,8 @@ def test_offsets_and_precision_of_occurred_at_verify(db_conn, tenant):
 )
 def test_malformed_payloads_are_refused_permanently(db_conn, tenant, change, message):
     payload = {**event(tenant), **change}
-    with pytest.raises(audit.InvalidAuditEvent, match=message):
-        audit.append(db_conn, payload)
+    with pytest.raises(chain.InvalidAuditEvent, match=message):
+        chain.append(db_conn, payload)
     assert db_conn.execute(
         "SELECT count(*) AS n FROM audit_log WHERE tenant_id = %s", (tenant["id"],)
     ).fetchone()["n"] == 0
@@ -200,9 +202,9 @@ def test_malformed_payloads_are_refused_permanently(db_conn, tenant, change, mes
 def test_append_inside_a_caller_transaction_commits_with_it(database_url, tenant):
     with db.connect(database_url) as conn:  # not autocommit: the caller owns the commit
         conn.execute("SELECT 1")
-        assert audit.append(conn, event(tenant))
+        assert chain.append(conn, event(tenant))
         conn.rollback()
-        assert audit.append(conn, event(tenant))
+        assert chain.append(conn, event(tenant))
         conn.commit()
         assert report_for(conn, tenant).entries == 1
 
@@ -210,18 +212,18 @@ def test_append_inside_a_caller_transaction_commits_with_it(database_url, tenant
 def test_tenants_have_separate_chains(db_conn, tenant, tamper):
     other = tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
     for _ in range(3):
-        audit.append(db_conn, event(tenant))
-        audit.append(db_conn, event(other))
+        chain.append(db_conn, event(tenant))
+        chain.append(db_conn, event(other))
     for t in (tenant, other):
         seqs = db_conn.execute(
             "SELECT seq, prev_hash FROM audit_log WHERE tenant_id = %s ORDER BY seq", (t["id"],)
         ).fetchall()
         assert [r["seq"] for r in seqs] == [1, 2, 3]
-        assert seqs[0]["prev_hash"] == audit.GENESIS_HASH
+        assert seqs[0]["prev_hash"] == chain.GENESIS_HASH
     tamper(other).execute(
         "UPDATE audit_log SET actor = 'mallory' WHERE tenant_id = %s AND seq = 2", (other["id"],)
     )
-    reports = {r.tenant_id: r for r in audit.verify(db_conn)}
+    reports = {r.tenant_id: r for r in chain.verify(db_conn)}
     assert reports[tenant["id"]].ok
     assert [p.seq for p in reports[other["id"]].problems] == [2]
     assert reports[other["id"]].problems[0].tenant == other["name"]
@@ -230,7 +232,7 @@ def test_tenants_have_separate_chains(db_conn, tenant, tamper):
 # --- the trigger -----------------------------------------------------------------------------
 
 def test_update_and_delete_are_refused_by_the_trigger(db_conn, tenant):
-    chain(db_conn, tenant, 1)
+    append_events(db_conn, tenant, 1)
     with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
         db_conn.execute("UPDATE audit_log SET actor = 'x' WHERE tenant_id = %s", (tenant["id"],))
     with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
@@ -241,7 +243,7 @@ def test_update_and_delete_are_refused_by_the_trigger(db_conn, tenant):
 # --- verify detects tampering ----------------------------------------------------------------
 
 def test_edited_details_are_reported_at_their_seq(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 3)
+    append_events(db_conn, tenant, 3)
     tamper(tenant).execute(
         "UPDATE audit_log SET details = '{\"i\": 99}' WHERE tenant_id = %s AND seq = 2",
         (tenant["id"],),
@@ -255,7 +257,7 @@ def test_edited_details_are_reported_at_their_seq(db_conn, tenant, tamper):
 
 
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 3)
+    append_events(db_conn, tenant, 3)
     row = db_conn.execute(
         "SELECT tenant_id::text, seq, event_id::text, kind, booking_id::text, actor, details,"
         " occurred_at, prev_hash FROM audit_log WHERE tenant_id = %s AND seq = 2", (tenant["id"],)
@@ -263,14 +265,14 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(db_conn, tenant, ta
     forged = {**row, "actor": "mallory"}
     tamper(tenant).execute(
         "UPDATE audit_log SET actor = 'mallory', hash = %s WHERE tenant_id = %s AND seq = 2",
-        (audit.entry_hash(row["prev_hash"], forged), tenant["id"]),
+        (chain.entry_hash(row["prev_hash"], forged), tenant["id"]),
     )
     assert [p.seq for p in report_for(db_conn, tenant).problems] == [3]
     assert "prev_hash" in report_for(db_conn, tenant).problems[0].issue
 
 
 def test_a_deleted_middle_row_is_reported(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 4)
+    append_events(db_conn, tenant, 4)
     tamper(tenant).execute(
         "DELETE FROM audit_log WHERE tenant_id = %s AND seq IN (2, 3)", (tenant["id"],)
     )
@@ -280,7 +282,7 @@ def test_a_deleted_middle_row_is_reported(db_conn, tenant, tamper):
 
 
 def test_a_deleted_last_row_is_reported_against_the_head(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 3)
+    append_events(db_conn, tenant, 3)
     tamper(tenant).execute(
         "DELETE FROM audit_log WHERE tenant_id = %s AND seq = 3", (tenant["id"],)
     )
@@ -291,22 +293,22 @@ def test_a_deleted_last_row_is_reported_against_the_head(db_conn, tenant, tamper
 
 
 def test_a_chain_emptied_but_its_head_kept_is_reported(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 2)
+    append_events(db_conn, tenant, 2)
     tamper(tenant).execute("DELETE FROM audit_log WHERE tenant_id = %s", (tenant["id"],))
-    reports = {r.tenant_id: r for r in audit.verify(db_conn)}
+    reports = {r.tenant_id: r for r in chain.verify(db_conn)}
     assert [p.seq for p in reports[tenant["id"]].problems] == [1]
 
 
 def test_a_deleted_head_is_reported_and_append_refuses_to_fork(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 2)
+    append_events(db_conn, tenant, 2)
     tamper(tenant).execute("DELETE FROM audit_heads WHERE tenant_id = %s", (tenant["id"],))
     assert [p.seq for p in report_for(db_conn, tenant).problems] == [None]
-    with pytest.raises(audit.AuditChainBroken):
-        audit.append(db_conn, event(tenant))
+    with pytest.raises(chain.AuditChainBroken):
+        chain.append(db_conn, event(tenant))
 
 
 def test_a_rewritten_head_is_reported(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 2)
+    append_events(db_conn, tenant, 2)
     tamper(tenant).execute(
         "UPDATE audit_heads SET hash = %s WHERE tenant_id = %s", ("f" * 64, tenant["id"])
     )
@@ -314,17 +316,17 @@ def test_a_rewritten_head_is_reported(db_conn, tenant, tamper):
 
 
 def test_appends_after_a_deleted_tail_keep_the_gap_visible(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 3)
+    append_events(db_conn, tenant, 3)
     tamper(tenant).execute(
         "DELETE FROM audit_log WHERE tenant_id = %s AND seq = 3", (tenant["id"],)
     )
-    chain(db_conn, tenant, 1)
+    append_events(db_conn, tenant, 1)
     assert issues(report_for(db_conn, tenant)) == [(3, "seq 3 missing: entries were deleted")]
 
 
 @pytest.mark.parametrize("table", ["audit_log", "audit_heads"])
 def test_truncate_and_head_rewrites_are_refused(db_conn, tenant, table):
-    chain(db_conn, tenant, 2)
+    append_events(db_conn, tenant, 2)
     with pytest.raises(psycopg.errors.RaiseException):
         db_conn.execute(f"TRUNCATE {table} CASCADE")
     with pytest.raises(psycopg.errors.RaiseException, match="may only advance"):
@@ -335,31 +337,31 @@ def test_truncate_and_head_rewrites_are_refused(db_conn, tenant, table):
 
 def test_truncate_with_triggers_off_is_still_caught_by_the_head(database_url, tenant):
     with db.connect(database_url) as conn:
-        chain(conn, tenant, 2)
+        append_events(conn, tenant, 2)
         conn.commit()
         conn.execute("SET session_replication_role = replica")  # a superuser's way round the triggers
         conn.execute("TRUNCATE audit_log")  # rolled back below
-        (report,) = audit.verify(conn, tenant["id"])
+        (report,) = chain.verify(conn, tenant["id"])
         conn.rollback()
     assert [p.seq for p in report.problems] == [1] and report.entries == 0
 
 
 def test_problems_are_capped_but_counted(db_conn, tenant, tamper):
-    chain(db_conn, tenant, 5)
+    append_events(db_conn, tenant, 5)
     tamper(tenant).execute("UPDATE audit_log SET actor = 'x' WHERE tenant_id = %s", (tenant["id"],))
-    (report,) = audit.verify(db_conn, tenant["id"], max_problems=2, itersize=2)
+    (report,) = chain.verify(db_conn, tenant["id"], max_problems=2, itersize=2)
     assert len(report.problems) == 2 and report.problem_count == 5
 
 
 def test_verify_works_with_tuple_rows_and_an_open_transaction(database_url, tenant):
     with psycopg.connect(database_url) as conn:
-        chain(conn, tenant, 2)
+        append_events(conn, tenant, 2)
         conn.commit()
         conn.execute("SELECT 1")  # a transaction is open: verify runs inside it
-        (report,) = audit.verify(conn, tenant["id"])
+        (report,) = chain.verify(conn, tenant["id"])
         assert report.ok and report.entries == 2
     with db.connect(database_url) as conn, pytest.raises(ValueError, match="not a uuid"):
-        audit.verify(conn, "acme")
+        chain.verify(conn, "acme")
 
 
 # --- concurrency -----------------------------------------------------------------------------
@@ -376,7 +378,7 @@ def test_concurrent_appends_give_one_contiguous_chain(database_url, db_conn, ten
                 # Each thread sends its share, plus a redelivery of a neighbour's share.
                 mine = events[n::threads] + events[(n + 1) % threads::threads]
                 for e in mine:
-                    audit.append(conn, e)
+                    chain.append(conn, e)
         except Exception as exc:  # surfaced by the assert below
             errors.append(exc)
 
@@ -397,8 +399,8 @@ def test_concurrent_appends_give_one_contiguous_chain(database_url, db_conn, ten
 def test_a_bookings_audit_entries_in_chain_order(db_conn, tenant):
     booking_id = str(uuid.uuid4())
     for kind in ("booking.created", "deadletter.requeued"):
-        audit.append(db_conn, event(tenant, kind=kind, booking_id=booking_id, actor="ops:Ada"))
-    assert [e["kind"] for e in audit.entries_for_booking(db_conn, booking_id)] == ["booking.created",
+        chain.append(db_conn, event(tenant, kind=kind, booking_id=booking_id, actor="ops:Ada"))
+    assert [e["kind"] for e in chain.entries_for_booking(db_conn, booking_id)] == ["booking.created",
                                                                                  "deadletter.requeued"]
     with pytest.raises(ValueError, match="not a uuid"):
-        audit.entries_for_booking(db_conn, "x")
+        chain.entries_for_booking(db_conn, "x")

@@ -10,7 +10,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from booking_core import bookings, db
+from booking_core import db
+from booking_core.model import bookings
 
 
 def new_booking(conn, tenant) -> str:

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from booking_core.currencies import currency_codes, format_amount, minor_unit
+from booking_core.model.currencies import currency_codes, format_amount, minor_unit
 
 
 @pytest.mark.parametrize(("amount", "currency", "plain", "grouped"), [

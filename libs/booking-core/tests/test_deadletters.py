@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 import pytest
 
-from booking_core import deadletters
-from booking_core.broker import make_broker
-from booking_core.deadletters import Filter, like_pattern
-from booking_core.errors import PermanentTaskError
+from booking_core.messaging.errors import PermanentTaskError
+from booking_core.tasks import deadletters
+from booking_core.tasks.deadletters import Filter, like_pattern
+from booking_core.worker.broker import make_broker
 from e2e_helpers import wait_until
 from relay_helpers import booking_without_relay
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from booking_core.emails import InvalidEmail, check_email
+from booking_core.model.emails import InvalidEmail, check_email
 
 
 @pytest.mark.parametrize(("given", "normalized", "ascii"), [

@@ -1,4 +1,4 @@
-"""booking_core.idempotency: the Idempotency-Key storage, without any web framework."""
+"""booking_core.model.idempotency: the Idempotency-Key storage, without any web framework."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-from booking_core import db, idempotency
+from booking_core import db
+from booking_core.model import idempotency
 
 
 def test_the_storage_imports_no_web_framework():
-    code = "import sys, booking_core.idempotency; print(sorted(m for m in sys.modules if m.startswith('flask')))"
+    code = "import sys, booking_core.model.idempotency; print(sorted(m for m in sys.modules if m.startswith('flask')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
 

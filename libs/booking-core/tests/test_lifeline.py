@@ -21,8 +21,8 @@ import dramatiq
 import pytest
 import redis
 
-from booking_core.broker import make_broker
-from booking_core.lifeline import Health, TimedStream, verdict
+from booking_core.worker.broker import make_broker
+from booking_core.worker.lifeline import Health, TimedStream, verdict
 from booking_embedded import free_port
 from e2e_helpers import alive, child_pids, wait_until
 

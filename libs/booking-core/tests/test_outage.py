@@ -7,8 +7,8 @@ import psycopg.errors as pgerrors
 import pytest
 from psycopg_pool import PoolTimeout
 
-from booking_core.errors import PermanentTaskError
-from booking_core.outage import is_database_outage
+from booking_core.messaging.errors import PermanentTaskError
+from booking_core.tasks.outage import is_database_outage
 
 
 def caused_by(cause: BaseException) -> RuntimeError:

@@ -1,4 +1,4 @@
-"""Pausing and resuming a queue (booking_core.pauses) against real Postgres.
+"""Pausing and resuming a queue (booking_core.queues.pauses) against real Postgres.
 
 Each change is one row and one audit message in one transaction; the audit
 entry names the operator and lands in the platform tenant's chain.
@@ -11,7 +11,8 @@ import uuid
 import psycopg
 import pytest
 
-from booking_core import audit, pauses
+from booking_core.audit import chain
+from booking_core.queues import pauses
 
 
 @pytest.fixture
@@ -57,11 +58,11 @@ def test_the_audit_message_is_recorded_in_the_platform_chain_and_verifies(conn):
     (payload,) = audit_messages(conn, actor)
     # When the audit worker's own append records it
     with conn.transaction():
-        assert audit.append(conn, payload) is True
+        assert chain.append(conn, payload) is True
     row = conn.execute("SELECT kind, actor, tenant_id::text FROM audit_log WHERE event_id = %s",
                        (payload["event_id"],)).fetchone()
     assert row == {"kind": "queue.paused", "actor": actor, "tenant_id": pauses.OPS_TENANT_ID}
-    (report,) = audit.verify(conn, pauses.OPS_TENANT_ID)
+    (report,) = chain.verify(conn, pauses.OPS_TENANT_ID)
     assert report.ok and report.entries >= 1
 
 
@@ -95,4 +96,4 @@ def test_the_table_itself_refuses_a_queue_that_does_not_exist(conn):
 
 def test_a_long_actor_is_cut_to_what_the_audit_trail_accepts(conn):
     assert pauses.pause(conn, "email", actor="x" * 500)
-    assert pauses.paused(conn)["email"].paused_by == "x" * audit.MAX_ACTOR_CHARS
+    assert pauses.paused(conn)["email"].paused_by == "x" * chain.MAX_ACTOR_CHARS

@@ -17,9 +17,9 @@ import dramatiq
 import pytest
 import redis
 
-from booking_core import pauses
-from booking_core.broker import make_broker
-from booking_core.pausewatch import RUNNING, Plan, QueuePauseMiddleware, plan
+from booking_core.queues import pauses
+from booking_core.queues.pausewatch import RUNNING, Plan, QueuePauseMiddleware, plan
+from booking_core.worker.broker import make_broker
 from booking_scaling import pausemirror
 from booking_scaling.depth import QueueReader
 from e2e_helpers import wait_until
@@ -195,7 +195,7 @@ def test_a_database_error_keeps_the_last_known_state_and_is_logged_once(probe, c
     wait_until(lambda: probe.watch.applied.whole, timeout=10, what="the pause")
     # When Postgres cannot be reached (a port nothing listens on) and the queue is resumed meanwhile
     good = probe.watch.reader.database_url
-    caplog.set_level(logging.WARNING, logger="booking_core.pausewatch")
+    caplog.set_level(logging.WARNING, logger="booking_core.queues.pausewatch")
     probe.watch.reader.database_url = "postgresql://nobody@127.0.0.1:9/none"
     probe.watch.reader.close()
     pauses.resume(conn, "email", actor="test-operator")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from booking_core.status_links import InvalidToken, expiry_for, sign, verify
+from booking_core.model.status_links import InvalidToken, expiry_for, sign, verify
 
 SECRET = "s" * 32
 BOOKING = str(uuid.uuid4())

@@ -13,9 +13,9 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from booking_core import db
-from booking_core.broker import make_broker
-from booking_core.errors import PermanentTaskError
-from booking_core.taskstate import TaskStateMiddleware, _task_key
+from booking_core.messaging.errors import PermanentTaskError
+from booking_core.tasks.taskstate import TaskStateMiddleware, _task_key
+from booking_core.worker.broker import make_broker
 from e2e_helpers import wait_until
 from relay_helpers import booking_without_relay
 
@@ -46,7 +46,7 @@ def test_a_state_write_whose_backend_is_terminated_is_retried(
     """Given an attempt that ends while the test holds its task row's lock, when the worker's
     blocked state write loses its backend (pg_terminate_backend), then the write is retried
     and the task still ends in its final state."""
-    caplog.set_level(logging.WARNING, logger="booking_core.taskstate")
+    caplog.set_level(logging.WARNING, logger="booking_core.tasks.taskstate")
     app = f"taskstate-{uuid.uuid4().hex[:8]}"
     # Its own application_name, so the test can find (and kill) the worker's backends only.
     worker_settings = dataclasses.replace(
@@ -84,7 +84,7 @@ def test_a_state_write_whose_backend_is_terminated_is_retried(
         worker.stop()
         broker.close()
     assert (row["attempts"], row["last_error"]) == (1, last_error)
-    retried = [r for r in caplog.records if r.name == "booking_core.taskstate"
+    retried = [r for r in caplog.records if r.name == "booking_core.tasks.taskstate"
                and r.levelno == logging.WARNING and booking_id in r.getMessage()]
     assert retried and "retrying" in retried[0].getMessage()
 
@@ -93,7 +93,7 @@ def test_a_state_write_that_never_lands_is_bounded_and_logged_as_an_error(caplog
     """Given no reachable Postgres, the write gives up after its attempts, loudly, in seconds."""
     from booking_embedded import free_port
 
-    caplog.set_level(logging.WARNING, logger="booking_core.taskstate")
+    caplog.set_level(logging.WARNING, logger="booking_core.tasks.taskstate")
     middleware = TaskStateMiddleware(
         database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1",
         write_attempts=2, first_backoff=0.05, connect_timeout=0.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from booking_core.telemetry import tracing_enabled
+from booking_core.telemetry.sdk import tracing_enabled
 
 
 @pytest.mark.parametrize(("env", "enabled"), [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dramatiq
 from opentelemetry import trace
 
-from booking_core.tracing import OPTION, TracingMiddleware, current_trace_id
+from booking_core.telemetry.tracing import OPTION, TracingMiddleware, current_trace_id
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CARRIER = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}

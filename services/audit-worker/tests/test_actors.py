@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 import dramatiq
 import pytest
 
-from booking_core import audit, db
-from booking_core.contracts import AUDIT, audit_payload
-from booking_core.errors import PermanentTaskError
+from booking_core import db
+from booking_core.audit import chain
+from booking_core.messaging.contracts import AUDIT, audit_payload
+from booking_core.messaging.errors import PermanentTaskError
 from relay_helpers import booking_without_relay
 
 
@@ -52,7 +53,7 @@ def test_actor_follows_the_contract_and_settings(actors):
     a = actors.record_audit_event
     assert (a.actor_name, a.queue_name) == (AUDIT.actor, AUDIT.queue)
     assert a.options["throws"] == (PermanentTaskError,)
-    assert issubclass(audit.InvalidAuditEvent, PermanentTaskError)
+    assert issubclass(chain.InvalidAuditEvent, PermanentTaskError)
     assert (a.options["min_backoff"], a.options["max_backoff"]) == (50, 200)
     assert a.options["max_retries"] == actors.settings.retry["audit"].max_retries
     assert dramatiq.get_broker() is actors.broker is a.broker
@@ -63,7 +64,7 @@ def test_the_same_event_twice_records_one_row(actors, db_conn, tenant):
     actors.record_audit_event.fn(**event)
     actors.record_audit_event.fn(**event)
     assert [r["event_id"] for r in rows(db_conn, tenant)] == [event["event_id"]]
-    (report,) = audit.verify(db_conn, tenant["id"])
+    (report,) = chain.verify(db_conn, tenant["id"])
     assert report.ok and report.entries == 1
 
 
@@ -73,7 +74,7 @@ def test_the_same_event_twice_records_one_row(actors, db_conn, tenant):
      {"surprise": 1}, {"tenant_id": str(uuid.uuid4())}],
 )
 def test_malformed_payloads_raise_the_permanent_error(actors, db_conn, tenant, change):
-    with pytest.raises(audit.InvalidAuditEvent):
+    with pytest.raises(chain.InvalidAuditEvent):
         actors.record_audit_event.fn(**{**payload(tenant), **change})
     assert rows(db_conn, tenant) == []
 
@@ -81,9 +82,9 @@ def test_malformed_payloads_raise_the_permanent_error(actors, db_conn, tenant, c
 def test_missing_fields_and_positional_args_are_permanent_too(actors, tenant):
     event = payload(tenant)
     del event["occurred_at"]
-    with pytest.raises(audit.InvalidAuditEvent, match="occurred_at"):
+    with pytest.raises(chain.InvalidAuditEvent, match="occurred_at"):
         actors.record_audit_event.fn(**event)
-    with pytest.raises(audit.InvalidAuditEvent, match="keyword"):
+    with pytest.raises(chain.InvalidAuditEvent, match="keyword"):
         actors.record_audit_event.fn(payload(tenant))
 
 
@@ -96,7 +97,7 @@ def test_the_entry_and_the_booking_audit_task_commit_together(actors, db_conn, t
         return db_conn.execute("SELECT state FROM booking_tasks WHERE booking_id = %s"
                                " AND task = 'audit'", (booking_id,)).fetchone()["state"]
 
-    with pytest.raises(audit.InvalidAuditEvent, match="'audit' task only"):
+    with pytest.raises(chain.InvalidAuditEvent, match="'audit' task only"):
         actors.record_audit_event.fn(**{**out["payload"], "task": "email"})
     assert state() == "pending" and rows(db_conn, tenant) == []
     actors.record_audit_event.fn(**out["payload"])
@@ -145,7 +146,7 @@ def test_a_worker_records_a_booking_audit_task_once_and_dead_letters_garbage(
     dead = [dramatiq.Message.decode(m) for m in broker.client.hvals(dead_key)]
     assert [m.message_id for m in dead] == [bad_id]
     assert dead[0].options.get("retries", 0) == 0, "a permanent error must not be retried"
-    (report,) = audit.verify(db_conn, tenant["id"])
+    (report,) = chain.verify(db_conn, tenant["id"])
     assert report.ok
 
 

@@ -19,9 +19,10 @@ import dramatiq
 import pytest
 from dramatiq.middleware import Middleware
 
-from booking_core import db, tenants
-from booking_core.contracts import AUDIT
-from booking_core.migrate import migrate
+from booking_core import db
+from booking_core.db.migrate import migrate
+from booking_core.messaging.contracts import AUDIT
+from booking_core.model import tenants
 from booking_embedded import EmbeddedPostgres, free_port
 from relay_helpers import booking_without_relay
 
@@ -133,7 +134,7 @@ def test_postgres_lost_right_after_the_work_leaves_the_task_done(
     task, entries = task_and_entries(postgres.url, booking_id)
     assert task == {"state": "done", "attempts": 1, "last_error": None}
     assert entries == 1
-    assert not [r for r in caplog.records if r.name == "booking_core.taskstate"
+    assert not [r for r in caplog.records if r.name == "booking_core.tasks.taskstate"
                 and r.levelno >= logging.ERROR]
 
 

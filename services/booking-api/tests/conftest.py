@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from booking_api import create_app
-from booking_core import tenants
+from booking_core.model import tenants
 from booking_embedded import free_port, listening_inodes
 from e2e_helpers import wait_until
 

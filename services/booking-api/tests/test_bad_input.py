@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from booking_api import create_app
-from booking_core import tenants
+from booking_core.model import tenants
 
 URL = "/api/v1/bookings"
 TABLES = ("bookings", "booking_tasks", "outbox", "idempotency_keys")

@@ -11,7 +11,7 @@ import hashlib
 import time
 
 from booking_api import create_app
-from booking_core.status_links import verify
+from booking_core.model.status_links import verify
 
 
 def create(client, auth, body) -> dict:
@@ -49,7 +49,7 @@ def test_a_task_change_changes_the_etag_and_the_old_one_gets_the_new_body(client
 
 
 def test_another_tenants_booking_is_404_whatever_the_etag(client, auth, booking_body, db_conn):
-    from booking_core import tenants
+    from booking_core.model import tenants
 
     booking = create(client, auth, booking_body())
     other = tenants.create_token(db_conn, tenants.ensure_tenant(db_conn, f"o-{time.time_ns()}")["id"])["token"]

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from booking_core import db, tenants
+from booking_core import db
+from booking_core.model import tenants
 
 URL = "/api/v1/bookings"
 

@@ -82,7 +82,7 @@ def test_the_paused_gauge_is_1_for_a_paused_queue_and_0_for_the_others(settings,
     from prometheus_client import CollectorRegistry, generate_latest
 
     from booking_api.metrics_server import PipelineCollector
-    from booking_core import pauses
+    from booking_core.queues import pauses
 
     reg = CollectorRegistry()
     reg.register(PipelineCollector(settings))
@@ -102,7 +102,7 @@ def test_the_open_dead_letters_gauge_counts_the_postgres_records_per_queue(setti
     from prometheus_client import CollectorRegistry, generate_latest
 
     from booking_api.metrics_server import PipelineCollector
-    from booking_core import deadletters
+    from booking_core.tasks import deadletters
 
     reg = CollectorRegistry()
     reg.register(PipelineCollector(settings))

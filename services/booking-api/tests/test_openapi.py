@@ -18,8 +18,9 @@ from booking_api import idempotency
 from booking_api.contract import MAX_BODY_BYTES
 from booking_api.openapi_doc import document
 from booking_api.problems import ApiError
-from booking_core import db, deadletters
-from booking_core.broker import make_broker
+from booking_core import db
+from booking_core.tasks import deadletters
+from booking_core.worker.broker import make_broker
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 DOCUMENTED_PREFIXES = ("/api/v1", "/healthz", "/readyz")

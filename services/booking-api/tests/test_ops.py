@@ -10,9 +10,10 @@ import pytest
 import redis
 from dramatiq import Message
 
-from booking_core import db, deadletters
-from booking_core.broker import make_broker
-from booking_core.contracts import QUEUES
+from booking_core import db
+from booking_core.messaging.contracts import QUEUES
+from booking_core.tasks import deadletters
+from booking_core.worker.broker import make_broker
 
 DEAD = "/api/v1/ops/dead-letters"
 

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 
 from booking_api.openapi_doc import document
-from booking_core import pauses
-from booking_core.contracts import QUEUES
+from booking_core.messaging.contracts import QUEUES
+from booking_core.queues import pauses
 
 
 def schema_errors(instance, name: str) -> list[str]:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from booking_core import tenants
+from booking_core.model import tenants
 
 URL = "/api/v1/bookings"
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"

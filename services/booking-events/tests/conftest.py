@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from booking_core import bookings, tenants
+from booking_core.model import bookings, tenants
 from booking_events.app import SERVER_OPTIONS, create_app
 
 SECRET = "test-secret-" + "x" * 20  # test_status_page.py signs its links with it too
@@ -184,7 +184,7 @@ def set_task(db_conn):
 @pytest.fixture
 def page_link():
     """Factory: the progress-page token of a booking, as the API signs it (valid for an hour)."""
-    from booking_core.status_links import sign
+    from booking_core.model.status_links import sign
 
     return lambda booking_id: sign(SECRET, booking_id, int(time.time()) + 3600)
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from booking_core import tenants
+from booking_core.model import tenants
 
 
 def path(booking_id: str) -> str:

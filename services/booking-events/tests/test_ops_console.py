@@ -16,8 +16,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from booking_core import audit, deadletters, tenants
-from booking_core.contracts import audit_payload
+from booking_core.audit import chain
+from booking_core.messaging.contracts import audit_payload
+from booking_core.model import tenants
+from booking_core.tasks import deadletters
 
 
 class Client:
@@ -324,7 +326,7 @@ def test_the_job_stream_ends_with_done(open_stream, console, dead_letter, tenant
 
 def test_the_audit_page_lists_a_bookings_entries_and_verifies_a_tenant(console, db_conn, tenant, make_booking):
     booking_id = make_booking()
-    audit.append(db_conn, audit_payload(event_id=str(uuid.uuid4()), kind="deadletter.requeued",
+    chain.append(db_conn, audit_payload(event_id=str(uuid.uuid4()), kind="deadletter.requeued",
                                         tenant_id=tenant["id"], booking_id=booking_id, actor="ops:Grace (tenant x)",
                                         occurred_at="2026-11-30T12:00:00+00:00", details={"queue": "email"}))
     status, _, html = console.get(f"/ops/audit?booking={booking_id}&tenant={tenant['name']}")

@@ -13,8 +13,10 @@ from decimal import Decimal
 import dramatiq
 import pytest
 
-from booking_core import bookings, deadletters, presence, tenants
-from booking_core.broker import make_broker
+from booking_core.model import bookings, tenants
+from booking_core.queues import presence
+from booking_core.tasks import deadletters
+from booking_core.worker.broker import make_broker
 from booking_events import activity, bulkjobs, ops_sessions
 from e2e_helpers import wait_until
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from booking_core.status_links import sign
+from booking_core.model.status_links import sign
 
 
 def get(port: int, path: str) -> tuple[int, dict, bytes]:

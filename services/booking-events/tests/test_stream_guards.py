@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from booking_core import tenants
+from booking_core.model import tenants
 from booking_events.admission import StreamLimits, StreamsFull, StreamSlots, client_address
 from e2e_helpers import wait_until
 

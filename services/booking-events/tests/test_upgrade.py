@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from booking_core.migrate import migrate, migration_files
+from booking_core.db.migrate import migrate, migration_files
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def test_an_unreadable_api_holds_nothing(redis_url, invoices):
 
 def test_a_paused_queue_is_not_scaled_up_the_hold_is_logged_and_resume_scales_at_once(
         redis_url, database_url, db_conn, invoices, caplog):
-    from booking_core import pauses
+    from booking_core.queues import pauses
 
     db_conn.execute("DELETE FROM queue_pauses")
     scaler = Autoscaler({"invoice": POLICY}, redis_url, invoices, cores=8, database_url=database_url)

@@ -16,8 +16,8 @@ import dramatiq
 import dramatiq.broker
 import pytest
 
-from booking_core import bookings
-from booking_core.bookings import NewBooking
+from booking_core.model import bookings
+from booking_core.model.bookings import NewBooking
 from booking_embedded import EmbeddedSmtp, free_port
 
 MAIL_FROM = "Test Bookings <bookings@example.test>"

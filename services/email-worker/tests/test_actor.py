@@ -12,8 +12,8 @@ import dramatiq
 import pytest
 from aiosmtpd.controller import Controller
 
-from booking_core.contracts import EMAIL
-from booking_core.errors import InvalidMessage, PermanentTaskError, UnknownBooking
+from booking_core.messaging.contracts import EMAIL
+from booking_core.messaging.errors import InvalidMessage, PermanentTaskError, UnknownBooking
 from booking_embedded import free_port
 from email_worker.send import PermanentEmailError, TemporaryEmailError
 

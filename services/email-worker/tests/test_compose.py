@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from booking_core.emails import InvalidEmail, check_email
+from booking_core.model.emails import InvalidEmail, check_email
 from email_worker.compose import confirmation_message, message_id, one_line, sender
 
 MAIL_FROM = "Bookings <bookings@hotel.example>"
@@ -144,7 +144,7 @@ def test_plain_addresses_are_kept(address: str) -> None:
 
 @pytest.mark.parametrize("address", ['"ada lovelace"@example.test', "ada+x@[192.0.2.1]", "ada@localhost"])
 def test_addresses_the_api_refuses_are_refused_here_too(address: str) -> None:
-    # Given an address that is legal in RFC 5321 but outside the one rule (booking_core.emails)
+    # Given an address that is legal in RFC 5321 but outside the one rule (booking_core.model.emails)
     # Then the composer refuses it exactly as the API does on input
     with pytest.raises(ValueError, match="cannot be addressed"):
         confirmation_message(booking(customer_email=address), mail_from=MAIL_FROM)

@@ -6,8 +6,10 @@ import uuid
 
 import pytest
 
-from booking_core import audit, booking_audit, db, outbox
-from booking_core.contracts import AUDIT
+from booking_core import db
+from booking_core.audit import booking_audit, chain
+from booking_core.messaging import outbox
+from booking_core.messaging.contracts import AUDIT
 from email_worker import store
 
 
@@ -58,7 +60,7 @@ def test_record_sent_once_with_one_audit_event(db_conn, make_booking, tenant) ->
     assert event == {"event_id": event_id, "tenant_id": tenant["id"], "booking_id": booking_id,
                      "actor": "email-worker", "details": {"message_id": mid}}
     assert queued_email_sent_events(db_conn, booking_id) == []
-    assert all(r.ok for r in audit.verify(db_conn, tenant["id"]))
+    assert all(r.ok for r in chain.verify(db_conn, tenant["id"]))
 
 
 def test_a_contended_audit_chain_hands_the_event_to_the_audit_worker(db_conn, database_url, make_booking,
@@ -68,7 +70,7 @@ def test_a_contended_audit_chain_hands_the_event_to_the_audit_worker(db_conn, da
     booking_id = make_booking()["id"]
     mid = f"<booking-{booking_id}@hotel.example>"
     with db.connect(database_url) as holder:
-        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (audit._LOCK_CLASS, tenant["id"]))
+        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (chain._LOCK_CLASS, tenant["id"]))
         # When the send is recorded
         assert store.record_sent(db_conn, booking_id, mid, "ada@example.test") is True
         holder.rollback()

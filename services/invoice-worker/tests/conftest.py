@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from booking_core import bookings
-from booking_core.bookings import NewBooking
+from booking_core.model import bookings
+from booking_core.model.bookings import NewBooking
 
 
 @pytest.fixture

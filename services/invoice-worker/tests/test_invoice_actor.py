@@ -13,7 +13,7 @@ import pypdf
 import pytest
 import redis
 
-from booking_core.errors import InvalidMessage, PermanentTaskError, UnknownBooking
+from booking_core.messaging.errors import InvalidMessage, PermanentTaskError, UnknownBooking
 
 #: The actors module binds its settings and broker at first import: one namespace per session.
 NAMESPACE = f"test-invoice-{uuid.uuid4().hex[:8]}"

@@ -8,8 +8,10 @@ import uuid
 import psycopg
 import pytest
 
-from booking_core import db, outbox, tenants
-from booking_core.errors import UnknownBooking
+from booking_core import db
+from booking_core.messaging import outbox
+from booking_core.messaging.errors import UnknownBooking
+from booking_core.model import tenants
 from invoice_worker import store
 
 

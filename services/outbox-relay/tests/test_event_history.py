@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from booking_core import bookings
 from booking_core.config import Settings
+from booking_core.model import bookings
 from outbox_relay.compaction import compact, compact_next
 
 

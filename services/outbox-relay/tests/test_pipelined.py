@@ -8,7 +8,7 @@ import uuid
 import dramatiq
 import pytest
 
-from booking_core.broker import make_broker
+from booking_core.worker.broker import make_broker
 from outbox_relay.pipelined import pipelined
 
 

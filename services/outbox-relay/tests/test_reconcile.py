@@ -17,9 +17,11 @@ import dramatiq
 import pytest
 import redis
 
-from booking_core import bookings, db, deadletters
-from booking_core.broker import make_broker
-from booking_core.contracts import task_payload
+from booking_core import db
+from booking_core.messaging.contracts import task_payload
+from booking_core.model import bookings
+from booking_core.tasks import deadletters
+from booking_core.worker.broker import make_broker
 from e2e_helpers import wait_until
 from outbox_relay.metrics import RECONCILED
 from outbox_relay.reconcile import LOCK_KEY, Reconciler, held_in_redis, reconcile_once

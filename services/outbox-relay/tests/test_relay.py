@@ -11,10 +11,11 @@ import dramatiq
 import pytest
 import redis
 
-from booking_core import bookings, db
-from booking_core.bookings import NewBooking
-from booking_core.broker import make_broker
+from booking_core import db
 from booking_core.config import Settings
+from booking_core.model import bookings
+from booking_core.model.bookings import NewBooking
+from booking_core.worker.broker import make_broker
 from booking_scaling.depth import QueueReader
 from e2e_helpers import wait_until
 from outbox_relay import Relay, publish_batch
@@ -159,7 +160,7 @@ def _notified(listen, seconds: float) -> bool:
 
 def test_writers_notify_only_while_the_relay_sleeps(settings, db_conn, tenant, clean_outbox):
     """A busy relay is not notified (no database-wide NOTIFY lock per booking); a sleeping one is."""
-    from booking_core.outbox import CHANNEL
+    from booking_core.messaging.outbox import CHANNEL
 
     with db.connect(settings.database_url, autocommit=True) as listen:
         listen.execute(f"LISTEN {CHANNEL}")

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from booking_core.contracts import QUEUES
+from booking_core.messaging.contracts import QUEUES
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Settings:
     #: How long a worker waits for a pooled Postgres connection before the attempt fails
     #: (and, as a database outage, is retried without using its retry budget).
     db_acquire_timeout_ms: int = 5_000
-    #: Key of the progress pages' capability tokens (status_links.py); rotate it to void every link.
+    #: Key of the progress pages' capability tokens (model/status_links.py); rotate it to void every link.
     status_secret: str = ""
     #: Where the booking-events service (streams, progress pages) is reached, prefixed to
     #: `links.events` and `links.status_page`; empty behind the chart's Ingress, which routes
@@ -106,7 +106,7 @@ class Settings:
     #: Link of a trace id in the ops console, e.g. "https://jaeger.example/trace/{trace_id}";
     #: empty shows the id as plain text.
     trace_url_template: str = ""
-    #: How often each worker reads the paused queues (pauses.py) from Postgres: one small query.
+    #: How often each worker reads the paused queues (queues/pauses.py) from Postgres: one small query.
     pause_poll_ms: int = 1_000
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 

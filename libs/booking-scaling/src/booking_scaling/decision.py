@@ -21,7 +21,7 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
   * zero: only from one replica (never N -> 0), and only cooldownPeriod after
     the pool was last active;
   * finally min/max always, and >= 1 while busy;
-  * queue paused by an operator (pauses.py; the caller passes `queue_paused`):
+  * queue paused by an operator (booking_core.queues.pauses; the caller passes `queue_paused`):
     no scale-up beyond minReplicaCount, held with the reason "queue paused"
     (paused workers start no message, so more of them would only idle);
     scale-down goes on as usual, and the scale-up comes at once on resume;

@@ -1,9 +1,9 @@
 """Paused queues as Redis sees them: a copy, kept by the workers, for readers without Postgres.
 
-The pause itself lives in Postgres (pauses.py).  The kopf operator reads only
+The pause itself lives in Postgres (booking_core.queues.pauses).  The kopf operator reads only
 Redis and the Kubernetes API, yet it should not add workers to a queue that an
 operator paused: they would only idle, each holding a database pool.  The
-workers already read the pauses every second (pausewatch), so each one also
+workers already read the pauses every second (booking_core.queues.pausewatch), so each one also
 writes what it applied to `ns:__paused__.<queue>` with a short expiry.  When
 no worker of a queue runs, or none can reach Redis, the key lapses and the
 queue reads as running: the operator then scales as it did before it knew

@@ -13,10 +13,12 @@ from typing import Any
 import dramatiq
 
 from audit_worker.broker import broker, settings
-from booking_core import audit, db, taskstate
-from booking_core.broker import actor_options
-from booking_core.contracts import AUDIT
-from booking_core.errors import PermanentTaskError
+from booking_core import db
+from booking_core.audit import chain
+from booking_core.messaging.contracts import AUDIT
+from booking_core.messaging.errors import PermanentTaskError
+from booking_core.tasks import taskstate
+from booking_core.worker.broker import actor_options
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +49,15 @@ def record_audit_event(
     booking's `booking.created` event) names the booking task this entry finishes.
     """
     if positional:
-        raise audit.InvalidAuditEvent("audit messages carry keyword arguments only")
+        raise chain.InvalidAuditEvent("audit messages carry keyword arguments only")
     if task is not None and task != AUDIT.task:
-        raise audit.InvalidAuditEvent(f"audit messages finish the {AUDIT.task!r} task only")
+        raise chain.InvalidAuditEvent(f"audit messages finish the {AUDIT.task!r} task only")
     payload = {
         "event_id": event_id, "kind": kind, "tenant_id": tenant_id, "booking_id": booking_id,
         "actor": actor, "occurred_at": occurred_at, "details": details, **unknown,
     }
     with db.pooled(settings) as conn, conn.transaction():
-        recorded = audit.append(conn, payload)  # a savepoint inside this transaction
+        recorded = chain.append(conn, payload)  # a savepoint inside this transaction
         if task is not None and booking_id is not None:
             taskstate.mark_done(conn, booking_id, AUDIT.task)
     if recorded:

@@ -20,7 +20,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False
 
     from booking_api import auth, bookings_views, database, health, metrics, openapi, ops_views, problems
-    from booking_core.telemetry import setup_tracing
+    from booking_core.telemetry.sdk import setup_tracing
 
     if setup_tracing("booking-api"):
         from opentelemetry.instrumentation.flask import FlaskInstrumentor

@@ -21,7 +21,7 @@ from flask import Flask, current_app, g, request
 
 from booking_api.database import get_db
 from booking_api.problems import ApiError
-from booking_core import tenants
+from booking_core.model import tenants
 
 _PUBLIC = ("/healthz", "/readyz", "/api/v1/openapi.json")
 #: Distinct live tokens remembered per process; more than any tenant count we serve per replica.

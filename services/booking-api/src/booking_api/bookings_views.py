@@ -15,8 +15,8 @@ from booking_api.database import get_db, settings
 from booking_api.presenters import booking_json
 from booking_api.problems import ApiError
 from booking_api.validation import validate_booking, validate_query
-from booking_core import bookings
-from booking_core.tracing import current_trace_id
+from booking_core.model import bookings
+from booking_core.telemetry.tracing import current_trace_id
 
 bp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings")
 

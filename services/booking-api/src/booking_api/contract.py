@@ -44,10 +44,10 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from booking_api.cursors import CURSOR_PATTERN, decode_cursor
-from booking_core.contracts import QUEUES, TASK_STATES, TASKS
-from booking_core.currencies import currency_codes, minor_unit
-from booking_core.deadletters import DeadLetter
-from booking_core.emails import InvalidEmail, check_email
+from booking_core.messaging.contracts import QUEUES, TASK_STATES, TASKS
+from booking_core.model.currencies import currency_codes, minor_unit
+from booking_core.model.emails import InvalidEmail, check_email
+from booking_core.tasks.deadletters import DeadLetter
 from booking_scaling.depth import QueueDepth
 
 MAX_BODY_BYTES = 64 * 1024

@@ -1,6 +1,6 @@
 """`Idempotency-Key` for POST: the header's parsing and the HTTP answers.
 
-The storage (advisory lock, replay, expiry) is `booking_core.idempotency`,
+The storage (advisory lock, replay, expiry) is `booking_core.model.idempotency`,
 shared with the relay that purges expired keys; here its refusals become
 problems: a concurrent duplicate gets 409 (come back later), a key reused
 with another body gets 422.
@@ -14,8 +14,8 @@ import psycopg
 
 from booking_api.contract import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
 from booking_api.problems import ApiError
-from booking_core import idempotency as storage
-from booking_core.idempotency import request_hash, store
+from booking_core.model import idempotency as storage
+from booking_core.model.idempotency import request_hash, store
 
 __all__ = ["begin", "parse_key", "request_hash", "store"]
 
@@ -38,7 +38,7 @@ def parse_key(header: str | None) -> str | None:
 
 def begin(conn: psycopg.Connection, tenant_id: str, key: str, fingerprint: bytes,
           ttl_seconds: int) -> dict | None:
-    """`booking_core.idempotency.begin`, its refusals as 409 and 422 problems."""
+    """`booking_core.model.idempotency.begin`, its refusals as 409 and 422 problems."""
     try:
         return storage.begin(conn, tenant_id, key, fingerprint, ttl_seconds)
     except storage.KeyInFlight:

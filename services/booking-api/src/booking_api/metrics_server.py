@@ -22,9 +22,11 @@ import redis
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from booking_core import db, deadletters, pauses
+from booking_core import db
 from booking_core.config import Settings
-from booking_core.contracts import QUEUES
+from booking_core.messaging.contracts import QUEUES
+from booking_core.queues import pauses
+from booking_core.tasks import deadletters
 from booking_scaling.depth import QueueReader
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from uuid import UUID
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from booking_api.contract import PageQuery, Text, _Response, _schema, invalid, one_of
-from booking_core import deadletters
-from booking_core.contracts import QUEUES, TASKS
+from booking_core.messaging.contracts import QUEUES, TASKS
+from booking_core.tasks import deadletters
 
 #: RFC 3339, as `format: date-time` means: a date, a time and a zone (pydantic alone would
 #: also take a bare number as a Unix time, or a time without a zone).

@@ -1,6 +1,6 @@
 """Operations (admin tokens only): queue depth and pauses, dead letters, and retrying a dead task.
 
-Dead letters are read from their Postgres record (booking_core.deadletters),
+Dead letters are read from their Postgres record (booking_core.tasks.deadletters),
 so they can be listed, requeued and discarded whether or not Redis still
 holds them; Redis is only told to forget its cached copy.
 """
@@ -20,10 +20,11 @@ from booking_api.database import get_db, get_redis, settings
 from booking_api.ops_contract import BulkDeadLetterRequest, DeadLetterFilter, DeadLetterQuery, PauseRequest
 from booking_api.problems import ApiError
 from booking_api.validation import field_errors, validate_query
-from booking_core import deadletters, pauses
-from booking_core.contracts import QUEUES, TASKS
-from booking_core.ids import parse_uuid
-from booking_core.taskretry import TaskNotDead, retry_task
+from booking_core.messaging.contracts import QUEUES, TASKS
+from booking_core.messaging.ids import parse_uuid
+from booking_core.queues import pauses
+from booking_core.tasks import deadletters
+from booking_core.tasks.taskretry import TaskNotDead, retry_task
 from booking_scaling.depth import QueueReader
 
 bp = Blueprint("ops", __name__, url_prefix="/api/v1/ops")

@@ -7,10 +7,10 @@ OpenAPI document) does not declare cannot slip into a response.
 from __future__ import annotations
 
 from booking_api.contract import Booking
-from booking_core import status_links
 from booking_core.config import Settings
-from booking_core.contracts import TASKS
-from booking_core.currencies import format_amount
+from booking_core.messaging.contracts import TASKS
+from booking_core.model import status_links
+from booking_core.model.currencies import format_amount
 
 
 def status_page_url(row: dict, settings: Settings | None) -> str | None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from booking_api.contract import LONE_SURROGATE, BookingRequest
 from booking_api.problems import ApiError
-from booking_core.bookings import NewBooking
+from booking_core.model.bookings import NewBooking
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -13,7 +13,7 @@ timeout, about a second), and Dramatiq treats one not heard from within the
 heartbeat timeout as dead.  The heartbeats do not say which queue a worker
 consumes; a worker holding a queue's messages does show in that queue's
 `ns:__acks__.<worker>.<queue>` set.  So per queue we report the worker
-processes *consuming* it (each stamps itself, booking_core.presence), those
+processes *consuming* it (each stamps itself, booking_core.queues.presence), those
 *busy* with it, and overall the live Dramatiq processes (a process that only
 publishes, such as the relay, stamps a heartbeat too while it publishes).
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
-from booking_core import presence
-from booking_core.contracts import TASKS
+from booking_core.messaging.contracts import TASKS
+from booking_core.queues import presence
 
 _WORKERS_LUA = """
 -- ARGV: namespace, heartbeat timeout (ms), presence TTL (ms), queue names.

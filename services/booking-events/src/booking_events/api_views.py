@@ -13,7 +13,8 @@ import contextlib
 
 from aiohttp import web
 
-from booking_core import bookings, db, tenants
+from booking_core import db
+from booking_core.model import bookings, tenants
 from booking_events import sse
 from booking_events.admission import StreamsFull
 from booking_events.keys import SETTINGS, SETUPS, SLOTS, TOKEN_WATCH

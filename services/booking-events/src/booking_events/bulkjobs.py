@@ -22,7 +22,7 @@ import psycopg
 import redis
 from psycopg.types.json import Jsonb
 
-from booking_core import deadletters
+from booking_core.tasks import deadletters
 
 log = logging.getLogger(__name__)
 

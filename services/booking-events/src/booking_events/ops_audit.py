@@ -1,6 +1,6 @@
 """/ops/audit: a booking's audit entries (who did what to it), and a tenant's chain verified.
 
-Both are booking_core.audit's: `entries_for_booking` and `verify`, the same
+Both are booking_core.audit.chain's: `entries_for_booking` and `verify`, the same
 check `bookingctl audit verify` runs.  Verification walks the tenant's whole
 chain, so it runs only for the tenant asked for, when asked.
 """

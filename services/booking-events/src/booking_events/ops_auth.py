@@ -1,6 +1,6 @@
 """Sign-in, sign-out and the checks every console request passes.
 
-An admin API token (booking_core.tenants) is exchanged once for a server-side
+An admin API token (booking_core.model.tenants) is exchanged once for a server-side
 session (booking_events.ops_sessions); the browser keeps only the session id in
 a cookie that scripts cannot read (HttpOnly), that other sites never send
 (SameSite=Strict), scoped to /ops, and Secure when the request came over HTTPS.

@@ -2,8 +2,8 @@
 
 No SQL of the console's own beyond glue: queue depth is `QueueReader.snapshot`
 (as the API's /ops/queues and the autoscalers), dead letters are
-`booking_core.deadletters` (as the API and `bookingctl dlq`), audit is
-`booking_core.audit`.  Everything here is blocking psycopg/redis; the async
+`booking_core.tasks.deadletters` (as the API and `bookingctl dlq`), audit is
+`booking_core.audit.chain`.  Everything here is blocking psycopg/redis; the async
 handlers call it with `asyncio.to_thread`.
 """
 
@@ -15,9 +15,13 @@ from datetime import UTC, datetime
 
 import redis
 
-from booking_core import audit, bookings, db, deadletters, pauses, tenants
+from booking_core import db
+from booking_core.audit import chain
 from booking_core.config import Settings
-from booking_core.contracts import CONTRACTS, QUEUES
+from booking_core.messaging.contracts import CONTRACTS, QUEUES
+from booking_core.model import bookings, tenants
+from booking_core.queues import pauses
+from booking_core.tasks import deadletters
 from booking_events import activity, bulkjobs
 from booking_events.ops_render import age
 from booking_scaling.depth import QueueReader
@@ -70,7 +74,7 @@ def paused_text(p: pauses.Pause | None) -> str:
 
 
 def set_paused(settings: Settings, queue: str, paused: bool, actor: str, reason: str = "") -> bool:
-    """Pause or resume `queue` through booking_core.pauses (as the API and bookingctl); whether it changed."""
+    """Pause or resume `queue` through booking_core.queues.pauses (as the API and bookingctl); whether it changed."""
     with conn(settings) as c:
         if paused:
             return pauses.pause(c, queue, actor=actor, reason=reason)
@@ -164,10 +168,10 @@ def job(settings: Settings, job_id: str) -> bulkjobs.Job | None:
 
 def booking_audit(settings: Settings, booking_id: str) -> tuple[dict | None, list[dict]]:
     with conn(settings) as c:
-        return bookings.get(c, None, booking_id), audit.entries_for_booking(c, booking_id)
+        return bookings.get(c, None, booking_id), chain.entries_for_booking(c, booking_id)
 
 
-def verify_tenant(settings: Settings, tid: str) -> audit.ChainReport | None:
+def verify_tenant(settings: Settings, tid: str) -> chain.ChainReport | None:
     with conn(settings) as c:
-        reports = audit.verify(c, tid, max_problems=50)
+        reports = chain.verify(c, tid, max_problems=50)
     return reports[0] if reports else None

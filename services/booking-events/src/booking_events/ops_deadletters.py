@@ -1,6 +1,6 @@
 """/ops/dead-letters: filter, page, inspect, and requeue or discard one or all that match.
 
-Every action is booking_core.deadletters' (the API's and bookingctl's), with
+Every action is booking_core.tasks.deadletters' (the API's and bookingctl's), with
 the signed-in operator as the audit actor.  "All that match" goes through a
 confirmation page that shows the dry-run count and the filter in words; the
 confirmed action becomes a bulk job (booking_events.bulkjobs) that runs in
@@ -15,8 +15,8 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from booking_core import deadletters
-from booking_core.contracts import QUEUES
+from booking_core.messaging.contracts import QUEUES
+from booking_core.tasks import deadletters
 from booking_events import ops_data, sse
 from booking_events.keys import BULK_TASKS, OPS_FORM, OPS_SESSION, REDIS, SETTINGS
 from booking_events.ops_auth import current_session, operator_required

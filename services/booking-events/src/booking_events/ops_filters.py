@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from booking_core import deadletters
-from booking_core.contracts import QUEUES
+from booking_core.messaging.contracts import QUEUES
+from booking_core.tasks import deadletters
 
 ACTIONS = ("requeue", "discard")
 MAX_ERROR_TEXT = 200

@@ -13,7 +13,7 @@ import asyncio
 
 from aiohttp import web
 
-from booking_core.contracts import QUEUES
+from booking_core.messaging.contracts import QUEUES
 from booking_events import ops_data, sse
 from booking_events.keys import OPS_FORM, OPS_SESSION, REDIS, SETTINGS
 from booking_events.ops_auth import current_session, operator_required
@@ -51,7 +51,7 @@ async def queues_stream(request: web.Request) -> web.StreamResponse:
 
 @operator_required
 async def pause_or_resume(request: web.Request) -> web.StreamResponse:
-    """POST /ops/queues/{queue}/{pause|resume}: booking_core.pauses, audited as this operator; back to the page."""
+    """POST /ops/queues/{queue}/{pause|resume}: booking_core.queues.pauses, audited as this operator; then the page."""
     queue, action = request.match_info["queue"], request.match_info["action"]
     reason = request[OPS_FORM].get("reason", "") if action == "pause" else ""
     try:

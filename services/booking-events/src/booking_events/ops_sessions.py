@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from booking_core import tenants
+from booking_core.model import tenants
 
-#: The audit chain's actor field holds at most 200 characters (audit.MAX_ACTOR_CHARS).
+#: The audit chain's actor field holds at most 200 characters (booking_core.audit.chain.MAX_ACTOR_CHARS).
 _MAX_LABEL = 80
 #: `last_seen_at` is written at most this often, not on every request.
 _TOUCH_SECONDS = 60

@@ -3,7 +3,7 @@
 Served here, beside the stream, because the page's live part is a stream:
 the API's gunicorn threads then never hold a customer's open page, the page
 and its EventSource share one origin (so `default-src 'self'` covers both),
-and the API keeps no HTML.  The token (booking_core.status_links) is the only
+and the API keeps no HTML.  The token (booking_core.model.status_links) is the only
 credential: it names one booking, expires, and dies when the secret rotates.
 """
 
@@ -16,9 +16,10 @@ from importlib import resources
 import jinja2
 from aiohttp import web
 
-from booking_core import bookings, db
-from booking_core.currencies import format_amount
-from booking_core.status_links import InvalidToken, verify
+from booking_core import db
+from booking_core.model import bookings
+from booking_core.model.currencies import format_amount
+from booking_core.model.status_links import InvalidToken, verify
 from booking_events import eventlog, progress, sse
 from booking_events.admission import StreamsFull
 from booking_events.keys import SETTINGS, SLOTS

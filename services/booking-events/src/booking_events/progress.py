@@ -8,7 +8,7 @@ hosts); the API's stream, for the tenant's own code, carries it.
 
 from __future__ import annotations
 
-from booking_core.contracts import TASKS
+from booking_core.messaging.contracts import TASKS
 
 LABELS = {"email": "Confirmation email", "invoice": "Invoice", "audit": "Audit record"}
 _NOUNS = {"email": "your confirmation email", "invoice": "your invoice", "audit": "the audit record of your booking"}

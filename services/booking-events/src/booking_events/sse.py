@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 
-from booking_core.contracts import TASKS
+from booking_core.messaging.contracts import TASKS
 
 #: How long a browser waits before reconnecting after a dropped connection (ms).
 RETRY_MS = 2000

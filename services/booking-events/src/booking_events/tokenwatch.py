@@ -15,7 +15,8 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from booking_core import db, tenants
+from booking_core import db
+from booking_core.model import tenants
 
 log = logging.getLogger("booking_events.tokenwatch")
 

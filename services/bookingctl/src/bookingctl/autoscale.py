@@ -44,8 +44,8 @@ from pathlib import Path
 
 import redis
 
-from booking_core.contracts import QUEUES
-from booking_core.pausewatch import PauseReader
+from booking_core.messaging.contracts import QUEUES
+from booking_core.queues.pausewatch import PauseReader
 from booking_scaling import AcceptPath, Backlog, Decision, LatencyBudget, LatencyWatch, Policy, ScalerState, decide
 from booking_scaling.decision import QUEUE_PAUSED
 from booking_scaling.depth import QueueReader

@@ -14,8 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from booking_core import admin
 from booking_core.config import Settings
+from booking_core.ops import admin
 from bookingctl.datadir import DataDirBusy, read_run_file
 
 

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from booking_core import db, tenants
-from booking_core.migrate import migrate
+from booking_core import db
+from booking_core.db.migrate import migrate
+from booking_core.model import tenants
 from booking_embedded import (
     Child,
     EmbeddedPostgres,

@@ -11,10 +11,12 @@ import logging
 
 import dramatiq
 
-from booking_core import db, ids, taskstate
-from booking_core.broker import actor_options
-from booking_core.contracts import EMAIL
-from booking_core.errors import PermanentTaskError, UnknownBooking
+from booking_core import db
+from booking_core.messaging import ids
+from booking_core.messaging.contracts import EMAIL
+from booking_core.messaging.errors import PermanentTaskError, UnknownBooking
+from booking_core.tasks import taskstate
+from booking_core.worker.broker import actor_options
 from email_worker import store
 from email_worker.broker import broker, settings
 from email_worker.compose import confirmation_message, sender

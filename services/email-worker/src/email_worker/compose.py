@@ -21,8 +21,8 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime
 
-from booking_core.currencies import format_amount
-from booking_core.emails import InvalidEmail, check_email
+from booking_core.model.currencies import format_amount
+from booking_core.model.emails import InvalidEmail, check_email
 
 #: C0/C1 controls and Unicode line/paragraph separators: never allowed in a header.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -55,7 +55,7 @@ def header_text(value: object, *, limit: int = MAX_HEADER_TEXT) -> str:
 def recipient(name: object, email: object) -> Address:
     """The customer as an Address; ValueError when the address breaks the API's own rule.
 
-    The rule is `booking_core.emails.check_email`, the same the API accepts
+    The rule is `booking_core.model.emails.check_email`, the same the API accepts
     addresses with, so nothing accepted at the door is refused here.  The
     domain goes on the wire in its ASCII (IDNA) form.
     """

@@ -14,7 +14,7 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
-from booking_core.errors import PermanentTaskError
+from booking_core.messaging.errors import PermanentTaskError
 from email_worker.smtp_url import SmtpUrl
 
 log = logging.getLogger(__name__)

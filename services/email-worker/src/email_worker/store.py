@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import psycopg
 
-from booking_core import booking_audit, bookings, outbox, taskstate
-from booking_core.contracts import EMAIL
+from booking_core.audit import booking_audit
+from booking_core.messaging import outbox
+from booking_core.messaging.contracts import EMAIL
+from booking_core.model import bookings
+from booking_core.tasks import taskstate
 
 ACTOR = "email-worker"
 EVENT_KIND = "email.sent"
@@ -44,7 +47,7 @@ def already_sent(conn: psycopg.Connection, booking_id: str) -> bool:
 
 
 def record_sent(conn: psycopg.Connection, booking_id: str, message_id: str, recipient: str) -> bool:
-    """Record the send, append its audit event (booking_core.booking_audit) and mark the task done, in one transaction.
+    """Record the send, append its audit event (audit.booking_audit) and mark the task done, in one transaction.
 
     Returns False (and changes nothing but the task's state) if the send was already
     recorded.  The `done` state commits with the record, so a database error can

@@ -11,10 +11,12 @@ import logging
 
 import dramatiq
 
-from booking_core import db, ids, taskstate
-from booking_core.broker import actor_options
-from booking_core.contracts import INVOICE
-from booking_core.errors import PermanentTaskError, UnknownBooking
+from booking_core import db
+from booking_core.messaging import ids
+from booking_core.messaging.contracts import INVOICE
+from booking_core.messaging.errors import PermanentTaskError, UnknownBooking
+from booking_core.tasks import taskstate
+from booking_core.worker.broker import actor_options
 from invoice_worker import render, store
 from invoice_worker.broker import broker, settings
 

@@ -8,8 +8,8 @@ a bad variable stops the worker at start-up.
 
 from __future__ import annotations
 
-from booking_core.broker import setup_broker
 from booking_core.config import Settings
+from booking_core.worker.broker import setup_broker
 
 settings = Settings.from_env()
 broker = setup_broker(settings, service_name="invoice-worker")

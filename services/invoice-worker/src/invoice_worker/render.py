@@ -32,7 +32,7 @@ from weasyprint import HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher
 
-from booking_core.currencies import format_amount
+from booking_core.model.currencies import format_amount
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ import uuid
 import psycopg
 from psycopg.rows import dict_row
 
-from booking_core import booking_audit, outbox, taskstate
-from booking_core.contracts import INVOICE
-from booking_core.errors import UnknownBooking
-from booking_core.ids import parse_uuid
+from booking_core.audit import booking_audit
+from booking_core.messaging import outbox
+from booking_core.messaging.contracts import INVOICE
+from booking_core.messaging.errors import UnknownBooking
+from booking_core.messaging.ids import parse_uuid
+from booking_core.tasks import taskstate
 from invoice_worker.render import InvoiceData
 
 ACTOR = "invoice-worker"

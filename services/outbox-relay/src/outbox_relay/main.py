@@ -10,7 +10,7 @@ import signal
 from prometheus_client import start_http_server
 
 from booking_core.config import Settings
-from booking_core.telemetry import setup_tracing, shutdown
+from booking_core.telemetry.sdk import setup_tracing, shutdown
 from outbox_relay.reconcile import Reconciler
 from outbox_relay.relay import Relay
 

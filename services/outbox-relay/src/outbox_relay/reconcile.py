@@ -5,7 +5,7 @@ loses its data (FLUSHALL, a restart without its AOF, a failover to an empty
 replica) or a state write was lost, a task can sit `pending`, `running` or
 `retrying` for ever with nothing left to run it (issue 10, defect 2).  This
 loop finds such tasks and writes their message to the outbox again, rebuilt
-from the booking (`booking_core.republish`); the relay publishes it.
+from the booking (`booking_core.tasks.republish`); the relay publishes it.
 
 A task is re-published only when all three hold:
 
@@ -42,10 +42,12 @@ import dramatiq
 import psycopg
 import redis
 
-from booking_core import db, deadletters, outbox
+from booking_core import db
 from booking_core.config import Settings
-from booking_core.contracts import CONTRACTS
-from booking_core.republish import task_message
+from booking_core.messaging import outbox
+from booking_core.messaging.contracts import CONTRACTS
+from booking_core.tasks import deadletters
+from booking_core.tasks.republish import task_message
 from outbox_relay.history import compact_history
 from outbox_relay.metrics import FAILURES, RECONCILED
 

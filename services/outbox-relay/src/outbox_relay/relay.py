@@ -1,7 +1,7 @@
 """The relay loop: drain the outbox, linger, sleep until a NOTIFY or the next sweep, repeat.
 
 Writers NOTIFY only while the relay says it sleeps (`relay_wakeup.sleeping`,
-see booking_core.outbox): a NOTIFY takes a database-wide lock at commit, which
+see booking_core.messaging.outbox): a NOTIFY takes a database-wide lock at commit, which
 would queue every booking's commit behind every other's.  So a relay that has
 just published keeps polling the outbox for `LINGER_SECONDS` (a busy outbox
 refills within milliseconds), and only then sets the flag, looks once more
@@ -26,11 +26,11 @@ import psycopg
 import redis
 
 from booking_core import db
-from booking_core.broker import make_broker
 from booking_core.config import Settings
-from booking_core.deadletters import purge_resolved
-from booking_core.idempotency import purge_expired
-from booking_core.outbox import CHANNEL
+from booking_core.messaging.outbox import CHANNEL
+from booking_core.model.idempotency import purge_expired
+from booking_core.tasks.deadletters import purge_resolved
+from booking_core.worker.broker import make_broker
 from outbox_relay.metrics import FAILURES
 from outbox_relay.publish import publish_batch
 

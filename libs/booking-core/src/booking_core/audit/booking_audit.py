@@ -28,7 +28,8 @@ import logging
 import psycopg
 from psycopg.rows import tuple_row
 
-from booking_core import audit, outbox
+from booking_core.audit import chain
+from booking_core.messaging import outbox
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,9 @@ def record(conn: psycopg.Connection, message: outbox.OutboxMessage) -> str:
     """Append `message`'s audit event in the caller's open transaction: "appended", or "queued" to the outbox."""
     old = conn.cursor(row_factory=tuple_row).execute(_SHORT_WAIT, (f"{LOCK_TIMEOUT_MS}ms",)).fetchone()[0]
     try:
-        audit.append(conn, message.payload)  # its own savepoint: a failure undoes the append alone
+        chain.append(conn, message.payload)  # its own savepoint: a failure undoes the append alone
         outcome = "appended"
-    except (psycopg.Error, audit.AuditChainBroken, audit.InvalidAuditEvent) as exc:
+    except (psycopg.Error, chain.AuditChainBroken, chain.InvalidAuditEvent) as exc:
         log.warning("audit event %s of booking %s handed to the audit worker: %s: %s",
                     message.payload.get("kind"), message.payload.get("booking_id"), type(exc).__name__,
                     str(exc).splitlines()[0] if str(exc) else "")

@@ -25,9 +25,9 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from booking_core.contracts import AUDIT_KINDS
-from booking_core.errors import PermanentTaskError
-from booking_core.ids import parse_uuid
+from booking_core.messaging.contracts import AUDIT_KINDS
+from booking_core.messaging.errors import PermanentTaskError
+from booking_core.messaging.ids import parse_uuid
 
 GENESIS_HASH = "0" * 64
 #: First half of the two-int advisory lock key that serialises one tenant's appends.

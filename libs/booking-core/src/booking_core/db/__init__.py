@@ -2,6 +2,7 @@
 
 Pools are opened on first use rather than at import, because gunicorn and
 Dramatiq fork worker processes and a connection must never cross a fork.
+The schema's migrations are `booking_core.db.migrate` and the SQL files in `migrations/`.
 """
 
 from __future__ import annotations

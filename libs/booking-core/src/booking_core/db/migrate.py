@@ -15,7 +15,7 @@ _LOCK_KEY = 0x626F6F6B  # "book"
 
 def migration_files() -> list[tuple[str, str]]:
     """(name, sql) of every bundled migration, sorted by name."""
-    folder = resources.files("booking_core") / "migrations"
+    folder = resources.files("booking_core.db") / "migrations"
     files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(p.name, p.read_text(encoding="utf-8")) for p in files]
 

@@ -5,7 +5,7 @@ exception listed in the actor's `throws`.  Every worker lists this one base, so
 "permanent" means the same thing on every queue; a worker that needs a sharper
 name (an SMTP 5xx, an unknown booking, a malformed audit event) subclasses it.
 Anything else an actor raises is retried with backoff; a database outage is
-retried without using up the retry budget (see `booking_core.outage`).
+retried without using up the retry budget (see `booking_core.tasks.outage`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import uuid
 
-from booking_core.contracts import Contract
-from booking_core.errors import InvalidMessage, PermanentTaskError
+from booking_core.messaging.contracts import Contract
+from booking_core.messaging.errors import InvalidMessage, PermanentTaskError
 
 #: How much of a bad value an error message repeats (it may be hostile and long).
 SHOWN_CHARS = 80

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
-from booking_core import tracing
-from booking_core.contracts import AUDIT, audit_payload
+from booking_core.messaging.contracts import AUDIT, audit_payload
+from booking_core.telemetry import tracing
 
 CHANNEL = "booking_outbox"
 #: Wake a sleeping relay; a no-op (no NOTIFY, no lock) while it is busy draining.

@@ -15,8 +15,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.types.json import Jsonb
 
-from booking_core import outbox
-from booking_core.contracts import AUDIT, CONTRACTS, TASKS, audit_payload, task_payload
+from booking_core.messaging import outbox
+from booking_core.messaging.contracts import AUDIT, CONTRACTS, TASKS, audit_payload, task_payload
 
 BOOKING_COLUMNS = (
     "b.id::text AS id, b.tenant_id::text AS tenant_id, b.customer_name, b.customer_email, b.item,"

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from booking_core import outbox
-from booking_core.audit import MAX_ACTOR_CHARS
-from booking_core.contracts import QUEUES
-from booking_core.deadletters import audit_event
+from booking_core.audit.chain import MAX_ACTOR_CHARS
+from booking_core.messaging import outbox
+from booking_core.messaging.contracts import QUEUES
+from booking_core.tasks.deadletters import audit_event
 
 #: The platform's own tenant (uuid5 of the URL "booking-platform:ops"): its audit
 #: chain holds operator actions that concern no customer.

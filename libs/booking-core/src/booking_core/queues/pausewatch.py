@@ -1,6 +1,6 @@
 """QueuePauseMiddleware: a worker stops starting a paused queue's messages, and starts again on resume.
 
-The paused queues live in Postgres (pauses.py), so a pause reaches every worker
+The paused queues live in Postgres (queues/pauses.py), so a pause reaches every worker
 process and survives restarts.  Each worker reads them once at boot, before its
 threads take any message (a worker started while its queue is paused starts
 paused), then once every `poll_ms` from a thread of its own: one indexed query
@@ -36,7 +36,8 @@ import redis
 from dramatiq import Middleware
 from dramatiq.common import current_millis, q_name
 
-from booking_core import db, pauses
+from booking_core import db
+from booking_core.queues import pauses
 from booking_scaling import pausemirror
 
 log = logging.getLogger(__name__)

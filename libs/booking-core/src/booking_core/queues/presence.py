@@ -60,7 +60,7 @@ class PresenceMiddleware(Middleware):
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker, worker) -> None:
-        from booking_core.pausewatch import consumed_queues
+        from booking_core.queues.pausewatch import consumed_queues
 
         client = getattr(broker, "client", None)
         if client is None or getattr(broker, "broker_id", None) is None:  # not a Redis broker

@@ -36,9 +36,9 @@ import psycopg
 import redis
 from psycopg.types.json import Jsonb
 
-from booking_core import outbox
-from booking_core.contracts import AUDIT, QUEUES, TASKS, audit_payload
-from booking_core.republish import fresh_options
+from booking_core.messaging import outbox
+from booking_core.messaging.contracts import AUDIT, QUEUES, TASKS, audit_payload
+from booking_core.tasks.republish import fresh_options
 
 log = logging.getLogger(__name__)
 

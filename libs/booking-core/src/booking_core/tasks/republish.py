@@ -18,8 +18,9 @@ from datetime import UTC
 
 import psycopg
 
-from booking_core import outbox, tracing
-from booking_core.contracts import AUDIT, CONTRACTS, audit_payload, task_payload
+from booking_core.messaging import outbox
+from booking_core.messaging.contracts import AUDIT, CONTRACTS, audit_payload, task_payload
+from booking_core.telemetry import tracing
 
 #: Options Dramatiq or our middleware add while a message is processed; a republished message starts afresh.
 RUN_OPTIONS = ("retries", "max_retries", "db_outages", "redis_message_id", "eta", "traceback",

@@ -17,8 +17,9 @@ from __future__ import annotations
 import psycopg
 import redis
 
-from booking_core import deadletters, outbox
-from booking_core.republish import task_message
+from booking_core.messaging import outbox
+from booking_core.tasks import deadletters
+from booking_core.tasks.republish import task_message
 
 
 class TaskNotDead(RuntimeError):

@@ -11,7 +11,7 @@ so for good (issue 10, defect 4).  So the actor that finishes a task marks it
 neither.  `TaskStateMiddleware` keeps the other states: `running` before each
 attempt, and `retrying` / `dead` after a failure, which no work transaction
 can carry.  The write that marks a task `dead` also records its message in
-`dead_letters` (see booking_core.deadletters), in the same transaction.
+`dead_letters` (see booking_core.tasks.deadletters), in the same transaction.
 Those writes (and `done` for an actor that did not mark it) are
 retried a few times with backoff; if they still fail, the error is logged and
 the row keeps its old `updated_at`, which is how the reconciler finds it.
@@ -34,9 +34,10 @@ import dramatiq
 import psycopg
 from dramatiq.middleware import Middleware
 
-from booking_core import db, deadletters
-from booking_core.contracts import TASKS
-from booking_core.ids import parse_uuid
+from booking_core import db
+from booking_core.messaging.contracts import TASKS
+from booking_core.messaging.ids import parse_uuid
+from booking_core.tasks import deadletters
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ own middleware; ours is placed by name around them:
   chain does not matter;
 - `Lifeline` (every worker process) and our `Prometheus` (its metrics fork): both
   die with Dramatiq's parent, and a worker that can no longer work ends
-  (`booking_core.lifeline`, `booking_core.exposition`); they act at process boot only.
+  (`booking_core.worker.lifeline`, `booking_core.worker.exposition`); they act at process boot only.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Retries, default_middleware
 
 from booking_core.config import Settings
-from booking_core.outage import DatabaseOutageRetries
-from booking_core.tracing import TracingMiddleware
+from booking_core.tasks.outage import DatabaseOutageRetries
+from booking_core.telemetry.tracing import TracingMiddleware
 
 
 def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker:
@@ -43,7 +43,7 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
     )
     broker.add_middleware(DatabaseOutageRetries(), after=Retries)
     if track_tasks:
-        from booking_core.taskstate import TaskStateMiddleware
+        from booking_core.tasks.taskstate import TaskStateMiddleware
 
         broker.add_middleware(
             TaskStateMiddleware(database_url=settings.database_url, pool_max=settings.db_pool_max,
@@ -51,8 +51,8 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
                                 connect_timeout=min(2.0, settings.db_acquire_timeout_ms / 1000)),
             before=Retries,
         )
-        from booking_core.pausewatch import QueuePauseMiddleware
-        from booking_core.presence import PresenceMiddleware
+        from booking_core.queues.pausewatch import QueuePauseMiddleware
+        from booking_core.queues.presence import PresenceMiddleware
 
         broker.add_middleware(QueuePauseMiddleware(database_url=settings.database_url,
                                                    poll_ms=settings.pause_poll_ms))
@@ -69,15 +69,15 @@ def setup_broker(settings: Settings, *, track_tasks: bool = True,
     ties every worker process to its Dramatiq parent (`Lifeline`).
     """
     if service_name:
-        from booking_core.telemetry import setup_tracing
+        from booking_core.telemetry.sdk import setup_tracing
 
         setup_tracing(service_name)
     broker = make_broker(settings, track_tasks=track_tasks)
     if service_name:
-        from booking_core.exposition import Prometheus
+        from booking_core.worker.exposition import Prometheus
 
         broker.add_middleware(Prometheus())
-    from booking_core.lifeline import Lifeline
+    from booking_core.worker.lifeline import Lifeline
 
     # Half the heartbeat timeout: a worker that cannot log that long ends, and its
     # messages come back within one and a half heartbeat timeouts.

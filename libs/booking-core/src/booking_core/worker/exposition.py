@@ -8,7 +8,7 @@ parent, keeping the metrics port, so the next worker cannot bind it.
 
 Here the fork function (`run_exposition_server`, which `Prometheus` below
 names instead of Dramatiq's) first asks for SIGKILL on its parent's death
-(`booking_core.lifeline.die_with_parent`), then holds an exclusive `flock` on
+(`booking_core.worker.lifeline.die_with_parent`), then holds an exclusive `flock` on
 `<dramatiq_prom_db>/exposition.lock` for the rest of its life, having written
 its parent's identity (pid and start time) into it, and serves Dramatiq's own
 exposition server, waiting for the port while an old holder lets it go.  The
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from dramatiq.middleware import prometheus as dramatiq_prometheus
 
-from booking_core.lifeline import die_with_parent
+from booking_core.worker.lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ and the reconciler, which finds those messages in Redis, leaves them alone.
     (`os._exit`, as any orderly path would log and block), so its heartbeat
     stops and Dramatiq requeues its messages one heartbeat timeout later;
   * its parent is gone (where PR_SET_PDEATHSIG does not exist): the same;
-  * the metrics exposition process died (`booking_core.exposition`): an
+  * the metrics exposition process died (`booking_core.worker.exposition`): an
     orderly stop (Dramatiq's own SIGTERM handler, called once), after which
     Dramatiq's parent, seeing a worker exit, stops the rest and exits, and the
     supervisor (bookingctl, or Kubernetes restarting the container) starts a
@@ -126,7 +126,7 @@ class Health:
 
     parent_alive: bool
     log_blocked_seconds: float
-    #: "running", "not started" (yet, or never: no metrics fork) or "gone" (see booking_core.exposition).
+    #: "running", "not started" (yet, or never: no metrics fork) or "gone" (see booking_core.worker.exposition).
     exposition: str
 
 
@@ -174,7 +174,7 @@ class Lifeline(Middleware):
         if callable(self._dramatiq_stop):
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, self._on_stop_signal)
-        from booking_core import exposition
+        from booking_core.worker import exposition
 
         watch = exposition.Watch.open(self.parent) if exposition.in_use(broker) else None
         threading.Thread(target=self._watch, args=(watch,), name="lifeline", daemon=True).start()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from booking_core.config import Settings
-from booking_core.contracts import QUEUES, TASKS
+from booking_core.messaging.contracts import QUEUES, TASKS
 
 
 def who() -> str:
@@ -27,7 +27,7 @@ def who() -> str:
 
 
 def cmd_migrate(args, s: Settings) -> int:
-    from booking_core.migrate import migrate
+    from booking_core.db.migrate import migrate
 
     applied = migrate(s.database_url)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
@@ -35,7 +35,8 @@ def cmd_migrate(args, s: Settings) -> int:
 
 
 def cmd_tokens(args, s: Settings) -> int:
-    from booking_core import db, tenants
+    from booking_core import db
+    from booking_core.model import tenants
 
     with db.connect(s.database_url, autocommit=True) as conn:
         if args.tokens_cmd == "create":
@@ -80,7 +81,8 @@ def cmd_dlq(args, s: Settings) -> int:
     """Dead letters as recorded in Postgres: list, or requeue / discard by id or --all that match."""
     import redis
 
-    from booking_core import db, deadletters
+    from booking_core import db
+    from booking_core.tasks import deadletters
 
     client = redis.Redis.from_url(s.redis_url, socket_timeout=10)
     with db.connect(s.database_url, autocommit=True) as conn:
@@ -137,7 +139,7 @@ def cmd_tasks(args, s: Settings) -> int:
     import redis
 
     from booking_core import db
-    from booking_core.taskretry import TaskNotDead, retry_task
+    from booking_core.tasks.taskretry import TaskNotDead, retry_task
 
     try:
         booking_id = str(uuid.UUID(args.booking_id))
@@ -155,7 +157,8 @@ def cmd_tasks(args, s: Settings) -> int:
 
 
 def cmd_audit(args, s: Settings) -> int:
-    from booking_core import audit, db
+    from booking_core import db
+    from booking_core.audit import chain
 
     with db.connect(s.database_url, autocommit=True) as conn:
         tenant_id = None
@@ -165,7 +168,7 @@ def cmd_audit(args, s: Settings) -> int:
                 print(f"no tenant named {args.tenant!r}", file=sys.stderr)
                 return 2
             tenant_id = row["id"]
-        reports = audit.verify(conn, tenant_id)
+        reports = chain.verify(conn, tenant_id)
     if args.json:
         print(json.dumps([{"tenant": r.tenant, "entries": r.entries, "ok": r.ok,
                            "problems": [str(p) for p in r.problems]} for r in reports], indent=2))
@@ -180,7 +183,8 @@ def cmd_audit(args, s: Settings) -> int:
 
 def cmd_queues(args, s: Settings) -> int:
     """`queues`: each queue running or paused (by whom, since when, why); `queues pause|resume NAME`."""
-    from booking_core import db, pauses
+    from booking_core import db
+    from booking_core.queues import pauses
 
     with db.connect(s.database_url, autocommit=True) as conn:
         if args.queues_cmd == "pause":

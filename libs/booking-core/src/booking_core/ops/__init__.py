@@ -1,0 +1,1 @@
+"""Operator actions from the command line: `booking-admin` and `bookingctl` share `admin`'s commands."""
