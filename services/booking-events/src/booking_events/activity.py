@@ -12,7 +12,8 @@ operator, a human): every broker that talks to Redis stamps itself in
 timeout, about a second), and Dramatiq treats one not heard from within the
 heartbeat timeout as dead.  The heartbeats do not say which queue a worker
 consumes; a worker holding a queue's messages does show in that queue's
-`ns:__acks__.<worker>.<queue>` set.  So per queue we report the worker
+`ns:__acks__.<worker>.<queue>` set (booking_scaling.layout names these keys;
+`activity.lua`, beside this module, reads them).  So per queue we report the worker
 processes *consuming* it (each stamps itself, booking_core.queues.presence), those
 *busy* with it, and overall the live Dramatiq processes (a process that only
 publishes, such as the relay, stamps a heartbeat too while it publishes).
@@ -21,36 +22,17 @@ publishes, such as the relay, stamps a heartbeat too while it publishes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 
 import psycopg
 import redis
 
 from booking_core.messaging.contracts import TASKS
 from booking_core.queues import presence
+from booking_scaling.layout import Layout
 
-_WORKERS_LUA = """
--- ARGV: namespace, heartbeat timeout (ms), presence TTL (ms), queue names.
--- Returns {live, busy per queue..., consuming per queue...}.
-local ns = ARGV[1]
-local now = redis.call('time')
-local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
-local live = redis.call('zrangebyscore', ns .. ':__heartbeats__', now_ms - tonumber(ARGV[2]), '+inf')
-local out = {#live}
-for i = 4, #ARGV do
-  local busy = 0
-  for _, w in ipairs(live) do
-    local acks = ns .. ':__acks__.' .. w .. '.' .. ARGV[i]
-    if redis.call('scard', acks) + redis.call('scard', acks .. '.DQ') > 0 then
-      busy = busy + 1
-    end
-  end
-  out[#out + 1] = busy
-end
-for i = 4, #ARGV do
-  out[#out + 1] = redis.call('zcount', ns .. ':__consumers__.' .. ARGV[i], now_ms - tonumber(ARGV[3]), '+inf')
-end
-return out
-"""
+#: The script, beside this module; read at import, so a package built without it fails at once.
+_WORKERS_LUA = resources.files(__package__).joinpath("activity.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -66,7 +48,9 @@ class Workers:
 def workers(client: redis.Redis, namespace: str, queues: tuple[str, ...] | list[str],
             heartbeat_timeout_ms: int) -> Workers:
     """Read the heartbeats and ack sets in one script (a consistent instant)."""
-    row = client.eval(_WORKERS_LUA, 0, namespace, str(heartbeat_timeout_ms), str(presence.TTL_MS), *queues)
+    consumers = presence.key(namespace.replace("%", "%%"), "%s")
+    row = client.eval(_WORKERS_LUA, 0, *Layout(namespace).lua_args(), consumers, str(heartbeat_timeout_ms),
+                      str(presence.TTL_MS), *queues)
     n = len(queues)
     return Workers(live=int(row[0]), busy={q: int(v) for q, v in zip(queues, row[1:1 + n], strict=True)},
                    consuming={q: int(v) for q, v in zip(queues, row[1 + n:], strict=True)})

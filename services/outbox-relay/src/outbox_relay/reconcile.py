@@ -15,8 +15,9 @@ A task is re-published only when all three hold:
    that died is requeued by Dramatiq itself within that time;
 2. no outbox row for it (the relay is about to publish it);
 3. no message for it in Redis: no body naming its booking and task in the
-   queue's `.msgs`, `.DQ.msgs` or `.XQ.msgs` hashes, where Dramatiq keeps the
-   body of every ready, in-flight, delayed and dead message until it is acked.
+   queue's `.msgs`, `.DQ.msgs` or `.XQ.msgs` hashes (booking_scaling.layout), where
+   Dramatiq keeps the body of every ready, in-flight, delayed and dead message
+   until it is acked.
    When Redis does not answer, nothing is re-published: absence is unproven.
    A task whose only message is a Redis dead letter lost its `dead` write:
    it is marked dead and its dead-letter record written from that letter.
@@ -48,6 +49,7 @@ from booking_core.messaging import outbox
 from booking_core.messaging.contracts import CONTRACTS
 from booking_core.tasks import deadletters
 from booking_core.tasks.republish import task_message
+from booking_scaling.layout import Layout
 from outbox_relay.history import compact_history
 from outbox_relay.metrics import FAILURES, RECONCILED
 
@@ -91,11 +93,12 @@ def scan_redis(client: redis.Redis, namespace: str, queues: set[str]) -> tuple[s
     delayed), and the dead ones' bodies by (booking_id, task)."""
     live: set[tuple[str, str]] = set()
     dead: dict[tuple[str, str], bytes] = {}
+    layout = Layout(namespace)
     for q in queues:
-        for key in (f"{namespace}:{q}.msgs", f"{namespace}:{q}.DQ.msgs", f"{namespace}:{q}.XQ.msgs"):
+        for key in (layout.ready_messages(q), layout.delayed_messages(q), layout.dead_messages(q)):
             for _, body in client.hscan_iter(key, count=1000):
                 if (found := _task_of(body)) is not None:
-                    if key.endswith(".XQ.msgs"):
+                    if key == layout.dead_messages(q):
                         dead[found] = body
                     else:
                         live.add(found)

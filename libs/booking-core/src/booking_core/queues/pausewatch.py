@@ -19,7 +19,7 @@ Two details keep a pause safe:
     heartbeat, and after heartbeat_timeout another worker would take it for dead
     and requeue the messages it holds (run twice on resume).  While anything is
     paused, each poll refreshes the heartbeat (the key Dramatiq's dispatch script
-    writes);
+    writes, `booking_scaling.layout.Layout.heartbeats`);
   * a read error keeps the last known state (`PauseReader`, logged once, and once
     on recovery): a database blip must neither resume a paused queue nor pause a
     running one.
@@ -39,6 +39,7 @@ from dramatiq.common import current_millis, q_name
 from booking_core import db
 from booking_core.queues import pauses
 from booking_scaling import pausemirror
+from booking_scaling.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,6 @@ class QueuePauseMiddleware(Middleware):
         if client is None or broker_id is None:  # not a Redis broker
             return
         try:
-            client.zadd(f"{broker.namespace}:__heartbeats__", {broker_id: current_millis()})
+            client.zadd(Layout(broker.namespace).heartbeats, {broker_id: current_millis()})
         except redis.RedisError as e:
             log.debug("could not refresh the heartbeat while paused: %s", e)

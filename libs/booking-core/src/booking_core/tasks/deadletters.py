@@ -39,6 +39,7 @@ from psycopg.types.json import Jsonb
 from booking_core.messaging import outbox
 from booking_core.messaging.contracts import AUDIT, QUEUES, TASKS, audit_payload
 from booking_core.tasks.republish import fresh_options
+from booking_scaling.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +268,12 @@ def forget_in_redis(client: redis.Redis | None, namespace: str, queue: str, ids:
     ids = [i for i in ids if i]
     if client is None or not ids:
         return
-    zkey = f"{namespace}:{queue}.XQ"
+    layout = Layout(namespace)
+    zkey = layout.dead(queue)
     try:
         pipe = client.pipeline(transaction=True)
         pipe.zrem(zkey, *ids)
-        pipe.hdel(f"{zkey}.msgs", *ids)
+        pipe.hdel(layout.dead_messages(queue), *ids)
         pipe.execute()
     except redis.RedisError as e:
         log.warning("could not remove dead letter(s) %s from %s (%s); the entries are only a cache",
