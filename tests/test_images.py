@@ -6,7 +6,8 @@ isolation (no daemon, no cgroups), on a Debian bookworm + Python base that
 `tools/make-base-image.sh` makes with debootstrap, because no container registry
 can be reached here. Each image is then started with `buildah from` + `buildah run`:
 its entrypoint answers `--help`, its modules import, it runs as a non-root user,
-holds no build tools or caches, and only the invoice image has Pango. Last, a real
+holds no build tools or caches, only the invoice image has Pango, and the operator's
+has no psycopg or Dramatiq (only what its service uses). Last, a real
 booking travels through the outbox-relay and audit-worker images on the session's
 Postgres and Redis (chroot isolation shares the host's network), and the api image
 serves its health checks, and its metrics on their own port only; each process
@@ -61,10 +62,12 @@ IMAGE_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 @dataclass(frozen=True)
 class Service:
-    """What one image must be: the modules its command imports, whether it has Pango."""
+    """What one image must be: the modules its command imports, whether it has Pango, what it must not carry."""
 
     modules: tuple[str, ...]
     pango: bool = False
+    #: Distributions (PyPI names) the image must not have installed.
+    without: tuple[str, ...] = ()
 
 
 #: A new target in the Dockerfile needs a line here (the test fails until it has one).
@@ -74,7 +77,10 @@ SERVICES = {
     "email-worker": Service(("email_worker.broker", "email_worker.actors")),
     "invoice-worker": Service(("invoice_worker.broker", "invoice_worker.actors"), pango=True),
     "audit-worker": Service(("audit_worker.broker", "audit_worker.actors")),
-    "queue-autoscaler": Service(("queue_autoscaler.operator",)),
+    # booking-scaling only: no database driver, no Dramatiq, no OTLP exporters (gRPC's is the largest).
+    "queue-autoscaler": Service(("queue_autoscaler.operator",), without=(
+        "booking-core", "psycopg", "psycopg-binary", "psycopg-pool", "dramatiq", "grpcio",
+        "opentelemetry-exporter-otlp-proto-grpc", "opentelemetry-sdk")),
     "booking-events": Service(("booking_events.app", "booking_events.server")),
 }
 
@@ -406,6 +412,22 @@ def test_only_the_invoice_image_has_pango(service, container):
     done = run_in(container(service), ["sh", "-c", "ldconfig -p | grep -c 'libpango-1.0.so' || true"],
                   user="0:0")
     assert (int(done.stdout.strip()) > 0) is SERVICES[service].pango, done.stdout
+
+
+@pytest.mark.parametrize("service", [s for s in IMAGED if SERVICES[s].without])
+def test_an_image_carries_nothing_its_service_does_not_use(service, container):
+    """`uv sync --package` installs a service's own dependencies only: the operator has no psycopg or Dramatiq."""
+    listing = ("import importlib.metadata as m, re; print('\\n'.join(sorted("
+               "re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() for d in m.distributions())))")
+    done = run_in(container(service), ["python", "-c", listing])
+    assert done.returncode == 0, done.stderr
+    installed = set(done.stdout.split())
+    assert service in installed, f"the listing does not see the service's own package: {sorted(installed)}"
+    carried = sorted(installed & set(SERVICES[service].without))
+    assert carried == [], f"the {service} image carries {carried}"
+    for module in ("psycopg", "dramatiq"):
+        probe = run_in(container(service), ["python", "-c", f"import {module}"])
+        assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, (module, probe.stderr)
 
 
 def test_invoice_image_renders_a_pdf(container):
