@@ -1,5 +1,7 @@
 """Dramatiq's private Redis layout: every key of its broker that the platform reads or writes, named here only.
 
+Why, in one place and guarded: docs/architecture.md, decision 23.
+
 Dramatiq's Redis broker documents its keys only in comments of its
 `dispatch.lua` (Dramatiq 2.x).  For namespace `ns` and queue `q`:
 
