@@ -26,7 +26,7 @@ from booking_events import activity, bulkjobs
 from booking_events.ops_render import age
 from booking_scaling.depth import QueueReader
 
-#: The task each queue's messages do (one queue per task: DESIGN.md decision 1).
+#: The task each queue's messages do (one queue per task: docs/architecture.md, decision 1).
 _TASK_OF_QUEUE = {c.queue: c.task for c in CONTRACTS.values()}
 
 

@@ -1,6 +1,6 @@
 """Rebuild a booking task's message from Postgres, for a retry or the reconciler.
 
-Postgres is the source of truth (DESIGN decision 10): when Redis has lost a
+Postgres is the source of truth (docs/architecture.md, decision 10): when Redis has lost a
 task's message and no dead-letter record holds a copy, the message can still
 be written again from the booking row, because payloads carry ids only.  The
 trace is kept by continuing the booking's trace id (a fresh parent span id:
