@@ -23,7 +23,7 @@ import report  # bench/report.py: a script's own folder is on sys.path
 from pipeline import BODY, timed
 
 from booking_embedded import free_port
-from booking_scaling import Policy
+from booking_scaling.policy import Policy
 from bookingctl.autoscale import DEFAULT_POLICIES
 from bookingctl.platform import Platform, PlatformConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from booking_scaling import Policy
+from booking_scaling.policy import Policy
 from e2e_helpers import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from booking_scaling import AcceptPath, Backlog, Decision, Policy, ScalerState, decide
+from booking_scaling.backlog import Backlog
+from booking_scaling.decision import Decision, ScalerState, decide
 from booking_scaling.depth import QueueDepth
+from booking_scaling.policy import Policy
+from booking_scaling.pressure import AcceptPath
 
 POLICY = Policy(
     min_replica_count=0, max_replica_count=10, target_backlog_per_replica=10, activation_backlog=0,
@@ -136,7 +139,7 @@ def test_read_error_does_not_touch_the_remembered_state():
 def test_a_fallback_count_is_not_undone_before_the_window_passes():
     """Reads that fail and recover must not flap the pool between fallbackReplicas and the backlog's count.
 
-    Found by hypothesis (test_scaling_properties): an idle pool at 0 went to fallbackReplicas 1 on a
+    Found by hypothesis (test_properties): an idle pool at 0 went to fallbackReplicas 1 on a
     read error and straight back to 0 at the next readable poll, 2 s into a 5 s window.
     """
     policy = Policy(min_replica_count=0, max_replica_count=1, fallback_replicas=1, cooldown_period=0,

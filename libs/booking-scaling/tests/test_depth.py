@@ -6,8 +6,10 @@ import time
 
 import dramatiq
 
-from booking_scaling import Backlog, Policy, ScalerState, decide
+from booking_scaling.backlog import Backlog
+from booking_scaling.decision import ScalerState, decide
 from booking_scaling.depth import QueueReader
+from booking_scaling.policy import Policy
 
 
 def message(queue: str, *, age_ms: int = 0) -> dramatiq.Message:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from booking_scaling import Policy, PolicyError
+from booking_scaling.policy import Policy, PolicyError
 
 
 def test_defaults_are_valid_and_allow_scale_to_zero():

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from booking_scaling import LatencyBudget, LatencyReading, LatencyWatch, PolicyError, judge
-from booking_scaling.pressure import LATENCY_METRIC, quantile
+from booking_scaling.policy import PolicyError
+from booking_scaling.pressure import LATENCY_METRIC, LatencyBudget, LatencyReading, LatencyWatch, judge, quantile
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 ROUTE = "/api/v1/bookings"

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from booking_scaling import AcceptPath, Backlog, Decision, Policy, ScalerState, decide
+from booking_scaling.backlog import Backlog
+from booking_scaling.decision import Decision, ScalerState, decide
+from booking_scaling.policy import Policy
+from booking_scaling.pressure import AcceptPath
 
 # Every rule gets a few hundred random histories: cheap, because decide() is pure.
 rule = settings(max_examples=300, deadline=None)

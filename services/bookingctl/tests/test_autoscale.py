@@ -18,8 +18,8 @@ from dramatiq.brokers.redis import RedisBroker
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from booking_embedded import free_port
-from booking_scaling import LatencyBudget, Policy
-from booking_scaling.pressure import LATENCY_METRIC
+from booking_scaling.policy import Policy
+from booking_scaling.pressure import LATENCY_METRIC, LatencyBudget
 from bookingctl.autoscale import DEFAULT_POLICIES, Autoscaler, cpu_bound_limit
 
 ROUTE = "/api/v1/bookings"

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from booking_scaling import LatencyBudget
+from booking_scaling.pressure import LatencyBudget
 from helm_helpers import CHART, by_kind, helm_args, install_helm, run_helm, template
 from queue_autoscaler.spec import parse_spec
 

@@ -11,7 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from booking_scaling import LatencyBudget, Policy
+from booking_scaling.policy import Policy
+from booking_scaling.pressure import LatencyBudget
 from queue_autoscaler.spec import GROUP, PLURAL, VERSION, parse_spec
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
-from booking_scaling import AcceptPath, Backlog, LatencyBudget, Policy, ScalerState, decide
+from booking_scaling.backlog import Backlog
+from booking_scaling.decision import ScalerState, decide
+from booking_scaling.policy import Policy
+from booking_scaling.pressure import AcceptPath, LatencyBudget
 from queue_autoscaler.config import OperatorConfig
 from queue_autoscaler.reading import BacklogSource
 from queue_autoscaler.spec import (

@@ -1,14 +1,13 @@
-"""The autoscaling decision core, shared by the kopf operator and `bookingctl up`.
+"""The autoscaling decision core, shared by the kopf operator and `bookingctl up`, and the Redis readers it needs.
 
-Pure: `decide()` turns a backlog reading, the current replica count, a
-`Policy`, the remembered `ScalerState` and the time into a `Decision`.  Reading
-Redis and applying the result are the callers' business.
+Pure: `decision.decide()` turns a backlog reading (`backlog.Backlog`), the current
+replica count, a `policy.Policy`, the remembered `decision.ScalerState` and the
+time into a `decision.Decision`.  Reading Redis and applying the result are the
+callers' business.
+
+This package re-exports nothing, and must stay so: Dramatiq's worker processes
+import it (`pausemirror`, `layout`), and a worker must not import
+prometheus_client (which `pressure` does) before its process has booted, or
+Dramatiq's Prometheus middleware finds it set up without the multiprocess
+directory and the worker's metrics never reach its exposition process.
 """
-
-from booking_scaling.backlog import Backlog
-from booking_scaling.decision import Decision, ScalerState, decide
-from booking_scaling.policy import Policy, PolicyError
-from booking_scaling.pressure import AcceptPath, LatencyBudget, LatencyReading, LatencyWatch, judge
-
-__all__ = ["AcceptPath", "Backlog", "Decision", "LatencyBudget", "LatencyReading", "LatencyWatch", "Policy",
-           "PolicyError", "ScalerState", "decide", "judge"]

@@ -46,9 +46,11 @@ import redis
 
 from booking_core.messaging.contracts import QUEUES
 from booking_core.queues.pausewatch import PauseReader
-from booking_scaling import AcceptPath, Backlog, Decision, LatencyBudget, LatencyWatch, Policy, ScalerState, decide
-from booking_scaling.decision import QUEUE_PAUSED
+from booking_scaling.backlog import Backlog
+from booking_scaling.decision import QUEUE_PAUSED, Decision, ScalerState, decide
 from booking_scaling.depth import QueueReader
+from booking_scaling.policy import Policy
+from booking_scaling.pressure import AcceptPath, LatencyBudget, LatencyWatch
 
 log = logging.getLogger("bookingctl.autoscale")
 

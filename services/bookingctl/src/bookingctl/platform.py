@@ -37,7 +37,7 @@ from booking_embedded import (
     reserve_port,
     stop_together,
 )
-from booking_scaling import Policy
+from booking_scaling.policy import Policy
 from bookingctl import services
 from bookingctl.autoscale import Autoscaler
 from bookingctl.datadir import DataDirLock, run_file, write_run_file, write_secret

@@ -5,7 +5,7 @@ polls at the object's own pollingInterval: kopf fixes a timer's interval when
 the module is imported, and each QueueScaler may choose another one.  A poll
 reads the target's scale subresource, refuses a target an HPA already scales,
 reads the backlog and, with spec.acceptPath, the API's latency, asks
-booking_scaling.decide() and patches the scale subresource only, posting
+booking_scaling.decision.decide() and patches the scale subresource only, posting
 an Event on each change of replicas (and a Warning when a scale-up is first
 held because the accept path is over its latency budget).  The decision
 state lives in the object's kopf memo; lastActiveTime is restored from status
@@ -22,7 +22,9 @@ from typing import Any
 
 import kopf
 
-from booking_scaling import Backlog, Decision, LatencyWatch, ScalerState, decide
+from booking_scaling.backlog import Backlog
+from booking_scaling.decision import Decision, ScalerState, decide
+from booking_scaling.pressure import LatencyWatch
 from queue_autoscaler import metrics
 from queue_autoscaler import spec as qs
 from queue_autoscaler.config import OperatorConfig

@@ -4,7 +4,7 @@ and the API's latency histogram (the text of its /metrics, or Prometheus' /feder
 One Redis client per URL is shared by every QueueScaler pointing at it.  A
 failed read becomes `Backlog.unreadable(...)`, never zeros, so the decision
 core holds (or falls back) instead of scaling a pool away on a guess.  A
-failed latency read holds nothing (booking_scaling.LatencyWatch).
+failed latency read holds nothing (booking_scaling.pressure.LatencyWatch).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import asyncio
 import aiohttp
 import redis
 
-from booking_scaling import AcceptPath, Backlog, LatencyWatch, pausemirror
+from booking_scaling import pausemirror
+from booking_scaling.backlog import Backlog
 from booking_scaling.depth import QueueDepth, QueueReader
+from booking_scaling.pressure import AcceptPath, LatencyWatch
 
 
 class BacklogSource:

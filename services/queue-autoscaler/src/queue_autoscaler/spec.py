@@ -12,8 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from booking_scaling import AcceptPath, Backlog, Decision, LatencyBudget, Policy, PolicyError
-from booking_scaling.decision import QUEUE_PAUSED
+from booking_scaling.backlog import Backlog
+from booking_scaling.decision import QUEUE_PAUSED, Decision
+from booking_scaling.policy import Policy, PolicyError
+from booking_scaling.pressure import AcceptPath, LatencyBudget
 
 GROUP = "scaling.booking-platform.io"
 VERSION = "v1alpha1"
