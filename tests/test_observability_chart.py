@@ -413,7 +413,7 @@ def summed_gauges(promql: str) -> list[str]:
 def test_the_dashboard_ships_in_a_configmap_for_grafanas_sidecar(rendered, helm):
     cm = by_kind(rendered["observed"], "ConfigMap")[component_name("dashboards")]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert "namespace" not in cm["metadata"]
+    assert cm["metadata"]["namespace"] == NAMESPACE  # the release's, unless grafana.dashboards.namespace names another
     assert cm["data"]["booking-platform.json"] == DASHBOARD.read_text().rstrip("\n")
     prod = by_kind(rendered["production-values.yaml"], "ConfigMap")[component_name("dashboards")]
     assert prod["metadata"]["namespace"] == "monitoring"

@@ -5,23 +5,37 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* RELEASE-booking-platform (or just RELEASE when it already holds the chart name), or fullnameOverride. */}}
+{{/*
+The prefix of every object's name: RELEASE-booking-platform (or just RELEASE when it
+already holds the chart name), or fullnameOverride. Each object appends its component
+("-api", "-redis-connection"...), so the prefix keeps to 40 characters: 40 + 1 + the
+longest component (16) stays within Kubernetes' 63, and a StatefulSet (40 + 1 + 10)
+within the 52 its pods' `controller-revision-hash` label allows. A longer prefix is cut
+to 34 characters plus a hash of the whole, so names never lose their component (two
+Deployments would collide) and two long releases never share a prefix.
+*/}}
 {{- define "bp.fullname" -}}
+{{- $full := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $full = .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $full = ternary .Release.Name (printf "%s-%s" .Release.Name $name) (contains $name .Release.Name) }}
 {{- end }}
+{{- if gt (len $full) 40 }}
+{{- printf "%s-%s" ($full | trunc 34 | trimSuffix "-") ($full | sha256sum | trunc 5) }}
+{{- else }}
+{{- $full }}
 {{- end }}
 {{- end }}
 
-{{/* Name of one component's resources: (dict "root" $ "component" "api"). */}}
+{{/* Name of one component's resources: (dict "root" $ "component" "api"). Never truncated: see bp.fullname. */}}
 {{- define "bp.componentName" -}}
-{{- printf "%s-%s" (include "bp.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- $name := printf "%s-%s" (include "bp.fullname" .root) .component }}
+{{- if gt (len $name) 63 }}
+{{- fail (printf "the name %s is %d characters, over Kubernetes' 63: component names must stay within 16 characters" $name (len $name)) }}
+{{- end }}
+{{- $name }}
 {{- end }}
 
 {{- define "bp.chart" -}}
