@@ -470,8 +470,8 @@ def test_operator_is_one_recreated_replica_with_a_liveness_probe_watching_its_na
     assert "--liveness=http://0.0.0.0:8080/healthz" in c["command"]
     peered = by_kind(rendered["production-values.yaml"], "Deployment")[component_name("operator")]
     cmd = peered["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "--peering=booking-platform" in cmd and "--standalone" not in cmd
-    assert "booking-platform" in by_kind(rendered["production-values.yaml"], "KopfPeering")
+    assert f"--peering={component_name('operator')}" in cmd and "--standalone" not in cmd
+    assert component_name("operator") in by_kind(rendered["production-values.yaml"], "KopfPeering")
 
 
 def _rules(docs) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
@@ -524,7 +524,7 @@ def test_only_the_api_and_the_bundled_servers_accept_ingress_and_prometheus_only
         assert rules is not None, f"no NetworkPolicy selects {owner['metadata']['name']}"
         if component in ("api", "events", "postgresql", "redis", "smtp-sink"):
             assert rules, component
-        elif component == "relay" or component.endswith("-worker"):
+        elif component in ("relay", "operator") or component.endswith("-worker"):
             # Prometheus on the metrics port, nothing else.
             assert rules == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [SCRAPER]}], component
         else:

@@ -190,14 +190,14 @@ def test_the_servicemonitor_scrapes_the_api_pods_through_their_service(rendered)
     assert [d for d in services if selects(sm["spec"]["selector"], d["metadata"]["labels"])] == [service]
 
 
-def test_the_podmonitor_scrapes_the_metrics_port_of_the_relay_and_every_worker_only(rendered):
+def test_the_podmonitor_scrapes_the_metrics_port_of_the_relay_the_operator_and_every_worker_only(rendered):
     docs = rendered["observed"]
     pm = only(docs, "PodMonitor")
     (endpoint,) = pm["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
     selected = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "Pod", "Job", "StatefulSet")
                 and selects(pm["spec"]["selector"], pod_labels(d))}
-    assert selected == {component_name(c) for c in ("relay", *(f"{q}-worker" for q in QUEUES))}
+    assert selected == {component_name(c) for c in ("relay", "operator", *(f"{q}-worker" for q in QUEUES))}
     for name in selected:
         c = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
         assert "metrics" in {p["name"] for p in c["ports"]}, name

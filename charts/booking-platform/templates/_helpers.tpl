@@ -162,6 +162,16 @@ affinity:
 {{- end }}
 {{- end }}
 
+{{/* Non-empty when the chart runs the operator. */}}
+{{- define "bp.operatorRuns" -}}
+{{- if .Values.operator.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The KopfPeering of this release's operator: operator.peering.name, else one of the release's own. */}}
+{{- define "bp.peeringName" -}}
+{{- .Values.operator.peering.name | default (include "bp.componentName" (dict "root" . "component" "operator")) }}
+{{- end }}
+
 {{- define "bp.connectionsSecret" -}}
 {{- include "bp.componentName" (dict "root" . "component" "connections") }}
 {{- end }}
@@ -295,10 +305,20 @@ emptyDir of its own, on the read-only root filesystem.
 
 {{/*
 Annotations of a service pod: (dict "root" $ "port" 9100). The config checksums,
-the `prometheus.io/*` scrape annotations (when metrics.scrapeAnnotations), then
-podAnnotations, which win over the scrape annotations.
+then bp.scrapeAnnotations.
 */}}
 {{- define "bp.servicePodAnnotations" -}}
+{{- include "bp.configChecksums" .root }}
+{{- with include "bp.scrapeAnnotations" . }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The `prometheus.io/*` scrape annotations of a pod (when metrics.scrapeAnnotations), then
+podAnnotations, which win over them: (dict "root" $ "port" 9100).
+*/}}
+{{- define "bp.scrapeAnnotations" -}}
 {{- $root := .root }}
 {{- $ann := dict }}
 {{- if $root.Values.metrics.scrapeAnnotations }}
@@ -307,9 +327,8 @@ podAnnotations, which win over the scrape annotations.
 {{- $_ := set $ann "prometheus.io/path" "/metrics" }}
 {{- end }}
 {{- $ann = merge (deepCopy $root.Values.podAnnotations) $ann }}
-{{- include "bp.configChecksums" $root }}
 {{- with $ann }}
-{{ toYaml . }}
+{{- toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -335,9 +354,12 @@ podAnnotations, which win over the scrape annotations.
 {{- end }}
 {{- end }}
 
-{{/* Components that serve metrics on a `metrics` port (the API serves them on its HTTP port). */}}
+{{/* Components that serve metrics on a port named `metrics` (the events pods serve them on `http`). */}}
 {{- define "bp.metricsPortComponents" -}}
 {{- $out := list "relay" }}
+{{- if include "bp.operatorRuns" . }}
+{{- $out = append $out "operator" }}
+{{- end }}
 {{- range $queue, $_ := .Values.workers }}
 {{- $out = append $out (printf "%s-worker" $queue) }}
 {{- end }}

@@ -122,13 +122,23 @@ class Cluster:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         })
 
-    def queuescaler(self, ns: str, name: str, spec: dict) -> None:
+    def queuescaler(self, ns: str, name: str, spec: dict, labels: dict[str, str] | None = None) -> None:
         self.api("POST", QS.format(ns=ns), {
             "apiVersion": "scaling.booking-platform.io/v1alpha1", "kind": "QueueScaler",
             "metadata": {"name": name, "namespace": ns, "generation": 1, "resourceVersion": "1",
-                         "uid": str(uuid.uuid4()), "creationTimestamp": "2026-01-01T00:00:00Z"},
+                         "uid": str(uuid.uuid4()), "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "labels": labels or {}},
             "spec": spec,
         })
+
+    def queuescaler_object(self, ns: str, name: str) -> dict | None:
+        """The QueueScaler as the API server holds it (None once it is gone)."""
+        try:
+            return self.api("GET", QS.format(ns=ns) + f"/{name}")
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
 
     def patch_queuescaler(self, ns: str, name: str, patch: dict) -> None:
         self.api("PATCH", QS.format(ns=ns) + f"/{name}", patch)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class OperatorConfig:
     #: The liveness probe fails when a QueueScaler's timer has not run for this long
     #: (every tick runs it, whatever the pollingInterval, so this only catches a stuck operator).
     stale_poll_seconds: float = 120.0
+    #: Act only on QueueScalers with these labels (QUEUE_AUTOSCALER_LABEL_SELECTOR, `k=v,k2=v2`):
+    #: the chart sets its release's, so two releases in one namespace never act on each other's.
+    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -47,4 +50,17 @@ class OperatorConfig:
             redis_timeout_seconds=get("REDIS_TIMEOUT_SECONDS", cls.redis_timeout_seconds),
             secret_ttl_seconds=get("SECRET_TTL_SECONDS", cls.secret_ttl_seconds),
             stale_poll_seconds=get("STALE_POLL_SECONDS", cls.stale_poll_seconds),
+            labels=parse_selector(env.get("QUEUE_AUTOSCALER_LABEL_SELECTOR") or ""),
         )
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` as a dict; kopf filters on label equality only, so nothing else is accepted."""
+    labels: dict[str, str] = {}
+    for term in text.split(",") if text.strip() else ():
+        key, eq, value = term.strip().partition("=")
+        if not eq or not key or value.startswith("=") or any(c in key + value for c in "!() "):
+            raise ValueError(f"QUEUE_AUTOSCALER_LABEL_SELECTOR must be `key=value` terms joined by commas, "
+                             f"got {text!r}")
+        labels[key] = value
+    return labels
