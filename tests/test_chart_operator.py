@@ -108,3 +108,80 @@ def test_peering_has_a_priority_and_a_name_of_the_release(helm):
     named = template(helm, *helm_args([PRODUCTION], {"operator.peering.name": "shared",
                                                      "operator.peering.priority": 7}))
     assert {"--peering=shared", "--priority=7"} <= set(operator_container(named)["command"])
+
+
+# --- uninstall, and running without the operator --------------------------------------------------
+
+def hooks(doc: dict) -> set[str]:
+    return set(doc["metadata"].get("annotations", {}).get("helm.sh/hook", "").split(",")) - {""}
+
+
+def hook_weight(doc: dict) -> int:
+    return int(doc["metadata"]["annotations"].get("helm.sh/hook-weight", "0"))
+
+
+def cleanup_objects(docs: list[dict]) -> dict[str, dict]:
+    name = component_name("operator-cleanup")
+    return {d["kind"]: d for d in docs if d["metadata"]["name"] == name}
+
+
+def test_a_pre_delete_hook_deletes_the_releases_queuescalers_while_the_operator_still_runs(helm):
+    """kopf's finalizers need a running operator; Helm deletes the operator before unknown kinds."""
+    docs = template(helm, *helm_args([DEFAULT]))
+    objs = cleanup_objects(docs)
+    assert set(objs) == {"ServiceAccount", "Role", "RoleBinding", "Job"}
+    for kind, d in objs.items():
+        assert hooks(d) == {"pre-delete"}, kind  # before Helm deletes anything, the operator included
+        policy = set(d["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(","))
+        assert {"before-hook-creation", "hook-succeeded"} <= policy, kind
+        kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
+    job = objs["Job"]
+    assert max(hook_weight(objs[k]) for k in ("ServiceAccount", "Role", "RoleBinding")) < hook_weight(job)
+    # Its own identity, allowed to delete (and, for an operator already gone, unblock) QueueScalers only.
+    rules = {(g, r, v) for rule in objs["Role"]["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+             for v in rule["verbs"]}
+    assert rules == {("scaling.booking-platform.io", "queuescalers", v) for v in ("list", "delete", "patch")}
+    assert objs["RoleBinding"]["roleRef"]["name"] == objs["Role"]["metadata"]["name"]
+    assert objs["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": objs["ServiceAccount"]["metadata"][
+        "name"], "namespace": NAMESPACE}]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == objs["ServiceAccount"]["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+    cmd = pod["containers"][0]["command"]
+    assert cmd[:3] == ["python", "-m", "queue_autoscaler.cleanup"] and f"--namespace={NAMESPACE}" in cmd
+    # It deletes exactly the QueueScalers the operator acts on: those of this release.
+    selector = next(a.split("=", 1)[1] for a in cmd if a.startswith("--selector="))
+    assert selector == env_of(operator_container(docs))["QUEUE_AUTOSCALER_LABEL_SELECTOR"]
+    assert pod["containers"][0]["image"] == operator_container(docs)["image"]
+    # Within Helm's default --timeout (5m), which `helm uninstall` waits on hooks for.
+    assert job["spec"]["activeDeadlineSeconds"] < 300
+    off = template(helm, *helm_args([DEFAULT], {"operator.cleanup.enabled": "false"}))
+    assert not cleanup_objects(off)
+
+
+def worker_deployments(docs: list[dict]) -> dict[str, dict]:
+    return {q: by_kind(docs, "Deployment")[component_name(f"{q}-worker")] for q in QUEUES}
+
+
+def test_without_the_operator_no_queuescaler_renders_and_workers_run_their_replica_counts(helm):
+    counts = {"workers.email.replicaCount": 3, "workers.invoice.replicaCount": 2, "workers.audit.replicaCount": 4}
+    docs = template(helm, *helm_args([DEFAULT], {"operator.enabled": "false", **counts}))
+    assert not by_kind(docs, "QueueScaler")
+    assert component_name("operator") not in by_kind(docs, "Deployment")
+    assert {q: d["spec"]["replicas"] for q, d in worker_deployments(docs).items()} == {
+        "email": 3, "invoice": 2, "audit": 4}
+    # An upgrade that turns the operator off removes the QueueScalers while the old operator still runs.
+    assert hooks(cleanup_objects(docs)["Job"]) == {"pre-upgrade", "pre-delete"}
+
+
+def test_an_external_autoscaler_gets_the_workers_replicas_and_no_queuescaler_competes(helm):
+    docs = template(helm, *helm_args([DEFAULT], {"workerAutoscaling": "external"}))
+    assert not by_kind(docs, "QueueScaler")
+    assert component_name("operator") not in by_kind(docs, "Deployment")
+    for q, d in worker_deployments(docs).items():
+        assert "replicas" not in d["spec"], q  # `helm upgrade` never resets what KEDA or an HPA set
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert all(component_name(f"{q}-worker") in pdbs for q in QUEUES)  # an autoscaler may run several
+    assert hooks(cleanup_objects(docs)["Job"]) == {"pre-upgrade", "pre-delete"}
+    bad = run_helm(helm, "template", "booking", str(CHART), *helm_args([DEFAULT], {"workerAutoscaling": "keda"}))
+    assert bad.returncode != 0 and "workerAutoscaling" in bad.stderr

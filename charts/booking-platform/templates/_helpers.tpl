@@ -162,9 +162,24 @@ affinity:
 {{- end }}
 {{- end }}
 
-{{/* Non-empty when the chart runs the operator. */}}
+{{/* Non-empty when the chart runs the operator: it is enabled, and no external autoscaler scales the workers. */}}
 {{- define "bp.operatorRuns" -}}
-{{- if .Values.operator.enabled }}true{{ end }}
+{{- if and .Values.operator.enabled (eq .Values.workerAutoscaling "operator") }}true{{ end }}
+{{- end }}
+
+{{/* Non-empty when one worker has a QueueScaler: (dict "root" $ "worker" $w). */}}
+{{- define "bp.workerScaledByOperator" -}}
+{{- if and (include "bp.operatorRuns" .root) .worker.autoscaling.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Non-empty when a worker Deployment leaves `replicas` to an autoscaler (ours or another): (dict "root" $ "worker" $w). */}}
+{{- define "bp.workerReplicasManaged" -}}
+{{- if or (include "bp.workerScaledByOperator" .) (eq .root.Values.workerAutoscaling "external") }}true{{ end }}
+{{- end }}
+
+{{/* The labels of this release's QueueScalers, as a selector: the operator acts on these, the cleanup hook deletes these. */}}
+{{- define "bp.operatorSelector" -}}
+{{- printf "app.kubernetes.io/instance=%s,app.kubernetes.io/name=%s" .Release.Name (include "bp.name" .) }}
 {{- end }}
 
 {{/* The KopfPeering of this release's operator: operator.peering.name, else one of the release's own. */}}

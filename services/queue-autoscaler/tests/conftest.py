@@ -122,12 +122,16 @@ class Cluster:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         })
 
-    def queuescaler(self, ns: str, name: str, spec: dict, labels: dict[str, str] | None = None) -> None:
+    def queuescaler(self, ns: str, name: str, spec: dict, labels: dict[str, str] | None = None,
+                    finalizers: list[str] | None = None) -> None:
+        """Create a QueueScaler; `finalizers` as an operator left them (in the same request: KMock keeps one
+        resourceVersion, so kopf could not tell a later patch's event from the first one)."""
+        meta = {"name": name, "namespace": ns, "generation": 1, "resourceVersion": "1", "uid": str(uuid.uuid4()),
+                "creationTimestamp": "2026-01-01T00:00:00Z", "labels": labels or {}}
+        if finalizers:
+            meta["finalizers"] = finalizers
         self.api("POST", QS.format(ns=ns), {
-            "apiVersion": "scaling.booking-platform.io/v1alpha1", "kind": "QueueScaler",
-            "metadata": {"name": name, "namespace": ns, "generation": 1, "resourceVersion": "1",
-                         "uid": str(uuid.uuid4()), "creationTimestamp": "2026-01-01T00:00:00Z",
-                         "labels": labels or {}},
+            "apiVersion": "scaling.booking-platform.io/v1alpha1", "kind": "QueueScaler", "metadata": meta,
             "spec": spec,
         })
 

@@ -4,7 +4,9 @@
   finds the same backlog and takes the same decision costs the API server nothing.
 - It acts only on the QueueScalers its release's label selector matches
   (QUEUE_AUTOSCALER_LABEL_SELECTOR, set by the chart): another release's objects in
-  the same namespace get no finalizer, no status and no scaling.
+  the same namespace get no finalizer, no status and no scaling, and keep the other
+  operator's finalizer (each release has its own: kopf strips its finalizer from any
+  object it carries but no handler matches).
 - Ready and Fallback are exported as gauges, for the alerts.
 """
 
@@ -17,6 +19,10 @@ POLL = 1
 OURS = {"app.kubernetes.io/instance": "booking", "app.kubernetes.io/name": "booking-platform"}
 THEIRS = {"app.kubernetes.io/instance": "other", "app.kubernetes.io/name": "booking-platform"}
 SELECTOR = "app.kubernetes.io/instance=booking,app.kubernetes.io/name=booking-platform"
+OUR_FINALIZER = "scaling.booking-platform.io/operator-booking"
+THEIR_FINALIZER = "scaling.booking-platform.io/operator-other"
+LEGACY_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+QS = "/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers"
 
 
 def spec(work, target: str = "invoice-worker", redis_ref: str = "redis", **policy) -> dict:
@@ -85,7 +91,9 @@ def test_a_queuescaler_of_another_release_is_left_alone(cluster, ns, work, opera
     cluster.deployment(ns, "other-invoice-worker", replicas=1)
     work.send(30)
     cluster.queuescaler(ns, "invoice", spec(work), labels=OURS)
-    cluster.queuescaler(ns, "other-invoice", spec(work, target="other-invoice-worker"), labels=THEIRS)
+    # As the other release's operator leaves it: a finalizer of its own, which ours must not strip.
+    cluster.queuescaler(ns, "other-invoice", spec(work, target="other-invoice-worker"), labels=THEIRS,
+                        finalizers=[THEIR_FINALIZER])
     cluster.queuescaler(ns, "unlabelled", spec(work, target="other-invoice-worker"))
     with operator():
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 3)
@@ -98,11 +106,28 @@ def test_a_queuescaler_of_another_release_is_left_alone(cluster, ns, work, opera
     assert cluster.replicas(ns, "other-invoice-worker") == 1
     for obj in (theirs, unlabelled):
         assert not obj.get("status"), obj
-        assert not obj["metadata"].get("finalizers"), obj["metadata"]
         assert writes(cluster, obj["metadata"]["name"]) == []
+    assert theirs["metadata"]["finalizers"] == [THEIR_FINALIZER]
+    assert not unlabelled["metadata"].get("finalizers")
     assert 'scaler="other-invoice"' not in scraped and 'scaler="unlabelled"' not in scraped
     ours = cluster.queuescaler_object(ns, "invoice")
-    assert ours["metadata"]["finalizers"] and ours["status"]["desiredReplicas"] == 3
+    assert ours["metadata"]["finalizers"] == [OUR_FINALIZER] and ours["status"]["desiredReplicas"] == 3
+
+
+def test_the_finalizer_of_earlier_versions_is_replaced_by_the_releases_own(cluster, ns, work, operator, redis_url,
+                                                                           wait_for, monkeypatch):
+    """Before finalizers were per release every operator used kopf's own; nothing would remove it now."""
+    monkeypatch.setenv("QUEUE_AUTOSCALER_LABEL_SELECTOR", SELECTOR)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    cluster.deployment(ns, "invoice-worker", replicas=1)
+    cluster.queuescaler(ns, "invoice", spec(work), labels=OURS, finalizers=[LEGACY_FINALIZER])
+    with operator():
+        # A set: KMock keeps one resourceVersion, so kopf may add its finalizer twice (a real server refuses the
+        # second patch's stale resourceVersion test).
+        wait_for(lambda: set(cluster.queuescaler_object(ns, "invoice")["metadata"].get("finalizers", []))
+                 == {OUR_FINALIZER})
+        cluster.api("DELETE", QS.format(ns=ns) + "/invoice")
+        wait_for(lambda: cluster.queuescaler_object(ns, "invoice") is None)  # and it can go
 
 
 def test_a_selector_that_is_not_a_list_of_equalities_is_refused_with_its_variable(monkeypatch):

@@ -28,7 +28,7 @@ import kopf
 from booking_core.scaling import Backlog, Decision, LatencyWatch, ScalerState, decide
 from queue_autoscaler import metrics
 from queue_autoscaler import spec as qs
-from queue_autoscaler.config import OperatorConfig
+from queue_autoscaler.config import LEGACY_FINALIZER, OperatorConfig
 from queue_autoscaler.kube import KubeClient, KubeError
 from queue_autoscaler.reading import BacklogSource, LatencySource
 from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
@@ -196,11 +196,19 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
     _write_status(rt, patch, body.meta, now, conds, active_refresh=s.policy.cooldown_period / 10, **fields)
 
 
+def _drop_legacy_finalizer(body: dict) -> None:
+    """A kopf patch transformation: remove kopf's shared finalizer, which no operator removes any more."""
+    finalizers = body.get("metadata", {}).get("finalizers", [])
+    while LEGACY_FINALIZER in finalizers:
+        finalizers.remove(LEGACY_FINALIZER)
+
+
 # -- kopf handlers ----------------------------------------------------------------
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """Shared clients and the /metrics server; no cluster-wide CRD scan (a namespaced Role suffices)."""
     settings.scanning.disabled = True
+    settings.persistence.finalizer = CONFIG.finalizer
     settings.posting.reporting_component = "queue-autoscaler"
     logging.getLogger("kopf.objects").addFilter(_QuietTimer())
     memo.kube = KubeClient()
@@ -263,6 +271,8 @@ async def autoscale(spec: Any, status: Any, name: str, namespace: str, body: Any
                     patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
     """Every tick: poll this QueueScaler if its pollingInterval has passed."""
     rt: Runtime = memo.setdefault("scaler", Runtime())
+    if CONFIG.finalizer != LEGACY_FINALIZER and LEGACY_FINALIZER in (body.meta.get("finalizers") or []):
+        patch.fns.append(_drop_legacy_finalizer)  # put by an earlier version, before finalizers were per release
     now = time.time()
     memo.polls[namespace, name] = now  # for the liveness probe: this timer still ticks
     seen = copy.deepcopy(dict(spec))
