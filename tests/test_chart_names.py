@@ -25,6 +25,7 @@ EVERYTHING = {
     "api.ingress.enabled": "true", "api.ingress.tls.enabled": "true",
     "metrics.serviceMonitor.enabled": "true", "metrics.prometheusRule.enabled": "true",
     "grafana.dashboards.enabled": "true", "operator.peering.enabled": "true",
+    "api.httpRoute.enabled": "true", "api.httpRoute.parentRefs[0].name": "gateway",
 }
 DEV = CHART / "ci" / "dev-values.yaml"
 LONG_RELEASE = "r" * 39 + "-production-eu"  # 53 characters, Helm's limit
