@@ -178,8 +178,8 @@ class LocalRelease:
 
     COMPONENTS = ("api", "relay", "email-worker", "invoice-worker", "audit-worker")
 
-    def __init__(self, docs: list[dict], tmp_path: Path):
-        self.docs, self.tmp = docs, tmp_path
+    def __init__(self, docs: list[dict], tmp_path: Path, components: tuple[str, ...] = COMPONENTS):
+        self.docs, self.tmp, self.components = docs, tmp_path, components
         self.base_env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(tmp_path),
                          "TMPDIR": str(tmp_path)}
         self.containers = {o["metadata"]["name"]: c for o, c in containers(docs)}
@@ -199,7 +199,7 @@ class LocalRelease:
         """Start every component; wait until the API listens."""
         from booking_embedded import Child, wait_for_port
 
-        for component in self.COMPONENTS:
+        for component in self.components:
             c = self.container(component)
             scratch = self.tmp / "run" / component
             scratch.mkdir(parents=True, exist_ok=True)

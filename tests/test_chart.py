@@ -582,13 +582,15 @@ def test_migrations_run_as_a_hook_before_install_and_upgrade(rendered):
     assert component_name("migrations") not in by_kind(rendered["fixed-replicas-values.yaml"], "Job")
 
 
-def test_helm_test_pod_is_a_test_hook_that_posts_through_the_api_service(rendered):
+def test_helm_test_pod_is_a_test_hook_that_checks_through_the_api_and_events_services(rendered):
     docs = rendered["default-values.yaml"]
     pod = by_kind(docs, "Pod")[component_name("test")]
     assert _hook(pod) == {"test"}
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-    service = by_kind(docs, "Service")[component_name("api")]
-    assert env["API_URL"] == f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{service['spec']['ports'][0]['port']}"
+    for component, var in (("api", "API_URL"), ("events", "EVENTS_URL")):
+        service = by_kind(docs, "Service")[component_name(component)]
+        port = service["spec"]["ports"][0]["port"]
+        assert env[var] == f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}"
     script = by_kind(docs, "ConfigMap")[component_name("test")]
     assert _hook(script) == {"test"}
     assert script["data"]["smoke_test.py"] == (CHART / "files" / "smoke_test.py").read_text().rstrip("\n")
@@ -682,35 +684,59 @@ def test_values_are_camel_case_documented_key_by_key_and_the_readme_table_is_cur
 
 # --- the rendered commands, run for real -------------------------------------------------------
 
+def database_digest(url: str) -> dict[str, str]:
+    """An md5 of every table's rows: any write the helm test made would change one."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        return {t: conn.execute(f"SELECT md5(COALESCE(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
+                .fetchone()[0] for t in tables}
+
+
 @pytest.mark.e2e
-def test_rendered_commands_and_env_run_the_platform_and_pass_the_helm_test(helm, database_url, redis_url,
-                                                                             tmp_path):
+def test_rendered_commands_and_env_run_the_platform_and_the_helm_test_passes_writing_nothing(
+        helm, database_url, redis_url, tmp_path):
     from booking_embedded import EmbeddedSmtp, free_port
 
     smtp = EmbeddedSmtp(tmp_path / "mail", free_port(), tmp_path / "logs")
     smtp.start()
-    port = free_port()
+    port, events_port = free_port(), free_port()
     docs = template(helm, *helm_args(
         [CHART / "ci" / "default-values.yaml"],
         {"api.containerPort": port, "api.gunicorn.workers": 1, "config.relaySweepMs": 500,
-         "tests.timeoutSeconds": 90},
+         "events.containerPort": events_port},
         {"externalDatabase.url": database_url, "externalRedis.url": redis_url, "smtp.url": smtp.url,
          "config.redisNamespace": f"chart-{uuid.uuid4().hex[:8]}"}))
-    release = LocalRelease(docs, tmp_path)
+    release = LocalRelease(docs, tmp_path, components=(*LocalRelease.COMPONENTS, "events"))
     try:
         proc = release.migrate()
         assert proc.returncode == 0 and proc.stdout.startswith("applied:"), proc.stdout + proc.stderr
         release.start()
+        from booking_embedded import wait_for_port
+
+        wait_for_port(events_port, timeout=60)
 
         test = release.container("test")
         script = tmp_path / "smoke_test.py"
         script.write_text(by_kind(docs, "ConfigMap")[component_name("test")]["data"]["smoke_test.py"])
-        env = {**release.base_env, **env_of(test, docs), "API_URL": f"http://127.0.0.1:{port}"}
+        env = {**release.base_env, **env_of(test, docs), "API_URL": f"http://127.0.0.1:{port}",
+               "EVENTS_URL": f"http://127.0.0.1:{events_port}"}
+        assert env["PGOPTIONS"] == "-c default_transaction_read_only=on"  # as the pod runs it
         argv = local_argv([a.replace("/scripts/smoke_test.py", str(script)) for a in test["command"]])
+        before = database_digest(database_url)
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
+        after = database_digest(database_url)
         assert proc.returncode == 0, proc.stdout + proc.stderr + release.logs()
-        assert re.search(r"PASS: booking \S+: email, invoice and audit tasks are done", proc.stdout)
+        assert re.search(r"PASS: API ready .*events service up.*schema at \S+.*nothing written", proc.stdout)
+        assert {t for t in before if before[t] != after.get(t)} == set(), "the helm test wrote to these tables"
         assert all(c.alive() for c in release.children), release.logs()
+
+        # And it fails, saying why, when the platform does not answer as it should.
+        release.children[-1].stop()  # the events service
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
+        assert proc.returncode != 0 and "FAIL: GET http://127.0.0.1" in proc.stderr + proc.stdout
     finally:
         release.stop()
         smtp.stop()
