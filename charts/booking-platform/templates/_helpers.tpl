@@ -143,6 +143,42 @@ tolerations:
 affinity:
 {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with ($own.priorityClassName | default $root.Values.priorityClassName) }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints of one component's pods: (dict "root" $ "component" "api").
+spreadPreset `soft` (the default) prefers other nodes and zones and never blocks
+scheduling; `hard` requires other nodes (zones stay preferred, so a one-zone cluster
+still schedules); your own topologySpreadConstraints replace the preset. Each counts
+this component's pods of the same rollout only (`pod-template-hash`), so a new
+ReplicaSet is spread by itself rather than around the old one's pods.
+*/}}
+{{- define "bp.topologySpread" -}}
+{{- $v := .root.Values }}
+{{- $selector := dict "matchLabels" (include "bp.selectorLabels" . | fromYaml) }}
+{{- $out := list }}
+{{- if $v.topologySpreadConstraints }}
+{{- range $v.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" $selector }}
+{{- $_ := set $c "matchLabelKeys" (list "pod-template-hash") }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- else if ne $v.spreadPreset "none" }}
+{{- $nodes := ternary "DoNotSchedule" "ScheduleAnyway" (eq $v.spreadPreset "hard") }}
+{{- range $key, $when := dict "kubernetes.io/hostname" $nodes "topology.kubernetes.io/zone" "ScheduleAnyway" }}
+{{- $out = append $out (dict "maxSkew" 1 "topologyKey" $key "whenUnsatisfiable" $when "labelSelector" $selector "matchLabelKeys" (list "pod-template-hash")) }}
+{{- end }}
+{{- end }}
+{{- with $out }}
+topologySpreadConstraints:
+{{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* The ServiceAccount of the API, relay and worker pods. */}}
