@@ -649,7 +649,7 @@ def test_the_ingress_never_routes_to_the_api_metrics(rendered):
     assert backends == [{"name": component_name("api"), "port": {"name": "http"}}]
     service = by_kind(docs, "Service")[component_name("api")]
     target = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
-    assert target == {"http": "http", "metrics": "metrics"}
+    assert target == {"http": "http"}  # the metrics port has a headless Service of its own
     api = by_kind(docs, "Deployment")[component_name("api")]["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in api["ports"]}
     env = {e["name"]: e.get("value") for e in api["env"]}
