@@ -26,7 +26,7 @@ EVERYTHING = {
     "metrics.serviceMonitor.enabled": "true", "metrics.prometheusRule.enabled": "true",
     "grafana.dashboards.enabled": "true", "operator.peering.enabled": "true",
     "api.httpRoute.enabled": "true", "api.httpRoute.parentRefs[0].name": "gateway",
-    "api.autoscaling.enabled": "true",
+    "api.autoscaling.enabled": "true", "caBundle.configMap": "private-ca",
 }
 DEV = CHART / "ci" / "dev-values.yaml"
 LONG_RELEASE = "r" * 39 + "-production-eu"  # 53 characters, Helm's limit

@@ -304,6 +304,9 @@ env:
   {{- end }}
   - name: OTEL_SERVICE_NAME
     value: {{ .service | quote }}
+  {{- with include "bp.caBundleEnv" .root | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
 {{- with .root.Values.otel }}
 {{- if and .enabled .headersExistingSecret }}
   - name: OTEL_EXPORTER_OTLP_HEADERS
@@ -336,6 +339,57 @@ checksum/connections: {{ include (print .Template.BasePath "/secret.yaml") . | s
 {{- define "bp.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
+{{- end }}
+
+{{/*
+Where the private CA bundle (caBundle) is mounted, a file name that does not depend
+on the key it comes from: libpq reads it through PGSSLROOTCERT, a Redis URL names it
+with `?ssl_ca_certs=`.
+*/}}
+{{- define "bp.caBundleFile" -}}/etc/booking-platform/ca/ca.crt{{- end }}
+
+{{/* The CA bundle's and the extra volumes of a platform pod (after bp.tmpVolume). */}}
+{{- define "bp.extraVolumes" -}}
+{{- $ca := .Values.caBundle }}
+{{- if and $ca.configMap $ca.secret }}
+{{- fail "caBundle: set configMap or secret, not both" }}
+{{- end }}
+{{- if or $ca.configMap $ca.secret }}
+- name: ca-bundle
+  {{- if $ca.configMap }}
+  configMap:
+    name: {{ $ca.configMap }}
+  {{- else }}
+  secret:
+    secretName: {{ $ca.secret }}
+  {{- end }}
+    items:
+      - key: {{ $ca.key }}
+        path: ca.crt
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Their mounts, in every container of a platform pod (after bp.tmpMount). */}}
+{{- define "bp.extraMounts" -}}
+{{- if or .Values.caBundle.configMap .Values.caBundle.secret }}
+- name: ca-bundle
+  mountPath: {{ include "bp.caBundleFile" . | dir }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* PGSSLROOTCERT, when a CA bundle is mounted: libpq verifies Postgres' certificate with it (sslmode=verify-full). */}}
+{{- define "bp.caBundleEnv" -}}
+{{- if or .Values.caBundle.configMap .Values.caBundle.secret }}
+- name: PGSSLROOTCERT
+  value: {{ include "bp.caBundleFile" . }}
+{{- end }}
 {{- end }}
 
 {{/*
