@@ -667,6 +667,31 @@ def test_notes_tell_how_to_reach_the_api_and_make_the_first_token(helm):
     assert f"port-forward svc/{component_name('events')}" in notes and "127.0.0.1:8081/ops/" in notes
 
 
+def _notes(helm, *flags: str) -> str:
+    proc = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *flags)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_say_where_the_metrics_are_and_how_the_workers_are_scaled(helm):
+    notes = _notes(helm, "-f", str(CHART / "ci" / "default-values.yaml"))
+    assert f"the API on :9100 (Service {component_name('api-metrics')})" in notes
+    assert "the relay on :9100, each worker on :9191, the operator on :9102" in notes
+    assert "/metrics on its HTTP port" not in notes.replace("the events service at /metrics on its HTTP port", "")
+    assert f"kubectl -n {NAMESPACE} get queuescalers" in notes
+    assert "patch queuescaler NAME --type=merge -p '{\"metadata\":{\"finalizers\":null}}'" in notes
+    assert "read-only: safe on production" in notes
+    fixed = _notes(helm, "-f", str(CHART / "ci" / "fixed-replicas-values.yaml"))
+    # The workers really run these counts (tests above): the notes must say so, not "fixed replicas" vaguely.
+    assert "each worker runs its workers.<name>.replicaCount\n   (audit 1, email 3, invoice 2)" in fixed
+    assert "the operator on" not in fixed and "queuescalers" not in fixed
+    external = _notes(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "--set", "workerAutoscaling=external")
+    assert "your autoscaler (KEDA, an HPA) scales them" in external and "queuescalers" not in external
+    gce = _notes(helm, "-f", str(CHART / "ci" / "production-values.yaml"), "--set", "api.ingress.className=gce")
+    assert "has no route for each booking's stream" in gce
+    assert "has no route" not in _notes(helm, "-f", str(CHART / "ci" / "production-values.yaml"))
+
+
 def test_values_are_camel_case_documented_key_by_key_and_the_readme_table_is_current():
     def keys(node, path=""):
         for k, v in node.items() if isinstance(node, dict) else ():
