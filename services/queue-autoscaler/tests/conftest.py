@@ -123,7 +123,7 @@ class Cluster:
         })
 
     def queuescaler(self, ns: str, name: str, spec: dict, labels: dict[str, str] | None = None,
-                    finalizers: list[str] | None = None) -> None:
+                    finalizers: list[str] | None = None, status: dict | None = None) -> None:
         """Create a QueueScaler; `finalizers` as an operator left them (in the same request: KMock keeps one
         resourceVersion, so kopf could not tell a later patch's event from the first one)."""
         meta = {"name": name, "namespace": ns, "generation": 1, "resourceVersion": "1", "uid": str(uuid.uuid4()),
@@ -132,7 +132,7 @@ class Cluster:
             meta["finalizers"] = finalizers
         self.api("POST", QS.format(ns=ns), {
             "apiVersion": "scaling.booking-platform.io/v1alpha1", "kind": "QueueScaler", "metadata": meta,
-            "spec": spec,
+            "spec": spec, **({"status": status} if status else {}),
         })
 
     def queuescaler_object(self, ns: str, name: str) -> dict | None:

@@ -114,14 +114,19 @@ def test_a_queuescaler_of_another_release_is_left_alone(cluster, ns, work, opera
     assert ours["metadata"]["finalizers"] == [OUR_FINALIZER] and ours["status"]["desiredReplicas"] == 3
 
 
-def test_the_finalizer_of_earlier_versions_is_replaced_by_the_releases_own(cluster, ns, work, operator, redis_url,
-                                                                           wait_for, monkeypatch):
-    """Before finalizers were per release every operator used kopf's own; nothing would remove it now."""
+def test_what_earlier_versions_left_is_replaced_the_finalizer_and_the_poll_time(cluster, ns, work, operator,
+                                                                                redis_url, wait_for, monkeypatch):
+    """Before finalizers were per release every operator used kopf's own, which nothing would remove now;
+    and a lastPollTime written at every poll would stay, stale, in the status."""
     monkeypatch.setenv("QUEUE_AUTOSCALER_LABEL_SELECTOR", SELECTOR)
     cluster.secret(ns, "redis", {"url": redis_url})
     cluster.deployment(ns, "invoice-worker", replicas=1)
-    cluster.queuescaler(ns, "invoice", spec(work), labels=OURS, finalizers=[LEGACY_FINALIZER])
+    cluster.queuescaler(ns, "invoice", spec(work), labels=OURS, finalizers=[LEGACY_FINALIZER],
+                        status={"lastPollTime": "2026-01-01T00:00:00Z", "desiredReplicas": 1})
+    assert cluster.status(ns, "invoice")["lastPollTime"]
     with operator():
+        wait_for(lambda: "conditions" in cluster.status(ns, "invoice"))
+        assert "lastPollTime" not in cluster.status(ns, "invoice")
         # A set: KMock keeps one resourceVersion, so kopf may add its finalizer twice (a real server refuses the
         # second patch's stale resourceVersion test).
         wait_for(lambda: set(cluster.queuescaler_object(ns, "invoice")["metadata"].get("finalizers", []))
