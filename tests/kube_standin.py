@@ -40,6 +40,16 @@ class _Emulator(kmock.KubernetesEmulator):
         return payload
 
 
+def load_resources(emulator: kmock.KubernetesEmulator) -> None:
+    """Discovery as a real cluster answers it: Kubernetes' own resources plus the QueueScaler CRD."""
+    with warnings.catch_warnings():  # kmock reads its bundle with a deprecated importlib call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        emulator.resources.load_bundled()
+    emulator.resources["scaling.booking-platform.io/v1alpha1/queuescalers"] = kmock.ResourceInfo(
+        kind="QueueScaler", singular="queuescaler", namespaced=True, shortnames={"qs"},
+        subresources={"status"}, verbs={"get", "list", "watch", "patch", "create", "delete", "update"})
+
+
 class KubeStandIn:
     """The emulator on its own thread and loop; `kubeconfig` points helm at it."""
 
@@ -64,12 +74,7 @@ class KubeStandIn:
         await self.emulator.__aenter__()
         self.server = kmock.Server(self.emulator)
         await self.server.__aenter__()
-        with warnings.catch_warnings():  # kmock reads its bundle with a deprecated importlib call
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.emulator.resources.load_bundled()
-        self.emulator.resources["scaling.booking-platform.io/v1alpha1/queuescalers"] = kmock.ResourceInfo(
-            kind="QueueScaler", singular="queuescaler", namespaced=True, subresources={"status"},
-            verbs={"get", "list", "watch", "patch", "create", "delete", "update"})
+        load_resources(self.emulator)
 
     def __exit__(self, *exc) -> None:
         async def _exit() -> None:

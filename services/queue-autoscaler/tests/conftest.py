@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from kopf.testing import KopfRunner
 
 from booking_embedded import free_port
 from e2e_helpers import wait_until
+from kube_standin import load_resources
 
 CRD = Path(__file__).resolve().parents[3] / "charts/booking-platform/crds/queuescalers.yaml"
 QS = "/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers"
@@ -69,14 +69,8 @@ class Cluster:
         await self.emulator.__aenter__()
         self.server = kmock.Server(self.emulator)
         await self.server.__aenter__()
-        # Discovery as a real cluster answers it: Kubernetes' own resources (kopf waits for
-        # namespaces, CRDs and events to be discoverable) plus the QueueScaler CRD.
-        with warnings.catch_warnings():  # kmock reads its bundle with a deprecated importlib call
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.emulator.resources.load_bundled()
-        self.emulator.resources["scaling.booking-platform.io/v1alpha1/queuescalers"] = kmock.ResourceInfo(
-            kind="QueueScaler", singular="queuescaler", namespaced=True, shortnames={"qs"},
-            subresources={"status"}, verbs={"get", "list", "watch", "patch", "create", "delete", "update"})
+        # kopf waits for namespaces, CRDs and events to be discoverable, and the QueueScaler CRD.
+        load_resources(self.emulator)
 
     def stop(self) -> None:
         async def _exit() -> None:
