@@ -371,9 +371,10 @@ def test_every_pod_is_non_root_read_only_without_capabilities_under_runtime_defa
 
 
 def test_service_pods_get_no_kubernetes_api_token_except_the_operator(rendered):
+    # The operator and its uninstall hook (which deletes the QueueScalers) call the Kubernetes API; nothing else.
     for name, d in all_docs(rendered):
         for owner, spec in pod_specs([d]):
-            wants_token = owner["metadata"]["name"] == component_name("operator")
+            wants_token = owner["metadata"]["name"] in (component_name("operator"), component_name("operator-cleanup"))
             assert spec.get("automountServiceAccountToken") is wants_token, f"{name}: {owner['metadata']['name']}"
 
 
@@ -470,8 +471,8 @@ def test_operator_is_one_recreated_replica_with_a_liveness_probe_watching_its_na
     assert "--liveness=http://0.0.0.0:8080/healthz" in c["command"]
     peered = by_kind(rendered["production-values.yaml"], "Deployment")[component_name("operator")]
     cmd = peered["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "--peering=booking-platform" in cmd and "--standalone" not in cmd
-    assert "booking-platform" in by_kind(rendered["production-values.yaml"], "KopfPeering")
+    assert f"--peering={component_name('operator')}" in cmd and "--standalone" not in cmd
+    assert component_name("operator") in by_kind(rendered["production-values.yaml"], "KopfPeering")
 
 
 def _rules(docs) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
@@ -524,7 +525,7 @@ def test_only_the_api_and_the_bundled_servers_accept_ingress_and_prometheus_only
         assert rules is not None, f"no NetworkPolicy selects {owner['metadata']['name']}"
         if component in ("api", "events", "postgresql", "redis", "smtp-sink"):
             assert rules, component
-        elif component == "relay" or component.endswith("-worker"):
+        elif component in ("relay", "operator") or component.endswith("-worker"):
             # Prometheus on the metrics port, nothing else.
             assert rules == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [SCRAPER]}], component
         else:
@@ -581,13 +582,15 @@ def test_migrations_run_as_a_hook_before_install_and_upgrade(rendered):
     assert component_name("migrations") not in by_kind(rendered["fixed-replicas-values.yaml"], "Job")
 
 
-def test_helm_test_pod_is_a_test_hook_that_posts_through_the_api_service(rendered):
+def test_helm_test_pod_is_a_test_hook_that_checks_through_the_api_and_events_services(rendered):
     docs = rendered["default-values.yaml"]
     pod = by_kind(docs, "Pod")[component_name("test")]
     assert _hook(pod) == {"test"}
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-    service = by_kind(docs, "Service")[component_name("api")]
-    assert env["API_URL"] == f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{service['spec']['ports'][0]['port']}"
+    for component, var in (("api", "API_URL"), ("events", "EVENTS_URL")):
+        service = by_kind(docs, "Service")[component_name(component)]
+        port = service["spec"]["ports"][0]["port"]
+        assert env[var] == f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}"
     script = by_kind(docs, "ConfigMap")[component_name("test")]
     assert _hook(script) == {"test"}
     assert script["data"]["smoke_test.py"] == (CHART / "files" / "smoke_test.py").read_text().rstrip("\n")
@@ -646,7 +649,7 @@ def test_the_ingress_never_routes_to_the_api_metrics(rendered):
     assert backends == [{"name": component_name("api"), "port": {"name": "http"}}]
     service = by_kind(docs, "Service")[component_name("api")]
     target = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
-    assert target == {"http": "http", "metrics": "metrics"}
+    assert target == {"http": "http"}  # the metrics port has a headless Service of its own
     api = by_kind(docs, "Deployment")[component_name("api")]["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in api["ports"]}
     env = {e["name"]: e.get("value") for e in api["env"]}
@@ -662,6 +665,31 @@ def test_notes_tell_how_to_reach_the_api_and_make_the_first_token(helm):
     assert f"exec deploy/{component_name('api')} -- booking-admin tokens create --tenant acme --admin" in notes
     assert f"helm test {RELEASE}" in notes
     assert f"port-forward svc/{component_name('events')}" in notes and "127.0.0.1:8081/ops/" in notes
+
+
+def _notes(helm, *flags: str) -> str:
+    proc = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *flags)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_say_where_the_metrics_are_and_how_the_workers_are_scaled(helm):
+    notes = _notes(helm, "-f", str(CHART / "ci" / "default-values.yaml"))
+    assert f"the API on :9100 (Service {component_name('api-metrics')})" in notes
+    assert "the relay on :9100, each worker on :9191, the operator on :9102" in notes
+    assert "/metrics on its HTTP port" not in notes.replace("the events service at /metrics on its HTTP port", "")
+    assert f"kubectl -n {NAMESPACE} get queuescalers" in notes
+    assert "patch queuescaler NAME --type=merge -p '{\"metadata\":{\"finalizers\":null}}'" in notes
+    assert "read-only: safe on production" in notes
+    fixed = _notes(helm, "-f", str(CHART / "ci" / "fixed-replicas-values.yaml"))
+    # The workers really run these counts (tests above): the notes must say so, not "fixed replicas" vaguely.
+    assert "each worker runs its workers.<name>.replicaCount\n   (audit 1, email 3, invoice 2)" in fixed
+    assert "the operator on" not in fixed and "queuescalers" not in fixed
+    external = _notes(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "--set", "workerAutoscaling=external")
+    assert "your autoscaler (KEDA, an HPA) scales them" in external and "queuescalers" not in external
+    gce = _notes(helm, "-f", str(CHART / "ci" / "production-values.yaml"), "--set", "api.ingress.className=gce")
+    assert "has no route for each booking's stream" in gce
+    assert "has no route" not in _notes(helm, "-f", str(CHART / "ci" / "production-values.yaml"))
 
 
 def test_values_are_camel_case_documented_key_by_key_and_the_readme_table_is_current():
@@ -681,35 +709,59 @@ def test_values_are_camel_case_documented_key_by_key_and_the_readme_table_is_cur
 
 # --- the rendered commands, run for real -------------------------------------------------------
 
+def database_digest(url: str) -> dict[str, str]:
+    """An md5 of every table's rows: any write the helm test made would change one."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        return {t: conn.execute(f"SELECT md5(COALESCE(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
+                .fetchone()[0] for t in tables}
+
+
 @pytest.mark.e2e
-def test_rendered_commands_and_env_run_the_platform_and_pass_the_helm_test(helm, database_url, redis_url,
-                                                                             tmp_path):
+def test_rendered_commands_and_env_run_the_platform_and_the_helm_test_passes_writing_nothing(
+        helm, database_url, redis_url, tmp_path):
     from booking_embedded import EmbeddedSmtp, free_port
 
     smtp = EmbeddedSmtp(tmp_path / "mail", free_port(), tmp_path / "logs")
     smtp.start()
-    port = free_port()
+    port, events_port = free_port(), free_port()
     docs = template(helm, *helm_args(
         [CHART / "ci" / "default-values.yaml"],
         {"api.containerPort": port, "api.gunicorn.workers": 1, "config.relaySweepMs": 500,
-         "tests.timeoutSeconds": 90},
+         "events.containerPort": events_port},
         {"externalDatabase.url": database_url, "externalRedis.url": redis_url, "smtp.url": smtp.url,
          "config.redisNamespace": f"chart-{uuid.uuid4().hex[:8]}"}))
-    release = LocalRelease(docs, tmp_path)
+    release = LocalRelease(docs, tmp_path, components=(*LocalRelease.COMPONENTS, "events"))
     try:
         proc = release.migrate()
         assert proc.returncode == 0 and proc.stdout.startswith("applied:"), proc.stdout + proc.stderr
         release.start()
+        from booking_embedded import wait_for_port
+
+        wait_for_port(events_port, timeout=60)
 
         test = release.container("test")
         script = tmp_path / "smoke_test.py"
         script.write_text(by_kind(docs, "ConfigMap")[component_name("test")]["data"]["smoke_test.py"])
-        env = {**release.base_env, **env_of(test, docs), "API_URL": f"http://127.0.0.1:{port}"}
+        env = {**release.base_env, **env_of(test, docs), "API_URL": f"http://127.0.0.1:{port}",
+               "EVENTS_URL": f"http://127.0.0.1:{events_port}"}
+        assert env["PGOPTIONS"] == "-c default_transaction_read_only=on"  # as the pod runs it
         argv = local_argv([a.replace("/scripts/smoke_test.py", str(script)) for a in test["command"]])
+        before = database_digest(database_url)
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
+        after = database_digest(database_url)
         assert proc.returncode == 0, proc.stdout + proc.stderr + release.logs()
-        assert re.search(r"PASS: booking \S+: email, invoice and audit tasks are done", proc.stdout)
+        assert re.search(r"PASS: API ready .*events service up.*schema at \S+.*nothing written", proc.stdout)
+        assert {t for t in before if before[t] != after.get(t)} == set(), "the helm test wrote to these tables"
         assert all(c.alive() for c in release.children), release.logs()
+
+        # And it fails, saying why, when the platform does not answer as it should.
+        release.children[-1].stop()  # the events service
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
+        assert proc.returncode != 0 and "FAIL: GET http://127.0.0.1" in proc.stderr + proc.stdout
     finally:
         release.stop()
         smtp.stop()

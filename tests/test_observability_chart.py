@@ -28,14 +28,13 @@ from helm_helpers import (
     CHART,
     CI_VALUES,
     NAMESPACE,
+    ROOT,
     LocalRelease,
     by_kind,
     component_name,
     containers,
-    env_of,
     helm_args,
     install_helm,
-    local_argv,
     pod_labels,
     selects,
     template,
@@ -54,7 +53,7 @@ DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"
 EXPORTED = {
     "booking_http_requests_total", "booking_outbox_messages", "booking_outbox_oldest_age_seconds",
     "booking_queue_messages", "booking_queue_oldest_age_seconds", "booking_pipeline_read_ok",
-    "booking_dead_letters_open",
+    "booking_dead_letters_open", "booking_api_degraded", "queue_autoscaler_ready", "queue_autoscaler_fallback",
     "booking_relay_published_total", "booking_relay_failures_total",
     "dramatiq_messages_total", "dramatiq_message_errors_total", "dramatiq_message_retries_total",
     "dramatiq_message_rejects_total", "dramatiq_messages_inprogress",
@@ -176,10 +175,10 @@ def test_monitors_are_only_rendered_when_asked_for(rendered):
         assert component_name("dashboards") not in by_kind(rendered[name], "ConfigMap")
 
 
-def test_the_servicemonitor_scrapes_the_api_pods_through_their_service(rendered):
+def test_the_servicemonitor_scrapes_the_api_pods_through_their_metrics_service(rendered):
     docs = rendered["observed"]
     sm = only(docs, "ServiceMonitor")
-    service = by_kind(docs, "Service")[component_name("api")]
+    service = by_kind(docs, "Service")[component_name("api-metrics")]
     assert selects(sm["spec"]["selector"], service["metadata"]["labels"])
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = sm["spec"]["endpoints"]
@@ -188,19 +187,44 @@ def test_the_servicemonitor_scrapes_the_api_pods_through_their_service(rendered)
     assert endpoint["path"] == "/metrics"
     services = by_kind(docs, "Service").values()
     assert [d for d in services if selects(sm["spec"]["selector"], d["metadata"]["labels"])] == [service]
+    # A ClusterIP Service of its own: the API's Service, which may be a LoadBalancer, has no metrics port.
+    assert service["spec"]["clusterIP"] == "None" and service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert [p["name"] for p in by_kind(docs, "Service")[component_name("api")]["spec"]["ports"]] == ["http"]
 
 
-def test_the_podmonitor_scrapes_the_metrics_port_of_the_relay_and_every_worker_only(rendered):
+@pytest.mark.parametrize("variant", ["fixed-replicas-values.yaml", "production-values.yaml", "observed"])
+def test_no_service_published_outside_the_cluster_carries_a_metrics_port(rendered, variant):
+    docs = rendered[variant]
+    published = [s for s in by_kind(docs, "Service").values()
+                 if s["spec"].get("type", "ClusterIP") in ("LoadBalancer", "NodePort")]
+    if variant == "fixed-replicas-values.yaml":
+        assert published, "the LoadBalancer variant publishes the API"
+    for service in published:
+        pods = [d for d in docs if d["kind"] == "Deployment" and selects(
+            {"matchLabels": service["spec"]["selector"]}, pod_labels(d))]
+        metrics_ports = {p["containerPort"] for d in pods for c in d["spec"]["template"]["spec"]["containers"]
+                         for p in c.get("ports", []) if p["name"] == "metrics"}
+        for port in service["spec"]["ports"]:
+            assert port["name"] != "metrics" and port["targetPort"] not in ("metrics", *metrics_ports), (
+                f"{service['metadata']['name']} publishes {port}")
+
+
+def test_the_podmonitor_scrapes_the_relay_the_operator_the_events_pods_and_every_worker_only(rendered):
     docs = rendered["observed"]
     pm = only(docs, "PodMonitor")
-    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
-    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    endpoints = {e["port"]: e for e in pm["spec"]["podMetricsEndpoints"]}
+    assert {(p, e["path"]) for p, e in endpoints.items()} == {("metrics", "/metrics"), ("http", "/metrics")}
     selected = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "Pod", "Job", "StatefulSet")
                 and selects(pm["spec"]["selector"], pod_labels(d))}
-    assert selected == {component_name(c) for c in ("relay", *(f"{q}-worker" for q in QUEUES))}
+    assert selected == {component_name(c) for c in ("relay", "operator", "events", *(f"{q}-worker" for q in QUEUES))}
     for name in selected:
         c = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
-        assert "metrics" in {p["name"] for p in c["ports"]}, name
+        ports = {p["name"] for p in c["ports"]}
+        # Each pod is scraped by exactly one endpoint: the events pods serve /metrics on `http`, the rest on `metrics`.
+        assert len(ports & set(endpoints)) == 1, (name, ports)
+    # Targets carry the pods' component and release, so alerts need no pod-name patterns.
+    for monitor in (pm, only(docs, "ServiceMonitor")):
+        assert monitor["spec"]["podTargetLabels"] == ["app.kubernetes.io/instance", "app.kubernetes.io/component"]
 
 
 def test_monitor_labels_let_a_prometheus_select_them(rendered):
@@ -283,11 +307,13 @@ CR_SCHEMAS = {
     "ServiceMonitor": cr_schema("ServiceMonitor", {
         "type": "object", "additionalProperties": False, "required": ["selector", "endpoints"], "properties": {
             "selector": LABEL_SELECTOR, "namespaceSelector": NAMESPACE_SELECTOR, "jobLabel": {"type": "string"},
+            "podTargetLabels": {"type": "array", "items": {"type": "string"}},
             "endpoints": {"type": "array", "minItems": 1, "items": ENDPOINT}}}),
     "PodMonitor": cr_schema("PodMonitor", {
         "type": "object", "additionalProperties": False, "required": ["selector", "podMetricsEndpoints"],
         "properties": {"selector": LABEL_SELECTOR, "namespaceSelector": NAMESPACE_SELECTOR,
                        "jobLabel": {"type": "string"},
+                       "podTargetLabels": {"type": "array", "items": {"type": "string"}},
                        "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": ENDPOINT}}}),
     "PrometheusRule": cr_schema("PrometheusRule", {
         "type": "object", "additionalProperties": False, "required": ["groups"], "properties": {
@@ -329,7 +355,8 @@ def test_every_alert_says_what_is_wrong_and_what_to_do(rendered):
     assert {r["alert"] for r in alerts} == {
         "BookingQueueBacklogGrowing", "BookingDeadLetters", "BookingOutboxStuck", "BookingWorkerStalled",
         "BookingApiErrorRateHigh", "BookingTaskErrorRateHigh", "BookingRelayFailing", "BookingMetricsReadFailing",
-        "BookingMetricsMissing", "BookingScrapeTargetDown"}
+        "BookingMetricsMissing", "BookingScrapeTargetDown", "BookingApiDegraded", "BookingOperatorDown",
+        "BookingQueueScalerNotReady", "BookingQueueScalerFallback"}
     for r in alerts:
         assert r["labels"]["severity"] in ("critical", "warning"), r["alert"]
         assert len(r["annotations"]["summary"]) > 30 and "kubectl" in r["annotations"]["description"], r["alert"]
@@ -341,6 +368,32 @@ def test_every_alert_says_what_is_wrong_and_what_to_do(rendered):
     prod = only(rendered["production-values.yaml"], "PrometheusRule")
     prod_dead = next(r for g in prod["spec"]["groups"] for r in g["rules"] if r["alert"] == "BookingDeadLetters")
     assert prod_dead["for"] == "1m" and prod_dead["labels"] == {"severity": "critical", "team": "bookings"}
+
+
+RUNBOOKS = ROOT / "docs" / "runbooks"
+
+
+def test_every_alert_links_its_own_runbook_and_every_runbook_has_an_alert(rendered, helm):
+    rules = alert_rules(rendered["observed"])
+    base = yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]["prometheusRule"]["runbookBaseUrl"]
+    for r in rules:
+        url = r["annotations"]["runbook_url"]
+        assert url == f"{base}/{r['alert']}.md", r["alert"]
+        page = RUNBOOKS / f"{r['alert']}.md"
+        assert page.is_file(), f"{r['alert']}: {page.relative_to(ROOT)} is missing"
+        text = page.read_text()
+        assert text.startswith(f"# {r['alert']}\n"), page.name
+        for section in ("## Meaning", "## Impact", "## Diagnosis", "## Mitigation"):
+            assert section in text, f"{page.name} lacks {section}"
+    assert {p.stem for p in RUNBOOKS.glob("*.md")} - {"README"} == {r["alert"] for r in rules}
+    moved = template(helm, *helm_args([DEFAULT_VALUES], OBSERVED, {
+        "metrics.prometheusRule.runbookBaseUrl": "https://git.acme.example/bookings/-/blob/v2/docs/runbooks"}))
+    assert all(r["annotations"]["runbook_url"].startswith("https://git.acme.example/bookings/-/blob/v2/docs/runbooks/")
+               for r in alert_rules(moved))
+    # Without the operator there is nothing to alert about it.
+    off = template(helm, *helm_args([DEFAULT_VALUES], {**OBSERVED, "operator.enabled": "false"}))
+    assert not {r["alert"] for r in alert_rules(off)} & {
+        "BookingOperatorDown", "BookingQueueScalerNotReady", "BookingQueueScalerFallback"}
 
 
 # --- the dashboard ------------------------------------------------------------------------------
@@ -413,7 +466,7 @@ def summed_gauges(promql: str) -> list[str]:
 def test_the_dashboard_ships_in_a_configmap_for_grafanas_sidecar(rendered, helm):
     cm = by_kind(rendered["observed"], "ConfigMap")[component_name("dashboards")]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert "namespace" not in cm["metadata"]
+    assert cm["metadata"]["namespace"] == NAMESPACE  # the release's, unless grafana.dashboards.namespace names another
     assert cm["data"]["booking-platform.json"] == DASHBOARD.read_text().rstrip("\n")
     prod = by_kind(rendered["production-values.yaml"], "ConfigMap")[component_name("dashboards")]
     assert prod["metadata"]["namespace"] == "monitoring"
@@ -425,7 +478,7 @@ def test_the_dashboard_ships_in_a_configmap_for_grafanas_sidecar(rendered, helm)
 
 
 def metric_names(expr: str) -> set[str]:
-    names = set(re.findall(r"\b((?:booking|dramatiq)_[a-z_]+)\b", expr))
+    names = set(re.findall(r"\b((?:booking|dramatiq|queue_autoscaler)_[a-z_]+)\b", expr))
     if re.search(r"\bup\{", expr):
         names.add("up")
     return names
@@ -525,6 +578,10 @@ def series(name: str, values: str, **labels: str) -> dict:
 API_POD = {"pod": "booking-booking-platform-api-6d4f9-x2x7q"}
 OTHER_API_POD = {"pod": "booking-booking-platform-api-6d4f9-k9mzt"}
 POST = {"route": "/api/v1/bookings", "method": "POST"}
+#: The labels podTargetLabels gives every target of the release.
+TARGET = {"app_kubernetes_io_instance": "booking"}
+WORKER = {"app_kubernetes_io_component": "email-worker"}
+OPERATOR = {"pod": "booking-booking-platform-operator-5d-q2", "exported_namespace": NAMESPACE}
 
 #: alert -> (input series, [(eval time, [(alert labels, rendered $value)]), ...]). An empty list: must not fire.
 ALERT_CASES = {
@@ -581,10 +638,35 @@ ALERT_CASES = {
          series("booking_pipeline_read_ok", "1x5", source="redis", **API_POD)],
         [("8m", []), ("25m", [({}, "")])]),
     "BookingScrapeTargetDown": (
-        [series("up", "0x30", pod="booking-booking-platform-email-worker-7d9f8-abcde"),
-         series("up", "1x30", **API_POD),
-         series("up", "0x30", pod="some-other-app-7d9f8-abcde")],
-        [("5m", []), ("15m", [({"pod": "booking-booking-platform-email-worker-7d9f8-abcde"}, "")])]),
+        # Matched on the pods' labels (podTargetLabels), not their names: a long release's pod names are cut.
+        [series("up", "0x30", pod="booking-booking-platform-email-wo-7d9f8-abcde", **TARGET, **WORKER),
+         series("up", "0x30", pod="booking-booking-platform-events-7d9f8-abcde", **TARGET,
+                app_kubernetes_io_component="events"),
+         series("up", "1x30", **API_POD, **TARGET, app_kubernetes_io_component="api"),
+         series("up", "0x30", pod="some-other-app-7d9f8-abcde"),
+         series("up", "0x30", pod="another-release-relay-7d9f8-abcde", app_kubernetes_io_instance="other",
+                app_kubernetes_io_component="relay")],
+        [("5m", []), ("15m", [({"pod": "booking-booking-platform-email-wo-7d9f8-abcde", **TARGET, **WORKER}, ""),
+                              ({"pod": "booking-booking-platform-events-7d9f8-abcde", **TARGET,
+                                "app_kubernetes_io_component": "events"}, "")])]),
+    "BookingApiDegraded": (
+        [series("booking_api_degraded", "0x5 1x30", dependency="redis", **API_POD),
+         series("booking_api_degraded", "0x40", dependency="redis", **OTHER_API_POD)],
+        [("8m", []), ("12m", [({"dependency": "redis"}, "1")])]),
+    "BookingOperatorDown": (
+        # Up, then down (up 0), then gone (no target at all): both fire after `for`.
+        [series("up", "1x10 0x10", pod="booking-booking-platform-operator-5d-q2", **TARGET,
+                app_kubernetes_io_component="operator"),
+         series("up", "1x40", **API_POD, **TARGET, app_kubernetes_io_component="api")],
+        [("8m", []), ("17m", [({}, "1")]), ("28m", [({}, "1")])]),
+    "BookingQueueScalerNotReady": (
+        [series("queue_autoscaler_ready", "1x5 0x30", scaler="booking-booking-platform-invoice-worker", **OPERATOR),
+         series("queue_autoscaler_ready", "1x40", scaler="booking-booking-platform-email-worker", **OPERATOR)],
+        [("8m", []), ("12m", [({"scaler": "booking-booking-platform-invoice-worker"}, "0")])]),
+    "BookingQueueScalerFallback": (
+        [series("queue_autoscaler_fallback", "0x5 1x30", scaler="booking-booking-platform-email-worker", **OPERATOR),
+         series("queue_autoscaler_fallback", "0x40", scaler="booking-booking-platform-audit-worker", **OPERATOR)],
+        [("12m", []), ("17m", [({"scaler": "booking-booking-platform-email-worker"}, "1")])]),
 }
 
 
@@ -656,13 +738,16 @@ def test_each_rendered_process_serves_where_its_monitor_scrapes_every_series_the
          "config.redisNamespace": f"obs-{uuid.uuid4().hex[:8]}"}))
     release = LocalRelease(docs, tmp_path)
     sm, pm = only(docs, "ServiceMonitor"), only(docs, "PodMonitor")
-    service = by_kind(docs, "Service")[component_name("api")]
+    [service] = [d for d in by_kind(docs, "Service").values()
+                 if selects(sm["spec"]["selector"], d["metadata"]["labels"])]
     # Where Prometheus would scrape: the ServiceMonitor's Service port leads to a container port, the
-    # PodMonitor names the container port.
-    (sm_endpoint,), (pm_endpoint,) = sm["spec"]["endpoints"], pm["spec"]["podMetricsEndpoints"]
+    # PodMonitor names the container port (the one of its endpoints the pod has).
+    (sm_endpoint,) = sm["spec"]["endpoints"]
     api_port = next(p["targetPort"] for p in service["spec"]["ports"] if p["name"] == sm_endpoint["port"])
     targets = {"api": (api_port, sm_endpoint["path"])}
     for component in ("relay", *(f"{q}-worker" for q in QUEUES)):
+        ports = {p["name"] for p in release.container(component)["ports"]}
+        [pm_endpoint] = [e for e in pm["spec"]["podMetricsEndpoints"] if e["port"] in ports]
         targets[component] = (pm_endpoint["port"], pm_endpoint["path"])
 
     def scrape(component: str) -> dict[str, list]:
@@ -681,13 +766,16 @@ def test_each_rendered_process_serves_where_its_monitor_scrapes_every_series_the
     try:
         assert release.migrate().returncode == 0
         release.start()
-        test = release.container("test")
-        script = tmp_path / "smoke_test.py"
-        script.write_text(by_kind(docs, "ConfigMap")[component_name("test")]["data"]["smoke_test.py"])
-        env = {**release.base_env, **env_of(test, docs), "API_URL": f"http://127.0.0.1:{port}"}
-        argv = local_argv([a.replace("/scripts/smoke_test.py", str(script)) for a in test["command"]])
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
-        assert proc.returncode == 0, proc.stdout + proc.stderr + release.logs()
+        # One booking through the rendered API, its three tasks done (the helm test itself is read-only).
+        from booking_core import db
+        from booking_core.model import tenants
+        from e2e_helpers import Api
+
+        with db.connect(database_url, autocommit=True) as conn:
+            token = tenants.create_token(conn, tenants.ensure_tenant(conn, "observed")["id"], label="test")["token"]
+        api = Api(f"http://127.0.0.1:{port}", token)
+        booking = api.book(name="Observed", email="observed@example.com")
+        api.wait_states(booking["id"], {"email": "done", "invoice": "done", "audit": "done"}, timeout=90)
 
         def all_served():
             try:

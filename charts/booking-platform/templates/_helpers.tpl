@@ -5,23 +5,37 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* RELEASE-booking-platform (or just RELEASE when it already holds the chart name), or fullnameOverride. */}}
+{{/*
+The prefix of every object's name: RELEASE-booking-platform (or just RELEASE when it
+already holds the chart name), or fullnameOverride. Each object appends its component
+("-api", "-redis-connection"...), so the prefix keeps to 40 characters: 40 + 1 + the
+longest component (16) stays within Kubernetes' 63, and a StatefulSet (40 + 1 + 10)
+within the 52 its pods' `controller-revision-hash` label allows. A longer prefix is cut
+to 34 characters plus a hash of the whole, so names never lose their component (two
+Deployments would collide) and two long releases never share a prefix.
+*/}}
 {{- define "bp.fullname" -}}
+{{- $full := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $full = .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $full = ternary .Release.Name (printf "%s-%s" .Release.Name $name) (contains $name .Release.Name) }}
 {{- end }}
+{{- if gt (len $full) 40 }}
+{{- printf "%s-%s" ($full | trunc 34 | trimSuffix "-") ($full | sha256sum | trunc 5) }}
+{{- else }}
+{{- $full }}
 {{- end }}
 {{- end }}
 
-{{/* Name of one component's resources: (dict "root" $ "component" "api"). */}}
+{{/* Name of one component's resources: (dict "root" $ "component" "api"). Never truncated: see bp.fullname. */}}
 {{- define "bp.componentName" -}}
-{{- printf "%s-%s" (include "bp.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- $name := printf "%s-%s" (include "bp.fullname" .root) .component }}
+{{- if gt (len $name) 63 }}
+{{- fail (printf "the name %s is %d characters, over Kubernetes' 63: component names must stay within 16 characters" $name (len $name)) }}
+{{- end }}
+{{- $name }}
 {{- end }}
 
 {{- define "bp.chart" -}}
@@ -129,6 +143,42 @@ tolerations:
 affinity:
 {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with ($own.priorityClassName | default $root.Values.priorityClassName) }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints of one component's pods: (dict "root" $ "component" "api").
+spreadPreset `soft` (the default) prefers other nodes and zones and never blocks
+scheduling; `hard` requires other nodes (zones stay preferred, so a one-zone cluster
+still schedules); your own topologySpreadConstraints replace the preset. Each counts
+this component's pods of the same rollout only (`pod-template-hash`), so a new
+ReplicaSet is spread by itself rather than around the old one's pods.
+*/}}
+{{- define "bp.topologySpread" -}}
+{{- $v := .root.Values }}
+{{- $selector := dict "matchLabels" (include "bp.selectorLabels" . | fromYaml) }}
+{{- $out := list }}
+{{- if $v.topologySpreadConstraints }}
+{{- range $v.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" $selector }}
+{{- $_ := set $c "matchLabelKeys" (list "pod-template-hash") }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- else if ne $v.spreadPreset "none" }}
+{{- $nodes := ternary "DoNotSchedule" "ScheduleAnyway" (eq $v.spreadPreset "hard") }}
+{{- range $key, $when := dict "kubernetes.io/hostname" $nodes "topology.kubernetes.io/zone" "ScheduleAnyway" }}
+{{- $out = append $out (dict "maxSkew" 1 "topologyKey" $key "whenUnsatisfiable" $when "labelSelector" $selector "matchLabelKeys" (list "pod-template-hash")) }}
+{{- end }}
+{{- end }}
+{{- with $out }}
+topologySpreadConstraints:
+{{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* The ServiceAccount of the API, relay and worker pods. */}}
@@ -146,6 +196,31 @@ affinity:
 {{- else }}
 {{- default "default" .Values.operator.serviceAccount.name }}
 {{- end }}
+{{- end }}
+
+{{/* Non-empty when the chart runs the operator: it is enabled, and no external autoscaler scales the workers. */}}
+{{- define "bp.operatorRuns" -}}
+{{- if and .Values.operator.enabled (eq .Values.workerAutoscaling "operator") }}true{{ end }}
+{{- end }}
+
+{{/* Non-empty when one worker has a QueueScaler: (dict "root" $ "worker" $w). */}}
+{{- define "bp.workerScaledByOperator" -}}
+{{- if and (include "bp.operatorRuns" .root) .worker.autoscaling.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Non-empty when a worker Deployment leaves `replicas` to an autoscaler (ours or another): (dict "root" $ "worker" $w). */}}
+{{- define "bp.workerReplicasManaged" -}}
+{{- if or (include "bp.workerScaledByOperator" .) (eq .root.Values.workerAutoscaling "external") }}true{{ end }}
+{{- end }}
+
+{{/* The labels of this release's QueueScalers, as a selector: the operator acts on these, the cleanup hook deletes these. */}}
+{{- define "bp.operatorSelector" -}}
+{{- printf "app.kubernetes.io/instance=%s,app.kubernetes.io/name=%s" .Release.Name (include "bp.name" .) }}
+{{- end }}
+
+{{/* The KopfPeering of this release's operator: operator.peering.name, else one of the release's own. */}}
+{{- define "bp.peeringName" -}}
+{{- .Values.operator.peering.name | default (include "bp.componentName" (dict "root" . "component" "operator")) }}
 {{- end }}
 
 {{- define "bp.connectionsSecret" -}}
@@ -229,6 +304,9 @@ env:
   {{- end }}
   - name: OTEL_SERVICE_NAME
     value: {{ .service | quote }}
+  {{- with include "bp.caBundleEnv" .root | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
 {{- with .root.Values.otel }}
 {{- if and .enabled .headersExistingSecret }}
   - name: OTEL_EXPORTER_OTLP_HEADERS
@@ -264,6 +342,57 @@ checksum/connections: {{ include (print .Template.BasePath "/secret.yaml") . | s
 {{- end }}
 
 {{/*
+Where the private CA bundle (caBundle) is mounted, a file name that does not depend
+on the key it comes from: libpq reads it through PGSSLROOTCERT, a Redis URL names it
+with `?ssl_ca_certs=`.
+*/}}
+{{- define "bp.caBundleFile" -}}/etc/booking-platform/ca/ca.crt{{- end }}
+
+{{/* The CA bundle's and the extra volumes of a platform pod (after bp.tmpVolume). */}}
+{{- define "bp.extraVolumes" -}}
+{{- $ca := .Values.caBundle }}
+{{- if and $ca.configMap $ca.secret }}
+{{- fail "caBundle: set configMap or secret, not both" }}
+{{- end }}
+{{- if or $ca.configMap $ca.secret }}
+- name: ca-bundle
+  {{- if $ca.configMap }}
+  configMap:
+    name: {{ $ca.configMap }}
+  {{- else }}
+  secret:
+    secretName: {{ $ca.secret }}
+  {{- end }}
+    items:
+      - key: {{ $ca.key }}
+        path: ca.crt
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Their mounts, in every container of a platform pod (after bp.tmpMount). */}}
+{{- define "bp.extraMounts" -}}
+{{- if or .Values.caBundle.configMap .Values.caBundle.secret }}
+- name: ca-bundle
+  mountPath: {{ include "bp.caBundleFile" . | dir }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* PGSSLROOTCERT, when a CA bundle is mounted: libpq verifies Postgres' certificate with it (sslmode=verify-full). */}}
+{{- define "bp.caBundleEnv" -}}
+{{- if or .Values.caBundle.configMap .Values.caBundle.secret }}
+- name: PGSSLROOTCERT
+  value: {{ include "bp.caBundleFile" . }}
+{{- end }}
+{{- end }}
+
+{{/*
 The multiprocess metrics dir of gunicorn (API) and Dramatiq (workers): their
 processes each write their samples to files there, summed at scrape time. An
 emptyDir of its own, on the read-only root filesystem.
@@ -281,10 +410,20 @@ emptyDir of its own, on the read-only root filesystem.
 
 {{/*
 Annotations of a service pod: (dict "root" $ "port" 9100). The config checksums,
-the `prometheus.io/*` scrape annotations (when metrics.scrapeAnnotations), then
-podAnnotations, which win over the scrape annotations.
+then bp.scrapeAnnotations.
 */}}
 {{- define "bp.servicePodAnnotations" -}}
+{{- include "bp.configChecksums" .root }}
+{{- with include "bp.scrapeAnnotations" . }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The `prometheus.io/*` scrape annotations of a pod (when metrics.scrapeAnnotations), then
+podAnnotations, which win over them: (dict "root" $ "port" 9100).
+*/}}
+{{- define "bp.scrapeAnnotations" -}}
 {{- $root := .root }}
 {{- $ann := dict }}
 {{- if $root.Values.metrics.scrapeAnnotations }}
@@ -293,9 +432,8 @@ podAnnotations, which win over the scrape annotations.
 {{- $_ := set $ann "prometheus.io/path" "/metrics" }}
 {{- end }}
 {{- $ann = merge (deepCopy $root.Values.podAnnotations) $ann }}
-{{- include "bp.configChecksums" $root }}
 {{- with $ann }}
-{{ toYaml . }}
+{{- toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -321,9 +459,12 @@ podAnnotations, which win over the scrape annotations.
 {{- end }}
 {{- end }}
 
-{{/* Components that serve metrics on a `metrics` port (the API serves them on its HTTP port). */}}
+{{/* Components that serve metrics on a port named `metrics` (the events pods serve them on `http`). */}}
 {{- define "bp.metricsPortComponents" -}}
 {{- $out := list "relay" }}
+{{- if include "bp.operatorRuns" . }}
+{{- $out = append $out "operator" }}
+{{- end }}
 {{- range $queue, $_ := .Values.workers }}
 {{- $out = append $out (printf "%s-worker" $queue) }}
 {{- end }}

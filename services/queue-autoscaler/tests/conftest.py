@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from kopf.testing import KopfRunner
 
 from booking_embedded import free_port
 from e2e_helpers import wait_until
+from kube_standin import load_resources
 
 CRD = Path(__file__).resolve().parents[3] / "charts/booking-platform/crds/queuescalers.yaml"
 QS = "/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers"
@@ -69,14 +69,8 @@ class Cluster:
         await self.emulator.__aenter__()
         self.server = kmock.Server(self.emulator)
         await self.server.__aenter__()
-        # Discovery as a real cluster answers it: Kubernetes' own resources (kopf waits for
-        # namespaces, CRDs and events to be discoverable) plus the QueueScaler CRD.
-        with warnings.catch_warnings():  # kmock reads its bundle with a deprecated importlib call
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.emulator.resources.load_bundled()
-        self.emulator.resources["scaling.booking-platform.io/v1alpha1/queuescalers"] = kmock.ResourceInfo(
-            kind="QueueScaler", singular="queuescaler", namespaced=True, shortnames={"qs"},
-            subresources={"status"}, verbs={"get", "list", "watch", "patch", "create", "delete", "update"})
+        # kopf waits for namespaces, CRDs and events to be discoverable, and the QueueScaler CRD.
+        load_resources(self.emulator)
 
     def stop(self) -> None:
         async def _exit() -> None:
@@ -122,13 +116,27 @@ class Cluster:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         })
 
-    def queuescaler(self, ns: str, name: str, spec: dict) -> None:
+    def queuescaler(self, ns: str, name: str, spec: dict, labels: dict[str, str] | None = None,
+                    finalizers: list[str] | None = None, status: dict | None = None) -> None:
+        """Create a QueueScaler; `finalizers` as an operator left them (in the same request: KMock keeps one
+        resourceVersion, so kopf could not tell a later patch's event from the first one)."""
+        meta = {"name": name, "namespace": ns, "generation": 1, "resourceVersion": "1", "uid": str(uuid.uuid4()),
+                "creationTimestamp": "2026-01-01T00:00:00Z", "labels": labels or {}}
+        if finalizers:
+            meta["finalizers"] = finalizers
         self.api("POST", QS.format(ns=ns), {
-            "apiVersion": "scaling.booking-platform.io/v1alpha1", "kind": "QueueScaler",
-            "metadata": {"name": name, "namespace": ns, "generation": 1, "resourceVersion": "1",
-                         "uid": str(uuid.uuid4()), "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": spec,
+            "apiVersion": "scaling.booking-platform.io/v1alpha1", "kind": "QueueScaler", "metadata": meta,
+            "spec": spec, **({"status": status} if status else {}),
         })
+
+    def queuescaler_object(self, ns: str, name: str) -> dict | None:
+        """The QueueScaler as the API server holds it (None once it is gone)."""
+        try:
+            return self.api("GET", QS.format(ns=ns) + f"/{name}")
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
 
     def patch_queuescaler(self, ns: str, name: str, patch: dict) -> None:
         self.api("PATCH", QS.format(ns=ns) + f"/{name}", patch)

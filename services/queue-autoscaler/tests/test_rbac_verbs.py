@@ -125,7 +125,8 @@ def test_the_charts_operator_role_grants_exactly_the_documented_verbs(helm, peer
                                      set_values={"operator.peering.enabled": str(peering).lower()}))
     op = by_kind(docs, "Deployment")[component_name("operator")]
     command = op["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert (f"--peering={PEERING_NAME}" in command) is peering and ("--standalone" in command) is not peering
+    assert (f"--peering={component_name('operator')}" in command) is peering
+    assert ("--standalone" in command) is not peering
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     role = by_kind(docs, "Role")[component_name("operator")]
 

@@ -362,5 +362,8 @@ class ReadinessChecks(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready"]
+    #: `degraded`: still ready (Postgres answers), but a dependency the accept path can do without does not.
+    status: Literal["ready", "degraded"]
     checks: ReadinessChecks
+    #: The dependencies that do not answer while the API stays ready (`redis`).
+    degraded: list[Literal["redis"]]

@@ -1,12 +1,18 @@
 """Liveness and readiness probes, each answering within a bound whatever the database does.
 
 `/healthz` touches nothing but the process: a liveness probe must not restart a
-healthy API because Postgres is down. `/readyz` asks Postgres and Redis and
-answers 503 within `READINESS_TIMEOUT_SECONDS` (1.5 s) when either does not
-answer. Postgres is asked on a fresh connection of its own (never a pool slot
-that requests need) in one background thread per process: a probe that arrives
-while the previous check still waits on a frozen server shares that check
-rather than starting another, so probes can never pile up threads.
+healthy API because Postgres is down. `/readyz` is ready while the API can do
+what it is for, accepting bookings, and that needs Postgres only: the booking,
+its tasks and their outbox messages commit in one transaction, and the relay
+publishes them once Redis is back. So Postgres not answering within
+`READINESS_TIMEOUT_SECONDS` (1.5 s) is 503, while Redis not answering is 200
+with `"status": "degraded"` and `"degraded": ["redis"]`, and the
+`booking_api_degraded{dependency="redis"}` gauge is 1: a Redis blip must not take
+every API pod out of its Service at once. Postgres is asked on a fresh
+connection of its own (never a pool slot that requests need) in one background
+thread per process: a probe that arrives while the previous check still waits on
+a frozen server shares that check rather than starting another, so probes can
+never pile up threads.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import redis
 from flask import Blueprint, current_app
 
 from booking_api.database import conninfo, settings
+from booking_api.metrics import DEGRADED
 from booking_api.pg_limits import BoundedConnection
 from booking_api.problems import ApiError
 
@@ -75,7 +82,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when Postgres and Redis both answer within the readiness bound."""
+    """Ready when Postgres answers within the readiness bound; degraded (still ready) when Redis does not."""
     bound = float(current_app.config["READINESS_TIMEOUT_SECONDS"])
     deadline = time.monotonic() + bound
     s = settings()
@@ -95,7 +102,9 @@ def readyz():
     except Exception as e:  # noqa: BLE001 - any failure means not ready
         checks["postgres"] = type(e).__name__
     checks = {"postgres": checks["postgres"], "redis": checks["redis"]}
-    if any(v != "ok" for v in checks.values()):
+    DEGRADED.labels("redis").set(0 if checks["redis"] == "ok" else 1)
+    if checks["postgres"] != "ok":
         failing = ", ".join(k for k, v in checks.items() if v != "ok")
         raise ApiError(503, "not-ready", f"Not ready: {failing} unreachable.")
-    return {"status": "ready", "checks": checks}
+    degraded = [k for k, v in checks.items() if v != "ok"]
+    return {"status": "degraded" if degraded else "ready", "checks": checks, "degraded": degraded}

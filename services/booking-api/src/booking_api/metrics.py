@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from flask import Flask, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: Request metrics live here (in multiprocess mode their values go to files instead).
 REQUEST_REGISTRY = CollectorRegistry()
@@ -22,6 +22,11 @@ REQUESTS = Counter("booking_http_requests", "HTTP requests answered, by route te
 LATENCY = Histogram("booking_http_request_duration_seconds", "Time to answer an HTTP request.",
                     ["route", "method"], registry=REQUEST_REGISTRY,
                     buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+#: Set by each /readyz: 1 while a dependency the API can do without (Redis) does not answer. Under gunicorn
+#: the most recent probe's value wins, whichever worker answered it (`livemostrecent`).
+DEGRADED = Gauge("booking_api_degraded", "1 while /readyz finds this dependency unreachable and the API runs "
+                 "degraded (still ready: bookings are accepted, their work waits in the outbox), else 0.",
+                 ["dependency"], registry=REQUEST_REGISTRY, multiprocess_mode="livemostrecent")
 
 
 def init_app(app: Flask) -> None:

@@ -124,7 +124,9 @@ def _paths() -> dict:
         "/healthz": {"get": _op("healthz", "health", "Liveness probe", (200, _ok("The process is alive.", c.Health)),
                                 **_PUBLIC)},
         "/readyz": {"get": _op("readyz", "health", "Readiness probe",
-                               (200, _ok("Postgres and Redis both answer.", c.Readiness)), 503, **_PUBLIC)},
+                               (200, _ok("Postgres answers: bookings are accepted. `degraded` lists what does "
+                                         "not answer but is not needed for that (Redis).", c.Readiness)), 503,
+                               **_PUBLIC)},
         "/api/v1/openapi.json": {"get": _op("openapi", "meta", "This document",
                                             (200, _ok("The OpenAPI 3.1 document.", content=_json(None))), **_PUBLIC)},
         "/api/v1/bookings": {

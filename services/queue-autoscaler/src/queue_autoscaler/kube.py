@@ -51,7 +51,7 @@ def _message(e: httpx2.HTTPStatusError) -> str:
 
 
 @asynccontextmanager
-async def _call(what: str) -> AsyncIterator[None]:
+async def call(what: str) -> AsyncIterator[None]:
     """Turn lightkube's and httpx2's errors into one KubeError naming the call."""
     try:
         yield
@@ -72,24 +72,24 @@ class KubeClient:
 
     async def get_replicas(self, namespace: str, deployment: str) -> int:
         """spec.replicas of the Deployment's scale subresource (get deployments/scale)."""
-        async with _call(f"get deployments/{deployment}/scale"):
+        async with call(f"get deployments/{deployment}/scale"):
             scale = await self._client.get(Deployment.Scale, deployment, namespace=namespace)
         return int(scale.spec.replicas or 0) if scale.spec else 0
 
     async def set_replicas(self, namespace: str, deployment: str, replicas: int) -> None:
         """Merge-patch the scale subresource only (patch deployments/scale): nothing else changes."""
-        async with _call(f"patch deployments/{deployment}/scale"):
+        async with call(f"patch deployments/{deployment}/scale"):
             await self._client.patch(Deployment.Scale, deployment, {"spec": {"replicas": replicas}},
                                      namespace=namespace, patch_type=PatchType.MERGE)
 
     async def list_hpas(self, namespace: str) -> list[dict]:
         """HorizontalPodAutoscalers of the namespace as plain dicts (list horizontalpodautoscalers)."""
-        async with _call("list horizontalpodautoscalers"):
+        async with call("list horizontalpodautoscalers"):
             return [hpa.to_dict() async for hpa in self._client.list(HorizontalPodAutoscaler, namespace=namespace)]
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret, decoded (get secrets)."""
-        async with _call(f"get secrets/{name}"):
+        async with call(f"get secrets/{name}"):
             secret = await self._client.get(Secret, name, namespace=namespace)
         data = secret.data or {}
         if key not in data:

@@ -27,6 +27,13 @@ SCALE_UP_HELD = Gauge("queue_autoscaler_scale_up_held",
                       "1 while the last decision held a scale-up, by reason (0 otherwise).", [*SCALER, "reason"])
 SCALE_ERRORS = Counter("queue_autoscaler_scale_errors_total", "Kubernetes calls that failed during a poll.",
                        SCALER)
+#: The Ready and Fallback conditions as numbers, so that alerts need no reader of the objects' status.
+READY = Gauge("queue_autoscaler_ready", "1 while the QueueScaler can act (its Ready condition), else 0.", SCALER)
+FALLBACK = Gauge("queue_autoscaler_fallback",
+                 "1 while the backlog cannot be read and replicas are held or set to fallbackReplicas, else 0.",
+                 SCALER)
+LAST_POLL = Gauge("queue_autoscaler_last_poll_timestamp_seconds",
+                  "Unix time of the QueueScaler's last poll (the status is written only when it changes).", SCALER)
 
 
 _series: dict[tuple[str, str], set[tuple[object, tuple[str, ...]]]] = {}
@@ -59,6 +66,13 @@ def observe_decision(namespace: str, scaler: str, action: str, desired: int, cur
 def observe_held(namespace: str, scaler: str, held: bool) -> None:
     """Record whether this poll held a scale-up because the accept path was over its budget."""
     _child(SCALE_UP_HELD, namespace, scaler, HELD_REASONS[0]).set(1 if held else 0)
+
+
+def observe_poll(namespace: str, scaler: str, ready: bool, fallback: bool, now: float) -> None:
+    """Record one poll's Ready and Fallback conditions and its time."""
+    _child(READY, namespace, scaler).set(1 if ready else 0)
+    _child(FALLBACK, namespace, scaler).set(1 if fallback else 0)
+    _child(LAST_POLL, namespace, scaler).set(now)
 
 
 def observe_read_error(namespace: str, scaler: str) -> None:

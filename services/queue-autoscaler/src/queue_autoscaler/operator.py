@@ -10,6 +10,9 @@ an Event on each change of replicas (and a Warning when a scale-up is first
 held because the accept path is over its latency budget).  The decision
 state lives in the object's kopf memo; lastActiveTime is restored from status
 after a restart, and a restarted scaler never scales down before one window.
+The status is patched only where it changed, and every handler takes the
+release's label filter (QUEUE_AUTOSCALER_LABEL_SELECTOR), so another release's
+QueueScalers in the namespace get no finalizer, no poll and no write.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from booking_scaling.decision import Decision, ScalerState, decide
 from booking_scaling.pressure import LatencyWatch
 from queue_autoscaler import metrics
 from queue_autoscaler import spec as qs
-from queue_autoscaler.config import OperatorConfig
+from queue_autoscaler.config import LEGACY_FINALIZER, OperatorConfig
 from queue_autoscaler.kube import KubeClient, KubeError
 from queue_autoscaler.reading import BacklogSource, LatencySource
 from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
@@ -51,6 +54,8 @@ class Runtime:
     last_scale_time: str | None = None
     #: The API's latency between polls; a new watch when spec.acceptPath changes.
     latency: LatencyWatch | None = None
+    #: The status as last written (at the first poll: as found), so that an unchanged one is not written again.
+    written: dict | None = None
 
 
 class _QuietTimer(logging.Filter):
@@ -89,12 +94,34 @@ async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerS
     return backlog, depths, bool(s.queues) and paused >= set(s.queues)
 
 
-def _write_status(rt: Runtime, patch: kopf.Patch, meta: Any, now: float, conds: list[dict], **fields: Any) -> None:
-    """Merge this poll's status fields and conditions (times kept where a status did not change)."""
+def _write_status(rt: Runtime, patch: kopf.Patch, meta: Any, now: float, conds: list[dict], *,
+                  active_refresh: float = 0.0, **fields: Any) -> None:
+    """Patch this poll's status fields and conditions, only those that changed since the last write.
+
+    A poll that finds what the last one found writes nothing: with many QueueScalers
+    polling every few seconds, a write per poll would be constant load on the API
+    server. Condition times are kept where a condition's status did not change. The
+    poll's time goes to a metric instead (queue_autoscaler_last_poll_timestamp_seconds).
+    """
     merged = qs.merge_conditions(rt.conditions, conds, now)
-    patch.status.update({"observedGeneration": meta.get("generation"), "lastPollTime": qs.iso(now),
-                         "conditions": merged, **fields})
     rt.conditions = merged
+    status = {"observedGeneration": meta.get("generation"), "conditions": merged, **fields}
+    held = {c["type"]: c["status"] == "True" for c in conds}
+    metrics.observe_poll(meta.get("namespace"), meta.get("name"), held["Ready"], held["Fallback"], now)
+    written = rt.written if rt.written is not None else {}
+    changed = {k: v for k, v in status.items() if written.get(k) != v}
+    if set(changed) == {"lastActiveTime"} and written.get("lastActiveTime"):
+        # While a backlog lasts, lastActiveTime moves at every poll; it is only read back after
+        # a restart (for the cooldown), so alone it is refreshed every `active_refresh` seconds.
+        advanced = (qs.parse_iso(changed["lastActiveTime"]) or 0) - (qs.parse_iso(written["lastActiveTime"]) or 0)
+        if advanced < active_refresh:
+            changed = {}
+    if written.get("lastPollTime") is not None:
+        changed["lastPollTime"] = None  # written at every poll by earlier versions: removed once
+    if changed:
+        patch.status.update(changed)
+        rt.written = {**written, **changed}
+        rt.written.pop("lastPollTime", None)
 
 
 def _refuse(rt: Runtime, patch: kopf.Patch, body: Any, now: float, why: Readiness, paused: bool, **fields) -> None:
@@ -168,7 +195,14 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
         fields["lastActiveTime"] = qs.iso(rt.state.last_active)
     if rt.last_scale_time:
         fields["lastScaleTime"] = rt.last_scale_time
-    _write_status(rt, patch, body.meta, now, conds, **fields)
+    _write_status(rt, patch, body.meta, now, conds, active_refresh=s.policy.cooldown_period / 10, **fields)
+
+
+def _drop_legacy_finalizer(body: dict) -> None:
+    """A kopf patch transformation: remove kopf's shared finalizer, which no operator removes any more."""
+    finalizers = body.get("metadata", {}).get("finalizers", [])
+    while LEGACY_FINALIZER in finalizers:
+        finalizers.remove(LEGACY_FINALIZER)
 
 
 # -- kopf handlers ----------------------------------------------------------------
@@ -176,6 +210,7 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """Shared clients and the /metrics server; no cluster-wide CRD scan (a namespaced Role suffices)."""
     settings.scanning.disabled = True
+    settings.persistence.finalizer = CONFIG.finalizer
     settings.posting.reporting_component = "queue-autoscaler"
     logging.getLogger("kopf.objects").addFilter(_QuietTimer())
     memo.kube = KubeClient()
@@ -211,7 +246,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.metrics_server.cleanup()
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, when=lambda type, **_: type == "DELETED")
+@kopf.on.event(GROUP, VERSION, PLURAL, labels=CONFIG.labels or None, when=lambda type, **_: type == "DELETED")
 def forget(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """A deleted QueueScaler leaves no stale metric series and no liveness entry behind.
 
@@ -233,11 +268,13 @@ def polls(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     return {"scalers": len(ages), "oldest_tick_age_seconds": max(ages.values(), default=0)}
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, id=TIMER_ID, interval=CONFIG.tick_seconds)
+@kopf.timer(GROUP, VERSION, PLURAL, id=TIMER_ID, interval=CONFIG.tick_seconds, labels=CONFIG.labels or None)
 async def autoscale(spec: Any, status: Any, name: str, namespace: str, body: Any, memo: kopf.Memo,
                     patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
     """Every tick: poll this QueueScaler if its pollingInterval has passed."""
     rt: Runtime = memo.setdefault("scaler", Runtime())
+    if CONFIG.finalizer != LEGACY_FINALIZER and LEGACY_FINALIZER in (body.meta.get("finalizers") or []):
+        patch.fns.append(_drop_legacy_finalizer)  # put by an earlier version, before finalizers were per release
     now = time.time()
     memo.polls[namespace, name] = now  # for the liveness probe: this timer still ticks
     seen = copy.deepcopy(dict(spec))
@@ -248,4 +285,5 @@ async def autoscale(spec: Any, status: Any, name: str, namespace: str, body: Any
         rt.state = ScalerState(last_active=qs.parse_iso(status.get("lastActiveTime")))
         rt.conditions = list(status.get("conditions") or [])
         rt.last_scale_time = status.get("lastScaleTime")
+        rt.written = copy.deepcopy(dict(status))
     await _poll(rt, spec, name, namespace, body, memo, patch, logger, now)
