@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
-from booking_api.gunicorn_worker import refusal
-from booking_api.wsgi_bridge import WSGIBridge, wsgi_environ
+from booking_api.gunicorn_worker import install_protocol, refusal
+from booking_api.wsgi_bridge import RequestThreads, WSGIBridge, wsgi_environ
 
 SCOPE = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/a b/é",
          "raw_path": b"/a%20b/%C3%A9", "query_string": b"x=1", "root_path": "", "server": ("127.0.0.1", 8000),
@@ -53,7 +54,10 @@ def run(bridge: WSGIBridge, messages: list[dict], *, stall: bool = False) -> lis
     async def send(message):
         sent.append(message)
 
-    asyncio.run(bridge(dict(SCOPE), receive, send))
+    try:
+        asyncio.run(bridge(dict(SCOPE), receive, send))
+    finally:
+        bridge.close()
     return sent
 
 
@@ -87,3 +91,76 @@ def test_a_body_that_stops_coming_is_408_without_calling_the_app():
 def test_a_client_gone_before_its_body_ends_gets_nothing():
     bridge = WSGIBridge(lambda *a: pytest.fail("the app was called"), threads=1, max_body=10, body_timeout=5)
     assert run(bridge, [{"type": "http.request", "body": b"ab", "more_body": True}]) == []
+
+
+def test_request_threads_hand_each_answer_to_its_request_and_stop_after_running_calls():
+    release = threading.Event()
+
+    def run(environ):
+        if environ["wait"]:
+            release.wait(10)
+        return 200, [], environ["n"]
+
+    threads = RequestThreads(2, run)
+
+    async def two_calls():
+        loop = asyncio.get_running_loop()
+        slow, fast = loop.create_future(), loop.create_future()
+        threads.submit(loop, slow, {"wait": True, "n": b"slow"})
+        threads.submit(loop, fast, {"wait": False, "n": b"fast"})
+        assert await fast == (200, [], b"fast")  # not behind the slow one: the other thread took it
+        assert not slow.done()
+        return slow
+
+    loop = asyncio.new_event_loop()
+    try:
+        slow = loop.run_until_complete(two_calls())
+        stopped = threading.Event()
+        stopper = threading.Thread(target=lambda: (threads.stop(), stopped.set()))
+        stopper.start()
+        assert not stopped.wait(0.3), "stop() returned while a call was still running"
+        release.set()
+        assert stopped.wait(10)
+        loop.run_until_complete(asyncio.wait_for(slow, 5))
+        assert slow.result() == (200, [], b"slow")
+    finally:
+        loop.close()
+
+
+def test_an_answer_nobody_waits_for_any_more_is_dropped_and_the_thread_serves_on():
+    threads = RequestThreads(1, lambda environ: (200, [], environ["n"]))
+    gone = asyncio.new_event_loop()
+    lost = gone.create_future()
+    gone.close()  # the worker is exiting: its loop is gone before the call ends
+    threads.submit(gone, lost, {"n": b"lost"})
+
+    async def after():
+        loop = asyncio.get_running_loop()
+        gave_up, answer = loop.create_future(), loop.create_future()
+        gave_up.cancel()  # the client left while its call ran
+        threads.submit(loop, gave_up, {"n": b"late"})
+        threads.submit(loop, answer, {"n": b"next"})
+        return await asyncio.wait_for(answer, 5)
+
+    try:
+        assert asyncio.run(after()) == (200, [], b"next")
+    finally:
+        threads.stop()
+
+
+def test_the_protocol_is_installed_only_where_gunicorn_still_builds_it_from_that_name(monkeypatch):
+    from gunicorn.asgi.protocol import ASGIProtocol
+    from gunicorn.workers import gasgi
+
+    from booking_api.gunicorn_worker import Protocol
+
+    monkeypatch.setattr(gasgi, "ASGIProtocol", ASGIProtocol)
+    install_protocol()
+    assert gasgi.ASGIProtocol is Protocol
+
+    async def serve_otherwise(self):  # a gunicorn that builds its protocol some other way
+        return self.protocol_class
+
+    monkeypatch.setattr(gasgi.ASGIWorker, "_serve", serve_otherwise)
+    with pytest.raises(RuntimeError, match="no longer builds"):
+        install_protocol()

@@ -32,6 +32,7 @@ import asyncio
 import os
 import sys
 import time
+import types
 
 from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers import gasgi
@@ -59,12 +60,36 @@ def _seconds(name: str, default: float) -> float:
 HEADER_TIMEOUT_SECONDS = _seconds("BOOKING_HEADER_TIMEOUT_SECONDS", 10.0)
 #: How long a request's body may take to arrive once its headers have.
 BODY_TIMEOUT_SECONDS = _seconds("BOOKING_BODY_TIMEOUT_SECONDS", 10.0)
-#: Every request passes twice between the event loop and a request thread, and each
-#: time the loop waits for the GIL, which a busy request thread gives up only after
-#: the switch interval (5 ms by default).  At 1 ms the worker answered 1.06-1.32x
-#: the confirms of the 5 ms default, paired over three rounds (bench/README.md,
-#: "The API's server").
+#: Every turn of the event loop (a request takes a few) waits for the GIL, which a busy
+#: request thread gives up only after the switch interval (5 ms by default).  At 1 ms the
+#: worker answered 1.06-1.32x the confirms of the 5 ms default (asyncio loop, executor
+#: bridge); with uvloop and the lighter bridge 5 ms answered as many confirms but tripled
+#: the POST p99, and 0.5 or 0.2 ms answered fewer (bench/README.md, "The API's server").
 GIL_SWITCH_INTERVAL_SECONDS = 0.001
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """The global and attribute names `code` and the functions inside it use."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def install_protocol() -> None:
+    """Make gunicorn's asyncio worker, in this process, build every connection's protocol from ours.
+
+    gasgi builds each connection's protocol from its module-level name
+    `ASGIProtocol`, and gunicorn (27.0.1) offers no setting or hook for it, so
+    the worker process rebinds that name.  If gunicorn stops building it from
+    that name, this raises and the worker does not start, rather than quietly
+    serving with gunicorn's own protocol (tests/test_framing.py would fail too).
+    """
+    if gasgi.ASGIProtocol not in (ASGIProtocol, Protocol) or "ASGIProtocol" not in _names(
+            gasgi.ASGIWorker._serve.__code__):
+        raise RuntimeError("gunicorn.workers.gasgi no longer builds its protocol from ASGIProtocol")
+    gasgi.ASGIProtocol = Protocol
 
 
 def refusal(version: tuple[int, int], headers: list[tuple[bytes, bytes]], content_length: int | None,
@@ -144,9 +169,10 @@ class Worker(gasgi.ASGIWorker):
     _reported_hang = None
 
     def init_process(self) -> None:
-        # gasgi builds each connection's protocol from this module-level name; this
-        # worker process serves with ours.  tests/test_framing.py fails if it does not.
-        gasgi.ASGIProtocol = Protocol
+        install_protocol()
+        if self.cfg.asgi_loop == "uvloop":
+            # gunicorn falls back to asyncio with a warning; a missing uvloop must stop the start instead.
+            import uvloop  # noqa: F401
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
         super().init_process()
 

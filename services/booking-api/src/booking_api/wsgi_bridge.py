@@ -10,6 +10,16 @@ a thread of the pool (`threads`, gunicorn's `--threads`) run the app, with
 the body in memory.  The response is collected in that thread and written by
 the event loop, so a client that reads slowly does not hold a thread either.
 
+Each request crosses between the loop and a thread once each way, and every
+crossing costs: the loop runs one turn per step of a request, and between
+turns it has to win the GIL back from the request threads, which give it up
+only every switch interval.  So the loop does as few turns per request as it
+can (`bench/README.md`, "The API's server: the worker's rate"): the body is
+awaited under `asyncio.timeout` (a timer, where `asyncio.wait_for` started a
+task of its own and cost two more turns), and the call goes to `RequestThreads`,
+which take it from one queue and hand the answer back with a single
+`call_soon_threadsafe` (no executor, concurrent future or chained callbacks).
+
 Every running call is recorded with its start time (`oldest_start`): the
 worker stamps its heartbeat no later than that, so a request that hangs past
 gunicorn's `--timeout` gets its worker restarted (`gunicorn_worker.py`).
@@ -20,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from urllib.parse import unquote_to_bytes
@@ -123,6 +134,53 @@ def call_app(app: WSGIApp, environ: dict) -> tuple[int, list[tuple[bytes, bytes]
             [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers], b"".join(chunks))
 
 
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def _settle(answer: asyncio.Future, result: Answer) -> None:
+    """On the loop: hand a request thread's result to the request waiting for it (unless it gave up)."""
+    if not answer.done():
+        answer.set_result(result)
+
+
+class RequestThreads:
+    """`count` threads that run `run(environ)` for the event loop, each call handed over once each way.
+
+    Why not `loop.run_in_executor`: it wraps every call in a concurrent future,
+    an asyncio future and two chained callbacks, and the loop needs two turns
+    to see a result.  Here a call is one item on a `SimpleQueue` and its result
+    one `call_soon_threadsafe`.
+    """
+
+    def __init__(self, count: int, run: Callable[[dict], Answer]):
+        self._run = run
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._serve, name=f"request-{n}", daemon=True)
+                         for n in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, answer: asyncio.Future, environ: dict) -> None:
+        """Run the call in a free thread; `answer` gets its result, on `loop`."""
+        self._jobs.put((loop, answer, environ))
+
+    def stop(self) -> None:
+        """Let every thread finish the call it is running, then end them all (blocks)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, answer, environ = job
+            result = self._run(environ)
+            try:
+                loop.call_soon_threadsafe(_settle, answer, result)
+            except RuntimeError:  # the loop has closed: the worker is exiting and nobody waits
+                pass
+
+
 class WSGIBridge:
     """An ASGI app that serves a WSGI app from a pool of `threads`, once each request is whole."""
 
@@ -130,7 +188,7 @@ class WSGIBridge:
         self.app = app
         self.max_body = max_body
         self.body_timeout = body_timeout
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="request")
+        self.threads = RequestThreads(threads, self._run)
         self.running: dict[int, Running] = {}
         self._ids = itertools.count()
 
@@ -139,11 +197,15 @@ class WSGIBridge:
         calls = list(self.running.values())  # a copy: request threads add and remove meanwhile
         return min(calls, key=lambda r: r.started, default=None)
 
+    def close(self) -> None:
+        """Wait for the running calls, then end the request threads (blocks)."""
+        self.threads.stop()
+
     async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
+        if scope["type"] == "http":
             await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
         # anything else (a WebSocket) is not served: returning closes it
 
     async def _lifespan(self, receive, send) -> None:
@@ -153,12 +215,16 @@ class WSGIBridge:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
+                await asyncio.get_running_loop().run_in_executor(None, self.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _body(self, receive) -> bytes:
-        """The whole body, read on the event loop; BodyTooLarge past the limit, ClientGone on a close."""
+        """The whole body, read on the event loop; BodyTooLarge past the limit, ClientGone on a close.
+
+        A small body has usually arrived with the headers, and then `receive()`
+        answers without waiting.
+        """
         parts: list[bytes] = []
         size = 0
         while True:
@@ -171,7 +237,7 @@ class WSGIBridge:
                 raise BodyTooLarge
             parts.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(parts)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def _refuse(self, send, status: int) -> None:
         """A problem, announcing the close; the worker closes the connection, whose body is unread."""
@@ -183,7 +249,8 @@ class WSGIBridge:
 
     async def _http(self, scope: dict, receive, send) -> None:
         try:
-            body = await asyncio.wait_for(self._body(receive), self.body_timeout)
+            async with asyncio.timeout(self.body_timeout):
+                body = await self._body(receive)
         except BodyTooLarge:
             await self._refuse(send, 413)
             return
@@ -192,13 +259,14 @@ class WSGIBridge:
             return
         except ClientGone:
             return
-        environ = wsgi_environ(scope, body)
-        status, headers, content = await asyncio.get_running_loop().run_in_executor(
-            self.executor, self._run, environ)
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self.threads.submit(loop, answer, wsgi_environ(scope, body))
+        status, headers, content = await answer
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    def _run(self, environ: dict) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def _run(self, environ: dict) -> Answer:
         """In a request thread: the app's answer, recorded as running meanwhile; a crash is a 500 problem."""
         key = next(self._ids)
         self.running[key] = Running(time.monotonic(), environ["REQUEST_METHOD"], environ["PATH_INFO"])
