@@ -1,13 +1,13 @@
-"""The bridge from gunicorn's event loop to the Flask app, and the server's own refusal rule, on their own."""
+"""The worker's pure pieces on their own: the WSGI environ, request threads, refusal rule, response bytes."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
 
-from booking_api.gunicorn_worker import install_protocol, refusal
+from booking_api.gunicorn_worker import install_protocol
+from booking_api.http_connection import parse_error_status, refusal, render
 from booking_api.wsgi_bridge import RequestThreads, WSGIBridge, wsgi_environ
 
 SCOPE = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/a b/é",
@@ -40,112 +40,77 @@ def test_the_server_refuses_no_host_and_an_oversized_declared_body(version, head
     assert refusal(version, headers, length, 65536) == status
 
 
-def run(bridge: WSGIBridge, messages: list[dict], *, stall: bool = False) -> list[dict]:
-    """Serve one request whose body comes as `messages` (then nothing, when `stall`); what the bridge sent."""
-    sent: list[dict] = []
+def test_the_app_runs_with_its_whole_body_and_a_crash_is_a_500_problem():
+    def echo(environ, start_response):
+        start_response("201 Created", [("Content-Type", "text/plain")])
+        return [b"got ", environ["wsgi.input"].read()]
 
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        if stall:
-            await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
+    bridge = WSGIBridge(echo, threads=1)
     try:
-        asyncio.run(bridge(dict(SCOPE), receive, send))
+        assert bridge.run(wsgi_environ(SCOPE, b"abcd")) == (201, [(b"content-type", b"text/plain")], b"got abcd")
+        assert bridge.oldest_start() is None
+        bridge.app = lambda environ, start_response: 1 / 0
+        status, headers, body = bridge.run(wsgi_environ(SCOPE, b""))
+        assert status == 500 and (b"content-type", b"application/problem+json") in headers and b"500" in body
     finally:
         bridge.close()
-    return sent
 
 
-def echo(environ, start_response):
-    body = environ["wsgi.input"].read()
-    start_response("201 Created", [("Content-Type", "text/plain")])
-    return [b"got ", body]
+def test_request_threads_run_calls_side_by_side_and_stop_after_the_running_ones():
+    release, done = threading.Event(), []
+    threads = RequestThreads(2)
+    threads.submit(lambda: (release.wait(10), done.append("slow")))
+    fast = threading.Event()
+    threads.submit(lambda: (done.append("fast"), fast.set()))
+    assert fast.wait(5) and done == ["fast"]  # not behind the slow one: the other thread took it
+    stopped = threading.Event()
+    stopper = threading.Thread(target=lambda: (threads.stop(), stopped.set()))
+    stopper.start()
+    assert not stopped.wait(0.3), "stop() returned while a call was still running"
+    release.set()
+    assert stopped.wait(10) and done == ["fast", "slow"]
 
 
-def test_the_app_gets_the_whole_body_once_it_has_arrived():
-    bridge = WSGIBridge(echo, threads=1, max_body=10, body_timeout=5)
-    sent = run(bridge, [{"type": "http.request", "body": b"ab", "more_body": True},
-                        {"type": "http.request", "body": b"cd", "more_body": False}])
-    assert sent[0]["status"] == 201 and sent[1]["body"] == b"got abcd"
-    assert bridge.oldest_start() is None
-
-
-def test_a_body_past_the_limit_is_413_without_calling_the_app():
-    bridge = WSGIBridge(lambda *a: pytest.fail("the app was called"), threads=1, max_body=3, body_timeout=5)
-    sent = run(bridge, [{"type": "http.request", "body": b"ab", "more_body": True},
-                        {"type": "http.request", "body": b"cd", "more_body": True}])
-    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
-
-
-def test_a_body_that_stops_coming_is_408_without_calling_the_app():
-    bridge = WSGIBridge(lambda *a: pytest.fail("the app was called"), threads=1, max_body=10, body_timeout=0.2)
-    sent = run(bridge, [{"type": "http.request", "body": b"ab", "more_body": True}], stall=True)
-    assert sent[0]["status"] == 408
-
-
-def test_a_client_gone_before_its_body_ends_gets_nothing():
-    bridge = WSGIBridge(lambda *a: pytest.fail("the app was called"), threads=1, max_body=10, body_timeout=5)
-    assert run(bridge, [{"type": "http.request", "body": b"ab", "more_body": True}]) == []
-
-
-def test_request_threads_hand_each_answer_to_its_request_and_stop_after_running_calls():
-    release = threading.Event()
-
-    def run(environ):
-        if environ["wait"]:
-            release.wait(10)
-        return 200, [], environ["n"]
-
-    threads = RequestThreads(2, run)
-
-    async def two_calls():
-        loop = asyncio.get_running_loop()
-        slow, fast = loop.create_future(), loop.create_future()
-        threads.submit(loop, slow, {"wait": True, "n": b"slow"})
-        threads.submit(loop, fast, {"wait": False, "n": b"fast"})
-        assert await fast == (200, [], b"fast")  # not behind the slow one: the other thread took it
-        assert not slow.done()
-        return slow
-
-    loop = asyncio.new_event_loop()
+def test_a_call_that_raises_leaves_its_thread_serving():
+    threads = RequestThreads(1)
+    served = threading.Event()
     try:
-        slow = loop.run_until_complete(two_calls())
-        stopped = threading.Event()
-        stopper = threading.Thread(target=lambda: (threads.stop(), stopped.set()))
-        stopper.start()
-        assert not stopped.wait(0.3), "stop() returned while a call was still running"
-        release.set()
-        assert stopped.wait(10)
-        loop.run_until_complete(asyncio.wait_for(slow, 5))
-        assert slow.result() == (200, [], b"slow")
-    finally:
-        loop.close()
-
-
-def test_an_answer_nobody_waits_for_any_more_is_dropped_and_the_thread_serves_on():
-    threads = RequestThreads(1, lambda environ: (200, [], environ["n"]))
-    gone = asyncio.new_event_loop()
-    lost = gone.create_future()
-    gone.close()  # the worker is exiting: its loop is gone before the call ends
-    threads.submit(gone, lost, {"n": b"lost"})
-
-    async def after():
-        loop = asyncio.get_running_loop()
-        gave_up, answer = loop.create_future(), loop.create_future()
-        gave_up.cancel()  # the client left while its call ran
-        threads.submit(loop, gave_up, {"n": b"late"})
-        threads.submit(loop, answer, {"n": b"next"})
-        return await asyncio.wait_for(answer, 5)
-
-    try:
-        assert asyncio.run(after()) == (200, [], b"next")
+        threads.submit(lambda: 1 / 0)
+        threads.submit(served.set)
+        assert served.wait(5)
     finally:
         threads.stop()
+
+
+@pytest.mark.parametrize(("answer", "options", "expected"), [
+    ((201, [(b"content-type", b"application/json"), (b"content-length", b"99")], b"{}"),
+     {"close": False, "keep_alive_10": False, "head_only": False},
+     [b"HTTP/1.1 201 Created", b"content-type: application/json", b"Content-Length: 2", b"", b"{}"]),
+    ((200, [(b"transfer-encoding", b"chunked"), (b"connection", b"keep-alive")], b"abc"),
+     {"close": True, "keep_alive_10": False, "head_only": False},
+     [b"HTTP/1.1 200 OK", b"Content-Length: 3", b"Connection: close", b"", b"abc"]),
+    ((200, [(b"content-length", b"3")], b""), {"close": False, "keep_alive_10": True, "head_only": True},
+     [b"HTTP/1.1 200 OK", b"Content-Length: 3", b"Connection: keep-alive", b"", b""]),
+    ((204, [], b"x"), {"close": False, "keep_alive_10": False, "head_only": False},
+     [b"HTTP/1.1 204 No Content", b"", b""]),
+    ((200, [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"ok"), {"close": False, "keep_alive_10": False, "head_only": False},
+     [b"HTTP/1.1 500 Internal Server Error", b"content-type: text/plain", b"Content-Length: 21", b"",
+      b"Internal Server Error"]),
+], ids=["app length replaced", "framing headers dropped, close", "HEAD keeps the length", "204 has no body",
+        "a header that would split the response"])
+def test_the_response_bytes(answer, options, expected):
+    lines = render(answer, **options).split(b"\r\n")
+    assert lines[1].startswith(b"Date: ") and lines[1].endswith(b" GMT")
+    assert [lines[0]] + lines[2:] == expected
+
+
+def test_parser_errors_get_the_statuses_gunicorn_gives_them():
+    from gunicorn.asgi.parser import InvalidHeader, LimitRequestHeaders, LimitRequestLine, UnsupportedTransferCoding
+    from gunicorn.http.errors import InvalidHeader as WSGIInvalidHeader
+
+    assert [parse_error_status(e) for e in (LimitRequestLine("x"), LimitRequestHeaders("x"),
+                                            UnsupportedTransferCoding("x"), InvalidHeader("x"),
+                                            WSGIInvalidHeader("x"), ValueError("x"))] == [414, 431, 501, 400, 400, None]
 
 
 def test_the_protocol_is_installed_only_where_gunicorn_still_builds_it_from_that_name(monkeypatch):

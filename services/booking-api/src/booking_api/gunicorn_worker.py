@@ -4,17 +4,19 @@ Why: gunicorn's `gthread` worker hands each new connection to a request
 thread, which reads the request line, the headers and the body with blocking
 calls.  Eight connections that sent half a request and then nothing held all
 2 × 4 threads, and every other client waited until they gave up.  This worker
-is gunicorn's own asyncio worker (`gunicorn.workers.gasgi`), whose parser reads
-every connection on one event loop without a thread, with three additions:
+is gunicorn's own asyncio worker (`gunicorn.workers.gasgi`: event loop,
+signals, graceful drain, heartbeat), on uvloop, with each connection served by
+`http_connection.Connection` instead of gunicorn's ASGI protocol:
 
-- a deadline for the request head (`BOOKING_HEADER_TIMEOUT_SECONDS`, default
-  10 s from the connection's start): a connection that has not sent its whole
-  request line and headers by then is closed (with a 408 problem if it sent
-  anything); later requests on a kept-alive connection have gunicorn's
-  `--keep-alive` for theirs;
-- the Flask app runs in a pool of `--threads` threads through `WSGIBridge`, once
-  its whole body has been read (at most 64 KiB, within
-  `BOOKING_BODY_TIMEOUT_SECONDS`, default 10 s);
+- requests are parsed on the event loop by gunicorn's own HTTP/1 parser, with
+  a deadline for the request head (`BOOKING_HEADER_TIMEOUT_SECONDS`, default
+  10 s from the connection's start; later requests on a kept-alive connection
+  have gunicorn's `--keep-alive`) and one for the body
+  (`BOOKING_BODY_TIMEOUT_SECONDS`, default 10 s once the headers are in);
+  past either the connection is closed, with a 408 problem if it sent anything;
+- the Flask app runs in a pool of `--threads` threads (`WSGIBridge`) once the
+  whole body (at most 64 KiB) has arrived, and the thread writes the answer
+  itself without blocking; what the socket does not take, the loop writes;
 - the worker's heartbeat is stamped no later than the start of its oldest
   running request, so a request that hangs past `--timeout` gets this worker
   killed and replaced by the master, which `gthread` never did (its heartbeat
@@ -24,11 +26,12 @@ Refusals the server makes itself are problem+json (`gunicorn_errors.py`) and
 close the connection, including two that gunicorn's parser leaves to the app:
 an HTTP/1.1 request without Host (RFC 9112 section 3.2: 400), and a declared
 Content-Length over the limit (413 at once, before any `100 Continue`).
+Plain HTTP/1 only: TLS ends at the ingress, and neither gunicorn's `--protocol
+uwsgi`, HTTP/2 nor WebSockets are served (the start fails if TLS or uWSGI is set).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
@@ -38,7 +41,7 @@ from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers import gasgi
 
 from booking_api.contract import MAX_BODY_BYTES
-from booking_api.gunicorn_errors import problem_response
+from booking_api.http_connection import Connection
 from booking_api.wsgi_bridge import WSGIBridge
 
 
@@ -92,83 +95,23 @@ def install_protocol() -> None:
     gasgi.ASGIProtocol = Protocol
 
 
-def refusal(version: tuple[int, int], headers: list[tuple[bytes, bytes]], content_length: int | None,
-            max_body: int) -> int | None:
-    """The status the server answers a parsed request head with itself, or None to serve it.
+class Protocol(Connection):
+    """A connection with this worker's deadlines and body limit; gunicorn's asyncio worker builds one per accept."""
 
-    gunicorn's parser already refuses malformed framing (duplicate or non-decimal
-    Content-Length, Content-Length with Transfer-Encoding, repeated or unknown
-    codings, chunked under HTTP/1.0, a duplicate Host); these two it leaves to
-    the application.
-    """
-    if version >= (1, 1) and not any(name == b"host" for name, _ in headers):
-        return 400
-    if content_length is not None and content_length > max_body:
-        return 413
-    return None
-
-
-class Protocol(ASGIProtocol):
-    """gunicorn's HTTP/1 protocol with a deadline for the request head and problem+json refusals."""
-
-    _head_deadline: asyncio.TimerHandle | None = None
-    _sent_anything = False
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._head_deadline = self.worker.loop.call_later(HEADER_TIMEOUT_SECONDS, self._head_too_slow)
-
-    def data_received(self, data) -> None:
-        self._sent_anything = True
-        super().data_received(data)
-
-    def connection_lost(self, exc) -> None:
-        self._cancel_head_deadline()
-        super().connection_lost(exc)
-
-    def _cancel_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
-
-    def _head_too_slow(self) -> None:
-        """The request line and headers did not arrive in time: 408 if anything came, then close."""
-        self._head_deadline = None
-        if self._closed:
-            return
-        if self._sent_anything:
-            self._safe_write(problem_response(408))
-        self._close_transport()
-        if self._request_ready is not None:
-            self._request_ready.set()  # the connection's loop wakes, sees it closed and ends
-
-    def _on_headers_complete(self):
-        self._cancel_head_deadline()
-        if self._closed:
-            return False
-        skip = super()._on_headers_complete()
-        request = self._current_request
-        status = refusal(request.version, request.headers_bytes,
-                         None if request.chunked else request.content_length, MAX_BODY_BYTES)
-        if status is not None:
-            self._current_request = None  # the connection's loop ends instead of calling the app
-            self._send_error_response(status, "")
-            self._close_transport()
-        return skip
-
-    def _send_error_response(self, status, message, extra_headers=()) -> None:
-        """gunicorn's own refusals as problems; `message` quotes the client's bytes, so it is only logged."""
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        self.log.warning("refused a request from %s with %d: %.200r", peer and peer[0], status, message)
-        self._safe_write(problem_response(int(status)))
+    def __init__(self, worker):
+        super().__init__(worker, header_timeout=HEADER_TIMEOUT_SECONDS, body_timeout=BODY_TIMEOUT_SECONDS,
+                         max_body=MAX_BODY_BYTES)
 
 
 class Worker(gasgi.ASGIWorker):
-    """gunicorn's asyncio worker serving the WSGI app of the command line through `WSGIBridge`."""
+    """gunicorn's asyncio worker serving the WSGI app of the command line over `Protocol` connections."""
 
     _reported_hang = None
 
     def init_process(self) -> None:
+        if self.cfg.is_ssl or self.cfg.protocol != "http":
+            # A request thread writes its answer to the socket itself, which would bypass TLS.
+            raise RuntimeError("this worker serves plain HTTP/1 only (no --certfile, no --protocol uwsgi)")
         install_protocol()
         if self.cfg.asgi_loop == "uvloop":
             # gunicorn falls back to asyncio with a warning; a missing uvloop must stop the start instead.
@@ -182,8 +125,7 @@ class Worker(gasgi.ASGIWorker):
 
     def load_wsgi(self) -> None:
         self.wsgi = self.app.wsgi()
-        self.asgi = WSGIBridge(self.wsgi, threads=self.cfg.threads, max_body=MAX_BODY_BYTES,
-                               body_timeout=BODY_TIMEOUT_SECONDS)
+        self.asgi = WSGIBridge(self.wsgi, threads=self.cfg.threads)
 
     def notify(self) -> None:
         """Stamp the heartbeat no later than the oldest running request's start.

@@ -1,24 +1,17 @@
-"""Run the Flask (WSGI) app from an event loop, only once its whole request has arrived.
+"""Run the Flask (WSGI) app in request threads, on requests the event loop has read whole.
 
 Why not a ready-made ASGI-to-WSGI adapter: those start the WSGI call at once
 and let the request thread read the body from the event loop as it comes, so
 a client that sends its body slowly holds a request thread for as long as it
-likes, which is the outage this module exists to prevent.  Here the body is
-read on the event loop first, bounded in size (`max_body`, the API's 64 KiB:
-past it, 413) and in time (`body_timeout`: past it, 408), and only then does
-a thread of the pool (`threads`, gunicorn's `--threads`) run the app, with
-the body in memory.  The response is collected in that thread and written by
-the event loop, so a client that reads slowly does not hold a thread either.
+likes, which is the outage this module exists to prevent.  Here the worker's
+connection (`http_connection.py`) reads the whole body first, bounded in size
+and time, and only then does a thread of the pool (`threads`, gunicorn's
+`--threads`) run the app, with the body in memory.
 
-Each request crosses between the loop and a thread once each way, and every
-crossing costs: the loop runs one turn per step of a request, and between
-turns it has to win the GIL back from the request threads, which give it up
-only every switch interval.  So the loop does as few turns per request as it
-can (`bench/README.md`, "The API's server: the worker's rate"): the body is
-awaited under `asyncio.timeout` (a timer, where `asyncio.wait_for` started a
-task of its own and cost two more turns), and the call goes to `RequestThreads`,
-which take it from one queue and hand the answer back with a single
-`call_soon_threadsafe` (no executor, concurrent future or chained callbacks).
+A request crosses from the loop to a thread once and its answer leaves from
+that thread: `RequestThreads` take each call from one queue (no executor,
+concurrent future or chained callbacks), because every hand-over costs a turn
+of the event loop, and each turn waits for the GIL the request threads hold.
 
 Every running call is recorded with its start time (`oldest_start`): the
 worker stamps its heartbeat no later than that, so a request that hangs past
@@ -46,14 +39,6 @@ log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
-class BodyTooLarge(Exception):
-    """The body went past the limit."""
-
-
-class ClientGone(Exception):
-    """The client closed (or the server refused the framing) before the body was complete."""
-
-
 @dataclass(frozen=True)
 class Running:
     """A call in a request thread: since when, and what (for the log line of a hung one)."""
@@ -64,7 +49,7 @@ class Running:
 
 
 def wsgi_environ(scope: dict, body: bytes) -> dict:
-    """The PEP 3333 environ for an ASGI HTTP `scope` whose body was read whole.
+    """The PEP 3333 environ for a request (described as an ASGI HTTP `scope`) whose body was read whole.
 
     PATH_INFO is the percent-decoded path as latin-1 text, as gunicorn's own WSGI
     workers give it.  The body is de-chunked, so CONTENT_LENGTH is its length and
@@ -78,6 +63,8 @@ def wsgi_environ(scope: dict, body: bytes) -> dict:
         "SCRIPT_NAME": scope.get("root_path", ""),
         "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
         "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "RAW_URI": raw_path.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1")
+                                                 if scope.get("query_string") else ""),
         "SERVER_NAME": str(server[0]),
         "SERVER_PORT": str(server[1]),
         "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
@@ -137,32 +124,25 @@ def call_app(app: WSGIApp, environ: dict) -> tuple[int, list[tuple[bytes, bytes]
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-def _settle(answer: asyncio.Future, result: Answer) -> None:
-    """On the loop: hand a request thread's result to the request waiting for it (unless it gave up)."""
-    if not answer.done():
-        answer.set_result(result)
-
-
 class RequestThreads:
-    """`count` threads that run `run(environ)` for the event loop, each call handed over once each way.
+    """`count` threads that run the calls the event loop hands them, from one queue.
 
     Why not `loop.run_in_executor`: it wraps every call in a concurrent future,
     an asyncio future and two chained callbacks, and the loop needs two turns
-    to see a result.  Here a call is one item on a `SimpleQueue` and its result
-    one `call_soon_threadsafe`.
+    to see a result.  Here a call is one item on a `SimpleQueue`, and the call
+    itself tells the loop what it must know (`http_connection.Connection._serve`).
     """
 
-    def __init__(self, count: int, run: Callable[[dict], Answer]):
-        self._run = run
+    def __init__(self, count: int):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._serve, name=f"request-{n}", daemon=True)
                          for n in range(count)]
         for thread in self._threads:
             thread.start()
 
-    def submit(self, loop: asyncio.AbstractEventLoop, answer: asyncio.Future, environ: dict) -> None:
-        """Run the call in a free thread; `answer` gets its result, on `loop`."""
-        self._jobs.put((loop, answer, environ))
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run `job()` in the first free thread."""
+        self._jobs.put(job)
 
     def stop(self) -> None:
         """Let every thread finish the call it is running, then end them all (blocks)."""
@@ -173,22 +153,18 @@ class RequestThreads:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, answer, environ = job
-            result = self._run(environ)
             try:
-                loop.call_soon_threadsafe(_settle, answer, result)
-            except RuntimeError:  # the loop has closed: the worker is exiting and nobody waits
-                pass
+                job()
+            except Exception:  # noqa: BLE001 - a thread that died would shrink the pool for good
+                log.exception("a request thread's call failed")
 
 
 class WSGIBridge:
-    """An ASGI app that serves a WSGI app from a pool of `threads`, once each request is whole."""
+    """The WSGI app, its request threads and the calls running in them; an ASGI app for the lifespan only."""
 
-    def __init__(self, app: WSGIApp, *, threads: int, max_body: int, body_timeout: float):
+    def __init__(self, app: WSGIApp, *, threads: int):
         self.app = app
-        self.max_body = max_body
-        self.body_timeout = body_timeout
-        self.threads = RequestThreads(threads, self._run)
+        self.threads = RequestThreads(threads)
         self.running: dict[int, Running] = {}
         self._ids = itertools.count()
 
@@ -202,11 +178,9 @@ class WSGIBridge:
         self.threads.stop()
 
     async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
+        """gunicorn's asyncio worker runs the lifespan through here; requests never come this way."""
+        if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        # anything else (a WebSocket) is not served: returning closes it
 
     async def _lifespan(self, receive, send) -> None:
         """Start at once; at shutdown (connections drained) let the request threads finish."""
@@ -219,54 +193,7 @@ class WSGIBridge:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _body(self, receive) -> bytes:
-        """The whole body, read on the event loop; BodyTooLarge past the limit, ClientGone on a close.
-
-        A small body has usually arrived with the headers, and then `receive()`
-        answers without waiting.
-        """
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise BodyTooLarge
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    async def _refuse(self, send, status: int) -> None:
-        """A problem, announcing the close; the worker closes the connection, whose body is unread."""
-        body = problem_body(status)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _http(self, scope: dict, receive, send) -> None:
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                body = await self._body(receive)
-        except BodyTooLarge:
-            await self._refuse(send, 413)
-            return
-        except TimeoutError:
-            await self._refuse(send, 408)
-            return
-        except ClientGone:
-            return
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-        self.threads.submit(loop, answer, wsgi_environ(scope, body))
-        status, headers, content = await answer
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
-
-    def _run(self, environ: dict) -> Answer:
+    def run(self, environ: dict) -> Answer:
         """In a request thread: the app's answer, recorded as running meanwhile; a crash is a 500 problem."""
         key = next(self._ids)
         self.running[key] = Running(time.monotonic(), environ["REQUEST_METHOD"], environ["PATH_INFO"])
