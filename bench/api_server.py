@@ -1,6 +1,6 @@
 """Which server for the API: confirms/s, POST latency and slow-client behaviour, in turns on one platform.
 
-    .venv/bin/python bench/api_server.py [--rounds 3] [--seconds 8] [--connections 50]
+    .venv/bin/python bench/api_server.py [--rounds 3] [--warmup-rounds 1] [--seconds 8] [--connections 50]
                                          [--granian /path/to/venv/bin/granian]
 
 One platform, its workers stopped (the accept path alone).  Each round serves
@@ -19,7 +19,11 @@ port of its own:
 For each: `wrk` POSTs bookings at `--connections` for `--seconds` (confirms/s,
 p50, p99), then with 8 connections that sent half a request line and then
 nothing, 10 sequential `GET /healthz`, each given 2 s (how many answered, and
-their median).  Ratios to `booking` are paired by round; medians over rounds.
+their median).  Ratios to `booking` (confirms/s and POST p99) are paired by
+round; medians over rounds.  The candidates run in turns, every other round in
+the reverse order, after `--warmup-rounds` rounds on the platform just
+started (Postgres's cache, the pool's connections), which the result keeps
+under `warmup` but the medians leave out.
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ def slow_probe(port: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup-rounds", type=int, default=1,
+                    help="rounds run first, kept in the result as `warmup` and left out of the medians")
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--granian", default=None, help="a granian executable, to include it")
@@ -117,6 +123,7 @@ def main() -> None:
     if "booking" not in names:
         raise SystemExit("bench: the ratios are to `booking`; keep it in --servers")
     rounds: list[dict] = []
+    warmup: list[dict] = []
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
     with tempfile.TemporaryDirectory() as tmp:
         platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(), env=env))
@@ -126,9 +133,11 @@ def main() -> None:
                 platform.stop_component(name)
             platform.stop_component("api")  # the candidates take its place, one at a time
             token = platform.admin_token
-            for _ in range(args.rounds):
+            for index in range(-args.warmup_rounds, args.rounds):
                 row = {}
-                for name in names:
+                # Every other round in the reverse order, so a machine that speeds up or slows
+                # down during a round does not favour whichever candidate always runs first.
+                for name in names if index % 2 == 0 else names[::-1]:
                     child, port = serve(platform, name, args.granian)
                     try:
                         base = f"http://127.0.0.1:{port}"
@@ -137,8 +146,8 @@ def main() -> None:
                         row[name] = {"wrk_post": load, "slow_clients": slow_probe(port)}
                     finally:
                         child.stop()
-                    print(name, row[name], flush=True)
-                rounds.append(row)
+                    print("warm-up" if index < 0 else index, name, row[name], flush=True)
+                (rounds if index >= 0 else warmup).append(row)
         finally:
             platform.stop()
 
@@ -156,8 +165,11 @@ def main() -> None:
             "healthz_answered_of_10_with_8_slow": [r["slow_clients"]["answered_of_10"] for r in runs],
             "rps_over_booking_paired_median": med([r["wrk_post"]["rps"] / b["wrk_post"]["rps"]
                                                    for r, b in zip(runs, [x["booking"] for x in rounds], strict=True)]),
+            "p99_over_booking_paired_median": med([r["wrk_post"]["p99_ms"] / b["wrk_post"]["p99_ms"]
+                                                   for r, b in zip(runs, [x["booking"] for x in rounds], strict=True)]),
         }
-    report.write({"connections": args.connections, "seconds": args.seconds, "rounds": rounds,
+    report.write({"connections": args.connections, "seconds": args.seconds, "warmup": warmup,
+                  "rounds": rounds,
                   "summary": summary, "command": report.command()}, args.out)
 
 

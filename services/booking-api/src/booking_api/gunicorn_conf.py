@@ -19,11 +19,12 @@ from pathlib import Path
 #: Reads requests on an event loop and runs the app in `--threads` threads once a request is
 #: whole, so slow or idle clients hold no thread (gunicorn_worker.py says why and how).
 worker_class = "booking_api.gunicorn_worker.Worker"
-#: The worker's event loop.  Each request takes the loop a few turns, and between turns the loop
-#: waits for the GIL that the request threads hold; uvloop's turns are C, not Python, so it waits
-#: less and does more per turn.  With it the worker answered 1.2x the confirms per second (bench/
-#: README.md, "The API's server: the worker's rate").  Named, not "auto": a missing uvloop must stop
-#: the start rather than quietly cost that.
+#: The worker's event loop.  Each request takes the loop two turns, and at each the loop waits
+#: for the GIL that the request threads hold; uvloop's turns are C, not Python.  Six paired
+#: rounds at 50 connections (bench/README.md, "The API's server: the worker's rate"): with
+#: uvloop 1.22x gthread's confirms per second and 1.96 ms of API CPU per confirm, with asyncio
+#: 0.95x and 2.21 ms.  Named, not "auto", and the worker refuses to start without it: gunicorn
+#: would fall back to asyncio with only a warning.
 asgi_loop = "uvloop"
 #: Each worker binds a listening socket of its own (SO_REUSEPORT) and the kernel spreads new
 #: connections across them.  On one shared socket, whichever worker woke first accepted: a

@@ -63,11 +63,11 @@ def _seconds(name: str, default: float) -> float:
 HEADER_TIMEOUT_SECONDS = _seconds("BOOKING_HEADER_TIMEOUT_SECONDS", 10.0)
 #: How long a request's body may take to arrive once its headers have.
 BODY_TIMEOUT_SECONDS = _seconds("BOOKING_BODY_TIMEOUT_SECONDS", 10.0)
-#: Every turn of the event loop (a request takes a few) waits for the GIL, which a busy
-#: request thread gives up only after the switch interval (5 ms by default).  At 1 ms the
-#: worker answered 1.06-1.32x the confirms of the 5 ms default (asyncio loop, executor
-#: bridge); with uvloop and the lighter bridge 5 ms answered as many confirms but tripled
-#: the POST p99, and 0.5 or 0.2 ms answered fewer (bench/README.md, "The API's server").
+#: Each request takes two turns of the event loop, and at each the loop waits for the GIL,
+#: which a busy request thread gives up only after the switch interval (5 ms by default).
+#: Eight paired rounds at 50 connections (bench/README.md, "The API's server: the worker's
+#: rate"): at 1 ms the worker answered 1.09x gthread's confirms with 0.95x its POST p99; at
+#: 5 ms as many confirms, but 1.21x gthread's p99.
 GIL_SWITCH_INTERVAL_SECONDS = 0.001
 
 
