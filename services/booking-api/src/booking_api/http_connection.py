@@ -215,6 +215,8 @@ class Connection(asyncio.Protocol):
         self._arm(self.header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused or timed out: what else it sends is not read, let alone served
         if not self.busy:
             self.partial = True
         try:
@@ -235,6 +237,9 @@ class Connection(asyncio.Protocol):
     def _on_headers_complete(self) -> bool:
         self._disarm()
         request = CallbackRequest.from_parser(self.parser)
+        # gunicorn's own header policy, as its asyncio protocol applies it: underscored names are
+        # dropped, scheme headers count only from `forwarded_allow_ips`.  A private name: if an
+        # upgrade moves it, the import fails and the worker does not start, not serve without it.
         _RequestHeaderPolicy(self.cfg, self.peer, request.scheme, request.version).apply(request)
         status = refusal(request.version, request.headers_bytes,
                          None if request.chunked else request.content_length, self.max_body)
