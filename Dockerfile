@@ -54,7 +54,8 @@ USER 10001:10001
 
 # gunicorn handles SIGTERM: it stops accepting, lets requests finish within the
 # graceful timeout (booking_api.gunicorn_conf), then exits. It listens on
-# 0.0.0.0:$PORT with $WEB_CONCURRENCY gthread workers; more flags go in
+# 0.0.0.0:$PORT with $WEB_CONCURRENCY workers (booking_api.gunicorn_worker: requests
+# are read on an event loop, each runs in one of --threads threads); more flags go in
 # GUNICORN_CMD_ARGS. Prometheus metrics (every worker's, summed through
 # PROMETHEUS_MULTIPROC_DIR, a dir under /tmp unless set) are served by the master on
 # $BOOKING_METRICS_PORT (9100), a port of their own that an Ingress for $PORT never

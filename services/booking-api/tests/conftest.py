@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from served_api import ServedApi
 
 from booking_api import create_app
 from booking_core.model import tenants
@@ -102,3 +103,11 @@ def gunicorn(settings, tmp_path):
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served_api(database_url, redis_url, tmp_path_factory):
+    """The API as the platform serves it: 2 workers × 4 threads, default deadlines (one per module)."""
+    api = ServedApi(database_url, redis_url, tmp_path_factory.mktemp("api")).wait_serving()
+    yield api
+    api.stop()

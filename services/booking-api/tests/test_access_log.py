@@ -21,3 +21,18 @@ def test_the_mode_defaults_to_errors_and_reads_any_case():
 def test_an_unknown_mode_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="errors, all, off"):
         mode_from_env({"BOOKING_ACCESS_LOG": "verbose"})
+
+
+def test_a_refusal_gunicorn_builds_itself_is_logged_by_its_status():
+    """gunicorn's own refusal responses have `status` but no `status_code`: reading that one raised
+    mid-refusal and the client got no answer (issue 18)."""
+    from gunicorn.http.wsgi import Response
+
+    from booking_api.access_log import status_of
+
+    resp = Response(None, None, None)
+    resp.status = "400 Bad Request"
+    assert not hasattr(resp, "status_code")
+    assert status_of(resp) == 400
+    assert status_of(type("Info", (), {"status": 431})()) == 431  # the asyncio worker's log record
+    assert status_of(Response(None, None, None)) == 0

@@ -42,5 +42,19 @@ class AccessLog(Logger):
     mode = mode_from_env()
 
     def access(self, resp, req, environ, request_time) -> None:
-        if wanted(self.mode, resp.status_code or 0):
+        if wanted(self.mode, status_of(resp)):
             super().access(resp, req, environ, request_time)
+
+
+def status_of(resp) -> int:
+    """The status of what gunicorn logs: "400 Bad Request" or 400 alike, as gunicorn's own line reads it.
+
+    Not `resp.status_code`: a response gunicorn builds for its own refusals never
+    gets one, and reading it raised in the middle of the refusal, which then
+    closed the connection without sending it.
+    """
+    status = getattr(resp, "status", None)
+    try:
+        return int(str(status).split(None, 1)[0]) if status else 0
+    except ValueError:
+        return 0

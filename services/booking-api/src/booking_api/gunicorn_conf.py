@@ -16,7 +16,16 @@ import socket
 import tempfile
 from pathlib import Path
 
-worker_class = "gthread"
+#: Reads requests on an event loop and runs the app in `--threads` threads once a request is
+#: whole, so slow or idle clients hold no thread (gunicorn_worker.py says why and how).
+worker_class = "booking_api.gunicorn_worker.Worker"
+#: The worker's event loop.  Each request takes the loop two turns, and at each the loop waits
+#: for the GIL that the request threads hold; uvloop's turns are C, not Python.  Six paired
+#: rounds at 50 connections (bench/README.md, "The API's server: the worker's rate"): with
+#: uvloop 1.22x gthread's confirms per second and 1.96 ms of API CPU per confirm, with asyncio
+#: 0.95x and 2.21 ms.  Named, not "auto", and the worker refuses to start without it: gunicorn
+#: would fall back to asyncio with only a warning.
+asgi_loop = "uvloop"
 #: Each worker binds a listening socket of its own (SO_REUSEPORT) and the kernel spreads new
 #: connections across them.  On one shared socket, whichever worker woke first accepted: a
 #: burst's 50 connections split as unevenly as 41/9 or 44/6, so one GIL served most of it.
@@ -86,13 +95,6 @@ def when_ready(server) -> None:
     port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
     metrics_server.serve(Settings.from_env(), os.environ["PROMETHEUS_MULTIPROC_DIR"], host, port)
     server.log.info("metrics on http://%s:%d/metrics", host, port)
-
-
-def post_worker_init(worker) -> None:
-    """gunicorn's own refusals (431, 414, 400) answer as problem+json, like the app's errors."""
-    from booking_api import gunicorn_errors
-
-    gunicorn_errors.install()
 
 
 def child_exit(server, worker) -> None:

@@ -1,0 +1,112 @@
+"""How the API's worker speaks HTTP/1.1 once a request is whole, against the real server (issue 18).
+
+The worker's connection (`booking_api/http_connection.py`) writes each answer
+from the request thread that made it and leaves what the socket did not take
+to the event loop; these tests hold it to keep-alive, pipelining, HEAD,
+`100 Continue` and slow readers.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from served_api import ServedApi
+
+TESTS = str(Path(__file__).parent)
+
+
+@pytest.fixture(scope="module")
+def plain(database_url, redis_url, tmp_path_factory):
+    """The API's gunicorn settings and worker serving `hanging_app` (one worker, 4 threads)."""
+    api = ServedApi(database_url, redis_url, tmp_path_factory.mktemp("plain"), workers=1, app="hanging_app:app",
+                    extra=("--pythonpath", TESTS)).wait_serving()
+    yield api
+    api.stop()
+
+
+def read_response(sock: socket.socket, buffered: bytes = b"", *, to_head: bool = False
+                  ) -> tuple[bytes, dict[str, str], bytes, bytes]:
+    """One response off `sock`: (status line, headers, body by Content-Length unless `to_head`, bytes past it)."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data[:300]!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+    length = 0 if to_head else int(headers.get("content-length", 0))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the whole body"
+        rest += chunk
+    return status.encode(), headers, rest[:length], rest[length:]
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(plain):
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst"
+                     b"GET /sleep?0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nthird\r\n0\r\n\r\n")
+        answers, rest = [], b""
+        for _ in range(3):
+            status, headers, body, rest = read_response(sock, rest)
+            answers.append((status, body))
+            assert "connection" not in headers  # kept alive
+    assert answers == [(b"HTTP/1.1 201 Created", b"first"), (b"HTTP/1.1 200 OK", b"slept 0.2\n"),
+                       (b"HTTP/1.1 201 Created", b"third")]
+
+
+def test_head_gets_the_length_and_no_body_and_http10_keep_alive_is_honoured(plain):
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=10) as sock:
+        sock.sendall(b"HEAD /big?1000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, headers, _, rest = read_response(sock, to_head=True)
+        assert (status, headers["content-length"], headers["connection"]) == (b"HTTP/1.1 200 OK", "1000",
+                                                                             "keep-alive")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            rest += sock.recv(1)  # no body follows the HEAD's head
+        sock.settimeout(10)
+        assert rest == b""
+        sock.sendall(b"GET /big?10 HTTP/1.0\r\n\r\n")  # HTTP/1.0 without keep-alive: answered, then closed
+        status, headers, body, _ = read_response(sock)
+        assert (status, body, headers["connection"]) == (b"HTTP/1.1 200 OK", b"x" * 10, "close")
+        assert sock.recv(1) == b""
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(plain):
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"body")
+        status, _, body, _ = read_response(sock)
+    assert (status, body) == (b"HTTP/1.1 201 Created", b"body")
+
+
+def test_clients_that_do_not_read_their_large_answers_hold_no_thread(plain):
+    """Five 16 MB answers nobody reads yet (one more than the 4 threads): /healthz still answers, and they arrive whole.
+
+    No socket takes 16 MB at once, so each thread writes what fits and the
+    event loop the rest; a thread that waited for the client would be held.
+    """
+    size = 16 * 1024 * 1024
+    with ExitStack() as stack:
+        readers = []
+        for _ in range(5):
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", plain.port), timeout=30))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(f"GET /big?{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            readers.append(sock)
+        time.sleep(0.5)  # the five answers are made and their sockets full
+        with socket.create_connection(("127.0.0.1", plain.port), timeout=5) as probe:
+            start = time.monotonic()
+            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, _, _ = read_response(probe)
+            assert status == b"HTTP/1.1 200 OK" and time.monotonic() - start < 1
+        for sock in readers:
+            status, _, body, _ = read_response(sock)
+            assert status == b"HTTP/1.1 200 OK" and len(body) == size and body.count(b"x") == size
