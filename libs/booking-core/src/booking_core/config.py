@@ -42,6 +42,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    """Read a number variable, naming the variable when it is not one."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     """A yes/no variable (true/false, 1/0, yes/no), naming the variable when it is neither."""
     raw = (env.get(name) or "").strip().lower()
@@ -108,6 +119,12 @@ class Settings:
     trace_url_template: str = ""
     #: How often each worker reads the paused queues (queues/pauses.py) from Postgres: one small query.
     pause_poll_ms: int = 1_000
+    #: The default plan (booking_core.model.plans): a tenant without a plan of its own is admitted
+    #: at this sustained rate of bookings per second with bursts of this many, and weighs this much
+    #: in the fair share of the async work.
+    plan_default_rate: float = 50.0
+    plan_default_burst: int = 500
+    plan_default_weight: int = 1
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     @property
@@ -144,6 +161,16 @@ class Settings:
         event_history = _int(env, "BOOKING_EVENT_HISTORY_DAYS", 30)
         if event_history < 0:
             raise ValueError(f"BOOKING_EVENT_HISTORY_DAYS must be 0 (keep every event) or more, got {event_history}")
+        plan_rate = _float(env, "BOOKING_PLAN_DEFAULT_RATE", 50.0)
+        plan_burst = _int(env, "BOOKING_PLAN_DEFAULT_BURST", 500)
+        plan_weight = _int(env, "BOOKING_PLAN_DEFAULT_WEIGHT", 1)
+        # The bounds of booking_core.model.plans.check, said here so that a bad default stops the start.
+        if not 0 < plan_rate <= 100_000:
+            raise ValueError(f"BOOKING_PLAN_DEFAULT_RATE must be above 0 and at most 100000, got {plan_rate:g}")
+        if not 1 <= plan_burst <= 1_000_000:
+            raise ValueError(f"BOOKING_PLAN_DEFAULT_BURST must be from 1 to 1000000, got {plan_burst}")
+        if not 1 <= plan_weight <= 1_000:
+            raise ValueError(f"BOOKING_PLAN_DEFAULT_WEIGHT must be from 1 to 1000, got {plan_weight}")
         return cls(
             database_url=env["DATABASE_URL"],
             redis_url=env["REDIS_URL"],
@@ -168,5 +195,8 @@ class Settings:
             trust_forwarded_proto=_bool(env, "BOOKING_TRUST_FORWARDED_PROTO"),
             trace_url_template=_trace_template(env.get("BOOKING_TRACE_URL_TEMPLATE") or ""),
             pause_poll_ms=pause_poll,
+            plan_default_rate=plan_rate,
+            plan_default_burst=plan_burst,
+            plan_default_weight=plan_weight,
             retry=retry,
         )
