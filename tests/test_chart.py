@@ -723,6 +723,16 @@ def database_digest(url: str) -> dict[str, str]:
 @pytest.mark.e2e
 def test_rendered_commands_and_env_run_the_platform_and_the_helm_test_passes_writing_nothing(
         helm, database_url, redis_url, tmp_path):
+    from scratch_database import scratch_database
+
+    # A database of its own: on the shared one the release's relay and workers would run
+    # what other tests left in the outbox while the helm test runs, and that is no write of its.
+    with scratch_database(database_url, "chart") as own_database:
+        run_release_and_helm_test(helm, own_database, redis_url, tmp_path)
+
+
+def run_release_and_helm_test(helm, database_url, redis_url, tmp_path):
+    """Migrate, start the rendered release, run the helm test and check it wrote nothing, then make it fail."""
     from booking_embedded import EmbeddedSmtp, free_port
 
     smtp = EmbeddedSmtp(tmp_path / "mail", free_port(), tmp_path / "logs")
