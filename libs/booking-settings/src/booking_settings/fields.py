@@ -47,12 +47,18 @@ class Var:
 
 
 def env(name: str, default: Any = dataclasses.MISSING, *, required: bool = False,
-        parse: Callable[[str], Any] | None = None, low: float | None = None, high: float | None = None,
-        above: float | None = None, choices: tuple[str, ...] = ()) -> Any:
-    """A dataclass field read from variable `name`; `low`/`high` inclusive, `above` exclusive bounds."""
+        factory: Callable[[], Any] | None = None, parse: Callable[[str], Any] | None = None,
+        low: float | None = None, high: float | None = None, above: float | None = None,
+        choices: tuple[str, ...] = ()) -> Any:
+    """A dataclass field read from variable `name`; `low`/`high` inclusive, `above` exclusive bounds.
+
+    `factory` makes a mutable default (a dict), as dataclasses' `default_factory`.
+    """
     var = Var(name, required, parse, low, high, above, choices)
     if required:
         return dataclasses.field(metadata={KEY: var})
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={KEY: var})
     return dataclasses.field(default=default, metadata={KEY: var})
 
 

@@ -48,11 +48,11 @@ DEMO_TENANT = "demo"
 
 @dataclass
 class PlatformConfig:
-    """What to run and where; `env` holds URLs and tunables given by the caller."""
+    """What to run and where; `env` holds URLs and tunables given by the caller (the CLI: its environment)."""
 
     data_dir: Path
     port: int = 8000
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    env: dict[str, str] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=lambda: {"email": 1, "invoice": 1, "audit": 1})
     #: Per-queue scaling policies; None runs `workers` processes per queue, fixed.
     autoscale: dict[str, Policy] | None = None
