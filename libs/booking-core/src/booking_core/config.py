@@ -161,7 +161,8 @@ class MetricsAddress:
     """Where a process that is not a Dramatiq worker (the API's gunicorn master, the relay) serves /metrics."""
 
     host: str = env("BOOKING_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the pod's own metrics port
-    port: int = env("BOOKING_METRICS_PORT", 9100, low=1, high=65_535)
+    #: 0: a free port the kernel picks (tests).
+    port: int = env("BOOKING_METRICS_PORT", 9100, low=0, high=65_535)
 
     def __post_init__(self) -> None:
         check(self)

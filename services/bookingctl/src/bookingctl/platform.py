@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from booking_core import db
+from booking_core.config import Settings
 from booking_core.db.migrate import migrate
 from booking_core.model import tenants
 from booking_embedded import (
@@ -111,7 +112,7 @@ class Platform:
             if self.config.autoscale is not None:
                 # The API's own latency histogram: scale-ups wait while the accept path is over budget.
                 self.autoscaler = Autoscaler(self.config.autoscale, self.urls["REDIS_URL"],
-                                             self.child_env().get("BOOKING_REDIS_NAMESPACE") or "dramatiq",
+                                             Settings.from_env(self.child_env()).redis_namespace,
                                              api_metrics_url=self.metrics_urls.get("api"),
                                              database_url=self.urls["DATABASE_URL"])
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
