@@ -8,21 +8,21 @@ import os
 
 from aiohttp import web
 
+from booking_core.config import Settings
+from booking_events.admission import StreamLimits
 from booking_events.app import SERVER_OPTIONS, create_app
 from booking_events.settings import EventsSettings
 from booking_settings.boot import boot
+from booking_settings.fields import variables
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve on BOOKING_EVENTS_HOST:BOOKING_EVENTS_PORT (default 0.0.0.0:8001)."""
     argparse.ArgumentParser(
         prog="booking-events", description=__doc__,
-        epilog="Settings come from the environment: DATABASE_URL, REDIS_URL, BOOKING_STATUS_SECRET, "
-               "BOOKING_EVENTS_HOST, BOOKING_EVENTS_PORT, BOOKING_EVENTS_HEARTBEAT_MS, BOOKING_EVENTS_POLL_MS, "
-               "BOOKING_EVENTS_MAX_STREAMS_PER_LINK, BOOKING_EVENTS_MAX_STREAMS_PER_CLIENT, "
-               "BOOKING_EVENTS_STREAM_SETUPS, BOOKING_FORWARDED_FOR_HOPS; "
-               "the ops console: BOOKING_OPS_SESSION_MAX_SECONDS, BOOKING_OPS_SESSION_IDLE_SECONDS, "
-               "BOOKING_TRUST_FORWARDED_PROTO, BOOKING_TRACE_URL_TEMPLATE.",
+        epilog="Settings come from the environment (README.md, Configuration): "
+               + ", ".join(variables(EventsSettings) + variables(StreamLimits)) + ", and the shared ones: "
+               + ", ".join(variables(Settings)) + ".",
     ).parse_args(argv)
     settings = boot(lambda: EventsSettings.from_env(os.environ), "booking-events")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
