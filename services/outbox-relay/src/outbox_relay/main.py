@@ -9,8 +9,10 @@ import signal
 
 from prometheus_client import start_http_server
 
-from booking_core.config import Settings
+from booking_core import db
+from booking_core.config import MetricsAddress, Settings
 from booking_core.telemetry.sdk import setup_tracing, shutdown
+from booking_settings.boot import boot
 from outbox_relay.reconcile import Reconciler
 from outbox_relay.relay import Relay
 
@@ -27,6 +29,8 @@ environment:
                                 after this many days (30); open ones are kept
   BOOKING_METRICS_HOST, _PORT   where /metrics listens (0.0.0.0, 9100)
   OTEL_*                        OpenTelemetry exporter settings
+  and the shared variables of the README's Configuration table; a bad value stops
+  the relay before it starts, with exit status 2 and the variable's name
 """
 
 
@@ -39,15 +43,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the relay until SIGTERM or SIGINT."""
+    """Run the relay until SIGTERM or SIGINT; a bad setting stops it first (exit 2, naming the variable)."""
     parse_args(argv)
+    settings, metrics = boot(lambda: (Settings.from_env(os.environ), MetricsAddress.from_env(os.environ)),
+                             "booking-relay")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    db.set_backend_nice(settings.db_backend_nice)
     setup_tracing("booking-relay")
-    host = os.environ.get("BOOKING_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the pod's own metrics port
-    port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
-    start_http_server(port, addr=host)
-    log.info("metrics on http://%s:%d/metrics", host, port)
-    settings = Settings.from_env()
+    start_http_server(metrics.port, addr=metrics.host)
+    log.info("metrics on http://%s:%d/metrics", metrics.host, metrics.port)
     relay = Relay(settings)
     reconciler = Reconciler(settings)
 
