@@ -96,8 +96,8 @@ def test_a_call_that_raises_leaves_its_thread_serving():
     ((200, [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"ok"), {"close": False, "keep_alive_10": False, "head_only": False},
      [b"HTTP/1.1 500 Internal Server Error", b"Content-Type: text/plain", b"Content-Length: 21", b"",
       b"Internal Server Error"]),
-], ids=["app length replaced, the app's spelling kept", "framing headers dropped, close", "HEAD keeps the length", "204 has no body",
-        "a header that would split the response"])
+], ids=["app length replaced, the app's spelling kept", "framing headers dropped, close", "HEAD keeps the length",
+        "204 has no body", "a header that would split the response"])
 def test_the_response_bytes(answer, options, expected):
     lines = render(answer, **options).split(b"\r\n")
     assert lines[1].startswith(b"Date: ") and lines[1].endswith(b" GMT")
