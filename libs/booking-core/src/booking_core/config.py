@@ -107,6 +107,9 @@ class Settings:
     #: The reconciler re-publishes an unfinished task idle this long with no message anywhere;
     #: 0 means the default, max(2 x heartbeat timeout, 120 s) (it must exceed the heartbeat timeout).
     reconcile_after_ms: int = 0
+    #: A running bulk dead-letter job whose runner has not reported for this long is taken over by
+    #: another runner (booking_core.ops.bulkjobs): its runner's process died.
+    bulk_job_stale_ms: int = 60_000
     #: Ops console sessions end this long after sign-in, whatever happens (absolute limit).
     ops_session_max_seconds: int = 8 * 3600
     #: ... and this long after the operator's last request (idle limit).
@@ -156,6 +159,9 @@ class Settings:
             raise ValueError(f"BOOKING_RECONCILE_AFTER_MS ({reconcile}) must exceed BOOKING_HEARTBEAT_TIMEOUT_MS "
                              f"({heartbeat})")
         pause_poll = _int(env, "BOOKING_PAUSE_POLL_MS", 1_000)
+        bulk_stale = _int(env, "BOOKING_BULK_JOB_STALE_MS", 60_000)
+        if bulk_stale < 1_000:
+            raise ValueError(f"BOOKING_BULK_JOB_STALE_MS must be at least 1000, got {bulk_stale}")
         if pause_poll < 10:
             raise ValueError(f"BOOKING_PAUSE_POLL_MS must be at least 10, got {pause_poll}")
         event_history = _int(env, "BOOKING_EVENT_HISTORY_DAYS", 30)
@@ -190,6 +196,7 @@ class Settings:
             dead_letter_retention_days=_int(env, "BOOKING_DEAD_LETTER_RETENTION_DAYS", 30),
             event_history_days=event_history,
             reconcile_after_ms=reconcile,
+            bulk_job_stale_ms=bulk_stale,
             ops_session_max_seconds=_int(env, "BOOKING_OPS_SESSION_MAX_SECONDS", 8 * 3600),
             ops_session_idle_seconds=_int(env, "BOOKING_OPS_SESSION_IDLE_SECONDS", 8 * 3600),
             trust_forwarded_proto=_bool(env, "BOOKING_TRUST_FORWARDED_PROTO"),

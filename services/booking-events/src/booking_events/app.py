@@ -13,7 +13,6 @@ from booking_core.config import Settings
 from booking_events import api_views, ops_routes, page_views
 from booking_events.admission import StreamLimits, StreamSlots
 from booking_events.keys import (
-    BULK_TASKS,
     HEARTBEAT_SECONDS,
     LIMITS,
     POLLER,
@@ -30,7 +29,6 @@ from booking_events.tokenwatch import TokenWatch
 #: `handler_cancellation`: a client that drops its connection cancels its handler at once,
 #: so an open stream is freed then (its subscription, its slot), not at its next heartbeat,
 #: when the write would fail and aiohttp would log the failure as an ERROR with a traceback.
-#: Handlers that change state in more than one step shield those steps (`start_bulk`).
 SERVER_OPTIONS = {"handler_cancellation": True, "access_log": None}
 
 
@@ -62,7 +60,6 @@ def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seco
     app[SETUPS] = asyncio.Semaphore(app[LIMITS].setups)
     # The ops console's queue depth and dead-letter cache; a stalled Redis must not hang a page.
     app[REDIS] = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    app[BULK_TASKS] = set()
 
     async def lifecycle(app: web.Application):
         await app[POLLER].start()

@@ -1,4 +1,4 @@
-"""Entry point `booking-relay`: logging, tracing, the metrics server, signals, the loop."""
+"""Entry point `booking-relay`: logging, tracing, the metrics server, signals, the loop, the bulk-job runner."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 from prometheus_client import start_http_server
 
 from booking_core.config import Settings
+from booking_core.ops.bulkrunner import BulkJobRunner
 from booking_core.telemetry.sdk import setup_tracing, shutdown
 from outbox_relay.reconcile import Reconciler
 from outbox_relay.relay import Relay
@@ -25,6 +26,8 @@ environment:
                                 message anywhere (max(2 x heartbeat timeout, 120000))
   BOOKING_DEAD_LETTER_RETENTION_DAYS  purge requeued/discarded dead-letter records
                                 after this many days (30); open ones are kept
+  BOOKING_BULK_JOB_STALE_MS     a bulk dead-letter job whose runner has not reported
+                                for this long is resumed by another runner (60000)
   BOOKING_METRICS_HOST, _PORT   where /metrics listens (0.0.0.0, 9100)
   OTEL_*                        OpenTelemetry exporter settings
 """
@@ -50,15 +53,21 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     relay = Relay(settings)
     reconciler = Reconciler(settings)
+    # The bulk dead-letter jobs the API and the console start (booking_core.ops.bulkjobs): run here,
+    # in the one long-lived service every installation has, so they outlive whoever started them.
+    bulk_jobs = BulkJobRunner(settings)
 
     def stop(*_args) -> None:
         relay.stop()
         reconciler.stop()
+        bulk_jobs.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     reconciler.start()
+    bulk_jobs.start()
     relay.run()
     reconciler.join(5)
+    bulk_jobs.join(5)
     shutdown()
     log.info("relay stopped")
