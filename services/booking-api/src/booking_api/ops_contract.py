@@ -44,6 +44,13 @@ def _shared(check):
 AwareTime = Annotated[datetime, BeforeValidator(_shared(filters.check_time)), _schema(format="date-time")]
 
 
+_Queue = Annotated[str, AfterValidator(_shared(filters.check_queue)), _schema(enum=list(QUEUES))]
+_TenantName = Annotated[str, AfterValidator(_shared(filters.check_tenant)), _schema(pattern=f"^{TENANT_NAME.pattern}$")]
+_TenantId = Annotated[str, AfterValidator(_shared(filters.check_tenant_id)), _schema(format="uuid")]
+_ErrorText = Annotated[str, AfterValidator(_shared(filters.check_error)),
+                       _schema(minLength=1, maxLength=MAX_TEXT, pattern=TEXT_PATTERN)]
+
+
 class DeadLetterFilter(BaseModel):
     """Which open dead letters: every given field narrows the selection.
 
@@ -52,16 +59,11 @@ class DeadLetterFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    queue: Annotated[str | None, AfterValidator(_shared(filters.check_queue)),
-                     _schema(enum=list(QUEUES))] = None
-    tenant: Annotated[str | None, AfterValidator(_shared(filters.check_tenant)), Field(
-        description="Only the letters of the tenant of this name.",
-        json_schema_extra={"pattern": f"^{TENANT_NAME.pattern}$"})] = None
-    tenant_id: Annotated[str | None, AfterValidator(_shared(filters.check_tenant_id)), Field(
-        description="Only this tenant's letters (not with `tenant`).", json_schema_extra={"format": "uuid"})] = None
-    error: Annotated[str | None, AfterValidator(_shared(filters.check_error)), Field(
-        description="Only letters whose final error contains this text (case-insensitive, taken literally).",
-        json_schema_extra={"minLength": 1, "maxLength": MAX_TEXT, "pattern": TEXT_PATTERN})] = None
+    queue: _Queue | None = None
+    tenant: Annotated[_TenantName | None, Field(description="Only the letters of the tenant of this name.")] = None
+    tenant_id: Annotated[_TenantId | None, Field(description="Only this tenant's letters (not with `tenant`).")] = None
+    error: Annotated[_ErrorText | None, Field(description="Only letters whose final error contains this text "
+                                                          "(case-insensitive, taken literally).")] = None
     dead_since: Annotated[AwareTime | None, Field(description="Dead at or after this time.")] = None
     dead_before: Annotated[AwareTime | None, Field(description="Dead before this time; later than "
                                                                 "`dead_since` when both are given.")] = None
