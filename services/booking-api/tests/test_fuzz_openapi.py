@@ -35,10 +35,11 @@ from booking_api import idempotency
 from booking_api.contract import MAX_NIGHTS
 from booking_api.cursors import decode_cursor
 from booking_api.openapi_doc import document
-from booking_api.problems import PROBLEM_TYPE, ApiError
+from booking_api.problems import ApiError
 from booking_core.model import tenants
 from booking_core.model.currencies import minor_unit
 from booking_core.tasks import deadletters
+from booking_core.web.problems import PROBLEM_TYPE
 
 #: Examples per operation in the fuzzing phase (the examples and coverage phases add their own few).
 MAX_EXAMPLES = 8

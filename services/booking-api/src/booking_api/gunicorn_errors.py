@@ -15,7 +15,7 @@ import json
 from http import HTTPStatus
 
 from booking_api.contract import MAX_BODY_TEXT
-from booking_api.problems import PROBLEM_TYPE
+from booking_core.web.problems import PROBLEM_TYPE
 
 #: status → (problem code, detail); anything else is a generic `http-error`.
 _KNOWN = {

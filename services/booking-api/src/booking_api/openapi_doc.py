@@ -20,7 +20,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from booking_api import contract as c
 from booking_api import ops_contract as oc
-from booking_api.problems import TITLES
+from booking_core.web.problems import TITLES
 
 _SCHEMAS = "#/components/schemas/{model}"
 
