@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from booking_core import db
 from booking_core.config import Settings
-from booking_events import api_views, ops_routes, page_views
+from booking_events import api_views, ops_routes, page_views, tracing
 from booking_events.admission import StreamLimits, StreamSlots
 from booking_events.keys import (
     HEARTBEAT_SECONDS,
@@ -50,6 +50,7 @@ async def _nosniff(request: web.Request, handler):
 def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seconds: float = 0.15,
                limits: StreamLimits | None = None, recheck_seconds: float = 2.0) -> web.Application:
     """The service; the poller and the token watch start and stop with the app."""
+    tracing.instrument()
     app = web.Application(middlewares=[_nosniff])
     app[SETTINGS] = settings
     app[HEARTBEAT_SECONDS] = heartbeat_seconds

@@ -9,6 +9,7 @@ import os
 from aiohttp import web
 
 from booking_core.config import Settings, _int
+from booking_core.telemetry.sdk import shutdown
 from booking_events.admission import StreamLimits
 from booking_events.app import SERVER_OPTIONS, create_app
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
                "BOOKING_EVENTS_MAX_STREAMS_PER_LINK, BOOKING_EVENTS_MAX_STREAMS_PER_CLIENT, "
                "BOOKING_EVENTS_STREAM_SETUPS, BOOKING_FORWARDED_FOR_HOPS; "
                "the ops console: BOOKING_OPS_SESSION_MAX_SECONDS, BOOKING_OPS_SESSION_IDLE_SECONDS, "
-               "BOOKING_TRUST_FORWARDED_PROTO, BOOKING_TRACE_URL_TEMPLATE.",
+               "BOOKING_TRUST_FORWARDED_PROTO, BOOKING_TRACE_URL_TEMPLATE; traces: OTEL_*.",
     ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     env = os.environ
@@ -39,3 +40,4 @@ def main(argv: list[str] | None = None) -> None:
                 # Open streams never finish by themselves: give them 5 s, then close them
                 # (browsers reconnect with Last-Event-ID), well inside the pod's grace period.
                 shutdown_timeout=5)
+    shutdown()  # the spans still in the exporter's batch
