@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -87,17 +88,28 @@ class Job:
                 "finished_at": self.finished_at.isoformat() if self.finished_at else None}
 
 
-def start(conn: psycopg.Connection, action: str, f: deadletters.Filter, *, actor: str) -> str:
-    """Record a queued job for the runners and wake them; returns its id."""
+def start(conn: psycopg.Connection, action: str, f: deadletters.Filter, *, actor: str,
+          claim: str | None = None) -> str:
+    """Record a queued job for the runners and wake them; returns its id.
+
+    With `claim` (a token of the caller's), the job is recorded already claimed by the
+    caller, who runs it itself (`bookingctl dlq … --all`, to print each letter as it goes);
+    if the caller dies, the job goes stale and a runner resumes it like any other.
+    """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
     with conn.transaction():
         matched = deadletters.count(conn, f)
-        job_id = conn.execute("INSERT INTO ops_bulk_jobs (action, filter, actor, matched) VALUES (%s, %s, %s, %s)"
-                              " RETURNING id::text", (action, Jsonb(filters.to_json(f)), actor, matched)
-                              ).fetchone()["id"]
-        conn.execute(f"NOTIFY {CHANNEL}")
-    return job_id
+        if claim is None:
+            row = conn.execute("INSERT INTO ops_bulk_jobs (action, filter, actor, matched) VALUES (%s, %s, %s, %s)"
+                               " RETURNING id::text", (action, Jsonb(filters.to_json(f)), actor, matched)).fetchone()
+            conn.execute(f"NOTIFY {CHANNEL}")
+        else:
+            row = conn.execute(
+                "INSERT INTO ops_bulk_jobs (action, filter, actor, matched, state, claim, claims, heartbeat_at)"
+                " VALUES (%s, %s, %s, %s, 'running', %s, 1, clock_timestamp()) RETURNING id::text",
+                (action, Jsonb(filters.to_json(f)), actor, matched, claim)).fetchone()
+    return row["id"]
 
 
 _COLUMNS = ("id::text, action, filter, actor, matched, done, state, error, created_at, updated_at, finished_at,"
@@ -163,17 +175,23 @@ def _progress(job_id: str, token: str):
 
 
 def run(conn: psycopg.Connection, client: redis.Redis | None, namespace: str, job_id: str, token: str,
-        *, batch_size: int = BATCH_SIZE) -> None:
-    """Do a claimed job on `conn` (autocommit) to its end, or until its claim is lost."""
+        *, batch_size: int = BATCH_SIZE,
+        on_letter: Callable[[deadletters.DeadLetter], None] | None = None) -> None:
+    """Do a claimed job on `conn` (autocommit) to its end, or until its claim is lost.
+
+    `on_letter` is told of each letter once its batch has committed.
+    """
     job = get(conn, job_id)
     if job is None:
         raise LookupError(f"no bulk job {job_id}")
     done = 0
     try:
-        for _letter in deadletters.apply_all(conn, client, namespace, filters.from_json(job.filter), job.action,
+        for letter in deadletters.apply_all(conn, client, namespace, filters.from_json(job.filter), job.action,
                                              actor=job.actor, batch_size=batch_size,
                                              on_batch=_progress(job_id, token)):
             done += 1
+            if on_letter is not None:
+                on_letter(letter)
     except LostClaim:
         log.warning("bulk job %s: another runner took it over after %d letters here; stopping", job_id, done)
         return
