@@ -9,6 +9,7 @@ reads the same `type`, `title`, `status`, `detail` (and, for invalid input,
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE = "https://booking.example/problems/"
@@ -20,9 +21,19 @@ TITLES = {
 }
 
 
+def title(status: int) -> str:
+    """The problem's title: RFC 9110's reason phrase (its newer wording where Python's is older)."""
+    if status in TITLES:
+        return TITLES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def problem_body(status: int, code: str, detail: str, errors: list[dict] | None = None) -> dict:
     """The problem's fields; `code` becomes its `type` URI, `errors` is left out when there are none."""
-    body = {"type": PROBLEM_TYPE + code, "title": TITLES.get(status, "Error"), "status": status, "detail": detail}
+    body = {"type": PROBLEM_TYPE + code, "title": title(status), "status": status, "detail": detail}
     return body | ({"errors": errors} if errors is not None else {})
 
 
