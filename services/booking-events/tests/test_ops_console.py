@@ -23,20 +23,6 @@ from booking_core.tasks import deadletters
 
 
 @pytest.fixture
-def admin(db_conn, tenant) -> dict:
-    return tenants.create_token(db_conn, tenant["id"], admin=True, label="Grace <on call>")
-
-
-@pytest.fixture
-def console(events_port, admin) -> Client:
-    """A client signed in with an admin token."""
-    c = Client(events_port)
-    status, headers, _ = c.sign_in(admin["token"])
-    assert status == 303 and headers["location"] == "/ops/queues"
-    return c
-
-
-@pytest.fixture
 def dead_letter(db_conn, tenant, make_booking, set_task):
     """Factory: a booking whose email task is dead, with its letter recorded as the worker records it."""
 

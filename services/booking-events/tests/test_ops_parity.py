@@ -15,10 +15,8 @@ import re
 from urllib.parse import urlencode
 
 import pytest
-from console_client import Client
 
 from booking_api import create_app
-from booking_core.model import tenants
 from e2e_helpers import wait_until
 
 #: Bad filters, as a query string would carry them (one or several bad fields each).
@@ -45,18 +43,6 @@ def page_errors(page: str) -> list[dict]:
 @pytest.fixture
 def api(settings):
     return create_app({"TESTING": True, "SETTINGS": settings}).test_client()
-
-
-@pytest.fixture
-def admin(db_conn, tenant) -> dict:
-    return tenants.create_token(db_conn, tenant["id"], admin=True, label="Grace")
-
-
-@pytest.fixture
-def console(events_port, admin) -> Client:
-    c = Client(events_port)
-    assert c.sign_in(admin["token"])[0] == 303
-    return c
 
 
 @pytest.mark.parametrize("bad", BAD, ids=lambda b: "+".join(b))

@@ -23,38 +23,30 @@ from booking_core.ops import bulkjobs
 log = logging.getLogger(__name__)
 
 
-class BulkJobRunner:
-    """Claims and runs bulk jobs on a thread of its own until `stop()`."""
+class BulkJobRunner(threading.Thread):
+    """Claims and runs bulk jobs on a thread of its own (`start()`) until `stop()`."""
 
     def __init__(self, settings: Settings, *, batch_size: int = bulkjobs.BATCH_SIZE):
+        super().__init__(name="bulk-jobs", daemon=True)
         self.settings = settings
         self.batch_size = batch_size
         self.stale_seconds = settings.bulk_job_stale_ms / 1000
         #: Between claims when no NOTIFY comes: often enough to resume a stale job soon after it goes stale.
         self.poll_seconds = min(5.0, max(0.2, self.stale_seconds / 4))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="bulk-jobs", daemon=True)
-        self._thread.start()
+        self._stopping = threading.Event()
 
     def stop(self, *_args) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._stopping.set()
 
     def run(self) -> None:
         client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10, socket_connect_timeout=10)
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 try:
                     self._serve(client)
                 except (psycopg.Error, OSError) as e:  # Postgres went away: its job goes stale and is resumed
                     log.warning("bulk-job runner: %s; retrying in %.1f s", e, self.poll_seconds)
-                    self._stop.wait(self.poll_seconds)
+                    self._stopping.wait(self.poll_seconds)
         finally:
             client.close()
 
@@ -66,7 +58,7 @@ class BulkJobRunner:
                 # runner, rather than at its next write to the client.
                 conn.execute("SET client_connection_check_interval = '2s'")
             conn.execute(f"LISTEN {bulkjobs.CHANNEL}")
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 if self.run_one(conn, client):
                     continue
                 for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
