@@ -105,3 +105,23 @@ def test_a_job_started_from_the_api_is_the_consoles_and_the_reverse(api, console
     job = wait_until(finished_job, timeout=30, what="the console's job finished in the API")
     assert (job["action"], job["counts"]) == ("requeue", {"done": 1, "total": 1})
     assert job["actor"].startswith("ops:Grace")
+
+
+def test_the_api_and_booking_events_send_the_same_security_headers(api, events_port):
+    """One definition (booking_core.web.headers): JSON from either carries it, pages add their stricter own."""
+    import http.client
+
+    from booking_core.web.headers import BASE_SECURITY_HEADERS, FORM_SECURITY_HEADERS
+
+    c = http.client.HTTPConnection("127.0.0.1", events_port, timeout=10)
+    c.request("GET", "/healthz")
+    events = c.getresponse()
+    events.read()
+    c.request("GET", "/ops/")
+    page = c.getresponse()
+    page.read()
+    c.close()
+    from_api = api.get("/healthz")
+    for name, value in BASE_SECURITY_HEADERS.items():
+        assert events.getheader(name) == from_api.headers.get(name) == value, name
+    assert {k: page.getheader(k) for k in FORM_SECURITY_HEADERS} == FORM_SECURITY_HEADERS

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from booking_core import db
 from booking_core.config import Settings
+from booking_core.web.headers import BASE_SECURITY_HEADERS
 from booking_events import api_views, ops_routes, page_views, tracing
 from booking_events.admission import StreamLimits, StreamSlots
 from booking_events.keys import (
@@ -41,9 +42,11 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def _nosniff(request: web.Request, handler):
+async def _security_headers(request: web.Request, handler):
+    """The headers every response carries (booking_core.web.headers); pages set their stricter own."""
     resp = await handler(request)
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    for name, value in BASE_SECURITY_HEADERS.items():
+        resp.headers.setdefault(name, value)
     return resp
 
 
@@ -51,7 +54,7 @@ def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seco
                limits: StreamLimits | None = None, recheck_seconds: float = 2.0) -> web.Application:
     """The service; the poller and the token watch start and stop with the app."""
     tracing.instrument()
-    app = web.Application(middlewares=[_nosniff])
+    app = web.Application(middlewares=[_security_headers])
     app[SETTINGS] = settings
     app[HEARTBEAT_SECONDS] = heartbeat_seconds
     app[POLLER] = Poller(settings.database_url, interval=poll_seconds)

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from booking_core.web.pages import FORM_SECURITY_HEADERS, templates
+from booking_core.web.headers import FORM_SECURITY_HEADERS
+from booking_core.web.pages import templates
 from booking_events.keys import OPS_SESSION
 
 

@@ -19,7 +19,8 @@ from booking_core import db
 from booking_core.model import bookings
 from booking_core.model.currencies import format_amount
 from booking_core.model.status_links import InvalidToken, verify
-from booking_core.web.pages import SECURITY_HEADERS, templates
+from booking_core.web.headers import SECURITY_HEADERS
+from booking_core.web.pages import templates
 from booking_events import eventlog, progress, sse
 from booking_events.admission import StreamsFull
 from booking_events.keys import SETTINGS, SLOTS
