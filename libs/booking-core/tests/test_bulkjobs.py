@@ -102,3 +102,24 @@ def test_a_job_whose_runners_keep_dying_is_failed_not_claimed_for_ever(db_conn, 
 def test_start_refuses_an_unknown_action(db_conn):
     with pytest.raises(ValueError, match="action"):
         bulkjobs.start(db_conn, "delete", deadletters.Filter(), actor="x")
+
+
+def test_the_runner_continues_the_trace_of_the_request_that_started_the_job(db_conn, job_filter, settings):
+    """Tracing off here (no SDK): the runner's work still runs in the starting request's trace context."""
+    from opentelemetry import context, propagate
+
+    from booking_core.telemetry.tracing import current_trace_id
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    _, f = job_filter(2)
+    token = context.attach(propagate.extract({"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}))
+    try:
+        job_id = bulkjobs.start(db_conn, "discard", f, actor="ops:x")
+    finally:
+        context.detach(token)
+    assert current_trace_id() is None
+    seen = []
+    _, claim = bulkjobs.claim(db_conn, stale_seconds=60)
+    bulkjobs.run(db_conn, None, settings.redis_namespace, job_id, claim, on_letter=lambda _d: seen.append(
+        current_trace_id()))
+    assert seen == [trace_id, trace_id]

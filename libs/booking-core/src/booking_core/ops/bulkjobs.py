@@ -33,12 +33,15 @@ from datetime import datetime
 
 import psycopg
 import redis
+from opentelemetry import propagate, trace
 from psycopg.types.json import Jsonb
 
 from booking_core.ops import filters
 from booking_core.tasks import deadletters
+from booking_core.telemetry.tracing import current_carrier
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("booking_core.ops.bulkjobs")
 
 ACTIONS = ("requeue", "discard")
 #: Letters per transaction.
@@ -98,17 +101,20 @@ def start(conn: psycopg.Connection, action: str, f: deadletters.Filter, *, actor
     """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
+    # The starting request's trace, continued by whichever runner does the job.
+    trace_context = Jsonb(carrier) if (carrier := current_carrier()) else None
     with conn.transaction():
         matched = deadletters.count(conn, f)
         if claim is None:
-            row = conn.execute("INSERT INTO ops_bulk_jobs (action, filter, actor, matched) VALUES (%s, %s, %s, %s)"
-                               " RETURNING id::text", (action, Jsonb(filters.to_json(f)), actor, matched)).fetchone()
+            row = conn.execute("INSERT INTO ops_bulk_jobs (action, filter, actor, matched, trace_context)"
+                               " VALUES (%s, %s, %s, %s, %s) RETURNING id::text",
+                               (action, Jsonb(filters.to_json(f)), actor, matched, trace_context)).fetchone()
             conn.execute(f"NOTIFY {CHANNEL}")
         else:
             row = conn.execute(
-                "INSERT INTO ops_bulk_jobs (action, filter, actor, matched, state, claim, claims, heartbeat_at)"
-                " VALUES (%s, %s, %s, %s, 'running', %s, 1, clock_timestamp()) RETURNING id::text",
-                (action, Jsonb(filters.to_json(f)), actor, matched, claim)).fetchone()
+                "INSERT INTO ops_bulk_jobs (action, filter, actor, matched, trace_context, state, claim, claims,"
+                " heartbeat_at) VALUES (%s, %s, %s, %s, %s, 'running', %s, 1, clock_timestamp()) RETURNING id::text",
+                (action, Jsonb(filters.to_json(f)), actor, matched, trace_context, claim)).fetchone()
     return row["id"]
 
 
@@ -184,6 +190,15 @@ def run(conn: psycopg.Connection, client: redis.Redis | None, namespace: str, jo
     job = get(conn, job_id)
     if job is None:
         raise LookupError(f"no bulk job {job_id}")
+    carrier = conn.execute("SELECT trace_context FROM ops_bulk_jobs WHERE id = %s", (job_id,)).fetchone()
+    with _tracer.start_as_current_span(f"bulk {job.action}", context=propagate.extract(carrier["trace_context"] or {}),
+                                       attributes={"booking.bulk_job.id": job_id}):
+        _run(conn, client, namespace, job, token, batch_size, on_letter)
+
+
+def _run(conn: psycopg.Connection, client: redis.Redis | None, namespace: str, job: Job, token: str,
+         batch_size: int, on_letter: Callable[[deadletters.DeadLetter], None] | None) -> None:
+    job_id = job.id
     done = 0
     try:
         for letter in deadletters.apply_all(conn, client, namespace, filters.from_json(job.filter), job.action,

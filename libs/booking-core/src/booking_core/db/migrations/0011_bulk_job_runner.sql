@@ -11,3 +11,5 @@ ALTER TABLE ops_bulk_jobs ADD COLUMN heartbeat_at timestamptz;
 ALTER TABLE ops_bulk_jobs ADD COLUMN claims integer NOT NULL DEFAULT 0;
 -- The runners' claim reads only the open jobs.
 CREATE INDEX ops_bulk_jobs_open ON ops_bulk_jobs (created_at) WHERE state IN ('queued', 'running');
+-- The trace of the request that started the job (W3C carrier), which the runner's work continues.
+ALTER TABLE ops_bulk_jobs ADD COLUMN trace_context jsonb;
