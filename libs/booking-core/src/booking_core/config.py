@@ -111,6 +111,9 @@ class Settings:
     #: The reconciler re-publishes an unfinished task idle this long with no message anywhere;
     #: 0 means the default, max(2 x heartbeat timeout, 120 s) (it must exceed the heartbeat timeout).
     reconcile_after_ms: int = env("BOOKING_RECONCILE_AFTER_MS", 0, low=0)
+    #: A running bulk dead-letter job whose runner has not reported for this long is taken over by
+    #: another runner (booking_core.ops.bulkjobs): its runner's process died.
+    bulk_job_stale_ms: int = env("BOOKING_BULK_JOB_STALE_MS", 60_000, low=1_000)
     #: Ops console sessions end this long after sign-in, whatever happens (absolute limit).
     ops_session_max_seconds: int = env("BOOKING_OPS_SESSION_MAX_SECONDS", 8 * 3600, low=1)
     #: ... and this long after the operator's last request (idle limit).

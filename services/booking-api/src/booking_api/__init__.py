@@ -6,6 +6,7 @@ from flask import Flask
 
 from booking_api.contract import MAX_BODY_BYTES
 from booking_api.settings import ApiSettings, from_process
+from booking_core.web.headers import BASE_SECURITY_HEADERS
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -32,6 +33,14 @@ def create_app(test_config: dict | None = None) -> Flask:
 
         FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,readyz,metrics")
     metrics.init_app(app)
+
+    @app.after_request
+    def _security_headers(resp):
+        """The headers of every response of the platform (booking_core.web.headers), booking-events' too."""
+        for name, value in BASE_SECURITY_HEADERS.items():
+            resp.headers.setdefault(name, value)
+        return resp
+
     problems.init_app(app)
     database.init_app(app)
     auth.init_app(app)

@@ -9,6 +9,7 @@ import os
 from aiohttp import web
 
 from booking_core.config import Settings
+from booking_core.telemetry.sdk import shutdown
 from booking_events.admission import StreamLimits
 from booking_events.app import SERVER_OPTIONS, create_app
 from booking_events.settings import EventsSettings
@@ -36,3 +37,4 @@ def main(argv: list[str] | None = None) -> None:
                 # Open streams never finish by themselves: give them 5 s, then close them
                 # (browsers reconnect with Last-Event-ID), well inside the pod's grace period.
                 shutdown_timeout=5)
+    shutdown()  # the spans still in the exporter's batch
