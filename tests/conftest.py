@@ -84,6 +84,20 @@ def new_platform(postgres_template, server_dir_factory):
     return make
 
 
+@pytest.fixture(scope="module")
+def module_platform(new_platform, request):
+    """One started platform for the module's tests that never stop a component; stopped after the module.
+
+    Each test books for itself and looks only at its own bookings; a test that
+    stops a process, or counts across the whole platform, starts its own
+    (`make_platform`).
+    """
+    platform = new_platform(request.module.__name__.rsplit(".", 1)[-1])
+    platform.start()
+    yield platform
+    platform.stop()
+
+
 @pytest.fixture
 def make_platform(server_tmp, postgres_template):
     """Factory: start a local platform with extra env; stopped after the test."""
