@@ -86,11 +86,12 @@ def new_platform(postgres_template, server_dir_factory):
 
 @pytest.fixture(scope="module")
 def module_platform(new_platform, request):
-    """One started platform for the module's tests that never stop a component; stopped after the module.
+    """One started platform shared by a module's tests; stopped after the module.
 
-    Each test books for itself and looks only at its own bookings; a test that
-    stops a process, or counts across the whole platform, starts its own
-    (`make_platform`).
+    A test on it books for itself and leaves the platform as it found it (a
+    process it stops, it starts again), and what it counts across the whole
+    platform the module's other tests must not add to.  A test that leaves a
+    process stopped, or needs other settings, starts its own (`make_platform`).
     """
     platform = new_platform(request.module.__name__.rsplit(".", 1)[-1])
     platform.start()
