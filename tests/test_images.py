@@ -39,13 +39,13 @@ from pathlib import Path
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
-from scratch_database import scratch_database
 
 from booking_core import db
 from booking_core.audit import chain
 from booking_core.model import bookings, tenants
 from booking_embedded import free_port
 from e2e_helpers import wait_until
+from scratch_database import scratch_database
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(900)]
 
