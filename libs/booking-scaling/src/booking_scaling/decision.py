@@ -143,7 +143,8 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
     if observed.completed is not None:
         serving = current if observed.serving is None else min(observed.serving, current)
         rates = estimate(rates, now, observed.completed, backlog.load, backlog.ready, serving,
-                         policy.throughput_half_life_seconds)
+                         policy.throughput_half_life_seconds, in_flight=backlog.in_flight,
+                         concurrency=policy.replica_concurrency)
     model = _model(backlog, current, policy, observed, rates)
     active = backlog.load > policy.activation_backlog or (
         model is not None and backlog.ready > 0 and model.oldest_age + model.start >= model.deadline)

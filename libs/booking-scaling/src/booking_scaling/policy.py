@@ -61,6 +61,9 @@ class Policy:
     min_throughput_per_replica: float = 0.05
     #: Half-life (seconds) of the throughput and arrival-rate estimates' smoothing.
     throughput_half_life_seconds: float = 60.0
+    #: Messages one replica works on at once (its processes x threads); None: unknown.  Known, the
+    #: throughput is measured from the busy threads even when the pool is never saturated.
+    replica_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -104,6 +107,8 @@ class Policy:
         _number_at_least(self.pod_start_seconds, 0, "podStartSeconds")
         _number_at_least(self.min_throughput_per_replica, 0, "minThroughputPerReplica", strict=True)
         _number_at_least(self.throughput_half_life_seconds, 0, "throughputHalfLifeSeconds", strict=True)
+        if self.replica_concurrency is not None:
+            _int_at_least(self.replica_concurrency, 1, "replicaConcurrency")
         for name, value in (("paused", self.paused), ("protectAcceptPath", self.protect_accept_path)):
             if not isinstance(value, bool):
                 raise PolicyError(f"{name} must be true or false, got {value!r}")
@@ -161,6 +166,7 @@ _SPEC_FIELDS = {
     "podStartSeconds": "pod_start_seconds",
     "minThroughputPerReplica": "min_throughput_per_replica",
     "throughputHalfLifeSeconds": "throughput_half_life_seconds",
+    "replicaConcurrency": "replica_concurrency",
 }
 
 

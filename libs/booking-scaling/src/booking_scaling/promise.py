@@ -67,11 +67,18 @@ class Rates:
     arrivals: float | None = None
     #: Tasks/s per replica over every interval, busy or not: a lower bound of what a replica can do.
     served: float | None = None
+    #: Messages in flight at the last poll.
+    in_flight: int = 0
+    #: Tasks/s per replica by Little's law (completions per busy thread-second x threads per replica),
+    #: measured busy or not; None without replicaConcurrency or before a thread was seen busy.
+    little: float | None = None
 
     @property
     def per_replica(self) -> float | None:
-        """What one busy replica does: the saturated measure, raised to the smoothed lower bound (None: unknown)."""
-        known = [x for x in (self.saturated, self.served) if x is not None]
+        """What one busy replica does: by Little's law when known, else the saturated measure; raised to the
+        smoothed lower bound (None: unknown)."""
+        best = self.little if self.little is not None else self.saturated
+        known = [x for x in (best, self.served) if x is not None]
         return max(known) if known else None
 
 
@@ -84,8 +91,12 @@ def _smooth(old: float | None, sample: float, dt: float, half_life: float) -> fl
 
 
 def estimate(rates: Rates | None, now: float, completed: int, load: int, ready: int, serving: int,
-             half_life: float) -> Rates:
+             half_life: float, *, in_flight: int = 0, concurrency: int | None = None) -> Rates:
     """The estimates after a poll that saw `completed` finished so far, `load`/`ready` waiting, `serving` replicas.
+
+    With `concurrency` (threads per replica), a pool that is never saturated is still measured:
+    the messages in flight are its busy threads (averaged over the interval's two ends), so
+    completions per busy thread-second times the threads is what a fully busy replica does.
 
     The lower bound is smoothed before it raises anything: one interval's count is noisy (a poll
     that lands just after a batch of completions), and a raw sample would ratchet the estimate up.
@@ -93,8 +104,9 @@ def estimate(rates: Rates | None, now: float, completed: int, load: int, ready: 
     if rates is None or completed < rates.completed or now <= rates.at:
         # First reading, or the counter restarted (a flushed Redis): start a new interval, keep what was learnt.
         if rates is None:
-            return Rates(now, completed, load, ready, serving)
-        return replace(rates, at=now, completed=completed, load=load, ready=ready, serving=serving)
+            return Rates(now, completed, load, ready, serving, in_flight=in_flight)
+        return replace(rates, at=now, completed=completed, load=load, ready=ready, serving=serving,
+                       in_flight=in_flight)
     dt = now - rates.at
     done = completed - rates.completed
     saturated, served = rates.saturated, rates.served
@@ -106,8 +118,12 @@ def estimate(rates: Rates | None, now: float, completed: int, load: int, ready: 
         served = _smooth(served, sample, dt, half_life)
         if rates.ready > 0 and ready > 0:
             saturated = _smooth(saturated, sample, dt, half_life)
+    little = rates.little
+    busy = (rates.in_flight + in_flight) / 2
+    if concurrency is not None and busy > 0 and done > 0:
+        little = _smooth(little, done / (dt * busy) * concurrency, dt, half_life)
     arrivals = _smooth(rates.arrivals, max(0.0, (done + load - rates.load) / dt), dt, half_life)
-    return Rates(now, completed, load, ready, serving, saturated, arrivals, served)
+    return Rates(now, completed, load, ready, serving, saturated, arrivals, served, in_flight, little)
 
 
 @dataclass(frozen=True)
