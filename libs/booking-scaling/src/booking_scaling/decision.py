@@ -12,8 +12,9 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
     the oldest waiting task within maxAge in booking_scaling.promise's model, from
     the smoothed throughput per replica and arrival rate (`Observed.completed`),
     the pod start latency and the oldest task's age; a scale-down recommendation
-    keeps the promise with the throughput `tolerance` lower, so a pool at the edge
-    does not flap; the pool is also active while a ready task is old enough that
+    and a scale-up go to the count that keeps the promise with the throughput
+    `tolerance` lower, so a pool at the edge does not flap and a rising load is
+    not followed one replica per poll; the pool is also active while a ready task is old enough that
     a replica must start now to keep it;
   * otherwise (no maxAge, or no age read), the depth target:
     recommendation = ceil(load / targetBacklogPerReplica), where load counts
@@ -255,10 +256,11 @@ def _recommend_promise(backlog: Backlog, current: int, policy: Policy, active: b
     else:
         found = plan(model, low, high)
         raw = found.replicas
-        if raw < current and policy.tolerance > 0:
-            # Down only as far as the promise holds with a tolerance's worth less throughput: no flapping at the edge.
+        if raw != current and policy.tolerance > 0:
+            # A change goes to (down: only as far as) the count that keeps the promise with a tolerance's worth
+            # less throughput: a pool at the edge does not flap, and a rising load is not followed poll by poll.
             margin = plan(replace(model, per_replica=model.per_replica * (1 - policy.tolerance)), raw, high)
-            raw = min(current, margin.replicas)
+            raw = min(current, margin.replicas) if raw < current else margin.replicas
         if found.feasible:
             drain = "keeps no backlog" if found.drain_seconds == 0 else \
                 f"start the waiting tasks in {found.drain_seconds:.0f}s"
