@@ -291,3 +291,25 @@ def test_no_oscillation_on_a_steady_input(arrivals, per_replica, latency, poll, 
     assert len(set(tail)) == 1, f"still changing in the second half hour: {sorted(set(tail))}"
     # And it serves the load, to the precision whole completion counts allow.
     assert tail[-1] * per_replica >= arrivals * (1 - 1e-4)
+
+
+@prop
+@given(promise_policies(), st.integers(0, 10), st.lists(readings, min_size=1, max_size=20), st.booleans())
+def test_the_holds_still_apply_under_the_promise(policy, start, seq, paused):
+    """Accept path over budget: no scale-up past the floor, one replica shed at a time; a paused queue: no scale-up."""
+    from booking_scaling.pressure import AcceptPath
+
+    policy = replace(policy, protect_accept_path=True)
+    state, current, done, now = ScalerState(), start, 0, 0.0
+    for backlog, age, finished, latency in seq:
+        now += policy.polling_interval
+        done += finished
+        seen = Observed(oldest_age=age if backlog.ready else 0.0, completed=done, start_latency=latency)
+        signal = AcceptPath(True, "p99 180 ms") if not paused else None
+        d = decide(backlog, current, policy, state, now, accept_path=signal, queue_paused=paused, observed=seen)
+        floor = max(policy.min_replica_count, 1 if backlog.busy or d.active else 0)
+        if paused:
+            assert d.desired <= max(current, policy.min_replica_count) or d.desired <= floor
+        else:
+            assert d.desired <= max(current - 1, floor)
+        state, current = d.new_state, d.desired
