@@ -93,7 +93,8 @@ def test_backlog_above_target_scales_up_at_once_and_posts_an_event(cluster, ns, 
     assert status["lastScaleTime"] and status["lastActiveTime"]
     assert "scaled up 1→5" in status["reason"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Ready": "True", "Active": "True", "Fallback": "False", "Paused": "False", "ScaleUpHeld": "False"}
+        "Ready": "True", "Active": "True", "Fallback": "False", "Paused": "False", "ScaleUpHeld": "False",
+        "PromiseKept": "Unknown"}
     assert condition(status, "ScaleUpHeld")["reason"] == "NoLatencySignal"
     assert liveness["polls"]["scalers"] == 1
     labels = f'namespace="{ns}",queue="{work.queue}",scaler="invoice"'

@@ -66,7 +66,8 @@ def test_conditions_of_a_read_error():
     decision = decide(backlog, 2, Policy(), ScalerState(), 0)
     conds = {c["type"]: c for c in conditions(READY, backlog, Policy(), decision, paused=False)}
     assert {k: c["status"] for k, c in conds.items()} == {
-        "Ready": "True", "Active": "Unknown", "Fallback": "True", "Paused": "False", "ScaleUpHeld": "False"}
+        "Ready": "True", "Active": "Unknown", "Fallback": "True", "Paused": "False", "ScaleUpHeld": "False",
+        "PromiseKept": "Unknown"}
     assert conds["Fallback"]["message"] == "backlog unreadable (ConnectionError: refused); holding 2"
 
 
