@@ -53,10 +53,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     """A yes/no variable (true/false, 1/0, yes/no), naming the variable when it is neither."""
     raw = (env.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no"):
         return False
     if raw in ("1", "true", "yes"):
         return True
@@ -125,6 +127,8 @@ class Settings:
     plan_default_rate: float = 50.0
     plan_default_burst: int = 500
     plan_default_weight: int = 1
+    #: Admit each tenant's bookings up to its plan's rate (the API's limiter); false admits all.
+    limits_enabled: bool = True
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     @property
@@ -198,5 +202,6 @@ class Settings:
             plan_default_rate=plan_rate,
             plan_default_burst=plan_burst,
             plan_default_weight=plan_weight,
+            limits_enabled=_bool(env, "BOOKING_LIMITS_ENABLED", default=True),
             retry=retry,
         )

@@ -19,7 +19,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from booking_api import auth, bookings_views, database, health, metrics, openapi, ops_views, problems
+    from booking_api import admission, auth, bookings_views, database, health, metrics, openapi, ops_views, problems
     from booking_core.telemetry.sdk import setup_tracing
 
     if setup_tracing("booking-api"):
@@ -30,6 +30,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     problems.init_app(app)
     database.init_app(app)
     auth.init_app(app)
+    admission.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings_views.bp)
     app.register_blueprint(ops_views.bp)

@@ -103,6 +103,13 @@ def _conditional(op: dict) -> dict:
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+#: The IETF httpapi ratelimit-headers draft's fields, on every answer of a limited operation.
+_RATE_LIMIT = {
+    "RateLimit-Policy": {"description": 'The tenant\'s limit: `"bookings";q=<burst>;w=<seconds to refill it>`.',
+                         "schema": {"type": "string"}},
+    "RateLimit": {"description": 'What is left: `"bookings";r=<tokens left>;t=<seconds until full, or until '
+                                 'one is back when refused>`.', "schema": {"type": "string"}},
+}
 
 
 def _paths() -> dict:
@@ -110,6 +117,7 @@ def _paths() -> dict:
         "Location": {"required": True, "schema": {"type": "string", "format": "uri-reference"}},
         "Idempotent-Replayed": {"description": "`true` when this is a stored response replayed.",
                                 "schema": {"type": "string", "enum": ["true"]}},
+        **_RATE_LIMIT,
     }
     #: What a client does next with a created booking (OpenAPI links; stateful fuzzing follows them too).
     created_links = {
@@ -133,9 +141,11 @@ def _paths() -> dict:
             "post": _op("createBooking", "bookings", "Confirm a booking",
                         (201, _ok("Created (or replayed for a repeated Idempotency-Key).", c.Booking,
                                   headers=created_headers) | {"links": created_links}),
-                        400, 401, 409, 413, 415, 422,
+                        400, 401, 409, 413, 415, 422, 429,
                         description="Saves the booking, its three tasks (email, invoice, audit) and their "
-                                    "messages in one transaction. A rejected request writes nothing.",
+                                    "messages in one transaction. A rejected request writes nothing. Each "
+                                    "tenant is admitted up to its plan's rate (a token bucket: a sustained "
+                                    "rate and a burst); a replay of a stored Idempotency-Key costs nothing.",
                         parameters=[_IDEMPOTENCY_KEY],
                         requestBody={"required": True, "content": _json(c.BookingRequest)}),
             "get": _op("listBookings", "bookings", "The caller's bookings, newest first",
@@ -224,9 +234,12 @@ _PROBLEM_DESCRIPTIONS = {
     413: f"The body is larger than {c.MAX_BODY_TEXT}.",
     415: "The body is not application/json.",
     422: "Invalid fields or query parameters (see `errors`), or an Idempotency-Key reused with another body.",
+    429: "The tenant's plan rate is used up (the `detail` names the limit and the plan); retry after "
+         "`Retry-After` seconds.",
     503: "A dependency does not answer.",
 }
-_PROBLEM_HEADERS = {401: {"WWW-Authenticate": {"schema": {"type": "string"}}}, 409: _RETRY_AFTER}
+_PROBLEM_HEADERS = {401: {"WWW-Authenticate": {"schema": {"type": "string"}}}, 409: _RETRY_AFTER,
+                    429: _RETRY_AFTER | _RATE_LIMIT}
 
 
 def _responses() -> dict:
