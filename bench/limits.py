@@ -1,0 +1,140 @@
+"""What the admission limiter costs a confirm: the accept path with the limiter on and off, in turns on one platform.
+
+    .venv/bin/python bench/limits.py [--rounds 5] [--warmup-rounds 1] [--seconds 8] [--connections 50]
+
+One platform, its workers stopped (the accept path alone), its own API stopped.
+Each round serves the same app on the same Postgres, Redis and relay from two
+gunicorns in turn, started with the platform's own command:
+
+- `on`  — `BOOKING_LIMITS_ENABLED=true` with a default plan no load here reaches
+  (`loadgen.UNLIMITED_PLAN`): every confirm takes its token from Redis (one
+  EVALSHA), none is refused, so the two do the same work but the limiter's;
+- `off` — `BOOKING_LIMITS_ENABLED=false`.
+
+For each, `wrk` POSTs bookings at `--connections` for `--seconds`, and the CPU
+time of every process that serves them (the candidate's gunicorn and its
+workers, Postgres, Redis, the relay) is divided by the confirms answered.  The
+limiter's cost is the API's and Redis's CPU per confirm, on over off, paired by
+round; the target is at most 1.05 (issue 20: at most 5 % of a confirm's CPU),
+and confirms/s on over off at least 0.95.  The order alternates every round,
+and `--warmup-rounds` run first and are left out of the medians.  This machine
+is shared and noisy: read the paired ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import loadgen
+import pgstats
+import report
+from api_server import healthz_ms
+
+from booking_embedded import Child, free_port, wait_for_port
+from bookingctl.platform import Platform, PlatformConfig
+from bookingctl.services import api as api_spec
+
+CANDIDATES = {"on": {"BOOKING_LIMITS_ENABLED": "true"}, "off": {"BOOKING_LIMITS_ENABLED": "false"}}
+SHARED = ("postgres", "redis", "relay")
+
+
+def serve(platform: Platform, name: str) -> tuple[Child, int]:
+    """The API with candidate `name`'s settings beside the platform; (process, port) once it answers."""
+    port = free_port()
+    run_dir = platform.data_dir / "run" / f"limits-{name}"
+    (run_dir / "prometheus").mkdir(parents=True, exist_ok=True)
+    spec = api_spec(port, run_dir, workers=platform.config.api_workers)
+    env = {**platform.child_env(), **spec.env, **loadgen.UNLIMITED_PLAN, **CANDIDATES[name],
+           "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus")}
+    child = Child(f"limits-{name}", spec.argv, log_path=platform.log_dir / f"limits-{name}.log", env=env,
+                  stop_timeout=30)
+    child.start()
+    try:
+        wait_for_port(port, timeout=60, child=child, listeners=platform.config.api_workers)
+        loadgen_wait = [healthz_ms(port, 2.0) for _ in range(3)]
+        if not any(loadgen_wait):
+            raise TimeoutError(f"{name} does not answer /healthz")
+    except BaseException:
+        child.stop()
+        raise
+    return child, port
+
+
+def measured(platform: Platform, child: Child, port: int, token: str, connections: int, seconds: int) -> dict:
+    """wrk's summary of POSTs to `port`, with CPU ms per confirm of the API (`api`) and each shared process."""
+    pids = {"api": child.pid} | {name: platform.component(name).pid for name in SHARED}
+    before = {name: pgstats.cpu_seconds(pid) for name, pid in pids.items()}
+    result = loadgen.wrk_post(f"http://127.0.0.1:{port}", token, connections=connections, seconds=seconds)
+    spent = {name: pgstats.cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    n = max(result["requests"], 1)
+    result["cpu_ms_per_confirm"] = {name: round(s * 1000 / n, 3) for name, s in spent.items()}
+    result["cpu_ms_per_confirm"]["api_and_redis"] = round((spent["api"] + spent["redis"]) * 1000 / n, 3)
+    result["cpu_ms_per_confirm"]["all"] = round(sum(spent.values()) * 1000 / n, 3)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup-rounds", type=int, default=1)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/limits.json"))
+    args = ap.parse_args()
+    loadgen.require_wrk()
+    names = list(CANDIDATES)
+    rounds: list[dict] = []
+    warmup: list[dict] = []
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    with tempfile.TemporaryDirectory() as tmp:
+        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
+                                           env=env | loadgen.UNLIMITED_PLAN))
+        platform.start()
+        try:
+            for name in [n for n in platform.children if "-worker-" in n]:
+                platform.stop_component(name)
+            platform.stop_component("api")
+            token = platform.admin_token
+            for index in range(-args.warmup_rounds, args.rounds):
+                row = {}
+                for name in names if index % 2 == 0 else names[::-1]:
+                    child, port = serve(platform, name)
+                    try:
+                        loadgen.wrk_post(f"http://127.0.0.1:{port}", token, connections=args.connections, seconds=2)
+                        row[name] = measured(platform, child, port, token, args.connections, args.seconds)
+                    finally:
+                        child.stop()
+                    print("warm-up" if index < 0 else index, name, row[name], flush=True)
+                (rounds if index >= 0 else warmup).append(row)
+        finally:
+            platform.stop()
+
+    def med(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    def paired(metric) -> float:
+        return med([metric(r["on"]) / metric(r["off"]) for r in rounds])
+
+    summary = {name: {"rps_median": med([r[name]["rps"] for r in rounds]),
+                      "p99_ms_median": med([r[name]["p99_ms"] for r in rounds]),
+                      "non2xx": sum(r[name]["non2xx"] for r in rounds),
+                      "cpu_ms_per_confirm_median": {k: med([r[name]["cpu_ms_per_confirm"][k] for r in rounds])
+                                                    for k in rounds[0][name]["cpu_ms_per_confirm"]}}
+               for name in names}
+    summary["on_over_off_paired_median"] = {
+        "api_and_redis_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["api_and_redis"]),
+        "api_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["api"]),
+        "all_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["all"]),
+        "rps": paired(lambda x: x["rps"]),
+        "p99": paired(lambda x: x["p99_ms"]),
+    }
+    report.write({"connections": args.connections, "seconds": args.seconds, "warmup": warmup, "rounds": rounds,
+                  "summary": summary, "command": report.command()}, args.out)
+
+
+if __name__ == "__main__":
+    main()
