@@ -19,7 +19,18 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from booking_api import admission, auth, bookings_views, database, health, metrics, openapi, ops_views, problems
+    from booking_api import (
+        admission,
+        auth,
+        bookings_views,
+        database,
+        health,
+        metrics,
+        openapi,
+        ops_plans,
+        ops_views,
+        problems,
+    )
     from booking_core.telemetry.sdk import setup_tracing
 
     if setup_tracing("booking-api"):
@@ -34,5 +45,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings_views.bp)
     app.register_blueprint(ops_views.bp)
+    app.register_blueprint(ops_plans.bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -78,6 +78,8 @@ def _query(model: type[BaseModel]) -> list[dict]:
 _PUBLIC = {"security": []}
 _PATH_BOOKING = {"name": "booking_id", "in": "path", "required": True,
                  "schema": {"type": "string", "format": "uuid"}}
+_PATH_TENANT = {"name": "tenant", "in": "path", "required": True, "description": "The tenant's name or id.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 _PATH_QUEUE = {"name": "queue", "in": "path", "required": True,
                "schema": {"type": "string", "enum": list(c.QUEUES)}}
 _PATH_DEAD = {"name": "dead_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -189,6 +191,30 @@ def _paths() -> dict:
                         (200, _ok("Resumed (or was not paused).", oc.QueuePauseResult)), 401, 403, 404,
                         description=f"{admin} Workers take the queue's messages again. Audited."),
         },
+        "/api/v1/ops/tenants": {"get": _op(
+            "listTenants", "ops", "Tenants and their plans", (200, _ok("One page of tenants, by name.", oc.TenantList)),
+            401, 403, 422, description=f"{admin} Each customer tenant with the plan it is on: its own, or the "
+                                       "default (the deployment's `BOOKING_PLAN_DEFAULT_*`).",
+            parameters=_query(oc.TenantQuery))},
+        "/api/v1/ops/tenants/{tenant}": {
+            "parameters": [_PATH_TENANT],
+            "get": _op("getTenant", "ops", "A tenant's plan", (200, _ok("The tenant and its plan.", oc.TenantPlan)),
+                       401, 403, 404, description=admin),
+        },
+        "/api/v1/ops/tenants/{tenant}/plan": {
+            "parameters": [_PATH_TENANT],
+            "put": _op("setTenantPlan", "ops", "Give a tenant a plan of its own",
+                       (200, _ok("The tenant on its plan (`changed` false when it already was).",
+                                 oc.TenantPlanResult)), 400, 401, 403, 404, 413, 415, 422,
+                       description=f"{admin} Rate and burst bound how fast its bookings are admitted (a token "
+                                   "bucket); the weight is its share of the workers. Audited in the platform's "
+                                   "ops chain with the plan before and after; every API process applies it on "
+                                   "its next booking. 422 names the field out of bounds and changes nothing.",
+                       requestBody={"required": True, "content": _json(oc.PlanBody)}),
+            "delete": _op("resetTenantPlan", "ops", "Put a tenant back on the default plan",
+                          (200, _ok("The tenant on the default plan (`changed` false when it already was).",
+                                    oc.TenantPlanResult)), 401, 403, 404, description=f"{admin} Audited."),
+        },
         "/api/v1/ops/dead-letters": {"get": _op(
             "listDeadLetters", "ops", "Open dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
             401, 403, 422, description=f"{admin} Read from the Postgres record, whether or not Redis still holds "
@@ -265,8 +291,9 @@ def _schemas() -> dict:
     models = [(m, "validation") for m in (c.BookingRequest,)] + [
         (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
                                        c.RequeueResult, c.Health, c.Readiness, oc.BulkResult,
-                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult)] + [
-        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest)]
+                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult, oc.TenantList,
+                                       oc.TenantPlan, oc.TenantPlanResult)] + [
+        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest, oc.PlanBody)]
     _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)
     schemas = top["$defs"]
     # The queue list shows each queue's depth (booking_core's dataclass) and its pause state.
