@@ -96,3 +96,22 @@ def test_a_key_expires_once_its_bucket_would_be_full(bucket, client):
 def test_a_bucket_without_a_rate_or_a_burst_is_refused(bucket, rate, burst):
     with pytest.raises(ValueError):
         bucket.take("t", rate=rate, burst=burst)
+
+
+def test_a_lease_takes_at_most_its_share_of_what_is_left_and_one_near_the_end(bucket):
+    # 100 tokens, a twentieth of what is left at most: 5, then 4 of 95, ... and 1 each once under 40.
+    first = bucket.take("t", rate=0.01, burst=100, want=20, divisor=20)
+    assert (first.taken, first.remaining) == (5, 95)
+    assert bucket.take("t", rate=0.01, burst=100, want=2, divisor=20).taken == 2  # never more than wanted
+    taken = 7
+    while (v := bucket.take("t", rate=0.01, burst=100, want=20, divisor=20)).allowed:
+        assert v.taken == max(1, (v.remaining + v.taken) // 20)
+        taken += v.taken
+    assert taken == 100 and v.taken == 0 and v.retry_after > 0
+
+
+def test_tokens_given_back_are_taken_again_but_never_past_the_burst(bucket):
+    assert bucket.take("t", rate=0.01, burst=10, want=10).taken == 10
+    assert bucket.take("t", rate=0.01, burst=10, give_back=4).taken == 1  # 4 back, then one taken
+    assert bucket.take("t", rate=0.01, burst=10, want=10).taken == 3
+    assert bucket.take("t", rate=0.01, burst=10, give_back=50, want=0).remaining == 10  # capped: a full bucket

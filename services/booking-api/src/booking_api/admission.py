@@ -10,6 +10,15 @@ status poll would hurt the tenant's customer, not its import.
 
 - **Replays are free.**  A request whose `Idempotency-Key` turns out to be already
   stored gives its token back; a tenant at its limit still gets its stored answer.
+- **Leases keep it cheap.**  A round trip to Redis costs about as much CPU as the
+  rest of the limiter many times over (bench/limits.py), so a process that finds a
+  tenant far from its limit takes a few tokens at once, at most 1/`LIMITER_LEASE_DIVISOR`
+  (1/20) of those left and at most `LIMITER_LEASE_MAX` (20), and admits that many
+  bookings without asking again, for at most `LIMITER_LEASE_SECONDS` (0.25 s);
+  what a lease did not use goes back with the process's next decision for the
+  tenant.  Tokens are taken before they are spent, so no process ever admits more
+  than the bucket held: a busy tenant is exact, and near its limit every process
+  takes one token at a time.  `LIMITER_LEASE_MAX=1` asks Redis for every booking.
 - **Plans are cached** per process for `PLAN_CACHE_SECONDS` (5 s), so the plan costs
   no Postgres round trip per request.  A change of plan increments a counter in
   Redis that the bucket script returns with every decision: each process drops its
@@ -47,6 +56,9 @@ log = logging.getLogger(__name__)
 LIMIT_NAME = "bookings"
 DEFAULTS = {
     "PLAN_CACHE_SECONDS": 5.0,
+    "LIMITER_LEASE_MAX": 20,
+    "LIMITER_LEASE_DIVISOR": 20,
+    "LIMITER_LEASE_SECONDS": 0.25,
     "LIMITER_TIMEOUT_SECONDS": 0.25,
     "LIMITER_OUTAGE_HOLD_SECONDS": 1.0,
 }
@@ -61,6 +73,8 @@ class Decision:
     tenant_id: str
     plan: plans.Plan
     verdict: buckets.Verdict | None
+    #: Tokens of this process's lease still unspent (on top of the bucket's `remaining` when it was taken).
+    leased: int = 0
 
     @property
     def allowed(self) -> bool:
@@ -73,7 +87,7 @@ class Decision:
         window = max(1, math.ceil(self.plan.burst / self.plan.rate_per_second))
         left = self.verdict.retry_after if not self.verdict.allowed else self.verdict.reset_after
         return {"RateLimit-Policy": f'"{LIMIT_NAME}";q={self.plan.burst};w={window}',
-                "RateLimit": f'"{LIMIT_NAME}";r={self.verdict.remaining};t={math.ceil(left)}'}
+                "RateLimit": f'"{LIMIT_NAME}";r={self.verdict.remaining + self.leased};t={math.ceil(left)}'}
 
     def refused(self) -> ApiError:
         """The 429 for a refused request: which limit, the plan's numbers, when to come back."""
@@ -86,16 +100,30 @@ class Decision:
             headers={"Retry-After": str(wait), **self.headers()})
 
 
+@dataclass
+class _Lease:
+    """Tokens this process took ahead for one tenant: how many are left, until when, under which plan."""
+
+    plan: plans.Plan
+    tokens: int
+    expires: float
+    verdict: buckets.Verdict
+
+
 class Admission:
-    """One API process's limiter: plan cache, buckets, and the fail-open state."""
+    """One API process's limiter: plan cache, leases, buckets, and the fail-open state."""
 
     def __init__(self, client: redis.Redis, namespace: str, default: plans.Plan, *, cache_seconds: float,
-                 hold_seconds: float, enabled: bool = True):
+                 hold_seconds: float, enabled: bool = True, lease_max: int = 20, lease_divisor: int = 20,
+                 lease_seconds: float = 0.25):
         self.enabled = enabled
         self.default = default
         self.buckets = buckets.TokenBuckets(client, f"{namespace}:limits:tenant")
         self.hold_seconds = hold_seconds
+        self.lease_max, self.lease_divisor, self.lease_seconds = max(1, lease_max), max(1, lease_divisor), lease_seconds
         self._plans: TTLCache | None = TTLCache(_CACHE_SIZE, cache_seconds) if cache_seconds > 0 else None
+        #: Kept past their end, so that what an ended lease did not use goes back with the next decision.
+        self._leases: dict[str, _Lease] = {}
         self._generation: str | None = None
         self._lock = threading.Lock()
         self._down_since: float | None = None  # monotonic start of the outage, while one lasts
@@ -119,28 +147,48 @@ class Admission:
         plan = self.plan(tenant_id, load)
         if not self.enabled:
             return Decision(tenant_id, plan, None)
-        if self._down_since is not None and time.monotonic() < self._retry_at:
+        now = time.monotonic()
+        give_back = 0
+        with self._lock:
+            lease = self._leases.get(tenant_id)
+            if lease is not None:
+                if lease.tokens > 0 and now < lease.expires and lease.plan is plan:
+                    lease.tokens -= 1
+                    return Decision(tenant_id, plan, lease.verdict, lease.tokens)
+                give_back, lease.tokens = lease.tokens, 0
+        if self._down_since is not None and now < self._retry_at:
             return self._fail_open(tenant_id, plan, None)
         try:
-            verdict = self.buckets.take(tenant_id, plan.rate_per_second, plan.burst)
+            verdict = self.buckets.take(tenant_id, plan.rate_per_second, plan.burst, self.lease_max,
+                                        divisor=self.lease_divisor, give_back=give_back)
         except _STORE_ERRORS as e:
             return self._fail_open(tenant_id, plan, e)
         self._store_answered(verdict.generation)
         if not verdict.allowed:
             LIMITED.inc()
-        return Decision(tenant_id, plan, verdict)
+        elif verdict.taken > 1:
+            with self._lock:
+                if len(self._leases) >= _CACHE_SIZE:  # many tenants: their leases' rests are forfeited
+                    self._leases.clear()
+                self._leases[tenant_id] = _Lease(plan, verdict.taken - 1, now + self.lease_seconds, verdict)
+        return Decision(tenant_id, plan, verdict, max(verdict.taken - 1, 0))
 
     def refund(self, decision: Decision) -> None:
         """Give back the token of a request that cost nothing (an idempotent replay); best effort."""
         if decision.verdict is None or not decision.verdict.allowed:
             return
+        with self._lock:
+            lease = self._leases.get(decision.tenant_id)
+            if lease is not None and lease.plan == decision.plan:
+                lease.tokens += 1  # back into this process's lease: no round trip
+                return
         try:
             self.buckets.refund(decision.tenant_id, decision.plan.rate_per_second, decision.plan.burst)
         except _STORE_ERRORS:
             pass  # the outage shows on the next take; a lost refund costs the tenant one token
 
     def forget_plans(self) -> None:
-        """Drop every cached plan (this process changed one)."""
+        """Drop every cached plan (this process changed one, or another did)."""
         if self._plans is not None:
             with self._lock:
                 self._plans.clear()
@@ -208,4 +256,6 @@ def init_app(app: Flask) -> None:
                                   retry=Retry(NoBackoff(), 0))
     app.extensions["booking_admission"] = Admission(
         client, s.redis_namespace, plans.default_plan(s), cache_seconds=float(app.config["PLAN_CACHE_SECONDS"]),
-        hold_seconds=float(app.config["LIMITER_OUTAGE_HOLD_SECONDS"]), enabled=s.limits_enabled)
+        hold_seconds=float(app.config["LIMITER_OUTAGE_HOLD_SECONDS"]), enabled=s.limits_enabled,
+        lease_max=int(app.config["LIMITER_LEASE_MAX"]), lease_divisor=int(app.config["LIMITER_LEASE_DIVISOR"]),
+        lease_seconds=float(app.config["LIMITER_LEASE_SECONDS"]))

@@ -9,20 +9,29 @@
 --          each API process can drop its cached plans when an operator changes one)
 -- ARGV[1]  the emission interval: microseconds per token (1e6 / rate)
 -- ARGV[2]  the burst: how many tokens the full bucket holds
--- ARGV[3]  the cost: tokens to take (1), or -1 to give one back (a refund)
+-- ARGV[3]  tokens wanted (at least 1; fewer are taken if fewer are spare), or 0: take none
+-- ARGV[4]  divisor: take at most 1/divisor of the tokens left (and always 1 if any is
+--          left), so that a process leasing tokens ahead leaves most to the others
+-- ARGV[5]  tokens given back first (a lease's unused rest, a replay's token)
 --
--- Returns {allowed 0|1, remaining tokens, retry after us, full again after us, generation}.
+-- Returns {tokens taken (0: refused), tokens left, retry after us, full again after us,
+-- generation}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[3])
+local divisor = tonumber(ARGV[4])
+local back = tonumber(ARGV[5])
 local tolerance = interval * burst
 local generation = redis.call('GET', KEYS[2]) or '0'
 
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then
   tat = now
+end
+if back > 0 then
+  tat = math.max(tat - back * interval, now)
 end
 
 local function save(value)
@@ -35,16 +44,18 @@ local function save(value)
   end
 end
 
-if cost < 0 then
-  local back = math.max(tat + cost * interval, now)
-  save(back)
-  return {1, math.floor((tolerance - (back - now)) / interval), 0, back - now, generation}
+local spare = math.floor((tolerance - (tat - now)) / interval)
+if want < 1 or spare < 1 then
+  if back > 0 then
+    save(tat)
+  end
+  local retry = 0
+  if spare < 1 then
+    retry = tat + interval - tolerance - now
+  end
+  return {0, math.max(spare, 0), retry, tat - now, generation}
 end
-
-local new_tat = tat + cost * interval
-local allow_at = new_tat - tolerance
-if now < allow_at then
-  return {0, math.floor((tolerance - (tat - now)) / interval), allow_at - now, tat - now, generation}
-end
+local taken = math.min(want, math.max(1, math.floor(spare / divisor)))
+local new_tat = tat + taken * interval
 save(new_tat)
-return {1, math.floor((tolerance - (new_tat - now)) / interval), 0, new_tat - now, generation}
+return {taken, spare - taken, 0, new_tat - now, generation}

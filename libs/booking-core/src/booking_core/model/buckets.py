@@ -30,9 +30,9 @@ GENERATION_KEY = "booking:plans:generation"
 
 @dataclass(frozen=True)
 class Verdict:
-    """One decision: admitted or not, what is left, and when to come back."""
+    """One decision: how many tokens were taken (0: refused), what is left, and when to come back."""
 
-    allowed: bool
+    taken: int
     #: Whole tokens left in the bucket after this decision.
     remaining: int
     #: Seconds until one token is back (0 when admitted).
@@ -41,6 +41,10 @@ class Verdict:
     reset_after: float
     #: The plans' generation as the script read it (compare with the one your cache was filled at).
     generation: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.taken > 0
 
 
 class TokenBuckets:
@@ -54,23 +58,33 @@ class TokenBuckets:
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
 
-    def take(self, name: str, rate: float, burst: int, cost: int = 1) -> Verdict:
-        """Take `cost` tokens from bucket `name` (rate tokens/s, up to `burst`), if it has them."""
-        return self._run(name, rate, burst, cost)
+    def take(self, name: str, rate: float, burst: int, want: int = 1, *, divisor: int = 1,
+             give_back: int = 0) -> Verdict:
+        """Take up to `want` tokens (at least one, or none and refused) from bucket `name`.
 
-    def refund(self, name: str, rate: float, burst: int) -> Verdict:
-        """Give one token back (a request that turned out to cost nothing); never above a full bucket."""
-        return self._run(name, rate, burst, -1)
+        The bucket refills at `rate` tokens a second up to `burst`.  More than one
+        token is taken only if at most 1/`divisor` of those left (a lease ahead that
+        leaves the rest to other processes).  `give_back` tokens are returned first.
+        """
+        return self._run(name, rate, burst, want, divisor, give_back)
 
-    def _run(self, name: str, rate: float, burst: int, cost: int) -> Verdict:
+    def refund(self, name: str, rate: float, burst: int, tokens: int = 1) -> Verdict:
+        """Give tokens back (a request that cost nothing); never above a full bucket."""
+        return self._run(name, rate, burst, 0, 1, tokens)
+
+    def _run(self, name: str, rate: float, burst: int, want: int, divisor: int, give_back: int) -> Verdict:
         if not rate > 0 or burst < 1:
             raise ValueError(f"a bucket needs a rate above 0 and a burst of at least 1, got {rate}, {burst}")
-        interval = 1_000_000 / rate
-        allowed, remaining, retry_us, reset_us, generation = self._script(
-            keys=[self.key(name), GENERATION_KEY], args=[repr(interval), int(burst), int(cost)])
-        return Verdict(allowed=bool(allowed), remaining=max(int(remaining), 0), retry_after=int(retry_us) / 1e6,
-                       reset_after=int(reset_us) / 1e6,
-                       generation=generation.decode() if isinstance(generation, bytes) else str(generation))
+        keys_and_args = (self.key(name), GENERATION_KEY, repr(1_000_000 / rate), int(burst), int(want),
+                         max(int(divisor), 1), max(int(give_back), 0))
+        try:
+            # EVALSHA straight away: redis-py's Script wrapper costs more per call than the script's own work.
+            reply = self.client.evalsha(self._script.sha, 2, *keys_and_args)
+        except redis.exceptions.NoScriptError:  # a Redis restarted or flushed: load it again
+            reply = self._script(keys=keys_and_args[:2], args=keys_and_args[2:])
+        taken, remaining, retry_us, reset_us, generation = reply
+        return Verdict(int(taken), max(int(remaining), 0), int(retry_us) / 1e6, int(reset_us) / 1e6,
+                       generation.decode() if isinstance(generation, bytes) else str(generation))
 
 
 def bump_generation(client: redis.Redis) -> None:
