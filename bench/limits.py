@@ -16,7 +16,13 @@ time of every process that serves them (the candidate's gunicorn and its
 workers, Postgres, Redis, the relay) is divided by the confirms answered.  The
 limiter's cost is the API's and Redis's CPU per confirm, on over off, paired by
 round; the target is at most 1.05 (issue 20: at most 5 % of a confirm's CPU),
-and confirms/s on over off at least 0.95.  The order alternates every round,
+and confirms/s on over off at least 0.95.
+
+Before the rounds, `decision_cost` times the decision itself in this process
+(leased, as the API runs it, and exact, one EVALSHA per booking) against a plain
+Redis GET, and reads Redis's own time per EVALSHA: on a machine too busy for the
+rounds to resolve a few per cent, that, over the `off` runs' CPU per confirm, is
+the limiter's share (`share_of_confirm_*`).  The order alternates every round,
 and `--warmup-rounds` run first and are left out of the medians.  This machine
 is shared and noisy: read the paired ratios, not the absolute figures.
 """
@@ -78,6 +84,51 @@ def measured(platform: Platform, child: Child, port: int, token: str, connection
     return result
 
 
+def decision_cost(redis_url: str, calls: int = 2000, repeats: int = 7) -> dict:
+    """CPU of one admission decision in this process and in Redis, leased (the default) and exact.
+
+    Steadier than the wrk rounds on a shared machine: each figure is this process's
+    own CPU time (`time.process_time`) over `calls` decisions, the median of
+    `repeats`, in turns with a plain Redis GET (the cheapest round trip) as the
+    yardstick; Redis's share is its own `INFO commandstats` time per EVALSHA times
+    the EVALSHAs per decision.
+    """
+    import time
+
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from booking_api.admission import Admission
+    from booking_core.model.plans import Plan
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+    plan = Plan("bench", 100_000.0, 1_000_000, 1)
+    gates = {"leased": Admission(client, "bench-cost", plan, cache_seconds=5, hold_seconds=1),
+             "exact": Admission(client, "bench-cost", plan, cache_seconds=5, hold_seconds=1, lease_max=1)}
+    runs: dict[str, list[float]] = {"leased": [], "exact": [], "redis_get": []}
+    evalsha: dict[str, list[float]] = {"leased": [], "exact": []}
+    for _ in range(repeats):
+        for name in runs:
+            stats = client.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+            start = time.process_time()
+            if name == "redis_get":
+                for _ in range(calls):
+                    client.get("bench-cost:nothing")
+            else:
+                gate = gates[name]
+                for _ in range(calls):
+                    gate.take(f"tenant-{name}", lambda _t: plan)
+            runs[name].append((time.process_time() - start) / calls * 1e6)
+            if name in evalsha:
+                after = client.info("commandstats")["cmdstat_evalsha"]
+                evalsha[name].append((after["usec"] - stats["usec"]) / calls)
+    client.close()
+    out = {f"{name}_process_us": round(statistics.median(v), 1) for name, v in runs.items()}
+    out |= {f"{name}_redis_us": round(statistics.median(v), 1) for name, v in evalsha.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -98,6 +149,8 @@ def main() -> None:
         platform.start()
         try:
             platform.stop_component("api")
+            cost = decision_cost(platform.urls["REDIS_URL"])
+            print("decision cost", cost, flush=True)
             token = platform.admin_token
             for index in range(-args.warmup_rounds, args.rounds):
                 row = {}
@@ -132,8 +185,12 @@ def main() -> None:
         "rps": paired(lambda x: x["rps"]),
         "p99": paired(lambda x: x["p99_ms"]),
     }
-    report.write({"connections": args.connections, "seconds": args.seconds, "warmup": warmup, "rounds": rounds,
-                  "summary": summary, "command": report.command()}, args.out)
+    # The limiter's share of a confirm's CPU: its decision (here and in Redis) over everything a confirm costs.
+    confirm_us = summary["off"]["cpu_ms_per_confirm_median"]["all"] * 1000
+    cost["share_of_confirm_leased"] = round((cost["leased_process_us"] + cost["leased_redis_us"]) / confirm_us, 4)
+    cost["share_of_confirm_exact"] = round((cost["exact_process_us"] + cost["exact_redis_us"]) / confirm_us, 4)
+    report.write({"connections": args.connections, "seconds": args.seconds, "decision_cost": cost, "warmup": warmup,
+                  "rounds": rounds, "summary": summary, "command": report.command()}, args.out)
 
 
 if __name__ == "__main__":
