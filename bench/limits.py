@@ -18,6 +18,11 @@ limiter's cost is the API's and Redis's CPU per confirm, on over off, paired by
 round; the target is at most 1.05 (issue 20: at most 5 % of a confirm's CPU),
 and confirms/s on over off at least 0.95.
 
+Then `--held-rounds` (limiter on): a quiet tenant POSTs at a fifth of the
+connections alone, then beside a noisy tenant held at its limit (a plan of one
+booking a second, flooding at `--connections`: nearly every POST a 429). Issue
+20's target: the quiet tenant's p99 beside it within 1.2x of alone (paired by round).
+
 Before the rounds, `decision_cost` times the decision itself in this process
 (leased, as the API runs it, and exact, one EVALSHA per booking) against a plain
 Redis GET, and reads Redis's own time per EVALSHA: on a machine too busy for the
@@ -41,6 +46,7 @@ import report
 from api_server import healthz_ms
 
 from booking_core.messaging.contracts import QUEUES
+from booking_core.model.plans import Plan
 from booking_embedded import Child, free_port, wait_for_port
 from bookingctl.platform import Platform, PlatformConfig
 from bookingctl.services import api as api_spec
@@ -129,12 +135,43 @@ def decision_cost(redis_url: str, calls: int = 2000, repeats: int = 7) -> dict:
     return out
 
 
+def tenant_token(database_url: str, name: str, plan: Plan | None) -> str:
+    """A client token of tenant `name` (created), on `plan` (None: the default plan)."""
+    from booking_core import db
+    from booking_core.model import plans, tenants
+
+    with db.connect(database_url, autocommit=True) as conn:
+        tenant = tenants.ensure_tenant(conn, name)
+        if plan is not None:
+            plans.set_plan(conn, tenant["id"], plan, actor="bench")
+        return tenants.create_token(conn, tenant["id"])["token"]
+
+
+def held_round(port: int, quiet: str, noisy: str, connections: int, seconds: int) -> dict:
+    """A quiet tenant's POSTs alone, then beside a noisy tenant held at its limit (every one of its POSTs a 429)."""
+    import threading
+
+    base = f"http://127.0.0.1:{port}"
+    alone = loadgen.wrk_post(base, quiet, connections=connections // 5, seconds=seconds)
+    box: dict = {}
+    flood = threading.Thread(target=lambda: box.update(loadgen.wrk_post(
+        base, noisy, connections=connections, seconds=seconds + 2)))
+    flood.start()
+    try:
+        beside = loadgen.wrk_post(base, quiet, connections=connections // 5, seconds=seconds)
+    finally:
+        flood.join()
+    return {"quiet_alone": alone, "quiet_beside_held": beside, "noisy": box}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup-rounds", type=int, default=1)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--held-rounds", type=int, default=3,
+                    help="rounds of a quiet tenant alone, then beside a tenant held at its limit (limiter on)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/limits.json"))
     args = ap.parse_args()
     loadgen.require_wrk()
@@ -163,6 +200,19 @@ def main() -> None:
                         child.stop()
                     print("warm-up" if index < 0 else index, name, row[name], flush=True)
                 (rounds if index >= 0 else warmup).append(row)
+            held = []
+            if args.held_rounds:
+                db_url = platform.urls["DATABASE_URL"]
+                quiet = tenant_token(db_url, "bench-quiet", None)
+                noisy = tenant_token(db_url, "bench-noisy", Plan("held", 1.0, 1, 1))
+                child, port = serve(platform, "on")
+                try:
+                    for index in range(args.held_rounds):
+                        held.append(held_round(port, quiet, noisy, args.connections, args.seconds))
+                        print("held", index, {k: (v.get("rps"), v.get("p99_ms"), v.get("non2xx"))
+                                              for k, v in held[-1].items()}, flush=True)
+                finally:
+                    child.stop()
         finally:
             platform.stop()
 
@@ -189,8 +239,19 @@ def main() -> None:
     confirm_us = summary["off"]["cpu_ms_per_confirm_median"]["all"] * 1000
     cost["share_of_confirm_leased"] = round((cost["leased_process_us"] + cost["leased_redis_us"]) / confirm_us, 4)
     cost["share_of_confirm_exact"] = round((cost["exact_process_us"] + cost["exact_redis_us"]) / confirm_us, 4)
+    if held:
+        summary["held"] = {
+            "quiet_p99_beside_over_alone_paired_median": paired_held(held, "p99_ms"),
+            "quiet_rps_beside_over_alone_paired_median": paired_held(held, "rps"),
+            "noisy_refused_share": round(sum(h["noisy"]["non2xx"] for h in held)
+                                         / max(sum(h["noisy"]["requests"] for h in held), 1), 4),
+        }
     report.write({"connections": args.connections, "seconds": args.seconds, "decision_cost": cost, "warmup": warmup,
-                  "rounds": rounds, "summary": summary, "command": report.command()}, args.out)
+                  "rounds": rounds, "held_rounds": held, "summary": summary, "command": report.command()}, args.out)
+
+
+def paired_held(held: list[dict], metric: str) -> float:
+    return round(statistics.median(h["quiet_beside_held"][metric] / h["quiet_alone"][metric] for h in held), 3)
 
 
 if __name__ == "__main__":
