@@ -53,6 +53,8 @@ def test_a_new_plan_applies_to_the_tenants_next_booking(client, admin_auth, auth
     ({"rate_per_second": True}, "rate_per_second"),
     ({"burst": 0}, "burst"),
     ({"burst": 2.5}, "burst"),
+    ({"burst": "5"}, "burst"),
+    ({"weight": True}, "weight"),
     ({"burst": 1_000_001}, "burst"),
     ({"weight": 0}, "weight"),
     ({"weight": 1001}, "weight"),
@@ -66,6 +68,13 @@ def test_a_bad_plan_is_a_422_naming_the_field_and_changes_nothing(client, admin_
     assert response.status_code == 422 and response.mimetype == "application/problem+json"
     assert [e["field"] for e in response.get_json()["errors"]] == [field]
     assert plans.own_plan(db_conn, tenant["id"]) is None and audited(db_conn, tenant["id"]) == []
+
+
+def test_whole_numbers_may_be_written_with_a_zero_fraction_as_json_schema_counts_them(client, admin_auth, tenant,
+                                                                                    db_conn):
+    body = GOLD | {"burst": 200.0, "weight": 2.0}
+    assert client.put(f"/api/v1/ops/tenants/{tenant['name']}/plan", json=body, headers=admin_auth).status_code == 200
+    assert plans.own_plan(db_conn, tenant["id"]) == plans.Plan("gold", 20.0, 200, 2)
 
 
 def test_a_missing_field_is_named(client, admin_auth, tenant, db_conn):

@@ -17,7 +17,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StrictStr,
     ValidationInfo,
     field_validator,
@@ -127,6 +126,20 @@ class QueuePauseResult(QueuePause):
 _PLAN_NAME_PATTERN = plans.PLAN_NAME.pattern
 
 
+def _whole(value: object) -> object:
+    """A JSON integer, as JSON Schema counts them (5 and 5.0), never a string or a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid("must be a whole number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise invalid("must be a whole number")
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
 class PlanBody(BaseModel):
     """A plan: how fast a tenant's bookings are admitted, and its share of the workers."""
 
@@ -136,9 +149,9 @@ class PlanBody(BaseModel):
                                      description="1-63 characters: a-z, 0-9, '-', '_'.")]
     rate_per_second: Annotated[float, Field(strict=True, gt=0, le=plans.MAX_RATE, description=(
         "Bookings admitted per second, sustained (the bucket's refill rate)."))]
-    burst: Annotated[StrictInt, Field(ge=1, le=plans.MAX_BURST, description=(
+    burst: Annotated[WholeNumber, Field(ge=1, le=plans.MAX_BURST, description=(
         "Bookings admitted at once after a quiet spell (the bucket's size)."))]
-    weight: Annotated[StrictInt, Field(ge=1, le=plans.MAX_WEIGHT, description=(
+    weight: Annotated[WholeNumber, Field(ge=1, le=plans.MAX_WEIGHT, description=(
         "Share of the workers while several tenants have work waiting."))]
 
 
