@@ -137,7 +137,6 @@ def _whole(value: object) -> object:
     return value
 
 
-WholeNumber = Annotated[int, BeforeValidator(_whole)]
 
 
 class PlanBody(BaseModel):
@@ -149,9 +148,10 @@ class PlanBody(BaseModel):
                                      description="1-63 characters: a-z, 0-9, '-', '_'.")]
     rate_per_second: Annotated[float, Field(strict=True, gt=0, le=plans.MAX_RATE, description=(
         "Bookings admitted per second, sustained (the bucket's refill rate)."))]
-    burst: Annotated[WholeNumber, Field(ge=1, le=plans.MAX_BURST, description=(
+    # The bounds of burst and weight are checked by plans.check (which names the field); here for the schema.
+    burst: Annotated[int, BeforeValidator(_whole), _schema(minimum=1, maximum=plans.MAX_BURST), Field(description=(
         "Bookings admitted at once after a quiet spell (the bucket's size)."))]
-    weight: Annotated[WholeNumber, Field(ge=1, le=plans.MAX_WEIGHT, description=(
+    weight: Annotated[int, BeforeValidator(_whole), _schema(minimum=1, maximum=plans.MAX_WEIGHT), Field(description=(
         "Share of the workers while several tenants have work waiting."))]
 
 
