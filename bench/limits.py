@@ -222,23 +222,25 @@ def main() -> None:
     def paired(metric) -> float:
         return med([metric(r["on"]) / metric(r["off"]) for r in rounds])
 
-    summary = {name: {"rps_median": med([r[name]["rps"] for r in rounds]),
-                      "p99_ms_median": med([r[name]["p99_ms"] for r in rounds]),
-                      "non2xx": sum(r[name]["non2xx"] for r in rounds),
-                      "cpu_ms_per_confirm_median": {k: med([r[name]["cpu_ms_per_confirm"][k] for r in rounds])
-                                                    for k in rounds[0][name]["cpu_ms_per_confirm"]}}
-               for name in names}
-    summary["on_over_off_paired_median"] = {
-        "api_and_redis_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["api_and_redis"]),
-        "api_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["api"]),
-        "all_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["all"]),
-        "rps": paired(lambda x: x["rps"]),
-        "p99": paired(lambda x: x["p99_ms"]),
-    }
-    # The limiter's share of a confirm's CPU: its decision (here and in Redis) over everything a confirm costs.
-    confirm_us = summary["off"]["cpu_ms_per_confirm_median"]["all"] * 1000
-    cost["share_of_confirm_leased"] = round((cost["leased_process_us"] + cost["leased_redis_us"]) / confirm_us, 4)
-    cost["share_of_confirm_exact"] = round((cost["exact_process_us"] + cost["exact_redis_us"]) / confirm_us, 4)
+    summary: dict = {}
+    if rounds:
+        summary = {name: {"rps_median": med([r[name]["rps"] for r in rounds]),
+                          "p99_ms_median": med([r[name]["p99_ms"] for r in rounds]),
+                          "non2xx": sum(r[name]["non2xx"] for r in rounds),
+                          "cpu_ms_per_confirm_median": {k: med([r[name]["cpu_ms_per_confirm"][k] for r in rounds])
+                                                        for k in rounds[0][name]["cpu_ms_per_confirm"]}}
+                   for name in names}
+        summary["on_over_off_paired_median"] = {
+            "api_and_redis_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["api_and_redis"]),
+            "api_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["api"]),
+            "all_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["all"]),
+            "rps": paired(lambda x: x["rps"]),
+            "p99": paired(lambda x: x["p99_ms"]),
+        }
+        # The limiter's share of a confirm's CPU: its decision (here and in Redis) over everything a confirm costs.
+        confirm_us = summary["off"]["cpu_ms_per_confirm_median"]["all"] * 1000
+        cost["share_of_confirm_leased"] = round((cost["leased_process_us"] + cost["leased_redis_us"]) / confirm_us, 4)
+        cost["share_of_confirm_exact"] = round((cost["exact_process_us"] + cost["exact_redis_us"]) / confirm_us, 4)
     if held:
         summary["held"] = {
             "quiet_p99_beside_over_alone_paired_median": paired_held(held, "p99_ms"),

@@ -168,9 +168,12 @@ def test_a_change_of_plan_reaches_a_process_that_cached_the_old_one(client, app,
     tight(burst=5)  # in Postgres only: the process still holds the old plan for PLAN_CACHE_SECONDS
     assert client.post("/api/v1/bookings", json=booking_body(), headers=auth).status_code == 429
     buckets.bump_generation(redis.Redis.from_url(redis_url))  # what an operator's change does after its commit
-    # The next decision sees the new generation and drops the cache; the one after uses the new plan.
-    client.post("/api/v1/bookings", json=booking_body(), headers=auth)
-    assert client.post("/api/v1/bookings", json=booking_body(), headers=auth).status_code == 201
+    # The process's next decision that asks Redis (after its refusal hold, 1 s) sees the new generation and
+    # drops its cached plans, long before they expire (PLAN_CACHE_SECONDS, 5 s).
+    from e2e_helpers import wait_until
+
+    wait_until(lambda: client.post("/api/v1/bookings", json=booking_body(), headers=auth).status_code == 201,
+               timeout=3, interval=0.1, what="the new plan to apply")
 
 
 def test_processes_lease_tokens_ahead_yet_admit_exactly_the_burst_between_them(settings, redis_url, tenant):
@@ -220,3 +223,25 @@ def test_what_an_ended_lease_did_not_use_goes_back_to_the_bucket(settings, redis
                      hold_seconds=1, lease_seconds=0)  # every lease has ended by the next booking
     admitted = sum(gate.take(tenant["id"], lambda _t: plan).allowed for _ in range(150))
     assert admitted == 100
+
+
+def test_a_process_refused_for_a_tenant_refuses_it_alone_until_a_token_can_be_back(settings, redis_url, tenant):
+    """A flood at the limit costs one round trip per process and refusal period, and admits as soon as one is back."""
+    import redis
+
+    from booking_api.admission import Admission
+    from e2e_helpers import wait_until
+
+    plan = Plan("slow", 2.0, 1, 1)  # one token every 0.5 s
+    client = redis.Redis.from_url(redis_url)
+    gate = Admission(redis.Redis.from_url(redis_url), settings.redis_namespace, plan, cache_seconds=5,
+                     hold_seconds=1)
+    load = lambda _t: plan  # noqa: E731
+    assert gate.take(tenant["id"], load).allowed
+    calls_before = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    refusals = [gate.take(tenant["id"], load) for _ in range(200)]
+    assert not any(d.allowed for d in refusals)
+    assert client.info("commandstats")["cmdstat_evalsha"]["calls"] - calls_before <= 2
+    assert refusals[-1].verdict.retry_after <= refusals[0].verdict.retry_after <= 0.5
+    wait_until(lambda: gate.take(tenant["id"], load).allowed, timeout=5, interval=0.02,
+               what="the next token, half a second after the first")

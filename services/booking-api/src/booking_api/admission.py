@@ -19,6 +19,11 @@ status poll would hurt the tenant's customer, not its import.
   tenant.  Tokens are taken before they are spent, so no process ever admits more
   than the bucket held: a busy tenant is exact, and near its limit every process
   takes one token at a time.  `LIMITER_LEASE_MAX=1` asks Redis for every booking.
+- **Refusals are cheap too.**  No token comes back before a refusal's `Retry-After`
+  (only time refills a bucket), so a process that was refused for a tenant refuses
+  its next bookings itself until then (at most `LIMITER_REFUSAL_HOLD_SECONDS`, 1 s,
+  so a raised plan is not waited for long): a tenant flooding at its limit costs
+  one round trip per process and second, not one per request.
 - **Plans are cached** per process for `PLAN_CACHE_SECONDS` (5 s), so the plan costs
   no Postgres round trip per request.  A change of plan increments a counter in
   Redis that the bucket script returns with every decision: each process drops its
@@ -37,7 +42,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 from cachetools import TTLCache
@@ -59,6 +64,7 @@ DEFAULTS = {
     "LIMITER_LEASE_MAX": 20,
     "LIMITER_LEASE_DIVISOR": 20,
     "LIMITER_LEASE_SECONDS": 0.25,
+    "LIMITER_REFUSAL_HOLD_SECONDS": 1.0,
     "LIMITER_TIMEOUT_SECONDS": 0.25,
     "LIMITER_OUTAGE_HOLD_SECONDS": 1.0,
 }
@@ -115,7 +121,7 @@ class Admission:
 
     def __init__(self, client: redis.Redis, namespace: str, default: plans.Plan, *, cache_seconds: float,
                  hold_seconds: float, enabled: bool = True, lease_max: int = 20, lease_divisor: int = 20,
-                 lease_seconds: float = 0.25):
+                 lease_seconds: float = 0.25, refusal_hold_seconds: float = 1.0):
         self.enabled = enabled
         self.default = default
         self.buckets = buckets.TokenBuckets(client, f"{namespace}:limits:tenant")
@@ -124,6 +130,9 @@ class Admission:
         self._plans: TTLCache | None = TTLCache(_CACHE_SIZE, cache_seconds) if cache_seconds > 0 else None
         #: Kept past their end, so that what an ended lease did not use goes back with the next decision.
         self._leases: dict[str, _Lease] = {}
+        #: Tenant -> (when Redis refused it, until when this process refuses it alone, the plan, the verdict).
+        self._refused: dict[str, tuple[float, float, plans.Plan, buckets.Verdict]] = {}
+        self.refusal_hold_seconds = refusal_hold_seconds
         self._generation: str | None = None
         self._lock = threading.Lock()
         self._down_since: float | None = None  # monotonic start of the outage, while one lasts
@@ -144,11 +153,18 @@ class Admission:
 
     def take(self, tenant_id: str, load) -> Decision:
         """Take a token for one booking of `tenant_id` (admitted unchecked when the store is down)."""
-        plan = self.plan(tenant_id, load)
         if not self.enabled:
-            return Decision(tenant_id, plan, None)
+            return Decision(tenant_id, self.default, None)
+        plan = self.plan(tenant_id, load)
         now = time.monotonic()
         give_back = 0
+        refused = self._refused.get(tenant_id)
+        if refused is not None:
+            at, until, refused_plan, verdict = refused
+            if now < until and refused_plan is plan:
+                LIMITED.inc()
+                return Decision(tenant_id, plan, replace(verdict, retry_after=verdict.retry_after - (now - at)))
+            self._refused.pop(tenant_id, None)
         with self._lock:
             lease = self._leases.get(tenant_id)
             if lease is not None:
@@ -166,6 +182,9 @@ class Admission:
         self._store_answered(verdict.generation)
         if not verdict.allowed:
             LIMITED.inc()
+            if len(self._refused) >= _CACHE_SIZE:
+                self._refused.clear()
+            self._refused[tenant_id] = (now, now + min(verdict.retry_after, self.refusal_hold_seconds), plan, verdict)
         elif verdict.taken > 1:
             with self._lock:
                 if len(self._leases) >= _CACHE_SIZE:  # many tenants: their leases' rests are forfeited
@@ -258,4 +277,5 @@ def init_app(app: Flask) -> None:
         client, s.redis_namespace, plans.default_plan(s), cache_seconds=float(app.config["PLAN_CACHE_SECONDS"]),
         hold_seconds=float(app.config["LIMITER_OUTAGE_HOLD_SECONDS"]), enabled=s.limits_enabled,
         lease_max=int(app.config["LIMITER_LEASE_MAX"]), lease_divisor=int(app.config["LIMITER_LEASE_DIVISOR"]),
-        lease_seconds=float(app.config["LIMITER_LEASE_SECONDS"]))
+        lease_seconds=float(app.config["LIMITER_LEASE_SECONDS"]),
+        refusal_hold_seconds=float(app.config["LIMITER_REFUSAL_HOLD_SECONDS"]))
