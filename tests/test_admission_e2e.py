@@ -71,7 +71,10 @@ def test_with_redis_stopped_bookings_are_admitted_counted_and_logged_once_per_pr
     tenant, token = limited_tenant
     plans.set_plan(db_conn, tenant["id"], Plan("one", 0.01, 1, 1), actor="test")
     (tmp_path / "api").mkdir()
-    server = ServedApi(database_url, own_redis.url, tmp_path / "api").wait_serving()
+    # No refusal hold: a worker that saw the 429 below would otherwise go on refusing for 1 s by itself,
+    # rightly (the bucket is empty), which is not what this test is about.
+    server = ServedApi(database_url, own_redis.url, tmp_path / "api",
+                       env={"BOOKING_API_LIMITER_REFUSAL_HOLD_SECONDS": "0"}).wait_serving()
     try:
         api = Api(f"http://127.0.0.1:{server.port}", token)
         assert [api.try_book()[0] for _ in range(2)] == [201, 429]  # the limit is live
