@@ -161,14 +161,14 @@ class Admission:
         refused = self._refused.get(tenant_id)
         if refused is not None:
             at, until, refused_plan, verdict = refused
-            if now < until and refused_plan is plan:
+            if now < until and refused_plan == plan:
                 LIMITED.inc()
                 return Decision(tenant_id, plan, replace(verdict, retry_after=verdict.retry_after - (now - at)))
             self._refused.pop(tenant_id, None)
         with self._lock:
             lease = self._leases.get(tenant_id)
             if lease is not None:
-                if lease.tokens > 0 and now < lease.expires and lease.plan is plan:
+                if lease.tokens > 0 and now < lease.expires and lease.plan == plan:
                     lease.tokens -= 1
                     return Decision(tenant_id, plan, lease.verdict, lease.tokens)
                 give_back, lease.tokens = lease.tokens, 0
