@@ -86,3 +86,15 @@ def tenant(db_conn) -> dict:
     from booking_core.model import tenants
 
     return tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def bulk_runner(settings):
+    """A bulk dead-letter job runner on a thread, as the relay runs one (booking_core.ops.bulkrunner)."""
+    from booking_core.ops.bulkrunner import BulkJobRunner
+
+    runner = BulkJobRunner(settings)
+    runner.start()
+    yield runner
+    runner.stop()
+    runner.join(10)

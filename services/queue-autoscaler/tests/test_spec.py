@@ -10,8 +10,8 @@ from booking_scaling.backlog import Backlog
 from booking_scaling.decision import ScalerState, decide
 from booking_scaling.policy import Policy
 from booking_scaling.pressure import AcceptPath, LatencyBudget
-from queue_autoscaler.config import OperatorConfig
 from queue_autoscaler.reading import BacklogSource
+from queue_autoscaler.settings import OperatorSettings
 from queue_autoscaler.spec import (
     READY,
     Readiness,
@@ -139,10 +139,10 @@ def test_times_round_trip():
 
 
 def test_config_from_env():
-    config = OperatorConfig.from_env({"QUEUE_AUTOSCALER_TICK_SECONDS": "0.5", "QUEUE_AUTOSCALER_METRICS_PORT": "0"})
+    config = OperatorSettings.from_env({"QUEUE_AUTOSCALER_TICK_SECONDS": "0.5", "QUEUE_AUTOSCALER_METRICS_PORT": "0"})
     assert (config.tick_seconds, config.metrics_port) == (0.5, 0)
     with pytest.raises(ValueError, match="QUEUE_AUTOSCALER_TICK_SECONDS"):
-        OperatorConfig.from_env({"QUEUE_AUTOSCALER_TICK_SECONDS": "fast"})
+        OperatorSettings.from_env({"QUEUE_AUTOSCALER_TICK_SECONDS": "fast"})
 
 
 def test_backlog_source_reads_dramatiq_queues_in_real_redis(work, redis_url):

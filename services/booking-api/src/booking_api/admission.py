@@ -12,25 +12,25 @@ status poll would hurt the tenant's customer, not its import.
   stored gives its token back; a tenant at its limit still gets its stored answer.
 - **Leases keep it cheap.**  A round trip to Redis costs about as much CPU as the
   rest of the limiter many times over (bench/limits.py), so a process that finds a
-  tenant far from its limit takes a few tokens at once, at most 1/`LIMITER_LEASE_DIVISOR`
-  (1/20) of those left and at most `LIMITER_LEASE_MAX` (20), and admits that many
-  bookings without asking again, for at most `LIMITER_LEASE_SECONDS` (0.25 s);
+  tenant far from its limit takes a few tokens at once, at most 1/`BOOKING_API_LIMITER_LEASE_DIVISOR`
+  (1/20) of those left and at most `BOOKING_API_LIMITER_LEASE_MAX` (20), and admits that many
+  bookings without asking again, for at most `BOOKING_API_LIMITER_LEASE_SECONDS` (0.25 s);
   what a lease did not use goes back with the process's next decision for the
   tenant.  Tokens are taken before they are spent, so no process ever admits more
   than the bucket held: a busy tenant is exact, and near its limit every process
-  takes one token at a time.  `LIMITER_LEASE_MAX=1` asks Redis for every booking.
+  takes one token at a time.  `BOOKING_API_LIMITER_LEASE_MAX=1` asks Redis for every booking.
 - **Refusals are cheap too.**  No token comes back before a refusal's `Retry-After`
   (only time refills a bucket), so a process that was refused for a tenant refuses
-  its next bookings itself until then (at most `LIMITER_REFUSAL_HOLD_SECONDS`, 1 s,
+  its next bookings itself until then (at most `BOOKING_API_LIMITER_REFUSAL_HOLD_SECONDS`, 1 s,
   so a raised plan is not waited for long): a tenant flooding at its limit costs
   one round trip per process and second, not one per request.
-- **Plans are cached** per process for `PLAN_CACHE_SECONDS` (5 s), so the plan costs
+- **Plans are cached** per process for `BOOKING_API_PLAN_CACHE_SECONDS` (5 s), so the plan costs
   no Postgres round trip per request.  A change of plan increments a counter in
   Redis that the bucket script returns with every decision: each process drops its
   cache on the next decision after a change, and the TTL bounds it if Redis missed it.
 - **Fail open.**  Bookings must not stop because Redis did: when the store does not
-  answer within `LIMITER_TIMEOUT_SECONDS` (0.25 s) the request is admitted, counted
-  in `booking_api_limiter_fail_open_total`, and for `LIMITER_OUTAGE_HOLD_SECONDS`
+  answer within `BOOKING_API_LIMITER_TIMEOUT_SECONDS` (0.25 s) the request is admitted, counted
+  in `booking_api_limiter_fail_open_total`, and for `BOOKING_API_LIMITER_OUTAGE_HOLD_SECONDS`
   (1 s) the next requests are admitted without asking, so a frozen Redis costs one
   timeout per hold, not one per request.  Each process logs one warning when an
   outage begins and one line when it ends, never one per request.
@@ -59,15 +59,6 @@ log = logging.getLogger(__name__)
 
 #: The limit's name in RateLimit / RateLimit-Policy and in the 429 problem.
 LIMIT_NAME = "bookings"
-DEFAULTS = {
-    "PLAN_CACHE_SECONDS": 5.0,
-    "LIMITER_LEASE_MAX": 20,
-    "LIMITER_LEASE_DIVISOR": 20,
-    "LIMITER_LEASE_SECONDS": 0.25,
-    "LIMITER_REFUSAL_HOLD_SECONDS": 1.0,
-    "LIMITER_TIMEOUT_SECONDS": 0.25,
-    "LIMITER_OUTAGE_HOLD_SECONDS": 1.0,
-}
 _CACHE_SIZE = 4096
 _STORE_ERRORS = (redis.RedisError, OSError)
 
@@ -266,16 +257,14 @@ def with_headers(resp: Response, decision: Decision) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    for name, value in DEFAULTS.items():
-        app.config.setdefault(name, value)
-    s = app.config["SETTINGS"]
-    timeout = float(app.config["LIMITER_TIMEOUT_SECONDS"])
+    api = app.config["API"]
+    s = api.core
+    timeout = api.limiter_timeout_seconds
     # No retries: a decision that cannot be had within one timeout is admitted (fail open), not waited for.
     client = redis.Redis.from_url(s.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                   retry=Retry(NoBackoff(), 0))
     app.extensions["booking_admission"] = Admission(
-        client, s.redis_namespace, plans.default_plan(s), cache_seconds=float(app.config["PLAN_CACHE_SECONDS"]),
-        hold_seconds=float(app.config["LIMITER_OUTAGE_HOLD_SECONDS"]), enabled=s.limits_enabled,
-        lease_max=int(app.config["LIMITER_LEASE_MAX"]), lease_divisor=int(app.config["LIMITER_LEASE_DIVISOR"]),
-        lease_seconds=float(app.config["LIMITER_LEASE_SECONDS"]),
-        refusal_hold_seconds=float(app.config["LIMITER_REFUSAL_HOLD_SECONDS"]))
+        client, s.redis_namespace, plans.default_plan(s), cache_seconds=api.plan_cache_seconds,
+        hold_seconds=api.limiter_outage_hold_seconds, enabled=s.limits_enabled,
+        lease_max=api.limiter_lease_max, lease_divisor=api.limiter_lease_divisor,
+        lease_seconds=api.limiter_lease_seconds, refusal_hold_seconds=api.limiter_refusal_hold_seconds)

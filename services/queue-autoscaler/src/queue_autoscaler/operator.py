@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,14 +29,17 @@ import kopf
 from booking_scaling.backlog import Backlog
 from booking_scaling.decision import Decision, ScalerState, decide
 from booking_scaling.pressure import LatencyWatch
+from booking_settings.boot import boot
 from queue_autoscaler import metrics
 from queue_autoscaler import spec as qs
-from queue_autoscaler.config import LEGACY_FINALIZER, OperatorConfig
 from queue_autoscaler.kube import KubeClient, KubeError
 from queue_autoscaler.reading import BacklogSource, LatencySource
+from queue_autoscaler.settings import LEGACY_FINALIZER, OperatorSettings
 from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
 
-CONFIG = OperatorConfig.from_env()
+#: Read once, as kopf imports this module (its entry point): a bad variable stops the operator
+#: here, with exit status 2 and the variable's name, before kopf starts.
+CONFIG = boot(lambda: OperatorSettings.from_env(os.environ), "queue-autoscaler")
 TIMER_ID = "autoscale"
 
 

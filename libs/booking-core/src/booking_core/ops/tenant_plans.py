@@ -11,7 +11,7 @@ nothing and audits nothing.
 Every API process caches plans for a few seconds; after a change commits,
 `announce` increments the plans' generation in Redis, which every process's next
 limiter decision reads, so the new plan applies at once.  If Redis is down the
-caches expire on their own (the API's `PLAN_CACHE_SECONDS`).
+caches expire on their own (the API's `BOOKING_API_PLAN_CACHE_SECONDS`).
 """
 
 from __future__ import annotations
