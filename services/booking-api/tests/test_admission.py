@@ -10,6 +10,7 @@ import pytest
 
 from booking_api import create_app
 from booking_api.metrics import FAIL_OPEN, LIMITED
+from booking_api.settings import ApiSettings
 from booking_core.model import plans
 from booking_core.model.plans import Plan
 from booking_embedded import free_port
@@ -114,7 +115,7 @@ def test_when_redis_is_down_bookings_are_admitted_counted_and_logged_once(
 
     tight(burst=1)
     down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    app = create_app({"TESTING": True, "SETTINGS": down, "LIMITER_OUTAGE_HOLD_SECONDS": 0})
+    app = create_app({"TESTING": True, "API": ApiSettings(core=down, limiter_outage_hold_seconds=0)})
     client = app.test_client()
     before = FAIL_OPEN._value.get()
     with caplog.at_level(logging.WARNING, logger="booking_api.admission"):
@@ -142,8 +143,8 @@ def test_a_redis_outage_ends_with_one_more_line_and_limits_apply_again(
     from dataclasses import replace
 
     tight(burst=1)
-    app = create_app({"TESTING": True, "SETTINGS": replace(settings, redis_url=own_redis.url),
-                      "LIMITER_OUTAGE_HOLD_SECONDS": 0})
+    app = create_app({"TESTING": True, "API": ApiSettings(core=replace(settings, redis_url=own_redis.url),
+                                                          limiter_outage_hold_seconds=0)})
     client = app.test_client()
     own_redis.stop()
     with caplog.at_level(logging.WARNING, logger="booking_api.admission"):
@@ -165,11 +166,11 @@ def test_a_change_of_plan_reaches_a_process_that_cached_the_old_one(client, app,
     tight(burst=1)
     assert client.post("/api/v1/bookings", json=booking_body(), headers=auth).status_code == 201
     assert client.post("/api/v1/bookings", json=booking_body(), headers=auth).status_code == 429
-    tight(burst=5)  # in Postgres only: the process still holds the old plan for PLAN_CACHE_SECONDS
+    tight(burst=5)  # in Postgres only: the process still holds the old plan for BOOKING_API_PLAN_CACHE_SECONDS
     assert client.post("/api/v1/bookings", json=booking_body(), headers=auth).status_code == 429
     buckets.bump_generation(redis.Redis.from_url(redis_url))  # what an operator's change does after its commit
     # The process's next decision that asks Redis (after its refusal hold, 1 s) sees the new generation and
-    # drops its cached plans, long before they expire (PLAN_CACHE_SECONDS, 5 s).
+    # drops its cached plans, long before they expire (BOOKING_API_PLAN_CACHE_SECONDS, 5 s).
     from e2e_helpers import wait_until
 
     wait_until(lambda: client.post("/api/v1/bookings", json=booking_body(), headers=auth).status_code == 201,
@@ -245,3 +246,18 @@ def test_a_process_refused_for_a_tenant_refuses_it_alone_until_a_token_can_be_ba
     assert refusals[-1].verdict.retry_after <= refusals[0].verdict.retry_after <= 0.5
     wait_until(lambda: gate.take(tenant["id"], load).allowed, timeout=5, interval=0.02,
                what="the next token, half a second after the first")
+
+
+def test_the_limiters_knobs_are_read_at_start_and_a_bad_one_names_its_variable(settings):
+    from booking_settings.fields import SettingsError
+
+    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    api = ApiSettings.from_env({**env, "BOOKING_API_PLAN_CACHE_SECONDS": "0", "BOOKING_API_LIMITER_LEASE_MAX": "1",
+                                "BOOKING_API_LIMITER_REFUSAL_HOLD_SECONDS": "0.5"})
+    assert (api.plan_cache_seconds, api.limiter_lease_max, api.limiter_refusal_hold_seconds) == (0, 1, 0.5)
+    admission = create_app({"TESTING": True, "API": api}).extensions["booking_admission"]
+    assert (admission.lease_max, admission.refusal_hold_seconds, admission._plans) == (1, 0.5, None)
+    with pytest.raises(SettingsError, match="BOOKING_API_LIMITER_LEASE_MAX must be from 1"):
+        ApiSettings.from_env({**env, "BOOKING_API_LIMITER_LEASE_MAX": "0"})
+    with pytest.raises(SettingsError, match="BOOKING_API_LIMITER_TIMEOUT_SECONDS must be above 0"):
+        ApiSettings.from_env({**env, "BOOKING_API_LIMITER_TIMEOUT_SECONDS": "0"})
