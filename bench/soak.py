@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
 import procs
 import report
 from loadgen import Client, pct
@@ -238,7 +239,8 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        platform = Platform(PlatformConfig(data_dir=Path(tmp), port=free_port(), env=dict(os.environ),
+        platform = Platform(PlatformConfig(data_dir=Path(tmp), port=free_port(),
+                                           env={**os.environ, **loadgen.UNLIMITED_PLAN},
                                            autoscale=load_policies(None) if args.autoscale else None,
                                            smtp_reject_recipients=re.escape(REFUSED)))
         platform.start()

@@ -199,6 +199,8 @@ SCHEMA_BREAKING = [
     ("unknown access log mode", {"api.gunicorn.accessLog": "verbose"}, "value must be one of 'errors', 'all', 'off'"),
     ("negative event history", {"config.eventHistoryDays": "-1"}, "/config/eventHistoryDays': minimum: got -1, want 0"),
     ("root user", {"securityContext.runAsUser": "0"}, "/securityContext/runAsUser': minimum: got 0, want 1"),
+    ("no burst", {"config.planDefault.burst": "0"}, "/config/planDefault/burst': minimum: got 0, want 1"),
+    ("no rate", {"config.planDefault.ratePerSecond": "0"}, "/config/planDefault/ratePerSecond'"),
     ("wrong scheme", {"externalRedis.url": "http://cache:6379"},
      "'http://cache:6379' does not match pattern '^(rediss?://.+)?$'"),
 ]
@@ -268,6 +270,25 @@ def test_values_schema_is_strict_and_accepts_the_defaults():
 
 
 # --- policies over what renders ---------------------------------------------------------------
+
+
+def test_the_default_plan_and_the_limiter_reach_every_process_as_settings_read_them(helm, tmp_path):
+    """The chart's plan values become BOOKING_PLAN_DEFAULT_* that `Settings` accepts, fractions and large ones too."""
+    from booking_core.config import Settings
+    from booking_core.model import plans
+
+    own = tmp_path / "plan-values.yaml"  # a file, not --set: --set reads 2.5 as a string
+    own.write_text("config:\n  limitsEnabled: false\n  planDefault: {ratePerSecond: 2.5, burst: 1000000, weight: 7}\n")
+    docs = template(helm, *helm_args([CHART / "ci" / "default-values.yaml", own]))
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
+    env = {"DATABASE_URL": "postgresql://db", "REDIS_URL": "redis://cache", **config["data"]}
+    s = Settings.from_env(env)
+    assert plans.default_plan(s) == plans.Plan("default", 2.5, 1_000_000, 7) and s.limits_enabled is False
+    default = [d for d in template(helm, *helm_args([CHART / "ci" / "default-values.yaml"]))
+               if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")][0]["data"]
+    s = Settings.from_env({"DATABASE_URL": "postgresql://db", "REDIS_URL": "redis://cache", **default})
+    assert plans.default_plan(s) == plans.Plan("default", 50.0, 500, 1) and s.limits_enabled is True
+
 
 def test_every_container_has_cpu_and_memory_requests_and_limits(rendered):
     for name, d in all_docs(rendered):

@@ -132,6 +132,8 @@ class Settings:
     plan_default_rate: float = env("BOOKING_PLAN_DEFAULT_RATE", 50.0, above=0, high=100_000)
     plan_default_burst: int = env("BOOKING_PLAN_DEFAULT_BURST", 500, low=1, high=1_000_000)
     plan_default_weight: int = env("BOOKING_PLAN_DEFAULT_WEIGHT", 1, low=1, high=1_000)
+    #: Admit each tenant's bookings up to its plan's rate (the API's limiter); false admits all.
+    limits_enabled: bool = env("BOOKING_LIMITS_ENABLED", True)
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     def __post_init__(self) -> None:

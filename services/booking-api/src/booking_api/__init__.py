@@ -25,7 +25,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["API"], app.config["SETTINGS"] = api, api.core
     app.json.sort_keys = False
 
-    from booking_api import auth, bookings_views, database, health, metrics, openapi, ops_views, problems
+    from booking_api import (
+        admission,
+        auth,
+        bookings_views,
+        database,
+        health,
+        metrics,
+        openapi,
+        ops_plans,
+        ops_views,
+        problems,
+    )
     from booking_core.telemetry.sdk import setup_tracing
 
     if setup_tracing("booking-api"):
@@ -44,8 +55,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     problems.init_app(app)
     database.init_app(app)
     auth.init_app(app)
+    admission.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings_views.bp)
     app.register_blueprint(ops_views.bp)
+    app.register_blueprint(ops_plans.bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -78,6 +78,8 @@ def _query(model: type[BaseModel]) -> list[dict]:
 _PUBLIC = {"security": []}
 _PATH_BOOKING = {"name": "booking_id", "in": "path", "required": True,
                  "schema": {"type": "string", "format": "uuid"}}
+_PATH_TENANT = {"name": "tenant", "in": "path", "required": True, "description": "The tenant's name or id.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 _PATH_QUEUE = {"name": "queue", "in": "path", "required": True,
                "schema": {"type": "string", "enum": list(c.QUEUES)}}
 _PATH_DEAD = {"name": "dead_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -103,6 +105,13 @@ def _conditional(op: dict) -> dict:
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+#: The IETF httpapi ratelimit-headers draft's fields, on every answer of a limited operation.
+_RATE_LIMIT = {
+    "RateLimit-Policy": {"description": 'The tenant\'s limit: `"bookings";q=<burst>;w=<seconds to refill it>`.',
+                         "schema": {"type": "string"}},
+    "RateLimit": {"description": 'What is left: `"bookings";r=<tokens left>;t=<seconds until full, or until '
+                                 'one is back when refused>`.', "schema": {"type": "string"}},
+}
 
 
 def _with_job_started(op: dict) -> dict:
@@ -118,6 +127,7 @@ def _paths() -> dict:
         "Location": {"required": True, "schema": {"type": "string", "format": "uri-reference"}},
         "Idempotent-Replayed": {"description": "`true` when this is a stored response replayed.",
                                 "schema": {"type": "string", "enum": ["true"]}},
+        **_RATE_LIMIT,
     }
     #: What a client does next with a created booking (OpenAPI links; stateful fuzzing follows them too).
     created_links = {
@@ -141,9 +151,11 @@ def _paths() -> dict:
             "post": _op("createBooking", "bookings", "Confirm a booking",
                         (201, _ok("Created (or replayed for a repeated Idempotency-Key).", c.Booking,
                                   headers=created_headers) | {"links": created_links}),
-                        400, 401, 409, 413, 415, 422,
+                        400, 401, 409, 413, 415, 422, 429,
                         description="Saves the booking, its three tasks (email, invoice, audit) and their "
-                                    "messages in one transaction. A rejected request writes nothing.",
+                                    "messages in one transaction. A rejected request writes nothing. Each "
+                                    "tenant is admitted up to its plan's rate (a token bucket: a sustained "
+                                    "rate and a burst); a replay of a stored Idempotency-Key costs nothing.",
                         parameters=[_IDEMPOTENCY_KEY],
                         requestBody={"required": True, "content": _json(c.BookingRequest)}),
             "get": _op("listBookings", "bookings", "The caller's bookings, newest first",
@@ -186,6 +198,30 @@ def _paths() -> dict:
             "post": _op("resumeQueue", "ops", "Resume a paused queue",
                         (200, _ok("Resumed (or was not paused).", oc.QueuePauseResult)), 401, 403, 404,
                         description=f"{admin} Workers take the queue's messages again. Audited."),
+        },
+        "/api/v1/ops/tenants": {"get": _op(
+            "listTenants", "ops", "Tenants and their plans", (200, _ok("One page of tenants, by name.", oc.TenantList)),
+            401, 403, 422, description=f"{admin} Each customer tenant with the plan it is on: its own, or the "
+                                       "default (the deployment's `BOOKING_PLAN_DEFAULT_*`).",
+            parameters=_query(oc.TenantQuery))},
+        "/api/v1/ops/tenants/{tenant}": {
+            "parameters": [_PATH_TENANT],
+            "get": _op("getTenant", "ops", "A tenant's plan", (200, _ok("The tenant and its plan.", oc.TenantPlan)),
+                       401, 403, 404, description=admin),
+        },
+        "/api/v1/ops/tenants/{tenant}/plan": {
+            "parameters": [_PATH_TENANT],
+            "put": _op("setTenantPlan", "ops", "Give a tenant a plan of its own",
+                       (200, _ok("The tenant on its plan (`changed` false when it already was).",
+                                 oc.TenantPlanResult)), 400, 401, 403, 404, 413, 415, 422,
+                       description=f"{admin} Rate and burst bound how fast its bookings are admitted (a token "
+                                   "bucket); the weight is its share of the workers. Audited in the platform's "
+                                   "ops chain with the plan before and after; every API process applies it on "
+                                   "its next booking. 422 names the field out of bounds and changes nothing.",
+                       requestBody={"required": True, "content": _json(oc.PlanBody)}),
+            "delete": _op("resetTenantPlan", "ops", "Put a tenant back on the default plan",
+                          (200, _ok("The tenant on the default plan (`changed` false when it already was).",
+                                    oc.TenantPlanResult)), 401, 403, 404, description=f"{admin} Audited."),
         },
         "/api/v1/ops/dead-letters": {"get": _op(
             "listDeadLetters", "ops", "Open dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
@@ -243,9 +279,12 @@ _PROBLEM_DESCRIPTIONS = {
     413: f"The body is larger than {c.MAX_BODY_TEXT}.",
     415: "The body is not application/json.",
     422: "Invalid fields or query parameters (see `errors`), or an Idempotency-Key reused with another body.",
+    429: "The tenant's plan rate is used up (the `detail` names the limit and the plan); retry after "
+         "`Retry-After` seconds.",
     503: "A dependency does not answer.",
 }
-_PROBLEM_HEADERS = {401: {"WWW-Authenticate": {"schema": {"type": "string"}}}, 409: _RETRY_AFTER}
+_PROBLEM_HEADERS = {401: {"WWW-Authenticate": {"schema": {"type": "string"}}}, 409: _RETRY_AFTER,
+                    429: _RETRY_AFTER | _RATE_LIMIT}
 
 
 def _responses() -> dict:
@@ -271,8 +310,9 @@ def _schemas() -> dict:
     models = [(m, "validation") for m in (c.BookingRequest,)] + [
         (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
                                        c.RequeueResult, c.Health, c.Readiness, oc.DryRunResult, oc.BulkJob,
-                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult)] + [
-        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest)]
+                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult, oc.TenantList,
+                                       oc.TenantPlan, oc.TenantPlanResult)] + [
+        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest, oc.PlanBody)]
     _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)
     schemas = top["$defs"]
     # The queue list shows each queue's depth (booking_core's dataclass) and its pause state.

@@ -1,4 +1,4 @@
-"""The ops endpoints' models: dead-letter filters, bulk actions, task retry, queue pauses.
+"""The ops endpoints' models: dead-letter filters, bulk actions, task retry, queue pauses, tenants' plans.
 
 Kept apart from `contract.py` (the booking models) so each stays small; the
 OpenAPI document is generated from these the same way.
@@ -16,12 +16,14 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictStr,
     ValidationInfo,
     field_validator,
 )
 
 from booking_api.contract import MAX_TEXT, TEXT_PATTERN, PageQuery, Text, _Response, _schema, invalid, one_of
 from booking_core.messaging.contracts import QUEUES, TASKS
+from booking_core.model import plans
 from booking_core.model.tenants import TENANT_NAME
 from booking_core.ops import filters
 
@@ -167,3 +169,69 @@ class QueuePauseResult(QueuePause):
     queue: one_of(QUEUES)
     changed: Annotated[bool, Field(description="False when the queue already was in that state (nothing "
                                                "changed, nothing audited).")]
+
+
+# --- tenants' plans -------------------------------------------------------------------------------
+
+_PLAN_NAME_PATTERN = plans.PLAN_NAME.pattern
+
+
+def _whole(value: object) -> object:
+    """A JSON integer, as JSON Schema counts them (5 and 5.0), never a string or a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid("must be a whole number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise invalid("must be a whole number")
+        return int(value)
+    return value
+
+
+class PlanBody(BaseModel):
+    """A plan: how fast a tenant's bookings are admitted, and its share of the workers."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: Annotated[StrictStr, Field(pattern=f"^{_PLAN_NAME_PATTERN}$",
+                                     description="1-63 characters: a-z, 0-9, '-', '_'.")]
+    rate_per_second: Annotated[float, Field(strict=True, gt=0, le=plans.MAX_RATE, description=(
+        "Bookings admitted per second, sustained (the bucket's refill rate)."))]
+    # The bounds of burst and weight are checked by plans.check (which names the field); here for the schema.
+    burst: Annotated[int, BeforeValidator(_whole), _schema(minimum=1, maximum=plans.MAX_BURST), Field(description=(
+        "Bookings admitted at once after a quiet spell (the bucket's size)."))]
+    weight: Annotated[int, BeforeValidator(_whole), _schema(minimum=1, maximum=plans.MAX_WEIGHT), Field(description=(
+        "Share of the workers while several tenants have work waiting."))]
+
+
+class PlanOut(PlanBody):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantPlan(_Response):
+    """A tenant and the plan it is on: its own, or the default."""
+
+    tenant_id: Annotated[str, _schema(format="uuid")]
+    tenant: str
+    own: Annotated[bool, Field(description="False: on the default plan (the deployment's BOOKING_PLAN_DEFAULT_*).")]
+    plan: PlanOut
+    updated_at: Annotated[AwareTime | None, Field(description="When its own plan was set (only when `own`).")] = None
+    updated_by: Annotated[str | None, Field(description="Who set it (only when `own`).")] = None
+
+
+class TenantPlanResult(TenantPlan):
+    changed: Annotated[bool, Field(description="False when the tenant already was on that plan (nothing changed, "
+                                               "nothing audited).")]
+
+
+class TenantList(_Response):
+    items: list[TenantPlan]
+    next_after: Annotated[str | None, Field(description="Pass as `after` for the next page; null on the last.")]
+
+
+class TenantQuery(BaseModel):
+    """Tenants by name, paged by the last name seen (unknown parameters are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+    after: Annotated[Text | None, Field(description="`next_after` of the previous page.")] = None

@@ -54,6 +54,18 @@ class ApiSettings:
     db_slot_wait_seconds: float = env("BOOKING_API_DB_SLOT_WAIT_SECONDS", 1.0, low=0, high=60)
     db_stall_seconds: float = env("BOOKING_API_DB_STALL_SECONDS", 0.5, above=0, high=60)
     readiness_timeout_seconds: float = env("BOOKING_API_READINESS_TIMEOUT_SECONDS", 1.5, above=0, high=60)
+    #: The admission limiter (admission.py): a tenant's plan is kept this long per process (0: read every time).
+    plan_cache_seconds: float = env("BOOKING_API_PLAN_CACHE_SECONDS", 5.0, low=0, high=3600)
+    #: Tokens a process may take ahead for one tenant, at most 1/divisor of those left, spent within this long.
+    limiter_lease_max: int = env("BOOKING_API_LIMITER_LEASE_MAX", 20, low=1, high=10_000)
+    limiter_lease_divisor: int = env("BOOKING_API_LIMITER_LEASE_DIVISOR", 20, low=1, high=10_000)
+    limiter_lease_seconds: float = env("BOOKING_API_LIMITER_LEASE_SECONDS", 0.25, low=0, high=60)
+    #: A process refused for a tenant refuses it alone this long at most (0: asks Redis every time).
+    limiter_refusal_hold_seconds: float = env("BOOKING_API_LIMITER_REFUSAL_HOLD_SECONDS", 1.0, low=0, high=60)
+    #: A decision Redis does not answer within this is admitted (fail open) ...
+    limiter_timeout_seconds: float = env("BOOKING_API_LIMITER_TIMEOUT_SECONDS", 0.25, above=0, high=60)
+    #: ... and for this long after, bookings are admitted without asking.
+    limiter_outage_hold_seconds: float = env("BOOKING_API_LIMITER_OUTAGE_HOLD_SECONDS", 1.0, low=0, high=600)
 
     def __post_init__(self) -> None:
         check(self)

@@ -7,6 +7,8 @@ import asyncio
 import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from booking_core import db
 from booking_core.config import Settings
@@ -20,10 +22,12 @@ from booking_events.keys import (
     REDIS,
     SETTINGS,
     SETUPS,
+    SIGN_IN_THROTTLE,
     SLOTS,
     TOKEN_WATCH,
 )
 from booking_events.poller import Poller
+from booking_events.sign_in_throttle import SignInThrottle
 from booking_events.tokenwatch import TokenWatch
 
 #: How the service is served (server.py, and the tests' in-process runner alike).
@@ -64,6 +68,11 @@ def create_app(settings: Settings, *, heartbeat_seconds: float = 15.0, poll_seco
     app[SETUPS] = asyncio.Semaphore(app[LIMITS].setups)
     # The ops console's queue depth and dead-letter cache; a stalled Redis must not hang a page.
     app[REDIS] = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    # Short timeouts: the throttle fails open, and a sign-in must not wait long for that.
+    app[SIGN_IN_THROTTLE] = SignInThrottle(
+        redis.Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                             retry=Retry(NoBackoff(), 0)),
+        settings.redis_namespace)
 
     async def lifecycle(app: web.Application):
         await app[POLLER].start()

@@ -39,6 +39,8 @@ AUDIT_KINDS = (
     "deadletter.discarded",
     "queue.paused",
     "queue.resumed",
+    "plan.changed",
+    "plan.reset",
 )
 
 
