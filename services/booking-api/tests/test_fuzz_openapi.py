@@ -168,8 +168,9 @@ def _refused_filter(fields: object) -> bool:
 
 def _refusal(case, used_keys: dict[str, bytes]) -> str | None:
     """The problem type of the 422 the API answers this request for a rule the document cannot state."""
-    if case.method.upper() == "GET" and case.path == "/api/v1/ops/dead-letters" and _refused_filter(case.query):
-        return "invalid-query"
+    if case.method.upper() == "GET" and case.path == "/api/v1/ops/dead-letters" \
+            and (_refused_filter(case.query) or not _issued((case.query or {}).get("cursor"))):
+        return "invalid-query"  # the list pages with the bookings' cursors: only one it issued is taken
     if case.method.upper() == "POST" and case.path.startswith("/api/v1/ops/dead-letters/") \
             and _refused_filter(case.body):
         return "invalid-filter"
