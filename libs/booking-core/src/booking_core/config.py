@@ -72,6 +72,10 @@ def _trace_template(raw: str) -> str:
     return raw
 
 
+#: The relay's orderings (BOOKING_RELAY_ORDER).
+RELAY_ORDERS = ("fair", "fifo")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Connection URLs and tunables shared by every process."""
@@ -87,6 +91,12 @@ class Settings:
     maintenance_chance: int = 1_000
     relay_sweep_seconds: float = 2.0
     relay_batch_size: int = 200
+    #: How the relay orders the outbox into the queues: "fair" (by tenant, weighted by plan,
+    #: with a bounded publish-ahead) or "fifo" (everything at once, oldest first: the old way).
+    relay_order: str = "fair"
+    #: Fair order: the fewest ready messages the relay keeps in each queue while the outbox holds
+    #: more; it keeps max(this, the queue's in-flight count), about the workers' prefetch.
+    relay_ahead: int = 16
     idempotency_ttl_seconds: int = 24 * 3600
     db_pool_max: int = 10
     #: How long a worker waits for a pooled Postgres connection before the attempt fails
@@ -171,6 +181,12 @@ class Settings:
             raise ValueError(f"BOOKING_PLAN_DEFAULT_BURST must be from 1 to 1000000, got {plan_burst}")
         if not 1 <= plan_weight <= 1_000:
             raise ValueError(f"BOOKING_PLAN_DEFAULT_WEIGHT must be from 1 to 1000, got {plan_weight}")
+        relay_order = env.get("BOOKING_RELAY_ORDER") or "fair"
+        if relay_order not in RELAY_ORDERS:
+            raise ValueError(f"BOOKING_RELAY_ORDER must be one of {', '.join(RELAY_ORDERS)}, got {relay_order!r}")
+        relay_ahead = _int(env, "BOOKING_RELAY_AHEAD", 16)
+        if relay_ahead < 1:
+            raise ValueError(f"BOOKING_RELAY_AHEAD must be at least 1, got {relay_ahead}")
         return cls(
             database_url=env["DATABASE_URL"],
             redis_url=env["REDIS_URL"],
@@ -181,6 +197,8 @@ class Settings:
             maintenance_chance=_int(env, "BOOKING_MAINTENANCE_CHANCE", 1_000),
             relay_sweep_seconds=_int(env, "BOOKING_RELAY_SWEEP_MS", 2_000) / 1000,
             relay_batch_size=_int(env, "BOOKING_RELAY_BATCH_SIZE", 200),
+            relay_order=relay_order,
+            relay_ahead=relay_ahead,
             idempotency_ttl_seconds=_int(env, "BOOKING_IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
             db_pool_max=_int(env, "BOOKING_DB_POOL_MAX", 10),
             db_acquire_timeout_ms=_int(env, "BOOKING_DB_ACQUIRE_TIMEOUT_MS", 5_000),

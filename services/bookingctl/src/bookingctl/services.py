@@ -102,6 +102,9 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS),
     ], stop_timeout=WORKER_SHUTDOWN_TIMEOUT_MS / 1000 + 10, env={
         "dramatiq_worker_timeout": str(WORKER_POLL_TIMEOUT_MS),
+        # One message per thread, not Dramatiq's two: what a worker prefetches has left the
+        # relay's fair ordering, so the less it holds the sooner a quiet tenant's task starts.
+        "dramatiq_queue_prefetch": str(threads),
         "dramatiq_prom_host": "127.0.0.1",
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),
