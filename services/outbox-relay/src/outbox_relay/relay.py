@@ -18,7 +18,9 @@ The order (`BOOKING_RELAY_ORDER`): `fair` (the default) tops each queue up to
 its publish-ahead in fair order by tenant (`fair.py`), reading the queues'
 depth from Redis each round; what does not fit waits in the outbox, and the
 relay looks again every `POLL_SECONDS` while rows are held back.  `fifo`
-publishes every due row at once, oldest first (`publish.py`).
+publishes every due row at once, oldest first (`publish.py`).  Every
+`REPORT_SECONDS` it reports what waits, per queue and per tenant (`backlog.py`):
+to Redis for the autoscalers and to its /metrics.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ from booking_core.model.idempotency import purge_expired
 from booking_core.tasks.deadletters import purge_resolved
 from booking_core.worker.broker import make_broker
 from booking_scaling.depth import QueueReader
+from booking_scaling.outboxmirror import REPORT_SECONDS
+from outbox_relay import backlog
 from outbox_relay.fair import publish_fair, room
-from outbox_relay.metrics import FAILURES
+from outbox_relay.metrics import BACKLOG, FAILURES
 from outbox_relay.publish import publish_batch
 
 log = logging.getLogger("outbox_relay")
@@ -94,6 +98,13 @@ class Relay:
                 break
         return total
 
+    def report(self, work: psycopg.Connection) -> backlog.Report:
+        """Count what waits (outbox and Redis), copy it to Redis for the autoscalers and to /metrics."""
+        rep = backlog.read(work, self.depths.snapshot(QUEUES), QUEUES)
+        backlog.mirror(self.broker.client, self.settings.redis_namespace, rep)
+        BACKLOG.report = rep
+        return rep
+
     def _wait(self, listen: psycopg.Connection) -> None:
         """Sleep until a NOTIFY, the next sweep, or stop(), whichever comes first."""
         deadline = time.monotonic() + self.settings.relay_sweep_seconds
@@ -131,7 +142,7 @@ class Relay:
     def run(self) -> None:
         """Loop until stopped, reconnecting and backing off on failures."""
         backoff = 0.1
-        last_purge = 0.0
+        last_purge = last_report = 0.0
         while not self._stop.is_set():
             try:
                 with db.connect(self.settings.database_url, autocommit=True) as listen, \
@@ -146,6 +157,9 @@ class Relay:
                             purge_expired(work, self.settings.idempotency_ttl_seconds)
                             purge_resolved(work, self.settings.dead_letter_retention_days)
                             last_purge = time.monotonic()
+                        if time.monotonic() - last_report >= REPORT_SECONDS:
+                            self.report(work)
+                            last_report = time.monotonic()
                         self.idle(listen, work, published=n)
             except (redis.RedisError, dramatiq.errors.ConnectionError, psycopg.OperationalError) as e:
                 FAILURES.labels("postgres" if isinstance(e, psycopg.Error) else "redis").inc()
