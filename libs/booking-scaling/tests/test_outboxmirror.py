@@ -12,6 +12,7 @@ from booking_scaling.decision import ScalerState, decide
 from booking_scaling.depth import QueueDepth
 from booking_scaling.outboxmirror import OutboxBacklog
 from booking_scaling.policy import Policy
+from booking_scaling.promise import Observed
 
 
 def test_written_copies_read_back_and_lapse(redis_url):
@@ -49,3 +50,21 @@ def test_a_backlog_held_in_the_outbox_scales_the_workers_up():
     seen = decide(Backlog.from_depths([redis_side], outbox=[OutboxBacklog("email", 980)]), 1, policy,
                   ScalerState(), 0.0)
     assert alone.desired == 1 and seen.desired == 10
+
+
+def test_the_promise_sees_the_oldest_task_waiting_in_the_outbox():
+    # Under the fair order Redis holds the publish-ahead's young messages; the oldest task waits in the outbox.
+    now = 1_700_000_100_000
+    depth = QueueDepth("email", ready=16, in_flight=0, delayed=0, dead=0, oldest_ready_age_ms=2_000)
+    backlog = Backlog.from_depths([depth], outbox=[OutboxBacklog("email", 900, 0, now - 95_000)])
+    assert backlog.oldest_age_seconds([depth], now) == 95.0
+    # Nothing due in the outbox: Redis's age alone.
+    idle = Backlog.from_depths([depth], outbox=[OutboxBacklog("email", 0, 5, 0)])
+    assert idle.oldest_age_seconds([depth], now) == 2.0
+    policy = Policy(min_replica_count=1, max_replica_count=50, max_age=60, pod_start_seconds=10,
+                    min_throughput_per_replica=1.0)
+    seen = decide(backlog, 1, policy, ScalerState(), 0.0,
+                  observed=Observed(oldest_age=backlog.oldest_age_seconds([depth], now), completed=None))
+    redis_only = decide(Backlog.from_depths([depth]), 1, policy, ScalerState(), 0.0,
+                        observed=Observed(oldest_age=2.0, completed=None))
+    assert seen.desired > redis_only.desired

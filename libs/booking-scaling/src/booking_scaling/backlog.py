@@ -34,6 +34,7 @@ class _Outbox(Protocol):
 
     waiting: int
     later: int
+    oldest_ms: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +54,9 @@ class Backlog:
     orphaned: int = 0
     #: Due rows still waiting in the outbox for their turn (the relay's fair ordering).
     outbox: int = 0
+    #: When the oldest of `outbox` was written (ms since the epoch; 0 when none): under the
+    #: fair order the oldest waiting task is usually there, not in Redis (the promise's age).
+    outbox_oldest_ms: int = 0
     #: Dead letters: reported, never a reason to run workers.
     dead: int = 0
     #: Why the reading failed; when set, the counts mean nothing.
@@ -98,8 +102,15 @@ class Backlog:
             delayed=sum(d.delayed for d in depths) + later,
             delayed_due=delayed_due,
             outbox=sum(o.waiting for o in outbox),
+            outbox_oldest_ms=min((o.oldest_ms for o in outbox if o.waiting and o.oldest_ms), default=0),
             dead=sum(d.dead for d in depths),
         )
+
+    def oldest_age_seconds(self, depths: Iterable[_Depth], now_ms: int) -> float:
+        """The oldest waiting task's age: in Redis (each depth's oldest ready) or in the outbox."""
+        in_redis = max((getattr(d, "oldest_ready_age_ms", 0) for d in depths), default=0)
+        in_outbox = max(0, now_ms - self.outbox_oldest_ms) if self.outbox and self.outbox_oldest_ms else 0
+        return max(in_redis, in_outbox) / 1000
 
     @classmethod
     def unreadable(cls, error: str) -> Backlog:

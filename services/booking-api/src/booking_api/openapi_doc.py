@@ -20,7 +20,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from booking_api import contract as c
 from booking_api import ops_contract as oc
-from booking_api.problems import TITLES
+from booking_core.web.problems import TITLES
 
 _SCHEMAS = "#/components/schemas/{model}"
 
@@ -105,6 +105,14 @@ def _conditional(op: dict) -> dict:
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
 
+def _with_job_started(op: dict) -> dict:
+    """Add the 202 of a bulk action that started its job."""
+    op["responses"]["202"] = _ok("Started: the job, as `GET` on its `Location` shows it.", oc.BulkJob, headers={
+        "Location": {"required": True, "schema": {"type": "string", "format": "uri-reference"},
+                     "description": "The job: `/api/v1/ops/jobs/{id}`."}})
+    return op
+
+
 def _paths() -> dict:
     created_headers = {
         "Location": {"required": True, "schema": {"type": "string", "format": "uri-reference"}},
@@ -183,12 +191,23 @@ def _paths() -> dict:
             "listDeadLetters", "ops", "Open dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
             401, 403, 422, description=f"{admin} Read from the Postgres record, whether or not Redis still holds "
                                        "the message.", parameters=_query(oc.DeadLetterQuery))},
-        **{f"/api/v1/ops/dead-letters/{action}": {"post": _op(
+        **{f"/api/v1/ops/dead-letters/{action}": {"post": _with_job_started(_op(
             f"{action}DeadLetters", "ops", f"{action.capitalize()} every open dead letter that matches",
-            (200, _ok("How many matched (dry run) or were acted on.", oc.BulkResult)), 400, 401, 403, 413, 415, 422,
-            description=f"{admin} Every letter is audited; `dry_run` only counts. Works in batches.",
-            requestBody={"required": True, "content": _json(oc.BulkDeadLetterRequest)})}
+            (200, _ok("Dry run: how many match now; nothing changed.", oc.DryRunResult)),
+            400, 401, 403, 413, 415, 422,
+            description=f"{admin} Starts a bulk job (202, `Location` → its progress), which a runner of the "
+                        "platform does in batches, each letter audited, whether or not this request, or the "
+                        "process that served it, lasts; the ops console starts the same jobs. `dry_run` only "
+                        "counts (200).",
+            requestBody={"required": True, "content": _json(oc.BulkDeadLetterRequest)}))}
            for action in ("requeue", "discard")},
+        "/api/v1/ops/jobs/{job_id}": {
+            "parameters": [{"name": "job_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "format": "uuid"}}],
+            "get": _op("getBulkJob", "ops", "A bulk job's state and progress", (200, _ok("The job.", oc.BulkJob)),
+                       401, 403, 404,
+                       description=f"{admin} Jobs started from the API and from the ops console alike."),
+        },
         "/api/v1/ops/bookings/{booking_id}/tasks/{task}/retry": {
             "parameters": [_PATH_BOOKING, {"name": "task", "in": "path", "required": True,
                                            "schema": {"type": "string", "enum": list(c.TASKS)}}],
@@ -251,7 +270,7 @@ def _from_dataclass(schema: dict, *, hidden: tuple[str, ...] = ()) -> dict:
 def _schemas() -> dict:
     models = [(m, "validation") for m in (c.BookingRequest,)] + [
         (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
-                                       c.RequeueResult, c.Health, c.Readiness, oc.BulkResult,
+                                       c.RequeueResult, c.Health, c.Readiness, oc.DryRunResult, oc.BulkJob,
                                        oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult)] + [
         (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest)]
     _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)

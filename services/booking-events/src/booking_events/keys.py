@@ -22,8 +22,6 @@ SLOTS = web.AppKey("stream_slots", StreamSlots)
 #: Stream set-ups (their Postgres reads) running at once: `StreamLimits.setups`.
 SETUPS = web.AppKey("stream_setups", asyncio.Semaphore)
 TOKEN_WATCH = web.AppKey("token_watch", TokenWatch)
-#: Bulk dead-letter jobs running in this process (kept so their tasks are not collected mid-run).
-BULK_TASKS = web.AppKey("bulk_tasks", set)
 #: The signed-in operator's session and, on a checked POST, its form fields.
 OPS_SESSION = web.RequestKey("ops_session", ops_sessions.Session)
 OPS_FORM = web.RequestKey("ops_form", dict)

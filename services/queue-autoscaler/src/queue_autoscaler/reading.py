@@ -14,7 +14,7 @@ import asyncio
 import aiohttp
 import redis
 
-from booking_scaling import outboxmirror, pausemirror
+from booking_scaling import completions, outboxmirror, pausemirror
 from booking_scaling.backlog import Backlog
 from booking_scaling.depth import QueueDepth, QueueReader
 from booking_scaling.pressure import AcceptPath, LatencyWatch
@@ -57,6 +57,13 @@ class BacklogSource:
         except (redis.RedisError, OSError, ValueError) as e:
             return Backlog.unreadable(f"{type(e).__name__}: {e}"), []
         return Backlog.from_depths(depths, outbox=outbox.values()), depths
+
+    async def completed(self, url: str, namespace: str, queues: tuple[str, ...]) -> int | None:
+        """Tasks the pool's workers have finished (booking_scaling.completions); None when unreadable."""
+        try:
+            return await asyncio.to_thread(completions.read, self._client(url), namespace, queues)
+        except (redis.RedisError, OSError, ValueError):
+            return None
 
     async def paused(self, url: str, namespace: str, queues: tuple[str, ...]) -> frozenset[str]:
         """The queues whose workers report them paused (booking_scaling.pausemirror); none when unreadable.

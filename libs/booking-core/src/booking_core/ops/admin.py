@@ -107,12 +107,17 @@ def cmd_dlq(args, s: Settings) -> int:
             if args.dry_run:
                 print(f"would have {done} {deadletters.count(conn, f)} dead letter(s)")
                 return 0
-            n = 0
-            for d in deadletters.apply_all(conn, client, s.redis_namespace, f, args.dlq_cmd, actor=who()):
-                print(f"{done} {d.id} ({d.queue})")
-                n += 1
-            print(f"{done} {n} dead letter(s)", file=sys.stderr)
-            return 0
+            # A bulk job, as from the API and the console (visible there, resumed by the relay's
+            # runner if this command dies), run here so that each letter is printed as it goes.
+            from booking_core.ops import bulkjobs
+
+            token = str(uuid.uuid4())
+            job_id = bulkjobs.start(conn, args.dlq_cmd, f, actor=who(), claim=token)
+            bulkjobs.run(conn, client, s.redis_namespace, job_id, token,
+                         on_letter=lambda d: print(f"{done} {d.id} ({d.queue})"))
+            job = bulkjobs.get(conn, job_id)
+            print(f"{done} {job.done} dead letter(s) (bulk job {job_id}: {job.state})", file=sys.stderr)
+            return 0 if job.state == "finished" else 1
         if not args.ids:
             print("name dead letter ids or pass --all", file=sys.stderr)
             return 2

@@ -1,10 +1,11 @@
 """The Dramatiq Redis broker every process shares, configured from Settings.
 
-Each worker's `broker` module reads the environment once and calls
-`setup_broker(settings, ...)` (Dramatiq's own layout: `dramatiq pkg.broker
-pkg.actors`); its actors take `settings` from that module.  The relay calls
-`make_broker` to publish.  Retries, backoff and dead-lettering stay Dramatiq's
-own middleware; ours is placed by name around them:
+Each worker's `broker` module reads the environment once (a bad variable stops
+the worker: `booking_settings.boot`) and calls `setup_broker(settings, ...)`
+(Dramatiq's own layout: `dramatiq pkg.broker pkg.actors`); its actors take
+`settings` from that module.  The relay calls `make_broker` to publish.
+Retries, backoff and dead-lettering stay Dramatiq's own middleware; ours is
+placed by name around them:
 
 - `TracingMiddleware` first, ahead of Dramatiq's defaults (AgeLimit, TimeLimit,
   ...), so the consumer span is current around every other middleware's work
@@ -79,6 +80,9 @@ def setup_broker(settings: Settings, *, track_tasks: bool = True,
     with a fork that dies with its parent) for the worker named `service_name`, and
     ties every worker process to its Dramatiq parent (`Lifeline`).
     """
+    from booking_core import db
+
+    db.set_backend_nice(settings.db_backend_nice)
     if service_name:
         from booking_core.telemetry.sdk import setup_tracing
 
