@@ -38,7 +38,7 @@ AHEAD_BOUND = 60
 
 
 @pytest.fixture
-def start_platform(new_platform, tmp_path):
+def start_platform(new_platform):
     """`make_platform`, with its workers at nice 10 but not at the idle scheduling class, and patient.
 
     At SCHED_IDLE a worker gets no CPU at all while other loads keep every core busy (a shared CI
@@ -48,7 +48,7 @@ def start_platform(new_platform, tmp_path):
     started = []
 
     def start(env: dict | None = None):
-        platform = new_platform(tmp_path / f"data{len(started)}", env)
+        platform = new_platform(f"fair-share-{len(started)}", env)
         platform._wait_ready = functools.partial(platform._wait_ready, timeout=600)
         spawn = platform._spawn
         platform._spawn = lambda spec: spawn(dataclasses.replace(spec, cpu_idle=False))
