@@ -73,6 +73,10 @@ def _base_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+#: The relay's orderings (BOOKING_RELAY_ORDER).
+RELAY_ORDERS = ("fair", "fifo")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Connection URLs and tunables shared by every process."""
@@ -88,6 +92,12 @@ class Settings:
     maintenance_chance: int = env("BOOKING_MAINTENANCE_CHANCE", 1_000, low=0, high=1_000_000)
     relay_sweep_seconds: float = env("BOOKING_RELAY_SWEEP_MS", 2.0, parse=millis_as_seconds, above=0)
     relay_batch_size: int = env("BOOKING_RELAY_BATCH_SIZE", 200, low=1, high=100_000)
+    #: How the relay orders the outbox into the queues: "fair" (by tenant, weighted by plan,
+    #: with a bounded publish-ahead) or "fifo" (everything at once, oldest first: the old way).
+    relay_order: str = env("BOOKING_RELAY_ORDER", "fair", choices=RELAY_ORDERS)
+    #: Fair order: the fewest ready messages the relay keeps in each queue while the outbox holds
+    #: more; it keeps max(this, the queue's in-flight count), about the workers' prefetch.
+    relay_ahead: int = env("BOOKING_RELAY_AHEAD", 16, low=1, high=100_000)
     idempotency_ttl_seconds: int = env("BOOKING_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, low=1)
     db_pool_max: int = env("BOOKING_DB_POOL_MAX", 10, low=1, high=1_000)
     #: How long a worker waits for a pooled Postgres connection before the attempt fails

@@ -232,8 +232,10 @@ def _model(backlog: Backlog, current: int, policy: Policy, observed: Observed, r
     measured = rates.per_replica if rates is not None else None
     serving = current if observed.serving is None else min(observed.serving, current)
     return Model(
-        # Orphaned messages go back to the ready list's head when Dramatiq requeues them.
-        ready=backlog.ready + backlog.orphaned, due=backlog.due, oldest_age=max(0.0, observed.oldest_age),
+        # Orphaned messages go back to the ready list's head when Dramatiq requeues them; rows
+        # waiting in the outbox (the fair order) are ready work the relay has not published yet.
+        ready=backlog.ready + backlog.orphaned + backlog.outbox, due=backlog.due,
+        oldest_age=max(0.0, observed.oldest_age),
         arrivals=(rates.arrivals or 0.0) if rates is not None else 0.0,
         per_replica=max(floor, measured) if measured is not None else floor, serving=serving,
         start=policy.pod_start_seconds if observed.start_latency is None else max(0.0, observed.start_latency),

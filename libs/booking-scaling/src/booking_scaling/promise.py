@@ -42,7 +42,8 @@ from dataclasses import dataclass, replace
 class Observed:
     """What a caller measured besides the backlog (any field None: not known)."""
 
-    #: Seconds the oldest ready task has waited (QueueDepth.oldest_ready_age_ms / 1000, max over the pool's queues).
+    #: Seconds the oldest waiting task has waited (Backlog.oldest_age_seconds: the oldest ready in
+    #: Redis or the oldest due in the outbox).
     oldest_age: float | None = None
     #: Tasks the pool's workers have finished, cumulative; a drop means the counter restarted.
     completed: int | None = None

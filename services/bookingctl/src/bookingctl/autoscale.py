@@ -50,7 +50,7 @@ import redis
 
 from booking_core.messaging.contracts import QUEUES
 from booking_core.queues.pausewatch import PauseReader
-from booking_scaling import completions
+from booking_scaling import completions, outboxmirror
 from booking_scaling.backlog import Backlog
 from booking_scaling.decision import QUEUE_PAUSED, Decision, ScalerState, decide
 from booking_scaling.depth import QueueReader
@@ -154,16 +154,18 @@ class Autoscaler:
     def read(self, pools: list[Pool]) -> dict[str, Backlog]:
         """Each pool's backlog, its delayed messages due within its own delayedLeadSeconds.
 
-        One snapshot per distinct lead time (one in all with the defaults), each atomic.
+        One snapshot per distinct lead time (one in all with the defaults), each atomic, plus
+        what waits in the outbox (the relay's copy, `booking_scaling.outboxmirror`).
         """
         by_lead: dict[float, list[str]] = {}
         for pool in pools:
             by_lead.setdefault(pool.policy.delayed_lead_seconds, []).append(pool.queue)
         readings: dict[str, Backlog] = {}
+        outbox = outboxmirror.read(self.reader.client, self.reader.namespace, [p.queue for p in pools])
         for lead, queues in by_lead.items():
             for depth in self.reader.snapshot(queues, due_within_ms=lead * 1000):
-                readings[depth.queue] = Backlog.from_depths([depth])
-                self.oldest[depth.queue] = depth.oldest_ready_age_ms / 1000
+                readings[depth.queue] = Backlog.from_depths([depth], outbox=[outbox[depth.queue]])
+                self.oldest[depth.queue] = readings[depth.queue].oldest_age_seconds([depth], int(time.time() * 1000))
         return readings
 
     def observed(self, pool: Pool, backlog: Backlog, running: int) -> Observed | None:

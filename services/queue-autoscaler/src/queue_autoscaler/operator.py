@@ -83,7 +83,7 @@ async def _redis_url(rt: Runtime, kube: KubeClient, namespace: str, s: ScalerSpe
 async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, now: float):
     """(Backlog, depths, every queue paused, Observed); any failure, the Secret's included, is an unreadable Backlog.
 
-    Observed carries the oldest ready task's age (from the same snapshot) and the workers'
+    Observed carries the oldest waiting task's age (Redis or the outbox's copy, same reading) and the workers'
     completion count, which the promise (spec.maxAge) is kept with.
 
     "Paused" is the workers' copy of the pauses in Redis (booking_scaling.pausemirror): the pool's
@@ -102,8 +102,7 @@ async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerS
     observed = None
     if s.policy.max_age is not None:
         done = await memo.backlog.completed(url, s.redis_namespace, s.queues)
-        oldest = max((d.oldest_ready_age_ms for d in depths), default=0) / 1000
-        observed = Observed(oldest_age=oldest, completed=done)
+        observed = Observed(oldest_age=backlog.oldest_age_seconds(depths, int(time.time() * 1000)), completed=done)
     return backlog, depths, bool(s.queues) and paused >= set(s.queues), observed
 
 

@@ -34,8 +34,19 @@ from booking_core.telemetry.tracing import TracingMiddleware
 
 
 def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker:
-    """A Redis broker for `settings`; `track_tasks` (a worker's broker) adds the task-state and pause middleware."""
-    broker = RedisBroker(
+    """A Redis broker for `settings`; `track_tasks` (a worker's broker) adds the task-state and pause middleware.
+
+    A worker's broker under the fair ordering sends its retries through the outbox
+    (`booking_core.worker.delays`), so they wait their turn like new work.
+    """
+    kind, extra = RedisBroker, {}
+    if track_tasks and settings.relay_order == "fair":
+        from booking_core.worker.delays import OutboxDelayBroker
+
+        kind, extra = OutboxDelayBroker, {"database_url": settings.database_url, "pool_max": settings.db_pool_max,
+                                          "acquire_timeout": min(2.0, settings.db_acquire_timeout_ms / 1000)}
+    broker = kind(
+        **extra,
         url=settings.redis_url,
         namespace=settings.redis_namespace,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
