@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import http.client
 import re
+import uuid
 from urllib.parse import urlencode
 
 import pytest
@@ -56,14 +57,26 @@ def row_of(page: str, name: str) -> str:
     return re.search(rf'<th scope="row">{re.escape(name)}</th>(.*?)</tr>', page, re.S).group(1)
 
 
+def page_with(console, name: str) -> str:
+    """The tenants page that lists `name`, reached as an operator would: following "Next page"."""
+    path = "/ops/tenants"
+    while True:
+        status, _, page = console.request("GET", path)
+        assert status == 200, page[:300]
+        if f'<th scope="row">{html.escape(name)}</th>' in page:
+            return page
+        found = re.search(r'<a rel="next" href="([^"]+)"', page)
+        assert found, f"{name} is on no page"
+        path = html.unescape(found.group(1))
+
+
 def test_the_page_shows_each_tenants_plan_and_sets_and_resets_one_as_the_operator(console, db_conn, tenant):
-    status, _, page = console.request("GET", "/ops/tenants")
-    assert status == 200 and "(default)" in row_of(page, tenant["name"])
+    assert "(default)" in row_of(page_with(console, tenant["name"]), tenant["name"])
     form = {"tenant": tenant["name"], "name": "gold", "rate_per_second": "12.5", "burst": "120", "weight": "3"}
     status, headers, _ = console.post("/ops/tenants/set", form)
     assert status == 303 and headers["location"] == "/ops/tenants"
     assert plans.own_plan(db_conn, tenant["id"]) == plans.Plan("gold", 12.5, 120, 3)
-    row = html.unescape(row_of(console.request("GET", "/ops/tenants")[2], tenant["name"]))
+    row = html.unescape(row_of(page_with(console, tenant["name"]), tenant["name"]))
     assert "gold" in row and "12.5" in row and "120" in row and "(default)" not in row and "Grace" in row
     assert console.post("/ops/tenants/reset", {"tenant": tenant["name"]})[0] == 303
     assert plans.own_plan(db_conn, tenant["id"]) is None
@@ -91,3 +104,15 @@ def test_an_unknown_tenant_or_a_forged_form_changes_nothing(console, events_port
     form = {"tenant": tenant["name"], "name": "gold", "rate_per_second": "1", "burst": "1", "weight": "1"}
     assert console.request("POST", "/ops/tenants/set", form | {"csrf": "forged"})[0] == 403
     assert plans.own_plan(db_conn, tenant["id"]) is None
+
+
+def test_the_page_pages_by_name_so_every_tenant_is_reachable(console, db_conn, monkeypatch):
+    from booking_events import ops_tenants
+
+    names = sorted(tenants.ensure_tenant(db_conn, f"paging-{i}-{uuid.uuid4().hex[:8]}")["name"] for i in range(3))
+    monkeypatch.setattr(ops_tenants, "PAGE", 1)
+    status, _, page = console.request("GET", "/ops/tenants?" + urlencode({"after": names[0]}))
+    assert status == 200 and re.findall(r'<th scope="row">([^<]+)</th>', page) == [names[1]]
+    assert f'href="/ops/tenants?after={names[1]}"' in page and ">First page<" in page
+    assert "Next page" in console.request("GET", "/ops/tenants?" + urlencode({"after": names[1]}))[2]
+    assert console.request("GET", "/ops/tenants?after=" + "x" * 201)[0] == 400

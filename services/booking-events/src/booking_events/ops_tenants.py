@@ -21,21 +21,30 @@ from booking_events.ops_auth import operator_required
 from booking_events.ops_data import conn
 from booking_events.ops_render import error, page
 
-#: Tenants shown on the page, by name (the admin API and `bookingctl tenants list` page through all).
+#: Tenants shown on one page, by name; `?after=<the last name shown>` is the next page.
 PAGE = 500
+#: Longer than any tenant name can be (`booking_core.model.tenants`): a longer `after` names nobody.
+_MAX_AFTER = 200
 
 
-def _listing(settings: Settings) -> tuple[list[tenant_plans.TenantPlan], Plan]:
+def _listing(settings: Settings, after: str | None) -> tuple[list[tenant_plans.TenantPlan], Plan]:
     default = default_plan(settings)
     with conn(settings) as c:
-        return tenant_plans.list_tenants(c, default, limit=PAGE), default
+        return tenant_plans.list_tenants(c, default, limit=PAGE, after=after), default
 
 
 @operator_required
 async def tenants_page(request: web.Request) -> web.StreamResponse:
-    """GET /ops/tenants: every tenant's plan, and the form to change one."""
-    found, default = await asyncio.to_thread(_listing, request.app[SETTINGS])
-    return page(request, "tenants.html", tenants=found, default=default, page_size=PAGE)
+    """GET /ops/tenants[?after=NAME]: a page of tenants' plans, and the form to change any tenant's.
+
+    Paged, because a platform with thousands of tenants must still reach each of them here.
+    """
+    after = request.query.get("after") or None
+    if after is not None and len(after) > _MAX_AFTER:
+        return error(request, 400, "Bad page", f"after: at most {_MAX_AFTER} characters.")
+    found, default = await asyncio.to_thread(_listing, request.app[SETTINGS], after)
+    next_after = found[-1].tenant if len(found) == PAGE else None
+    return page(request, "tenants.html", tenants=found, default=default, after=after, next_after=next_after)
 
 
 def _number(form: dict, field: str, kind):
