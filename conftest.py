@@ -83,6 +83,17 @@ def redis_url(servers_dir) -> str:
 
 
 @pytest.fixture
+def own_redis(tmp_path):
+    """An embedded Redis of this test's own, to stop and start again (an outage no other test sees)."""
+    from booking_embedded import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(tmp_path / "redis", free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def settings(database_url, redis_url) -> Settings:
     """Settings on the session's servers with a Redis namespace of this test's own."""
     return Settings.from_env(

@@ -56,16 +56,6 @@ def test_two_api_servers_share_one_bucket_per_tenant(database_url, redis_url, tm
                            (tenant["id"],)).fetchone()["n"] == 10
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    from booking_embedded import EmbeddedRedis, free_port
-
-    server = EmbeddedRedis(tmp_path / "redis", free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_with_redis_stopped_bookings_are_admitted_counted_and_logged_once_per_process(
         database_url, own_redis, tmp_path, db_conn, limited_tenant):
     tenant, token = limited_tenant

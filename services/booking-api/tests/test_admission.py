@@ -127,17 +127,6 @@ def test_when_redis_is_down_bookings_are_admitted_counted_and_logged_once(
     assert len(unreachable) == 1, caplog.text
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    """A Redis of this test's own, to stop and start again."""
-    from booking_embedded import EmbeddedRedis
-
-    server = EmbeddedRedis(tmp_path / "redis", free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_a_redis_outage_ends_with_one_more_line_and_limits_apply_again(
         settings, auth, booking_body, tight, own_redis, caplog):
     from dataclasses import replace
