@@ -1,7 +1,9 @@
 """free_port picks ports no outgoing connection can be given, and never the same one twice;
 listening_inodes and wait_for_port see every socket a port listens on."""
 
+import os
 import socket
+import time
 
 import pytest
 
@@ -28,8 +30,9 @@ def test_ports_are_outside_the_ephemeral_range_distinct_and_bindable():
         s.bind(("127.0.0.1", got[-1]))
 
 
-def test_a_reserved_port_is_never_handed_out(monkeypatch):
+def test_a_reserved_port_is_never_handed_out(monkeypatch, tmp_path):
     monkeypatch.setattr(ports, "_handed_out", set())  # this test's own registry
+    monkeypatch.setattr(ports, "_claims", tmp_path / "claims")  # and no other process's claims
     low = candidates(ephemeral_range()[0])
     for port in low[:-1]:
         reserve_port(port)
@@ -56,3 +59,18 @@ def test_listening_sockets_are_counted_and_waited_for():
         for s in sockets:
             s.close()
     assert listening_inodes(port) == set()
+
+
+def test_a_port_another_process_picked_is_not_handed_out_until_its_claim_expires(monkeypatch, tmp_path):
+    """Two pytest-xdist workers pick ports at once: one's pick, not bound yet, is not the other's."""
+    monkeypatch.setattr(ports, "_claims", tmp_path / "claims")
+    only = candidates(ephemeral_range()[0])[-1]
+    monkeypatch.setattr(ports, "candidates", lambda low: range(only, only + 1))
+    monkeypatch.setattr(ports, "_handed_out", set())
+    assert free_port() == only
+    monkeypatch.setattr(ports, "_handed_out", set())  # another process: it shares only the claims
+    assert free_port() != only  # the kernel's choice, since the one candidate is claimed
+    stale = time.time() - ports.CLAIM_SECONDS - 1
+    os.utime(tmp_path / "claims" / str(only), (stale, stale))
+    monkeypatch.setattr(ports, "_handed_out", set())
+    assert free_port() == only
