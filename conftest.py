@@ -6,13 +6,20 @@ lives under a root of this session's own outside pytest's basetemp
 (`server_dirs`: other pytest sessions close basetemp to the Postgres user).
 Tests isolate themselves by creating their own tenant; Redis tests use their
 own key namespace.
+
+Under pytest-xdist every worker is a session of its own: each starts its own
+embedded servers.  External ones are shared, so each worker `gwN` takes a
+database of its own on the external Postgres (`<db>_gwN`, created when missing
+and migrated) and the Redis database index N after the one REDIS_URL names.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -46,11 +53,38 @@ def servers_dir(server_dir_factory) -> Path:
     return server_dir_factory("servers")
 
 
+def worker_index(worker_id: str) -> int | None:
+    """N of pytest-xdist's worker `gwN`; None in a run without workers ("master")."""
+    found = re.fullmatch(r"gw(\d+)", worker_id)
+    return int(found.group(1)) if found else None
+
+
+def worker_database(url: str, worker_id: str) -> str:
+    """`url`'s database for this xdist worker: `<db>_<worker>` on the same server, made if missing."""
+    import psycopg
+
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/') or 'postgres'}_{worker_id}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def worker_redis(url: str, index: int) -> str:
+    """`url` with the database index `index` after its own (redis://host:port/2 for gw1 of .../1)."""
+    parts = urlsplit(url)
+    base = int(parts.path.lstrip("/") or 0)
+    return parts._replace(path=f"/{base + index}").geturl()
+
+
 @pytest.fixture(scope="session")
-def database_url(servers_dir) -> str:
-    """A migrated Postgres: external if DATABASE_URL is set, else embedded."""
+def database_url(servers_dir, worker_id) -> str:
+    """A migrated Postgres: external if DATABASE_URL is set (a database per xdist worker), else embedded."""
     url = os.environ.get("DATABASE_URL")
     server = None
+    if url and worker_index(worker_id) is not None:
+        url = worker_database(url, worker_id)
     if not url:
         from booking_embedded import EmbeddedPostgres, free_port
 
@@ -67,10 +101,12 @@ def database_url(servers_dir) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url(servers_dir) -> str:
-    """A Redis: external if REDIS_URL is set, else embedded."""
+def redis_url(servers_dir, worker_id) -> str:
+    """A Redis: external if REDIS_URL is set (a database index per xdist worker), else embedded."""
     url = os.environ.get("REDIS_URL")
     server = None
+    if url and worker_index(worker_id) is not None:
+        url = worker_redis(url, worker_index(worker_id))
     if not url:
         from booking_embedded import EmbeddedRedis, free_port
 
