@@ -39,6 +39,10 @@ class ServedApi:
             assert self.proc.poll() is None, self.log()
             if len(listening_inodes(self.port)) < self.workers:
                 return False
+            # Bound is not booted: a worker's socket listens from its fork, but it accepts, and takes
+            # SIGTERM, only once its event loop runs, which gunicorn logs.
+            if self.log().count("ASGI server listening on") < self.workers:
+                return False
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5):
                     return True

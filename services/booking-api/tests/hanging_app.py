@@ -1,5 +1,5 @@
-"""A WSGI app for the server's own guarantees: `GET /sleep?SECONDS` answers after that long, `/big?BYTES` that
-many bytes, `POST /echo` its body, anything else at once."""
+"""A WSGI app for the server's own guarantees: `GET /sleep?SECONDS` answers after that long (and prints
+"sleeping SECONDS s" as it starts), `/big?BYTES` that many bytes, `POST /echo` its body, anything else at once."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def app(environ, start_response):
         start_response("201 Created", [("Content-Type", "application/octet-stream")])
         return [body]
     seconds = float(environ.get("QUERY_STRING") or 0) if environ["PATH_INFO"] == "/sleep" else 0.0
+    if seconds:
+        print(f"sleeping {seconds} s", flush=True)  # into the server's log: a test waits for it, not a guess
     time.sleep(seconds)
     body = f"slept {seconds}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])

@@ -8,13 +8,18 @@ to the event loop; these tests hold it to keep-alive, pipelining, HEAD,
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from served_api import ServedApi
+
+from e2e_helpers import wait_until
 
 TESTS = str(Path(__file__).parent)
 
@@ -26,6 +31,11 @@ def plain(database_url, redis_url, tmp_path_factory):
                     extra=("--pythonpath", TESTS)).wait_serving()
     yield api
     api.stop()
+
+
+def unread(sock: socket.socket) -> int:
+    """Bytes that arrived on `sock` and wait in its receive queue (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def read_response(sock: socket.socket, buffered: bytes = b"", *, to_head: bool = False
@@ -101,7 +111,9 @@ def test_clients_that_do_not_read_their_large_answers_hold_no_thread(plain):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
             sock.sendall(f"GET /big?{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             readers.append(sock)
-        time.sleep(0.5)  # the five answers are made and their sockets full
+        # The five answers are made and fill their sockets: each has at least half its receive buffer waiting.
+        wait_until(lambda: all(unread(sock) >= 32768 for sock in readers), timeout=10,
+                   what="the five answers to fill their sockets")
         with socket.create_connection(("127.0.0.1", plain.port), timeout=5) as probe:
             start = time.monotonic()
             probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -137,7 +137,7 @@ def test_a_request_hung_past_timeout_gets_its_worker_replaced(hanging):
 def test_sigterm_lets_a_request_in_flight_finish(hanging):
     with socket.create_connection(("127.0.0.1", hanging.port), timeout=30) as sock:
         sock.sendall(b"GET /sleep?1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        time.sleep(0.3)  # the request has started in a thread (it takes 1.5 s)
+        wait_until(lambda: "sleeping 1.5 s" in hanging.log(), timeout=10, what="the request to run in a thread")
         hanging.proc.send_signal(signal.SIGTERM)
         data = read_all(sock)
     assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"slept 1.5\n"), data
