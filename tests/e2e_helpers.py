@@ -81,6 +81,17 @@ def mails_to(data_dir: Path, address: str) -> int:
     return sum(address.encode() in p.read_bytes() for p in (data_dir / "mail").glob("*.eml"))
 
 
+def bookingctl(platform, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`bookingctl --data-dir <platform's dir> ARGS...` with the platform's environment, captured.
+
+    The server URLs are left out (a test platform's env never sets them): the CLI finds
+    the platform's servers through its data dir, as an operator's `bookingctl` does.
+    """
+    env = {k: v for k, v in platform.config.env.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    return subprocess.run([*BOOKINGCTL, "--data-dir", str(platform.data_dir), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
 def clean_env() -> dict:
     """Our environment without server URLs, so `bookingctl up` starts its embedded servers."""
     return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}

@@ -10,15 +10,13 @@ letter Redis no longer holds.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
 import redis
 
-from e2e_helpers import wait_until
+from e2e_helpers import bookingctl, mails_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +29,6 @@ ALL_DONE = {"email": "done", "invoice": "done", "audit": "done"}
 def scalar(url: str, sql: str, *params):
     with psycopg.connect(url) as conn:
         return conn.execute(sql, params).fetchone()[0]
-
-
-def mails_to(platform, address: str) -> int:
-    needle = address.encode()
-    return sum(1 for p in (platform.data_dir / "mail").glob("*.eml") if needle in p.read_bytes())
-
-
-def bookingctl(platform, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bookingctl", "--data-dir", str(platform.data_dir), *args],
-                          capture_output=True, text=True, timeout=60, env=platform.config.env)
 
 
 def test_flushall_while_20_bookings_are_queued_loses_nothing(make_platform, api_of):
@@ -68,7 +56,7 @@ def test_flushall_while_20_bookings_are_queued_loses_nothing(make_platform, api_
         api.wait_states(booking_id, ALL_DONE, timeout=120)
     elapsed = time.monotonic() - lost_at
     print(f"reconciler: 20 bookings lost to FLUSHALL completed {elapsed:.1f}s later (threshold 6 s)")
-    assert all(mails_to(platform, f"flush{i}@example.com") == 1 for i in range(20))
+    assert all(mails_to(platform.data_dir, f"flush{i}@example.com") == 1 for i in range(20))
     assert scalar(db, "SELECT count(*) FROM email_sends WHERE booking_id::text = ANY(%s)", ids) == 20
     assert scalar(db, "SELECT count(*) FROM invoices WHERE booking_id::text = ANY(%s) AND pdf IS NOT NULL",
                   ids) == 20
@@ -112,7 +100,7 @@ def test_a_dead_email_redis_forgot_is_delivered_once_by_the_retry_endpoint(make_
     for booking_id in (kept, lost):
         api.wait_states(booking_id, {"email": "done"}, timeout=60)
     time.sleep(2)  # a duplicate delivery would land within this
-    assert (mails_to(platform, "kept@bounce.test"), mails_to(platform, "lost@bounce.test")) == (1, 1)
+    assert (mails_to(platform.data_dir, "kept@bounce.test"), mails_to(platform.data_dir, "lost@bounce.test")) == (1, 1)
     assert scalar(db, "SELECT count(*) FROM email_sends WHERE booking_id::text = ANY(%s)", [kept, lost]) == 2
     # And nothing is left dead, each retry is audited naming the token, and a second retry is refused
     status, body = api.json("GET", "/api/v1/ops/dead-letters?queue=email")
@@ -140,4 +128,4 @@ def test_bulk_requeue_from_the_cli_counts_then_delivers(make_platform, api_of):
     assert len(done.stdout.splitlines()) == 3
     for i, booking_id in enumerate(ids):
         api.wait_states(booking_id, {"email": "done"}, timeout=60)
-        assert mails_to(platform, f"bulk{i}@bounce.test") == 1
+        assert mails_to(platform.data_dir, f"bulk{i}@bounce.test") == 1

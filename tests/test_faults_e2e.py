@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import urllib.request
 
 import psycopg
 import pytest
 
-from e2e_helpers import wait_until
+from e2e_helpers import bookingctl, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -41,11 +39,6 @@ def test_bookings_are_accepted_while_redis_is_down_and_finish_after(make_platfor
     for booking_id in ids:
         api.wait_states(booking_id, {"email": "done", "invoice": "done", "audit": "done"}, timeout=90)
     assert scalar(db, "SELECT count(*) FROM email_sends WHERE booking_id::text = ANY(%s)", ids) == 5
-
-
-def bookingctl(platform, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bookingctl", "--data-dir", str(platform.data_dir), *args],
-                          capture_output=True, text=True, timeout=60, env=platform.config.env)
 
 
 def test_smtp_outage_retries_then_dead_letters_and_requeue_finishes(make_platform, api_of):

@@ -10,27 +10,15 @@ verifies.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 
 import psycopg
 import pytest
 
-from e2e_helpers import wait_until
+from e2e_helpers import bookingctl, mails_to, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def bookingctl(platform, *args) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in platform.config.env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    return subprocess.run([sys.executable, "-m", "bookingctl", "--data-dir", str(platform.data_dir), *args],
-                          capture_output=True, text=True, timeout=60, env=env)
-
-
-def mails_to(platform, address: str) -> int:
-    return sum(1 for p in (platform.data_dir / "mail").glob("*.eml") if address.encode() in p.read_bytes())
 
 
 def paused_gauge(platform) -> dict[str, float]:
@@ -55,7 +43,7 @@ def test_a_paused_email_queue_holds_the_email_and_sends_it_once_on_resume(make_p
     api.wait_states(booking["id"], {"invoice": "done", "audit": "done"})
     time.sleep(7)
     assert api.tasks(booking["id"])["email"]["state"] == "pending"
-    assert mails_to(platform, "paused@example.com") == 0
+    assert mails_to(platform.data_dir, "paused@example.com") == 0
     # And every surface says the queue is paused
     listed = bookingctl(platform, "queues", "--json")
     assert {q["queue"]: q["paused"] for q in json.loads(listed.stdout)} == {
@@ -70,7 +58,7 @@ def test_a_paused_email_queue_holds_the_email_and_sends_it_once_on_resume(make_p
     assert status == 200 and body["changed"] is True
     api.wait_states(booking["id"], {"email": "done"}, timeout=30)
     time.sleep(2)
-    assert mails_to(platform, "paused@example.com") == 1
+    assert mails_to(platform.data_dir, "paused@example.com") == 1
     assert paused_gauge(platform)["email"] == 0.0
     # And both actions are in the platform's audit chain, intact
     with psycopg.connect(platform.urls["DATABASE_URL"]) as conn:

@@ -24,7 +24,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -40,6 +39,7 @@ from bookingctl.services import ASYNC_NICE, WORKER_SHUTDOWN_TIMEOUT_MS
 from e2e_helpers import (
     Api,
     alive,
+    bookingctl,
     child_pids,
     group_members,
     mails_to,
@@ -80,11 +80,6 @@ class Shared:
                 except (OSError, IndexError):
                     pass
         return found
-
-
-def bookingctl(platform: Platform, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bookingctl", "--data-dir", str(platform.data_dir), *args],
-                          capture_output=True, text=True, timeout=60, env=platform.config.env)
 
 
 def answers(url: str) -> bool:
