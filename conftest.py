@@ -159,6 +159,15 @@ def tenant(db_conn) -> dict:
 
 
 @pytest.fixture
+def no_queue_pauses(db_conn):
+    """`db_conn`, with no queue paused before or after the test: a pause is per queue, not per tenant,
+    so every test on the session's database would see another's."""
+    db_conn.execute("DELETE FROM queue_pauses")
+    yield db_conn
+    db_conn.execute("DELETE FROM queue_pauses")
+
+
+@pytest.fixture
 def bulk_runner(settings):
     """A bulk dead-letter job runner on a thread, as the relay runs one (booking_core.ops.bulkrunner)."""
     from booking_core.ops.bulkrunner import BulkJobRunner

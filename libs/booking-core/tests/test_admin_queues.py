@@ -11,12 +11,9 @@ from booking_core.queues import pauses
 
 
 @pytest.fixture
-def env(settings, monkeypatch, db_conn):
+def env(settings, monkeypatch, no_queue_pauses):
     for name, value in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url)):
         monkeypatch.setenv(name, value)
-    db_conn.execute("DELETE FROM queue_pauses")
-    yield
-    db_conn.execute("DELETE FROM queue_pauses")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -16,11 +16,8 @@ from booking_core.queues import pauses
 
 
 @pytest.fixture
-def conn(db_conn):
-    """The test database with no queue paused before or after (the table is shared by the session)."""
-    db_conn.execute("DELETE FROM queue_pauses")
-    yield db_conn
-    db_conn.execute("DELETE FROM queue_pauses")
+def conn(no_queue_pauses):
+    return no_queue_pauses
 
 
 def audit_messages(conn, actor: str) -> list[dict]:

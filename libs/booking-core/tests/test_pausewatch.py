@@ -28,10 +28,8 @@ POLL_MS = 100
 
 
 @pytest.fixture
-def conn(db_conn):
-    db_conn.execute("DELETE FROM queue_pauses")
-    yield db_conn
-    db_conn.execute("DELETE FROM queue_pauses")
+def conn(no_queue_pauses):
+    return no_queue_pauses
 
 
 class Probe:

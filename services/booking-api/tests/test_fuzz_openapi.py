@@ -70,13 +70,12 @@ schema.app = _forward
 
 
 @pytest.fixture
-def bound_app(app, db_conn):
+def bound_app(app, db_conn, no_queue_pauses):
     """Requests of this test go to its app; afterwards the queues the fuzzer paused run again and the bulk
     jobs it started (no runner here) are gone, so that a later test's runner does not run them on its letters."""
     _forward.current = app
     yield app
     _forward.current = None
-    db_conn.execute("DELETE FROM queue_pauses")
     db_conn.execute("DELETE FROM ops_bulk_jobs WHERE state IN ('queued', 'running')")
 
 

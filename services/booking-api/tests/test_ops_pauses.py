@@ -22,11 +22,7 @@ def schema_errors(instance, name: str) -> list[str]:
     return [e.message for e in validator.iter_errors(instance)]
 
 
-@pytest.fixture(autouse=True)
-def no_pauses(db_conn):
-    db_conn.execute("DELETE FROM queue_pauses")
-    yield
-    db_conn.execute("DELETE FROM queue_pauses")
+pytestmark = pytest.mark.usefixtures("no_queue_pauses")
 
 
 def queues(client, headers) -> dict[str, dict]:

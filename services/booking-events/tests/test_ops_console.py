@@ -126,35 +126,32 @@ def test_the_queues_page_shows_every_queue_and_its_dead_letters(console, dead_le
     assert "<script>" not in html and " style=" not in html
 
 
+@pytest.mark.usefixtures("no_queue_pauses")
 def test_an_operator_pauses_and_resumes_a_queue_from_the_console(console, db_conn):
     # Given the invoice queue running
-    db_conn.execute("DELETE FROM queue_pauses")
     _, _, html = console.get("/ops/queues")
     assert 'data-field="invoice.paused">running<' in html and 'action="/ops/queues/invoice/pause"' in html
-    try:
-        # When the operator pauses it with a reason (one that needs escaping)
-        status, headers, _ = console.post("/ops/queues/invoice/pause",
-                                          {"csrf": console.csrf(), "reason": "PDF <b>upgrade</b>"})
-        # Then the pause is stored as theirs, shown escaped, and the form now resumes
-        assert status == 303 and headers["location"] == "/ops/queues"
-        row = db_conn.execute("SELECT paused_by, reason FROM queue_pauses WHERE queue = 'invoice'").fetchone()
-        assert row["paused_by"].startswith("ops:Grace <on call>") and row["reason"] == "PDF <b>upgrade</b>"
-        _, _, html = console.get("/ops/queues")
-        assert "PDF &lt;b&gt;upgrade&lt;/b&gt;" in html and 'action="/ops/queues/invoice/resume"' in html
-        # And its audit entry names the operator
-        audited = db_conn.execute("SELECT payload FROM outbox WHERE payload->>'kind' = 'queue.paused'"
-                                  " ORDER BY id DESC LIMIT 1").fetchone()
-        assert audited["payload"]["actor"].startswith("ops:Grace <on call>")
-        # A forged resume changes nothing; a bad reason is a clear 400
-        assert console.post("/ops/queues/invoice/resume", {"csrf": "forged"})[0] == 403
-        status, _, html = console.post("/ops/queues/email/pause", {"csrf": console.csrf(), "reason": "x" * 201})
-        assert status == 400 and "at most 200" in html
-        assert db_conn.execute("SELECT count(*) AS n FROM queue_pauses").fetchone()["n"] == 1
-        # When resumed, it runs again
-        assert console.post("/ops/queues/invoice/resume", {"csrf": console.csrf()})[0] == 303
-        assert db_conn.execute("SELECT count(*) AS n FROM queue_pauses").fetchone()["n"] == 0
-    finally:
-        db_conn.execute("DELETE FROM queue_pauses")
+    # When the operator pauses it with a reason (one that needs escaping)
+    status, headers, _ = console.post("/ops/queues/invoice/pause",
+                                      {"csrf": console.csrf(), "reason": "PDF <b>upgrade</b>"})
+    # Then the pause is stored as theirs, shown escaped, and the form now resumes
+    assert status == 303 and headers["location"] == "/ops/queues"
+    row = db_conn.execute("SELECT paused_by, reason FROM queue_pauses WHERE queue = 'invoice'").fetchone()
+    assert row["paused_by"].startswith("ops:Grace <on call>") and row["reason"] == "PDF <b>upgrade</b>"
+    _, _, html = console.get("/ops/queues")
+    assert "PDF &lt;b&gt;upgrade&lt;/b&gt;" in html and 'action="/ops/queues/invoice/resume"' in html
+    # And its audit entry names the operator
+    audited = db_conn.execute("SELECT payload FROM outbox WHERE payload->>'kind' = 'queue.paused'"
+                              " ORDER BY id DESC LIMIT 1").fetchone()
+    assert audited["payload"]["actor"].startswith("ops:Grace <on call>")
+    # A forged resume changes nothing; a bad reason is a clear 400
+    assert console.post("/ops/queues/invoice/resume", {"csrf": "forged"})[0] == 403
+    status, _, html = console.post("/ops/queues/email/pause", {"csrf": console.csrf(), "reason": "x" * 201})
+    assert status == 400 and "at most 200" in html
+    assert db_conn.execute("SELECT count(*) AS n FROM queue_pauses").fetchone()["n"] == 1
+    # When resumed, it runs again
+    assert console.post("/ops/queues/invoice/resume", {"csrf": console.csrf()})[0] == 303
+    assert db_conn.execute("SELECT count(*) AS n FROM queue_pauses").fetchone()["n"] == 0
 
 
 def test_the_queues_stream_sends_the_same_figures(open_stream, console):

@@ -129,10 +129,10 @@ def test_an_unreadable_api_holds_nothing(redis_url, invoices):
 
 
 def test_a_paused_queue_is_not_scaled_up_the_hold_is_logged_and_resume_scales_at_once(
-        redis_url, database_url, db_conn, invoices, caplog):
+        redis_url, database_url, no_queue_pauses, invoices, caplog):
     from booking_core.queues import pauses
 
-    db_conn.execute("DELETE FROM queue_pauses")
+    db_conn = no_queue_pauses
     scaler = Autoscaler({"invoice": POLICY}, redis_url, invoices, cores=8, database_url=database_url)
     resized: list[tuple[str, int]] = []
     caplog.set_level(logging.INFO, logger="bookingctl.autoscale")
@@ -151,7 +151,6 @@ def test_a_paused_queue_is_not_scaled_up_the_hold_is_logged_and_resume_scales_at
         assert resized == [("invoice", 4)]
         assert any("scale-up no longer held (queue resumed)" in r.getMessage() for r in caplog.records)
     finally:
-        db_conn.execute("DELETE FROM queue_pauses")
         scaler.pauses.close()
 
 
