@@ -13,19 +13,6 @@ from booking_core.ops import admin
 from booking_core.queues.pauses import OPS_TENANT_ID
 
 
-@pytest.fixture
-def env(settings, monkeypatch):
-    for name, value in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url)):
-        monkeypatch.setenv(name, value)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        admin.main(list(argv))
-    out = capsys.readouterr()
-    return done.value.code, out.out, out.err
-
-
 def audited(db_conn, tenant_id: str) -> list[dict]:
     """The ops chain's plan events about `tenant_id`, oldest first (still in the outbox: no relay runs here)."""
     return [r["payload"] for r in db_conn.execute(
@@ -37,25 +24,25 @@ def generation(settings) -> int:
     return int(redis.Redis.from_url(settings.redis_url).get(buckets.GENERATION_KEY) or 0)
 
 
-def test_set_show_and_reset_a_plan_each_change_audited_in_the_ops_chain(env, settings, db_conn, tenant, capsys):
+def test_set_show_and_reset_a_plan_each_change_audited_in_the_ops_chain(env, settings, db_conn, tenant, admin_cli):
     name = tenant["name"]
-    code, out, _ = run(capsys, "tenants", "show", name)
+    code, out, _ = admin_cli("tenants", "show", name)
     assert code == 0 and out == f"{name}: plan default: 50/s, burst 500, weight 1 (default)\n"
     before = generation(settings)
-    code, out, _ = run(capsys, "tenants", "set-plan", name, "--name", "gold", "--rate", "20", "--burst", "200")
+    code, out, _ = admin_cli("tenants", "set-plan", name, "--name", "gold", "--rate", "20", "--burst", "200")
     assert code == 0 and out.startswith(f"{name}: plan gold: 20/s, burst 200, weight 1 (own, set by {admin.who()}")
     assert plans.own_plan(db_conn, tenant["id"]) == plans.Plan("gold", 20.0, 200, 1)
     assert generation(settings) == before + 1  # every API process drops its cached plans
     # Fields not given keep their value; the same plan again changes and audits nothing.
-    assert run(capsys, "tenants", "set-plan", name, "--weight", "3")[0] == 0
+    assert admin_cli("tenants", "set-plan", name, "--weight", "3")[0] == 0
     assert plans.own_plan(db_conn, tenant["id"]) == plans.Plan("gold", 20.0, 200, 3)
-    assert run(capsys, "tenants", "set-plan", name, "--weight", "3")[1].endswith("(unchanged)\n")
-    shown = json.loads(run(capsys, "tenants", "show", tenant["id"], "--json")[1])
+    assert admin_cli("tenants", "set-plan", name, "--weight", "3")[1].endswith("(unchanged)\n")
+    shown = json.loads(admin_cli("tenants", "show", tenant["id"], "--json")[1])
     assert shown["own"] is True and shown["plan"] == {"name": "gold", "rate_per_second": 20.0, "burst": 200,
                                                       "weight": 3}
-    assert run(capsys, "tenants", "reset-plan", name)[1] == f"{name}: plan default: 50/s, burst 500, weight 1 " \
+    assert admin_cli("tenants", "reset-plan", name)[1] == f"{name}: plan default: 50/s, burst 500, weight 1 " \
                                                             "(default)\n"
-    assert run(capsys, "tenants", "reset-plan", name)[1].endswith("(unchanged)\n")
+    assert admin_cli("tenants", "reset-plan", name)[1].endswith("(unchanged)\n")
     assert plans.own_plan(db_conn, tenant["id"]) is None
     events = audited(db_conn, tenant["id"])
     assert [e["kind"] for e in events] == ["plan.changed", "plan.changed", "plan.reset"]
@@ -66,8 +53,8 @@ def test_set_show_and_reset_a_plan_each_change_audited_in_the_ops_chain(env, set
                                     "after": None}
 
 
-def test_the_audit_entries_join_the_ops_chain_and_keep_it_intact(env, settings, db_conn, tenant, capsys):
-    run(capsys, "tenants", "set-plan", tenant["name"], "--rate", "5")
+def test_the_audit_entries_join_the_ops_chain_and_keep_it_intact(env, settings, db_conn, tenant, admin_cli):
+    admin_cli("tenants", "set-plan", tenant["name"], "--rate", "5")
     (event,) = audited(db_conn, tenant["id"])
     assert chain.append(db_conn, event)  # what the audit worker does with it
     (report,) = chain.verify(db_conn, OPS_TENANT_ID)
@@ -82,27 +69,27 @@ def test_the_audit_entries_join_the_ops_chain_and_keep_it_intact(env, settings, 
     (("--weight", "1001"), "weight"),
     (("--name", "Gold Plan"), "name"),
 ])
-def test_a_bad_plan_is_refused_naming_the_field_and_changes_nothing(env, settings, db_conn, tenant, capsys, argv,
+def test_a_bad_plan_is_refused_naming_the_field_and_changes_nothing(env, settings, db_conn, tenant, admin_cli, argv,
                                                                      field):
     before = generation(settings)
-    code, out, err = run(capsys, "tenants", "set-plan", tenant["name"], *argv)
+    code, out, err = admin_cli("tenants", "set-plan", tenant["name"], *argv)
     assert code == 2 and out == "" and err.startswith(f"error: {field}: ")
     assert plans.own_plan(db_conn, tenant["id"]) is None
     assert audited(db_conn, tenant["id"]) == [] and generation(settings) == before
 
 
-def test_an_unknown_tenant_is_said_so(env, capsys):
-    assert run(capsys, "tenants", "set-plan", "no-such-tenant", "--rate", "5") == (
+def test_an_unknown_tenant_is_said_so(env, admin_cli):
+    assert admin_cli("tenants", "set-plan", "no-such-tenant", "--rate", "5") == (
         1, "", "no tenant named 'no-such-tenant'\n")
 
 
-def test_list_shows_each_tenant_with_its_plan_but_not_the_platforms_own(env, db_conn, tenant, capsys):
-    run(capsys, "tenants", "set-plan", tenant["name"], "--name", "silver", "--burst", "9")
-    code, out, _ = run(capsys, "tenants", "list", "--json")
+def test_list_shows_each_tenant_with_its_plan_but_not_the_platforms_own(env, db_conn, tenant, admin_cli):
+    admin_cli("tenants", "set-plan", tenant["name"], "--name", "silver", "--burst", "9")
+    code, out, _ = admin_cli("tenants", "list", "--json")
     listed = {t["tenant"]: t for t in json.loads(out)}
     assert code == 0 and "platform-ops" not in listed
     assert listed[tenant["name"]]["plan"]["name"] == "silver" and listed[tenant["name"]]["plan"]["burst"] == 9
-    text = run(capsys, "tenants", "list")[1].splitlines()
+    text = admin_cli("tenants", "list")[1].splitlines()
     assert text[0].split() == ["TENANT", "PLAN", "RATE/S", "BURST", "WEIGHT", "OWN"]
     assert [line.split()[:5] for line in text if line.startswith(tenant["name"] + " ")] == [
         [tenant["name"], "silver", "50", "9", "1"]]
