@@ -50,33 +50,29 @@ def load_resources(emulator: kmock.KubernetesEmulator) -> None:
         subresources={"status"}, verbs={"get", "list", "watch", "patch", "create", "delete", "update"})
 
 
-class KubeStandIn:
-    """The emulator on its own thread and loop; `kubeconfig` points helm at it."""
+class EmulatorThread:
+    """A KMock emulator (of class `emulator_class`) served on 127.0.0.1 from a thread and loop of its own,
+    so the tests that drive it stay synchronous; `start()`, `stop()`, `url`."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, emulator_class: type[kmock.KubernetesEmulator]):
+        self.emulator_class = emulator_class
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="kmock", daemon=True)
-        self.kubeconfig = tmp_path / "kubeconfig"
+        self.emulator: kmock.KubernetesEmulator | None = None
+        self.server: kmock.Server | None = None
 
-    def __enter__(self) -> KubeStandIn:
+    def start(self) -> None:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self._enter(), self.loop).result(10)
-        self.url = str(self.server.url).rstrip("/")
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
-            "users": [{"name": "kmock", "user": {"token": "test"}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}]}))
-        return self
 
     async def _enter(self) -> None:
-        self.emulator = _Emulator()
+        self.emulator = self.emulator_class()
         await self.emulator.__aenter__()
         self.server = kmock.Server(self.emulator)
         await self.server.__aenter__()
         load_resources(self.emulator)
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         async def _exit() -> None:
             await self.server.__aexit__(None, None, None)
             await self.emulator.__aexit__(None, None, None)
@@ -84,6 +80,30 @@ class KubeStandIn:
         asyncio.run_coroutine_threadsafe(_exit(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.url).rstrip("/")
+
+
+class KubeStandIn(EmulatorThread):
+    """The emulator with a real server's answers; `kubeconfig` points helm at it."""
+
+    def __init__(self, tmp_path: Path):
+        super().__init__(_Emulator)
+        self.kubeconfig = tmp_path / "kubeconfig"
+
+    def __enter__(self) -> KubeStandIn:
+        self.start()
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+            "users": [{"name": "kmock", "user": {"token": "test"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}]}))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def create_secret(self, namespace: str, name: str, data: dict[str, str], *, release: str | None = None) -> None:
         """A Secret as kubectl would make it, or with `release` as `helm install` does (its ownership marks)."""

@@ -8,11 +8,9 @@ events to the operator.  The operator runs in-process under KopfRunner.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +28,7 @@ from kopf.testing import KopfRunner
 
 from booking_embedded import free_port
 from e2e_helpers import wait_until
-from kube_standin import load_resources
+from kube_standin import EmulatorThread
 
 CRD = Path(__file__).resolve().parents[3] / "charts/booking-platform/crds/queuescalers.yaml"
 QS = "/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers"
@@ -48,42 +46,18 @@ class Emulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
-class Cluster:
-    """KMock's KubernetesEmulator served on 127.0.0.1, driven from the test thread over HTTP."""
+class Cluster(EmulatorThread):
+    """KMock's KubernetesEmulator (with kopf's Events named) on 127.0.0.1, driven from the test thread over HTTP.
+
+    kopf waits for namespaces, CRDs and events to be discoverable, and for the QueueScaler CRD:
+    `load_resources` gives it both.
+    """
 
     #: The User-Agent of the tests' own calls: every other request came from kopf or the operator.
     SETUP_AGENT = "queue-autoscaler-tests"
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="kmock", daemon=True)
-        self.emulator: Emulator | None = None
-        self.server: kmock.Server | None = None
-
-    def start(self) -> None:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._enter(), self.loop).result(10)
-
-    async def _enter(self) -> None:
-        self.emulator = Emulator()
-        await self.emulator.__aenter__()
-        self.server = kmock.Server(self.emulator)
-        await self.server.__aenter__()
-        # kopf waits for namespaces, CRDs and events to be discoverable, and the QueueScaler CRD.
-        load_resources(self.emulator)
-
-    def stop(self) -> None:
-        async def _exit() -> None:
-            await self.server.__aexit__(None, None, None)
-            await self.emulator.__aexit__(None, None, None)
-
-        asyncio.run_coroutine_threadsafe(_exit(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-    @property
-    def url(self) -> str:
-        return str(self.server.url).rstrip("/")
+        super().__init__(Emulator)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """One HTTP call to the emulator, as kubectl would make it."""
