@@ -33,7 +33,6 @@ import os
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +41,7 @@ import report
 from slow_clients import SlowClients
 
 from booking_embedded import Child, free_port, wait_for_port
-from bookingctl.platform import Platform, PlatformConfig
+from bookingctl.platform import Platform
 from bookingctl.services import api as api_spec
 
 
@@ -125,32 +124,24 @@ def main() -> None:
     rounds: list[dict] = []
     warmup: list[dict] = []
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-    with tempfile.TemporaryDirectory() as tmp:
-        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
-                                           env=env | loadgen.UNLIMITED_PLAN))
-        platform.start()
-        try:
-            for name in [n for n in platform.children if "-worker-" in n]:
-                platform.stop_component(name)
-            platform.stop_component("api")  # the candidates take its place, one at a time
-            token = platform.admin_token
-            for index in range(-args.warmup_rounds, args.rounds):
-                row = {}
-                # Every other round in the reverse order, so a machine that speeds up or slows
-                # down during a round does not favour whichever candidate always runs first.
-                for name in names if index % 2 == 0 else names[::-1]:
-                    child, port = serve(platform, name, args.granian)
-                    try:
-                        base = f"http://127.0.0.1:{port}"
-                        loadgen.wrk_post(base, token, connections=args.connections, seconds=2)  # warm-up
-                        load = loadgen.wrk_post(base, token, connections=args.connections, seconds=args.seconds)
-                        row[name] = {"wrk_post": load, "slow_clients": slow_probe(port)}
-                    finally:
-                        child.stop()
-                    print("warm-up" if index < 0 else index, name, row[name], flush=True)
-                (rounds if index >= 0 else warmup).append(row)
-        finally:
-            platform.stop()
+    with loadgen.api_only_platform(env) as platform:
+        platform.stop_component("api")  # the candidates take its place, one at a time
+        token = platform.admin_token
+        for index in range(-args.warmup_rounds, args.rounds):
+            row = {}
+            # Every other round in the reverse order, so a machine that speeds up or slows
+            # down during a round does not favour whichever candidate always runs first.
+            for name in names if index % 2 == 0 else names[::-1]:
+                child, port = serve(platform, name, args.granian)
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    loadgen.wrk_post(base, token, connections=args.connections, seconds=2)  # warm-up
+                    load = loadgen.wrk_post(base, token, connections=args.connections, seconds=args.seconds)
+                    row[name] = {"wrk_post": load, "slow_clients": slow_probe(port)}
+                finally:
+                    child.stop()
+                print("warm-up" if index < 0 else index, name, row[name], flush=True)
+            (rounds if index >= 0 else warmup).append(row)
 
     def med(values: list[float]) -> float:
         return round(statistics.median(values), 2)

@@ -17,7 +17,28 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def api_only_platform(env: dict[str, str]) -> Iterator:
+    """A local platform in a temporary dir with no worker started and the `UNLIMITED_PLAN`: the API, the relay
+    and the servers, for benchmarks of the accept path, where workers would only compete for the CPU."""
+    from booking_core.messaging.contracts import QUEUES
+    from booking_embedded import free_port
+    from bookingctl.platform import Platform, PlatformConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
+                                           env=env | UNLIMITED_PLAN, workers=dict.fromkeys(QUEUES, 0)))
+        platform.start()
+        try:
+            yield platform
+        finally:
+            platform.stop()
+
 
 #: A default plan no load on this machine reaches.  Benchmarks of the accept path run with the limiter deciding
 #: every request (so its cost is in their figures) but refusing none; `limits.py` measures the limiter itself.

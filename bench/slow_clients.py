@@ -29,16 +29,12 @@ import os
 import selectors
 import socket
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import loadgen
 import report
-
-from booking_embedded import free_port
-from bookingctl.platform import Platform, PlatformConfig
 
 HALF_LINE = b"POST /api/v1/book"
 
@@ -152,29 +148,21 @@ def main() -> None:
     phases: dict[str, dict] = {"idle": {"ms": [], "failed": 0}, "loaded": {"ms": [], "failed": 0}}
     per_round: list[float] = []
     reopened = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
-                                           env=env | loadgen.UNLIMITED_PLAN))
-        platform.start()
-        try:
-            for name in [n for n in platform.children if "-worker-" in n]:
-                platform.stop_component(name)
-            base, token = platform.api_url, platform.admin_token
-            posts(base, token, 100, args.request_timeout)  # warm-up: pools, caches, the first of everything
-            for _ in range(args.rounds):
-                idle_ms, failed = posts(base, token, args.posts, args.request_timeout)
-                phases["idle"]["ms"] += idle_ms
-                phases["idle"]["failed"] += failed
-                with SlowClients(platform.config.port, half_lines=args.half_lines, silent=args.silent) as slow:
-                    settle(platform.config.port, args.request_timeout)
-                    ms, failed = posts(base, token, args.posts, args.request_timeout)
-                    reopened += slow.reopened
-                phases["loaded"]["ms"] += ms
-                phases["loaded"]["failed"] += failed
-                if ms and idle_ms:
-                    per_round.append(loadgen.pct(ms, 0.99) / loadgen.pct(idle_ms, 0.99))
-        finally:
-            platform.stop()
+    with loadgen.api_only_platform(env) as platform:
+        base, token = platform.api_url, platform.admin_token
+        posts(base, token, 100, args.request_timeout)  # warm-up: pools, caches, the first of everything
+        for _ in range(args.rounds):
+            idle_ms, failed = posts(base, token, args.posts, args.request_timeout)
+            phases["idle"]["ms"] += idle_ms
+            phases["idle"]["failed"] += failed
+            with SlowClients(platform.config.port, half_lines=args.half_lines, silent=args.silent) as slow:
+                settle(platform.config.port, args.request_timeout)
+                ms, failed = posts(base, token, args.posts, args.request_timeout)
+                reopened += slow.reopened
+            phases["loaded"]["ms"] += ms
+            phases["loaded"]["failed"] += failed
+            if ms and idle_ms:
+                per_round.append(loadgen.pct(ms, 0.99) / loadgen.pct(idle_ms, 0.99))
     summary = {name: {**loadgen.summary(p["ms"]), "failed": p["failed"]} for name, p in phases.items()}
     idle, loaded = summary["idle"], summary["loaded"]
     ratio = {"p50": round(loaded["p50_ms"] / idle["p50_ms"], 2) if loaded["n"] else None,
