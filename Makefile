@@ -32,8 +32,13 @@ system-deps-test:
 up: system-deps-up sync
 	.venv/bin/bookingctl up $(ARGS)
 
+# The suite on TEST_WORKERS pytest-xdist workers (each with its own embedded servers), whole
+# files per worker, the end-to-end files first (conftest.py).  TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 test: system-deps-test sync
-	.venv/bin/pytest $(PYTEST_ARGS)
+	.venv/bin/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 lint: sync
 	.venv/bin/ruff check .

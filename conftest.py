@@ -27,6 +27,34 @@ from booking_core.config import Settings
 from booking_core.db.migrate import migrate
 from server_dirs import session_root, unique_dir
 
+#: Fixtures that start real processes (a platform, a gunicorn, a Redis of the test's own).
+PROCESS_FIXTURES = {"make_platform", "module_platform", "new_platform", "start_platform", "served_api",
+                    "gunicorn", "own_redis"}
+
+
+def run_order(item: pytest.Item) -> int:
+    """0 for a module of the end-to-end or image tests, 1 for one that starts processes, 2 for the rest."""
+    if item.get_closest_marker("e2e") or item.get_closest_marker("images"):
+        return 0
+    return 1 if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) else 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the slow modules first.
+
+    Each worker is given whole files (`--dist loadfile`, so a module's shared platform starts
+    once) in collection order (`--no-loadscope-reorder`).  With the minute-long end-to-end files
+    collected last, as `testpaths` puts them, the run ended with one worker finishing them while
+    the other waited; sent first, the many short files fill in behind them.  A module keeps its
+    own order, and a run without workers keeps pytest's.
+    """
+    if not hasattr(config, "workerinput"):
+        return
+    weight: dict[str, int] = {}
+    for item in items:
+        weight[str(item.path)] = min(weight.get(str(item.path), 2), run_order(item))
+    items.sort(key=lambda item: weight[str(item.path)])
+
 
 @pytest.fixture(scope="session")
 def server_root() -> Path:
