@@ -1,4 +1,5 @@
-"""For tests that play the relay: a committed booking whose outbox messages the test takes itself."""
+"""Bookings for tests, written as the API writes them: committed ones (`create_booking`, `create_bookings`)
+and, for tests that play the relay, one whose outbox messages the test takes itself."""
 
 from __future__ import annotations
 
@@ -10,6 +11,21 @@ from booking_core.model import bookings
 #: A valid booking request, for tests that do not care about its fields.
 ADA = bookings.NewBooking("Ada", "ada@example.com", "Room 1", date(2030, 1, 1), date(2030, 1, 3),
                           Decimal("120.00"), "EUR")
+
+
+def create_booking(conn, tenant_id: str, booking: bookings.NewBooking = ADA, *, actor: str = "test") -> str:
+    """A booking of `tenant_id` with its tasks and outbox rows, on `conn` (committed if it autocommits); its id."""
+    return bookings.create(conn, tenant_id=tenant_id, actor=actor, booking=booking)["id"]
+
+
+def create_bookings(database_url: str, tenant_id: str, n: int, booking: bookings.NewBooking = ADA) -> list[str]:
+    """`n` bookings of `tenant_id` (3 outbox rows each), committed at once; their ids."""
+    from booking_core import db
+
+    with db.connect(database_url) as conn:
+        ids = [create_booking(conn, tenant_id, booking) for _ in range(n)]
+        conn.commit()
+    return ids
 
 
 def booking_without_relay(conn, tenant_id: str, booking: bookings.NewBooking = ADA, *,

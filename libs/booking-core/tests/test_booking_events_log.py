@@ -5,19 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from datetime import date
-from decimal import Decimal
 
 import psycopg
 import pytest
 
 from booking_core import db
-from booking_core.model import bookings
-
-
-def new_booking(conn, tenant) -> str:
-    booking = bookings.NewBooking("Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4),
-                                  Decimal("360.00"), "EUR")
-    return bookings.create(conn, tenant_id=tenant["id"], booking=booking, actor="test")["id"]
+from relay_helpers import create_booking
 
 
 def events(conn, booking_id: str) -> list[tuple]:
@@ -33,13 +26,13 @@ def update(conn, booking_id: str, task: str, **values) -> None:
 
 
 def test_a_new_booking_logs_its_three_pending_tasks(db_conn, tenant):
-    booking_id = new_booking(db_conn, tenant)
+    booking_id = create_booking(db_conn, tenant["id"])
     assert events(db_conn, booking_id) == [("audit", "pending", 0, None), ("email", "pending", 0, None),
                                            ("invoice", "pending", 0, None)]
 
 
 def test_each_visible_change_appends_one_event_and_an_unchanged_write_none(db_conn, tenant):
-    booking_id = new_booking(db_conn, tenant)
+    booking_id = create_booking(db_conn, tenant["id"])
     update(db_conn, booking_id, "email", state="running", attempts=1)
     update(db_conn, booking_id, "email", state="retrying", last_error="SMTP down")
     update(db_conn, booking_id, "email", state="retrying", last_error="SMTP down")  # nothing visible changed
@@ -50,7 +43,7 @@ def test_each_visible_change_appends_one_event_and_an_unchanged_write_none(db_co
 
 
 def test_a_rolled_back_change_leaves_no_event(db_conn, tenant):
-    booking_id = new_booking(db_conn, tenant)
+    booking_id = create_booking(db_conn, tenant["id"])
     with pytest.raises(RuntimeError), db_conn.transaction():
         update(db_conn, booking_id, "invoice", state="running", attempts=1)
         raise RuntimeError("worker crashed before commit")
@@ -59,7 +52,7 @@ def test_a_rolled_back_change_leaves_no_event(db_conn, tenant):
 
 def test_one_bookings_events_are_numbered_in_commit_order(database_url, db_conn, tenant):
     """A writer that draws its id first but commits last would let `id > Last-Event-ID` skip it."""
-    booking_id = new_booking(db_conn, tenant)
+    booking_id = create_booking(db_conn, tenant["id"])
     first = psycopg.connect(database_url)
     update(first, booking_id, "email", state="running", attempts=1)  # holds the booking's lock, uncommitted
 

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import date
-from decimal import Decimal
 
 import dramatiq
 import pytest
 
-from booking_core.model import bookings, tenants
+from booking_core.model import tenants
 from booking_core.queues import presence
 from booking_core.worker.broker import make_broker
 from booking_events import activity, ops_sessions
 from e2e_helpers import wait_until
+from relay_helpers import create_booking
 
 
 @pytest.fixture
@@ -63,14 +62,8 @@ def test_sessions_end_at_the_absolute_and_the_idle_limit(db_conn, admin):
     assert [bytes(r["id_hash"]) for r in left] == [ops_sessions._hash(idle)]
 
 
-def _booking(db_conn, tenant) -> str:
-    nb = bookings.NewBooking("Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4),
-                             Decimal("100.00"), "EUR")
-    return bookings.create(db_conn, tenant_id=tenant["id"], booking=nb, actor="test")["id"]
-
-
 def _letter(db_conn, tenant, error: str) -> str:
-    booking_id = _booking(db_conn, tenant)
+    booking_id = create_booking(db_conn, tenant["id"])
     db_conn.execute("UPDATE booking_tasks SET state = 'dead' WHERE booking_id = %s AND task = 'email'", (booking_id,))
     return db_conn.execute(
         "INSERT INTO dead_letters (message_id, queue, actor, task, tenant_id, booking_id, kwargs, error, attempts)"
@@ -82,7 +75,7 @@ def test_throughput_counts_tasks_done_in_the_last_minutes(db_conn, tenant):
     before = activity.throughput(db_conn)
     for _ in range(3):
         db_conn.execute("UPDATE booking_tasks SET state = 'done' WHERE booking_id = %s AND task = 'invoice'",
-                        (_booking(db_conn, tenant),))
+                        (create_booking(db_conn, tenant["id"]),))
     after = activity.throughput(db_conn)
     assert round((after["invoice"]["per_min_5m"] - before["invoice"]["per_min_5m"]) * 5) == 3
     assert round((after["invoice"]["per_min_15m"] - before["invoice"]["per_min_15m"]) * 15) == 3

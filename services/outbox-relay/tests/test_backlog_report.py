@@ -12,6 +12,7 @@ from booking_core.model import tenants
 from booking_scaling import outboxmirror
 from outbox_relay import Relay
 from outbox_relay.backlog import OTHER, queue_totals, tenant_label, top_tenants
+from relay_helpers import create_bookings
 
 
 def row(queue, tenant, waiting, later=0, oldest=0):
@@ -46,11 +47,10 @@ def test_queue_totals_keep_every_queue_and_the_oldest_due_row():
     assert (totals["invoice"].waiting, totals["invoice"].later, totals["audit"].waiting) == (0, 4, 0)
 
 
-def test_the_relay_reports_the_outbox_backlog_to_redis_and_metrics(settings, db_conn, tenant, fair_start,
-                                                                  make_bookings):
+def test_the_relay_reports_the_outbox_backlog_to_redis_and_metrics(settings, db_conn, tenant, fair_start):
     quiet = tenants.ensure_tenant(db_conn, f"quiet-{uuid.uuid4().hex[:6]}")
-    make_bookings(settings.database_url, tenant["id"], 30)
-    make_bookings(settings.database_url, quiet["id"], 1)
+    create_bookings(settings.database_url, tenant["id"], 30)
+    create_bookings(settings.database_url, quiet["id"], 1)
     relay = Relay(replace(settings, relay_ahead=10))
     with db.connect(settings.database_url, autocommit=True) as conn:
         relay.drain(conn)

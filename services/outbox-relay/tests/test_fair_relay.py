@@ -13,6 +13,7 @@ from booking_scaling.depth import QueueReader
 from booking_scaling.layout import Layout
 from outbox_relay import Relay
 from outbox_relay.fair import publish_fair
+from relay_helpers import create_bookings
 
 
 def other_tenant(db_conn) -> dict:
@@ -38,8 +39,8 @@ def outbox_count(db_conn, queue: str) -> int:
     return db_conn.execute("SELECT count(*) AS n FROM outbox WHERE queue = %s", (queue,)).fetchone()["n"]
 
 
-def test_the_relay_keeps_only_the_publish_ahead_in_redis(settings, db_conn, tenant, fair_start, make_bookings):
-    make_bookings(settings.database_url, tenant["id"], 40)
+def test_the_relay_keeps_only_the_publish_ahead_in_redis(settings, db_conn, tenant, fair_start):
+    create_bookings(settings.database_url, tenant["id"], 40)
     relay = Relay(replace(settings, relay_ahead=10))
     with db.connect(settings.database_url, autocommit=True) as conn:
         assert relay.drain(conn) == 30
@@ -50,8 +51,8 @@ def test_the_relay_keeps_only_the_publish_ahead_in_redis(settings, db_conn, tena
     assert outbox_count(db_conn, "email") == 30
 
 
-def test_fifo_order_publishes_everything_at_once(settings, db_conn, tenant, fair_start, make_bookings):
-    make_bookings(settings.database_url, tenant["id"], 40)
+def test_fifo_order_publishes_everything_at_once(settings, db_conn, tenant, fair_start):
+    create_bookings(settings.database_url, tenant["id"], 40)
     relay = Relay(replace(settings, relay_ahead=10, relay_order="fifo"))
     with db.connect(settings.database_url, autocommit=True) as conn:
         assert relay.drain(conn) == 120
@@ -59,9 +60,9 @@ def test_fifo_order_publishes_everything_at_once(settings, db_conn, tenant, fair
 
 
 def test_a_quiet_tenant_goes_next_behind_a_flood_even_with_another_relay(settings, db_conn, tenant,
-                                                                         fair_start, make_bookings):
+                                                                         fair_start):
     noisy, quiet = tenant["id"], other_tenant(db_conn)["id"]
-    make_bookings(settings.database_url, noisy, 100)
+    create_bookings(settings.database_url, noisy, 100)
     first, second = (Relay(replace(settings, relay_ahead=10)) for _ in range(2))
     ns = settings.redis_namespace
     with db.connect(settings.database_url, autocommit=True) as a, \
@@ -70,18 +71,18 @@ def test_a_quiet_tenant_goes_next_behind_a_flood_even_with_another_relay(setting
         take(first.broker, ns, "email", 3)
         first.drain(a)  # the flood keeps its queue full while it is alone
         assert ready_tenants(first.broker, ns, "email") == [str(noisy)] * 10
-        make_bookings(settings.database_url, quiet, 1)
+        create_bookings(settings.database_url, quiet, 1)
         take(first.broker, ns, "email", 1)
         second.drain(b)  # the other relay takes the next turn: the state is in Postgres
     assert ready_tenants(first.broker, ns, "email")[-1] == str(quiet)
     assert outbox_count(db_conn, "email") == 100 - 10 - 3
 
 
-def test_weights_from_plans_share_the_publish_ahead(settings, db_conn, tenant, fair_start, make_bookings):
+def test_weights_from_plans_share_the_publish_ahead(settings, db_conn, tenant, fair_start):
     gold, basic = tenant["id"], other_tenant(db_conn)["id"]
     plans.set_plan(db_conn, gold, plans.Plan("gold", 50.0, 500, 3), actor="test")
-    make_bookings(settings.database_url, basic, 60)
-    make_bookings(settings.database_url, gold, 60)
+    create_bookings(settings.database_url, basic, 60)
+    create_bookings(settings.database_url, gold, 60)
     broker = make_broker(settings)
     with db.connect(settings.database_url, autocommit=True) as conn:
         assert publish_fair(conn, broker, "invoice", 40, settings.plan_default_weight) == 40
@@ -89,8 +90,8 @@ def test_weights_from_plans_share_the_publish_ahead(settings, db_conn, tenant, f
     assert (published.count(str(gold)), published.count(str(basic))) == (30, 10)
 
 
-def test_a_retry_waiting_out_its_backoff_stays_in_the_outbox(settings, db_conn, tenant, fair_start, make_bookings):
-    make_bookings(settings.database_url, tenant["id"], 2)
+def test_a_retry_waiting_out_its_backoff_stays_in_the_outbox(settings, db_conn, tenant, fair_start):
+    create_bookings(settings.database_url, tenant["id"], 2)
     db_conn.execute("UPDATE outbox SET available_at = clock_timestamp() + interval '1 hour' WHERE queue = 'audit'")
     broker = make_broker(settings)
     with db.connect(settings.database_url, autocommit=True) as conn:
@@ -99,8 +100,8 @@ def test_a_retry_waiting_out_its_backoff_stays_in_the_outbox(settings, db_conn, 
     assert outbox_count(db_conn, "audit") == 2
 
 
-def test_a_relay_that_does_not_hold_the_turn_publishes_nothing(settings, db_conn, tenant, fair_start, make_bookings):
-    make_bookings(settings.database_url, tenant["id"], 3)
+def test_a_relay_that_does_not_hold_the_turn_publishes_nothing(settings, db_conn, tenant, fair_start):
+    create_bookings(settings.database_url, tenant["id"], 3)
     broker = make_broker(settings)
     with db.connect(settings.database_url) as holder, db.connect(settings.database_url, autocommit=True) as conn:
         holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext('email'))", (0x66616972,))

@@ -13,27 +13,11 @@ import redis
 
 from booking_core import db
 from booking_core.config import Settings
-from booking_core.model import bookings
-from booking_core.model.bookings import NewBooking
 from booking_core.worker.broker import make_broker
 from booking_scaling.depth import QueueReader
 from e2e_helpers import wait_until
 from outbox_relay import Relay, publish_batch
-
-
-def new_booking() -> NewBooking:
-    from datetime import date
-    from decimal import Decimal
-
-    return NewBooking("Relay Test", "relay@example.com", "Room", date(2027, 1, 1), date(2027, 1, 2),
-                      Decimal("10.00"), "EUR")
-
-
-def make_bookings(database_url: str, tenant_id: str, n: int) -> list[str]:
-    with db.connect(database_url) as conn:
-        ids = [bookings.create(conn, tenant_id=tenant_id, booking=new_booking(), actor="test")["id"] for _ in range(n)]
-        conn.commit()
-    return ids
+from relay_helpers import create_bookings
 
 
 def outbox_rows(conn, ids: list[str]) -> int:
@@ -48,7 +32,7 @@ def clean_outbox(db_conn):
 
 
 def test_publish_moves_each_row_to_its_queue_and_deletes_it(settings, db_conn, tenant, clean_outbox):
-    ids = make_bookings(settings.database_url, tenant["id"], 4)
+    ids = create_bookings(settings.database_url, tenant["id"], 4)
     broker = make_broker(settings)
     with db.connect(settings.database_url, autocommit=True) as conn:
         assert publish_batch(conn, broker, 100) == 12
@@ -59,7 +43,7 @@ def test_publish_moves_each_row_to_its_queue_and_deletes_it(settings, db_conn, t
 
 
 def test_concurrent_relays_publish_every_row_exactly_once(settings, db_conn, tenant, clean_outbox):
-    ids = make_bookings(settings.database_url, tenant["id"], 30)
+    ids = create_bookings(settings.database_url, tenant["id"], 30)
     broker = make_broker(settings)
     published: list[int] = []
 
@@ -80,7 +64,7 @@ def test_concurrent_relays_publish_every_row_exactly_once(settings, db_conn, ten
 
 
 def test_rows_stay_in_the_outbox_while_redis_is_unreachable(settings, db_conn, tenant, clean_outbox):
-    ids = make_bookings(settings.database_url, tenant["id"], 2)
+    ids = create_bookings(settings.database_url, tenant["id"], 2)
     down = Settings(**{**settings.__dict__, "redis_url": "redis://127.0.0.1:1/0"})
     broker = make_broker(down)
     with db.connect(settings.database_url, autocommit=True) as conn, pytest.raises(redis.ConnectionError):
@@ -99,7 +83,7 @@ class CountingConnection(redis.Connection):
 
 
 def test_a_batch_is_one_round_trip_and_every_message_arrives_intact(settings, db_conn, tenant, clean_outbox):
-    ids = make_bookings(settings.database_url, tenant["id"], 5)
+    ids = create_bookings(settings.database_url, tenant["id"], 5)
     expected = {r["message_id"]: r for r in db_conn.execute(
         "SELECT message_id::text, queue, payload FROM outbox WHERE payload->>'booking_id' = ANY(%s)",
         (ids,)).fetchall()}
@@ -127,7 +111,7 @@ def test_a_batch_redis_partly_refuses_stays_whole_in_the_outbox(settings, db_con
     broker.client.delete(f"{namespace}:email.msgs")
     broker.client.set(f"{namespace}:email.msgs", "not a hash")  # the email enqueue's HSET now fails
     try:
-        ids = make_bookings(settings.database_url, tenant["id"], 2)
+        ids = create_bookings(settings.database_url, tenant["id"], 2)
         with db.connect(settings.database_url, autocommit=True) as conn, pytest.raises(redis.ResponseError):
             publish_batch(conn, broker, 100)
         assert outbox_rows(db_conn, ids) == 6
@@ -145,7 +129,7 @@ def test_relay_loop_wakes_on_notify_and_stops_on_request(settings, db_conn, tena
     thread = threading.Thread(target=relay.run)
     thread.start()
     try:
-        ids = make_bookings(settings.database_url, tenant["id"], 1)
+        ids = create_bookings(settings.database_url, tenant["id"], 1)
         # The sweep is 30 s away: only the NOTIFY can make this happen quickly.
         wait_until(lambda: outbox_rows(db_conn, ids) == 0, timeout=10, interval=0.05, what="the booking published")
     finally:
@@ -166,10 +150,10 @@ def test_writers_notify_only_while_the_relay_sleeps(settings, db_conn, tenant, c
         listen.execute(f"LISTEN {CHANNEL}")
         try:
             db_conn.execute("UPDATE relay_wakeup SET sleeping = false")
-            make_bookings(settings.database_url, tenant["id"], 1)
+            create_bookings(settings.database_url, tenant["id"], 1)
             assert not _notified(listen, 0.5)
             db_conn.execute("UPDATE relay_wakeup SET sleeping = true")
-            make_bookings(settings.database_url, tenant["id"], 1)
+            create_bookings(settings.database_url, tenant["id"], 1)
             assert _notified(listen, 5)
         finally:
             db_conn.execute("UPDATE relay_wakeup SET sleeping = true")
@@ -184,7 +168,7 @@ def test_an_idle_relay_says_it_sleeps_and_wakes_for_the_next_booking(settings, d
         wait_until(lambda: db_conn.execute("SELECT sleeping FROM relay_wakeup").fetchone()["sleeping"],
                    timeout=10, interval=0.05, what="the relay asleep")
         for _ in range(3):  # each booking wakes it; it drains, lingers and sleeps again
-            ids = make_bookings(settings.database_url, tenant["id"], 1)
+            ids = create_bookings(settings.database_url, tenant["id"], 1)
             wait_until(lambda ids=ids: outbox_rows(db_conn, ids) == 0, timeout=5, interval=0.02,
                        what="the booking published")
     finally:
@@ -197,7 +181,7 @@ def test_a_lost_wakeup_row_is_written_back_by_the_sweep(settings, db_conn, tenan
     """After a crash the UNLOGGED flag table is empty; the relay's sweep still publishes and restores it."""
     relay = Relay(Settings(**{**settings.__dict__, "relay_sweep_seconds": 0.5}))
     db_conn.execute("DELETE FROM relay_wakeup")
-    ids = make_bookings(settings.database_url, tenant["id"], 1)
+    ids = create_bookings(settings.database_url, tenant["id"], 1)
     thread = threading.Thread(target=relay.run)
     thread.start()
     try:
