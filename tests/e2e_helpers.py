@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.message
 import json
 import os
 import signal
@@ -79,6 +81,16 @@ class Api:
 def mails_to(data_dir: Path, address: str) -> int:
     """How many messages in the SMTP sink of `data_dir` name `address`."""
     return sum(address.encode() in p.read_bytes() for p in (data_dir / "mail").glob("*.eml"))
+
+
+def messages_to(data_dir: Path, address: str) -> list[email.message.Message]:
+    """The messages in the SMTP sink of `data_dir` whose To header names `address`, oldest file name first."""
+    found = []
+    for path in sorted((data_dir / "mail").glob("*.eml")):
+        msg = email.message_from_bytes(path.read_bytes())
+        if address in (msg["To"] or ""):
+            found.append(msg)
+    return found
 
 
 def bookingctl(platform, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import email
 import io
 
 import psycopg
 import pytest
 from pypdf import PdfReader
 
-from e2e_helpers import wait_until
+from e2e_helpers import messages_to, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def mails_to(mail_dir, address: str) -> list[email.message.Message]:
-    found = []
-    for path in sorted(mail_dir.glob("*.eml")):
-        msg = email.message_from_bytes(path.read_bytes())
-        if address in (msg["To"] or ""):
-            found.append(msg)
-    return found
 
 
 def count(url: str, sql: str, *params) -> int:
@@ -35,7 +25,7 @@ def test_booking_ends_with_one_email_one_invoice_one_audit_row(make_platform, ap
     tasks = api.wait_states(booking["id"], {"email": "done", "invoice": "done", "audit": "done"})
     assert all(t["attempts"] == 1 and t["last_error"] is None for t in tasks.values()), tasks
 
-    mails = mails_to(platform.data_dir / "mail", "grace@example.com")
+    mails = messages_to(platform.data_dir, "grace@example.com")
     assert len(mails) == 1
     assert {p.get_content_type() for p in mails[0].walk()} >= {"text/plain", "text/html"}
 
