@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import date
 
 import psycopg
 import pytest
 
 from booking_core import db
+from e2e_helpers import wait_until
 from relay_helpers import create_booking
 
 
@@ -62,7 +62,10 @@ def test_one_bookings_events_are_numbered_in_commit_order(database_url, db_conn,
 
     t = threading.Thread(target=second_writer)
     t.start()
-    time.sleep(0.3)
+    # The second writer is waiting on a lock in this database (not merely not started yet)
+    wait_until(lambda: db_conn.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+                                       " AND wait_event_type = 'Lock'").fetchone()["n"] == 1,
+               timeout=10, what="the second writer to wait for the first one's lock")
     assert t.is_alive(), "the second writer must wait for the first one's commit"
     first.commit()
     first.close()
