@@ -121,7 +121,9 @@ def test_every_process_serves_metrics_that_move_with_bookings(make_platform, api
 
     platform.start_component("invoice-worker-1")
     for booking_id in ids:
-        api.wait_states(booking_id, {"invoice": "done"})
+        # A wait, not a speed check: a worker that starts (WeasyPrint's imports) and renders three PDFs
+        # beside another test worker's platform took more than the default minute at load 20.
+        api.wait_states(booking_id, {"invoice": "done"}, timeout=180)
     wait_until(lambda: value(scrape(urls["api"]), "booking_queue_messages", queue="invoice", state="ready") == 0,
                what="the invoice queue to drain")
     for queue in ("email", "invoice", "audit"):
