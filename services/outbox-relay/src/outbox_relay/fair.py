@@ -28,12 +28,12 @@ If Redis fails the transaction rolls back: rows and state are as before.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import deque
 
 import dramatiq
 import psycopg
 
+from booking_core.messaging.ids import is_uuid
 from booking_core.model import plans
 from booking_scaling.depth import QueueDepth
 from outbox_relay.fairshare import Tags, Waiting, schedule
@@ -52,15 +52,6 @@ _CLAIM = (f"SELECT o.* FROM unnest(%s::text[], %s::int[]) AS p(tenant_id, n) CRO
 def room(depth: QueueDepth, ahead: int) -> int:
     """How many messages the queue may take now: max(ahead, its in-flight count) minus what is ready."""
     return max(0, max(ahead, depth.in_flight) - depth.ready)
-
-
-def is_uuid(value: str) -> bool:
-    """Whether `value` is a tenant id (an outbox row of no tenant has '')."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _load(conn: psycopg.Connection, queue: str, tenants: list[str]) -> Tags:
