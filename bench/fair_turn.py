@@ -9,6 +9,7 @@ evenly over real tenants), it times, in alternating order within each round:
   was, `GROUP BY tenant_id` over every due row of the queue (the baseline);
 - `per_tenant`: the same turn with the query it has now, `fair.WAITING`
   (a skip scan of the tenants, then each one's due rows up to the budget);
+- `group_by_query`, `per_tenant_query`: those two queries alone, as the turn plans them;
 - `console`: the queues page's read, `tenant_backlog.read` + `rank` (every queue).
 
 Each turn is the real one (advisory lock, weights, scheduler state, claim,
@@ -75,6 +76,18 @@ def turn_seconds(conn, broker, budget: int, waiting_sql: str, turns: int) -> flo
     return statistics.median(times)
 
 
+def query_seconds(conn, sql: str, budget: int, turns: int) -> float:
+    """The turn's first query alone, planned as in the turn."""
+    times = []
+    for _ in range(turns):
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET LOCAL enable_bitmapscan = off")
+            t0 = time.perf_counter()
+            conn.execute(sql, {"queue": QUEUE, "budget": budget}).fetchall()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def console_seconds(conn, turns: int) -> float:
     times = []
     for _ in range(turns):
@@ -96,6 +109,8 @@ def measure(settings: Settings, sizes: list[int], tenant_counts: list[int], roun
     broker.declare_queue(QUEUE)
     modes = {"group_by": lambda c: turn_seconds(c, broker, budget, GROUP_BY, turns),
              "per_tenant": lambda c: turn_seconds(c, broker, budget, new_sql, turns),
+             "group_by_query": lambda c: query_seconds(c, GROUP_BY, budget, turns),
+             "per_tenant_query": lambda c: query_seconds(c, new_sql, budget, turns),
              "console": lambda c: console_seconds(c, turns)}
     out: list[dict] = []
     plans: dict[str, str] = {}
@@ -111,7 +126,8 @@ def measure(settings: Settings, sizes: list[int], tenant_counts: list[int], roun
                         got[mode].append(modes[mode](conn))
                 row = {"due_rows_per_queue": size, "tenants": count,
                        **{f"{m}_ms": round(statistics.median(v) * 1000, 3) for m, v in got.items()}}
-                row["group_by_over_per_tenant"] = round(row["group_by_ms"] / row["per_tenant_ms"], 2)
+                row["turn_group_by_over_per_tenant"] = round(row["group_by_ms"] / row["per_tenant_ms"], 2)
+                row["query_group_by_over_per_tenant"] = round(row["group_by_query_ms"] / row["per_tenant_query_ms"], 2)
                 out.append(row)
                 print(row, flush=True)
                 if size == max(sizes) and count == max(tenant_counts):

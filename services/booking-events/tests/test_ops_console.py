@@ -20,6 +20,7 @@ from booking_core.audit import chain
 from booking_core.messaging.contracts import audit_payload
 from booking_core.model import tenants
 from booking_core.tasks import deadletters
+from e2e_helpers import wait_until
 
 
 @pytest.fixture
@@ -393,7 +394,11 @@ def test_the_queues_page_shows_who_fills_each_queue_escaped(console, db_conn, te
                 "INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
                 " SELECT gen_random_uuid(), 'audit', 'x', %s, clock_timestamp() - make_interval(secs => %s)"
                 " FROM generate_series(1, %s)", (Jsonb({"tenant_id": tenant_id, "test": "tenant-backlog"}), age_s, n))
-        _, _, html = console.get("/ops/queues")
+        def page_shows_them() -> str | None:  # the page's reading is shared for up to 2 s
+            html = console.get("/ops/queues")[2]
+            return html if f'data-field="audit.tenant0.name">{tenant["name"]}<' in html else None
+
+        html = wait_until(page_shows_them, timeout=10, interval=0.5, what="this test's rows on the page")
         first = re.search(r'<th scope="row" data-field="audit\.tenant0\.name">([^<]*)</th>\s*'
                           r'<td data-field="audit\.tenant0\.waiting">(\d+)</td>\s*'
                           r'<td data-field="audit\.tenant0\.later">0</td>\s*'
@@ -424,3 +429,21 @@ def test_the_tenant_slots_show_the_top_hide_the_spare_and_sum_the_rest():
     assert fields["email.tenants.none"] == ""
     assert fields["audit.tenant0.name"] == "" and fields["audit.tenants.none"] == "nothing waits in the outbox"
     assert len([k for k in fields if k.startswith("email.")]) == 3 * 4 + 2, "bounded: n slots, whatever the tenants"
+
+
+def test_one_reading_of_who_fills_the_queues_serves_every_viewer_for_its_ttl(settings, db_conn, tenant):
+    from psycopg.types.json import Jsonb
+
+    from booking_events.ops_data import SharedReading
+
+    shared, fresh = SharedReading(ttl=600), SharedReading(ttl=0)
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    try:
+        before = shared.get(settings)
+        assert fresh.get(settings)[0].get(queue) is None
+        db_conn.execute("INSERT INTO outbox (message_id, queue, actor, payload) VALUES (%s, %s, 'x', %s)",
+                        (uuid.uuid4(), queue, Jsonb({"tenant_id": tenant["id"]})))
+        assert shared.get(settings) is before, "within its ttl: the same reading, no query"
+        assert [t.tenant_id for t in fresh.get(settings)[0][queue].top] == [tenant["id"]]
+    finally:
+        db_conn.execute("DELETE FROM outbox WHERE queue = %s", (queue,))

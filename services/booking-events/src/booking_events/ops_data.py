@@ -10,6 +10,8 @@ handlers call it with `asyncio.to_thread`.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,6 +34,37 @@ TOP_TENANTS = 10
 #: How much of a tenant id that is not a tenant's (payload text) the page repeats.
 SHOWN_ID_CHARS = 40
 
+
+class SharedReading:
+    """Who fills the queues, read at most once per `ttl` seconds by this process, whoever asks.
+
+    It is one aggregate over the whole outbox (tens of ms at 20,000 rows a queue,
+    bench/fair_turn.py), and every open queues page asks every refresh: with this,
+    any number of operators watching cost one reading per refresh.  Callers that
+    arrive while it is being read wait for that reading rather than start their own.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+        self._key = ""
+        self._value: tuple[dict[str, tenant_backlog.QueueTenants], dict[str, str]] = ({}, {})
+
+    def get(self, settings: Settings) -> tuple[dict[str, tenant_backlog.QueueTenants], dict[str, str]]:
+        """(each queue's top tenants, their names), at most `ttl` seconds old."""
+        with self._lock:
+            if self._key != settings.database_url or time.monotonic() - self._at >= self.ttl:
+                with conn(settings) as c:
+                    backlog = tenant_backlog.rank(tenant_backlog.read(c), TOP_TENANTS)
+                    names = tenant_backlog.names(c, [t.tenant_id for q in backlog.values() for t in q.top])
+                self._at, self._key, self._value = time.monotonic(), settings.database_url, (backlog, names)
+            return self._value
+
+
+#: Shared by the queues page and its streams; as old as their refresh at most.
+WHO_FILLS = SharedReading(ttl=2.0)
+
 #: The task each queue's messages do (one queue per task: docs/architecture.md, decision 1).
 _TASK_OF_QUEUE = {c.queue: c.task for c in CONTRACTS.values()}
 
@@ -48,8 +81,7 @@ def queue_fields(settings: Settings, client: redis.Redis) -> dict[str, str]:
         rates = activity.throughput(c)
         dead = deadletters.open_by_queue(c)
         held = pauses.paused(c)
-        backlog = tenant_backlog.rank(tenant_backlog.read(c), TOP_TENANTS)
-        names = tenant_backlog.names(c, [t.tenant_id for q in backlog.values() for t in q.top])
+    backlog, names = WHO_FILLS.get(settings)
     fields |= tenant_fields(backlog, names, int(datetime.now(UTC).timestamp() * 1000))
     for q in QUEUES:
         rate = rates[_TASK_OF_QUEUE[q]]
