@@ -122,9 +122,11 @@ def test_a_turn_reads_the_tenants_as_counting_every_row_did_and_publishes_the_sa
     for t, n in zip([tenant, *others], (40, 3, 17, 1), strict=True):
         make_bookings(settings.database_url, t["id"], n)
     # Retries waiting out their backoff, among the due rows and at the heads: a turn must skip them.
-    db_conn.execute("UPDATE outbox SET available_at = clock_timestamp() + interval '1 hour'"
-                    " WHERE queue = 'email' AND (id %% 3 = 0 OR id = (SELECT min(id) FROM outbox"
-                    " WHERE queue = 'email' AND tenant_id = %s))", (others[1]["id"],))
+    # (Every third email row by order, not by id: a booking's three rows take consecutive ids.)
+    db_conn.execute("UPDATE outbox SET available_at = clock_timestamp() + interval '1 hour' WHERE id IN"
+                    " (SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM outbox"
+                    " WHERE queue = 'email') r WHERE k %% 3 = 0) OR id = (SELECT min(id) FROM outbox"
+                    " WHERE queue = 'email' AND tenant_id = %s)", (others[1]["id"],))
     db_conn.execute("INSERT INTO outbox (message_id, queue, actor, payload) VALUES (%s, 'email', 'x', '{}')",
                     (uuid.uuid4(),))  # a row of no tenant is a tenant of its own ('')
     budget = 10
@@ -137,6 +139,7 @@ def test_a_turn_reads_the_tenants_as_counting_every_row_did_and_publishes_the_sa
                    conn.execute(GROUPED, {"queue": "email"}).fetchall()}
         conn.rollback()
         assert read == grouped and len(read) == 5
+        assert sorted(n for n, _ in read.values()) == [1, 1, 2, 10, 10], "capped at the budget, not-due rows skipped"
 
         broker = make_broker(settings)
         orders = []
