@@ -107,6 +107,6 @@ def read(conn: psycopg.Connection, depths: list[QueueDepth], queues: tuple[str, 
     return Report(now_ms, totals, oldest, top_tenants(rows, names))
 
 
-def mirror(client: redis.Redis, namespace: str, report: Report) -> None:
+def mirror(client: redis.Redis, namespace: str, report: Report, ttl_ms: int = outboxmirror.TTL_MS) -> None:
     """Write the per-queue totals to Redis for the autoscalers."""
-    outboxmirror.write(client, namespace, report.queues)
+    outboxmirror.write(client, namespace, report.queues, ttl_ms)
