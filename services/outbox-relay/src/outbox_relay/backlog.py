@@ -1,9 +1,10 @@
-"""What waits, reported each second: the outbox's backlog per queue (for the autoscalers) and per tenant.
+"""What waits, reported each second or so: the outbox's backlog per queue (for the autoscalers) and per tenant.
 
 Under the fair ordering a backlog waits mostly in the outbox, where Redis's
-depth cannot see it.  Every `outboxmirror.REPORT_SECONDS` the relay counts the
-outbox by queue and tenant (`booking_core.queues.tenant_backlog`, one grouped
-query, which the ops console's queues page reads too) and
+depth cannot see it.  Every `outboxmirror.REPORT_SECONDS` or so one relay
+(whose turn, and how often: `report_turn`) counts the outbox by queue and
+tenant (`booking_core.queues.tenant_backlog`, one grouped query, which the ops
+console's queues page reads too) and
 
 - writes each queue's totals to Redis (`booking_scaling.outboxmirror`), which
   the kopf operator and the local runner add to the queue's own depth;
