@@ -181,8 +181,11 @@ def _paths() -> dict:
         },
         "/api/v1/ops/queues": {"get": _op(
             "queueDepths", "ops", "Depth of every queue", (200, _ok("Depth per queue.", c.QueueDepths)), 401, 403,
-            description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot, and "
-                        "whether each is paused (by whom, since when, why).")},
+            description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot, "
+                        "whether each is paused (by whom, since when, why), and who is filling it: the 10 tenants "
+                        "with the most tasks waiting in the outbox (where the fair order keeps a backlog), the "
+                        "age of each one's oldest, and the rest summed. The outbox part is read at most once "
+                        "every 2 s per API process.")},
         "/api/v1/ops/queues/{queue}/pause": {
             "parameters": [_PATH_QUEUE],
             "post": _op("pauseQueue", "ops", "Pause a queue", (200, _ok("Paused (or already paused).",
@@ -310,15 +313,15 @@ def _schemas() -> dict:
     models = [(m, "validation") for m in (c.BookingRequest,)] + [
         (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
                                        c.RequeueResult, c.Health, c.Readiness, oc.DryRunResult, oc.BulkJob,
-                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult, oc.TenantList,
-                                       oc.TenantPlan, oc.TenantPlanResult)] + [
+                                       oc.TaskRetryResult, oc.QueuePause, oc.QueueTenants, oc.QueuePauseResult,
+                                       oc.TenantList, oc.TenantPlan, oc.TenantPlanResult)] + [
         (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest, oc.PlanBody)]
     _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)
     schemas = top["$defs"]
-    # The queue list shows each queue's depth (booking_core's dataclass) and its pause state.
-    depth, pause = _from_dataclass(schemas["QueueDepth"]), schemas.pop("QueuePause")
-    schemas["QueueDepth"] = {**depth, "properties": depth["properties"] | pause["properties"],
-                             "required": [*depth["required"], *pause["required"]]}
+    # The queue list shows each queue's depth (booking_core's dataclass), its pause state and who fills it.
+    depth, pause, who = _from_dataclass(schemas["QueueDepth"]), schemas.pop("QueuePause"), schemas.pop("QueueTenants")
+    schemas["QueueDepth"] = {**depth, "properties": depth["properties"] | pause["properties"] | who["properties"],
+                             "required": [*depth["required"], *pause["required"], *who["required"]]}
     schemas["DeadLetter"] = _from_dataclass(schemas["DeadLetter"], hidden=c.DEAD_LETTER_HIDDEN)
     return schemas
 

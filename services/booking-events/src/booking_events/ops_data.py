@@ -10,8 +10,6 @@ handlers call it with `asyncio.to_thread`.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,37 +28,10 @@ from booking_events.ops_render import age
 from booking_scaling.depth import QueueReader
 
 #: Tenants shown per queue on the queues page, most rows first; the rest are one summed line.
-TOP_TENANTS = 10
+TOP_TENANTS = tenant_backlog.TOP
 #: How much of a tenant id that is not a tenant's (payload text) the page repeats.
-SHOWN_ID_CHARS = 40
-
-
-class SharedReading:
-    """Who fills the queues, read at most once per `ttl` seconds by this process, whoever asks.
-
-    It is one aggregate over the whole outbox (tens of ms at 20,000 rows a queue,
-    bench/fair_turn.py), and every open queues page asks every refresh: with this,
-    any number of operators watching cost one reading per refresh.  Callers that
-    arrive while it is being read wait for that reading rather than start their own.
-    """
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._at = float("-inf")
-        self._key = ""
-        self._value: tuple[dict[str, tenant_backlog.QueueTenants], dict[str, str]] = ({}, {})
-
-    def get(self, settings: Settings) -> tuple[dict[str, tenant_backlog.QueueTenants], dict[str, str]]:
-        """(each queue's top tenants, their names), at most `ttl` seconds old."""
-        with self._lock:
-            if self._key != settings.database_url or time.monotonic() - self._at >= self.ttl:
-                with conn(settings) as c:
-                    backlog = tenant_backlog.rank(tenant_backlog.read(c), TOP_TENANTS)
-                    names = tenant_backlog.names(c, [t.tenant_id for q in backlog.values() for t in q.top])
-                self._at, self._key, self._value = time.monotonic(), settings.database_url, (backlog, names)
-            return self._value
-
+SHOWN_ID_CHARS = tenant_backlog.SHOWN_ID_CHARS
+SharedReading = tenant_backlog.SharedReading
 
 #: Shared by the queues page and its streams; as old as their refresh at most.
 WHO_FILLS = SharedReading(ttl=2.0)

@@ -15,15 +15,26 @@ tenant would mean parsing every ready message for a few messages' difference.
 first (due now or waiting out a retry's backoff), ties by tenant id so the
 order is stable between readings, and the rest summed, so whatever the number
 of tenants a page or a metric shows at most `n + 1` lines per queue.
+`as_json` (pure) is the shape the ops API and `bookingctl queues --json` give
+it; `SharedReading` spares a process more than one reading per few seconds.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import psycopg
 
+from booking_core import db
+from booking_core.config import Settings
 from booking_core.messaging import ids
+
+#: Tenants named per queue by the console, the ops API and `bookingctl queues`; the rest are summed.
+TOP = 10
+#: How much of a tenant id that is not a tenant's (payload text) is repeated.
+SHOWN_ID_CHARS = 40
 
 #: Per queue and tenant: rows due now, rows waiting out a retry's backoff, and the oldest due row's
 #: creation (ms since the epoch; NULL when none is due).  A row of no tenant has tenant_id ''.
@@ -92,3 +103,45 @@ def names(conn: psycopg.Connection, tenant_ids: list[str]) -> dict[str, str]:
     return {r["id"]: r["name"] for r in conn.execute(
         "SELECT id::text AS id, name FROM tenants WHERE id = ANY(%s::uuid[])", (known,)).fetchall()}
 
+
+
+def _age_seconds(oldest_ms: int, now_ms: int) -> float:
+    return round(max(0, now_ms - oldest_ms) / 1000, 3) if oldest_ms else 0.0
+
+
+def as_json(ranked: QueueTenants | None, names: dict[str, str], now_ms: int) -> dict:
+    """One queue's ranking as JSON-ready data: `top_tenants` (id, name or null, waiting, later, the oldest
+    due row's age in seconds, 0 when none is due) and `other_tenants` (how many, their rows, their oldest)."""
+    ranked = ranked or QueueTenants("", [])
+    return {"top_tenants": [{"tenant_id": t.tenant_id[:SHOWN_ID_CHARS], "name": names.get(t.tenant_id),
+                             "waiting": t.waiting, "later": t.later,
+                             "oldest_waiting_age_seconds": _age_seconds(t.oldest_ms, now_ms)} for t in ranked.top],
+            "other_tenants": {"tenants": ranked.rest_tenants, "messages": ranked.rest_messages,
+                              "oldest_waiting_age_seconds": _age_seconds(ranked.rest_oldest_ms, now_ms)}}
+
+
+class SharedReading:
+    """Who fills the queues, read at most once per `ttl` seconds by this process, whoever asks.
+
+    It is one aggregate over the whole outbox (tens of ms at 20,000 rows a queue,
+    bench/fair_turn.py), and every open queues page, API poll or command asks: with
+    this, any number of them cost one reading per `ttl` per process.  Callers that
+    arrive while it is being read wait for that reading rather than start their own.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+        self._key = ""
+        self._value: tuple[dict[str, QueueTenants], dict[str, str]] = ({}, {})
+
+    def get(self, settings: Settings) -> tuple[dict[str, QueueTenants], dict[str, str]]:
+        """(each queue's top tenants, their names), at most `ttl` seconds old."""
+        with self._lock:
+            if self._key != settings.database_url or time.monotonic() - self._at >= self.ttl:
+                with db.pool(settings.database_url, autocommit=True).connection() as c:
+                    backlog = rank(read(c), TOP)
+                    found = names(c, [t.tenant_id for q in backlog.values() for t in q.top])
+                self._at, self._key, self._value = time.monotonic(), settings.database_url, (backlog, found)
+            return self._value
