@@ -826,3 +826,22 @@ def test_each_rendered_process_serves_where_its_monitor_scrapes_every_series_the
     finally:
         release.stop()
         smtp.stop()
+
+
+#: The relay's backlog series: one relay reads the outbox per interval and every relay exports that reading
+#: (outbox_relay.report_turn), so each is one copy per relay replica.
+COPIED_BY_EVERY_RELAY = ("booking_outbox_queue_messages", "booking_queue_oldest_waiting_age_seconds",
+                         "booking_tenant_backlog_messages", "booking_tenant_oldest_age_seconds")
+
+
+def test_the_relays_backlog_series_are_read_with_max_never_summed_over_relays():
+    # A sum over the relays' copies would double the backlog with two relays and change as they come and go.
+    uses = []
+    for path in [*(CHART / "templates").glob("*.yaml"), *(CHART / "dashboards").glob("*.json")]:
+        text = path.read_text()
+        for name in COPIED_BY_EVERY_RELAY:
+            for m in re.finditer(rf"{name}\{{", text):  # a selector: PromQL, not prose
+                uses.append((path.name, name, text[max(0, m.start() - 40):m.start()]))
+    assert {n for _, n, _ in uses} == set(COPIED_BY_EVERY_RELAY), "every series is on the dashboard or an alert"
+    for file, name, before in uses:
+        assert re.search(r"max by \([a-z, ]+\) \($", before), f"{file}: {name} not under `max by (...)`: {before!r}"
