@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import shutil
 import signal
@@ -226,3 +227,24 @@ class LocalRelease:
             child.signal(signal.SIGTERM)
         for child in self.children:
             child.stop()
+
+
+def crd_json_schema(node):
+    """The CRD's OpenAPI schema as JSON Schema (nullable → a null type; Kubernetes' extensions dropped)."""
+    if isinstance(node, dict):
+        out = {k: crd_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+        if out.pop("nullable", False):
+            out["type"] = [out["type"], "null"]
+        return out
+    return [crd_json_schema(v) for v in node] if isinstance(node, list) else node
+
+
+def with_defaults(schema: dict, obj):
+    """`obj` with the defaults of a CRD's schema filled in where left out, as the API server does."""
+    if isinstance(obj, dict) and schema.get("type") == "object":
+        for key, sub in schema.get("properties", {}).items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                obj[key] = with_defaults(sub, obj[key])
+    return obj

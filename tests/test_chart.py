@@ -515,6 +515,7 @@ def test_operator_rbac_grants_only_what_it_needs_in_its_namespace(rendered):
         ("autoscaling", "horizontalpodautoscalers", ("list",), ()),
         ("", "secrets", ("get",), (component_name("redis-connection"),)),
         ("", "events", ("create",), ()),
+        ("", "pods", ("list", "patch"), ()),  # pod-deletion-cost before a scale-down
     }
     # The one Secret it may read holds the Redis URL and nothing else (no database or SMTP password).
     assert set(by_kind(docs, "Secret")[component_name("redis-connection")]["stringData"]) == {"REDIS_URL"}
