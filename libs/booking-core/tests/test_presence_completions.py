@@ -66,6 +66,7 @@ def test_presence_says_which_pod_a_process_runs_in_how_busy_it_is_and_when_it_la
     try:
         before = wait_until(lambda: loads().get("invoice-worker-5d8f7-x2k4q"), timeout=10)
         assert before.in_flight == 0 and before.last_work_ms is None and before.workers == 1
+        assert 0 <= time.time() * 1000 - before.booted_ms < 10_000
         render.send(1)
         render.send(2)
         busy = wait_until(lambda: (load := loads()["invoice-worker-5d8f7-x2k4q"]).in_flight == 2 and load,

@@ -9,9 +9,10 @@ from booking_scaling import podload
 NOW = 1_000_000_000
 
 
-def record(broker, worker_id: str, host: str, last: int | None, at: int = NOW, queues=("invoice",)) -> None:
+def record(broker, worker_id: str, host: str, last: int | None, at: int = NOW, queues=("invoice",),
+           boot: int | None = None) -> None:
     pipe = broker.client.pipeline(transaction=False)
-    podload.add(pipe, broker.namespace, queues, worker_id, host, last, at)
+    podload.add(pipe, broker.namespace, queues, worker_id, host, last, at, boot)
     pipe.execute()
 
 
@@ -36,7 +37,7 @@ def test_a_pods_processes_are_summed_and_in_flight_read_from_dramatiqs_acks(brok
     record(broker, "idle-process", "invoice-worker-7f9c-b", last=None)
     loads = podload.read(broker.client, broker.namespace, ["invoice"], NOW)
     assert loads == {
-        "invoice-worker-7f9c-a": podload.PodLoad(in_flight=3, last_work_ms=NOW - 100, workers=2),
+        "invoice-worker-7f9c-a": podload.PodLoad(in_flight=3, last_work_ms=NOW - 100, workers=2, booted_ms=None),
         "invoice-worker-7f9c-b": podload.PodLoad(in_flight=0, last_work_ms=None, workers=1),
     }
     held[0].close()
@@ -67,3 +68,12 @@ def test_a_stopped_process_is_removed_and_nothing_read_is_an_empty_map(broker):
     podload.remove(pipe, broker.namespace, ["invoice"], "w1")
     pipe.execute()
     assert podload.read(broker.client, broker.namespace, ["invoice"], NOW) == {}
+
+
+def test_a_pod_booted_when_its_first_process_did(broker):
+    record(broker, "p1", "invoice-worker-a", last=None, boot=NOW - 9_000)
+    record(broker, "p2", "invoice-worker-a", last=None, boot=NOW - 4_000)
+    record(broker, "old", "invoice-worker-b", last=None)  # written before boot times were
+    loads = podload.read(broker.client, broker.namespace, ["invoice"], NOW)
+    assert loads["invoice-worker-a"].booted_ms == NOW - 9_000
+    assert loads["invoice-worker-b"].booted_ms is None

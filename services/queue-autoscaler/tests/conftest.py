@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from dramatiq.brokers.redis import RedisBroker
 from kopf.testing import KopfRunner
 
 from booking_embedded import free_port
+from booking_scaling import podload
 from e2e_helpers import wait_until
 from kube_standin import load_resources
 
@@ -129,10 +131,12 @@ class Cluster:
             "status": {"replicas": replicas, "selector": f"app={name}"},
         })
 
-    def pod(self, ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None) -> None:
+    def pod(self, ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None,
+            created: str = "2026-01-01T00:00:00Z") -> None:
         self.api("POST", f"/api/v1/namespaces/{ns}/pods", {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations or {}},
+            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations or {},
+                         "creationTimestamp": created},
         })
 
     def replicas(self, ns: str, name: str) -> int:
@@ -326,3 +330,36 @@ def operator(kubeconfig, metrics_port, liveness_port, ns, monkeypatch) -> Iterat
 def wait_for_fixture() -> Callable[..., Any]:
     """`wait_for(check, timeout=20)`: the polling helper, as a fixture (conftest is not importable)."""
     return wait_for
+
+
+@pytest.fixture
+def pod_records():
+    """`with pod_records(work, {broker id: (pod, seconds idle or None, boot epoch s or None)}):` worker
+    processes stamping their pod records (booking_scaling.podload) every second, as presence does."""
+
+    @contextmanager
+    def stamping(work: WorkQueue, workers: dict[str, tuple[str, float | None, float | None]]) -> Iterator[None]:
+        stop = threading.Event()
+        started = time.time()
+
+        def stamp() -> None:
+            while True:
+                now_ms = int(time.time() * 1000)
+                pipe = work.broker.client.pipeline(transaction=False)
+                for worker_id, (pod, idle, boot) in workers.items():
+                    last = None if idle is None else int((started - idle) * 1000)
+                    podload.add(pipe, work.namespace, [work.queue], worker_id, pod, last, now_ms,
+                                None if boot is None else int(boot * 1000))
+                pipe.execute()
+                if stop.wait(1):
+                    return
+
+        thread = threading.Thread(target=stamp, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(5)
+
+    return stamping

@@ -9,12 +9,6 @@ records are the ones worker presence writes (booking_scaling.podload).
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from booking_scaling import podload
 from queue_autoscaler.deletion_cost import ANNOTATION
 
 POD = {"app": "invoice-worker"}
@@ -30,32 +24,6 @@ def spec(work) -> dict:
     }
 
 
-@contextmanager
-def presence(work, workers: dict[str, tuple[str, float | None]]) -> Iterator[None]:
-    """Worker processes stamping every second as presence does: broker id -> (pod, seconds since last work)."""
-    stop = threading.Event()
-    started = time.time()
-
-    def stamp() -> None:
-        while True:
-            now_ms = int(time.time() * 1000)
-            pipe = work.broker.client.pipeline(transaction=False)
-            for worker_id, (pod, idle) in workers.items():
-                last = None if idle is None else int((started - idle) * 1000)
-                podload.add(pipe, work.namespace, [work.queue], worker_id, pod, last, now_ms)
-            pipe.execute()
-            if stop.wait(1):
-                return
-
-    thread = threading.Thread(target=stamp, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(5)
-
-
 def pod_patches(cluster, ns) -> list[tuple[str, object]]:
     """(pod, annotation value sent) of every pod patch the operator sent, in order."""
     return [(r.name, r.data["metadata"]["annotations"][ANNOTATION]) for r in cluster.requests()
@@ -69,7 +37,8 @@ def scale_patches(cluster, ns) -> list[int]:
             and r.method == "PATCH" and r.namespace == ns]
 
 
-def test_idle_pods_get_the_lowest_cost_before_the_scale_down(cluster, ns, work, operator, redis_url, wait_for):
+def test_idle_pods_get_the_lowest_cost_before_the_scale_down(cluster, ns, work, operator, redis_url, wait_for,
+                                                             pod_records):
     cluster.deployment(ns, "invoice-worker", replicas=3)
     cluster.secret(ns, "redis", {"url": redis_url})
     # a: rendering two invoices, and still marked from an earlier scale-down; b: idle for a minute;
@@ -80,10 +49,10 @@ def test_idle_pods_get_the_lowest_cost_before_the_scale_down(cluster, ns, work, 
     cluster.pod(ns, "api-x", {"app": "api"}, {ANNOTATION: "-5"})
     work.send(2)
     taken = work.take(2)  # in flight in work.broker's ack set: pod a's process
-    workers = {work.broker.broker_id: ("invoice-worker-a", 0.5), "proc-b": ("invoice-worker-b", 60.0),
-               "proc-c": ("invoice-worker-c", 2.0)}
+    workers = {work.broker.broker_id: ("invoice-worker-a", 0.5, None), "proc-b": ("invoice-worker-b", 60.0, None),
+               "proc-c": ("invoice-worker-c", 2.0, None)}
     cluster.queuescaler(ns, "invoice", spec(work))
-    with presence(work, workers), operator():
+    with pod_records(work, workers), operator():
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 1)
         [down] = wait_for(lambda: [e for e in cluster.events(ns) if e.get("reason") == "ScaledDown"])
     work.finish(taken)

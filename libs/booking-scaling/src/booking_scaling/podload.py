@@ -6,10 +6,11 @@ delete; among ready pods it deletes those with the lowest
 must know, per pod, how much work a deletion would interrupt.  Dramatiq knows it
 per *process* (its ack sets, `layout.in_flight`), and nothing in Redis says which
 pod a process runs in.  So every worker process adds one field to
-`ns:__pods__.<queue>` (a hash: broker id -> JSON `{"host", "lastWorkMs", "at"}`)
+`ns:__pods__.<queue>` (a hash: broker id -> JSON `{"host", "lastWorkMs", "bootMs", "at"}`)
 with the presence stamp it already writes every few seconds
 (booking_core.queues.presence): its host name, which in a Deployment's pod is the
-pod's name, and when it last finished a message.  A field not restamped within
+pod's name, when it last finished a message, and when it booted (ready to consume:
+with the pod's creation time, the pod start latency the promise predicts with).  A field not restamped within
 `TTL_MS` (a crashed process) is ignored, and the hash expires when no worker
 stamps it.  This is the platform's own key, not Dramatiq's, so it is named here
 rather than in `layout`; the in-flight sets it is joined with are Dramatiq's and
@@ -44,9 +45,10 @@ def key(namespace: str, queue: str) -> str:
 
 
 def add(pipe: Any, namespace: str, queues: Iterable[str], worker_id: str, host: str,
-        last_work_ms: int | None, now_ms: int) -> None:
+        last_work_ms: int | None, now_ms: int, boot_ms: int | None = None) -> None:
     """Queue the writes of one process's record for each of its `queues` on a Redis pipeline."""
-    record = json.dumps({"host": host, "lastWorkMs": last_work_ms, "at": now_ms}, separators=(",", ":"))
+    record = json.dumps({"host": host, "lastWorkMs": last_work_ms, "bootMs": boot_ms, "at": now_ms},
+                        separators=(",", ":"))
     for q in sorted(queues):
         pipe.hset(key(namespace, q), worker_id, record)
         pipe.pexpire(key(namespace, q), TTL_MS * 4)
@@ -68,18 +70,24 @@ class PodLoad:
     last_work_ms: int | None
     #: Its worker processes that stamped within TTL_MS.
     workers: int
+    #: When its first worker process booted (ms); None: not recorded.
+    booted_ms: int | None = None
 
 
-def _parse(raw: bytes | str, now_ms: int) -> tuple[str, int | None] | None:
-    """(host, last work) of one record, None when malformed, not a pod name, or stale."""
+def _ms(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _parse(raw: bytes | str, now_ms: int) -> tuple[str, int | None, int | None] | None:
+    """(host, last work, boot) of one record, None when malformed, not a pod name, or stale."""
     try:
         record = json.loads(raw)
-        host, last, at = record["host"], record.get("lastWorkMs"), int(record["at"])
+        host, at = record["host"], int(record["at"])
     except (ValueError, TypeError, KeyError):
         return None
     if not isinstance(host, str) or not _POD_NAME.fullmatch(host) or now_ms - at > TTL_MS:
         return None
-    return host, (int(last) if isinstance(last, int | float) else None)
+    return host, _ms(record.get("lastWorkMs")), _ms(record.get("bootMs"))
 
 
 def read(client: redis.Redis, namespace: str, queues: Iterable[str], now_ms: int) -> dict[str, PodLoad]:
@@ -93,7 +101,7 @@ def read(client: redis.Redis, namespace: str, queues: Iterable[str], now_ms: int
     for q in queues:
         pipe.hgetall(key(namespace, q))
     records = pipe.execute()
-    workers: dict[str, tuple[str, int | None]] = {}
+    workers: dict[str, tuple[str, int | None, int | None]] = {}
     for fields in records:
         for worker_id, raw in fields.items():
             parsed = _parse(raw, now_ms)
@@ -109,10 +117,12 @@ def read(client: redis.Redis, namespace: str, queues: Iterable[str], now_ms: int
     for (w, _), n in zip(pairs, counts, strict=True):
         in_flight[w] = in_flight.get(w, 0) + int(n)
     pods: dict[str, PodLoad] = {}
-    for w, (host, last) in workers.items():
+    for w, (host, last, boot) in workers.items():
         seen = pods.get(host)
         lasts = [t for t in (last, seen.last_work_ms if seen else None) if t is not None]
+        boots = [t for t in (boot, seen.booted_ms if seen else None) if t is not None]
         pods[host] = PodLoad(in_flight=in_flight.get(w, 0) + (seen.in_flight if seen else 0),
                              last_work_ms=max(lasts) if lasts else None,
-                             workers=1 + (seen.workers if seen else 0))
+                             workers=1 + (seen.workers if seen else 0),
+                             booted_ms=min(boots) if boots else None)
     return pods

@@ -37,10 +37,12 @@ ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 
 @dataclass(frozen=True)
 class PodView:
-    """One pod of the target as listed: its name and its deletion-cost annotation (None: not set)."""
+    """One pod of the target as listed: its name, its deletion-cost annotation (None: not set) and its
+    creation time (epoch seconds; None: not known)."""
 
     name: str
     cost: str | None = None
+    created: float | None = None
 
 
 def idlest_first(names: Iterable[str], loads: Mapping[str, PodLoad]) -> list[str]:

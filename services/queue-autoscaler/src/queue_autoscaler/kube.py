@@ -96,10 +96,12 @@ class KubeClient:
         return selector
 
     async def list_pods(self, namespace: str, selector: str) -> list[PodView]:
-        """The pods matching `selector` that are not already terminating, with their deletion cost (list pods)."""
+        """The pods matching `selector` that are not already terminating, with their deletion cost and creation
+        time (list pods)."""
         async with call("list pods"):
             pods = [pod async for pod in self._client.list(Pod, namespace=namespace, labels=_selector(selector))]
-        return [PodView(pod.metadata.name, (pod.metadata.annotations or {}).get(ANNOTATION))
+        return [PodView(pod.metadata.name, (pod.metadata.annotations or {}).get(ANNOTATION),
+                        pod.metadata.creationTimestamp.timestamp() if pod.metadata.creationTimestamp else None)
                 for pod in pods if pod.metadata and pod.metadata.name and not pod.metadata.deletionTimestamp]
 
     async def set_deletion_cost(self, namespace: str, pod: str, cost: int | None) -> None:

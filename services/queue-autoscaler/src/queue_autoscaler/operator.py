@@ -22,7 +22,7 @@ import copy
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -36,6 +36,7 @@ from booking_settings.boot import boot
 from queue_autoscaler import deletion_cost, metrics
 from queue_autoscaler import spec as qs
 from queue_autoscaler.kube import KubeClient, KubeError
+from queue_autoscaler.pod_start import StartLatencies
 from queue_autoscaler.reading import BacklogSource, LatencySource
 from queue_autoscaler.settings import LEGACY_FINALIZER, OperatorSettings
 from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
@@ -63,6 +64,8 @@ class Runtime:
     latency: LatencyWatch | None = None
     #: The status as last written (at the first poll: as found), so that an unchanged one is not written again.
     written: dict | None = None
+    #: The target's pods' measured start latencies (with spec.maxAge), for the promise's prediction.
+    starts: StartLatencies = field(default_factory=StartLatencies)
 
 
 class _QuietTimer(logging.Filter):
@@ -104,8 +107,26 @@ async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerS
     observed = None
     if s.policy.max_age is not None:
         done = await memo.backlog.completed(url, s.redis_namespace, s.queues)
-        observed = Observed(oldest_age=backlog.oldest_age_seconds(depths, int(time.time() * 1000)), completed=done)
+        await _measure_pod_starts(rt, memo, namespace, s, url)
+        observed = Observed(oldest_age=backlog.oldest_age_seconds(depths, int(time.time() * 1000)), completed=done,
+                            start_latency=rt.starts.estimate())
     return backlog, depths, bool(s.queues) and paused >= set(s.queues), observed
+
+
+async def _measure_pod_starts(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, url: str) -> None:
+    """Measure the start latency of pods that stamped for the first time (queue_autoscaler.pod_start).
+
+    The pods are listed only when a pod not seen before has stamped; any failure leaves the
+    estimate as it was (podStartSeconds until one is measured) and never stops the poll.
+    """
+    try:
+        loads = await memo.backlog.pod_loads(url, s.redis_namespace, s.queues)
+        if not rt.starts.unseen(loads):
+            return
+        pods = await memo.kube.list_pods(namespace, await memo.kube.scale_selector(namespace, s.target))
+        rt.starts.observe({p.name: p.created for p in pods if p.created is not None}, loads)
+    except (KubeError, redis.RedisError, OSError, ValueError) as e:
+        logging.getLogger(__name__).debug("pod start latency not measured: %s", e)
 
 
 def _write_status(rt: Runtime, patch: kopf.Patch, meta: Any, now: float, conds: list[dict], *,
@@ -242,6 +263,7 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
         fields.update(qs.backlog_status(backlog, depths))
     promise = qs.promise_status(decision)
     if promise is not None:
+        promise["podStartMeasured"] = observed is not None and observed.start_latency is not None
         fields["promise"] = promise
     if rt.state.last_active is not None:
         fields["lastActiveTime"] = qs.iso(rt.state.last_active)

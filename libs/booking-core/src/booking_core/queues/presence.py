@@ -44,14 +44,14 @@ def key(namespace: str, queue: str) -> str:
 
 def stamp(client: redis.Redis, namespace: str, queues: frozenset[str] | set[str], worker_id: str,
           now_ms: int, finished: dict[str, int] | None = None, *, host: str | None = None,
-          last_work_ms: int | None = None) -> None:
+          last_work_ms: int | None = None, boot_ms: int | None = None) -> None:
     """Mark `worker_id` as consuming `queues` at `now_ms`, prune members older than TTL_MS, add
     `finished` (queue -> messages finished since the last stamp) to the completion counters and,
-    with `host`, record the pod it runs in and when it last finished a message."""
+    with `host`, record the pod it runs in, when it last finished a message and when it booted."""
     pipe = client.pipeline(transaction=False)
     completions.add(pipe, namespace, finished or {})
     if host is not None:
-        podload.add(pipe, namespace, queues, worker_id, host, last_work_ms, now_ms)
+        podload.add(pipe, namespace, queues, worker_id, host, last_work_ms, now_ms, boot_ms)
     for q in sorted(queues):
         pipe.zadd(key(namespace, q), {worker_id: now_ms})
         pipe.zremrangebyscore(key(namespace, q), "-inf", now_ms - TTL_MS)
@@ -75,6 +75,7 @@ class PresenceMiddleware(Middleware):
         #: The pod this process runs in: a Deployment's pod has its own name as host name.
         self.host = host or socket.gethostname()
         self._last_work_ms: int | None = None
+        self._boot_ms: int | None = None
         self.queues: frozenset[str] = frozenset()
         self.broker = None
         self._stop = threading.Event()
@@ -101,6 +102,7 @@ class PresenceMiddleware(Middleware):
         if client is None or getattr(broker, "broker_id", None) is None:  # not a Redis broker
             return
         self.broker, self.queues = broker, consumed_queues(broker, worker)
+        self._boot_ms = current_millis()  # ready to consume: the end of this pod's start, for the autoscaler
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="consumer-presence", daemon=True)
         self._thread.start()
@@ -123,7 +125,8 @@ class PresenceMiddleware(Middleware):
             finished = self._take_finished()
             try:
                 stamp(self.broker.client, self.broker.namespace, self.queues, self.broker.broker_id,
-                      current_millis(), finished, host=self.host, last_work_ms=self._last_work_ms)
+                      current_millis(), finished, host=self.host, last_work_ms=self._last_work_ms,
+                      boot_ms=self._boot_ms)
             except redis.RedisError as e:
                 log.debug("could not stamp this worker's presence: %s", e)
                 with self._lock:  # counted at the next stamp instead
