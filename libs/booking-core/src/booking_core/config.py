@@ -7,6 +7,7 @@ the same variables through the Helm chart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number above 0, naming the variable when it is not."""
+    value = _float(env, name, default)
+    if value <= 0:
+        raise ValueError(f"{name} must be above 0, got {value:g}")
+    return value
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     """A yes/no variable (true/false, 1/0, yes/no), naming the variable when it is neither."""
     raw = (env.get(name) or "").strip().lower()
@@ -70,6 +79,34 @@ def _trace_template(raw: str) -> str:
         raise ValueError("BOOKING_TRACE_URL_TEMPLATE must be an http(s) URL with one {trace_id}, "
                          f"got {raw!r}")
     return raw
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    """BOOKING_WEBHOOKS_KEY: Fernet keys, comma-separated (the first encrypts, all decrypt)."""
+    from cryptography.fernet import Fernet
+
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for i, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ValueError(f"BOOKING_WEBHOOKS_KEY: key {i} is not a Fernet key (32 url-safe base64-encoded"
+                             " bytes; make one with `python -c 'from cryptography.fernet import Fernet;"
+                             " print(Fernet.generate_key().decode())'`)") from None
+    return keys
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """BOOKING_WEBHOOKS_ALLOWED_NETWORKS: comma-separated CIDRs, each named when it is not one."""
+    out = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"BOOKING_WEBHOOKS_ALLOWED_NETWORKS: {part!r} is not a CIDR network") from None
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -125,6 +162,23 @@ class Settings:
     plan_default_rate: float = 50.0
     plan_default_burst: int = 500
     plan_default_weight: int = 1
+    #: Fernet keys that seal the webhook signing secrets at rest (BOOKING_WEBHOOKS_KEY); none: no webhooks.
+    webhooks_keys: tuple[str, ...] = ()
+    #: Networks webhooks may reach although the SSRF guard refuses them (loopback, private, ...).
+    webhooks_allowed_networks: tuple = ()
+    webhooks_connect_timeout: float = 5.0
+    #: A whole attempt (connect, send, read the answer) ends after this many seconds.
+    webhooks_timeout: float = 15.0
+    #: Backoff of failed deliveries (booking_core.webhooks.schedule): about a day with the defaults.
+    webhooks_retry_first_ms: int = 10_000
+    webhooks_retry_cap_ms: int = 6 * 3600 * 1000
+    webhooks_max_attempts: int = 11
+    #: An endpoint failing continuously this long is disabled.
+    webhooks_disable_after_seconds: int = 3 * 24 * 3600
+    #: After a secret rotation the previous secret still signs for this long.
+    webhooks_rotation_overlap_seconds: int = 24 * 3600
+    #: How many deliveries to one endpoint one worker process sends at once.
+    webhooks_endpoint_concurrency: int = 4
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     @property
@@ -198,5 +252,15 @@ class Settings:
             plan_default_rate=plan_rate,
             plan_default_burst=plan_burst,
             plan_default_weight=plan_weight,
+            webhooks_keys=_fernet_keys(env.get("BOOKING_WEBHOOKS_KEY") or ""),
+            webhooks_allowed_networks=_networks(env.get("BOOKING_WEBHOOKS_ALLOWED_NETWORKS") or ""),
+            webhooks_connect_timeout=_positive(env, "BOOKING_WEBHOOKS_CONNECT_TIMEOUT_SECONDS", 5.0),
+            webhooks_timeout=_positive(env, "BOOKING_WEBHOOKS_TIMEOUT_SECONDS", 15.0),
+            webhooks_retry_first_ms=_int(env, "BOOKING_WEBHOOKS_RETRY_FIRST_MS", 10_000),
+            webhooks_retry_cap_ms=_int(env, "BOOKING_WEBHOOKS_RETRY_CAP_MS", 6 * 3600 * 1000),
+            webhooks_max_attempts=_int(env, "BOOKING_WEBHOOKS_MAX_ATTEMPTS", 11),
+            webhooks_disable_after_seconds=_int(env, "BOOKING_WEBHOOKS_DISABLE_AFTER_SECONDS", 3 * 24 * 3600),
+            webhooks_rotation_overlap_seconds=_int(env, "BOOKING_WEBHOOKS_ROTATION_OVERLAP_SECONDS", 24 * 3600),
+            webhooks_endpoint_concurrency=_int(env, "BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY", 4),
             retry=retry,
         )
