@@ -27,6 +27,10 @@ INVOICE = Contract(task="invoice", queue="invoice", actor="issue_invoice")
 AUDIT = Contract(task="audit", queue="audit", actor="record_audit_event")
 
 CONTRACTS = {c.task: c for c in (EMAIL, INVOICE, AUDIT)}
+#: Signed deliveries to tenants' endpoints: not a booking task (no `booking_tasks` row), so apart from
+#: CONTRACTS.  Its messages are written by migration 0011's triggers with these names, and carry
+#: `{"delivery_id", "tenant_id"}`.
+WEBHOOK = Contract(task="webhook", queue="webhook", actor="deliver_webhook")
 QUEUES = tuple(c.queue for c in CONTRACTS.values())
 TASKS = tuple(CONTRACTS)
 
