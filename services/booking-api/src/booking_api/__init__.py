@@ -19,7 +19,17 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from booking_api import auth, bookings_views, database, health, metrics, openapi, ops_views, problems
+    from booking_api import (
+        auth,
+        bookings_views,
+        database,
+        health,
+        metrics,
+        openapi,
+        ops_views,
+        problems,
+        webhooks_views,
+    )
     from booking_core.telemetry.sdk import setup_tracing
 
     if setup_tracing("booking-api"):
@@ -33,5 +43,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings_views.bp)
     app.register_blueprint(ops_views.bp)
+    app.register_blueprint(webhooks_views.bp)
     app.register_blueprint(openapi.bp)
     return app
