@@ -37,6 +37,8 @@ class Outcome:
     error: str | None = None
     response: str | None = None
     retry_after_ms: int | None = None
+    #: Sending again cannot help (the SSRF guard refused the address, the payload is over the cap).
+    permanent: bool = False
 
 
 def _uuid(value) -> str | None:
