@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from webhook_receiver import VerifyingReceiver
 
 from booking_core import db
@@ -36,6 +38,13 @@ def receivers():
     yield make
     for r in made:
         r.close()
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def add_endpoint(api: Api, receiver: VerifyingReceiver) -> dict:
@@ -79,6 +88,10 @@ def test_each_event_once_signed_per_tenant_and_isolated(make_platform, api_of, r
     status, log = first.json("GET", f"/api/v1/webhooks/endpoints/{endpoints_['items'][0]['id']}/deliveries")
     assert status == 200 and {d["state"] for d in log["items"]} == {"delivered"}
     assert sorted(d["attempts"] for d in log["items"]) == [1, 1, 1, 2]
+
+    worker = scrape(platform.metrics_urls["webhook-worker-1"])
+    assert worker.get(("booking_webhook_attempts_total", (("outcome", "delivered"),)), 0) >= len(TYPES)
+    assert worker.get(("booking_webhook_attempts_total", (("outcome", "retrying"),)), 0) >= 1
 
     black_hole.released.set()
     wait_until(lambda: black_hole.events(), timeout=60, what="the released receiver to get its events")

@@ -175,7 +175,8 @@ def test_a_name_is_judged_by_every_address_it_resolves_to():
 @pytest.mark.parametrize(("url", "why"), [
     ("ftp://example.com/", "scheme"), ("file:///etc/passwd", "scheme"), ("https:///x", "host"),
     ("https://u:p@example.com/", "credentials"), ("https://example.com:99999/", "URL"),
-    ("https://example.com/#x", "fragment"),
+    ("https://example.com/#x", "URL"), ("https://\u00cf/", "URL"), ("https://a b/", "URL"),
+    ("https://exa_mple.com/", "host name"), ("https://-x.example/", "host name"),
 ])
 def test_urls_other_than_http_and_https_are_refused(url, why):
     with pytest.raises(addresses.Refused, match=why):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from booking_api.contract import Timestamp, _Request, _Response, _schema
+from booking_core.webhooks.addresses import URL_PATTERN
 from booking_core.webhooks.deliveries import STATES
 from booking_core.webhooks.endpoints import MAX_DESCRIPTION, MAX_URL
 from booking_core.webhooks.payload import EVENT_TYPES
@@ -21,7 +22,8 @@ EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 #: The longest rotation overlap a client may ask for: a week.
 MAX_OVERLAP_SECONDS = 7 * 24 * 3600
 Url = Annotated[str, Field(min_length=1, max_length=MAX_URL, json_schema_extra={
-    "format": "uri", "pattern": "^https?://"}, description="http or https. Private, loopback and link-local "
+    "format": "uri", "pattern": URL_PATTERN}, description="http or https, RFC 3986 characters only (an "
+    "internationalised host in its xn-- form), no fragment. Private, loopback and link-local "
     "addresses are refused (the SSRF guard), at creation for an address literal, at each delivery for a name.")]
 EventTypes = Annotated[list[EventType], Field(description="The event types sent; empty (the default): every type.")]
 
@@ -33,17 +35,37 @@ class WebhookEndpointRequest(_Request):
     enabled: bool = True
 
 
+def _no_defaults(schema: dict) -> None:
+    """Optional fields that must not be null: absent from the request, never `null` in the schema."""
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+
+
 class WebhookEndpointPatch(_Request):
-    url: Url | None = None
-    description: Annotated[str | None, Field(max_length=MAX_DESCRIPTION)] = None
-    event_types: EventTypes | None = None
-    enabled: Annotated[bool | None, Field(description="true also clears an automatic disabling.")] = None
+    """Any of the fields, none null: an absent field is left as it is."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_no_defaults)
+
+    url: Annotated[Url, Field(default=None)]
+    description: Annotated[str, Field(default=None, max_length=MAX_DESCRIPTION)]
+    event_types: Annotated[EventTypes, Field(default=None)]
+    enabled: Annotated[bool, Field(default=None, description="true also clears an automatic disabling.")]
+
+
+def _whole(value: object) -> object:
+    """JSON Schema's integer: 184.0 is one too (never a bool or a string)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class RotateRequest(_Request):
-    overlap_seconds: Annotated[int, Field(ge=0, le=MAX_OVERLAP_SECONDS, description=(
-        "How long the previous secret keeps signing (both signatures are sent); default from "
-        "BOOKING_WEBHOOKS_ROTATION_OVERLAP_SECONDS."))] | None = None
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_no_defaults)
+
+    overlap_seconds: Annotated[int, BeforeValidator(_whole)] = Field(
+        default=None, ge=0, le=MAX_OVERLAP_SECONDS, description=(
+            "How long the previous secret keeps signing (both signatures are sent); default from "
+            "BOOKING_WEBHOOKS_ROTATION_OVERLAP_SECONDS."))
 
 
 class ReplaySinceRequest(_Request):

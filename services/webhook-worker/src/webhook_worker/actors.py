@@ -23,6 +23,7 @@ from booking_core import db
 from booking_core.messaging.contracts import WEBHOOK
 from booking_core.webhooks import deliveries, endpoints, payload, schedule, signing
 from booking_core.webhooks.sealing import Sealer
+from webhook_worker import metrics
 from webhook_worker.broker import broker, settings
 from webhook_worker.limits import EndpointSlots
 from webhook_worker.send import Sender
@@ -76,13 +77,16 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
                         str(tenant_id)[:40])
             return
         if d["state"] not in deliveries.OPEN_STATES:
+            metrics.attempt("skipped")
             return  # a duplicate message, or one that outlived a replay: the delivery is closed
         if d["deleted"] or not d["enabled"]:
             deliveries.give_up(conn, d["id"], "endpoint deleted" if d["deleted"] else "endpoint disabled")
+            metrics.attempt("skipped")
             return
     attempt = d["attempts"] + 1
     with slots.slot(d["endpoint_id"]) as free:
         if not free:
+            metrics.attempt("busy")
             raise Retry("endpoint busy", delay=int(BUSY_DELAY_MS * random.uniform(1, 2)))
         secrets = endpoints.live_secrets(sealer, d["secret"], d["previous_secret"], d["previous_secret_until"])
         try:
@@ -102,6 +106,7 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
     with db.pooled(settings) as conn:
         result = deliveries.record(conn, d, outcome, state=state, attempt=attempt, next_delay_ms=delay,
                                    disable_after_seconds=settings.webhooks_disable_after_seconds)
+    metrics.attempt(state, outcome.latency_ms / 1000)
     if result["disabled"]:
         log.warning("webhook endpoint %s disabled: failing for longer than %d s", d["endpoint_id"],
                     settings.webhooks_disable_after_seconds)

@@ -13,6 +13,7 @@ shared address space (100.64/10), and IPv4 addresses in IPv6 clothing
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -21,6 +22,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
+
+
+#: An endpoint URL: RFC 3986 characters only (an internationalised host in its xn-- form), http or https,
+#: and no fragment (it is never sent).
+URL_PATTERN = r"^https?://[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+$"
+_URL = re.compile(URL_PATTERN)
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?$")
 
 
 class Refused(ValueError):
@@ -64,19 +72,22 @@ def check(addr: IPAddress | str, allowed: tuple[Network, ...] = ()) -> IPAddress
 
 def check_url(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an endpoint URL, http or https only, without credentials; else Refused."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise Refused("the scheme must be http or https")
+    if not _URL.match(url):
+        raise Refused("not a URL: use RFC 3986 characters only (percent-encode the others; an "
+                      "internationalised host in its xn-- form)")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise Refused(f"not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise Refused("the scheme must be http or https")
     if not parts.hostname:
         raise Refused("the URL has no host")
+    if not parts.netloc.rsplit("@", 1)[-1].startswith("[") and not _HOST.match(parts.hostname):
+        raise Refused("not a host name")
     if parts.username is not None or parts.password is not None:
         raise Refused("the URL must not carry credentials")
-    if parts.fragment:
-        raise Refused("the URL must not have a fragment")
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 

@@ -206,3 +206,21 @@ def replay_since(conn: psycopg.Connection, tenant_id: str, endpoint_id: str, sin
     if n:
         conn.execute(outbox.WAKE_SQL)
     return n
+
+
+def stats(conn: psycopg.Connection) -> dict:
+    """Platform-wide figures for the metrics: open and dead deliveries, how late the latest-due one is,
+    endpoints by state, and the longest failure streak of an enabled endpoint (it is disabled at the limit)."""
+    return conn.execute(
+        "SELECT (SELECT count(*) FROM webhook_deliveries WHERE state IN ('pending', 'retrying')) AS open,"
+        " (SELECT count(*) FROM webhook_deliveries WHERE state = 'dead') AS dead,"
+        " COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(coalesce(next_attempt_at, created_at)))"
+        "   FROM webhook_deliveries WHERE state IN ('pending', 'retrying')"
+        "   AND coalesce(next_attempt_at, created_at) <= now()), 0)::float AS overdue_seconds,"
+        " count(*) FILTER (WHERE e.enabled AND e.failing_since IS NULL) AS healthy,"
+        " count(*) FILTER (WHERE e.enabled AND e.failing_since IS NOT NULL) AS failing,"
+        " count(*) FILTER (WHERE NOT e.enabled AND e.disabled_reason IS NOT NULL) AS auto_disabled,"
+        " count(*) FILTER (WHERE NOT e.enabled AND e.disabled_reason IS NULL) AS disabled,"
+        " COALESCE(EXTRACT(EPOCH FROM now() - min(e.failing_since) FILTER (WHERE e.enabled)), 0)::float"
+        "   AS longest_failing_seconds"
+        " FROM webhook_endpoints e WHERE e.deleted_at IS NULL").fetchone()
