@@ -159,10 +159,12 @@ def _trace_options() -> Jsonb:
     return Jsonb({tracing.OPTION: carrier} if carrier else {})
 
 
+#: A replay starts a new round; a republished lost message goes on with the round it belongs to.
+_NEW_ROUND = "state = 'pending', attempts = 0, next_attempt_at = NULL"
+_SAME_ROUND = "next_attempt_at = NULL"
 _REPLAY = """
 WITH r AS (
-    UPDATE webhook_deliveries d SET state = 'pending', attempts = 0, next_attempt_at = NULL,
-           updated_at = clock_timestamp()
+    UPDATE webhook_deliveries d SET {sets}, updated_at = clock_timestamp()
     WHERE d.id IN (SELECT id FROM webhook_deliveries WHERE {where} ORDER BY id FOR UPDATE)
     RETURNING d.id, d.tenant_id
 )
@@ -186,7 +188,8 @@ def replay(conn: psycopg.Connection, tenant_id: str, delivery_id: str) -> str | 
     if state is None:
         return None
     rows = conn.execute(
-        _REPLAY.format(where="id = %(id)s AND tenant_id = %(tenant)s AND state IN ('dead', 'delivered')"),
+        _REPLAY.format(sets=_NEW_ROUND,
+                       where="id = %(id)s AND tenant_id = %(tenant)s AND state IN ('dead', 'delivered')"),
         {"id": delivery_id, "tenant": tenant_id, "queue": WEBHOOK.queue, "actor": WEBHOOK.actor,
          "options": _trace_options()}).fetchall()
     if rows:
@@ -202,7 +205,7 @@ def replay_since(conn: psycopg.Connection, tenant_id: str, endpoint_id: str, sin
     where = "endpoint_id = %(endpoint)s AND tenant_id = %(tenant)s AND state = 'dead' AND created_at >= %(since)s"
     if dry_run:
         return conn.execute(f"SELECT count(*) AS n FROM webhook_deliveries WHERE {where}", params).fetchone()["n"]
-    n = len(conn.execute(_REPLAY.format(where=where), params).fetchall())
+    n = len(conn.execute(_REPLAY.format(sets=_NEW_ROUND, where=where), params).fetchall())
     if n:
         conn.execute(outbox.WAKE_SQL)
     return n
@@ -224,3 +227,34 @@ def stats(conn: psycopg.Connection) -> dict:
         " COALESCE(EXTRACT(EPOCH FROM now() - min(e.failing_since) FILTER (WHERE e.enabled)), 0)::float"
         "   AS longest_failing_seconds"
         " FROM webhook_endpoints e WHERE e.deleted_at IS NULL").fetchone()
+
+
+_STALE = """
+SELECT d.id::text AS id FROM webhook_deliveries d
+WHERE d.state IN ('pending', 'retrying')
+  AND greatest(d.updated_at, coalesce(d.next_attempt_at, d.updated_at))
+      < clock_timestamp() - make_interval(secs => %(after)s)
+  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.payload->>'delivery_id' = d.id::text)
+ORDER BY d.updated_at LIMIT %(limit)s
+"""
+
+
+def stale(conn: psycopg.Connection, after_seconds: float, *, limit: int = 500) -> list[str]:
+    """Open deliveries with no progress and no outbox row for `after_seconds` past their due time.
+
+    Their message may still be in Redis (the caller checks): only a lost one is republished.
+    """
+    return [r["id"] for r in conn.execute(_STALE, {"after": after_seconds, "limit": limit}).fetchall()]
+
+
+def republish(conn: psycopg.Connection, delivery_id: str, after_seconds: float) -> bool:
+    """Write a lost delivery's message to the outbox again, if it is still stale (the same round goes on)."""
+    where = ("id = %(id)s AND state IN ('pending', 'retrying') AND greatest(updated_at, coalesce(next_attempt_at,"
+             " updated_at)) < clock_timestamp() - make_interval(secs => %(after)s)")
+    with conn.transaction():
+        rows = conn.execute(_REPLAY.format(sets=_SAME_ROUND, where=where),
+            {"id": delivery_id, "after": after_seconds, "queue": WEBHOOK.queue, "actor": WEBHOOK.actor,
+             "options": Jsonb({})}).fetchall()
+        if rows:
+            conn.execute(outbox.WAKE_SQL)
+    return bool(rows)
