@@ -25,7 +25,7 @@ from booking_core.webhooks import deliveries, endpoints, payload, schedule, sign
 from booking_core.webhooks.sealing import Sealer
 from webhook_worker import metrics
 from webhook_worker.broker import broker, settings
-from webhook_worker.limits import EndpointSlots
+from webhook_worker.limits import CircuitBreaker, EndpointSlots
 from webhook_worker.send import Sender
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ sealer = Sealer(list(settings.webhooks_keys))
 sender = Sender(connect_timeout=settings.webhooks_connect_timeout, timeout=settings.webhooks_timeout,
                 allowed=settings.webhooks_allowed_networks)
 slots = EndpointSlots(settings.webhooks_endpoint_concurrency)
+breaker = CircuitBreaker()
 #: A delivery whose endpoint has no free slot comes back after this long (jittered).
 BUSY_DELAY_MS = 1_000
 
@@ -84,6 +85,10 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
             metrics.attempt("skipped")
             return
     attempt = d["attempts"] + 1
+    wait = breaker.wait_seconds(d["endpoint_id"])
+    if wait > 0:
+        metrics.attempt("breaker_open")
+        raise Retry("endpoint's circuit breaker is open", delay=int(wait * 1000 * random.uniform(1, 1.2)) + 1)
     with slots.slot(d["endpoint_id"]) as free:
         if not free:
             metrics.attempt("busy")
@@ -103,6 +108,8 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
                     headers["traceparent"] = parent
             outcome = sender.post(d["url"], body, headers)
     state, delay = decide(outcome, attempt)
+    if not outcome.permanent:
+        breaker.record(d["endpoint_id"], ok=state == "delivered")
     with db.pooled(settings) as conn:
         result = deliveries.record(conn, d, outcome, state=state, attempt=attempt, next_delay_ms=delay,
                                    disable_after_seconds=settings.webhooks_disable_after_seconds)
