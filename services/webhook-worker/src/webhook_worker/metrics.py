@@ -22,8 +22,8 @@ def _get() -> dict:
             from prometheus_client import Counter, Histogram
 
             _metrics["attempts"] = Counter("booking_webhook_attempts", "Webhook delivery attempts by outcome "
-                                           "(busy: put back, the endpoint's slots were full; breaker_open: put back, its "
-                                           "circuit breaker is open; skipped: the delivery "
+                                           "(busy: put back, the endpoint's slots were full; breaker_open: put back, "
+                                           "its circuit breaker is open; skipped: the delivery "
                                            "was closed or its endpoint disabled).", ["outcome"])
             _metrics["latency"] = Histogram("booking_webhook_attempt_seconds", "Duration of webhook attempts, "
                                             "connect to the end of the answer.",
