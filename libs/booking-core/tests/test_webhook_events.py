@@ -19,10 +19,15 @@ def sealer():
     return sealing.Sealer([sealing.new_key()])
 
 
-def new_booking(conn, tenant) -> str:
+def new_booking(conn, tenant, *, fan_out: bool = True) -> str:
+    """A booking; with `fan_out`, its booking.created event fanned out as the webhook worker would."""
     booking = bookings.NewBooking("Ada", "ada@example.com", "Room 7", date(2027, 3, 1), date(2027, 3, 4),
                                   Decimal("360.00"), "EUR")
-    return bookings.create(conn, tenant_id=tenant["id"], booking=booking, actor="test")["id"]
+    booking_id = bookings.create(conn, tenant_id=tenant["id"], booking=booking, actor="test")["id"]
+    if fan_out:
+        for e in conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking_id,)).fetchall():
+            deliveries.fan_out(conn, e["id"], tenant["id"])
+    return booking_id
 
 
 def events(conn, booking_id) -> list[tuple]:
@@ -33,7 +38,7 @@ def events(conn, booking_id) -> list[tuple]:
 
 def webhook_outbox(conn, tenant) -> list[dict]:
     return [r["payload"] for r in conn.execute(
-        "SELECT payload FROM outbox WHERE queue = 'webhook' AND payload->>'tenant_id' = %s ORDER BY id",
+        "SELECT payload FROM outbox WHERE actor = 'deliver_webhook' AND payload->>'tenant_id' = %s ORDER BY id",
         (tenant["id"],)).fetchall()]
 
 
@@ -80,6 +85,22 @@ def test_each_change_records_its_event_in_order_and_fans_out(db_conn, tenant, se
     assert sorted((r["e"] == a["id"], r["type"]) for r in rows) == sorted(
         [(True, t) for _, t, _ in got] + [(False, "booking.completed")])
     assert len(webhook_outbox(db_conn, tenant)) == 5
+
+
+def test_the_confirm_writes_the_event_and_one_message_and_the_fan_out_the_deliveries(db_conn, tenant, sealer):
+    for i in range(10):
+        endpoints.create(db_conn, sealer, tenant["id"], {"url": f"https://h{i}.example/hook"})
+    booking_id = new_booking(db_conn, tenant, fan_out=False)
+    [event] = db_conn.execute("SELECT id::text, fanned_out_at FROM webhook_events WHERE booking_id = %s",
+                              (booking_id,)).fetchall()
+    assert event["fanned_out_at"] is None
+    msgs = db_conn.execute("SELECT actor, payload FROM outbox WHERE queue = 'webhook' AND payload->>'tenant_id' = %s",
+                           (tenant["id"],)).fetchall()
+    assert msgs == [{"actor": "fan_out_webhook_event", "payload": {"event_id": event["id"], "tenant_id": tenant["id"]}}]
+    assert deliveries.fan_out(db_conn, event["id"], str(uuid.uuid4())) == 0  # another tenant's: nothing
+    assert deliveries.fan_out(db_conn, event["id"], tenant["id"]) == 10
+    assert deliveries.fan_out(db_conn, event["id"], tenant["id"]) == 0  # a duplicate message: nothing more
+    assert len(webhook_outbox(db_conn, tenant)) == 10
 
 
 def test_a_dead_task_is_an_event(db_conn, tenant, sealer):

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from booking_api.metrics_server import PipelineCollector
 from booking_core.model import bookings
-from booking_core.webhooks import endpoints, sealing
+from booking_core.webhooks import deliveries, endpoints, sealing
 
 
 def scrape(settings) -> dict[tuple, float]:
@@ -24,8 +24,10 @@ def test_webhook_gauges_follow_deliveries_and_endpoint_health(settings, db_conn,
     before = scrape(settings)
     endpoint, _ = endpoints.create(db_conn, sealing.Sealer([sealing.new_key()]), tenant["id"],
                                    {"url": "https://hooks.example/"})
-    bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
+    booking = bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
         "Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4), Decimal("10.00"), "EUR"))
+    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking["id"],))
+    deliveries.fan_out(db_conn, event["id"], tenant["id"])
     after = scrape(settings)
     assert after[("booking_webhook_deliveries", (("state", "open"),))] == before[
         ("booking_webhook_deliveries", (("state", "open"),))] + 1

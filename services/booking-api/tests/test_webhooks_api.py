@@ -12,7 +12,7 @@ import pytest
 from booking_api import create_app
 from booking_api.openapi_doc import document
 from booking_core.model import tenants
-from booking_core.webhooks import sealing
+from booking_core.webhooks import deliveries, sealing
 
 URL = "https://hooks.example/booking"
 
@@ -119,6 +119,10 @@ def test_delivery_log_and_replay(client, auth, other_auth, booking_body, db_conn
     endpoint = create(client, auth).get_json()
     booking = client.post("/api/v1/bookings", json=booking_body(), headers=auth).get_json()
     path = f"/api/v1/webhooks/endpoints/{endpoint['id']}"
+    assert client.get(f"{path}/deliveries", headers=auth).get_json()["items"] == []  # the worker fans out
+    [event] = db_conn.execute("SELECT id::text, tenant_id::text FROM webhook_events WHERE booking_id = %s",
+                              (booking["id"],)).fetchall()
+    deliveries.fan_out(db_conn, event["id"], event["tenant_id"])
     log = client.get(f"{path}/deliveries", headers=auth).get_json()
     assert schema_errors(log, "WebhookDeliveryPage") == []
     [delivery] = log["items"]

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from booking_core.model import bookings
-from booking_core.webhooks import sealing, signing
+from booking_core.webhooks import deliveries, sealing, signing
 from bookingctl import cli
 from bookingctl.listen import Listener
 
@@ -40,8 +40,10 @@ def test_add_list_disable_rotate_deliveries_and_replay(run, tenant, db_conn):
     endpoint_id = out.split()[0]
     code, out, _ = run("webhooks", "--tenant", name, "list")
     assert code == 0 and endpoint_id in out and "whsec_" not in out and "booking.created" in out
-    bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
+    booking = bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
         "Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4), Decimal("10.00"), "EUR"))
+    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking["id"],))
+    deliveries.fan_out(db_conn, event["id"], tenant["id"])
     code, out, _ = run("webhooks", "--tenant", name, "deliveries", endpoint_id)
     assert code == 0 and "booking.created" in out and "pending" in out and "msg_" in out
     db_conn.execute("UPDATE webhook_deliveries SET state = 'dead' WHERE endpoint_id = %s", (endpoint_id,))

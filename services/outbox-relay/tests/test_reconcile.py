@@ -198,6 +198,11 @@ def test_a_lost_webhook_delivery_is_republished_unless_redis_holds_it(settings, 
         "Lost", "lost@example.com", "Room", date(2030, 1, 1), date(2030, 1, 2), Decimal("10.00"), "EUR"))
     held, _ = booking_without_relay(db_conn, tenant["id"], bookings.NewBooking(
         "Held", "held@example.com", "Room", date(2030, 1, 1), date(2030, 1, 2), Decimal("10.00"), "EUR"))
+    # Both events' fan-out messages were lost too: their events are old and not fanned out.
+    db_conn.execute("UPDATE webhook_events SET occurred_at = now() - interval '10 days'"
+                    " WHERE booking_id = ANY(%s::uuid[])", ([lost, held],))
+    client = redis.Redis.from_url(settings.redis_url)
+    assert reconcile_webhooks_once(db_conn, client, settings.redis_namespace, NINE_DAYS) == 2
     rows = {r["booking_id"]: r["id"] for r in db_conn.execute(
         "SELECT d.id::text AS id, ev.booking_id::text AS booking_id FROM webhook_deliveries d"
         " JOIN webhook_events ev ON ev.id = d.event_id WHERE ev.booking_id = ANY(%s::uuid[])", ([lost, held],))}
@@ -210,7 +215,6 @@ def test_a_lost_webhook_delivery_is_republished_unless_redis_holds_it(settings, 
     broker.enqueue(dramatiq.Message(queue_name=WEBHOOK.queue, actor_name=WEBHOOK.actor, args=(),
                                     kwargs={"delivery_id": rows[held], "tenant_id": tenant["id"]}, options={}),
                    delay=3600_000)
-    client = redis.Redis.from_url(settings.redis_url)
     assert reconcile_webhooks_once(db_conn, client, settings.redis_namespace, NINE_DAYS) == 1
     republished = db_conn.execute("SELECT payload->>'delivery_id' AS d FROM outbox WHERE queue = 'webhook'"
                                   " AND payload->>'delivery_id' = ANY(%s)", (list(rows.values()),)).fetchall()

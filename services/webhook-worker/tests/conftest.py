@@ -16,7 +16,7 @@ import pytest
 
 from booking_core import db
 from booking_core.model import bookings
-from booking_core.webhooks import sealing
+from booking_core.webhooks import deliveries, sealing
 
 
 class Receiver:
@@ -82,7 +82,11 @@ def make_booking(database_url, tenant) -> Callable[..., dict]:
         values = bookings.NewBooking("Ada Lovelace", "ada@example.test", "Room 12", date(2030, 5, 1),
                                      date(2030, 5, 4), Decimal("249.90"), "EUR")
         with db.connect(database_url) as conn, conn.transaction():
-            return bookings.create(conn, tenant_id=tenant["id"], booking=values, actor="test", trace_id=trace_id)
+            booking = bookings.create(conn, tenant_id=tenant["id"], booking=values, actor="test", trace_id=trace_id)
+        with db.connect(database_url, autocommit=True) as conn:  # as the webhook worker's fan-out would
+            for e in conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking["id"],)):
+                deliveries.fan_out(conn, e["id"], tenant["id"])
+        return booking
     return make
 
 

@@ -156,3 +156,23 @@ def test_another_tenants_delivery_id_is_not_found(load_actors, receiver, db_conn
     [delivery] = deliveries_of(db_conn, endpoint)
     actors.deliver_webhook.fn(delivery_id=delivery["id"], tenant_id=str(uuid.uuid4()))
     assert receiver.requests == [] and deliveries_of(db_conn, endpoint)[0]["state"] == "pending"
+
+
+def test_the_fan_out_actor_writes_one_delivery_per_live_endpoint(load_actors, receiver, db_conn, tenant,
+                                                                  webhooks_key, database_url):
+    from datetime import date
+    from decimal import Decimal
+
+    from booking_core.model import bookings
+
+    actors = load_actors()
+    live, _ = add_endpoint(db_conn, tenant, webhooks_key, receiver.url())
+    off, _ = add_endpoint(db_conn, tenant, webhooks_key, receiver.url())
+    other, _ = add_endpoint(db_conn, tenant, webhooks_key, receiver.url(), event_types=["booking.completed"])
+    booking = bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
+        "Ada", "ada@example.test", "Room", date(2030, 5, 1), date(2030, 5, 4), Decimal("10.00"), "EUR"))
+    endpoints.update(db_conn, tenant["id"], off["id"], {"enabled": False})
+    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking["id"],))
+    actors.fan_out_webhook_event.fn(event_id=event["id"], tenant_id=tenant["id"])
+    actors.fan_out_webhook_event.fn(event_id=event["id"], tenant_id=tenant["id"])  # a duplicate
+    assert [len(deliveries_of(db_conn, e)) for e in (live, off, other)] == [1, 0, 0]

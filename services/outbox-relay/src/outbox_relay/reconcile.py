@@ -175,13 +175,19 @@ def reconcile_webhooks_once(conn: psycopg.Connection, client: redis.Redis, names
                             after_seconds: float) -> int:
     """Re-publish open webhook deliveries whose message is nowhere (Redis lost it); return how many.
 
+    First, events still not fanned out a threshold after they occurred are fanned out here
+    (the fan-out is idempotent, so a message that was only late does nothing after it).
+
     As for tasks: stale past its due time by the threshold, no outbox row, and no body naming it in
     the `webhook` queue's ready, delayed or dead hashes.  The round goes on where it was (its
     attempts are kept), with the same webhook-id.
     """
+    fanned = webhook_deliveries.fan_out_stale(conn, after_seconds, limit=BATCH)
+    if fanned:
+        log.warning("reconciler: fanned out %d webhook event(s) whose fan-out message was lost", fanned)
     candidates = webhook_deliveries.stale(conn, after_seconds, limit=BATCH)
     if not candidates:
-        return 0
+        return fanned
     layout = Layout(namespace)
     held = set()
     q = WEBHOOK.queue
@@ -189,7 +195,7 @@ def reconcile_webhooks_once(conn: psycopg.Connection, client: redis.Redis, names
         for _, body in client.hscan_iter(key, count=1000):
             if (found := _delivery_of(body)) is not None:
                 held.add(found)
-    done = 0
+    done = fanned
     for delivery_id in candidates:
         if delivery_id in held or not webhook_deliveries.republish(conn, delivery_id, after_seconds):
             continue

@@ -20,7 +20,7 @@ from dramatiq.errors import Retry
 from opentelemetry import propagate
 
 from booking_core import db
-from booking_core.messaging.contracts import WEBHOOK
+from booking_core.messaging.contracts import WEBHOOK, WEBHOOK_FAN_OUT
 from booking_core.webhooks import deliveries, endpoints, payload, schedule, signing
 from booking_core.webhooks.sealing import Sealer
 from webhook_worker import metrics
@@ -121,3 +121,16 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
              outcome.status if outcome.status is not None else outcome.error, outcome.latency_ms)
     if state == "retrying" and result["recorded"]:
         raise Retry(f"attempt {attempt} failed", delay=delay)
+
+
+@dramatiq.actor(broker=broker, actor_name=WEBHOOK_FAN_OUT.actor, queue_name=WEBHOOK_FAN_OUT.queue,
+                max_retries=20, min_backoff=1_000, max_backoff=60_000)
+def fan_out_webhook_event(*, event_id: str, tenant_id: str) -> None:
+    """Write a new booking's event's deliveries, one per live endpoint that wants it (idempotent).
+
+    The confirm writes only the event and this message, so a tenant's endpoints cost its
+    accept path two rows, not two per endpoint.
+    """
+    with db.pooled(settings) as conn:
+        n = deliveries.fan_out(conn, event_id, tenant_id)
+    log.info("webhook event %s fanned out to %d endpoint(s)", str(event_id)[:40], n)

@@ -31,6 +31,8 @@ CONTRACTS = {c.task: c for c in (EMAIL, INVOICE, AUDIT)}
 #: CONTRACTS.  Its messages are written by migration 0011's triggers with these names, and carry
 #: `{"delivery_id", "tenant_id"}`.
 WEBHOOK = Contract(task="webhook", queue="webhook", actor="deliver_webhook")
+#: On the same queue: write a new booking's event's deliveries (`{"event_id", "tenant_id"}`).
+WEBHOOK_FAN_OUT = Contract(task="webhook-fan-out", queue="webhook", actor="fan_out_webhook_event")
 QUEUES = tuple(c.queue for c in CONTRACTS.values())
 TASKS = tuple(CONTRACTS)
 

@@ -258,3 +258,27 @@ def republish(conn: psycopg.Connection, delivery_id: str, after_seconds: float) 
         if rows:
             conn.execute(outbox.WAKE_SQL)
     return bool(rows)
+
+
+def fan_out(conn: psycopg.Connection, event_id: str, tenant_id: str) -> int:
+    """Write the deliveries (and their messages) of the tenant's event; idempotent; how many were written."""
+    event_id, tenant_id = _uuid(event_id), _uuid(tenant_id)
+    if event_id is None or tenant_id is None:
+        return 0
+    row = conn.execute("SELECT webhook_fan_out(id) AS n FROM webhook_events WHERE id = %s AND tenant_id = %s",
+                       (event_id, tenant_id)).fetchone()
+    return row["n"] if row else 0
+
+
+def fan_out_stale(conn: psycopg.Connection, after_seconds: float, *, limit: int = 500) -> int:
+    """Fan out the events still waiting `after_seconds` after they occurred (their message was lost)."""
+    rows = conn.execute(
+        "SELECT id::text FROM webhook_events WHERE fanned_out_at IS NULL"
+        " AND occurred_at < clock_timestamp() - make_interval(secs => %s) ORDER BY occurred_at LIMIT %s",
+        (after_seconds, limit)).fetchall()
+    done = 0
+    for r in rows:
+        with conn.transaction():
+            conn.execute("SELECT webhook_fan_out(%s)", (r["id"],))
+        done += 1
+    return done
