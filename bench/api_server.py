@@ -126,7 +126,8 @@ def main() -> None:
     warmup: list[dict] = []
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
     with tempfile.TemporaryDirectory() as tmp:
-        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(), env=env))
+        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
+                                           env=env | loadgen.UNLIMITED_PLAN))
         platform.start()
         try:
             for name in [n for n in platform.children if "-worker-" in n]:

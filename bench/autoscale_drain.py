@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
 import report  # bench/report.py: a script's own folder is on sys.path
 from pipeline import BODY, timed
 
@@ -29,7 +30,8 @@ from bookingctl.platform import Platform, PlatformConfig
 
 
 def run(tmp: str, name: str, bookings: int, autoscale: dict[str, Policy] | None) -> dict:
-    platform = Platform(PlatformConfig(data_dir=Path(tmp) / name, port=free_port(), env=dict(os.environ),
+    platform = Platform(PlatformConfig(data_dir=Path(tmp) / name, port=free_port(),
+                                       env={**os.environ, **loadgen.UNLIMITED_PLAN},
                                        autoscale=autoscale))
     platform.start()
     try:

@@ -104,7 +104,8 @@ def main() -> None:
     wrk = {"connections": args.connections, "seconds": args.seconds}
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(), env=env))
+        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
+                                           env=env | loadgen.UNLIMITED_PLAN))
         platform.start()
         floor = None
         try:

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
+
 from booking_core import db
 from booking_embedded import free_port
 from bookingctl.platform import Platform, PlatformConfig
@@ -64,7 +66,7 @@ def main() -> None:
     n = args.bookings
     with tempfile.TemporaryDirectory() as tmp:
         platform = Platform(PlatformConfig(data_dir=Path(tmp), port=free_port(),
-                                           env=dict(os.environ)))
+                                           env={**os.environ, **loadgen.UNLIMITED_PLAN}))
         platform.start()
         try:
             url = platform.urls["DATABASE_URL"]

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
 import report  # bench/report.py: a script's own folder is on sys.path
 
 from booking_embedded import free_port
@@ -60,7 +61,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         platform = Platform(PlatformConfig(data_dir=Path(tmp), port=free_port(),
-                                           env=dict(os.environ)))
+                                           env={**os.environ, **loadgen.UNLIMITED_PLAN}))
         platform.start()
         try:
             conn = http.client.HTTPConnection("127.0.0.1", platform.config.port, timeout=30)

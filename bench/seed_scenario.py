@@ -174,7 +174,8 @@ def run(args) -> dict:
                     "connections": args.connections, "burst_users": args.users}
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(), env=env,
+        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
+                                           env=env | loadgen.UNLIMITED_PLAN,
                                            autoscale=load_policies(None)))
         platform.start()
         sync = None

@@ -153,7 +153,8 @@ def main() -> None:
     per_round: list[float] = []
     reopened = 0
     with tempfile.TemporaryDirectory() as tmp:
-        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(), env=env))
+        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
+                                           env=env | loadgen.UNLIMITED_PLAN))
         platform.start()
         try:
             for name in [n for n in platform.children if "-worker-" in n]:

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import report  # bench/report.py: a script's own folder is on sys.path
@@ -31,7 +33,8 @@ from bookingctl.platform import Platform, PlatformConfig  # noqa: E402
 
 
 def start(tmp: str, name: str, env: dict) -> Platform:
-    platform = Platform(PlatformConfig(data_dir=Path(tmp) / name, port=free_port(), env={**os.environ, **env}))
+    platform = Platform(PlatformConfig(data_dir=Path(tmp) / name, port=free_port(),
+                                       env={**os.environ, **loadgen.UNLIMITED_PLAN, **env}))
     platform.start()
     return platform
 

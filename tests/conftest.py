@@ -1,19 +1,23 @@
 """Fixtures for cross-service tests: a whole local platform per test.
 
 `make_platform(**env)` starts what `bookingctl up` starts (embedded Postgres,
-Redis and SMTP sink, migrations, relay, three workers, gunicorn) in a temp
-data dir, with test-sized timings: seconds of backoff instead of minutes, a
-5 s heartbeat timeout so a killed worker's messages come back quickly.
+Redis and SMTP sink, migrations, relay, three workers, gunicorn) in a data dir
+of its own, with test-sized timings: seconds of backoff instead of minutes, a
+5 s heartbeat timeout so a killed worker's messages come back quickly.  Its
+Postgres starts from a copy of a cluster made and migrated once per session
+(`postgres_template`) instead of running initdb and every migration again.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from booking_embedded import free_port
+from booking_core.db.migrate import migrate
+from booking_embedded import EmbeddedPostgres, free_port
 from bookingctl.platform import Platform, PlatformConfig
 from e2e_helpers import Api
 
@@ -33,29 +37,77 @@ FAST_ENV = {
 }
 
 
-def platform_for_tests(data_dir: Path, env: dict | None = None, **config) -> Platform:
-    """A platform (not started yet) on `data_dir` with the test timings, plus `env`."""
+def platform_for_tests(data_dir: Path, env: dict | None = None, *, template: Path | None = None,
+                       **config) -> Platform:
+    """A platform (not started yet) on `data_dir` with the test timings, plus `env`.
+
+    `template`: a stopped cluster's dir (`postgres_template`) that a new data dir's
+    Postgres starts from; a data dir that has a cluster already keeps its own.
+    """
     base = {k: v for k, v in os.environ.items()
             if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
     base.update(FAST_ENV)
     base.update(env or {})
+    if template is not None and not (data_dir / "postgres").exists():
+        seed_postgres(template, data_dir)
     return Platform(PlatformConfig(data_dir=data_dir, port=free_port(), env=base, api_workers=1, **config))
 
 
+def seed_postgres(template: Path, data_dir: Path) -> None:
+    """Copy the template's cluster and its password into `data_dir`, where EmbeddedPostgres finds them."""
+    shutil.copytree(template / "postgres", data_dir / "postgres", symlinks=True)
+    (data_dir / "secrets").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(template / "secrets" / "postgres-password", data_dir / "secrets" / "postgres-password")
+
+
 @pytest.fixture(scope="session")
-def new_platform():
-    """`platform_for_tests`, for tests that start (and stop) a platform their own way, e.g. one per module."""
-    return platform_for_tests
+def postgres_template(server_dir_factory) -> Path:
+    """A cluster made with initdb and migrated once per session, stopped: what platforms start from."""
+    root = server_dir_factory("postgres-template")
+    server = EmbeddedPostgres(root, free_port(), root / "logs")
+    server.start()
+    try:
+        migrate(server.url)
+    finally:
+        server.stop()
+    return root
+
+
+@pytest.fixture(scope="session")
+def new_platform(postgres_template, server_dir_factory):
+    """`make(name, env, **config)`: a platform (not started) in a new dir, for tests that start and stop
+    their own, e.g. one per module."""
+
+    def make(name: str, env: dict | None = None, **config) -> Platform:
+        return platform_for_tests(server_dir_factory(name) / "data", env, template=postgres_template, **config)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def module_platform(new_platform, request):
+    """One started platform shared by a module's tests; stopped after the module.
+
+    A test on it books for itself and leaves the platform as it found it (a
+    process it stops, it starts again), and what it counts across the whole
+    platform the module's other tests must not add to.  A test that leaves a
+    process stopped, or needs other settings, starts its own (`make_platform`).
+    """
+    platform = new_platform(request.module.__name__.rsplit(".", 1)[-1])
+    platform.start()
+    yield platform
+    platform.stop()
 
 
 @pytest.fixture
-def make_platform(tmp_path):
+def make_platform(server_tmp, postgres_template):
     """Factory: start a local platform with extra env; stopped after the test."""
     started: list[Platform] = []
 
     def make(env: dict | None = None, *, data_dir: Path | None = None, **config) -> Platform:
         """Start a platform; `data_dir` of a stopped one starts it again on the same data."""
-        platform = platform_for_tests(data_dir or Path(tmp_path) / f"data{len(started)}", env, **config)
+        platform = platform_for_tests(data_dir or server_tmp / f"data{len(started)}", env,
+                                      template=postgres_template, **config)
         started.append(platform)
         platform.start()
         return platform

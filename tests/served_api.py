@@ -22,6 +22,7 @@ class ServedApi:
         self.log_path = run_dir / "gunicorn.log"
         self.workers = workers
         spec = api_service(self.port, run_dir, workers=workers, threads=threads)
+        self.metrics_url = spec.metrics_url
         argv = [a if a != "booking_api.wsgi:app" or app is None else app for a in spec.argv] + list(extra)
         full_env = {**os.environ, **spec.env, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                     "BOOKING_REDIS_NAMESPACE": f"test-{run_dir.name}",

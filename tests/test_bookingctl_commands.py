@@ -33,7 +33,7 @@ def test_tokens_audit_and_dead_letters_from_the_command_line(make_platform, api_
     listed = ctl(platform, "tokens", "list", "--tenant", "acme")
     assert token_id in listed.stdout and token not in listed.stdout
     assert ctl(platform, "tokens", "revoke", token_id).returncode == 0
-    # Refused once each API process's cached identity expires (TOKEN_CACHE_SECONDS, 2 s)
+    # Refused once each API process's cached identity expires (BOOKING_API_TOKEN_CACHE_SECONDS, 2 s)
     wait_until(lambda: acme.json("GET", f"/api/v1/bookings/{booking['id']}")[0] == 401, timeout=4,
                what="the revoked token refused")
 

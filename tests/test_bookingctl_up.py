@@ -16,8 +16,8 @@ from e2e_helpers import BOOKINGCTL, Api, Up, alive, clean_env, processes_using
 
 pytestmark = pytest.mark.e2e
 
-def test_up_runs_everything_then_stops_everything_and_keeps_data(tmp_path):
-    data_dir = tmp_path / "data"
+def test_up_runs_everything_then_stops_everything_and_keeps_data(server_tmp):
+    data_dir = server_tmp / "data"
     port = free_port()
     up = Up(data_dir, port)
     try:

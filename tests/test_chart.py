@@ -25,6 +25,7 @@ import yaml
 from helm_helpers import (
     CHART,
     CI_VALUES,
+    EXISTING_SECRETS,
     NAMESPACE,
     RELEASE,
     ROOT,
@@ -198,6 +199,8 @@ SCHEMA_BREAKING = [
     ("unknown access log mode", {"api.gunicorn.accessLog": "verbose"}, "value must be one of 'errors', 'all', 'off'"),
     ("negative event history", {"config.eventHistoryDays": "-1"}, "/config/eventHistoryDays': minimum: got -1, want 0"),
     ("root user", {"securityContext.runAsUser": "0"}, "/securityContext/runAsUser': minimum: got 0, want 1"),
+    ("no burst", {"config.planDefault.burst": "0"}, "/config/planDefault/burst': minimum: got 0, want 1"),
+    ("no rate", {"config.planDefault.ratePerSecond": "0"}, "/config/planDefault/ratePerSecond'"),
     ("wrong scheme", {"externalRedis.url": "http://cache:6379"},
      "'http://cache:6379' does not match pattern '^(rediss?://.+)?$'"),
 ]
@@ -267,6 +270,25 @@ def test_values_schema_is_strict_and_accepts_the_defaults():
 
 
 # --- policies over what renders ---------------------------------------------------------------
+
+
+def test_the_default_plan_and_the_limiter_reach_every_process_as_settings_read_them(helm, tmp_path):
+    """The chart's plan values become BOOKING_PLAN_DEFAULT_* that `Settings` accepts, fractions and large ones too."""
+    from booking_core.config import Settings
+    from booking_core.model import plans
+
+    own = tmp_path / "plan-values.yaml"  # a file, not --set: --set reads 2.5 as a string
+    own.write_text("config:\n  limitsEnabled: false\n  planDefault: {ratePerSecond: 2.5, burst: 1000000, weight: 7}\n")
+    docs = template(helm, *helm_args([CHART / "ci" / "default-values.yaml", own]))
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
+    env = {"DATABASE_URL": "postgresql://db", "REDIS_URL": "redis://cache", **config["data"]}
+    s = Settings.from_env(env)
+    assert plans.default_plan(s) == plans.Plan("default", 2.5, 1_000_000, 7) and s.limits_enabled is False
+    default = [d for d in template(helm, *helm_args([CHART / "ci" / "default-values.yaml"]))
+               if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")][0]["data"]
+    s = Settings.from_env({"DATABASE_URL": "postgresql://db", "REDIS_URL": "redis://cache", **default})
+    assert plans.default_plan(s) == plans.Plan("default", 50.0, 500, 1) and s.limits_enabled is True
+
 
 def test_every_container_has_cpu_and_memory_requests_and_limits(rendered):
     for name, d in all_docs(rendered):
@@ -723,6 +745,16 @@ def database_digest(url: str) -> dict[str, str]:
 @pytest.mark.e2e
 def test_rendered_commands_and_env_run_the_platform_and_the_helm_test_passes_writing_nothing(
         helm, database_url, redis_url, tmp_path):
+    from scratch_database import scratch_database
+
+    # A database of its own: on the shared one the release's relay and workers would run
+    # what other tests left in the outbox while the helm test runs, and that is no write of its.
+    with scratch_database(database_url, "chart") as own_database:
+        run_release_and_helm_test(helm, own_database, redis_url, tmp_path)
+
+
+def run_release_and_helm_test(helm, database_url, redis_url, tmp_path):
+    """Migrate, start the rendered release, run the helm test and check it wrote nothing, then make it fail."""
     from booking_embedded import EmbeddedSmtp, free_port
 
     smtp = EmbeddedSmtp(tmp_path / "mail", free_port(), tmp_path / "logs")
@@ -765,3 +797,43 @@ def test_rendered_commands_and_env_run_the_platform_and_the_helm_test_passes_wri
     finally:
         release.stop()
         smtp.stop()
+
+
+def test_every_deployment_environment_passes_its_process_settings(rendered):
+    """Each ci rendering's Deployments start: their environment is accepted by the settings their process reads.
+
+    A chart value rendered out of a setting's bounds would stop the pod at boot (exit 2,
+    naming the variable); this finds it at `helm template` time instead.
+    """
+    from booking_api.settings import ApiSettings
+    from booking_core.config import MetricsAddress, Settings
+    from booking_events.settings import EventsSettings
+    from queue_autoscaler.settings import OperatorSettings
+
+    def relay(env):
+        return Settings.from_env(env), MetricsAddress.from_env(env)
+
+    settings_of = {"booking-api": ApiSettings.from_env, "booking-events": EventsSettings.from_env,
+                   "queue-autoscaler": OperatorSettings.from_env, "outbox-relay": relay,
+                   **{f"{q}-worker": Settings.from_env for q in QUEUES}}
+    checked = set()
+    for name, docs in rendered.items():
+        for owner, c in containers(docs):
+            image = c["image"].rsplit("/", 1)[-1].split(":")[0]
+            if owner["kind"] != "Deployment" or image not in settings_of:
+                continue
+            # Secrets the release only names (existingSecret): a placeholder, since URLs are not parsed here.
+            refs = [e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e]
+            named = {**EXISTING_SECRETS, **by_kind(docs, "Secret")}
+            given = [{"kind": "Secret", "metadata": {"name": r["name"]}, "stringData": {r["key"]: "placeholder://x"}}
+                     for r in refs if r["name"] not in named]
+            merged: dict[str, dict] = {}
+            for doc in given:  # one document per secret, with all its keys
+                merged.setdefault(doc["metadata"]["name"], {**doc, "stringData": {}})["stringData"].update(
+                    doc["stringData"])
+            try:
+                settings_of[image](env_of(c, docs + list(merged.values())))
+            except ValueError as e:
+                raise AssertionError(f"{name}: {owner['metadata']['name']}: {e}") from None
+            checked.add(image)
+    assert checked == set(settings_of)

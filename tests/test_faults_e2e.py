@@ -8,8 +8,10 @@ parents SIGKILLed mid-task) and killed servers are in test_supervision_e2e.py.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import urllib.request
 
 import psycopg
 import pytest
@@ -31,6 +33,10 @@ def test_bookings_are_accepted_while_redis_is_down_and_finish_after(make_platfor
     platform.stop_component("redis")
     ids = [api.book(name=f"Guest {i}", email=f"guest{i}@example.com")["id"] for i in range(5)]
     assert scalar(db, "SELECT count(*) FROM outbox WHERE payload->>'booking_id' = ANY(%s)", ids) == 15
+    # The admission limiter could not ask Redis: it admitted all five (fail open), counted them, said so once.
+    with urllib.request.urlopen(platform.metrics_urls["api"], timeout=10) as r:
+        assert re.search(r"^booking_api_limiter_fail_open_total 5\.0$", r.read().decode(), re.M)
+    assert (platform.log_dir / "api.log").read_text().count("rate limiter store unreachable") == 1
     platform.start_component("redis")
     for booking_id in ids:
         api.wait_states(booking_id, {"email": "done", "invoice": "done", "audit": "done"}, timeout=90)

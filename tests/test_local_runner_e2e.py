@@ -104,9 +104,9 @@ def test_stop_with_mail_in_flight_then_up_again_sends_each_email_once(make_platf
     assert [mails_to(again.data_dir, f"inflight{i}@example.com") for i in range(10)] == [1] * 10
 
 
-def test_ctrl_c_on_up_with_work_in_flight_stops_each_worker_once_and_up_again_finishes(tmp_path):
+def test_ctrl_c_on_up_with_work_in_flight_stops_each_worker_once_and_up_again_finishes(server_tmp):
     """Ctrl-C goes to the terminal's foreground group: only bookingctl gets it, and it stops in order."""
-    data_dir, port = tmp_path / "data", free_port()
+    data_dir, port = server_tmp / "data", free_port()
     up = Up(data_dir, port)
     up.wait_ready()
     token = (data_dir / "admin-token").read_text().strip()

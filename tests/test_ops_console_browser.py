@@ -6,6 +6,8 @@ that match, brings SMTP back and watches the booking complete; the audit view
 names who requeued it.  Every console page is checked to fetch nothing from
 another origin, to cause no CSP violation and to have no serious or critical
 axe-core finding, and is saved as a screenshot in tests/artifacts/.
+Both tests run on one platform and one Chromium (a context each): the second
+creates no dead letter, so the first's counts hold in either order.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from e2e_helpers import wait_until
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for the module; each test opens its own context (cookies, JavaScript on or off)."""
     with chromium() as b:
         yield b
 
@@ -37,8 +40,8 @@ def _dead_error(platform, booking_id: str) -> str:
     return row["error"]
 
 
-def test_an_operator_requeues_a_dead_email_and_watches_the_booking_complete(make_platform, browser):
-    platform = make_platform()
+def test_an_operator_requeues_a_dead_email_and_watches_the_booking_complete(module_platform, browser):
+    platform = module_platform
     api = api_for(platform)
     platform.stop_component("smtp")
     booking = api.book(name="Katherine Johnson")
@@ -110,8 +113,8 @@ def test_an_operator_requeues_a_dead_email_and_watches_the_booking_complete(make
     assert page.url == origin + "/ops/", "the session is gone after signing out"
 
 
-def test_a_client_token_cannot_sign_in_and_pages_read_without_javascript(make_platform, browser):
-    platform = make_platform()
+def test_a_client_token_cannot_sign_in_and_pages_read_without_javascript(module_platform, browser):
+    platform = module_platform
     origin = platform.events_url
     with db.connect(platform.urls["DATABASE_URL"], autocommit=True) as conn:
         from booking_core.model import tenants

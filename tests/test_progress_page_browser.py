@@ -5,7 +5,9 @@ install`).  Each test checks what a customer would notice: the steps turn over
 without a reload, the invoice link gives a real PDF, a failing email reads as
 "retrying" then as a clear dead end, nothing is fetched from another origin, the
 Content-Security-Policy is never violated, and axe-core finds no serious or
-critical accessibility problem.  Screenshots go to tests/artifacts/.
+critical accessibility problem.  Screenshots go to tests/artifacts/.  One Chromium
+serves the module (a context per page); the tests that stop no process share one
+platform, the two that stop SMTP or the workers start their own.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for the module; each test opens its own context (cookies, JavaScript on or off)."""
     with chromium() as b:
         yield b
 
@@ -69,8 +72,8 @@ def step(page, task: str):
     return page.locator(f'li[data-task="{task}"]')
 
 
-def test_the_page_opened_right_after_the_post_turns_every_step_done_live(make_platform, open_page):
-    platform = make_platform()
+def test_the_page_opened_right_after_the_post_turns_every_step_done_live(module_platform, open_page):
+    platform = module_platform
     booking = api_for(platform).book(name="Grace Hopper")
     url = booking["links"]["status_page"]
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
@@ -142,8 +145,8 @@ def test_with_smtp_down_the_page_says_retrying_then_dead(make_platform, open_pag
     assert_clean(page, "{0.scheme}://{0.netloc}".format(urlsplit(url)), "progress-page-dead")
 
 
-def test_the_page_is_readable_with_javascript_off(make_platform, browser):
-    platform = make_platform()
+def test_the_page_is_readable_with_javascript_off(module_platform, browser):
+    platform = module_platform
     api = api_for(platform)
     booking = api.book()
     api.wait_states(booking["id"], {"email": "done", "invoice": "done", "audit": "done"})

@@ -129,10 +129,10 @@ def stop(proc: subprocess.Popen) -> int | None:
         return None
 
 
-def test_every_quick_start_command_runs_as_written(tmp_path):
+def test_every_quick_start_command_runs_as_written(tmp_path, server_tmp):
     commands = quickstart_commands(README.read_text())
     port = free_port()
-    data_dir = tmp_path / "data"
+    data_dir = server_tmp / "data"
     workdir = tmp_path / "terminal"
     workdir.mkdir()
     api = f"http://127.0.0.1:{port}"

@@ -96,9 +96,9 @@ def answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def shared(new_platform, tmp_path_factory):
+def shared(new_platform):
     """Start the platform with one worker's parent stopped at birth, and look around while `start` waits for it."""
-    platform = new_platform(tmp_path_factory.mktemp("parents") / "data",
+    platform = new_platform("parents",
                             {"BOOKING_HEARTBEAT_TIMEOUT_MS": str(HEARTBEAT_MS),
                              "BOOKING_RECONCILE_AFTER_MS": str(RECONCILE_AFTER_MS)})
     failed: list[BaseException] = []

@@ -110,6 +110,10 @@ def test_requeue_all_dry_run_counts_then_requeues_through_the_outbox(settings, e
     events = db_conn.execute("SELECT payload FROM outbox WHERE payload->>'kind' = 'deadletter.requeued'"
                              " AND payload->>'booking_id' = ANY(%s)", (ids,)).fetchall()
     assert len(events) == 2 and all(e["payload"]["actor"].startswith("cli:") for e in events)
+    # And it was a bulk job like the API's and the console's, finished, visible to them
+    job = db_conn.execute("SELECT state, done, matched, actor FROM ops_bulk_jobs WHERE filter->>'tenant_id' = %s",
+                          (tenant["id"],)).fetchone()
+    assert (job["state"], job["done"], job["matched"]) == ("finished", 2, 2) and job["actor"].startswith("cli:")
     # And nothing of that tenant is left to requeue
     code, out, _ = run(capsys, "dlq", "requeue", "--all", "--dry-run", "--tenant", tenant["name"])
     assert out.strip() == "would have requeued 0 dead letter(s)"

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from booking_core import db
+
+
+@pytest.fixture
+def nice():
+    """Set this process's backend nice as an entry point would; back to 0 after the test."""
+    yield db.set_backend_nice
+    db.set_backend_nice(0)
 
 
 def _backend_nice(conn) -> int:
     return os.getpriority(os.PRIO_PROCESS, conn.info.backend_pid)
 
 
-def test_an_async_side_pool_runs_its_postgres_backends_at_the_given_nice(database_url, monkeypatch):
+def test_an_async_side_pool_runs_its_postgres_backends_at_the_given_nice(database_url, nice):
     # Given a process told to run its backends at nice 7 (the local runner does this for the workers)
     db.close_pools()
-    monkeypatch.setenv(db.BACKEND_NICE_ENV, "7")
+    nice(7)
     try:
         # When it takes a connection from its pool
         with db.pool(database_url, max_size=2).connection() as conn:
@@ -24,19 +33,19 @@ def test_an_async_side_pool_runs_its_postgres_backends_at_the_given_nice(databas
         db.close_pools()
 
 
-def test_a_connection_outside_the_pool_gets_the_same_nice(database_url, monkeypatch):
+def test_a_connection_outside_the_pool_gets_the_same_nice(database_url, nice):
     # The relay's LISTEN, batch and reconciler connections are not pooled
-    monkeypatch.setenv(db.BACKEND_NICE_ENV, "7")
+    nice(7)
     with db.connect(database_url, autocommit=True) as conn:
         assert _backend_nice(conn) == 7
-    monkeypatch.delenv(db.BACKEND_NICE_ENV)
+    nice(0)
     with db.connect(database_url, autocommit=True) as conn:
         assert _backend_nice(conn) == 0
 
 
-def test_without_the_setting_backends_keep_the_servers_priority(database_url, monkeypatch):
+def test_without_the_setting_backends_keep_the_servers_priority(database_url, nice):
     db.close_pools()
-    monkeypatch.delenv(db.BACKEND_NICE_ENV, raising=False)
+    nice(0)
     try:
         with db.pool(database_url, max_size=2).connection() as conn:
             assert _backend_nice(conn) == 0

@@ -38,7 +38,7 @@ def test_pause_then_resume_changes_the_row_once_each_and_audits_each_change(conn
     (p,) = pauses.paused(conn).values()
     assert (p.queue, p.paused_by, p.reason) == ("email", actor, "SMTP provider incident")
     assert p.as_dict()["paused_at"] == p.paused_at.isoformat()
-    assert pauses.state(conn) == {"email": p, "invoice": None, "audit": None}
+    assert pauses.state(conn) == {"email": p, "invoice": None, "audit": None, "webhook": None}
     # When it is resumed twice, only the first resume changes anything
     assert pauses.resume(conn, "email", actor=actor) is True
     assert pauses.resume(conn, "email", actor=actor) is False

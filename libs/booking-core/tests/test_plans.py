@@ -59,3 +59,12 @@ def test_the_table_refuses_what_check_refuses(db_conn, tenant):
     with pytest.raises(psycopg.errors.CheckViolation):
         db_conn.execute("INSERT INTO tenant_plans (tenant_id, name, rate_per_second, burst, weight, updated_by)"
                         " VALUES (%s, 'gold', 10, 10, 0, 'test')", (tenant["id"],))
+
+
+def test_limits_are_on_unless_turned_off_and_a_bad_value_names_the_variable():
+    env = {"DATABASE_URL": "postgresql://x", "REDIS_URL": "redis://x"}
+    assert Settings.from_env(env).limits_enabled is True
+    assert Settings.from_env({**env, "BOOKING_LIMITS_ENABLED": "false"}).limits_enabled is False
+    assert Settings.from_env({**env, "BOOKING_LIMITS_ENABLED": "1"}).limits_enabled is True
+    with pytest.raises(ValueError, match="BOOKING_LIMITS_ENABLED"):
+        Settings.from_env({**env, "BOOKING_LIMITS_ENABLED": "sometimes"})

@@ -1,4 +1,4 @@
-"""Webhook events (migration 0011): recorded with the change, numbered per booking, fanned out per endpoint."""
+"""Webhook events (migration 0013): recorded with the change, numbered per booking, fanned out per endpoint."""
 
 from __future__ import annotations
 

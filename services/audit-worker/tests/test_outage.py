@@ -39,9 +39,9 @@ def wait_for(predicate, timeout: float = 60.0):
 
 
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
+def postgres(server_dir_factory):
     """A migrated Postgres that only this module uses, so stopping it disturbs no one else."""
-    root = tmp_path_factory.mktemp("own-postgres")
+    root = server_dir_factory("own-postgres")
     server = EmbeddedPostgres(root, free_port(), root / "logs")
     server.start()
     migrate(server.url)

@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from booking_api import create_app
+from booking_api.settings import ApiSettings
 from booking_core.model import tenants
 
 URL = "/api/v1/bookings"
@@ -84,7 +85,7 @@ def test_missing_or_wrong_token_is_401_with_challenge(client, db_conn, booking_b
 
 def test_revoked_token_is_401(settings, db_conn, tenant, booking_body):
     # Given a token that worked, then was revoked, on an API that caches no identity
-    client = create_app({"TESTING": True, "SETTINGS": settings, "TOKEN_CACHE_SECONDS": 0}).test_client()
+    client = create_app({"TESTING": True, "API": ApiSettings(core=settings, token_cache_seconds=0)}).test_client()
     made = tenants.create_token(db_conn, tenant["id"])
     headers = {"Authorization": f"Bearer {made['token']}"}
     assert client.get(URL, headers=headers).status_code == 200
@@ -99,7 +100,7 @@ def test_revoked_token_is_401(settings, db_conn, tenant, booking_body):
 
 def test_a_revoked_token_stops_working_when_its_cached_identity_expires(settings, db_conn, tenant):
     # Given an API that keeps identities 0.5 s, and a token it has just seen
-    client = create_app({"TESTING": True, "SETTINGS": settings, "TOKEN_CACHE_SECONDS": 0.5}).test_client()
+    client = create_app({"TESTING": True, "API": ApiSettings(core=settings, token_cache_seconds=0.5)}).test_client()
     made = tenants.create_token(db_conn, tenant["id"])
     headers = {"Authorization": f"Bearer {made['token']}"}
     assert client.get(URL, headers=headers).status_code == 200

@@ -16,6 +16,8 @@ from psycopg import errors
 from booking_api import create_app
 from booking_api.database import conninfo, get_db
 from booking_api.pg_limits import FailedFast, OutageGate
+from booking_api.settings import ApiSettings
+from booking_core.config import Settings
 
 
 @pytest.fixture
@@ -61,8 +63,8 @@ def test_the_timeouts_cancel_on_the_server(app):
 
 
 def test_conninfo_keeps_the_urls_own_options():
-    config = {"DB_STATEMENT_TIMEOUT_MS": 3000, "DB_LOCK_TIMEOUT_MS": 2000, "DB_CONNECT_TIMEOUT_SECONDS": 2}
-    info = conninfo("postgresql://u:p@db:5432/x?options=-c%20search_path%3Dbk", config)
+    bounds = ApiSettings(core=Settings(database_url="postgresql://x", redis_url="redis://x"))
+    info = conninfo("postgresql://u:p@db:5432/x?options=-c%20search_path%3Dbk", bounds)
     assert "connect_timeout=2" in info
     assert "-c search_path=bk -c statement_timeout=3000 -c lock_timeout=2000" in info
 

@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from booking_api.problems import PROBLEM_TYPE
 from booking_core.model import tenants
+from booking_core.web.problems import PROBLEM_TYPE
 
 URL = "/api/v1/bookings"
 _BASE = {

@@ -14,6 +14,7 @@ from booking_core import db
 from booking_core.messaging.contracts import QUEUES
 from booking_core.tasks import deadletters
 from booking_core.worker.broker import make_broker
+from e2e_helpers import wait_until
 
 DEAD = "/api/v1/ops/dead-letters"
 
@@ -95,7 +96,7 @@ def test_queues_lists_the_three_queues_with_integer_depths(client, admin_auth):
     # Then every queue is listed with four integer depths, the age of its oldest message, and not paused
     assert resp.status_code == 200
     queues = resp.get_json()["queues"]
-    assert [q["queue"] for q in queues] == list(QUEUES) == ["email", "invoice", "audit"]
+    assert [q["queue"] for q in queues] == list(QUEUES) == ["email", "invoice", "audit", "webhook"]
     for q in queues:
         assert set(q) == {"queue", "ready", "in_flight", "delayed", "dead", "oldest_ready_age_ms", "paused"}
         assert q["paused"] is False
@@ -321,8 +322,19 @@ def bookings3(client, auth, booking_body) -> list[dict]:
     return out
 
 
+def finished_job(client, admin_auth, resp) -> dict:
+    """The job a 202 started, once the runner has finished it (as its Location shows it)."""
+    assert resp.status_code == 202 and resp.headers["Location"] == f"/api/v1/ops/jobs/{resp.get_json()['id']}"
+
+    def ended() -> dict | None:
+        job = client.get(resp.headers["Location"], headers=admin_auth).get_json()
+        return job if job["state"] in ("finished", "failed") else None
+
+    return wait_until(ended, timeout=30, what="the job to end")
+
+
 def test_bulk_requeue_counts_with_dry_run_then_requeues_all_that_match(
-        client, admin_auth, db_conn, settings, bookings3, tenant):
+        client, admin_auth, db_conn, settings, bookings3, tenant, bulk_runner):
     # Given three dead emails (one no longer in Redis) and one dead invoice of the tenant
     letters = [dead_letter(settings, b["id"], tenant["id"], in_redis=i != 0) for i, b in enumerate(bookings3)]
     dead_letter(settings, bookings3[0]["id"], tenant["id"], "invoice", error="RenderError: boom")
@@ -332,9 +344,14 @@ def test_bulk_requeue_counts_with_dry_run_then_requeues_all_that_match(
     assert (resp.status_code, resp.get_json()) == (200, {"action": "requeue", "dry_run": True, "count": 3})
     assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 4
     assert all(outbox_rows(db_conn, d["message_id"]) == [] for d in letters)
-    # When it runs for real, in batches
+    # When it runs for real: a job, done by the runner in batches, its progress at its Location
     resp = client.post(f"{DEAD}/requeue", json=f, headers=admin_auth)
-    assert (resp.status_code, resp.get_json()) == (200, {"action": "requeue", "dry_run": False, "count": 3})
+    started = resp.get_json()
+    assert (started["action"], started["counts"]["total"], started["filter"]) == (
+        "requeue", 3, {"queue": "email", "tenant_id": tenant["id"]})
+    job = finished_job(client, admin_auth, resp)
+    assert (job["state"], job["counts"], job["errors"]) == ("finished", {"done": 3, "total": 3}, [])
+    assert job["actor"].startswith("token:")
     # Then the three emails are in the outbox, each audited, their tasks pending; the invoice is untouched
     assert all(len(outbox_rows(db_conn, d["message_id"])) == 1 for d in letters)
     assert all(not in_redis(settings, d) for d in letters)
@@ -343,13 +360,14 @@ def test_bulk_requeue_counts_with_dry_run_then_requeues_all_that_match(
     assert [d["queue"] for d in listed(client, admin_auth, tenant_id=tenant["id"])] == ["invoice"]
 
 
-def test_bulk_discard_by_error_text(client, admin_auth, db_conn, settings, bookings3, tenant):
+def test_bulk_discard_by_error_text(client, admin_auth, db_conn, settings, bookings3, tenant, bulk_runner):
     dead_letter(settings, bookings3[0]["id"], tenant["id"], error="SMTPRecipientsRefused: 550 gone")
     dead_letter(settings, bookings3[1]["id"], tenant["id"], error="TimeoutError: timed out")
     body = {"tenant_id": tenant["id"], "error": "550"}
     assert client.post(f"{DEAD}/discard", json={**body, "dry_run": True},
                        headers=admin_auth).get_json()["count"] == 1
-    assert client.post(f"{DEAD}/discard", json=body, headers=admin_auth).get_json()["count"] == 1
+    job = finished_job(client, admin_auth, client.post(f"{DEAD}/discard", json=body, headers=admin_auth))
+    assert job["counts"] == {"done": 1, "total": 1}
     [left] = listed(client, admin_auth, tenant_id=tenant["id"])
     assert left["booking_id"] == bookings3[1]["id"]
     assert len(audit_events(db_conn, "deadletter.discarded", bookings3[0]["id"])) == 1
@@ -358,12 +376,20 @@ def test_bulk_discard_by_error_text(client, admin_auth, db_conn, settings, booki
 @pytest.mark.parametrize(("body", "field"), [
     ({"dry_run": "yes"}, "dry_run"), ({"queue": "sms"}, "queue"), ({"surprise": 1}, "surprise"),
     ({"dead_before": "soon"}, "dead_before"), ({"error": "\udfff"}, "error"), ([], ""),
+    ({"tenant": "no-such-tenant"}, "tenant"), ({"tenant_id": "42"}, "tenant_id"),
 ])
-def test_a_bad_bulk_body_is_422_and_changes_nothing(client, admin_auth, letter, tenant, body, field):
+def test_a_bad_bulk_body_is_422_and_changes_nothing(client, admin_auth, db_conn, letter, tenant, body, field):
     resp = client.post(f"{DEAD}/requeue", json=body, headers=admin_auth)
     assert resp.status_code == 422
     assert [e["field"] for e in resp.get_json()["errors"]] == [field]
     assert len(listed(client, admin_auth, tenant_id=tenant["id"])) == 1
+    assert db_conn.execute("SELECT count(*) AS n FROM ops_bulk_jobs WHERE actor LIKE %s",
+                           (f"%{tenant['name']}%",)).fetchone()["n"] == 0, "no job was started"
+
+
+def test_an_unknown_job_is_404_and_jobs_need_an_admin_token(client, admin_auth, auth):
+    assert client.get(f"/api/v1/ops/jobs/{uuid.uuid4()}", headers=admin_auth).status_code == 404
+    assert client.get(f"/api/v1/ops/jobs/{uuid.uuid4()}", headers=auth).status_code == 403
 
 
 @pytest.mark.parametrize("window", [("2026-12-01T00:00:00Z", "2026-11-01T00:00:00Z"),

@@ -47,11 +47,11 @@ def test_the_app_runs_with_its_whole_body_and_a_crash_is_a_500_problem():
 
     bridge = WSGIBridge(echo, threads=1)
     try:
-        assert bridge.run(wsgi_environ(SCOPE, b"abcd")) == (201, [(b"content-type", b"text/plain")], b"got abcd")
+        assert bridge.run(wsgi_environ(SCOPE, b"abcd")) == (201, [(b"Content-Type", b"text/plain")], b"got abcd")
         assert bridge.oldest_start() is None
         bridge.app = lambda environ, start_response: 1 / 0
         status, headers, body = bridge.run(wsgi_environ(SCOPE, b""))
-        assert status == 500 and (b"content-type", b"application/problem+json") in headers and b"500" in body
+        assert status == 500 and (b"Content-Type", b"application/problem+json") in headers and b"500" in body
     finally:
         bridge.close()
 
@@ -83,10 +83,10 @@ def test_a_call_that_raises_leaves_its_thread_serving():
 
 
 @pytest.mark.parametrize(("answer", "options", "expected"), [
-    ((201, [(b"content-type", b"application/json"), (b"content-length", b"99")], b"{}"),
+    ((201, [(b"Content-Type", b"application/json"), (b"Content-Length", b"99")], b"{}"),
      {"close": False, "keep_alive_10": False, "head_only": False},
-     [b"HTTP/1.1 201 Created", b"content-type: application/json", b"Content-Length: 2", b"", b"{}"]),
-    ((200, [(b"transfer-encoding", b"chunked"), (b"connection", b"keep-alive")], b"abc"),
+     [b"HTTP/1.1 201 Created", b"Content-Type: application/json", b"Content-Length: 2", b"", b"{}"]),
+    ((200, [(b"Transfer-Encoding", b"chunked"), (b"connection", b"keep-alive")], b"abc"),
      {"close": True, "keep_alive_10": False, "head_only": False},
      [b"HTTP/1.1 200 OK", b"Content-Length: 3", b"Connection: close", b"", b"abc"]),
     ((200, [(b"content-length", b"3")], b""), {"close": False, "keep_alive_10": True, "head_only": True},
@@ -94,10 +94,10 @@ def test_a_call_that_raises_leaves_its_thread_serving():
     ((204, [], b"x"), {"close": False, "keep_alive_10": False, "head_only": False},
      [b"HTTP/1.1 204 No Content", b"", b""]),
     ((200, [(b"x-a", b"1\r\nSet-Cookie: evil=1")], b"ok"), {"close": False, "keep_alive_10": False, "head_only": False},
-     [b"HTTP/1.1 500 Internal Server Error", b"content-type: text/plain", b"Content-Length: 21", b"",
+     [b"HTTP/1.1 500 Internal Server Error", b"Content-Type: text/plain", b"Content-Length: 21", b"",
       b"Internal Server Error"]),
-], ids=["app length replaced", "framing headers dropped, close", "HEAD keeps the length", "204 has no body",
-        "a header that would split the response"])
+], ids=["app length replaced, the app's spelling kept", "framing headers dropped, close", "HEAD keeps the length",
+        "204 has no body", "a header that would split the response"])
 def test_the_response_bytes(answer, options, expected):
     lines = render(answer, **options).split(b"\r\n")
     assert lines[1].startswith(b"Date: ") and lines[1].endswith(b" GMT")

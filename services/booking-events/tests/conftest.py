@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from console_client import Client
 
 from booking_core.model import bookings, tenants
 from booking_events.app import SERVER_OPTIONS, create_app
@@ -243,3 +244,17 @@ def events_process(database_url, redis_url, tmp_path):
     yield start
     for child in started:
         child.stop()
+
+
+@pytest.fixture
+def admin(db_conn, tenant) -> dict:
+    return tenants.create_token(db_conn, tenant["id"], admin=True, label="Grace <on call>")
+
+
+@pytest.fixture
+def console(events_port, admin) -> Client:
+    """A client of the ops console on the in-process service, signed in with an admin token."""
+    c = Client(events_port)
+    status, headers, _ = c.sign_in(admin["token"])
+    assert status == 303 and headers["location"] == "/ops/queues"
+    return c

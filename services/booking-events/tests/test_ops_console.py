@@ -8,75 +8,18 @@ test (tests/test_ops_console_browser.py) drives the same pages in Chromium.
 
 from __future__ import annotations
 
-import http.client
 import re
 import time
 import uuid
 from urllib.parse import urlencode
 
 import pytest
+from console_client import Client
 
 from booking_core.audit import chain
 from booking_core.messaging.contracts import audit_payload
 from booking_core.model import tenants
 from booking_core.tasks import deadletters
-
-
-class Client:
-    """A browser-like HTTP client: keeps the session cookie, sends forms, reads the CSRF token."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.cookie = ""
-
-    def request(self, method: str, path: str, form: dict | None = None,
-                headers: dict | None = None) -> tuple[int, dict, str]:
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        h = dict(headers or {})
-        if self.cookie:
-            h["Cookie"] = self.cookie
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            h["Content-Type"] = "application/x-www-form-urlencoded"
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        headers_out = {k.lower(): v for k, v in r.getheaders()}
-        headers_out["set-cookie-all"] = r.headers.get_all("Set-Cookie") or []
-        text = r.read().decode()
-        c.close()
-        return r.status, headers_out, text
-
-    def get(self, path: str, **kw):
-        return self.request("GET", path, **kw)
-
-    def post(self, path: str, form: dict, **kw):
-        return self.request("POST", path, form, **kw)
-
-    def sign_in(self, token: str, **kw) -> tuple[int, dict, str]:
-        status, headers, text = self.post("/ops/sign-in", {"token": token}, **kw)
-        for c in headers["set-cookie-all"]:
-            if c.startswith("ops_session="):
-                self.cookie = c.split(";")[0]
-        return status, headers, text
-
-    def csrf(self, path: str = "/ops/queues") -> str:
-        _, _, html = self.get(path)
-        return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
-
-
-@pytest.fixture
-def admin(db_conn, tenant) -> dict:
-    return tenants.create_token(db_conn, tenant["id"], admin=True, label="Grace <on call>")
-
-
-@pytest.fixture
-def console(events_port, admin) -> Client:
-    """A client signed in with an admin token."""
-    c = Client(events_port)
-    status, headers, _ = c.sign_in(admin["token"])
-    assert status == 303 and headers["location"] == "/ops/queues"
-    return c
 
 
 @pytest.fixture
@@ -243,9 +186,9 @@ def test_dead_letters_filter_by_queue_error_and_tenant_in_the_url(console, dead_
     ({"tenant": "no-such-tenant"}, "tenant"), ({"page": "0"}, "page"),
     ({"dead_since": "2026-11-30T12:00", "dead_before": "2026-11-30T11:00"}, "dead_before"),
 ])
-def test_a_bad_filter_is_a_clear_400(console, query, field):
+def test_a_bad_filter_is_a_clear_422(console, query, field):
     status, _, html = console.get(f"/ops/dead-letters?{urlencode(query)}")
-    assert status == 400 and f"The field “{field}”" in html and "Nothing was listed or changed" in html
+    assert status == 422 and f"The field “{field}”" in html and "Nothing was listed or changed" in html
 
 
 def test_an_inverted_range_is_refused_on_the_bulk_pages_too(console, dead_letter, db_conn):
@@ -254,9 +197,9 @@ def test_an_inverted_range_is_refused_on_the_bulk_pages_too(console, dead_letter
     inverted = {"action": "requeue", "dead_since": "2026-11-30T12:00", "dead_before": "2026-11-30T11:00"}
     jobs = db_conn.execute("SELECT count(*) AS n FROM ops_bulk_jobs").fetchone()["n"]
     status, _, html = console.get(f"/ops/dead-letters/bulk?{urlencode(inverted)}")
-    assert status == 400 and "The field “dead_before” must be later than dead_since" in html
+    assert status == 422 and 'The field “dead_before” <span class="message">must be later than dead_since' in html
     status, _, html = console.post("/ops/dead-letters/bulk", {**inverted, "csrf": console.csrf()})
-    assert status == 400 and "The field “dead_before” must be later than dead_since" in html
+    assert status == 422 and 'The field “dead_before” <span class="message">must be later than dead_since' in html
     assert db_conn.execute("SELECT count(*) AS n FROM ops_bulk_jobs").fetchone()["n"] == jobs
 
 
@@ -282,7 +225,8 @@ def test_requeue_one_is_audited_with_the_operator(console, dead_letter, db_conn,
     assert status == 409, "a letter already resolved is not acted on twice"
 
 
-def test_bulk_requeue_confirms_with_a_dry_run_then_runs_in_batches(console, dead_letter, db_conn, tenant):
+def test_bulk_requeue_confirms_with_a_dry_run_then_runs_in_batches(console, dead_letter, db_conn, tenant,
+                                                                   bulk_runner):
     marker = uuid.uuid4().hex
     ids = [dead_letter(f"bulk {marker}")[0] for _ in range(3)]
     other, _ = dead_letter("something else")
@@ -311,7 +255,7 @@ def test_bulk_requeue_confirms_with_a_dry_run_then_runs_in_batches(console, dead
     assert by_id[other]["resolution"] is None, "a letter outside the filter is untouched"
 
 
-def test_the_job_stream_ends_with_done(open_stream, console, dead_letter, tenant):
+def test_the_job_stream_ends_with_done(open_stream, console, dead_letter, tenant, bulk_runner):
     marker = uuid.uuid4().hex
     dead_letter(marker)
     form = {"csrf": console.csrf(), "action": "discard", "error": marker, "tenant": tenant["name"]}

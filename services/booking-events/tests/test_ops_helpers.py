@@ -1,4 +1,4 @@
-"""The ops console's own helpers: sessions, bulk jobs, activity.
+"""The ops console's own helpers: sessions, activity (bulk jobs are booking_core's: test_bulkjobs.py).
 
 Real Postgres and Redis; the worker counts read what Dramatiq's own consumers write.
 """
@@ -15,9 +15,8 @@ import pytest
 
 from booking_core.model import bookings, tenants
 from booking_core.queues import presence
-from booking_core.tasks import deadletters
 from booking_core.worker.broker import make_broker
-from booking_events import activity, bulkjobs, ops_sessions
+from booking_events import activity, ops_sessions
 from e2e_helpers import wait_until
 
 
@@ -79,26 +78,6 @@ def _letter(db_conn, tenant, error: str) -> str:
         (str(uuid.uuid4()), tenant["id"], booking_id, error)).fetchone()["id"]
 
 
-def test_a_bulk_job_works_in_batches_and_records_its_progress(db_conn, tenant, settings):
-    marker = uuid.uuid4().hex
-    ids = [_letter(db_conn, tenant, f"boom {marker}") for _ in range(5)]
-    f = deadletters.Filter(queue="email", tenant_id=tenant["id"], error=marker)
-    job_id = bulkjobs.create(db_conn, "discard", f, actor="ops:Ada (tenant t)", matched=5)
-    job = bulkjobs.get(db_conn, job_id)
-    assert (job.state, job.done, job.percent, bulkjobs.filter_from_json(job.filter)) == ("running", 0, 0, f)
-    done = bulkjobs.run(db_conn, None, settings.redis_namespace, job_id, batch_size=2)
-    assert (done.state, done.done, done.matched, done.percent, done.stalled) == ("finished", 5, 5, 100, False)
-    rows = db_conn.execute("SELECT resolution, resolved_by FROM dead_letters WHERE id = ANY(%s)", (ids,)).fetchall()
-    assert {(r["resolution"], r["resolved_by"]) for r in rows} == {("discarded", "ops:Ada (tenant t)")}
-    assert bulkjobs.get(db_conn, "not-a-uuid") is None and bulkjobs.get(db_conn, str(uuid.uuid4())) is None
-
-
-def test_a_job_whose_process_died_shows_as_stalled(db_conn, tenant):
-    job_id = bulkjobs.create(db_conn, "requeue", deadletters.Filter(), actor="ops:x", matched=3)
-    db_conn.execute("UPDATE ops_bulk_jobs SET updated_at = now() - interval '10 minutes' WHERE id = %s", (job_id,))
-    assert bulkjobs.get(db_conn, job_id).stalled
-
-
 def test_throughput_counts_tasks_done_in_the_last_minutes(db_conn, tenant):
     before = activity.throughput(db_conn)
     for _ in range(3):
@@ -107,7 +86,22 @@ def test_throughput_counts_tasks_done_in_the_last_minutes(db_conn, tenant):
     after = activity.throughput(db_conn)
     assert round((after["invoice"]["per_min_5m"] - before["invoice"]["per_min_5m"]) * 5) == 3
     assert round((after["invoice"]["per_min_15m"] - before["invoice"]["per_min_15m"]) * 15) == 3
-    assert set(after) == {"email", "invoice", "audit"}
+    assert set(after) == {"email", "invoice", "audit", "webhook"}
+
+
+def test_throughput_counts_webhook_deliveries_delivered_in_the_last_minutes(db_conn, tenant):
+    before = activity.throughput(db_conn)["webhook"]
+    booking = _booking(db_conn, tenant)
+    event = db_conn.execute(
+        "INSERT INTO webhook_events (tenant_id, booking_id, sequence, type, payload) VALUES (%s, %s, 1,"
+        " 'booking.created', '{}') RETURNING id", (tenant["id"], booking)).fetchone()["id"]
+    for state in ("delivered", "delivered", "dead"):
+        db_conn.execute("INSERT INTO webhook_deliveries (event_id, endpoint_id, tenant_id, state, delivered_at)"
+                        " VALUES (%s, gen_random_uuid(), %s, %s, CASE WHEN %s = 'delivered' THEN now() END)",
+                        (event, tenant["id"], state, state))
+    after = activity.throughput(db_conn)["webhook"]
+    assert round((after["per_min_5m"] - before["per_min_5m"]) * 5) == 2
+    assert round((after["per_min_15m"] - before["per_min_15m"]) * 15) == 2
 
 
 def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):

@@ -153,3 +153,37 @@ def test_a_paused_queue_is_not_scaled_up_the_hold_is_logged_and_resume_scales_at
     finally:
         db_conn.execute("DELETE FROM queue_pauses")
         scaler.pauses.close()
+
+
+def test_a_pool_with_max_age_is_scaled_on_its_promise_with_the_workers_completion_count(redis_url, invoices):
+    """The same core as the operator: the oldest age from the snapshot, throughput from the completion counter."""
+    import redis as redis_lib
+
+    from booking_scaling import completions
+
+    client = redis_lib.Redis.from_url(redis_url)
+    client.set(completions.key(invoices, "invoice"), 7)
+    policy = Policy(min_replica_count=1, max_replica_count=4, polling_interval=1, max_age=20, pod_start_seconds=1,
+                    min_throughput_per_replica=2)
+    scaler = Autoscaler({"invoice": policy}, redis_url, invoices, cores=8)
+    resized = {}
+    scaler.tick({"invoice": 1}, lambda q, n: resized.__setitem__(q, n), now=100.0)
+    decision = scaler.pools["invoice"].last
+    assert decision.promise is not None and decision.promise.max_age == 20
+    assert decision.new_state.rates is not None and decision.new_state.rates.completed == 7
+    assert "maxAge 20s" in decision.reason and "target" not in decision.reason
+    # 50 waiting at 2 tasks/s per replica: 2 replicas start them all within the 19 s deadline.
+    assert resized == {"invoice": 2}
+    client.delete(completions.key(invoices, "invoice"))
+
+
+def test_every_queue_has_a_local_policy_and_takes_overrides():
+    """`bookingctl up` scales every queue's pool, the webhook worker's included (`--scale webhook=1:3`)."""
+    from booking_core.messaging.contracts import QUEUES
+    from bookingctl.autoscale import load_policies
+
+    policies = load_policies(None, ["webhook=2:5"])
+    assert set(policies) == set(QUEUES) and "webhook" in QUEUES
+    assert (policies["webhook"].min_replica_count, policies["webhook"].max_replica_count) == (2, 5)
+    with pytest.raises(ValueError, match="QUEUE one of email, invoice, audit, webhook"):
+        load_policies(None, ["sms=1:2"])

@@ -107,8 +107,9 @@ def load_actors(monkeypatch, settings) -> Iterator[Callable[..., object]]:
     names = ("email_worker.actors", "email_worker.broker")
     loaded = []
 
-    def load(smtp_url: str, *, max_retries: int = 3):
+    def load(smtp_url: str, *, max_retries: int = 3, relay_order: str = "fair"):
         for var, value in {
+            "BOOKING_RELAY_ORDER": relay_order,
             "DATABASE_URL": settings.database_url,
             "REDIS_URL": settings.redis_url,
             "BOOKING_REDIS_NAMESPACE": settings.redis_namespace,

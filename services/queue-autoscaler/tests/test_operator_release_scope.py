@@ -136,13 +136,13 @@ def test_what_earlier_versions_left_is_replaced_the_finalizer_and_the_poll_time(
 
 
 def test_a_selector_that_is_not_a_list_of_equalities_is_refused_with_its_variable(monkeypatch):
-    from queue_autoscaler.config import OperatorConfig
+    from queue_autoscaler.settings import OperatorSettings
 
-    assert OperatorConfig.from_env({"QUEUE_AUTOSCALER_LABEL_SELECTOR": SELECTOR}).labels == OURS
-    assert OperatorConfig.from_env({}).labels == {}
+    assert OperatorSettings.from_env({"QUEUE_AUTOSCALER_LABEL_SELECTOR": SELECTOR}).labels == OURS
+    assert OperatorSettings.from_env({}).labels == {}
     for bad in ("app.kubernetes.io/instance!=booking", "instance in (a,b)", "=booking", "a=b,,c"):
         try:
-            OperatorConfig.from_env({"QUEUE_AUTOSCALER_LABEL_SELECTOR": bad})
+            OperatorSettings.from_env({"QUEUE_AUTOSCALER_LABEL_SELECTOR": bad})
         except ValueError as e:
             assert "QUEUE_AUTOSCALER_LABEL_SELECTOR" in str(e)
         else:

@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, start_http_server
 
 from booking_scaling import pausemirror
 
@@ -42,6 +42,25 @@ def events(cluster, ns, reason):
 
 def scale_patches(cluster):
     return [r for r in cluster.requests() if r.method == "PATCH" and str(r.url.path).endswith("/scale")]
+
+
+def last_poll(ns: str, name: str) -> float:
+    """When the QueueScaler's last poll began (its metric; the operator runs in this process), 0 before any."""
+    return REGISTRY.get_sample_value("queue_autoscaler_last_poll_timestamp_seconds",
+                                     {"namespace": ns, "scaler": name}) or 0.0
+
+
+def polls(wait_for, ns: str, name: str, count: int = 2, *, after: float | None = None) -> None:
+    """Wait for `count` polls of `name` that began after `after` (default: now) and have acted.
+
+    What a test that asserts "nothing changed" waits for before it looks: polls, not
+    seconds, so a busy machine cannot make it look before the operator did.  The
+    metric is set at the end of a poll, after any scaling, with the poll's start time.
+    """
+    seen = time.time() if after is None else after
+    for _ in range(count):
+        seen = wait_for(lambda since=seen: (at := last_poll(ns, name)) > since and at,
+                        timeout=max(20.0, seen - time.time() + 20.0))
 
 
 def test_backlog_above_target_scales_up_at_once_and_posts_an_event(cluster, ns, work, operator, redis_url,
@@ -74,7 +93,8 @@ def test_backlog_above_target_scales_up_at_once_and_posts_an_event(cluster, ns, 
     assert status["lastScaleTime"] and status["lastActiveTime"]
     assert "scaled up 1→5" in status["reason"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Ready": "True", "Active": "True", "Fallback": "False", "Paused": "False", "ScaleUpHeld": "False"}
+        "Ready": "True", "Active": "True", "Fallback": "False", "Paused": "False", "ScaleUpHeld": "False",
+        "PromiseKept": "Unknown"}
     assert condition(status, "ScaleUpHeld")["reason"] == "NoLatencySignal"
     assert liveness["polls"]["scalers"] == 1
     labels = f'namespace="{ns}",queue="{work.queue}",scaler="invoice"'
@@ -102,12 +122,14 @@ def test_drain_scales_down_after_the_window_and_to_zero_only_when_idle_after_coo
         [down] = wait_for(lambda: events(cluster, ns, "ScaledDown"))
         assert f"highest recommendation in the last {WINDOW}s: 1" in down["message"]
 
-        time.sleep(COOLDOWN + 2 * POLL)  # in flight: never to zero, whatever the cooldown
+        # In flight: never to zero, whatever the cooldown (a poll begun after it has passed looked).
+        polls(wait_for, ns, "invoice", 1, after=time.time() + COOLDOWN + POLL)
         assert cluster.replicas(ns, "invoice-worker") == 1
 
         work.send(1, delay_ms=20_000)  # a retry waiting out its backoff, due within delayedLeadSeconds (30)
         work.finish(held)
-        time.sleep(COOLDOWN + 2 * POLL)  # delayed and due soon: never to zero either
+        # Delayed and due soon: never to zero either.
+        polls(wait_for, ns, "invoice", 1, after=time.time() + COOLDOWN + POLL)
         assert cluster.replicas(ns, "invoice-worker") == 1
         assert "delayed 1" in cluster.status(ns, "invoice")["reason"]
 
@@ -142,7 +164,7 @@ def test_unreachable_redis_holds_replicas_and_sets_fallback(cluster, ns, work, o
         status = wait_for(lambda: condition(cluster.status(ns, "held"), "Fallback").get("status") == "True"
                           and cluster.status(ns, "held"))
         wait_for(lambda: cluster.replicas(ns, "email-worker") == 1)
-        time.sleep(3 * POLL)
+        polls(wait_for, ns, "held")
         assert cluster.replicas(ns, "invoice-worker") == 2
         [warning] = [e for e in events(cluster, ns, "BacklogUnreadable") if e["involvedObject"]["name"] == "held"]
 
@@ -167,7 +189,7 @@ def test_paused_changes_nothing_until_resumed(cluster, ns, work, operator, redis
     with operator():
         status = wait_for(lambda: condition(cluster.status(ns, "invoice"), "Paused").get("status") == "True"
                           and cluster.status(ns, "invoice"))
-        time.sleep(3 * POLL)
+        polls(wait_for, ns, "invoice")
         assert cluster.replicas(ns, "invoice-worker") == 1
         assert scale_patches(cluster) == []
 
@@ -228,7 +250,7 @@ def test_a_deployment_scaled_by_an_hpa_is_refused(cluster, ns, work, operator, r
         ready = wait_for(lambda: condition(cluster.status(ns, "invoice"), "Ready").get("status") == "False"
                          and condition(cluster.status(ns, "invoice"), "Ready"))
         [warning] = wait_for(lambda: events(cluster, ns, "HPAConflict"))
-        time.sleep(2 * POLL)
+        polls(wait_for, ns, "invoice")
 
     assert ready["reason"] == "HPAConflict"
     assert "HorizontalPodAutoscaler cpu already scales Deployment invoice-worker" in warning["message"]
@@ -264,7 +286,7 @@ def test_a_restarted_operator_waits_a_window_and_keeps_the_cooldown(cluster, ns,
         restarted = time.monotonic()
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 1)
         waited = time.monotonic() - restarted
-        time.sleep(2 * POLL)
+        polls(wait_for, ns, "invoice", 1)
         status = cluster.status(ns, "invoice")
 
     assert waited >= 3, f"scaled down {waited:.1f}s after a restart, inside the 3s window"
@@ -344,7 +366,7 @@ def test_scale_up_is_held_while_the_accept_path_is_over_budget(cluster, ns, work
         [warning] = wait_for(lambda: events(cluster, ns, "AcceptPathOverBudget"))
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             held_scrape = resp.read().decode()
-        time.sleep(3 * POLL)
+        polls(wait_for, ns, "invoice")
         assert cluster.replicas(ns, "invoice-worker") == 1 and scale_patches(cluster) == []
 
         api_latency.seconds = 0.004  # fast again: the held scale-up comes at once

@@ -10,8 +10,8 @@ from booking_scaling.backlog import Backlog
 from booking_scaling.decision import ScalerState, decide
 from booking_scaling.policy import Policy
 from booking_scaling.pressure import AcceptPath, LatencyBudget
-from queue_autoscaler.config import OperatorConfig
 from queue_autoscaler.reading import BacklogSource
+from queue_autoscaler.settings import OperatorSettings
 from queue_autoscaler.spec import (
     READY,
     Readiness,
@@ -66,7 +66,8 @@ def test_conditions_of_a_read_error():
     decision = decide(backlog, 2, Policy(), ScalerState(), 0)
     conds = {c["type"]: c for c in conditions(READY, backlog, Policy(), decision, paused=False)}
     assert {k: c["status"] for k, c in conds.items()} == {
-        "Ready": "True", "Active": "Unknown", "Fallback": "True", "Paused": "False", "ScaleUpHeld": "False"}
+        "Ready": "True", "Active": "Unknown", "Fallback": "True", "Paused": "False", "ScaleUpHeld": "False",
+        "PromiseKept": "Unknown"}
     assert conds["Fallback"]["message"] == "backlog unreadable (ConnectionError: refused); holding 2"
 
 
@@ -139,10 +140,10 @@ def test_times_round_trip():
 
 
 def test_config_from_env():
-    config = OperatorConfig.from_env({"QUEUE_AUTOSCALER_TICK_SECONDS": "0.5", "QUEUE_AUTOSCALER_METRICS_PORT": "0"})
+    config = OperatorSettings.from_env({"QUEUE_AUTOSCALER_TICK_SECONDS": "0.5", "QUEUE_AUTOSCALER_METRICS_PORT": "0"})
     assert (config.tick_seconds, config.metrics_port) == (0.5, 0)
     with pytest.raises(ValueError, match="QUEUE_AUTOSCALER_TICK_SECONDS"):
-        OperatorConfig.from_env({"QUEUE_AUTOSCALER_TICK_SECONDS": "fast"})
+        OperatorSettings.from_env({"QUEUE_AUTOSCALER_TICK_SECONDS": "fast"})
 
 
 def test_backlog_source_reads_dramatiq_queues_in_real_redis(work, redis_url):

@@ -8,7 +8,16 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
   * paused: nothing changes at all;
   * unreadable backlog: hold the current count, or fallbackReplicas, and never
     go to zero on a guess;
-  * recommendation = ceil(load / targetBacklogPerReplica), where load counts
+  * recommendation, with maxAge and an age reading: the fewest replicas that keep
+    the oldest waiting task within maxAge in booking_scaling.promise's model, from
+    the smoothed throughput per replica and arrival rate (`Observed.completed`),
+    the pod start latency and the oldest task's age; a scale-down recommendation
+    and a scale-up go to the count that keeps the promise with the throughput
+    `tolerance` lower, so a pool at the edge does not flap and a rising load is
+    not followed one replica per poll; the pool is also active while a ready task is old enough that
+    a replica must start now to keep it;
+  * otherwise (no maxAge, or no age read), the depth target:
+    recommendation = ceil(load / targetBacklogPerReplica), where load counts
     ready, in-flight, due-delayed and orphaned messages, not just the ready list;
     kept at the current count within `tolerance`; 0 while not active
     (load <= activationBacklog); at least 1 while any message is in flight,
@@ -45,6 +54,7 @@ from typing import Literal
 from booking_scaling.backlog import Backlog
 from booking_scaling.policy import Policy
 from booking_scaling.pressure import AcceptPath
+from booking_scaling.promise import Model, Observed, Rates, estimate, plan
 
 Action = Literal["scale_up", "scale_down", "hold", "paused", "fallback"]
 #: Decision.held when the queue itself is paused by an operator.
@@ -61,6 +71,26 @@ class ScalerState:
     last_active: float | None = None
     #: (time, recommendation) pairs still inside the stabilization window, oldest first.
     recommendations: tuple[tuple[float, int], ...] = field(default=())
+    #: The smoothed throughput and arrival estimates (None: no completion count seen yet).
+    rates: Rates | None = None
+
+
+@dataclass(frozen=True)
+class PromiseView:
+    """What the promise's recommendation was computed from, and what it predicts (for status and Events)."""
+
+    max_age: float
+    oldest_age: float
+    #: Tasks/s per busy replica used (the floor until measured).
+    per_replica: float
+    #: True when per_replica is a measurement, False when it is the policy's floor.
+    measured: bool
+    arrivals: float
+    start_latency: float
+    #: Seconds the waiting tasks take to start with the recommended replicas (inf: never).
+    drain_seconds: float
+    #: False when even maxReplicaCount cannot keep the promise in the model.
+    feasible: bool
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,8 @@ class Decision:
     recommendation: int | None = None
     #: Why a scale-up was held: QUEUE_PAUSED, or the accept path's reason (None: nothing was held).
     held: str | None = None
+    #: The promise's inputs and prediction when maxAge decided (None: the depth target did).
+    promise: PromiseView | None = None
 
     @property
     def changed(self) -> bool:
@@ -86,11 +118,14 @@ class Decision:
 
 
 def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: ScalerState, now: float,
-           accept_path: AcceptPath | None = None, *, queue_paused: bool = False) -> Decision:
+           accept_path: AcceptPath | None = None, *, queue_paused: bool = False,
+           observed: Observed | None = None) -> Decision:
     """Desired replicas for a pool now running `current_replicas`, given this reading.
 
     `accept_path` is the API's latency signal (None: not measured, nothing held);
-    `queue_paused` is True while an operator has paused the pool's queue.
+    `queue_paused` is True while an operator has paused the pool's queue;
+    `observed` is the oldest task's age, the completion count and the start latency
+    the promise (policy.max_age) is kept with (None: the depth target decides).
     """
     current = current_replicas
     if current < 0:
@@ -104,12 +139,24 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
         # A fresh scaler has seen no history: treat the current count as recommended
         # a moment ago, so scale-down waits a full window and scale-to-zero a cooldown.
         state = ScalerState(observed_since=now, last_active=state.last_active, recommendations=((now, current),))
-    active = backlog.load > policy.activation_backlog
+    observed = observed or Observed()
+    rates = state.rates
+    if observed.completed is not None:
+        serving = current if observed.serving is None else min(observed.serving, current)
+        rates = estimate(rates, now, observed.completed, backlog.load, backlog.ready, serving,
+                         policy.throughput_half_life_seconds, in_flight=backlog.in_flight,
+                         concurrency=policy.replica_concurrency)
+    model = _model(backlog, current, policy, observed, rates)
+    active = backlog.load > policy.activation_backlog or (
+        model is not None and backlog.ready > 0 and model.oldest_age + model.start >= model.deadline)
     last_active = now if active else state.last_active
-    rec, basis = _recommend(backlog, current, policy, active)
+    if model is not None:
+        rec, basis, view = _recommend_promise(backlog, current, policy, active, model, rates)
+    else:
+        (rec, basis), view = _recommend(backlog, current, policy, active), None
     window = policy.stabilization_window_seconds
     history = _remember(state, policy, now, rec)
-    new_state = replace(state, last_active=last_active, recommendations=history)
+    new_state = replace(state, last_active=last_active, recommendations=history, rates=rates)
     stabilized = max(r for _, r in history)
 
     if rec > current:
@@ -173,7 +220,63 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
             final = shed_to
             action = "hold" if final == current else "scale_up" if final > current else "scale_down"
     reason = f"{backlog.describe()}; {basis} → {rec}; {what}"
-    return Decision(final, current, reason, action, new_state, active=active, recommendation=rec, held=held)
+    return Decision(final, current, reason, action, new_state, active=active, recommendation=rec, held=held,
+                    promise=view)
+
+
+def _model(backlog: Backlog, current: int, policy: Policy, observed: Observed, rates: Rates | None) -> Model | None:
+    """The promise's model of this reading, or None when the depth target decides (no maxAge or no age)."""
+    if policy.max_age is None or observed.oldest_age is None:
+        return None
+    floor = policy.min_throughput_per_replica
+    measured = rates.per_replica if rates is not None else None
+    serving = current if observed.serving is None else min(observed.serving, current)
+    return Model(
+        # Orphaned messages go back to the ready list's head when Dramatiq requeues them; rows
+        # waiting in the outbox (the fair order) are ready work the relay has not published yet.
+        ready=backlog.ready + backlog.orphaned + backlog.outbox, due=backlog.due,
+        oldest_age=max(0.0, observed.oldest_age),
+        arrivals=(rates.arrivals or 0.0) if rates is not None else 0.0,
+        per_replica=max(floor, measured) if measured is not None else floor, serving=serving,
+        start=policy.pod_start_seconds if observed.start_latency is None else max(0.0, observed.start_latency),
+        deadline=policy.max_age - policy.polling_interval, poll=policy.polling_interval,
+    )
+
+
+def _recommend_promise(backlog: Backlog, current: int, policy: Policy, active: bool, model: Model,
+                       rates: Rates | None) -> tuple[int, str, PromiseView]:
+    """The fewest replicas keeping maxAge in the model, the words that explain it, and what it saw."""
+    assert policy.max_age is not None
+    measured = rates is not None and rates.per_replica is not None and rates.per_replica >= model.per_replica
+    how = "measured" if measured else "floor, not measured yet"
+    seen = (f"oldest {model.oldest_age:.0f}s of maxAge {policy.max_age:g}s, {model.per_replica:.3g} tasks/s per "
+            f"replica ({how}), arrivals {model.arrivals:.3g}/s, pod start {model.start:.0f}s")
+    low, high = policy.min_replica_count, policy.max_replica_count
+    if not active:
+        found = plan(model, low, high)
+        raw, basis = 0, f"{seen}; not above activationBacklog {policy.activation_backlog}"
+    else:
+        found = plan(model, low, high)
+        raw = found.replicas
+        if raw != current and policy.tolerance > 0:
+            # A change goes to (down: only as far as) the count that keeps the promise with a tolerance's worth
+            # less throughput: a pool at the edge does not flap, and a rising load is not followed poll by poll.
+            margin = plan(replace(model, per_replica=model.per_replica * (1 - policy.tolerance)), raw, high)
+            raw = min(current, margin.replicas) if raw < current else margin.replicas
+        if found.feasible:
+            drain = "keeps no backlog" if found.drain_seconds == 0 else \
+                f"start the waiting tasks in {found.drain_seconds:.0f}s"
+            basis = f"{seen}; {found.replicas} keep the promise ({drain})"
+        else:
+            basis = f"{seen}; even maxReplicaCount {high} cannot keep the promise"
+        if raw != found.replicas:
+            basis += f", within tolerance {policy.tolerance:g}: {raw}"
+    rec = policy.clamp(raw)
+    if backlog.busy and rec < 1:
+        rec, basis = 1, f"{basis}; at least 1 while messages are in flight, delayed or orphaned"
+    view = PromiseView(policy.max_age, model.oldest_age, model.per_replica, measured, model.arrivals, model.start,
+                       found.drain_seconds, found.feasible)
+    return rec, basis, view
 
 
 def _recommend(backlog: Backlog, current: int, policy: Policy, active: bool) -> tuple[int, str]:

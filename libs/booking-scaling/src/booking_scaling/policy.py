@@ -51,6 +51,19 @@ class Policy:
     #: While the accept path is over its latency budget (booking_scaling.pressure),
     #: scale-ups are held: more workers would slow the API and drain no faster.
     protect_accept_path: bool = True
+    #: The promise: the oldest waiting task's age (seconds) the pool must hold (None: scale on
+    #: targetBacklogPerReplica alone).  The depth target stays the fallback while no age is read.
+    max_age: float | None = None
+    #: A new replica's start (creation to first heartbeat), assumed until one is measured.
+    pod_start_seconds: float = 30.0
+    #: Tasks/s one busy replica is assumed to finish before any has been measured, and the least
+    #: the estimate may fall to (a stalled SMTP must not read as "infinitely many replicas").
+    min_throughput_per_replica: float = 0.05
+    #: Half-life (seconds) of the throughput and arrival-rate estimates' smoothing.
+    throughput_half_life_seconds: float = 60.0
+    #: Messages one replica works on at once (its processes x threads); None: unknown.  Known, the
+    #: throughput is measured from the busy threads even when the pool is never saturated.
+    replica_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,6 +98,17 @@ class Policy:
                     f"fallbackReplicas ({self.fallback_replicas}) must not exceed maxReplicaCount "
                     f"({self.max_replica_count})"
                 )
+        if self.max_age is not None:
+            _number_at_least(self.max_age, 0, "maxAge", strict=True)
+            # The age is read once a poll: a promise shorter than the poll cannot be watched.
+            if self.max_age <= self.polling_interval:
+                raise PolicyError(f"maxAge ({self.max_age:g}) must be above pollingInterval "
+                                  f"({self.polling_interval:g}): the age is read once a poll")
+        _number_at_least(self.pod_start_seconds, 0, "podStartSeconds")
+        _number_at_least(self.min_throughput_per_replica, 0, "minThroughputPerReplica", strict=True)
+        _number_at_least(self.throughput_half_life_seconds, 0, "throughputHalfLifeSeconds", strict=True)
+        if self.replica_concurrency is not None:
+            _int_at_least(self.replica_concurrency, 1, "replicaConcurrency")
         for name, value in (("paused", self.paused), ("protectAcceptPath", self.protect_accept_path)):
             if not isinstance(value, bool):
                 raise PolicyError(f"{name} must be true or false, got {value!r}")
@@ -138,6 +162,11 @@ _SPEC_FIELDS = {
     "delayedLeadSeconds": "delayed_lead_seconds",
     "paused": "paused",
     "protectAcceptPath": "protect_accept_path",
+    "maxAge": "max_age",
+    "podStartSeconds": "pod_start_seconds",
+    "minThroughputPerReplica": "min_throughput_per_replica",
+    "throughputHalfLifeSeconds": "throughput_half_life_seconds",
+    "replicaConcurrency": "replica_concurrency",
 }
 
 

@@ -6,7 +6,7 @@ at 50 connections, logging every request cut the API's `/healthz` rate by a
 fifth (3,091 → 2,462/s at the median; confirms 442 → 426/s, inside the noise;
 `bench/README.md`, "Access log").  Successful requests are counted and timed
 by the request metrics anyway; failures are what someone reads the log for.
-`BOOKING_ACCESS_LOG` picks:
+`BOOKING_ACCESS_LOG` (`ApiSettings.access_log`, refused at start if unknown) picks:
 
 - `errors` (the default): responses with status 400 and above;
 - `all`: every request, gunicorn's usual combined log;
@@ -15,20 +15,9 @@ by the request metrics anyway; failures are what someone reads the log for.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-
 from gunicorn.glogging import Logger
 
-MODES = ("errors", "all", "off")
-
-
-def mode_from_env(environ: Mapping[str, str] = os.environ) -> str:
-    """The configured mode; an unknown value is refused at start, not silently ignored."""
-    mode = environ.get("BOOKING_ACCESS_LOG", "errors").strip().lower() or "errors"
-    if mode not in MODES:
-        raise ValueError(f"BOOKING_ACCESS_LOG must be one of {', '.join(MODES)}, not {mode!r}")
-    return mode
+from booking_api.settings import from_process
 
 
 def wanted(mode: str, status: int) -> bool:
@@ -39,7 +28,10 @@ def wanted(mode: str, status: int) -> bool:
 class AccessLog(Logger):
     """gunicorn's Logger, asked first whether the line is wanted at all."""
 
-    mode = mode_from_env()
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        # gunicorn builds this in the master, after it read its config (the settings' first reading).
+        self.mode = from_process().access_log
 
     def access(self, resp, req, environ, request_time) -> None:
         if wanted(self.mode, status_of(resp)):

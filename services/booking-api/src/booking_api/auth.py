@@ -1,7 +1,7 @@
 """Bearer-token authentication; every view below /api/v1 needs a token.
 
 The identity (tenant, admin flag) is looked up on the request's own
-connection and kept for `TOKEN_CACHE_SECONDS` (2 s, `BOOKING_API_TOKEN_CACHE_SECONDS`)
+connection and kept for `BOOKING_API_TOKEN_CACHE_SECONDS` (2 s)
 in a small per-process cache keyed by the token's hash.  Why: a client sends
 the same token on every request, and the lookup was one of three Postgres round
 trips of a confirm; under load that round trip is a third of the accept path's
@@ -89,6 +89,5 @@ def admin_required(view):
 
 
 def init_app(app: Flask) -> None:
-    app.config.setdefault("TOKEN_CACHE_SECONDS", 2.0)
-    app.extensions["booking_identities"] = IdentityCache(float(app.config["TOKEN_CACHE_SECONDS"]))
+    app.extensions["booking_identities"] = IdentityCache(app.config["API"].token_cache_seconds)
     app.before_request(_authenticate)

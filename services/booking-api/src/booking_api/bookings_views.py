@@ -7,7 +7,7 @@ import hashlib
 from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from booking_api import idempotency
+from booking_api import admission, idempotency
 from booking_api.auth import actor_name
 from booking_api.contract import MAX_BODY_BYTES, BookingQuery
 from booking_api.cursors import decode_cursor, page
@@ -46,44 +46,52 @@ def _json_body() -> object:
         raise ApiError(400, "malformed-json", f"The body is not valid JSON: {e}") from None
 
 
-def _created(body: dict, location: str, replayed: bool = False) -> Response:
+def _created(body: dict, location: str, decision: admission.Decision, replayed: bool = False) -> Response:
     resp = Response(json.dumps(body), status=201, mimetype="application/json")
     resp.headers["Location"] = location
     if replayed:
         resp.headers["Idempotent-Replayed"] = "true"
-    return resp
+    return admission.with_headers(resp, decision)
 
 
 @bp.post("")
 def create_booking():
     """Confirm a booking: one statement writes it, its tasks and its outbox messages.
 
-    With an Idempotency-Key, the key's lock, lookup and record share that
-    statement's transaction.
+    The tenant's token is taken first, so a refused request without an
+    Idempotency-Key costs no parsing and no database.  With a key, the key's
+    lock, lookup and record share the booking's transaction, and the refusal
+    waits for the lookup: a replay is answered (and its token given back)
+    whatever the bucket holds.
     """
+    tenant_id = g.identity["tenant_id"]
+    decision = admission.take(tenant_id)
+    key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
+    if not key:
+        admission.enforce(decision)
     data = _json_body()
     booking, errors = validate_booking(data)
     if errors:
         raise ApiError(422, "invalid-booking", "Some fields are invalid.", errors=errors)
-    key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
     conn = get_db()
-    tenant_id = g.identity["tenant_id"]
     if not key:
         row = bookings.create(conn, tenant_id=tenant_id, booking=booking, actor=actor_name(),
                               trace_id=current_trace_id())
         body = booking_json(row, settings())
-        return _created(body, body["links"]["self"])
+        return _created(body, body["links"]["self"], decision)
     fingerprint = idempotency.request_hash(data)
     with conn.transaction():
         stored = idempotency.begin(conn, tenant_id, key, fingerprint, settings().idempotency_ttl_seconds)
         if stored is not None:
-            return _created(stored["body"], stored["location"], replayed=True)
+            admission.admission().refund(decision)
+            return _created(stored["body"], stored["location"], decision, replayed=True)
+        admission.enforce(decision)
         row = bookings.create(conn, tenant_id=tenant_id, booking=booking, actor=actor_name(),
                               trace_id=current_trace_id())
         body = booking_json(row, settings())
         location = body["links"]["self"]
         idempotency.store(conn, tenant_id, key, fingerprint, 201, body, location)
-    return _created(body, location)
+    return _created(body, location, decision)
 
 
 @bp.get("/<booking_id>")

@@ -23,7 +23,6 @@ Postgres do not), which every text rule refuses.
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -47,12 +46,12 @@ from booking_api.cursors import CURSOR_PATTERN, decode_cursor
 from booking_core.messaging.contracts import QUEUES, TASK_STATES, TASKS
 from booking_core.model.currencies import currency_codes, minor_unit
 from booking_core.model.emails import InvalidEmail, check_email
+from booking_core.model.text import MAX_TEXT, TEXT_PATTERN, check_text
 from booking_core.tasks.deadletters import DeadLetter
 from booking_scaling.depth import QueueDepth
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_BODY_TEXT = f"{MAX_BODY_BYTES // 1024} KiB"
-MAX_TEXT = 200
 MAX_NIGHTS = 366
 PAGE_MIN, PAGE_MAX, PAGE_DEFAULT = 1, 100, 20
 #: A decimal string above zero: no sign, exponent or leading zeros, at most two decimals. Zero itself
@@ -75,16 +74,6 @@ IDEMPOTENCY_HEADER_PATTERN = (
 )
 #: DeadLetter fields the API does not show (`DeadLetter.as_dict` leaves them out).
 DEAD_LETTER_HIDDEN = ("tenant_id", "kwargs", "options")
-#: Characters text fields refuse, as a regex class (one source for the check and the document's
-#: pattern): Unicode category Cc (C0 controls, DEL, C1 controls), the line and paragraph separators,
-#: and the bidi embeddings, overrides and isolates, which make stored text display in another order
-#: than it reads (Trojan Source) in the ops console, the email and the PDF alike. Format characters
-#: such as the joiners U+200C/U+200D are real text (Persian names, emoji sequences) and stay.
-_REFUSED_TEXT_CHARS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-_REFUSED_TEXT = re.compile(f"[{_REFUSED_TEXT_CHARS}]")
-#: At least one character that is not whitespace, and none refused.
-TEXT_PATTERN = f"^[^{_REFUSED_TEXT_CHARS}]*[^\\s{_REFUSED_TEXT_CHARS}][^{_REFUSED_TEXT_CHARS}]*$"
-LONE_SURROGATE = "must be valid Unicode text (it contains a lone surrogate)"
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -94,16 +83,10 @@ def invalid(message: str) -> PydanticCustomError:
 
 
 def _text(value: str) -> str:
-    value = value.strip()
-    if not value:
-        raise invalid("must not be empty")
-    if len(value) > MAX_TEXT:
-        raise invalid(f"must be at most {MAX_TEXT} characters")
-    if any(unicodedata.category(c) == "Cs" for c in value):
-        raise invalid(LONE_SURROGATE)
-    if _REFUSED_TEXT.search(value):
-        raise invalid("must not contain control characters")
-    return value
+    try:
+        return check_text(value)
+    except ValueError as e:
+        raise invalid(str(e)) from None
 
 
 def _email(value: str) -> str:

@@ -16,6 +16,12 @@ import socket
 import tempfile
 from pathlib import Path
 
+from booking_api.settings import from_process
+
+#: Read here, once, as gunicorn loads this file: before it binds or forks, so a bad
+#: variable stops the start with exit status 2 and the variable's name (settings.py).
+SETTINGS = from_process()
+
 #: Reads requests on an event loop and runs the app in `--threads` threads once a request is
 #: whole, so slow or idle clients hold no thread (gunicorn_worker.py says why and how).
 worker_class = "booking_api.gunicorn_worker.Worker"
@@ -76,24 +82,23 @@ def on_starting(server) -> None:
     picks its file-backed values at import), so every forked worker inherits it.
     """
     _refuse_a_taken_address(server)
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = SETTINGS.prometheus_multiproc_dir
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         Path(directory).mkdir(parents=True, exist_ok=True)
     else:
         directory = tempfile.mkdtemp(prefix="booking-api-metrics-")
         _made_dir.append(directory)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    # prometheus_client reads its dir from the environment, in each worker it is imported in.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
 
 def when_ready(server) -> None:
     """Serve every worker's metrics from the master, on the metrics port."""
     from booking_api import metrics_server
-    from booking_core.config import Settings
 
-    host = os.environ.get("BOOKING_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the pod's own metrics port
-    port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
-    metrics_server.serve(Settings.from_env(), os.environ["PROMETHEUS_MULTIPROC_DIR"], host, port)
+    host, port = SETTINGS.metrics.host, SETTINGS.metrics.port
+    metrics_server.serve(SETTINGS.core, os.environ["PROMETHEUS_MULTIPROC_DIR"], host, port)
     server.log.info("metrics on http://%s:%d/metrics", host, port)
 
 

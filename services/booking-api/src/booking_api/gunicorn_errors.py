@@ -11,11 +11,10 @@ refused bytes, which are the client's.  `tests/test_served_by_gunicorn.py` and
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 
 from booking_api.contract import MAX_BODY_TEXT
-from booking_api.problems import PROBLEM_TYPE
+from booking_core.web.problems import problem_json
 
 #: status → (problem code, detail); anything else is a generic `http-error`.
 _KNOWN = {
@@ -42,8 +41,7 @@ def reason(status: int) -> str:
 def problem_body(status: int, detail: str | None = None) -> bytes:
     """The problem+json document for `status`; `detail` overrides the fixed one (never client bytes)."""
     code, fixed = _KNOWN.get(status, ("http-error", reason(status)))
-    return json.dumps({"type": PROBLEM_TYPE + code, "title": reason(status), "status": status,
-                       "detail": detail or fixed}).encode()
+    return problem_json(status, code, detail or fixed).encode()
 
 
 def problem_response(status: int, detail: str | None = None) -> bytes:

@@ -42,27 +42,9 @@ from gunicorn.workers import gasgi
 
 from booking_api.contract import MAX_BODY_BYTES
 from booking_api.http_connection import Connection
+from booking_api.settings import from_process
 from booking_api.wsgi_bridge import WSGIBridge
 
-
-def _seconds(name: str, default: float) -> float:
-    """A positive number of seconds from the environment, read once at import; a bad value stops the start."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not 0 < value <= 300:
-        raise ValueError(f"{name} must be above 0 and at most 300, not {raw!r}")
-    return value
-
-
-#: How long a new connection has to send its request line and headers.
-HEADER_TIMEOUT_SECONDS = _seconds("BOOKING_HEADER_TIMEOUT_SECONDS", 10.0)
-#: How long a request's body may take to arrive once its headers have.
-BODY_TIMEOUT_SECONDS = _seconds("BOOKING_BODY_TIMEOUT_SECONDS", 10.0)
 #: Each request takes two turns of the event loop, and at each the loop waits for the GIL,
 #: which a busy request thread gives up only after the switch interval (5 ms by default).
 #: Eight paired rounds at 50 connections (bench/README.md, "The API's server: the worker's
@@ -99,8 +81,9 @@ class Protocol(Connection):
     """A connection with this worker's deadlines and body limit; gunicorn's asyncio worker builds one per accept."""
 
     def __init__(self, worker):
-        super().__init__(worker, header_timeout=HEADER_TIMEOUT_SECONDS, body_timeout=BODY_TIMEOUT_SECONDS,
-                         max_body=MAX_BODY_BYTES)
+        settings = worker.settings
+        super().__init__(worker, header_timeout=settings.header_timeout_seconds,
+                         body_timeout=settings.body_timeout_seconds, max_body=MAX_BODY_BYTES)
 
 
 class Worker(gasgi.ASGIWorker):
@@ -109,6 +92,8 @@ class Worker(gasgi.ASGIWorker):
     _reported_hang = None
 
     def init_process(self) -> None:
+        # The object the master read at start (gunicorn_conf), inherited across the fork.
+        self.settings = from_process()
         if self.cfg.is_ssl or self.cfg.protocol != "http":
             # A request thread writes its answer to the socket itself, which would bypass TLS.
             raise RuntimeError("this worker serves plain HTTP/1 only (no --certfile, no --protocol uwsgi)")

@@ -5,7 +5,7 @@ healthy API because Postgres is down. `/readyz` is ready while the API can do
 what it is for, accepting bookings, and that needs Postgres only: the booking,
 its tasks and their outbox messages commit in one transaction, and the relay
 publishes them once Redis is back. So Postgres not answering within
-`READINESS_TIMEOUT_SECONDS` (1.5 s) is 503, while Redis not answering is 200
+`BOOKING_API_READINESS_TIMEOUT_SECONDS` (1.5 s) is 503, while Redis not answering is 200
 with `"status": "degraded"` and `"degraded": ["redis"]`, and the
 `booking_api_degraded{dependency="redis"}` gauge is 1: a Redis blip must not take
 every API pod out of its Service at once. Postgres is asked on a fresh
@@ -83,10 +83,10 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """Ready when Postgres answers within the readiness bound; degraded (still ready) when Redis does not."""
-    bound = float(current_app.config["READINESS_TIMEOUT_SECONDS"])
+    bound = current_app.config["API"].readiness_timeout_seconds
     deadline = time.monotonic() + bound
     s = settings()
-    info = conninfo(s.database_url, current_app.config)
+    info = conninfo(s.database_url, current_app.config["API"])
     postgres = _probe(info).start(info, bound)
     checks = {}
     try:

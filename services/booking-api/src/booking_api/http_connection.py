@@ -105,7 +105,7 @@ def expects_continue(version: tuple[int, int], headers: list[tuple[bytes, bytes]
 
 def wants_close(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the app's own headers ask to close the connection after this answer."""
-    return any(name == b"connection" and value.lower().strip() == b"close" for name, value in headers)
+    return any(name.lower() == b"connection" and value.lower().strip() == b"close" for name, value in headers)
 
 
 _date_cache: tuple[int, bytes] = (0, b"")
@@ -134,12 +134,15 @@ def render(answer: Answer, *, close: bool, keep_alive_10: bool, head_only: bool)
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status).encode("latin-1")), _date_header()]
     length = len(body)
     for name, value in headers:
-        if name in (b"content-length", b"transfer-encoding", b"connection"):
-            if head_only and name == b"content-length" and value.isdigit():
+        # The app's spelling of each name is kept (clients should not care, some do); framing
+        # fields are matched without regard to case.
+        lowered = name.lower()
+        if lowered in (b"content-length", b"transfer-encoding", b"connection"):
+            if head_only and lowered == b"content-length" and value.isdigit():
                 length = int(value)  # HEAD: the length the GET would have had (RFC 9110 section 9.3.2)
             continue
         if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value or b":" in name:
-            return render((500, [(b"content-type", b"text/plain")], b"Internal Server Error"),
+            return render((500, [(b"Content-Type", b"text/plain")], b"Internal Server Error"),
                           close=close, keep_alive_10=keep_alive_10, head_only=head_only)
         lines.append(name + b": " + value + b"\r\n")
     if status not in _NO_BODY and not 100 <= status < 200:

@@ -44,3 +44,8 @@ def init_app(app: Flask) -> None:
             LATENCY.labels(route, request.method).observe(time.perf_counter() - start)
             REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         return response
+#: The admission limiter (booking_api.admission).  No tenant label: tenants are unbounded.
+LIMITED = Counter("booking_api_rate_limited", "Bookings refused with 429 because their tenant's plan rate was used "
+                  "up.", registry=REQUEST_REGISTRY)
+FAIL_OPEN = Counter("booking_api_limiter_fail_open", "Bookings admitted without a limit check because the "
+                    "limiter's store (Redis) did not answer.", registry=REQUEST_REGISTRY)

@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from booking_core import db
 from booking_core.config import Settings
-from booking_core.messaging.contracts import QUEUES, WEBHOOK
+from booking_core.messaging.contracts import QUEUES
 from booking_core.queues import pauses
 from booking_core.tasks import deadletters
 from booking_core.webhooks import deliveries as webhook_deliveries
@@ -59,7 +59,7 @@ class PipelineCollector:
         if self._redis is None:
             self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=READ_TIMEOUT_SECONDS,
                                                socket_connect_timeout=READ_TIMEOUT_SECONDS)
-        return QueueReader(self._redis, self.settings.redis_namespace).snapshot((*QUEUES, WEBHOOK.queue))
+        return QueueReader(self._redis, self.settings.redis_namespace).snapshot(QUEUES)
 
     def collect(self):
         """Yield the gauges; a source that cannot be read is reported by `booking_pipeline_read_ok`."""

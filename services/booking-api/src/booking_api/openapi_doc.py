@@ -21,7 +21,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from booking_api import contract as c
 from booking_api import ops_contract as oc
 from booking_api import webhooks_contract as wc
-from booking_api.problems import TITLES
+from booking_core.web.problems import TITLES
 
 _SCHEMAS = "#/components/schemas/{model}"
 
@@ -79,6 +79,8 @@ def _query(model: type[BaseModel]) -> list[dict]:
 _PUBLIC = {"security": []}
 _PATH_BOOKING = {"name": "booking_id", "in": "path", "required": True,
                  "schema": {"type": "string", "format": "uuid"}}
+_PATH_TENANT = {"name": "tenant", "in": "path", "required": True, "description": "The tenant's name or id.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 _PATH_QUEUE = {"name": "queue", "in": "path", "required": True,
                "schema": {"type": "string", "enum": list(c.QUEUES)}}
 _PATH_DEAD = {"name": "dead_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -104,6 +106,21 @@ def _conditional(op: dict) -> dict:
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+#: The IETF httpapi ratelimit-headers draft's fields, on every answer of a limited operation.
+_RATE_LIMIT = {
+    "RateLimit-Policy": {"description": 'The tenant\'s limit: `"bookings";q=<burst>;w=<seconds to refill it>`.',
+                         "schema": {"type": "string"}},
+    "RateLimit": {"description": 'What is left: `"bookings";r=<tokens left>;t=<seconds until full, or until '
+                                 'one is back when refused>`.', "schema": {"type": "string"}},
+}
+
+
+def _with_job_started(op: dict) -> dict:
+    """Add the 202 of a bulk action that started its job."""
+    op["responses"]["202"] = _ok("Started: the job, as `GET` on its `Location` shows it.", oc.BulkJob, headers={
+        "Location": {"required": True, "schema": {"type": "string", "format": "uri-reference"},
+                     "description": "The job: `/api/v1/ops/jobs/{id}`."}})
+    return op
 
 
 def _paths() -> dict:
@@ -111,6 +128,7 @@ def _paths() -> dict:
         "Location": {"required": True, "schema": {"type": "string", "format": "uri-reference"}},
         "Idempotent-Replayed": {"description": "`true` when this is a stored response replayed.",
                                 "schema": {"type": "string", "enum": ["true"]}},
+        **_RATE_LIMIT,
     }
     #: What a client does next with a created booking (OpenAPI links; stateful fuzzing follows them too).
     created_links = {
@@ -135,9 +153,11 @@ def _paths() -> dict:
             "post": _op("createBooking", "bookings", "Confirm a booking",
                         (201, _ok("Created (or replayed for a repeated Idempotency-Key).", c.Booking,
                                   headers=created_headers) | {"links": created_links}),
-                        400, 401, 409, 413, 415, 422,
+                        400, 401, 409, 413, 415, 422, 429,
                         description="Saves the booking, its three tasks (email, invoice, audit) and their "
-                                    "messages in one transaction. A rejected request writes nothing.",
+                                    "messages in one transaction. A rejected request writes nothing. Each "
+                                    "tenant is admitted up to its plan's rate (a token bucket: a sustained "
+                                    "rate and a burst); a replay of a stored Idempotency-Key costs nothing.",
                         parameters=[_IDEMPOTENCY_KEY],
                         requestBody={"required": True, "content": _json(c.BookingRequest)}),
             "get": _op("listBookings", "bookings", "The caller's bookings, newest first",
@@ -181,16 +201,51 @@ def _paths() -> dict:
                         (200, _ok("Resumed (or was not paused).", oc.QueuePauseResult)), 401, 403, 404,
                         description=f"{admin} Workers take the queue's messages again. Audited."),
         },
+        "/api/v1/ops/tenants": {"get": _op(
+            "listTenants", "ops", "Tenants and their plans", (200, _ok("One page of tenants, by name.", oc.TenantList)),
+            401, 403, 422, description=f"{admin} Each customer tenant with the plan it is on: its own, or the "
+                                       "default (the deployment's `BOOKING_PLAN_DEFAULT_*`).",
+            parameters=_query(oc.TenantQuery))},
+        "/api/v1/ops/tenants/{tenant}": {
+            "parameters": [_PATH_TENANT],
+            "get": _op("getTenant", "ops", "A tenant's plan", (200, _ok("The tenant and its plan.", oc.TenantPlan)),
+                       401, 403, 404, description=admin),
+        },
+        "/api/v1/ops/tenants/{tenant}/plan": {
+            "parameters": [_PATH_TENANT],
+            "put": _op("setTenantPlan", "ops", "Give a tenant a plan of its own",
+                       (200, _ok("The tenant on its plan (`changed` false when it already was).",
+                                 oc.TenantPlanResult)), 400, 401, 403, 404, 413, 415, 422,
+                       description=f"{admin} Rate and burst bound how fast its bookings are admitted (a token "
+                                   "bucket); the weight is its share of the workers. Audited in the platform's "
+                                   "ops chain with the plan before and after; every API process applies it on "
+                                   "its next booking. 422 names the field out of bounds and changes nothing.",
+                       requestBody={"required": True, "content": _json(oc.PlanBody)}),
+            "delete": _op("resetTenantPlan", "ops", "Put a tenant back on the default plan",
+                          (200, _ok("The tenant on the default plan (`changed` false when it already was).",
+                                    oc.TenantPlanResult)), 401, 403, 404, description=f"{admin} Audited."),
+        },
         "/api/v1/ops/dead-letters": {"get": _op(
             "listDeadLetters", "ops", "Open dead letters, oldest first", (200, _ok("Dead letters.", c.DeadLetterList)),
             401, 403, 422, description=f"{admin} Read from the Postgres record, whether or not Redis still holds "
                                        "the message.", parameters=_query(oc.DeadLetterQuery))},
-        **{f"/api/v1/ops/dead-letters/{action}": {"post": _op(
+        **{f"/api/v1/ops/dead-letters/{action}": {"post": _with_job_started(_op(
             f"{action}DeadLetters", "ops", f"{action.capitalize()} every open dead letter that matches",
-            (200, _ok("How many matched (dry run) or were acted on.", oc.BulkResult)), 400, 401, 403, 413, 415, 422,
-            description=f"{admin} Every letter is audited; `dry_run` only counts. Works in batches.",
-            requestBody={"required": True, "content": _json(oc.BulkDeadLetterRequest)})}
+            (200, _ok("Dry run: how many match now; nothing changed.", oc.DryRunResult)),
+            400, 401, 403, 413, 415, 422,
+            description=f"{admin} Starts a bulk job (202, `Location` → its progress), which a runner of the "
+                        "platform does in batches, each letter audited, whether or not this request, or the "
+                        "process that served it, lasts; the ops console starts the same jobs. `dry_run` only "
+                        "counts (200).",
+            requestBody={"required": True, "content": _json(oc.BulkDeadLetterRequest)}))}
            for action in ("requeue", "discard")},
+        "/api/v1/ops/jobs/{job_id}": {
+            "parameters": [{"name": "job_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "format": "uuid"}}],
+            "get": _op("getBulkJob", "ops", "A bulk job's state and progress", (200, _ok("The job.", oc.BulkJob)),
+                       401, 403, 404,
+                       description=f"{admin} Jobs started from the API and from the ops console alike."),
+        },
         "/api/v1/ops/bookings/{booking_id}/tasks/{task}/retry": {
             "parameters": [_PATH_BOOKING, {"name": "task", "in": "path", "required": True,
                                            "schema": {"type": "string", "enum": list(c.TASKS)}}],
@@ -294,9 +349,12 @@ _PROBLEM_DESCRIPTIONS = {
     413: f"The body is larger than {c.MAX_BODY_TEXT}.",
     415: "The body is not application/json.",
     422: "Invalid fields or query parameters (see `errors`), or an Idempotency-Key reused with another body.",
+    429: "The tenant's plan rate is used up (the `detail` names the limit and the plan); retry after "
+         "`Retry-After` seconds.",
     503: "A dependency does not answer.",
 }
-_PROBLEM_HEADERS = {401: {"WWW-Authenticate": {"schema": {"type": "string"}}}, 409: _RETRY_AFTER}
+_PROBLEM_HEADERS = {401: {"WWW-Authenticate": {"schema": {"type": "string"}}}, 409: _RETRY_AFTER,
+                    429: _RETRY_AFTER | _RATE_LIMIT}
 
 
 def _responses() -> dict:
@@ -321,12 +379,13 @@ def _from_dataclass(schema: dict, *, hidden: tuple[str, ...] = ()) -> dict:
 def _schemas() -> dict:
     models = [(m, "validation") for m in (c.BookingRequest,)] + [
         (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
-                                       c.RequeueResult, c.Health, c.Readiness, oc.BulkResult,
-                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult,
+                                       c.RequeueResult, c.Health, c.Readiness, oc.DryRunResult, oc.BulkJob,
+                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult, oc.TenantList,
+                                       oc.TenantPlan, oc.TenantPlanResult,
                                        wc.WebhookEndpoint, wc.WebhookEndpointWithSecret, wc.WebhookEndpointList,
                                        wc.WebhookDeliveryPage, wc.WebhookDeliveryDetail, wc.ReplayResult,
                                        wc.ReplaySinceResult)] + [
-        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest, wc.WebhookEndpointRequest,
+        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest, oc.PlanBody, wc.WebhookEndpointRequest,
                                     wc.WebhookEndpointPatch, wc.RotateRequest, wc.ReplaySinceRequest)]
     _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)
     schemas = top["$defs"]

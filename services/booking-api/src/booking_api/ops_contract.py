@@ -1,4 +1,4 @@
-"""The ops endpoints' models: dead-letter filters, bulk actions, task retry, queue pauses.
+"""The ops endpoints' models: dead-letter filters, bulk actions, task retry, queue pauses, tenants' plans.
 
 Kept apart from `contract.py` (the booking models) so each stays small; the
 OpenAPI document is generated from these the same way.
@@ -6,53 +6,89 @@ OpenAPI document is generated from these the same way.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated
-from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 
-from booking_api.contract import PageQuery, Text, _Response, _schema, invalid, one_of
+from booking_api.contract import MAX_TEXT, TEXT_PATTERN, PageQuery, Text, _Response, _schema, invalid, one_of
 from booking_core.messaging.contracts import QUEUES, TASKS
-from booking_core.tasks import deadletters
-
-#: RFC 3339, as `format: date-time` means: a date, a time and a zone (pydantic alone would
-#: also take a bare number as a Unix time, or a time without a zone).
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+from booking_core.model import plans
+from booking_core.model.tenants import TENANT_NAME
+from booking_core.ops import filters
 
 
-def _rfc3339(value: object) -> object:
-    """Only an RFC 3339 string (or an already parsed aware time) goes on to pydantic."""
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    if isinstance(value, str) and _RFC3339.fullmatch(value):
-        return value
-    raise ValueError("must be a date-time with its zone, e.g. 2026-11-30T12:00:00Z")
+def _shared(check):
+    """A check of booking_core.ops.filters as a pydantic validator: its message is the client's."""
+
+    def run(value: object) -> object:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ValueError as e:
+            raise invalid(str(e)) from None
+
+    return run
 
 
-AwareTime = Annotated[datetime, BeforeValidator(_rfc3339), _schema(format="date-time")]
+#: RFC 3339 with its zone (`format: date-time`), checked by the filter contract's own rule.
+AwareTime = Annotated[datetime, BeforeValidator(_shared(filters.check_time)), _schema(format="date-time")]
+
+
+_Queue = Annotated[str, AfterValidator(_shared(filters.check_queue)), _schema(enum=list(QUEUES))]
+_TenantName = Annotated[str, AfterValidator(_shared(filters.check_tenant)), _schema(pattern=f"^{TENANT_NAME.pattern}$")]
+_TenantId = Annotated[str, AfterValidator(_shared(filters.check_tenant_id)), _schema(format="uuid")]
+_ErrorText = Annotated[str, AfterValidator(_shared(filters.check_error)),
+                       _schema(minLength=1, maxLength=MAX_TEXT, pattern=TEXT_PATTERN)]
 
 
 class DeadLetterFilter(BaseModel):
-    """Which open dead letters: every given field narrows the selection."""
+    """Which open dead letters: every given field narrows the selection.
+
+    The rules and messages are booking_core.ops.filters', the ops console's too.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    queue: one_of(QUEUES) | None = None
-    tenant_id: Annotated[UUID | None, Field(description="Only this tenant's letters.")] = None
-    error: Annotated[Text | None, Field(description="Only letters whose final error contains this text "
-                                                    "(case-insensitive, taken literally).")] = None
+    queue: _Queue | None = None
+    tenant: Annotated[_TenantName | None, Field(description="Only the letters of the tenant of this name.")] = None
+    tenant_id: Annotated[_TenantId | None, Field(description="Only this tenant's letters (not with `tenant`).")] = None
+    error: Annotated[_ErrorText | None, Field(description="Only letters whose final error contains this text "
+                                                          "(case-insensitive, taken literally).")] = None
     dead_since: Annotated[AwareTime | None, Field(description="Dead at or after this time.")] = None
     dead_before: Annotated[AwareTime | None, Field(description="Dead before this time; later than "
                                                                 "`dead_since` when both are given.")] = None
 
+    @field_validator("tenant_id")
+    @classmethod
+    def _one_tenant(cls, tenant_id: str | None, info: ValidationInfo) -> str | None:
+        if tenant_id is not None and info.data.get("tenant") is not None:
+            raise invalid(filters.BOTH_TENANTS_RULE)
+        return tenant_id
+
     @field_validator("dead_before")
     @classmethod
     def _after_since(cls, dead_before: datetime | None, info: ValidationInfo) -> datetime | None:
-        if deadletters.empty_range(info.data.get("dead_since"), dead_before):
-            raise invalid(deadletters.RANGE_RULE)
+        try:
+            filters.check_range(info.data.get("dead_since"), dead_before)
+        except ValueError as e:
+            raise invalid(str(e)) from None
         return dead_before
+
+    def shared(self) -> filters.DeadLetterFilter:
+        """The checked filter, as booking_core.ops.filters holds it (the tenant still by name)."""
+        return filters.DeadLetterFilter(**{name: getattr(self, name) for name in filters.FIELDS})
 
 
 class DeadLetterQuery(DeadLetterFilter, PageQuery):
@@ -72,10 +108,34 @@ class BulkDeadLetterRequest(DeadLetterFilter):
     dry_run: Annotated[StrictBool, Field(description="Only count the letters that match; change nothing.")] = False
 
 
-class BulkResult(_Response):
+class DryRunResult(_Response):
     action: one_of(("requeue", "discard"))
-    dry_run: bool
-    count: Annotated[int, Field(ge=0, description="Letters that match (dry run) or were acted on.")]
+    dry_run: Annotated[bool, Field(description="Always true: nothing was changed.")]
+    count: Annotated[int, Field(ge=0, description="Letters that match now.")]
+
+
+class JobCounts(_Response):
+    done: Annotated[int, Field(ge=0, description="Letters acted on so far.")]
+    total: Annotated[int, Field(ge=0, description="Letters that matched when the job was started (more may "
+                                                  "die meanwhile and match too).")]
+
+
+class BulkJob(_Response):
+    """A bulk requeue or discard, run by a runner of the platform whoever started it (API or console)."""
+
+    id: Annotated[str, _schema(format="uuid")]
+    action: one_of(("requeue", "discard"))
+    state: Annotated[str, Field(description="queued → running → finished, or failed."),
+                     _schema(enum=["queued", "running", "finished", "failed"])]
+    filter: Annotated[dict, Field(description="The filter as resolved when it was started (tenant by id).")]
+    actor: Annotated[str, Field(description="Who started it; each letter's audit entry names them.")]
+    counts: JobCounts
+    errors: Annotated[list[str], Field(description="Why it failed (empty unless failed).")]
+    stalled: Annotated[bool, Field(description="Running, but its runner stopped reporting: another runner "
+                                               "resumes it.")]
+    created_at: Annotated[str, _schema(format="date-time")]
+    updated_at: Annotated[str, _schema(format="date-time")]
+    finished_at: Annotated[str | None, _schema(format="date-time")] = None
 
 
 class TaskRetryResult(_Response):
@@ -109,3 +169,69 @@ class QueuePauseResult(QueuePause):
     queue: one_of(QUEUES)
     changed: Annotated[bool, Field(description="False when the queue already was in that state (nothing "
                                                "changed, nothing audited).")]
+
+
+# --- tenants' plans -------------------------------------------------------------------------------
+
+_PLAN_NAME_PATTERN = plans.PLAN_NAME.pattern
+
+
+def _whole(value: object) -> object:
+    """A JSON integer, as JSON Schema counts them (5 and 5.0), never a string or a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid("must be a whole number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise invalid("must be a whole number")
+        return int(value)
+    return value
+
+
+class PlanBody(BaseModel):
+    """A plan: how fast a tenant's bookings are admitted, and its share of the workers."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: Annotated[StrictStr, Field(pattern=f"^{_PLAN_NAME_PATTERN}$",
+                                     description="1-63 characters: a-z, 0-9, '-', '_'.")]
+    rate_per_second: Annotated[float, Field(strict=True, gt=0, le=plans.MAX_RATE, description=(
+        "Bookings admitted per second, sustained (the bucket's refill rate)."))]
+    # The bounds of burst and weight are checked by plans.check (which names the field); here for the schema.
+    burst: Annotated[int, BeforeValidator(_whole), _schema(minimum=1, maximum=plans.MAX_BURST), Field(description=(
+        "Bookings admitted at once after a quiet spell (the bucket's size)."))]
+    weight: Annotated[int, BeforeValidator(_whole), _schema(minimum=1, maximum=plans.MAX_WEIGHT), Field(description=(
+        "Share of the workers while several tenants have work waiting."))]
+
+
+class PlanOut(PlanBody):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantPlan(_Response):
+    """A tenant and the plan it is on: its own, or the default."""
+
+    tenant_id: Annotated[str, _schema(format="uuid")]
+    tenant: str
+    own: Annotated[bool, Field(description="False: on the default plan (the deployment's BOOKING_PLAN_DEFAULT_*).")]
+    plan: PlanOut
+    updated_at: Annotated[AwareTime | None, Field(description="When its own plan was set (only when `own`).")] = None
+    updated_by: Annotated[str | None, Field(description="Who set it (only when `own`).")] = None
+
+
+class TenantPlanResult(TenantPlan):
+    changed: Annotated[bool, Field(description="False when the tenant already was on that plan (nothing changed, "
+                                               "nothing audited).")]
+
+
+class TenantList(_Response):
+    items: list[TenantPlan]
+    next_after: Annotated[str | None, Field(description="Pass as `after` for the next page; null on the last.")]
+
+
+class TenantQuery(BaseModel):
+    """Tenants by name, paged by the last name seen (unknown parameters are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+    after: Annotated[Text | None, Field(description="`next_after` of the previous page.")] = None

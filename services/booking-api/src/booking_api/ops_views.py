@@ -1,8 +1,11 @@
-"""Operations (admin tokens only): queue depth and pauses, dead letters, and retrying a dead task.
+"""Operations (admin tokens only): queue depth and pauses, dead letters, bulk jobs, retrying a dead task.
 
 Dead letters are read from their Postgres record (booking_core.tasks.deadletters),
 so they can be listed, requeued and discarded whether or not Redis still
-holds them; Redis is only told to forget its cached copy.
+holds them; Redis is only told to forget its cached copy.  The filter is
+booking_core.ops.filters' (the console's too), and "all that match" is a bulk
+job (booking_core.ops.bulkjobs) that a runner in the relay does: the request
+answers 202 with the job's URL, where its progress is read.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from booking_api.problems import ApiError
 from booking_api.validation import field_errors, validate_query
 from booking_core.messaging.contracts import QUEUES, TASKS
 from booking_core.messaging.ids import parse_uuid
+from booking_core.ops import bulkjobs, filters
 from booking_core.queues import pauses
 from booking_core.tasks import deadletters
 from booking_core.tasks.taskretry import TaskNotDead, retry_task
@@ -30,9 +34,12 @@ from booking_scaling.depth import QueueReader
 bp = Blueprint("ops", __name__, url_prefix="/api/v1/ops")
 
 
-def _filter(q: DeadLetterFilter) -> deadletters.Filter:
-    return deadletters.Filter(queue=q.queue, tenant_id=str(q.tenant_id) if q.tenant_id else None, error=q.error,
-                              dead_since=q.dead_since, dead_before=q.dead_before)
+def _filter(q: DeadLetterFilter, code: str, detail: str) -> deadletters.Filter:
+    """The filter resolved (a tenant given by name looked up); 422 `code` naming `tenant` when none is called so."""
+    try:
+        return filters.resolve(get_db(), q.shared())
+    except filters.InvalidFilter as e:
+        raise ApiError(422, code, detail, errors=e.as_list()) from None
 
 
 def _queue_arg() -> str | None:
@@ -96,7 +103,8 @@ def list_dead_letters():
     """Open dead letters, oldest first, filtered by queue, tenant, error text and time of death; paged."""
     query = validate_query(DeadLetterQuery, request.args)
     after = decode_cursor(query.cursor) if query.cursor else None
-    letters = deadletters.list_dead(get_db(), _filter(query), limit=query.limit + 1, after=after)
+    f = _filter(query, "invalid-query", "Some query parameters are invalid.")
+    letters = deadletters.list_dead(get_db(), f, limit=query.limit + 1, after=after)
     letters, cursor = page(letters, query.limit, lambda d: (d.dead_since, d.id))
     return {"items": [d.as_dict() for d in letters], "next_cursor": cursor}
 
@@ -140,31 +148,44 @@ def discard(dead_id: UUID):
 
 
 def _bulk(action: str):
-    """Requeue or discard every open letter matching the body's filter, or count them (`dry_run`)."""
+    """Start a bulk job for every open letter matching the body's filter (202), or count them (`dry_run`)."""
     try:
         body = BulkDeadLetterRequest.model_validate(_json_body())
     except ValidationError as e:
         raise ApiError(422, "invalid-filter", "Some fields are invalid.", errors=field_errors(e)) from None
-    f = _filter(body)
+    f = _filter(body, "invalid-filter", "Some fields are invalid.")
     if body.dry_run:
         return {"action": action, "dry_run": True, "count": deadletters.count(get_db(), f)}
-    done = sum(1 for _ in deadletters.apply_all(get_db(), get_redis(), settings().redis_namespace, f, action,
-                                                 actor=actor_name()))
-    return {"action": action, "dry_run": False, "count": done}
+    job_id = bulkjobs.start(get_db(), action, f, actor=actor_name())
+    return _job(job_id), 202, {"Location": f"/api/v1/ops/jobs/{job_id}"}
+
+
+def _job(job_id: str) -> dict:
+    job = bulkjobs.get(get_db(), job_id, stale_seconds=settings().bulk_job_stale_ms / 1000)
+    if job is None:
+        raise ApiError(404, "not-found", "No such job.")
+    return job.as_dict()
 
 
 @bp.post("/dead-letters/requeue")
 @admin_required
 def requeue_all():
-    """Requeue every open dead letter that matches the filter (each audited), or count them."""
+    """Requeue every open dead letter that matches the filter (a job; each letter audited), or count them."""
     return _bulk("requeue")
 
 
 @bp.post("/dead-letters/discard")
 @admin_required
 def discard_all():
-    """Discard every open dead letter that matches the filter (each audited), or count them."""
+    """Discard every open dead letter that matches the filter (a job; each letter audited), or count them."""
     return _bulk("discard")
+
+
+@bp.get("/jobs/<uuid:job_id>")
+@admin_required
+def job(job_id: UUID):
+    """A bulk job's state and progress, whoever started it (the API or the console)."""
+    return _job(str(job_id))
 
 
 @bp.post("/bookings/<booking_id>/tasks/<task>/retry")

@@ -2,22 +2,21 @@
 
 Every error the API returns goes through `ApiError`, so clients can rely on
 `type`, `title`, `status`, `detail` and, for invalid input, a field-by-field
-`errors` list (`[{"field": "customer.email", "message": ...}]`).
+`errors` list (`[{"field": "customer.email", "message": ...}]`); the body is
+booking_core.web.problems' (booking-events answers the same shape).
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from booking_api.contract import MAX_BODY_TEXT, Problem
+from booking_api.contract import MAX_BODY_TEXT
+from booking_core.web.problems import MEDIA_TYPE, problem_json
 
 log = logging.getLogger(__name__)
-
-PROBLEM_TYPE = "https://booking.example/problems/"
-
 
 class ApiError(Exception):
     """An error response: status, short code, human detail, optional field errors."""
@@ -32,21 +31,10 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
 def problem(status: int, code: str, detail: str, errors: list[dict] | None = None,
             headers: dict | None = None) -> Response:
     """Build a problem+json response."""
-    body = Problem(type=PROBLEM_TYPE + code, title=TITLES.get(status, "Error"), status=status, detail=detail,
-                   errors=errors)
-    resp = Response(json.dumps(body.model_dump(exclude_none=True)), status=status,
-                    mimetype="application/problem+json")
+    resp = Response(problem_json(status, code, detail, errors), status=status, mimetype=MEDIA_TYPE)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp

@@ -14,9 +14,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from booking_api.contract import LONE_SURROGATE, BookingRequest
+from booking_api.contract import BookingRequest
 from booking_api.problems import ApiError
 from booking_core.model.bookings import NewBooking
+from booking_core.model.text import LONE_SURROGATE
 
 M = TypeVar("M", bound=BaseModel)
 

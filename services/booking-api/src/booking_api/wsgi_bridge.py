@@ -118,7 +118,7 @@ def call_app(app: WSGIApp, environ: dict) -> tuple[int, list[tuple[bytes, bytes]
         raise RuntimeError("the WSGI app returned without calling start_response")
     status, headers = started
     return (int(status.split(" ", 1)[0]),
-            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers], b"".join(chunks))
+            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers], b"".join(chunks))
 
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -202,7 +202,7 @@ class WSGIBridge:
         except Exception:  # noqa: BLE001 - Flask answers its own errors; this is what escapes it
             log.exception("the WSGI app failed outside its error handlers")
             body = problem_body(500)
-            return 500, [(b"content-type", b"application/problem+json"),
-                         (b"content-length", str(len(body)).encode())], body
+            return 500, [(b"Content-Type", b"application/problem+json"),
+                         (b"Content-Length", str(len(body)).encode())], body
         finally:
             del self.running[key]

@@ -18,39 +18,32 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from booking_core.config import _int
+from booking_settings.fields import check, env, load
 
 
 @dataclass(frozen=True)
 class StreamLimits:
-    """The caps and how the client is known (from the environment; `from_env` names a bad variable)."""
+    """The caps and how the client is known; each field names its variable (`from_env` refuses a bad one)."""
 
     #: Open streams of one link (one booking's page streams; apart from that, its API streams).
-    per_link: int = 20
+    per_link: int = env("BOOKING_EVENTS_MAX_STREAMS_PER_LINK", 20, low=1)
     #: Open streams from one client address (all links and kinds together).
-    per_client: int = 500
+    per_client: int = env("BOOKING_EVENTS_MAX_STREAMS_PER_CLIENT", 500, low=1)
     #: Stream set-ups (the Postgres reads before the first event) running at once; the rest wait
     #: their turn here, in the event loop, not in the thread pool ahead of other customers' pages.
-    setups: int = 4
+    setups: int = env("BOOKING_EVENTS_STREAM_SETUPS", 4, low=1)
     #: How many proxies in front of this service append to X-Forwarded-For (the chart's Ingress: 1).
     #: 0: the header is ignored (anyone can write it) and the client is the socket's peer.
-    forwarded_for_hops: int = 0
+    forwarded_for_hops: int = env("BOOKING_FORWARDED_FOR_HOPS", 0, low=0)
     #: The Retry-After of a refused stream.
     retry_after_seconds: int = 10
 
+    def __post_init__(self) -> None:
+        check(self)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> StreamLimits:
-        limits = cls(per_link=_int(env, "BOOKING_EVENTS_MAX_STREAMS_PER_LINK", cls.per_link),
-                     per_client=_int(env, "BOOKING_EVENTS_MAX_STREAMS_PER_CLIENT", cls.per_client),
-                     setups=_int(env, "BOOKING_EVENTS_STREAM_SETUPS", cls.setups),
-                     forwarded_for_hops=_int(env, "BOOKING_FORWARDED_FOR_HOPS", cls.forwarded_for_hops))
-        for name, value, least in (("BOOKING_EVENTS_MAX_STREAMS_PER_LINK", limits.per_link, 1),
-                                   ("BOOKING_EVENTS_MAX_STREAMS_PER_CLIENT", limits.per_client, 1),
-                                   ("BOOKING_EVENTS_STREAM_SETUPS", limits.setups, 1),
-                                   ("BOOKING_FORWARDED_FOR_HOPS", limits.forwarded_for_hops, 0)):
-            if value < least:
-                raise ValueError(f"{name} must be at least {least}, got {value}")
-        return limits
+    def from_env(cls, environ: Mapping[str, str]) -> StreamLimits:
+        return load(cls, environ)
 
 
 class StreamsFull(Exception):

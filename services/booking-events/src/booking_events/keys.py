@@ -11,6 +11,7 @@ from booking_core.config import Settings
 from booking_events import ops_sessions
 from booking_events.admission import StreamLimits, StreamSlots
 from booking_events.poller import Poller
+from booking_events.sign_in_throttle import SignInThrottle
 from booking_events.tokenwatch import TokenWatch
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -22,8 +23,7 @@ SLOTS = web.AppKey("stream_slots", StreamSlots)
 #: Stream set-ups (their Postgres reads) running at once: `StreamLimits.setups`.
 SETUPS = web.AppKey("stream_setups", asyncio.Semaphore)
 TOKEN_WATCH = web.AppKey("token_watch", TokenWatch)
-#: Bulk dead-letter jobs running in this process (kept so their tasks are not collected mid-run).
-BULK_TASKS = web.AppKey("bulk_tasks", set)
+SIGN_IN_THROTTLE = web.AppKey("sign_in_throttle", SignInThrottle)
 #: The signed-in operator's session and, on a checked POST, its form fields.
 OPS_SESSION = web.RequestKey("ops_session", ops_sessions.Session)
 OPS_FORM = web.RequestKey("ops_form", dict)

@@ -21,7 +21,8 @@ from aiohttp import web
 from booking_core import db
 from booking_core.config import Settings
 from booking_events import ops_sessions
-from booking_events.keys import OPS_FORM, OPS_SESSION, SETTINGS
+from booking_events.admission import client_address
+from booking_events.keys import LIMITS, OPS_FORM, OPS_SESSION, SETTINGS, SIGN_IN_THROTTLE
 from booking_events.ops_render import error, page
 
 COOKIE = "ops_session"
@@ -115,13 +116,27 @@ async def sign_in_page(request: web.Request) -> web.StreamResponse:
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    """POST /ops/sign-in: an admin token for a session cookie; a refused token changes nothing."""
+    """POST /ops/sign-in: an admin token for a session cookie; a refused token changes nothing.
+
+    Every attempt with a token counts against the sign-in throttle first (per client
+    address and per token prefix, `sign_in_throttle`): past it, a 429 page with
+    `Retry-After`, and the token is not even looked up.
+    """
     settings = request.app[SETTINGS]
     if not origin_ok(request, settings):
         return forged(request)
     token = (await post_form(request)).get("token", "")
     if not token.strip():
         return page(request, "sign_in.html", status=400, message="Enter an admin API token.")
+    address = client_address(request.remote, request.headers.getall("X-Forwarded-For", []),
+                             request.app[LIMITS].forwarded_for_hops)
+    refused = await asyncio.to_thread(request.app[SIGN_IN_THROTTLE].attempt, address, token)
+    if refused is not None:
+        who = "from your address" if refused.scope == "address" else "with this token"
+        resp = page(request, "sign_in.html", status=429,
+                    message=f"Too many sign-in attempts {who}. Try again in {refused.retry_after} s.")
+        resp.headers["Retry-After"] = str(refused.retry_after)
+        return resp
     try:
         session_id, _ = await asyncio.to_thread(_sign_in, settings, token)
     except ops_sessions.SignInRefused as e:

@@ -18,16 +18,17 @@ import redis
 from booking_core import db
 from booking_core.audit import chain
 from booking_core.config import Settings
-from booking_core.messaging.contracts import CONTRACTS, QUEUES
+from booking_core.messaging.contracts import CONTRACTS, QUEUES, WEBHOOK
 from booking_core.model import bookings, tenants
+from booking_core.ops import bulkjobs, filters
 from booking_core.queues import pauses
 from booking_core.tasks import deadletters
-from booking_events import activity, bulkjobs
+from booking_events import activity
 from booking_events.ops_render import age
 from booking_scaling.depth import QueueReader
 
 #: The task each queue's messages do (one queue per task: docs/architecture.md, decision 1).
-_TASK_OF_QUEUE = {c.queue: c.task for c in CONTRACTS.values()}
+_TASK_OF_QUEUE = {c.queue: c.task for c in (*CONTRACTS.values(), WEBHOOK)}
 
 
 def conn(settings: Settings):
@@ -95,12 +96,6 @@ def letter_page(settings: Settings, f: deadletters.Filter, *, limit: int, offset
         return LetterPage(letters, deadletters.count(c, f), names)
 
 
-def tenant_id(settings: Settings, name: str) -> str | None:
-    with conn(settings) as c:
-        found = tenants.find_tenant(c, name)
-        return found["id"] if found else None
-
-
 def tenant_list(settings: Settings) -> list[dict]:
     with conn(settings) as c:
         return tenants.list_tenants(c)
@@ -151,19 +146,21 @@ def dry_run(settings: Settings, f: deadletters.Filter) -> int:
         return deadletters.count(c, f)
 
 
+def resolve_filter(settings: Settings, f: filters.DeadLetterFilter) -> deadletters.Filter:
+    """The filter with its tenant name looked up (filters.resolve); InvalidFilter when no tenant is called so."""
+    with conn(settings) as c:
+        return filters.resolve(c, f)
+
+
 def start_job(settings: Settings, action: str, f: deadletters.Filter, actor: str) -> str:
+    """Queue a bulk job for the runners (booking_core.ops.bulkjobs, as the API does); its id."""
     with conn(settings) as c:
-        return bulkjobs.create(c, action, f, actor=actor, matched=deadletters.count(c, f))
-
-
-def run_job(settings: Settings, client: redis.Redis, job_id: str) -> None:
-    with conn(settings) as c:
-        bulkjobs.run(c, client, settings.redis_namespace, job_id)
+        return bulkjobs.start(c, action, f, actor=actor)
 
 
 def job(settings: Settings, job_id: str) -> bulkjobs.Job | None:
     with conn(settings) as c:
-        return bulkjobs.get(c, job_id)
+        return bulkjobs.get(c, job_id, stale_seconds=settings.bulk_job_stale_ms / 1000)
 
 
 def booking_audit(settings: Settings, booking_id: str) -> tuple[dict | None, list[dict]]:

@@ -1,10 +1,12 @@
 """/ops/dead-letters: filter, page, inspect, and requeue or discard one or all that match.
 
 Every action is booking_core.tasks.deadletters' (the API's and bookingctl's), with
-the signed-in operator as the audit actor.  "All that match" goes through a
+the signed-in operator as the audit actor, and every filter is read by
+booking_core.ops.filters (the API's contract).  "All that match" goes through a
 confirmation page that shows the dry-run count and the filter in words; the
-confirmed action becomes a bulk job (booking_events.bulkjobs) that runs in
-batches in this process while its page shows the progress.
+confirmed action becomes a bulk job (booking_core.ops.bulkjobs), the same the
+API starts, which a runner in the relay does in batches while its page shows
+the progress: closing the page or restarting this process stops nothing.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from dataclasses import replace
 from aiohttp import web
 
 from booking_core.messaging.contracts import QUEUES
+from booking_core.ops.filters import InvalidFilter
 from booking_core.tasks import deadletters
 from booking_events import ops_data, sse
-from booking_events.keys import BULK_TASKS, OPS_FORM, OPS_SESSION, REDIS, SETTINGS
+from booking_events.keys import OPS_FORM, OPS_SESSION, REDIS, SETTINGS
 from booking_events.ops_auth import current_session, operator_required
-from booking_events.ops_filters import PAGE_SIZE, FilterError, LetterQuery, parse, parse_action
+from booking_events.ops_filters import PAGE_SIZE, LetterQuery, parse, parse_action
 from booking_events.ops_render import error, page
 from booking_events.streams import STREAM_HEADERS
 
@@ -28,18 +31,13 @@ log = logging.getLogger(__name__)
 
 
 async def _filter(request: web.Request, q: LetterQuery) -> deadletters.Filter:
-    """The booking_core filter for the query; FilterError for an unknown tenant."""
-    tenant_id = None
-    if q.tenant:
-        tenant_id = await asyncio.to_thread(ops_data.tenant_id, request.app[SETTINGS], q.tenant)
-        if tenant_id is None:
-            raise FilterError("tenant", f"no tenant is called “{q.tenant}”")
-    return deadletters.Filter(queue=q.queue or None, tenant_id=tenant_id, error=q.error or None,
-                              dead_since=q.since(), dead_before=q.before())
+    """The booking_core filter for the query; InvalidFilter for an unknown tenant."""
+    return await asyncio.to_thread(ops_data.resolve_filter, request.app[SETTINGS], q.checked)
 
 
-def _bad_filter(request: web.Request, e: FilterError) -> web.Response:
-    return error(request, 400, "Invalid filter", f"The field “{e.field}” {e.message}. Nothing was listed or changed.")
+def _bad_filter(request: web.Request, e: InvalidFilter) -> web.Response:
+    """The API's 422, as a page: every bad field, with the contract's message."""
+    return page(request, "invalid_filter.html", status=422, errors=e.errors)
 
 
 @operator_required
@@ -48,7 +46,7 @@ async def list_letters(request: web.Request) -> web.StreamResponse:
     try:
         q = parse(request.query)
         f = await _filter(request, q)
-    except FilterError as e:
+    except InvalidFilter as e:
         return _bad_filter(request, e)
     found = await asyncio.to_thread(ops_data.letter_page, settings, f, limit=PAGE_SIZE,
                                     offset=(q.page - 1) * PAGE_SIZE)
@@ -92,7 +90,7 @@ async def confirm_bulk(request: web.Request) -> web.StreamResponse:
         action = parse_action(request.query.get("action"))
         q = replace(parse(request.query), page=1)
         f = await _filter(request, q)
-    except FilterError as e:
+    except InvalidFilter as e:
         return _bad_filter(request, e)
     count = await asyncio.to_thread(ops_data.dry_run, request.app[SETTINGS], f)
     return page(request, "confirm_bulk.html", action=action, q=q, count=count)
@@ -100,34 +98,21 @@ async def confirm_bulk(request: web.Request) -> web.StreamResponse:
 
 @operator_required
 async def start_bulk(request: web.Request) -> web.StreamResponse:
-    """POST /ops/dead-letters/bulk: record the job, start it here, show its page."""
+    """POST /ops/dead-letters/bulk: queue the job for the runners, show its page."""
     form = request[OPS_FORM]
     try:
         action = parse_action(form.get("action"))
         f = await _filter(request, parse(form))
-    except FilterError as e:
+    except InvalidFilter as e:
         return _bad_filter(request, e)
-    # Shielded: an operator who closes the tab mid-request cancels the handler, and a job
-    # recorded but never started would sit "stalled" until someone ran it again.
-    job_id = await asyncio.shield(_start_job(request.app, action, f, request[OPS_SESSION].operator))
+    job_id = await asyncio.to_thread(ops_data.start_job, request.app[SETTINGS], action, f,
+                                     request[OPS_SESSION].operator)
     raise web.HTTPSeeOther(f"/ops/jobs/{job_id}")
-
-
-async def _start_job(app: web.Application, action: str, f: deadletters.Filter, operator: str) -> str:
-    """Record the bulk job and start running it in this process; its id."""
-    settings, client = app[SETTINGS], app[REDIS]
-    job_id = await asyncio.to_thread(ops_data.start_job, settings, action, f, operator)
-    task = asyncio.create_task(asyncio.to_thread(ops_data.run_job, settings, client, job_id),
-                               name=f"bulk-{job_id}")
-    app[BULK_TASKS].add(task)
-    task.add_done_callback(app[BULK_TASKS].discard)
-    return job_id
 
 
 def job_fields(job) -> dict[str, str]:
     """A job's progress as display text (the page and its stream)."""
-    state = "stalled: its process stopped; run the same action again for what is left" if job.stalled \
-        else job.state
+    state = "running (its runner stopped; another runner resumes it)" if job.stalled else job.state
     return {"done": str(job.done), "matched": str(job.matched), "state": state,
             "percent": str(job.percent), "error": job.error or ""}
 
@@ -156,7 +141,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
         if job is None or await current_session(request) is None:
             break
         await resp.write(sse.frame("fields", job_fields(job)))
-        if job.state != "running" or job.stalled:
+        if job.state in ("finished", "failed"):
             await resp.write(sse.frame("done", {"state": job.state}))
             break
         await asyncio.sleep(0.5)

@@ -1,38 +1,31 @@
-"""The dead-letter filter as it travels in the URL: parsed and checked here, pure (no I/O).
+"""The dead-letter filter as it travels in the console's URLs and forms: booking_core.ops.filters' contract.
 
 Filter state lives in the query string (GET form), so a view can be
-bookmarked and shared.  Every field is untrusted text: a bad one is reported
-by name and nothing is listed or changed.  Times are typed in the browser's
-`datetime-local` form (no zone) and read as UTC, or given with a zone.
+bookmarked and shared.  What this module adds to the shared contract is only
+the HTML form's transport: empty fields mean "not filled in", and the
+browser's `datetime-local` inputs (no zone) are read as UTC.  The rules and
+their messages are the API's own, so a value the API refuses is refused here
+by the same field with the same words.  The page number is the console's own
+paging (the API pages by cursor).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from booking_core.messaging.contracts import QUEUES
-from booking_core.tasks import deadletters
+from booking_core.ops import bulkjobs, filters
+from booking_core.ops.filters import FieldError, InvalidFilter
 
-ACTIONS = ("requeue", "discard")
-MAX_ERROR_TEXT = 200
-MAX_TENANT_NAME = 63
 PAGE_SIZE = 50
-
-
-class FilterError(ValueError):
-    """One field of the filter is invalid; `field` names it."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+#: The form fields that carry the filter (the contract's `tenant_id` is the API's; the console picks by name).
+FORM_FIELDS = ("queue", "error", "tenant", "dead_since", "dead_before")
 
 
 @dataclass(frozen=True)
 class LetterQuery:
-    """The filter fields as the operator typed them (tenant by name), plus the page number."""
+    """The filter fields as the operator typed them, the checked filter, and the page number."""
 
     queue: str = ""
     error: str = ""
@@ -40,12 +33,7 @@ class LetterQuery:
     dead_since: str = ""
     dead_before: str = ""
     page: int = 1
-
-    def since(self) -> datetime | None:
-        return parse_time("dead_since", self.dead_since)
-
-    def before(self) -> datetime | None:
-        return parse_time("dead_before", self.dead_before)
+    checked: filters.DeadLetterFilter = filters.DeadLetterFilter()
 
     def params(self, **override) -> dict[str, str]:
         """The non-empty filter fields (not the page), for links and hidden fields."""
@@ -70,42 +58,32 @@ class LetterQuery:
         return ", ".join(parts)
 
 
-def parse_time(field: str, raw: str) -> datetime | None:
-    """`2026-11-30T12:00` (UTC) or any ISO-8601 time with a zone; None when empty."""
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise FilterError(field, "must be a date and time, e.g. 2026-11-30T12:00 (UTC)") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def parse(args) -> LetterQuery:
-    """A LetterQuery from a query string or form (a mapping of str); FilterError names the bad field."""
+def parse(args: Mapping[str, str]) -> LetterQuery:
+    """A LetterQuery from a query string or form; InvalidFilter names every bad field, as the API would."""
     def text(name: str) -> str:
         value = args.get(name, "")
         return value.strip() if isinstance(value, str) else ""
 
-    queue = text("queue")
-    if queue and queue not in QUEUES:
-        raise FilterError("queue", f"must be one of {', '.join(QUEUES)}")
-    error = text("error")
-    if len(error) > MAX_ERROR_TEXT or "\x00" in error:
-        raise FilterError("error", f"must be at most {MAX_ERROR_TEXT} characters of text")
-    tenant = text("tenant")
-    if len(tenant) > MAX_TENANT_NAME or "\x00" in tenant:
-        raise FilterError("tenant", "is not a tenant name")
+    typed = {name: text(name) for name in FORM_FIELDS}
+    given: dict[str, str] = {name: value for name, value in typed.items() if value}
+    for name in ("dead_since", "dead_before"):
+        if name in given:
+            given[name] = filters.local_time_as_utc(given[name])
+    errors: list[FieldError] = []
+    checked = filters.DeadLetterFilter()
+    try:
+        checked = filters.parse(given)
+    except InvalidFilter as e:
+        errors = list(e.errors)
     raw_page = text("page") or "1"
-    if not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
-        raise FilterError("page", "must be a whole number from 1")
-    q = LetterQuery(queue, error, tenant, text("dead_since"), text("dead_before"), int(raw_page))
-    if deadletters.empty_range(q.since(), q.before()):
-        raise FilterError("dead_before", deadletters.RANGE_RULE)
-    return q
+    if not raw_page.isascii() or not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
+        errors.append(FieldError("page", "must be a whole number from 1"))
+    if errors:
+        raise InvalidFilter(errors)
+    return LetterQuery(**typed, page=int(raw_page), checked=checked)
 
 
 def parse_action(raw: str | None) -> str:
-    if raw not in ACTIONS:
-        raise FilterError("action", "must be requeue or discard")
+    if raw not in bulkjobs.ACTIONS:
+        raise InvalidFilter([FieldError("action", "must be requeue or discard")])
     return raw

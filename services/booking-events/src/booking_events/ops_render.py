@@ -1,4 +1,4 @@
-"""The ops console's HTML responses: one Jinja2 environment, one set of security headers.
+"""The ops console's HTML responses, with booking_core.web.pages' environment and security headers.
 
 Autoescaped templates (every client-supplied field — names, error text,
 tenant names — is untrusted), no inline script or style, and a policy that
@@ -11,20 +11,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import jinja2
 from aiohttp import web
 
+from booking_core.web.headers import FORM_SECURITY_HEADERS
+from booking_core.web.pages import templates
 from booking_events.keys import OPS_SESSION
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-                               "frame-ancestors 'none'",
-    "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
 
 
 def when(value: datetime | None) -> str:
@@ -44,11 +35,9 @@ def age(ms: int | float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
-_env = jinja2.Environment(loader=jinja2.PackageLoader("booking_events", "templates/ops"),
-                          autoescape=True, undefined=jinja2.StrictUndefined)
-_env.filters["when"] = when
-#: JSON as written (not Jinja's `tojson`, which \u-escapes `<` for script blocks); autoescape makes it safe.
-_env.filters["json"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)
+#: `json`: JSON as written (not Jinja's `tojson`, which \u-escapes `<` for script blocks); autoescape makes it safe.
+_env = templates("booking_events", "templates/ops", filters={
+    "when": when, "json": lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)})
 
 
 def page(request: web.Request, template: str, *, status: int = 200, **context) -> web.Response:
@@ -57,7 +46,7 @@ def page(request: web.Request, template: str, *, status: int = 200, **context) -
     html = _env.get_template(template).render(
         operator=session.operator if session else None, csrf=session.csrf_secret if session else "",
         path=request.path, **context)
-    return web.Response(status=status, text=html, content_type="text/html", headers=SECURITY_HEADERS)
+    return web.Response(status=status, text=html, content_type="text/html", headers=FORM_SECURITY_HEADERS)
 
 
 def error(request: web.Request, status: int, heading: str, message: str) -> web.Response:

@@ -6,7 +6,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from booking_events import ops_audit, ops_auth, ops_deadletters, ops_queues
+from booking_events import ops_audit, ops_auth, ops_deadletters, ops_queues, ops_tenants
 
 _UUID = "{dead_id:[0-9a-fA-F-]{36}}"
 
@@ -33,3 +33,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ops/jobs/{job_id}", ops_deadletters.job_page)
     app.router.add_get("/ops/jobs/{job_id}/stream", ops_deadletters.job_stream)
     app.router.add_get("/ops/audit", ops_audit.audit_page)
+    app.router.add_get("/ops/tenants", ops_tenants.tenants_page)
+    app.router.add_post("/ops/tenants/{action:set|reset}", ops_tenants.change_plan)

@@ -13,30 +13,21 @@ import asyncio
 import time
 from importlib import resources
 
-import jinja2
 from aiohttp import web
 
 from booking_core import db
 from booking_core.model import bookings
 from booking_core.model.currencies import format_amount
 from booking_core.model.status_links import InvalidToken, verify
+from booking_core.web.headers import SECURITY_HEADERS
+from booking_core.web.pages import templates
 from booking_events import eventlog, progress, sse
 from booking_events.admission import StreamsFull
 from booking_events.keys import SETTINGS, SLOTS
 from booking_events.streams import client_of, stream, too_many
 
-#: No inline script or style, nothing from another origin; the token must not leak in a Referer.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
-
-_templates = jinja2.Environment(loader=jinja2.PackageLoader("booking_events", "templates"),
-                                autoescape=True, undefined=jinja2.StrictUndefined)
+#: The progress page's URL holds its capability token: no forms, no Referer (booking_core.web.pages).
+_templates = templates("booking_events", "templates")
 
 
 def _page(status: int, template: str, *, heading: str = "Booking progress unavailable", **context) -> web.Response:

@@ -1,16 +1,12 @@
-"""Errors as RFC 9457 problem details, shaped as the API's (same `type` URIs and titles)."""
+"""Errors as RFC 9457 problem details: booking_core.web.problems' body (the API's own), as an aiohttp response."""
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
-PROBLEM_TYPE = "https://booking.example/problems/"
-TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 410: "Gone", 429: "Too Many Requests"}
+from booking_core.web.problems import MEDIA_TYPE, problem_json
 
 
 def problem(status: int, code: str, detail: str, *, headers: dict | None = None) -> web.Response:
-    body = {"type": PROBLEM_TYPE + code, "title": TITLES.get(status, "Error"), "status": status, "detail": detail}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json",
+    return web.Response(status=status, text=problem_json(status, code, detail), content_type=MEDIA_TYPE,
                         headers=headers)

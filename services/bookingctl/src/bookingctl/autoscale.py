@@ -25,6 +25,10 @@ Two rules keep the API first on one machine (issue 9):
   when it ends.  A /metrics that cannot be read holds nothing (it is logged):
   a broken probe must not freeze the pools.
 
+A pool whose policy has `maxAge` (a policy file: {"email": {"maxAge": 20, ...}}) is
+scaled on its promise, as the operator does: the oldest ready age from the same
+snapshot and the workers' completion counter (booking_scaling.completions).
+
 A queue an operator paused (`bookingctl queues pause`, the ops API or console)
 is not scaled up either: its workers start no message, so more of them would
 only idle.  The paused queues are read from Postgres each round (a read error
@@ -46,11 +50,13 @@ import redis
 
 from booking_core.messaging.contracts import QUEUES
 from booking_core.queues.pausewatch import PauseReader
+from booking_scaling import completions, outboxmirror
 from booking_scaling.backlog import Backlog
 from booking_scaling.decision import QUEUE_PAUSED, Decision, ScalerState, decide
 from booking_scaling.depth import QueueReader
 from booking_scaling.policy import Policy
 from booking_scaling.pressure import AcceptPath, LatencyBudget, LatencyWatch
+from booking_scaling.promise import Observed
 
 log = logging.getLogger("bookingctl.autoscale")
 
@@ -62,6 +68,10 @@ DEFAULT_POLICIES = {
                       stabilization_window_seconds=30, cooldown_period=60, scale_down_max_step=1),
     "audit": Policy(min_replica_count=1, max_replica_count=2, target_backlog_per_replica=50, polling_interval=2,
                     stabilization_window_seconds=30, cooldown_period=60, scale_down_max_step=1),
+    # Deliveries wait on tenants' receivers, not the CPU: one process's 16 threads carry many at
+    # once, so a process is added per 100 waiting, and few are needed.
+    "webhook": Policy(min_replica_count=1, max_replica_count=3, target_backlog_per_replica=100, polling_interval=2,
+                      stabilization_window_seconds=30, cooldown_period=60, scale_down_max_step=1),
 }
 
 
@@ -139,6 +149,8 @@ class Autoscaler:
         self.pools = {q: Pool(q, cap_cpu_bound(q, p, cores)) for q, p in policies.items()}
         self.reader = QueueReader(redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2),
                                   namespace)
+        #: Each pool's oldest ready age (s) at the last read, for the pools with a maxAge.
+        self.oldest: dict[str, float] = {}
         self.latency = LatencyWatch(replace(budget, metrics_url=api_metrics_url or budget.metrics_url))
         #: Where the paused queues are read (None: no database, nothing is paused).
         self.pauses = PauseReader(database_url) if database_url else None
@@ -146,16 +158,32 @@ class Autoscaler:
     def read(self, pools: list[Pool]) -> dict[str, Backlog]:
         """Each pool's backlog, its delayed messages due within its own delayedLeadSeconds.
 
-        One snapshot per distinct lead time (one in all with the defaults), each atomic.
+        One snapshot per distinct lead time (one in all with the defaults), each atomic, plus
+        what waits in the outbox (the relay's copy, `booking_scaling.outboxmirror`).
         """
         by_lead: dict[float, list[str]] = {}
         for pool in pools:
             by_lead.setdefault(pool.policy.delayed_lead_seconds, []).append(pool.queue)
         readings: dict[str, Backlog] = {}
+        outbox = outboxmirror.read(self.reader.client, self.reader.namespace, [p.queue for p in pools])
         for lead, queues in by_lead.items():
             for depth in self.reader.snapshot(queues, due_within_ms=lead * 1000):
-                readings[depth.queue] = Backlog.from_depths([depth])
+                readings[depth.queue] = Backlog.from_depths([depth], outbox=[outbox[depth.queue]])
+                self.oldest[depth.queue] = readings[depth.queue].oldest_age_seconds([depth], int(time.time() * 1000))
         return readings
+
+    def observed(self, pool: Pool, backlog: Backlog, running: int) -> Observed | None:
+        """The promise's inputs for a pool with a maxAge (None: the depth target decides).
+
+        A local process starts in about a second; the policy's podStartSeconds stands for it.
+        """
+        if pool.policy.max_age is None or backlog.error is not None:
+            return None
+        try:
+            done = completions.read(self.reader.client, self.reader.namespace, [pool.queue])
+        except redis.RedisError:
+            done = None
+        return Observed(oldest_age=self.oldest.get(pool.queue, 0.0), completed=done, serving=running)
 
     def accept_path(self, now: float) -> AcceptPath | None:
         """The API's latency since the last call, judged against the budget (None: no URL set)."""
@@ -183,8 +211,10 @@ class Autoscaler:
         paused = self.pauses.read() if self.pauses is not None else frozenset()
         for pool in due:
             pool.next_at = now + pool.policy.polling_interval
-            decision = decide(readings[pool.queue], running[pool.queue], pool.policy, pool.state, now,
-                              accept_path=signal, queue_paused=pool.queue in paused)
+            backlog = readings[pool.queue]
+            decision = decide(backlog, running[pool.queue], pool.policy, pool.state, now,
+                              accept_path=signal, queue_paused=pool.queue in paused,
+                              observed=self.observed(pool, backlog, running[pool.queue]))
             pool.state, pool.last = decision.new_state, decision
             # Logged when a hold starts or changes cause (a latency hold's text changes every round).
             if decision.held is not None and (pool.held is None or

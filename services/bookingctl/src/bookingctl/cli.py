@@ -16,7 +16,9 @@ from pathlib import Path
 
 from booking_core.config import Settings
 from booking_core.ops import admin
+from booking_settings.boot import boot
 from bookingctl.datadir import DataDirBusy, read_run_file
+from bookingctl.settings import CtlSettings, check_platform
 
 
 def _settings(args) -> Settings:
@@ -36,7 +38,7 @@ def _settings(args) -> Settings:
     key_file = Path(args.data_dir) / "webhooks-key"
     if env.get("BOOKING_WEBHOOKS_KEY") or key_file.exists():
         env.update(webhooks_env(Path(args.data_dir), env))
-    return Settings.from_env(env)
+    return boot(lambda: Settings.from_env(env), "bookingctl")
 
 
 def cmd_up(args) -> int:
@@ -49,13 +51,17 @@ def cmd_up(args) -> int:
     from bookingctl.autoscale import load_policies
     from bookingctl.platform import Platform, PlatformConfig
 
+    environ = dict(os.environ)
+    # Every process `up` starts reads this environment: a bad variable stops `up` here, before any server.
+    boot(lambda: check_platform(environ), "bookingctl")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         policies = None if args.no_autoscale else load_policies(args.policy, args.scale)
     except (ValueError, OSError) as e:
         print(f"bookingctl: {e}", file=sys.stderr)
         return 2
-    platform = Platform(PlatformConfig(data_dir=Path(args.data_dir), port=args.port, autoscale=policies))
+    platform = Platform(PlatformConfig(data_dir=Path(args.data_dir), port=args.port, env=environ,
+                                       autoscale=policies))
     try:
         platform.start()
     except DataDirBusy as e:
@@ -91,9 +97,10 @@ Press Ctrl-C to stop everything.
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(data_dir: str = ".data") -> argparse.ArgumentParser:
+    """The command line; `data_dir` is --data-dir's default (BOOKING_DATA_DIR)."""
     p = argparse.ArgumentParser(prog="bookingctl", description=__doc__)
-    p.add_argument("--data-dir", default=os.environ.get("BOOKING_DATA_DIR", ".data"),
+    p.add_argument("--data-dir", default=data_dir,
                    help="local data dir (default .data/)")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="run the whole platform in the foreground")
@@ -115,7 +122,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     # pgserver's platformdirs warns about XDG_RUNTIME_DIR on servers; it is irrelevant here.
     warnings.filterwarnings("ignore", module="platformdirs")
-    args = parser().parse_args(argv)
+    ctl = boot(lambda: CtlSettings.from_env(os.environ), "bookingctl")
+    args = parser(ctl.data_dir).parse_args(argv)
     if args.func is cmd_up:
         sys.exit(cmd_up(args))
     sys.exit(admin.run(args, _settings))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from booking_core import db
+from booking_core.config import Settings
 from booking_core.db.migrate import migrate
 from booking_core.model import tenants
 from booking_embedded import (
@@ -48,11 +49,11 @@ DEMO_TENANT = "demo"
 
 @dataclass
 class PlatformConfig:
-    """What to run and where; `env` holds URLs and tunables given by the caller."""
+    """What to run and where; `env` holds URLs and tunables given by the caller (the CLI: its environment)."""
 
     data_dir: Path
     port: int = 8000
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    env: dict[str, str] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=lambda: {"email": 1, "invoice": 1, "audit": 1, "webhook": 1})
     #: Per-queue scaling policies; None runs `workers` processes per queue, fixed.
     autoscale: dict[str, Policy] | None = None
@@ -111,7 +112,7 @@ class Platform:
             if self.config.autoscale is not None:
                 # The API's own latency histogram: scale-ups wait while the accept path is over budget.
                 self.autoscaler = Autoscaler(self.config.autoscale, self.urls["REDIS_URL"],
-                                             self.child_env().get("BOOKING_REDIS_NAMESPACE") or "dramatiq",
+                                             Settings.from_env(self.child_env()).redis_namespace,
                                              api_metrics_url=self.metrics_urls.get("api"),
                                              database_url=self.urls["DATABASE_URL"])
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)

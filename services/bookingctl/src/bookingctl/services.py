@@ -87,6 +87,10 @@ def relay(metrics_port: int) -> ServiceSpec:
                        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE)
 
 
+#: How long Dramatiq's parent waits for its worker process to boot before it starts the metrics fork.
+WORKER_FORK_TIMEOUT_MS = 600_000
+
+
 def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads: int | None = None) -> ServiceSpec:
     """One `dramatiq` process for `queue`; Dramatiq's Prometheus middleware serves its metrics.
 
@@ -105,8 +109,15 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         executable("dramatiq"), broker_module, actors_module, "--queues", queue,
         "--processes", "1", "--threads", str(threads),
         "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS),
+        # Dramatiq starts the metrics fork only once the worker process has loaded its modules, and
+        # waits for that at most this long (30 s by default) before going on without it: an invoice
+        # worker importing WeasyPrint on a busy machine took longer, and never served /metrics.
+        "--worker-fork-timeout", str(WORKER_FORK_TIMEOUT_MS),
     ], stop_timeout=WORKER_SHUTDOWN_TIMEOUT_MS / 1000 + 10, env={
         "dramatiq_worker_timeout": str(WORKER_POLL_TIMEOUT_MS),
+        # One message per thread, not Dramatiq's two: what a worker prefetches has left the
+        # relay's fair ordering, so the less it holds the sooner a quiet tenant's task starts.
+        "dramatiq_queue_prefetch": str(threads),
         "dramatiq_prom_host": "127.0.0.1",
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),

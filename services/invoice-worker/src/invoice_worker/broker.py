@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from booking_core.config import Settings
 from booking_core.worker.broker import setup_broker
+from booking_settings.boot import boot
 
-settings = Settings.from_env()
+settings = boot(Settings.from_env, "invoice-worker")
 broker = setup_broker(settings, service_name="invoice-worker")

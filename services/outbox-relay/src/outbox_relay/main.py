@@ -1,4 +1,4 @@
-"""Entry point `booking-relay`: logging, tracing, the metrics server, signals, the loop."""
+"""Entry point `booking-relay`: logging, tracing, the metrics server, signals, the loop, the bulk-job runner."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import signal
 
 from prometheus_client import start_http_server
 
-from booking_core.config import Settings
+from booking_core import db
+from booking_core.config import MetricsAddress, Settings
+from booking_core.ops.bulkrunner import BulkJobRunner
 from booking_core.telemetry.sdk import setup_tracing, shutdown
+from booking_settings.boot import boot
 from outbox_relay.reconcile import Reconciler
 from outbox_relay.relay import Relay
 
@@ -25,8 +28,12 @@ environment:
                                 message anywhere (max(2 x heartbeat timeout, 120000))
   BOOKING_DEAD_LETTER_RETENTION_DAYS  purge requeued/discarded dead-letter records
                                 after this many days (30); open ones are kept
+  BOOKING_BULK_JOB_STALE_MS     a bulk dead-letter job whose runner has not reported
+                                for this long is resumed by another runner (60000)
   BOOKING_METRICS_HOST, _PORT   where /metrics listens (0.0.0.0, 9100)
   OTEL_*                        OpenTelemetry exporter settings
+  and the shared variables of the README's Configuration table; a bad value stops
+  the relay before it starts, with exit status 2 and the variable's name
 """
 
 
@@ -39,26 +46,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the relay until SIGTERM or SIGINT."""
+    """Run the relay until SIGTERM or SIGINT; a bad setting stops it first (exit 2, naming the variable)."""
     parse_args(argv)
+    settings, metrics = boot(lambda: (Settings.from_env(os.environ), MetricsAddress.from_env(os.environ)),
+                             "booking-relay")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    db.set_backend_nice(settings.db_backend_nice)
     setup_tracing("booking-relay")
-    host = os.environ.get("BOOKING_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the pod's own metrics port
-    port = int(os.environ.get("BOOKING_METRICS_PORT", "9100"))
-    start_http_server(port, addr=host)
-    log.info("metrics on http://%s:%d/metrics", host, port)
-    settings = Settings.from_env()
+    start_http_server(metrics.port, addr=metrics.host)
+    log.info("metrics on http://%s:%d/metrics", metrics.host, metrics.port)
     relay = Relay(settings)
     reconciler = Reconciler(settings)
+    # The bulk dead-letter jobs the API and the console start (booking_core.ops.bulkjobs): run here,
+    # in the one long-lived service every installation has, so they outlive whoever started them.
+    bulk_jobs = BulkJobRunner(settings)
 
     def stop(*_args) -> None:
         relay.stop()
         reconciler.stop()
+        bulk_jobs.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     reconciler.start()
+    bulk_jobs.start()
     relay.run()
     reconciler.join(5)
+    bulk_jobs.join(5)
     shutdown()
     log.info("relay stopped")

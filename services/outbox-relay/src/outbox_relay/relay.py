@@ -13,6 +13,14 @@ Postgres or Redis failures end the connection, not the process: the loop
 reconnects with backoff.  Every `PURGE_EVERY_SECONDS` it also deletes expired
 Idempotency-Keys, so no API request pays for that, and dead-letter records
 resolved more than `dead_letter_retention_days` ago (open ones never).
+
+The order (`BOOKING_RELAY_ORDER`): `fair` (the default) tops each queue up to
+its publish-ahead in fair order by tenant (`fair.py`), reading the queues'
+depth from Redis each round; what does not fit waits in the outbox, and the
+relay looks again every `POLL_SECONDS` while rows are held back.  `fifo`
+publishes every due row at once, oldest first (`publish.py`).  Every
+`REPORT_SECONDS` it reports what waits, per queue and per tenant (`backlog.py`):
+to Redis for the autoscalers and to its /metrics.
 """
 
 from __future__ import annotations
@@ -27,11 +35,16 @@ import redis
 
 from booking_core import db
 from booking_core.config import Settings
+from booking_core.messaging.contracts import QUEUES
 from booking_core.messaging.outbox import CHANNEL
 from booking_core.model.idempotency import purge_expired
 from booking_core.tasks.deadletters import purge_resolved
 from booking_core.worker.broker import make_broker
-from outbox_relay.metrics import FAILURES
+from booking_scaling.depth import QueueReader
+from booking_scaling.outboxmirror import REPORT_SECONDS
+from outbox_relay import backlog
+from outbox_relay.fair import publish_fair, room
+from outbox_relay.metrics import BACKLOG, FAILURES
 from outbox_relay.publish import publish_batch
 
 log = logging.getLogger("outbox_relay")
@@ -43,7 +56,7 @@ POLL_SECONDS = 0.02
 
 _SET_SLEEPING = ("INSERT INTO relay_wakeup (id, sleeping) VALUES (1, %s)"
                  " ON CONFLICT (id) DO UPDATE SET sleeping = EXCLUDED.sleeping")
-_HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM outbox) AS any"
+_HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM outbox WHERE available_at <= clock_timestamp()) AS any"
 
 
 class Relay:
@@ -52,6 +65,7 @@ class Relay:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.broker = make_broker(settings)
+        self.depths = QueueReader(self.broker.client, settings.redis_namespace)
         self._stop = threading.Event()
 
     def stop(self, *_args) -> None:
@@ -59,7 +73,9 @@ class Relay:
         self._stop.set()
 
     def drain(self, conn: psycopg.Connection) -> int:
-        """Publish until the outbox is empty; return the number published."""
+        """Publish until the outbox is empty (fifo) or every queue is full (fair); return the number published."""
+        if self.settings.relay_order == "fair":
+            return self.fill(conn)
         total = 0
         while not self._stop.is_set():
             n = publish_batch(conn, self.broker, self.settings.relay_batch_size)
@@ -67,6 +83,27 @@ class Relay:
             if n < self.settings.relay_batch_size:
                 break
         return total
+
+    def fill(self, conn: psycopg.Connection) -> int:
+        """Top every queue up to its publish-ahead, tenants in fair order, until none has room or rows."""
+        total = 0
+        while not self._stop.is_set():
+            n = 0
+            for depth in self.depths.snapshot(QUEUES):
+                budget = min(room(depth, self.settings.relay_ahead), self.settings.relay_batch_size)
+                if budget:
+                    n += publish_fair(conn, self.broker, depth.queue, budget, self.settings.plan_default_weight)
+            total += n
+            if not n:
+                break
+        return total
+
+    def report(self, work: psycopg.Connection) -> backlog.Report:
+        """Count what waits (outbox and Redis), copy it to Redis for the autoscalers and to /metrics."""
+        rep = backlog.read(work, self.depths.snapshot(QUEUES), QUEUES)
+        backlog.mirror(self.broker.client, self.settings.redis_namespace, rep)
+        BACKLOG.report = rep
+        return rep
 
     def _wait(self, listen: psycopg.Connection) -> None:
         """Sleep until a NOTIFY, the next sweep, or stop(), whichever comes first."""
@@ -85,8 +122,16 @@ class Relay:
         return False
 
     def idle(self, listen: psycopg.Connection, work: psycopg.Connection, *, published: int) -> None:
-        """Between drains: linger if work is flowing, else announce sleep and wait to be woken."""
+        """Between drains: linger if work is flowing, else announce sleep and wait to be woken.
+
+        Rows that are due but were not published wait for room in their queue (fair
+        order), or for another relay's turn: look again shortly, without asking
+        writers to NOTIFY (which would cost every commit a lock).
+        """
         if published and self._linger(work):
+            return
+        if not published and work.execute(_HAS_ROWS).fetchone()["any"]:
+            self._stop.wait(POLL_SECONDS)
             return
         work.execute(_SET_SLEEPING, (True,))
         if not work.execute(_HAS_ROWS).fetchone()["any"]:
@@ -97,7 +142,7 @@ class Relay:
     def run(self) -> None:
         """Loop until stopped, reconnecting and backing off on failures."""
         backoff = 0.1
-        last_purge = 0.0
+        last_purge = last_report = 0.0
         while not self._stop.is_set():
             try:
                 with db.connect(self.settings.database_url, autocommit=True) as listen, \
@@ -112,6 +157,9 @@ class Relay:
                             purge_expired(work, self.settings.idempotency_ttl_seconds)
                             purge_resolved(work, self.settings.dead_letter_retention_days)
                             last_purge = time.monotonic()
+                        if time.monotonic() - last_report >= REPORT_SECONDS:
+                            self.report(work)
+                            last_report = time.monotonic()
                         self.idle(listen, work, published=n)
             except (redis.RedisError, dramatiq.errors.ConnectionError, psycopg.OperationalError) as e:
                 FAILURES.labels("postgres" if isinstance(e, psycopg.Error) else "redis").inc()

@@ -25,8 +25,8 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 
-from queue_autoscaler.config import parse_selector
 from queue_autoscaler.kube import KubeError, call
+from queue_autoscaler.settings import parse_selector
 from queue_autoscaler.spec import GROUP, PLURAL, VERSION
 
 QueueScaler = create_namespaced_resource(GROUP, VERSION, "QueueScaler", PLURAL)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,14 +29,18 @@ import kopf
 from booking_scaling.backlog import Backlog
 from booking_scaling.decision import Decision, ScalerState, decide
 from booking_scaling.pressure import LatencyWatch
+from booking_scaling.promise import Observed
+from booking_settings.boot import boot
 from queue_autoscaler import metrics
 from queue_autoscaler import spec as qs
-from queue_autoscaler.config import LEGACY_FINALIZER, OperatorConfig
 from queue_autoscaler.kube import KubeClient, KubeError
 from queue_autoscaler.reading import BacklogSource, LatencySource
+from queue_autoscaler.settings import LEGACY_FINALIZER, OperatorSettings
 from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
 
-CONFIG = OperatorConfig.from_env()
+#: Read once, as kopf imports this module (its entry point): a bad variable stops the operator
+#: here, with exit status 2 and the variable's name, before kopf starts.
+CONFIG = boot(lambda: OperatorSettings.from_env(os.environ), "queue-autoscaler")
 TIMER_ID = "autoscale"
 
 
@@ -76,7 +81,10 @@ async def _redis_url(rt: Runtime, kube: KubeClient, namespace: str, s: ScalerSpe
 
 
 async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, now: float):
-    """(Backlog, depths, every queue paused); any failure, the Secret's included, is an unreadable Backlog.
+    """(Backlog, depths, every queue paused, Observed); any failure, the Secret's included, is an unreadable Backlog.
+
+    Observed carries the oldest waiting task's age (Redis or the outbox's copy, same reading) and the workers'
+    completion count, which the promise (spec.maxAge) is kept with.
 
     "Paused" is the workers' copy of the pauses in Redis (booking_scaling.pausemirror): the pool's
     queues are all paused by a human, so more workers would only idle.
@@ -84,14 +92,18 @@ async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerS
     try:
         url = await _redis_url(rt, memo.kube, namespace, s, now)
     except KubeError as e:
-        return Backlog.unreadable(f"Redis URL from secret {s.secret_name}/{s.secret_key}: {e}"), [], False
+        return Backlog.unreadable(f"Redis URL from secret {s.secret_name}/{s.secret_key}: {e}"), [], False, None
     backlog, depths = await memo.backlog.read(url, s.redis_namespace, s.queues,
                                               delayed_lead_seconds=s.policy.delayed_lead_seconds)
     if backlog.error is not None:
         rt.redis_url = None  # the Secret may have been rotated: read it again next time
-        return backlog, depths, False
+        return backlog, depths, False, None
     paused = await memo.backlog.paused(url, s.redis_namespace, s.queues)
-    return backlog, depths, bool(s.queues) and paused >= set(s.queues)
+    observed = None
+    if s.policy.max_age is not None:
+        done = await memo.backlog.completed(url, s.redis_namespace, s.queues)
+        observed = Observed(oldest_age=backlog.oldest_age_seconds(depths, int(time.time() * 1000)), completed=done)
+    return backlog, depths, bool(s.queues) and paused >= set(s.queues), observed
 
 
 def _write_status(rt: Runtime, patch: kopf.Patch, meta: Any, now: float, conds: list[dict], *,
@@ -171,11 +183,12 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
                                               f"Deployment {s.target}; this QueueScaler will not scale it too")
         return _refuse(rt, patch, body, now, why, s.policy.paused, currentReplicas=current)
 
-    backlog, depths, queue_paused = await _read_backlog(rt, memo, namespace, s, now)
+    backlog, depths, queue_paused, observed = await _read_backlog(rt, memo, namespace, s, now)
     if rt.latency is None or rt.latency.budget != s.budget:
         rt.latency = LatencyWatch(s.budget)
     signal = await memo.latency.judge(rt.latency, now)
-    decision = decide(backlog, current, s.policy, rt.state, now, accept_path=signal, queue_paused=queue_paused)
+    decision = decide(backlog, current, s.policy, rt.state, now, accept_path=signal, queue_paused=queue_paused,
+                      observed=observed)
     rt.state = decision.new_state
     readiness, after = await _scale(rt, kube, body, namespace, name, s.target, decision, logger, now)
     if backlog.error is not None:
@@ -191,6 +204,9 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
     fields: dict[str, Any] = {"currentReplicas": after, "desiredReplicas": decision.desired, "reason": decision.reason}
     if backlog.error is None:
         fields.update(qs.backlog_status(backlog, depths))
+    promise = qs.promise_status(decision)
+    if promise is not None:
+        fields["promise"] = promise
     if rt.state.last_active is not None:
         fields["lastActiveTime"] = qs.iso(rt.state.last_active)
     if rt.last_scale_time:

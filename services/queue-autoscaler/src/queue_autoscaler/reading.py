@@ -14,7 +14,7 @@ import asyncio
 import aiohttp
 import redis
 
-from booking_scaling import pausemirror
+from booking_scaling import completions, outboxmirror, pausemirror
 from booking_scaling.backlog import Backlog
 from booking_scaling.depth import QueueDepth, QueueReader
 from booking_scaling.pressure import AcceptPath, LatencyWatch
@@ -44,6 +44,8 @@ class BacklogSource:
                    delayed_lead_seconds: float | None = None) -> tuple[Backlog, list[QueueDepth]]:
         """The summed backlog and per-queue depths, or an unreadable Backlog on any Redis failure.
 
+        The backlog adds what waits in the outbox (the relay's copy, `booking_scaling.outboxmirror`).
+
         With `delayed_lead_seconds` (the policy's delayedLeadSeconds) only the delayed messages
         due within that time count as due; without it, every delayed message does.
         """
@@ -51,9 +53,17 @@ class BacklogSource:
         try:
             reader = self._reader(url, namespace)
             depths = await asyncio.to_thread(reader.snapshot, queues, lead_ms)
+            outbox = await asyncio.to_thread(outboxmirror.read, self._client(url), namespace, queues)
         except (redis.RedisError, OSError, ValueError) as e:
             return Backlog.unreadable(f"{type(e).__name__}: {e}"), []
-        return Backlog.from_depths(depths), depths
+        return Backlog.from_depths(depths, outbox=outbox.values()), depths
+
+    async def completed(self, url: str, namespace: str, queues: tuple[str, ...]) -> int | None:
+        """Tasks the pool's workers have finished (booking_scaling.completions); None when unreadable."""
+        try:
+            return await asyncio.to_thread(completions.read, self._client(url), namespace, queues)
+        except (redis.RedisError, OSError, ValueError):
+            return None
 
     async def paused(self, url: str, namespace: str, queues: tuple[str, ...]) -> frozenset[str]:
         """The queues whose workers report them paused (booking_scaling.pausemirror); none when unreadable.

@@ -20,7 +20,7 @@ from booking_scaling.pressure import AcceptPath, LatencyBudget
 GROUP = "scaling.booking-platform.io"
 VERSION = "v1alpha1"
 PLURAL = "queuescalers"
-CONDITION_TYPES = ("Ready", "Active", "Fallback", "Paused", "ScaleUpHeld")
+CONDITION_TYPES = ("Ready", "Active", "Fallback", "Paused", "ScaleUpHeld", "PromiseKept")
 
 
 class SpecError(ValueError):
@@ -161,8 +161,37 @@ def conditions(
     return [
         {"type": kind, "status": s, "reason": r, "message": m}
         for kind, (s, r, m) in zip(CONDITION_TYPES, (ready, active, fallback, pause,
-                                                     _held(decision, signal, policy)), strict=True)
+                                                     _held(decision, signal, policy),
+                                                     _promise(decision, policy)), strict=True)
     ]
+
+
+def _promise(decision: Decision | None, policy: Policy | None) -> tuple[str, str, str]:
+    """(status, reason, message) of PromiseKept: can the desired replicas keep spec.maxAge, as the model sees it?"""
+    if policy is None or policy.max_age is None:
+        return "Unknown", "NoMaxAge", "spec.maxAge is not set: scaled on targetBacklogPerReplica"
+    view = decision.promise if decision is not None else None
+    if view is None:
+        return "Unknown", "NoAgeReading", "no age was read this poll: scaled on targetBacklogPerReplica"
+    if view.oldest_age > view.max_age:
+        return "False", "OldestOverMaxAge", (f"the oldest task has waited {view.oldest_age:.0f}s, over maxAge "
+                                             f"{view.max_age:g}s; {decision.reason}")
+    if not view.feasible:
+        return "False", "MaxReplicasTooFew", f"maxReplicaCount cannot keep maxAge {view.max_age:g}s; {decision.reason}"
+    return "True", "WithinMaxAge", decision.reason
+
+
+def promise_status(decision: Decision) -> dict[str, Any] | None:
+    """`status.promise`: what the last decision saw and predicted under spec.maxAge (None: no promise view)."""
+    view = decision.promise
+    if view is None:
+        return None
+    return {
+        "maxAge": view.max_age, "oldestAgeSeconds": round(view.oldest_age, 1),
+        "throughputPerReplica": round(view.per_replica, 4), "throughputMeasured": view.measured,
+        "arrivalsPerSecond": round(view.arrivals, 3), "podStartSeconds": round(view.start_latency, 1),
+        "predictedDrainSeconds": -1 if view.drain_seconds == float("inf") else round(view.drain_seconds, 1),
+    }
 
 
 def merge_conditions(old: Iterable[Mapping[str, Any]] | None, new: list[dict[str, str]], now: float) -> list[dict]:
@@ -181,7 +210,7 @@ def warnings_to_post(old: Iterable[Mapping[str, Any]] | None, new: list[dict[str
     before = {c.get("type"): c for c in old or ()}
     out = []
     for cond in new:
-        bad = (cond["type"] == "Ready" and cond["status"] == "False") or (
+        bad = (cond["type"] in ("Ready", "PromiseKept") and cond["status"] == "False") or (
             cond["type"] in ("Fallback", "ScaleUpHeld") and cond["status"] == "True")
         prev = before.get(cond["type"], {})
         if bad and (prev.get("status") != cond["status"] or prev.get("reason") != cond["reason"]):

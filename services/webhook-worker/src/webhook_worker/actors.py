@@ -1,6 +1,6 @@
 """The `webhook` queue's actor: one signed attempt of one delivery, recorded, retried by Dramatiq.
 
-Each message names a delivery (`webhook_deliveries`, written by migration 0011's
+Each message names a delivery (`webhook_deliveries`, written by migration 0013's
 triggers with its event).  The actor reads it, sends one attempt outside any
 transaction, records the attempt, and then either ends (delivered, or dead once
 the schedule is spent or the answer is final) or raises Dramatiq's `Retry` with

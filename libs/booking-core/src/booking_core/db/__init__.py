@@ -29,8 +29,9 @@ class TimedConnection(psycopg.Connection):
     returned_at: float = float("-inf")  # never: its first checkout is checked
 
 
-#: Set by the local runner for the async side: the nice its Postgres backends run at.
-BACKEND_NICE_ENV = "BOOKING_DB_BACKEND_NICE"
+#: The nice this process's Postgres backends run at (`Settings.db_backend_nice`, which the local
+#: runner sets for the async side); its entry point sets it once, before any connection opens.
+_backend_nice = 0
 _LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
@@ -58,8 +59,14 @@ def backend_nice(conn: psycopg.Connection, nice: int) -> bool:
     return True
 
 
+def set_backend_nice(nice: int) -> None:
+    """Give every connection this process opens from now on a backend at `nice` (0: leave them alone)."""
+    global _backend_nice
+    _backend_nice = nice
+
+
 def _configure(conn: psycopg.Connection) -> None:
-    backend_nice(conn, int(os.environ.get(BACKEND_NICE_ENV) or 0))
+    backend_nice(conn, _backend_nice)
 
 
 def mark_returned(conn: TimedConnection) -> None:
@@ -89,7 +96,7 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
     """One connection outside any pool (CLI commands, the relay's LISTEN and work connections).
 
     Its backend gets the async side's nice like a pooled one's (a no-op unless
-    BOOKING_DB_BACKEND_NICE is set): the relay works through these, and its
+    `set_backend_nice` was called): the relay works through these, and its
     backends had run at the API's priority.
     """
     conn = psycopg.connect(url, row_factory=dict_row, **kwargs)

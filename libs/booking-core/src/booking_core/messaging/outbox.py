@@ -79,3 +79,16 @@ def add(conn: psycopg.Connection, messages: list[OutboxMessage]) -> None:
              for r in as_rows(messages)],
         )
         cur.execute(WAKE_SQL)
+
+
+def add_delayed(conn: psycopg.Connection, message: OutboxMessage, delay_ms: int) -> None:
+    """Insert `message`, to be published `delay_ms` from now (a retry's backoff), in the current transaction.
+
+    No NOTIFY: it is not due yet, and the relay's sweep finds it once it is.
+    Its options are kept as they are (the retry count, the trace context of the first attempt).
+    """
+    conn.execute(
+        "INSERT INTO outbox (message_id, queue, actor, payload, options, available_at)"
+        " VALUES (%s, %s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))",
+        (message.message_id, message.queue, message.actor, Jsonb(message.payload), Jsonb(message.options),
+         max(0, delay_ms) / 1000))

@@ -1,7 +1,8 @@
 """Operator commands shared by `bookingctl` (local) and `booking-admin` (in the API image).
 
 migrate, tokens create|list|revoke, dlq list|requeue|discard, tasks retry, audit verify,
-queues [pause|resume NAME], webhooks add|list|enable|disable|delete|rotate|deliveries|replay.
+queues [pause|resume NAME], tenants list|show|set-plan|reset-plan,
+webhooks add|list|enable|disable|delete|rotate|deliveries|replay.
 Each handler takes the parsed arguments and a `Settings`, prints for a human
 (or JSON with --json) and returns the exit code, so both front ends stay thin.
 """
@@ -107,12 +108,17 @@ def cmd_dlq(args, s: Settings) -> int:
             if args.dry_run:
                 print(f"would have {done} {deadletters.count(conn, f)} dead letter(s)")
                 return 0
-            n = 0
-            for d in deadletters.apply_all(conn, client, s.redis_namespace, f, args.dlq_cmd, actor=who()):
-                print(f"{done} {d.id} ({d.queue})")
-                n += 1
-            print(f"{done} {n} dead letter(s)", file=sys.stderr)
-            return 0
+            # A bulk job, as from the API and the console (visible there, resumed by the relay's
+            # runner if this command dies), run here so that each letter is printed as it goes.
+            from booking_core.ops import bulkjobs
+
+            token = str(uuid.uuid4())
+            job_id = bulkjobs.start(conn, args.dlq_cmd, f, actor=who(), claim=token)
+            bulkjobs.run(conn, client, s.redis_namespace, job_id, token,
+                         on_letter=lambda d: print(f"{done} {d.id} ({d.queue})"))
+            job = bulkjobs.get(conn, job_id)
+            print(f"{done} {job.done} dead letter(s) (bulk job {job_id}: {job.state})", file=sys.stderr)
+            return 0 if job.state == "finished" else 1
         if not args.ids:
             print("name dead letter ids or pass --all", file=sys.stderr)
             return 2
@@ -210,6 +216,55 @@ def cmd_queues(args, s: Settings) -> int:
     return 0
 
 
+def _plan_text(tp) -> str:
+    p = tp.plan
+    own = f"own, set by {tp.updated_by} at {tp.updated_at.isoformat(timespec='seconds')}" if tp.own else "default"
+    return f"plan {p.name}: {p.rate_per_second:g}/s, burst {p.burst}, weight {p.weight} ({own})"
+
+
+def cmd_tenants(args, s: Settings) -> int:
+    """`tenants list|show|set-plan|reset-plan`: each tenant's plan; a change is audited in the ops chain."""
+    import redis
+
+    from booking_core import db
+    from booking_core.model.plans import Plan, default_plan
+    from booking_core.ops import tenant_plans
+
+    default = default_plan(s)
+    with db.connect(s.database_url, autocommit=True) as conn:
+        if args.tenants_cmd == "list":
+            found = tenant_plans.list_tenants(conn, default, limit=args.limit, after=args.after)
+            if args.json:
+                print(json.dumps([t.as_dict() for t in found], indent=2))
+                return 0
+            print(f"{'TENANT':32} {'PLAN':16} {'RATE/S':>9} {'BURST':>8} {'WEIGHT':>6}  OWN")
+            for t in found:
+                p = t.plan
+                print(f"{t.tenant[:32]:32} {p.name[:16]:16} {p.rate_per_second:>9g} {p.burst:>8} {p.weight:>6}  "
+                      f"{'yes' if t.own else 'no (default)'}")
+            return 0
+        target = tenant_plans.find(conn, args.tenant, default)
+        if target is None:
+            print(f"no tenant named {args.tenant[:80]!r}", file=sys.stderr)
+            return 1
+        if args.tenants_cmd == "show":
+            print(json.dumps(target.as_dict(), indent=2) if args.json else f"{target.tenant}: {_plan_text(target)}")
+            return 0
+        if args.tenants_cmd == "set-plan":
+            base = target.plan
+            plan = Plan(args.name or (base.name if target.own else "custom"),
+                        base.rate_per_second if args.rate is None else args.rate,
+                        base.burst if args.burst is None else args.burst,
+                        base.weight if args.weight is None else args.weight)
+            now, changed = tenant_plans.set_plan(conn, target, plan, actor=who(), default=default)
+        else:
+            now, changed = tenant_plans.reset_plan(conn, target, actor=who(), default=default)
+    if changed:
+        tenant_plans.announce(redis.Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5))
+    print(f"{now.tenant}: {_plan_text(now)}" + ("" if changed else " (unchanged)"))
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction, webhooks_extra: Callable | None = None) -> None:
     """Register the operator commands on a subparsers object (`func` = handler).
 
@@ -267,6 +322,25 @@ def add_commands(sub: argparse._SubParsersAction, webhooks_extra: Callable | Non
     qsub.add_parser("resume", help="let workers take this queue's messages again").add_argument(
         "name", choices=QUEUES)
     que.set_defaults(func=cmd_queues)
+
+    ten = sub.add_parser("tenants", help="tenants' plans: list, show, set or reset one (audited)")
+    tsub = ten.add_subparsers(dest="tenants_cmd", required=True)
+    ls = tsub.add_parser("list", help="tenants by name with their plans")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--limit", type=int, default=1000)
+    ls.add_argument("--after", help="only tenants whose name sorts after this one (paging)")
+    sh = tsub.add_parser("show", help="one tenant's plan")
+    sh.add_argument("tenant", help="name or id")
+    sh.add_argument("--json", action="store_true")
+    sp = tsub.add_parser("set-plan", help="give a tenant a plan of its own; fields not given keep their value")
+    sp.add_argument("tenant", help="name or id")
+    sp.add_argument("--name", help="the plan's name (a-z, 0-9, '-', '_'); default: the current one, or 'custom'")
+    sp.add_argument("--rate", type=float, help="bookings admitted per second, sustained")
+    sp.add_argument("--burst", type=int, help="bookings admitted at once after a quiet spell")
+    sp.add_argument("--weight", type=int, help="share of the workers while several tenants wait")
+    tsub.add_parser("reset-plan", help="put a tenant back on the default plan").add_argument(
+        "tenant", help="name or id")
+    ten.set_defaults(func=cmd_tenants)
 
     from booking_core.ops import webhooks
 

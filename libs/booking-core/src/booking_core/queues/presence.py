@@ -9,16 +9,23 @@ scored by the time in ms) for each queue it consumes, every `INTERVAL_SECONDS`,
 and removes itself when it stops.  A member not restamped within `TTL_MS` (a
 crashed process) no longer counts and is pruned by the next stamp.  One small
 Redis write per process every few seconds; nothing in Postgres.
+
+The same stamp adds the messages this process finished since the last one to its
+queues' completion counters (booking_scaling.completions), which the autoscalers'
+throughput estimate reads: counted in memory per message, written with the stamp.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 
 import redis
 from dramatiq import Middleware
 from dramatiq.common import current_millis
+
+from booking_scaling import completions
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +39,11 @@ def key(namespace: str, queue: str) -> str:
 
 
 def stamp(client: redis.Redis, namespace: str, queues: frozenset[str] | set[str], worker_id: str,
-          now_ms: int) -> None:
-    """Mark `worker_id` as consuming `queues` at `now_ms`, and prune members older than TTL_MS."""
+          now_ms: int, finished: dict[str, int] | None = None) -> None:
+    """Mark `worker_id` as consuming `queues` at `now_ms`, prune members older than TTL_MS, and add
+    `finished` (queue -> messages finished since the last stamp) to the completion counters."""
     pipe = client.pipeline(transaction=False)
+    completions.add(pipe, namespace, finished or {})
     for q in sorted(queues):
         pipe.zadd(key(namespace, q), {worker_id: now_ms})
         pipe.zremrangebyscore(key(namespace, q), "-inf", now_ms - TTL_MS)
@@ -58,6 +67,19 @@ class PresenceMiddleware(Middleware):
         self.broker = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._finished: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        """Count a finished message (a failed one is retried or dead, not done) for the next stamp."""
+        if exception is None:
+            with self._lock:
+                self._finished[message.queue_name] += 1
+
+    def _take_finished(self) -> dict[str, int]:
+        with self._lock:
+            taken, self._finished = dict(self._finished), Counter()
+        return taken
 
     def after_worker_boot(self, broker, worker) -> None:
         from booking_core.queues.pausewatch import consumed_queues
@@ -76,16 +98,22 @@ class PresenceMiddleware(Middleware):
         self._stop.set()
         self._thread.join(timeout=self.interval_seconds + 2)
         try:
+            pipe = broker.client.pipeline(transaction=False)
+            completions.add(pipe, broker.namespace, self._take_finished())
+            pipe.execute()
             leave(broker.client, broker.namespace, self.queues, broker.broker_id)
         except redis.RedisError as e:
             log.debug("could not remove this worker's presence: %s", e)
 
     def _run(self) -> None:
         while True:
+            finished = self._take_finished()
             try:
                 stamp(self.broker.client, self.broker.namespace, self.queues, self.broker.broker_id,
-                      current_millis())
+                      current_millis(), finished)
             except redis.RedisError as e:
                 log.debug("could not stamp this worker's presence: %s", e)
+                with self._lock:  # counted at the next stamp instead
+                    self._finished.update(finished)
             if self._stop.wait(self.interval_seconds):
                 return

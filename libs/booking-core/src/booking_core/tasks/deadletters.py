@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -328,11 +328,15 @@ def discard(conn: psycopg.Connection, client: redis.Redis | None, namespace: str
 
 
 def apply_all(conn: psycopg.Connection, client: redis.Redis | None, namespace: str, f: Filter, action: str,
-              *, actor: str, batch_size: int = BATCH_SIZE) -> Iterator[DeadLetter]:
+              *, actor: str, batch_size: int = BATCH_SIZE,
+              on_batch: Callable[[psycopg.Connection, list[DeadLetter]], None] | None = None) -> Iterator[DeadLetter]:
     """Requeue or discard every open letter matching `f`, `batch_size` per transaction; yield each one done.
 
     Rows are claimed with SKIP LOCKED, so two operators running the same bulk
-    action split the letters instead of acting twice on one.
+    action split the letters instead of acting twice on one.  `on_batch` runs
+    last in each batch's transaction (a bulk job records its progress there, so
+    the count it shows is exactly what committed); if it raises, that batch is
+    rolled back and the error propagates.
     """
     act = _ACTIONS[action]
     cond, params = where(f)
@@ -344,6 +348,8 @@ def apply_all(conn: psycopg.Connection, client: redis.Redis | None, namespace: s
             _lock_tasks(conn, letters)
             for letter in letters:
                 act(conn, letter, actor)
+            if on_batch is not None and letters:
+                on_batch(conn, letters)
         for letter in letters:
             forget_in_redis(client, namespace, letter.queue, redis_ids(letter))
             yield letter

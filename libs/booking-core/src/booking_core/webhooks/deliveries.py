@@ -1,6 +1,6 @@
 """Deliveries of webhook events: what the worker sends, what it records, the log, and replay.
 
-A delivery is one event for one endpoint (migration 0011 creates it with the
+A delivery is one event for one endpoint (migration 0013 creates it with the
 event).  Its `attempts` count the current round; a replay starts a new round,
 and `webhook_attempts` keeps every attempt of every round.  Recording an
 attempt is one short transaction taken after the HTTP request, never around it:

@@ -1,7 +1,7 @@
 """The body of a delivery: the stored event's {type, timestamp, data}, as compact JSON.
 
 The event's payload is built by the database trigger that records it (migration
-0011) from the one booking that changed, so it holds that tenant's data only.
+0013) from the one booking that changed, so it holds that tenant's data only.
 The body is serialised the same way on every attempt (jsonb keeps its keys in a
 fixed order), so a retry carries the same bytes and the same webhook-id.
 """

@@ -1,10 +1,11 @@
 """The Dramatiq Redis broker every process shares, configured from Settings.
 
-Each worker's `broker` module reads the environment once and calls
-`setup_broker(settings, ...)` (Dramatiq's own layout: `dramatiq pkg.broker
-pkg.actors`); its actors take `settings` from that module.  The relay calls
-`make_broker` to publish.  Retries, backoff and dead-lettering stay Dramatiq's
-own middleware; ours is placed by name around them:
+Each worker's `broker` module reads the environment once (a bad variable stops
+the worker: `booking_settings.boot`) and calls `setup_broker(settings, ...)`
+(Dramatiq's own layout: `dramatiq pkg.broker pkg.actors`); its actors take
+`settings` from that module.  The relay calls `make_broker` to publish.
+Retries, backoff and dead-lettering stay Dramatiq's own middleware; ours is
+placed by name around them:
 
 - `TracingMiddleware` first, ahead of Dramatiq's defaults (AgeLimit, TimeLimit,
   ...), so the consumer span is current around every other middleware's work
@@ -33,8 +34,19 @@ from booking_core.telemetry.tracing import TracingMiddleware
 
 
 def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker:
-    """A Redis broker for `settings`; `track_tasks` (a worker's broker) adds the task-state and pause middleware."""
-    broker = RedisBroker(
+    """A Redis broker for `settings`; `track_tasks` (a worker's broker) adds the task-state and pause middleware.
+
+    A worker's broker under the fair ordering sends its retries through the outbox
+    (`booking_core.worker.delays`), so they wait their turn like new work.
+    """
+    kind, extra = RedisBroker, {}
+    if track_tasks and settings.relay_order == "fair":
+        from booking_core.worker.delays import OutboxDelayBroker
+
+        kind, extra = OutboxDelayBroker, {"database_url": settings.database_url, "pool_max": settings.db_pool_max,
+                                          "acquire_timeout": min(2.0, settings.db_acquire_timeout_ms / 1000)}
+    broker = kind(
+        **extra,
         url=settings.redis_url,
         namespace=settings.redis_namespace,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
@@ -68,6 +80,9 @@ def setup_broker(settings: Settings, *, track_tasks: bool = True,
     with a fork that dies with its parent) for the worker named `service_name`, and
     ties every worker process to its Dramatiq parent (`Lifeline`).
     """
+    from booking_core import db
+
+    db.set_backend_nice(settings.db_backend_nice)
     if service_name:
         from booking_core.telemetry.sdk import setup_tracing
 

@@ -83,6 +83,8 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, created_at DESC);
 CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (endpoint_id, updated_at) WHERE state = 'dead';
 CREATE INDEX webhook_deliveries_open ON webhook_deliveries (created_at) WHERE state IN ('pending', 'retrying');
+-- The ops console's deliveries per minute (the last 15 minutes).
+CREATE INDEX webhook_deliveries_delivered ON webhook_deliveries (delivered_at) WHERE state = 'delivered';
 
 -- The delivery log: one row per attempt.
 CREATE TABLE webhook_attempts (

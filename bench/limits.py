@@ -1,0 +1,271 @@
+"""What the admission limiter costs a confirm: the accept path with the limiter on and off, in turns on one platform.
+
+    .venv/bin/python bench/limits.py [--rounds 5] [--warmup-rounds 1] [--seconds 8] [--connections 50]
+
+One platform, its workers stopped (the accept path alone), its own API stopped.
+Each round serves the same app on the same Postgres, Redis and relay from two
+gunicorns in turn, started with the platform's own command:
+
+- `on`  — `BOOKING_LIMITS_ENABLED=true` with a default plan no load here reaches
+  (`loadgen.UNLIMITED_PLAN`): every confirm takes its token from Redis (one
+  EVALSHA), none is refused, so the two do the same work but the limiter's;
+- `off` — `BOOKING_LIMITS_ENABLED=false`.
+
+For each, `wrk` POSTs bookings at `--connections` for `--seconds`, and the CPU
+time of every process that serves them (the candidate's gunicorn and its
+workers, Postgres, Redis, the relay) is divided by the confirms answered.  The
+limiter's cost is the API's and Redis's CPU per confirm, on over off, paired by
+round; the target is at most 1.05 (issue 20: at most 5 % of a confirm's CPU),
+and confirms/s on over off at least 0.95.
+
+Then `--held-rounds` (limiter on): a quiet tenant POSTs at a fifth of the
+connections alone, then beside a noisy tenant held at its limit (a plan of one
+booking a second, flooding at `--connections`: nearly every POST a 429), then
+beside a noisy tenant with no effective limit (its flood all bookings).  Issue
+20's target: the quiet tenant's p99 beside the held one within 1.2x of a run
+without the limit; both ratios are reported, paired by round.
+
+Before the rounds, `decision_cost` times the decision itself in this process
+(leased, as the API runs it, and exact, one EVALSHA per booking) against a plain
+Redis GET, and reads Redis's own time per EVALSHA: on a machine too busy for the
+rounds to resolve a few per cent, that, over the `off` runs' CPU per confirm, is
+the limiter's share (`share_of_confirm_*`).  The order alternates every round,
+and `--warmup-rounds` run first and are left out of the medians.  This machine
+is shared and noisy: read the paired ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import loadgen
+import pgstats
+import report
+from api_server import healthz_ms
+
+from booking_core.messaging.contracts import QUEUES
+from booking_core.model.plans import Plan
+from booking_embedded import Child, free_port, wait_for_port
+from bookingctl.platform import Platform, PlatformConfig
+from bookingctl.services import api as api_spec
+
+CANDIDATES = {"on": {"BOOKING_LIMITS_ENABLED": "true"}, "off": {"BOOKING_LIMITS_ENABLED": "false"}}
+SHARED = ("postgres", "redis", "relay")
+
+
+def serve(platform: Platform, name: str) -> tuple[Child, int]:
+    """The API with candidate `name`'s settings beside the platform; (process, port) once it answers."""
+    port = free_port()
+    run_dir = platform.data_dir / "run" / f"limits-{name}"
+    (run_dir / "prometheus").mkdir(parents=True, exist_ok=True)
+    spec = api_spec(port, run_dir, workers=platform.config.api_workers)
+    env = {**platform.child_env(), **spec.env, **loadgen.UNLIMITED_PLAN, **CANDIDATES[name],
+           "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus")}
+    child = Child(f"limits-{name}", spec.argv, log_path=platform.log_dir / f"limits-{name}.log", env=env,
+                  stop_timeout=30)
+    child.start()
+    try:
+        wait_for_port(port, timeout=60, child=child, listeners=platform.config.api_workers)
+        loadgen_wait = [healthz_ms(port, 2.0) for _ in range(3)]
+        if not any(loadgen_wait):
+            raise TimeoutError(f"{name} does not answer /healthz")
+    except BaseException:
+        child.stop()
+        raise
+    return child, port
+
+
+def measured(platform: Platform, child: Child, port: int, token: str, connections: int, seconds: int) -> dict:
+    """wrk's summary of POSTs to `port`, with CPU ms per confirm of the API (`api`) and each shared process."""
+    pids = {"api": child.pid} | {name: platform.component(name).pid for name in SHARED}
+    before = {name: pgstats.cpu_seconds(pid) for name, pid in pids.items()}
+    result = loadgen.wrk_post(f"http://127.0.0.1:{port}", token, connections=connections, seconds=seconds)
+    spent = {name: pgstats.cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    n = max(result["requests"], 1)
+    result["cpu_ms_per_confirm"] = {name: round(s * 1000 / n, 3) for name, s in spent.items()}
+    result["cpu_ms_per_confirm"]["api_and_redis"] = round((spent["api"] + spent["redis"]) * 1000 / n, 3)
+    result["cpu_ms_per_confirm"]["all"] = round(sum(spent.values()) * 1000 / n, 3)
+    return result
+
+
+def decision_cost(redis_url: str, calls: int = 2000, repeats: int = 7) -> dict:
+    """CPU of one admission decision in this process and in Redis, leased (the default) and exact.
+
+    Steadier than the wrk rounds on a shared machine: each figure is this process's
+    own CPU time (`time.process_time`) over `calls` decisions, the median of
+    `repeats`, in turns with a plain Redis GET (the cheapest round trip) as the
+    yardstick; Redis's share is its own `INFO commandstats` time per EVALSHA times
+    the EVALSHAs per decision.
+    """
+    import time
+
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from booking_api.admission import Admission
+    from booking_core.model.plans import Plan
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+    plan = Plan("bench", 100_000.0, 1_000_000, 1)
+    gates = {"leased": Admission(client, "bench-cost", plan, cache_seconds=5, hold_seconds=1),
+             "exact": Admission(client, "bench-cost", plan, cache_seconds=5, hold_seconds=1, lease_max=1)}
+    runs: dict[str, list[float]] = {"leased": [], "exact": [], "redis_get": []}
+    evalsha: dict[str, list[float]] = {"leased": [], "exact": []}
+    for _ in range(repeats):
+        for name in runs:
+            stats = client.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+            start = time.process_time()
+            if name == "redis_get":
+                for _ in range(calls):
+                    client.get("bench-cost:nothing")
+            else:
+                gate = gates[name]
+                for _ in range(calls):
+                    gate.take(f"tenant-{name}", lambda _t: plan)
+            runs[name].append((time.process_time() - start) / calls * 1e6)
+            if name in evalsha:
+                after = client.info("commandstats")["cmdstat_evalsha"]
+                evalsha[name].append((after["usec"] - stats["usec"]) / calls)
+    client.close()
+    out = {f"{name}_process_us": round(statistics.median(v), 1) for name, v in runs.items()}
+    out |= {f"{name}_redis_us": round(statistics.median(v), 1) for name, v in evalsha.items()}
+    return out
+
+
+def tenant_token(database_url: str, name: str, plan: Plan | None) -> str:
+    """A client token of tenant `name` (created), on `plan` (None: the default plan)."""
+    from booking_core import db
+    from booking_core.model import plans, tenants
+
+    with db.connect(database_url, autocommit=True) as conn:
+        tenant = tenants.ensure_tenant(conn, name)
+        if plan is not None:
+            plans.set_plan(conn, tenant["id"], plan, actor="bench")
+        return tenants.create_token(conn, tenant["id"])["token"]
+
+
+def held_round(port: int, quiet: str, noisy: str, unlimited: str, connections: int, seconds: int) -> dict:
+    """A quiet tenant's POSTs alone, beside a noisy tenant held at its limit, and beside it unlimited."""
+    import threading
+
+    base = f"http://127.0.0.1:{port}"
+
+    def beside(flood_token: str) -> tuple[dict, dict]:
+        box: dict = {}
+        flood = threading.Thread(target=lambda: box.update(loadgen.wrk_post(
+            base, flood_token, connections=connections, seconds=seconds + 2)))
+        flood.start()
+        try:
+            return loadgen.wrk_post(base, quiet, connections=connections // 5, seconds=seconds), box
+        finally:
+            flood.join()
+
+    alone = loadgen.wrk_post(base, quiet, connections=connections // 5, seconds=seconds)
+    held, noisy_held = beside(noisy)
+    free, noisy_free = beside(unlimited)
+    return {"quiet_alone": alone, "quiet_beside_held": held, "noisy_held": noisy_held,
+            "quiet_beside_unlimited": free, "noisy_unlimited": noisy_free}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup-rounds", type=int, default=1)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--held-rounds", type=int, default=3,
+                    help="rounds of a quiet tenant alone, then beside a tenant held at its limit (limiter on)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/limits.json"))
+    args = ap.parse_args()
+    loadgen.require_wrk()
+    names = list(CANDIDATES)
+    rounds: list[dict] = []
+    warmup: list[dict] = []
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    with tempfile.TemporaryDirectory() as tmp:
+        # No workers at all: the accept path alone (and none to wait for on a busy machine).
+        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
+                                           env=env | loadgen.UNLIMITED_PLAN, workers={q: 0 for q in QUEUES}))
+        platform.start()
+        try:
+            platform.stop_component("api")
+            cost = decision_cost(platform.urls["REDIS_URL"])
+            print("decision cost", cost, flush=True)
+            token = platform.admin_token
+            for index in range(-args.warmup_rounds, args.rounds):
+                row = {}
+                for name in names if index % 2 == 0 else names[::-1]:
+                    child, port = serve(platform, name)
+                    try:
+                        loadgen.wrk_post(f"http://127.0.0.1:{port}", token, connections=args.connections, seconds=2)
+                        row[name] = measured(platform, child, port, token, args.connections, args.seconds)
+                    finally:
+                        child.stop()
+                    print("warm-up" if index < 0 else index, name, row[name], flush=True)
+                (rounds if index >= 0 else warmup).append(row)
+            held = []
+            if args.held_rounds:
+                db_url = platform.urls["DATABASE_URL"]
+                quiet = tenant_token(db_url, "bench-quiet", None)
+                noisy = tenant_token(db_url, "bench-noisy", Plan("held", 1.0, 1, 1))
+                unlimited = tenant_token(db_url, "bench-unlimited", None)
+                child, port = serve(platform, "on")
+                try:
+                    for index in range(args.held_rounds):
+                        held.append(held_round(port, quiet, noisy, unlimited, args.connections, args.seconds))
+                        print("held", index, {k: (v.get("rps"), v.get("p99_ms"), v.get("non2xx"))
+                                              for k, v in held[-1].items()}, flush=True)
+                finally:
+                    child.stop()
+        finally:
+            platform.stop()
+
+    def med(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    def paired(metric) -> float:
+        return med([metric(r["on"]) / metric(r["off"]) for r in rounds])
+
+    summary: dict = {}
+    if rounds:
+        summary = {name: {"rps_median": med([r[name]["rps"] for r in rounds]),
+                          "p99_ms_median": med([r[name]["p99_ms"] for r in rounds]),
+                          "non2xx": sum(r[name]["non2xx"] for r in rounds),
+                          "cpu_ms_per_confirm_median": {k: med([r[name]["cpu_ms_per_confirm"][k] for r in rounds])
+                                                        for k in rounds[0][name]["cpu_ms_per_confirm"]}}
+                   for name in names}
+        summary["on_over_off_paired_median"] = {
+            "api_and_redis_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["api_and_redis"]),
+            "api_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["api"]),
+            "all_cpu_per_confirm": paired(lambda x: x["cpu_ms_per_confirm"]["all"]),
+            "rps": paired(lambda x: x["rps"]),
+            "p99": paired(lambda x: x["p99_ms"]),
+        }
+        # The limiter's share of a confirm's CPU: its decision (here and in Redis) over everything a confirm costs.
+        confirm_us = summary["off"]["cpu_ms_per_confirm_median"]["all"] * 1000
+        cost["share_of_confirm_leased"] = round((cost["leased_process_us"] + cost["leased_redis_us"]) / confirm_us, 4)
+        cost["share_of_confirm_exact"] = round((cost["exact_process_us"] + cost["exact_redis_us"]) / confirm_us, 4)
+    if held:
+        summary["held"] = {
+            "quiet_p99_beside_held_over_alone": paired_held(held, "p99_ms", "quiet_beside_held", "quiet_alone"),
+            "quiet_p99_beside_held_over_beside_unlimited": paired_held(held, "p99_ms", "quiet_beside_held",
+                                                                       "quiet_beside_unlimited"),
+            "quiet_rps_beside_held_over_alone": paired_held(held, "rps", "quiet_beside_held", "quiet_alone"),
+            "noisy_refused_share": round(sum(h["noisy_held"]["non2xx"] for h in held)
+                                         / max(sum(h["noisy_held"]["requests"] for h in held), 1), 4),
+        }
+    report.write({"connections": args.connections, "seconds": args.seconds, "decision_cost": cost, "warmup": warmup,
+                  "rounds": rounds, "held_rounds": held, "summary": summary, "command": report.command()}, args.out)
+
+
+def paired_held(held: list[dict], metric: str, top: str, bottom: str) -> float:
+    return round(statistics.median(h[top][metric] / h[bottom][metric] for h in held), 3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What every HTTP surface of the platform renders the same way: problem details, page headers, templates."""

@@ -1,0 +1,109 @@
+"""The fair relay on real Postgres and Redis: a bounded publish-ahead, filled tenant by tenant."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+
+from booking_core import db
+from booking_core.model import plans, tenants
+from booking_core.worker.broker import make_broker
+from booking_scaling.depth import QueueReader
+from booking_scaling.layout import Layout
+from outbox_relay import Relay
+from outbox_relay.fair import publish_fair
+
+
+def other_tenant(db_conn) -> dict:
+    return tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
+
+
+def ready_tenants(broker, namespace: str, queue: str) -> list[str]:
+    """The tenant of each ready message of `queue`, first to be fetched first."""
+    layout = Layout(namespace)
+    ids = broker.client.lrange(layout.ready(queue), 0, -1)
+    bodies = broker.client.hmget(layout.ready_messages(queue), ids) if ids else []
+    return [json.loads(b)["kwargs"]["tenant_id"] for b in bodies]
+
+
+def take(broker, namespace: str, queue: str, n: int) -> None:
+    """What n workers finishing a message each do to the list: the oldest n are gone."""
+    layout = Layout(namespace)
+    for redis_id in broker.client.lpop(layout.ready(queue), n) or []:
+        broker.client.hdel(layout.ready_messages(queue), redis_id)
+
+
+def outbox_count(db_conn, queue: str) -> int:
+    return db_conn.execute("SELECT count(*) AS n FROM outbox WHERE queue = %s", (queue,)).fetchone()["n"]
+
+
+def test_the_relay_keeps_only_the_publish_ahead_in_redis(settings, db_conn, tenant, fair_start, make_bookings):
+    make_bookings(settings.database_url, tenant["id"], 40)
+    relay = Relay(replace(settings, relay_ahead=10))
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        assert relay.drain(conn) == 30
+        assert relay.drain(conn) == 0  # full: nothing more until workers take some
+    depth = {d.queue: d.ready for d in QueueReader(relay.broker.client, settings.redis_namespace).snapshot(
+        ("email", "invoice", "audit"))}
+    assert depth == {"email": 10, "invoice": 10, "audit": 10}
+    assert outbox_count(db_conn, "email") == 30
+
+
+def test_fifo_order_publishes_everything_at_once(settings, db_conn, tenant, fair_start, make_bookings):
+    make_bookings(settings.database_url, tenant["id"], 40)
+    relay = Relay(replace(settings, relay_ahead=10, relay_order="fifo"))
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        assert relay.drain(conn) == 120
+    assert outbox_count(db_conn, "email") == 0
+
+
+def test_a_quiet_tenant_goes_next_behind_a_flood_even_with_another_relay(settings, db_conn, tenant,
+                                                                         fair_start, make_bookings):
+    noisy, quiet = tenant["id"], other_tenant(db_conn)["id"]
+    make_bookings(settings.database_url, noisy, 100)
+    first, second = (Relay(replace(settings, relay_ahead=10)) for _ in range(2))
+    ns = settings.redis_namespace
+    with db.connect(settings.database_url, autocommit=True) as a, \
+            db.connect(settings.database_url, autocommit=True) as b:
+        first.drain(a)
+        take(first.broker, ns, "email", 3)
+        first.drain(a)  # the flood keeps its queue full while it is alone
+        assert ready_tenants(first.broker, ns, "email") == [str(noisy)] * 10
+        make_bookings(settings.database_url, quiet, 1)
+        take(first.broker, ns, "email", 1)
+        second.drain(b)  # the other relay takes the next turn: the state is in Postgres
+    assert ready_tenants(first.broker, ns, "email")[-1] == str(quiet)
+    assert outbox_count(db_conn, "email") == 100 - 10 - 3
+
+
+def test_weights_from_plans_share_the_publish_ahead(settings, db_conn, tenant, fair_start, make_bookings):
+    gold, basic = tenant["id"], other_tenant(db_conn)["id"]
+    plans.set_plan(db_conn, gold, plans.Plan("gold", 50.0, 500, 3), actor="test")
+    make_bookings(settings.database_url, basic, 60)
+    make_bookings(settings.database_url, gold, 60)
+    broker = make_broker(settings)
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        assert publish_fair(conn, broker, "invoice", 40, settings.plan_default_weight) == 40
+    published = ready_tenants(broker, settings.redis_namespace, "invoice")
+    assert (published.count(str(gold)), published.count(str(basic))) == (30, 10)
+
+
+def test_a_retry_waiting_out_its_backoff_stays_in_the_outbox(settings, db_conn, tenant, fair_start, make_bookings):
+    make_bookings(settings.database_url, tenant["id"], 2)
+    db_conn.execute("UPDATE outbox SET available_at = clock_timestamp() + interval '1 hour' WHERE queue = 'audit'")
+    broker = make_broker(settings)
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        assert publish_fair(conn, broker, "audit", 10, 1) == 0
+        assert publish_fair(conn, broker, "email", 10, 1) == 2
+    assert outbox_count(db_conn, "audit") == 2
+
+
+def test_a_relay_that_does_not_hold_the_turn_publishes_nothing(settings, db_conn, tenant, fair_start, make_bookings):
+    make_bookings(settings.database_url, tenant["id"], 3)
+    broker = make_broker(settings)
+    with db.connect(settings.database_url) as holder, db.connect(settings.database_url, autocommit=True) as conn:
+        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext('email'))", (0x66616972,))
+        assert publish_fair(conn, broker, "email", 10, 1) == 0
+        holder.rollback()
+        assert publish_fair(conn, broker, "email", 10, 1) == 3
