@@ -464,7 +464,8 @@ def test_service_images_come_from_values(helm):
     images = {
         "api.image": "component-api", "relay.image": "component-relay", "workers.email.image": "component-email",
         "workers.invoice.image": "component-invoice", "workers.audit.image": "component-audit",
-        "workers.webhook.image": "component-webhook", "operator.image": "component-operator", "events.image": "component-events",
+        "workers.webhook.image": "component-webhook", "operator.image": "component-operator",
+        "events.image": "component-events",
         "postgresql.image": "component-postgresql",
         "redis.image": "component-redis", "smtpSink.image": "component-smtp-sink",
     }

@@ -118,7 +118,7 @@ def test_the_webhook_worker_reaches_receivers_on_the_internet_but_not_the_cluste
         assert egress_allows(policy, public, 443) and egress_allows(policy, public, 80), public
     assert not egress_allows(policy, "93.184.216.34", 22)
     for inside in ("10.0.0.1", "10.96.0.10", "172.16.0.5", "192.168.1.1", "100.64.0.1", "127.0.0.1",
-                   "169.254.169.254", "0.0.0.0", "::1", "fd00::1", "fe80::1"):
+                   "169.254.169.254", "0.0.0.0", "::1", "fd00::1", "fe80::1"):  # noqa: S104 - an address checked
         assert not egress_allows(policy, inside, 443) and not egress_allows(policy, inside, 80), inside
     # DNS, and Postgres / Redis / OTLP wherever they run (their own ports only).
     assert egress_allows(policy, "10.96.0.10", 53, "UDP") and egress_allows(policy, "10.96.0.10", 53, "TCP")
