@@ -135,3 +135,41 @@ def add_commands(sub: argparse._SubParsersAction, extra: Callable | None = None)
     hooks.set_defaults(func=cmd_webhooks)
     if extra is not None:
         extra(wsub)
+
+
+# -- the ops console's reads (every tenant's endpoints; an operator acts on any of them) -------------
+
+#: Endpoints shown on the console's webhooks page: those failing first, then by tenant.
+CONSOLE_LIMIT = 500
+
+
+def console_endpoints(conn, *, limit: int = CONSOLE_LIMIT) -> list[dict]:
+    """Live endpoints of every tenant with their tenant's name and delivery counts; never a secret."""
+    return conn.execute(
+        "SELECT e.id::text AS id, t.name AS tenant, e.url, e.enabled, e.disabled_reason, e.failing_since,"
+        " (SELECT count(*) FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.state = 'dead') AS dead,"
+        " (SELECT count(*) FROM webhook_deliveries d WHERE d.endpoint_id = e.id"
+        "   AND d.state IN ('pending', 'retrying')) AS open"
+        " FROM webhook_endpoints e JOIN tenants t ON t.id = e.tenant_id WHERE e.deleted_at IS NULL"
+        " ORDER BY e.failing_since IS NULL, e.enabled, t.name, e.created_at, e.id LIMIT %s", (limit,)).fetchall()
+
+
+def console_endpoint(conn, endpoint_id: str, *, state: str | None = None) -> tuple[dict, list[dict]] | None:
+    """(the endpoint with its tenant's name, its newest deliveries), or None when there is no such live endpoint."""
+    found = conn.execute(
+        "SELECT e.tenant_id::text AS tenant_id, t.name AS tenant FROM webhook_endpoints e"
+        " JOIN tenants t ON t.id = e.tenant_id WHERE e.id::text = %s AND e.deleted_at IS NULL",
+        (str(endpoint_id),)).fetchone()
+    if found is None:
+        return None
+    row = endpoints.get(conn, found["tenant_id"], endpoint_id)
+    return {**row, "tenant": found["tenant"]}, deliveries.page(conn, found["tenant_id"], endpoint_id, state=state)
+
+
+def console_replay(conn, delivery_id: str) -> tuple[str, str] | None:
+    """Replay one delivery of any tenant: ("replayed" or "open", its endpoint's id), or None when not found."""
+    found = conn.execute("SELECT tenant_id::text AS tenant_id, endpoint_id::text AS endpoint_id"
+                         " FROM webhook_deliveries WHERE id::text = %s", (str(delivery_id),)).fetchone()
+    if found is None:
+        return None
+    return deliveries.replay(conn, found["tenant_id"], delivery_id), found["endpoint_id"]
