@@ -4,7 +4,9 @@ It checks every request's signature with `standardwebhooks` (the Standard
 Webhooks reference library), processes each `webhook-id` once (a redelivery is
 acknowledged and skipped, as a receiver should), and answers from a script:
 `fail_first` requests get 503 before any is processed; `hold` keeps every
-request waiting (a black-holed endpoint) until released.
+request waiting (a black-holed endpoint) until released; `refuse` answers every verified
+request with that status (410: a final answer, so the delivery goes dead at once) until it is
+set back to None.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class VerifyingReceiver:
     def __init__(self, *, fail_first: int = 0, hold: bool = False):
         self.secrets: list[str] = []
         self.fail_first = fail_first
+        self.refuse: int | None = None
         self.lock = threading.Lock()
         self.requests: list[dict] = []  # every request: webhook-id, status answered
         self.processed: dict[str, dict] = {}  # webhook-id -> the verified event, processed once
@@ -61,6 +64,9 @@ class VerifyingReceiver:
                 self.bad_signatures += 1
                 self.requests.append({"id": msg_id, "status": 400})
                 return 400
+            if self.refuse is not None:
+                self.requests.append({"id": msg_id, "status": self.refuse})
+                return self.refuse
             if self.fail_first > 0:
                 self.fail_first -= 1
                 self.requests.append({"id": msg_id, "status": 503})
