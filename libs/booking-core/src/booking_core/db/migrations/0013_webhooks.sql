@@ -248,3 +248,9 @@ CREATE TRIGGER booking_tasks_webhook_events
     AFTER UPDATE ON booking_tasks
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION webhook_events_from_tasks();
+
+-- The webhook queue is one of the platform's queues (booking_core.messaging.contracts.QUEUES):
+-- an operator pauses it like the others.
+ALTER TABLE queue_pauses DROP CONSTRAINT queue_pauses_queue_check;
+ALTER TABLE queue_pauses ADD CONSTRAINT queue_pauses_queue_check
+    CHECK (queue IN ('email', 'invoice', 'audit', 'webhook'));
