@@ -124,7 +124,10 @@ METRICS_DIR_ENV = ("PROMETHEUS_MULTIPROC_DIR", "dramatiq_prom_db")
 #: The Secrets the ci values name but the chart does not render (a cluster's operator makes them), as the tests
 #: stand them in: the progress-page key of `events.statusSecret.existingSecret`.
 EXISTING_SECRETS = {"booking-status": {"kind": "Secret", "stringData": {
-    "BOOKING_STATUS_SECRET": "test-status-key-0123456789abcdef0123456789abcdef"}}}
+    "BOOKING_STATUS_SECRET": "test-status-key-0123456789abcdef0123456789abcdef"}},
+    # A Fernet key (32 bytes, url-safe base64) that seals nothing: the ci values name this Secret.
+    "booking-webhooks-key": {"kind": "Secret", "stringData": {
+        "BOOKING_WEBHOOKS_KEY": "dGVzdC13ZWJob29rcy1rZXktMDEyMzQ1Njc4OWFiY2Q="}}}
 
 
 def env_of(container: dict, docs: list[dict]) -> dict[str, str]:
@@ -177,7 +180,7 @@ class LocalRelease:
     addresses, a port and scratch dir of its own per process for metrics.
     """
 
-    COMPONENTS = ("api", "relay", "email-worker", "invoice-worker", "audit-worker")
+    COMPONENTS = ("api", "relay", "email-worker", "invoice-worker", "audit-worker", "webhook-worker")
 
     def __init__(self, docs: list[dict], tmp_path: Path, components: tuple[str, ...] = COMPONENTS):
         self.docs, self.tmp, self.components = docs, tmp_path, components

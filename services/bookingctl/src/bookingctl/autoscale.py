@@ -62,7 +62,7 @@ from booking_scaling.promise import Observed
 log = logging.getLogger("bookingctl.autoscale")
 
 #: Sensible local defaults: a laptop has few cores, and audit work is light.  Each pool keeps a
-#: promise (maxAge: email 20 s, invoice 120 s, audit 60 s); a local process serves within a couple
+#: promise (maxAge: email 20 s, invoice 120 s, audit 60 s, webhook 30 s); a local process serves within a couple
 #: of seconds of its start (podStartSeconds 3, WeasyPrint's import the slowest), works on
 #: `services.worker`'s 4 threads at once (replicaConcurrency), and the throughput floors are
 #: cautious guesses of one process's tasks/s before any is measured.
@@ -75,6 +75,10 @@ DEFAULT_POLICIES = {
                       min_throughput_per_replica=0.5, **_LOCAL),
     "audit": Policy(min_replica_count=1, max_replica_count=2, target_backlog_per_replica=50, max_age=60,
                     min_throughput_per_replica=5, **_LOCAL),
+    # Deliveries wait on tenants' receivers, not the CPU: one process's 16 threads carry many at
+    # once, so a process is added per 100 waiting, and few are needed.
+    "webhook": Policy(min_replica_count=1, max_replica_count=3, target_backlog_per_replica=100, max_age=30,
+                      min_throughput_per_replica=5, **{**_LOCAL, "replica_concurrency": 16}),
 }
 
 
