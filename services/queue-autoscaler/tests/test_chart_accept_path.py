@@ -35,7 +35,7 @@ def test_a_metrics_url_gives_every_queuescaler_the_latency_budget(helm, tmp_path
     values.write_text(yaml.safe_dump({"operator": {"acceptPath": {"metricsUrl": FEDERATE, "p99BudgetSeconds": 0.25,
                                                                   "minRequests": 20}}}))
     rendered = scalers(helm, values)
-    assert len(rendered) == 3
+    assert len(rendered) == 4  # one per worker
     validator = jsonschema.Draft4Validator(crd_json_schema(SCHEMA))
     for qs in rendered.values():
         assert qs["spec"]["protectAcceptPath"] is True

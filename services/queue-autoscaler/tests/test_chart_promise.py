@@ -47,18 +47,19 @@ def scalers(helm, tmp_path, values: dict | None = None) -> dict[str, dict]:
 
 def test_every_worker_gets_its_promise_and_its_concurrency_by_default(helm, tmp_path):
     rendered = scalers(helm, tmp_path)
-    assert set(rendered) == {"email", "invoice", "audit"}
+    assert set(rendered) == {"email", "invoice", "audit", "webhook"}
     validator = jsonschema.Draft4Validator(crd_json_schema(SCHEMA))
     policies = {}
     for queue, qs in rendered.items():
         validator.validate(with_defaults(SCHEMA, copy.deepcopy(qs)))
         policies[queue] = parse_spec(qs["spec"]).policy
-    assert {q: p.max_age for q, p in policies.items()} == {"email": 30, "invoice": 120, "audit": 60}
+    assert {q: p.max_age for q, p in policies.items()} == {"email": 30, "invoice": 120, "audit": 60, "webhook": 30}
     assert {q: p.min_throughput_per_replica for q, p in policies.items()} == {"email": 1, "invoice": 0.5,
-                                                                               "audit": 5}
+                                                                               "audit": 5, "webhook": 5}
     assert all(p.pod_start_seconds == 30 and p.throughput_half_life_seconds == 60 for p in policies.values())
     # processes x threads of each worker's values: the messages one pod works on at once
-    assert {q: p.replica_concurrency for q, p in policies.items()} == {"email": 4, "invoice": 2, "audit": 4}
+    assert {q: p.replica_concurrency for q, p in policies.items()} == {"email": 4, "invoice": 2, "audit": 4,
+                                                                         "webhook": 16}
 
 
 def test_values_reach_the_spec_and_a_null_max_age_scales_on_the_backlog_alone(helm, tmp_path):
