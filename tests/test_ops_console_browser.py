@@ -17,6 +17,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from webhook_receiver import VerifyingReceiver
 
 from booking_core import db
 from booking_core.model import tenants
@@ -138,6 +139,62 @@ def test_a_client_token_cannot_sign_in_and_pages_read_without_javascript(module_
     for q in ("email", "invoice", "audit"):
         assert page.locator(f'[data-field="{q}.ready"]').inner_text().isdigit()
     assert int(page.locator('[data-field="workers.live"]').inner_text()) >= 3, "three workers heartbeat"
+
+
+def test_an_operator_replays_a_dead_webhook_delivery_and_the_receiver_gets_it(module_platform, browser):
+    """A receiver answers 410 (final: the delivery is dead at once); the operator replays it from the
+    console once the receiver is fixed, and the receiver gets it with the same webhook-id."""
+    platform = module_platform
+    api = api_for(platform)
+    origin = platform.events_url
+    receiver = VerifyingReceiver()
+    receiver.refuse = 410
+    status, endpoint = api.json("POST", "/api/v1/webhooks/endpoints",
+                                {"url": receiver.url, "event_types": ["booking.created"]})
+    assert status == 201, endpoint
+    receiver.secrets.append(endpoint["secret"])
+    try:
+        booking = api.book(name="Mary Jackson")
+
+        def dead() -> str | None:
+            with db.connect(platform.urls["DATABASE_URL"]) as conn:
+                row = conn.execute(
+                    "SELECT d.id::text FROM webhook_deliveries d JOIN webhook_events ev ON ev.id = d.event_id"
+                    " WHERE ev.booking_id = %s AND d.state = 'dead'", (booking["id"],)).fetchone()
+            return row["id"] if row else None
+        delivery = wait_until(dead, timeout=90, interval=0.3, what="the delivery refused with 410 to go dead")
+        refused = [r["id"] for r in receiver.requests]
+        assert len(refused) == 1
+
+        page = record(browser.new_context().new_page())
+        page.goto(origin + "/ops/")
+        page.get_by_label("Admin API token").fill(platform.admin_token)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(origin + "/ops/queues")
+        page.get_by_role("link", name="Webhooks", exact=True).click()
+        page.wait_for_url(origin + "/ops/webhooks")
+        assert_clean(page, origin, "ops-webhooks")
+        page.get_by_role("link", name=receiver.url).click()
+        row = page.locator(f'tr[data-delivery="{delivery}"]')
+        assert row.locator(".state").inner_text() == "dead" and "410" in row.inner_text()
+        assert endpoint["secret"] not in page.content()
+        assert_clean(page, origin, "ops-webhook-endpoint")
+
+        receiver.refuse = None  # the receiver is fixed
+        row.get_by_role("button", name="Replay").click()
+        page.wait_for_url(f"{origin}/ops/webhooks/endpoints/{endpoint['id']}")
+
+        def delivered() -> bool:
+            page.reload()
+            return page.locator(f'tr[data-delivery="{delivery}"] .state').inner_text() == "delivered"
+        wait_until(delivered, timeout=90, interval=1, what="the replayed delivery to be delivered")
+        events = receiver.events()
+        assert [e["type"] for e in events] == ["booking.created"] and events[0]["data"]["booking_id"] == booking["id"]
+        assert receiver.requests[-1]["id"] == refused[0], "the replay carries the same webhook-id"
+        assert receiver.bad_signatures == 0
+    finally:
+        api.json("DELETE", f"/api/v1/webhooks/endpoints/{endpoint['id']}")
+        receiver.close()
 
 
 def _outbox_audit_rows(platform, tenant_id: str) -> int:

@@ -96,7 +96,7 @@ def test_queues_lists_the_three_queues_with_integer_depths(client, admin_auth):
     # Then every queue is listed with four integer depths, the age of its oldest message, and not paused
     assert resp.status_code == 200
     queues = resp.get_json()["queues"]
-    assert [q["queue"] for q in queues] == list(QUEUES) == ["email", "invoice", "audit"]
+    assert [q["queue"] for q in queues] == list(QUEUES) == ["email", "invoice", "audit", "webhook"]
     for q in queues:
         assert set(q) == {"queue", "ready", "in_flight", "delayed", "dead", "oldest_ready_age_ms", "paused",
                           "top_tenants", "other_tenants"}

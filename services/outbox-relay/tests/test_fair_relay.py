@@ -109,6 +109,30 @@ def test_a_relay_that_does_not_hold_the_turn_publishes_nothing(settings, db_conn
         assert publish_fair(conn, broker, "email", 10, 1) == 3
 
 
+def test_webhook_deliveries_are_published_in_fair_order_by_tenant(settings, db_conn, tenant, fair_start):
+    """A tenant with a flood of deliveries keeps the webhook queue to its publish-ahead; another goes next."""
+    from booking_core.messaging import outbox
+    from booking_core.messaging.contracts import WEBHOOK
+
+    def deliveries(tenant_id: str, n: int) -> None:
+        with db.connect(settings.database_url) as conn:
+            outbox.add(conn, [outbox.OutboxMessage(WEBHOOK.queue, WEBHOOK.actor, {
+                "delivery_id": str(uuid.uuid4()), "tenant_id": str(tenant_id)}) for _ in range(n)])
+
+    noisy, quiet = tenant["id"], other_tenant(db_conn)["id"]
+    deliveries(noisy, 50)
+    relay = Relay(replace(settings, relay_ahead=10))
+    ns = settings.redis_namespace
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        assert relay.drain(conn) == 10
+        assert ready_tenants(relay.broker, ns, "webhook") == [str(noisy)] * 10
+        deliveries(quiet, 1)
+        take(relay.broker, ns, "webhook", 1)
+        assert relay.drain(conn) == 1
+    assert ready_tenants(relay.broker, ns, "webhook")[-1] == str(quiet)
+    assert outbox_count(db_conn, "webhook") == 40
+
+
 #: The turn's first query as it was: every due row of the queue grouped by tenant (the reference).
 GROUPED = ("SELECT tenant_id, count(*)::int AS n, min(id) AS head FROM outbox"
            " WHERE queue = %(queue)s AND available_at <= clock_timestamp() GROUP BY tenant_id")

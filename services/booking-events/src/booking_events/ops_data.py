@@ -18,7 +18,7 @@ import redis
 from booking_core import db
 from booking_core.audit import chain
 from booking_core.config import Settings
-from booking_core.messaging.contracts import CONTRACTS, QUEUES
+from booking_core.messaging.contracts import CONTRACTS, QUEUES, WEBHOOK
 from booking_core.model import bookings, tenants
 from booking_core.ops import bulkjobs, filters
 from booking_core.queues import pauses, tenant_backlog
@@ -37,7 +37,7 @@ SharedReading = tenant_backlog.SharedReading
 WHO_FILLS = SharedReading(ttl=2.0)
 
 #: The task each queue's messages do (one queue per task: docs/architecture.md, decision 1).
-_TASK_OF_QUEUE = {c.queue: c.task for c in CONTRACTS.values()}
+_TASK_OF_QUEUE = {c.queue: c.task for c in (*CONTRACTS.values(), WEBHOOK)}
 
 
 def conn(settings: Settings):

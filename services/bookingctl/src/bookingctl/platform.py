@@ -54,7 +54,7 @@ class PlatformConfig:
     data_dir: Path
     port: int = 8000
     env: dict[str, str] = field(default_factory=dict)
-    workers: dict[str, int] = field(default_factory=lambda: {"email": 1, "invoice": 1, "audit": 1})
+    workers: dict[str, int] = field(default_factory=lambda: {"email": 1, "invoice": 1, "audit": 1, "webhook": 1})
     #: Per-queue scaling policies; None runs `workers` processes per queue, fixed.
     autoscale: dict[str, Policy] | None = None
     api_workers: int = 2
@@ -171,6 +171,7 @@ class Platform:
         """The environment of every service process: the caller's, plus the server URLs."""
         env = dict(self.config.env)
         env.update(self.urls)
+        env.update(services.webhooks_env(self.data_dir, self.config.env))
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 

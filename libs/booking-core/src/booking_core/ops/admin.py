@@ -1,7 +1,8 @@
 """Operator commands shared by `bookingctl` (local) and `booking-admin` (in the API image).
 
 migrate, tokens create|list|revoke, dlq list|requeue|discard, tasks retry, audit verify,
-queues [pause|resume NAME], tenants list|show|set-plan|reset-plan.
+queues [pause|resume NAME], tenants list|show|set-plan|reset-plan,
+webhooks add|list|enable|disable|delete|rotate|deliveries|replay.
 Each handler takes the parsed arguments and a `Settings`, prints for a human
 (or JSON with --json) and returns the exit code, so both front ends stay thin.
 """
@@ -296,8 +297,11 @@ def cmd_tenants(args, s: Settings) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the operator commands on a subparsers object (`func` = handler)."""
+def add_commands(sub: argparse._SubParsersAction, webhooks_extra: Callable | None = None) -> None:
+    """Register the operator commands on a subparsers object (`func` = handler).
+
+    `webhooks_extra(subparsers)` adds a front end's own `webhooks` subcommands.
+    """
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 
     tok = sub.add_parser("tokens", help="create, list, revoke API tokens")
@@ -369,6 +373,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tsub.add_parser("reset-plan", help="put a tenant back on the default plan").add_argument(
         "tenant", help="name or id")
     ten.set_defaults(func=cmd_tenants)
+
+    from booking_core.ops import webhooks
+
+    webhooks.add_commands(sub, webhooks_extra)
 
 
 def run(args, settings_of: Callable[[argparse.Namespace], Settings]) -> int:
