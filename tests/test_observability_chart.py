@@ -823,7 +823,8 @@ def test_each_rendered_process_serves_where_its_monitor_scrapes_every_series_the
         posts = [s for s in served["api"]["booking_http_requests_total"]
                  if s.labels["route"] == "/api/v1/bookings" and s.labels["method"] == "POST"]
         assert sum(s.value for s in posts if s.labels["status"] == "201") >= 1
-        assert {s.labels["queue"] for s in served["relay"]["booking_relay_published_total"]} == set(TASK_QUEUES)
+        # (The shared database's outbox may also hold other tests' webhook deliveries, which it publishes too.)
+        assert set(TASK_QUEUES) <= {s.labels["queue"] for s in served["relay"]["booking_relay_published_total"]}
         for q in TASK_QUEUES:
             done = served[f"{q}-worker"]["dramatiq_messages_total"]
             assert [s.labels["queue_name"] for s in done] == [q] and done[0].value >= 1

@@ -180,9 +180,10 @@ def test_a_pool_with_max_age_is_scaled_on_its_promise_with_the_workers_completio
 def test_every_local_pool_keeps_a_promise_by_default_and_a_policy_file_can_change_or_drop_it(tmp_path):
     from bookingctl.autoscale import load_policies
 
-    assert {q: p.max_age for q, p in DEFAULT_POLICIES.items()} == {"email": 20, "invoice": 120, "audit": 60, "webhook": 30}
-    assert all(p.max_age > p.polling_interval and p.pod_start_seconds < 10 and p.replica_concurrency == (16 if q == "webhook" else 4)
-               for q, p in DEFAULT_POLICIES.items())
+    assert {q: p.max_age for q, p in DEFAULT_POLICIES.items()} == {"email": 20, "invoice": 120, "audit": 60,
+                                                                   "webhook": 30}
+    assert all(p.max_age > p.polling_interval and p.pod_start_seconds < 10
+               and p.replica_concurrency == (16 if q == "webhook" else 4) for q, p in DEFAULT_POLICIES.items())
     path = tmp_path / "policy.json"
     path.write_text('{"email": {"maxAge": 10}, "audit": {"maxAge": null}}')
     policies = load_policies(path)
