@@ -197,11 +197,11 @@ def test_attempts_failure_streak_disable_and_replay(db_conn, tenant, sealer):
     assert [(a["attempt"], a["status"], a["response"]) for a in log["attempt_log"]] == [
         (1, 503, "busy\ufffd"), (2, 503, "busy\ufffd")]
     since = datetime.now(UTC) - timedelta(hours=1)
-    assert deliveries.replay_since(db_conn, tenant["id"], row["id"], since, dry_run=True) == 1
+    assert deliveries.replay_since(db_conn, tenant["id"], row["id"], since, dry_run=True, actor="test") == 1
     assert deliveries.get(db_conn, tenant["id"], d["id"])["state"] == "dead"  # a dry run changes nothing
     before = len(webhook_outbox(db_conn, tenant))
-    assert deliveries.replay(db_conn, tenant["id"], d["id"]) == "replayed"
-    assert deliveries.replay(db_conn, tenant["id"], d["id"]) == "open"
+    assert deliveries.replay(db_conn, tenant["id"], d["id"], actor="test") == "replayed"
+    assert deliveries.replay(db_conn, tenant["id"], d["id"], actor="test") == "open"
     assert len(webhook_outbox(db_conn, tenant)) == before + 1
     assert deliveries.get(db_conn, tenant["id"], d["id"])["attempts"] == 0
     # Re-enabling forgets the streak.

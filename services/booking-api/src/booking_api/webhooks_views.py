@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, json, request
 from pydantic import ValidationError
 
 from booking_api import webhooks_contract as wc
+from booking_api.auth import actor_name
 from booking_api.bookings_views import _json_body
 from booking_api.database import get_db, settings
 from booking_api.problems import ApiError
@@ -152,7 +153,7 @@ def get_delivery(delivery_id: str):
 
 @bp.post("/deliveries/<delivery_id>/replay")
 def replay_delivery(delivery_id: str):
-    outcome = deliveries.replay(get_db(), g.identity["tenant_id"], delivery_id)
+    outcome = deliveries.replay(get_db(), g.identity["tenant_id"], delivery_id, actor=actor_name())
     if outcome is None:
         raise ApiError(404, "not-found", "No such delivery.")
     if outcome == "open":
@@ -172,5 +173,6 @@ def replay_since(endpoint_id: str):
         raise ApiError(422, "invalid-request", "Some fields are invalid.",
                        errors=[{"field": "since", "message": "must be an ISO 8601 date-time with a time zone"}])
     endpoint = _endpoint_or_404(endpoint_id)
-    n = deliveries.replay_since(get_db(), g.identity["tenant_id"], endpoint["id"], since, dry_run=req.dry_run)
+    n = deliveries.replay_since(get_db(), g.identity["tenant_id"], endpoint["id"], since, dry_run=req.dry_run,
+                                actor=actor_name())
     return {"matched": n, "dry_run": req.dry_run}

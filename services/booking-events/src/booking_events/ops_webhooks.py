@@ -3,7 +3,7 @@
 The reads and the replay are `booking_core.ops.webhooks`' and
 `booking_core.webhooks.deliveries`' (the API's and `bookingctl webhooks`'
 too): a replay sends a dead or delivered delivery again as a new round, with
-the same `webhook-id` (receivers deduplicate by it).  No page ever shows a
+the same `webhook-id` (receivers deduplicate by it), audited as the signed-in operator.  No page ever shows a
 signing secret: the reads never select one.
 """
 
@@ -15,7 +15,7 @@ from aiohttp import web
 
 from booking_core.config import Settings
 from booking_core.ops import webhooks
-from booking_events.keys import SETTINGS
+from booking_events.keys import OPS_SESSION, SETTINGS
 from booking_events.ops_auth import operator_required
 from booking_events.ops_data import conn
 from booking_events.ops_render import error, page
@@ -34,9 +34,9 @@ def _endpoint(settings: Settings, endpoint_id: str, state: str | None):
         return webhooks.console_endpoint(c, endpoint_id, state=state)
 
 
-def _replay(settings: Settings, delivery_id: str):
+def _replay(settings: Settings, delivery_id: str, actor: str):
     with conn(settings) as c:
-        return webhooks.console_replay(c, delivery_id)
+        return webhooks.console_replay(c, delivery_id, actor=actor)
 
 
 @operator_required
@@ -62,7 +62,8 @@ async def endpoint_page(request: web.Request) -> web.StreamResponse:
 @operator_required
 async def replay(request: web.Request) -> web.StreamResponse:
     """POST /ops/webhooks/deliveries/{id}/replay: send it again (same webhook-id), back to its endpoint's log."""
-    done = await asyncio.to_thread(_replay, request.app[SETTINGS], request.match_info["delivery_id"])
+    done = await asyncio.to_thread(_replay, request.app[SETTINGS], request.match_info["delivery_id"],
+                                   request[OPS_SESSION].operator)
     if done is None:
         return error(request, 404, "No such delivery", "No webhook delivery has that id. Nothing was sent.")
     result, endpoint_id = done

@@ -52,6 +52,8 @@ AUDIT_KINDS = (
     "queue.resumed",
     "plan.changed",
     "plan.reset",
+    "webhook.replayed",
+    "webhook.replayed_since",
 )
 
 

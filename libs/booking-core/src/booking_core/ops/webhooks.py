@@ -41,6 +41,7 @@ def _print_endpoint(row: dict, secret: str | None = None) -> None:
 
 def cmd_webhooks(args, s: Settings) -> int:
     from booking_core import db
+    from booking_core.ops.admin import who  # admin registers these commands: imported here, not at the top
 
     cmd = args.webhooks_cmd
     with db.connect(s.database_url, autocommit=True) as conn:
@@ -89,14 +90,14 @@ def cmd_webhooks(args, s: Settings) -> int:
             return 0
         if cmd == "replay":
             if args.since is None:
-                outcome = deliveries.replay(conn, tenant, args.id)
+                outcome = deliveries.replay(conn, tenant, args.id, actor=who())
                 if outcome is None:
                     raise ValueError(f"no delivery {args.id[:40]} of tenant {args.tenant[:60]}")
                 print("replayed" if outcome == "replayed" else "still being tried: nothing to replay")
                 return 0 if outcome == "replayed" else 1
             if endpoints.get(conn, tenant, args.id) is None:
                 raise ValueError(f"no endpoint {args.id[:40]} of tenant {args.tenant[:60]}")
-            n = deliveries.replay_since(conn, tenant, args.id, args.since, dry_run=args.dry_run)
+            n = deliveries.replay_since(conn, tenant, args.id, args.since, dry_run=args.dry_run, actor=who())
             print(f"{n} dead deliveries {'would be' if args.dry_run else 'were'} replayed")
             return 0
     raise ValueError(f"unknown webhooks command {cmd}")
@@ -166,10 +167,11 @@ def console_endpoint(conn, endpoint_id: str, *, state: str | None = None) -> tup
     return {**row, "tenant": found["tenant"]}, deliveries.page(conn, found["tenant_id"], endpoint_id, state=state)
 
 
-def console_replay(conn, delivery_id: str) -> tuple[str, str] | None:
-    """Replay one delivery of any tenant: ("replayed" or "open", its endpoint's id), or None when not found."""
+def console_replay(conn, delivery_id: str, *, actor: str) -> tuple[str, str] | None:
+    """Replay one delivery of any tenant, audited as `actor`: ("replayed" or "open", its endpoint's id), or None."""
     found = conn.execute("SELECT tenant_id::text AS tenant_id, endpoint_id::text AS endpoint_id"
                          " FROM webhook_deliveries WHERE id::text = %s", (str(delivery_id),)).fetchone()
     if found is None:
         return None
-    return deliveries.replay(conn, found["tenant_id"], delivery_id), found["endpoint_id"]
+    outcome = deliveries.replay(conn, found["tenant_id"], delivery_id, actor=actor)
+    return None if outcome is None else (outcome, found["endpoint_id"])

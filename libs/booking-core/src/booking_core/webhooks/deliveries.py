@@ -2,7 +2,8 @@
 
 A delivery is one event for one endpoint (migration 0013 creates it with the
 event).  Its `attempts` count the current round; a replay starts a new round,
-and `webhook_attempts` keeps every attempt of every round.  Recording an
+and `webhook_attempts` keeps every attempt of every round; every replay is
+audited with who asked for it, whichever front end (API, console, CLI) asked.  Recording an
 attempt is one short transaction taken after the HTTP request, never around it:
 the endpoint's row (its failure streak, 7a in docs/lock-order.md), then the
 delivery's (7b).
@@ -20,6 +21,7 @@ from psycopg.types.json import Jsonb
 from booking_core.messaging import outbox
 from booking_core.messaging.contracts import WEBHOOK
 from booking_core.telemetry import tracing
+from booking_core.webhooks.payload import message_id
 
 #: What the log keeps of a receiver's answer (the worker reads at most 64 KiB of it).
 MAX_STORED_RESPONSE = 1024
@@ -175,39 +177,61 @@ FROM r RETURNING 1
 """
 
 
-def replay(conn: psycopg.Connection, tenant_id: str, delivery_id: str) -> str | None:
+def replay(conn: psycopg.Connection, tenant_id: str, delivery_id: str, *, actor: str) -> str | None:
     """Send a finished (dead or delivered) delivery again, as a new round with the same webhook-id.
 
     Returns "replayed", "open" (it is still being tried: nothing to do), or None when not found.
+    A replay is audited (`webhook.replayed`, in the tenant's chain, as `actor`) in its own
+    transaction, so the entry exists exactly when the replay does; "open" and None write nothing.
     """
     delivery_id = _uuid(delivery_id)
     if delivery_id is None:
         return None
-    state = conn.execute("SELECT state FROM webhook_deliveries WHERE id = %s AND tenant_id = %s",
-                         (delivery_id, tenant_id)).fetchone()
-    if state is None:
-        return None
-    rows = conn.execute(
-        _REPLAY.format(sets=_NEW_ROUND,
-                       where="id = %(id)s AND tenant_id = %(tenant)s AND state IN ('dead', 'delivered')"),
-        {"id": delivery_id, "tenant": tenant_id, "queue": WEBHOOK.queue, "actor": WEBHOOK.actor,
-         "options": _trace_options()}).fetchall()
-    if rows:
+    with conn.transaction():
+        found = conn.execute(
+            "SELECT d.state, d.endpoint_id::text AS endpoint_id, d.event_id::text AS event_id,"
+            " ev.booking_id::text AS booking_id FROM webhook_deliveries d JOIN webhook_events ev ON ev.id = d.event_id"
+            " WHERE d.id = %s AND d.tenant_id = %s", (delivery_id, tenant_id)).fetchone()
+        if found is None:
+            return None
+        rows = conn.execute(
+            _REPLAY.format(sets=_NEW_ROUND,
+                           where="id = %(id)s AND tenant_id = %(tenant)s AND state IN ('dead', 'delivered')"),
+            {"id": delivery_id, "tenant": tenant_id, "queue": WEBHOOK.queue, "actor": WEBHOOK.actor,
+             "options": _trace_options()}).fetchall()
+        if not rows:
+            return "open"
+        outbox.add(conn, [outbox.action_event(
+            "webhook.replayed", tenant_id=tenant_id, booking_id=found["booking_id"], actor=actor,
+            details={"delivery_id": delivery_id, "endpoint_id": found["endpoint_id"], "event_id": found["event_id"],
+                     "webhook_id": message_id(found["event_id"]), "was": found["state"]})])
         conn.execute(outbox.WAKE_SQL)
-    return "replayed" if rows else "open"
+    return "replayed"
 
 
 def replay_since(conn: psycopg.Connection, tenant_id: str, endpoint_id: str, since: datetime, *,
-                 dry_run: bool) -> int:
-    """Replay every dead delivery of the endpoint created at or after `since`; the count (only counted if dry)."""
+                 dry_run: bool, actor: str) -> int:
+    """Replay every dead delivery of the endpoint created at or after `since`; the count (only counted if dry).
+
+    A replay of at least one delivery is audited once (`webhook.replayed_since`, with the
+    endpoint, `since` and the count) in the replay's transaction; a dry run or one that
+    matched nothing writes nothing.
+    """
+    endpoint_id = _uuid(endpoint_id)
+    if endpoint_id is None:
+        return 0
     params = {"endpoint": endpoint_id, "tenant": tenant_id, "since": since, "queue": WEBHOOK.queue,
               "actor": WEBHOOK.actor, "options": _trace_options()}
     where = "endpoint_id = %(endpoint)s AND tenant_id = %(tenant)s AND state = 'dead' AND created_at >= %(since)s"
     if dry_run:
         return conn.execute(f"SELECT count(*) AS n FROM webhook_deliveries WHERE {where}", params).fetchone()["n"]
-    n = len(conn.execute(_REPLAY.format(sets=_NEW_ROUND, where=where), params).fetchall())
-    if n:
-        conn.execute(outbox.WAKE_SQL)
+    with conn.transaction():
+        n = len(conn.execute(_REPLAY.format(sets=_NEW_ROUND, where=where), params).fetchall())
+        if n:
+            outbox.add(conn, [outbox.action_event(
+                "webhook.replayed_since", tenant_id=tenant_id, booking_id=None, actor=actor,
+                details={"endpoint_id": endpoint_id, "since": since.isoformat(), "count": n})])
+            conn.execute(outbox.WAKE_SQL)
     return n
 
 
