@@ -20,6 +20,7 @@ import pytest
 from webhook_receiver import VerifyingReceiver
 
 from booking_core import db
+from booking_core.audit import chain
 from booking_core.model import tenants
 from booking_core.queues import pauses
 from browser_helpers import assert_clean, chromium, record
@@ -192,6 +193,15 @@ def test_an_operator_replays_a_dead_webhook_delivery_and_the_receiver_gets_it(mo
         assert [e["type"] for e in events] == ["booking.created"] and events[0]["data"]["booking_id"] == booking["id"]
         assert receiver.requests[-1]["id"] == refused[0], "the replay carries the same webhook-id"
         assert receiver.bad_signatures == 0
+
+        def replay_audited() -> dict | None:
+            with db.connect(platform.urls["DATABASE_URL"]) as conn:
+                return conn.execute("SELECT tenant_id::text, actor FROM audit_log WHERE kind = 'webhook.replayed'"
+                                    " AND details->>'delivery_id' = %s", (delivery,)).fetchone()
+        entry = wait_until(replay_audited, timeout=60, interval=0.3, what="the audit worker to record the replay")
+        assert entry["actor"].startswith("ops:")  # the signed-in operator
+        with db.connect(platform.urls["DATABASE_URL"]) as conn:
+            assert all(r.ok for r in chain.verify(conn, entry["tenant_id"]))
     finally:
         api.json("DELETE", f"/api/v1/webhooks/endpoints/{endpoint['id']}")
         receiver.close()
