@@ -379,6 +379,8 @@ class Platform:
         for name in ("smtp", "redis", "postgres"):
             if name in self.servers:
                 self.servers[name].stop()
+        if self._redis is not None:
+            self._redis.close()
         run_file(self.data_dir).unlink(missing_ok=True)
         self.lock.release()
 
