@@ -173,6 +173,10 @@ class Settings:
     trace_url_template: str = env("BOOKING_TRACE_URL_TEMPLATE", "", parse=_trace_template)
     #: How often each worker reads the paused queues (queues/pauses.py) from Postgres: one small query.
     pause_poll_ms: int = env("BOOKING_PAUSE_POLL_MS", 1_000, low=10)
+    #: The pod name this worker's presence records (booking_scaling.podload); empty: the host name,
+    #: which in a Deployment's pod is the pod's name.  The local runner, whose processes share one
+    #: host, gives each its own name here so that a scale-down can stop the idlest one.
+    worker_host: str = env("BOOKING_WORKER_HOST", "")
     #: The default plan (booking_core.model.plans): a tenant without a plan of its own is admitted
     #: at this sustained rate of bookings per second with bursts of this many, and weighs this much
     #: in the fair share of the async work.  The bounds are booking_core.model.plans.check's.

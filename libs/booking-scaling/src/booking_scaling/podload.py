@@ -9,7 +9,8 @@ pod a process runs in.  So every worker process adds one field to
 `ns:__pods__.<queue>` (a hash: broker id -> JSON `{"host", "lastWorkMs", "bootMs", "at"}`)
 with the presence stamp it already writes every few seconds
 (booking_core.queues.presence): its host name, which in a Deployment's pod is the
-pod's name, when it last finished a message, and when it booted (ready to consume:
+pod's name (the local runner, whose processes share a host, names each process
+instead: BOOKING_WORKER_HOST), when it last finished a message, and when it booted (ready to consume:
 with the pod's creation time, the pod start latency the promise predicts with).  A field not restamped within
 `TTL_MS` (a crashed process) is ignored, and the hash expires when no worker
 stamps it.  This is the platform's own key, not Dramatiq's, so it is named here

@@ -3,8 +3,9 @@
 Each pool (one queue's worker processes) is read with the same `QueueReader`
 (delayed messages count when due within the pool's delayedLeadSeconds) and
 decided with the same `decide()` as the kopf operator; the actuator here
-starts `dramatiq` processes or sends SIGTERM to the newest ones, which finish
-their messages (Dramatiq's shutdown timeout) before exiting.
+starts `dramatiq` processes or sends SIGTERM to the idlest ones, ranked as the
+operator ranks pods (bookingctl.retire), which finish their messages (Dramatiq's
+shutdown timeout) before exiting.
 
 Two rules keep the API first on one machine (issue 9):
 

@@ -121,6 +121,8 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         "dramatiq_prom_host": "127.0.0.1",
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),
+        # Its presence names it (not the shared host name): a scale-down finds the idlest by this name.
+        "BOOKING_WORKER_HOST": name,
         **ASYNC_ENV,
     }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE, cpu_idle=True)
 

@@ -7,15 +7,8 @@ Left alone it may well delete the pod in the middle of a two-minute render and
 keep an idle one.  So before lowering the replicas by `k` the operator marks the
 `k` idlest pods with negative costs and clears any mark it left on the others.
 
-Idlest means, in this order:
-
-1. fewest messages in flight (Dramatiq's un-acked messages of the pod's worker
-   processes, read live from Redis when the decision is taken): exactly the work
-   a deletion interrupts, a running render lost and requeued, so it comes first;
-2. least recent work (the last message one of its processes finished, from its
-   presence stamp): among idle pods, one that just finished is likely to fetch
-   the next message at once, one idle for a minute is the spare capacity;
-3. the name, so that the same readings always give the same choice.
+Idlest is booking_scaling.idlest's ranking (fewest messages in flight, then least
+recent work, then the name), which the local runner's scale-down shares.
 
 A pod with no presence record (still starting, or its worker not yet stamped)
 has no work to lose and never worked: it goes first.  Kubernetes advises against
@@ -30,9 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from booking_scaling.idlest import idlest_first
 from booking_scaling.podload import PodLoad
 
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+
+__all__ = ["ANNOTATION", "PodView", "idlest_first", "plan"]
 
 
 @dataclass(frozen=True)
@@ -43,17 +39,6 @@ class PodView:
     name: str
     cost: str | None = None
     created: float | None = None
-
-
-def idlest_first(names: Iterable[str], loads: Mapping[str, PodLoad]) -> list[str]:
-    """Pod names ordered from the one whose deletion loses least to the busiest."""
-    def key(name: str) -> tuple[int, int, str]:
-        load = loads.get(name)
-        if load is None:
-            return (0, -2, name)  # not serving yet: before an idle pod that never worked
-        return (load.in_flight, load.last_work_ms if load.last_work_ms is not None else -1, name)
-
-    return sorted(names, key=key)
 
 
 def plan(pods: Iterable[PodView], loads: Mapping[str, PodLoad], remove: int) -> dict[str, int | None]:
