@@ -97,6 +97,13 @@ EXPOSE 9191
 ENTRYPOINT ["dramatiq", "audit_worker.broker", "audit_worker.actors", "--queues", "audit"]
 CMD ["--processes", "1", "--threads", "4", "--worker-shutdown-timeout", "30000"]
 
+# Signed deliveries to tenants' endpoints: threads wait on receivers, not the CPU, so
+# many per process. It refuses to start without BOOKING_WEBHOOKS_KEY (exit 2).
+FROM runtime AS webhook-worker
+EXPOSE 9191
+ENTRYPOINT ["dramatiq", "webhook_worker.broker", "webhook_worker.actors", "--queues", "webhook"]
+CMD ["--processes", "1", "--threads", "16", "--worker-shutdown-timeout", "30000"]
+
 # WeasyPrint's system libraries (Pango, HarfBuzz's subsetter) and one font family:
 # only this image has them. Fontconfig keeps its cache under XDG_CACHE_HOME, and /tmp
 # is the one place that stays writable under a read-only root filesystem.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import shutil
 import signal
@@ -123,7 +124,10 @@ METRICS_DIR_ENV = ("PROMETHEUS_MULTIPROC_DIR", "dramatiq_prom_db")
 #: The Secrets the ci values name but the chart does not render (a cluster's operator makes them), as the tests
 #: stand them in: the progress-page key of `events.statusSecret.existingSecret`.
 EXISTING_SECRETS = {"booking-status": {"kind": "Secret", "stringData": {
-    "BOOKING_STATUS_SECRET": "test-status-key-0123456789abcdef0123456789abcdef"}}}
+    "BOOKING_STATUS_SECRET": "test-status-key-0123456789abcdef0123456789abcdef"}},
+    # A Fernet key (32 bytes, url-safe base64) that seals nothing: the ci values name this Secret.
+    "booking-webhooks-key": {"kind": "Secret", "stringData": {
+        "BOOKING_WEBHOOKS_KEY": "dGVzdC13ZWJob29rcy1rZXktMDEyMzQ1Njc4OWFiY2Q="}}}
 
 
 def env_of(container: dict, docs: list[dict]) -> dict[str, str]:
@@ -176,7 +180,7 @@ class LocalRelease:
     addresses, a port and scratch dir of its own per process for metrics.
     """
 
-    COMPONENTS = ("api", "relay", "email-worker", "invoice-worker", "audit-worker")
+    COMPONENTS = ("api", "relay", "email-worker", "invoice-worker", "audit-worker", "webhook-worker")
 
     def __init__(self, docs: list[dict], tmp_path: Path, components: tuple[str, ...] = COMPONENTS):
         self.docs, self.tmp, self.components = docs, tmp_path, components
@@ -226,3 +230,24 @@ class LocalRelease:
             child.signal(signal.SIGTERM)
         for child in self.children:
             child.stop()
+
+
+def crd_json_schema(node):
+    """The CRD's OpenAPI schema as JSON Schema (nullable → a null type; Kubernetes' extensions dropped)."""
+    if isinstance(node, dict):
+        out = {k: crd_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+        if out.pop("nullable", False):
+            out["type"] = [out["type"], "null"]
+        return out
+    return [crd_json_schema(v) for v in node] if isinstance(node, list) else node
+
+
+def with_defaults(schema: dict, obj):
+    """`obj` with the defaults of a CRD's schema filled in where left out, as the API server does."""
+    if isinstance(obj, dict) and schema.get("type") == "object":
+        for key, sub in schema.get("properties", {}).items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                obj[key] = with_defaults(sub, obj[key])
+    return obj

@@ -49,7 +49,7 @@ KUBE_VERSION = "1.35.0"
 CRD_FILE = CHART / "crds" / "queuescalers.yaml"
 #: Validated against their CRDs (the Prometheus Operator's in test_observability_chart.py), not Kubernetes' schemas.
 CUSTOM_KINDS = {"QueueScaler", "KopfPeering", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
-QUEUES = ("email", "invoice", "audit")
+QUEUES = ("email", "invoice", "audit", "webhook")
 
 
 @pytest.fixture(scope="session")
@@ -201,6 +201,11 @@ SCHEMA_BREAKING = [
     ("root user", {"securityContext.runAsUser": "0"}, "/securityContext/runAsUser': minimum: got 0, want 1"),
     ("no burst", {"config.planDefault.burst": "0"}, "/config/planDefault/burst': minimum: got 0, want 1"),
     ("no rate", {"config.planDefault.ratePerSecond": "0"}, "/config/planDefault/ratePerSecond'"),
+    ("no webhook deadline", {"webhooks.timeoutSeconds": "0"}, "/webhooks/timeoutSeconds': exclusiveMinimum"),
+    ("webhook receivers not a CIDR", {"webhooks.networkPolicy.receivers[0].cidr": "internet"},
+     "/webhooks/networkPolicy/receivers/0/cidr': 'internet' does not match pattern"),
+    ("webhook worker with a retry policy", {"workers.webhook.retry.maxRetries": "3"},
+     "additional properties 'retry' not allowed"),
     ("wrong scheme", {"externalRedis.url": "http://cache:6379"},
      "'http://cache:6379' does not match pattern '^(rediss?://.+)?$'"),
 ]
@@ -438,7 +443,7 @@ def test_autoscaled_workers_leave_replicas_to_the_operator(rendered):
     for q in QUEUES:
         assert "replicas" not in by_kind(docs, "Deployment")[component_name(f"{q}-worker")]["spec"]
     fixed = by_kind(rendered["fixed-replicas-values.yaml"], "Deployment")
-    assert [fixed[component_name(f"{q}-worker")]["spec"]["replicas"] for q in QUEUES] == [3, 2, 1]
+    assert [fixed[component_name(f"{q}-worker")]["spec"]["replicas"] for q in QUEUES] == [3, 2, 1, 2]
 
 
 def test_workers_outlive_their_shutdown_timeout_and_run_their_own_queue(rendered):
@@ -459,7 +464,8 @@ def test_service_images_come_from_values(helm):
     images = {
         "api.image": "component-api", "relay.image": "component-relay", "workers.email.image": "component-email",
         "workers.invoice.image": "component-invoice", "workers.audit.image": "component-audit",
-        "operator.image": "component-operator", "events.image": "component-events",
+        "workers.webhook.image": "component-webhook", "operator.image": "component-operator",
+        "events.image": "component-events",
         "postgresql.image": "component-postgresql",
         "redis.image": "component-redis", "smtpSink.image": "component-smtp-sink",
     }
@@ -477,6 +483,7 @@ def test_service_images_come_from_values(helm):
     # And each service runs its own image: the hook and test pods the API's (booking-admin is in it).
     by_owner = {o["metadata"]["name"]: c["image"] for o, c in containers(docs)}
     assert by_owner[component_name("email-worker")] == expected["component-email"]
+    assert by_owner[component_name("webhook-worker")] == expected["component-webhook"]
     assert by_owner[component_name("relay")] == expected["component-relay"]
     assert by_owner[component_name("migrations")] == expected["component-api"]
     assert by_owner[component_name("test")] == expected["component-api"]
@@ -515,6 +522,7 @@ def test_operator_rbac_grants_only_what_it_needs_in_its_namespace(rendered):
         ("autoscaling", "horizontalpodautoscalers", ("list",), ()),
         ("", "secrets", ("get",), (component_name("redis-connection"),)),
         ("", "events", ("create",), ()),
+        ("", "pods", ("list", "patch"), ()),  # pod-deletion-cost before a scale-down
     }
     # The one Secret it may read holds the Redis URL and nothing else (no database or SMTP password).
     assert set(by_kind(docs, "Secret")[component_name("redis-connection")]["stringData"]) == {"REDIS_URL"}
@@ -705,7 +713,7 @@ def test_notes_say_where_the_metrics_are_and_how_the_workers_are_scaled(helm):
     assert "read-only: safe on production" in notes
     fixed = _notes(helm, "-f", str(CHART / "ci" / "fixed-replicas-values.yaml"))
     # The workers really run these counts (tests above): the notes must say so, not "fixed replicas" vaguely.
-    assert "each worker runs its workers.<name>.replicaCount\n   (audit 1, email 3, invoice 2)" in fixed
+    assert "each worker runs its workers.<name>.replicaCount\n   (audit 1, email 3, invoice 2, webhook 2)" in fixed
     assert "the operator on" not in fixed and "queuescalers" not in fixed
     external = _notes(helm, "-f", str(CHART / "ci" / "default-values.yaml"), "--set", "workerAutoscaling=external")
     assert "your autoscaler (KEDA, an HPA) scales them" in external and "queuescalers" not in external
@@ -806,7 +814,7 @@ def test_every_deployment_environment_passes_its_process_settings(rendered):
     naming the variable); this finds it at `helm template` time instead.
     """
     from booking_api.settings import ApiSettings
-    from booking_core.config import MetricsAddress, Settings
+    from booking_core.config import MetricsAddress, Settings, require_webhooks_key
     from booking_events.settings import EventsSettings
     from queue_autoscaler.settings import OperatorSettings
 
@@ -815,7 +823,8 @@ def test_every_deployment_environment_passes_its_process_settings(rendered):
 
     settings_of = {"booking-api": ApiSettings.from_env, "booking-events": EventsSettings.from_env,
                    "queue-autoscaler": OperatorSettings.from_env, "outbox-relay": relay,
-                   **{f"{q}-worker": Settings.from_env for q in QUEUES}}
+                   **{f"{q}-worker": Settings.from_env for q in QUEUES},
+                   "webhook-worker": lambda env: require_webhooks_key(Settings.from_env(env))}
     checked = set()
     for name, docs in rendered.items():
         for owner, c in containers(docs):

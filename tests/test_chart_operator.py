@@ -27,7 +27,7 @@ from helm_helpers import (
 KUBE_VERSION = "1.35.0"
 DEFAULT = CHART / "ci" / "default-values.yaml"
 PRODUCTION = CHART / "ci" / "production-values.yaml"
-QUEUES = ("email", "invoice", "audit")
+QUEUES = ("email", "invoice", "audit", "webhook")
 OBSERVED = {"metrics.serviceMonitor.enabled": "true", "metrics.prometheusRule.enabled": "true"}
 
 
@@ -84,7 +84,7 @@ def test_the_operator_acts_only_on_its_releases_queuescalers(helm):
     ours = template(helm, *helm_args([DEFAULT]))
     wanted = selector(ours)
     scalers = by_kind(ours, "QueueScaler")
-    assert len(scalers) == 3 and all(selects({"matchLabels": wanted}, qs["metadata"]["labels"])
+    assert len(scalers) == 4 and all(selects({"matchLabels": wanted}, qs["metadata"]["labels"])
                                      for qs in scalers.values())
     # Another release of the chart in the same namespace: neither selects the other's QueueScalers.
     proc = run_helm(helm, "template", "other", str(CHART), "--namespace", NAMESPACE, *helm_args([DEFAULT]))
@@ -165,12 +165,13 @@ def worker_deployments(docs: list[dict]) -> dict[str, dict]:
 
 
 def test_without_the_operator_no_queuescaler_renders_and_workers_run_their_replica_counts(helm):
-    counts = {"workers.email.replicaCount": 3, "workers.invoice.replicaCount": 2, "workers.audit.replicaCount": 4}
+    counts = {"workers.email.replicaCount": 3, "workers.invoice.replicaCount": 2, "workers.audit.replicaCount": 4,
+              "workers.webhook.replicaCount": 2}
     docs = template(helm, *helm_args([DEFAULT], {"operator.enabled": "false", **counts}))
     assert not by_kind(docs, "QueueScaler")
     assert component_name("operator") not in by_kind(docs, "Deployment")
     assert {q: d["spec"]["replicas"] for q, d in worker_deployments(docs).items()} == {
-        "email": 3, "invoice": 2, "audit": 4}
+        "email": 3, "invoice": 2, "audit": 4, "webhook": 2}
     # An upgrade that turns the operator off removes the QueueScalers while the old operator still runs.
     assert hooks(cleanup_objects(docs)["Job"]) == {"pre-upgrade", "pre-delete"}
 

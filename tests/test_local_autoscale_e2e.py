@@ -30,10 +30,11 @@ def test_a_burst_of_invoices_grows_the_pool_then_it_shrinks_back(make_platform, 
     # ... the work is done, once each ...
     for booking_id in ids:
         api.wait_states(booking_id, {"invoice": "done"}, timeout=120)
-    # ... and after the stabilization window the pool is back to one process, by SIGTERM.
-    wait_until(lambda: platform.pool("invoice") == ["invoice-worker-1"] and not platform.retiring, timeout=60,
+    # ... and after the stabilization window the pool is back to one process, by SIGTERM (the idlest
+    # go, so the one left need not be the first).
+    wait_until(lambda: len(platform.pool("invoice")) == 1 and not platform.retiring, timeout=60,
                what="the invoice pool to shrink back to one process")
-    assert [n for n in platform.children if n.startswith("invoice-worker-")] == ["invoice-worker-1"]
+    assert [n for n in platform.children if n.startswith("invoice-worker-")] == platform.pool("invoice")
     assert len(platform.pool("email")) == 1 and len(platform.pool("audit")) == 1
 
 

@@ -41,7 +41,9 @@ from helm_helpers import (
 )
 
 DASHBOARD = CHART / "dashboards" / "booking-platform.json"
-QUEUES = ("email", "invoice", "audit")
+QUEUES = ("email", "invoice", "audit", "webhook")
+#: The queues a booking's tasks go through (a booking without webhook endpoints sends no webhook message).
+TASK_QUEUES = ("email", "invoice", "audit")
 SERVICES = {"api": "booking-api", "relay": "booking-relay", "email-worker": "email-worker",
             "invoice-worker": "invoice-worker", "audit-worker": "audit-worker"}
 #: Everything switched on, at the default thresholds.
@@ -54,6 +56,7 @@ EXPORTED = {
     "booking_http_requests_total", "booking_outbox_messages", "booking_outbox_oldest_age_seconds",
     "booking_queue_messages", "booking_queue_oldest_age_seconds", "booking_pipeline_read_ok",
     "booking_dead_letters_open", "booking_api_degraded", "queue_autoscaler_ready", "queue_autoscaler_fallback",
+    "booking_webhook_longest_failing_seconds",
     "booking_relay_published_total", "booking_relay_failures_total",
     "booking_outbox_queue_messages", "booking_queue_oldest_waiting_age_seconds", "booking_tenant_backlog_messages",
     "booking_tenant_oldest_age_seconds",
@@ -362,7 +365,8 @@ def test_every_alert_says_what_is_wrong_and_what_to_do(rendered):
         "BookingQueueBacklogGrowing", "BookingDeadLetters", "BookingOutboxStuck", "BookingWorkerStalled",
         "BookingApiErrorRateHigh", "BookingTaskErrorRateHigh", "BookingRelayFailing", "BookingMetricsReadFailing",
         "BookingMetricsMissing", "BookingScrapeTargetDown", "BookingApiDegraded", "BookingOperatorDown",
-        "BookingQueueScalerNotReady", "BookingQueueScalerFallback", "BookingQueueOldestTaskOld"}
+        "BookingQueueScalerNotReady", "BookingQueueScalerFallback", "BookingQueueOldestTaskOld",
+        "BookingWebhookEndpointFailing"}
     for r in alerts:
         assert r["labels"]["severity"] in ("critical", "warning"), r["alert"]
         assert len(r["annotations"]["summary"]) > 30 and "kubectl" in r["annotations"]["description"], r["alert"]
@@ -674,6 +678,11 @@ ALERT_CASES = {
         [series("booking_api_degraded", "0x5 1x30", dependency="redis", **API_POD),
          series("booking_api_degraded", "0x40", dependency="redis", **OTHER_API_POD)],
         [("8m", []), ("12m", [({"dependency": "redis"}, "1")])]),
+    "BookingWebhookEndpointFailing": (
+        # Two API pods report the same Postgres figure: combined with max, never summed.
+        [series("booking_webhook_longest_failing_seconds", "172000+60x30", **API_POD),
+         series("booking_webhook_longest_failing_seconds", "172000+60x30", **OTHER_API_POD)],
+        [("10m", []), ("25m", [({}, "2d 0h 11m 40s")])]),
     "BookingOperatorDown": (
         # Up, then down (up 0), then gone (no target at all): both fire after `for`.
         [series("up", "1x10 0x10", pod="booking-booking-platform-operator-5d-q2", **TARGET,
@@ -803,7 +812,7 @@ def test_each_rendered_process_serves_where_its_monitor_scrapes_every_series_the
                 got = {c: scrape(c) for c in targets}
             except OSError:
                 return None
-            return got if all("dramatiq_messages_total" in got[f"{q}-worker"] for q in QUEUES) else None
+            return got if all("dramatiq_messages_total" in got[f"{q}-worker"] for q in TASK_QUEUES) else None
 
         served = wait_until(all_served, timeout=30, what="every process's metrics")
         names = set().union(*served.values())
@@ -814,11 +823,13 @@ def test_each_rendered_process_serves_where_its_monitor_scrapes_every_series_the
         posts = [s for s in served["api"]["booking_http_requests_total"]
                  if s.labels["route"] == "/api/v1/bookings" and s.labels["method"] == "POST"]
         assert sum(s.value for s in posts if s.labels["status"] == "201") >= 1
-        assert {s.labels["queue"] for s in served["relay"]["booking_relay_published_total"]} == set(QUEUES)
-        for q in QUEUES:
+        # (The shared database's outbox may also hold other tests' webhook deliveries, which it publishes too.)
+        assert set(TASK_QUEUES) <= {s.labels["queue"] for s in served["relay"]["booking_relay_published_total"]}
+        for q in TASK_QUEUES:
             done = served[f"{q}-worker"]["dramatiq_messages_total"]
             assert [s.labels["queue_name"] for s in done] == [q] and done[0].value >= 1
         depth = {(s.labels["queue"], s.labels["state"]) for s in served["api"]["booking_queue_messages"]}
+        # The webhook queue's depth too (its deliveries come from the outbox like the others' work).
         assert depth == {(q, st) for q in QUEUES for st in ("ready", "in_flight", "delayed", "dead")}
         assert {s.labels["source"]: s.value for s in served["api"]["booking_pipeline_read_ok"]} == {
             "postgres": 1, "redis": 1}
@@ -826,3 +837,22 @@ def test_each_rendered_process_serves_where_its_monitor_scrapes_every_series_the
     finally:
         release.stop()
         smtp.stop()
+
+
+#: The relay's backlog series: one relay reads the outbox per interval and every relay exports that reading
+#: (outbox_relay.report_turn), so each is one copy per relay replica.
+COPIED_BY_EVERY_RELAY = ("booking_outbox_queue_messages", "booking_queue_oldest_waiting_age_seconds",
+                         "booking_tenant_backlog_messages", "booking_tenant_oldest_age_seconds")
+
+
+def test_the_relays_backlog_series_are_read_with_max_never_summed_over_relays():
+    # A sum over the relays' copies would double the backlog with two relays and change as they come and go.
+    uses = []
+    for path in [*(CHART / "templates").glob("*.yaml"), *(CHART / "dashboards").glob("*.json")]:
+        text = path.read_text()
+        for name in COPIED_BY_EVERY_RELAY:
+            for m in re.finditer(rf"{name}\{{", text):  # a selector: PromQL, not prose
+                uses.append((path.name, name, text[max(0, m.start() - 40):m.start()]))
+    assert {n for _, n, _ in uses} == set(COPIED_BY_EVERY_RELAY), "every series is on the dashboard or an alert"
+    for file, name, before in uses:
+        assert re.search(r"max by \([a-z, ]+\) \($", before), f"{file}: {name} not under `max by (...)`: {before!r}"

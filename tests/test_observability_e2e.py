@@ -99,7 +99,8 @@ def test_every_process_serves_metrics_that_move_with_bookings(make_platform, api
     platform = make_platform()
     api = api_of(platform)
     urls = platform.metrics_urls
-    assert set(urls) == {"api", "relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "events"}
+    assert set(urls) == {"api", "relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "webhook-worker-1",
+                         "events"}
     before = {name: scrape(url) for name, url in urls.items()}
 
     platform.stop_component("invoice-worker-1")

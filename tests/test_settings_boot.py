@@ -56,11 +56,14 @@ def cases(run_dir: Path) -> dict[str, tuple[str, list[str], dict[str, str], str,
                        ("audit", "BOOKING_DB_ACQUIRE_TIMEOUT_MS")):
         argv, env = worker_argv(queue, run_dir)
         found[f"{queue}-worker"] = (f"{queue}-worker", argv, env, var, "x")
+    argv, env = worker_argv("webhook", run_dir)
+    found["webhook-worker"] = ("webhook-worker", argv, env, "BOOKING_WEBHOOKS_ALLOWED_NETWORKS", "10.0.0.0/33")
+    found["webhook-worker-timeout"] = ("webhook-worker", argv, env, "BOOKING_WEBHOOKS_TIMEOUT_SECONDS", "0")
     return found
 
 
-CASES = ["api", "api-shared", "relay", "email-worker", "invoice-worker", "audit-worker", "events", "operator",
-         "bookingctl"]
+CASES = ["api", "api-shared", "relay", "email-worker", "invoice-worker", "audit-worker", "webhook-worker",
+         "webhook-worker-timeout", "events", "operator", "bookingctl"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -73,6 +76,27 @@ def test_a_bad_variable_stops_the_process_at_boot_naming_it(name, tmp_path):
     assert lines and set(lines) == {lines[0]}, output  # Dramatiq's processes may each say it: the same line
     assert lines[0].startswith(f"{program}: bad setting: {variable} must ") and repr(value) in lines[0], lines[0]
     assert "Traceback" not in output and "Listening at" not in output, output
+
+
+def test_the_webhook_worker_without_a_sealing_key_stops_at_boot(tmp_path):
+    argv, env = worker_argv("webhook", tmp_path)
+    done = run(argv, {**URLS, **env}, tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "webhook-worker: bad setting: BOOKING_WEBHOOKS_KEY must be set" in done.stderr, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_bad_sealing_key_is_named_but_no_key_is_echoed(tmp_path):
+    """A list with one mistyped key may hold good ones: the message says which, never what they are."""
+    from cryptography.fernet import Fernet
+
+    good = Fernet.generate_key().decode()
+    argv, env = worker_argv("webhook", tmp_path)
+    done = run(argv, {**URLS, **env, "BOOKING_WEBHOOKS_KEY": f"{good},not-a-fernet-key"}, tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "webhook-worker: bad setting: BOOKING_WEBHOOKS_KEY must be Fernet keys, comma-separated: key 2" in output
+    assert good not in output and "not-a-fernet-key" not in output, output
 
 
 def test_bookingctl_up_checks_every_process_settings_before_it_starts_anything(tmp_path):

@@ -15,7 +15,7 @@ import importlib
 import re
 from pathlib import Path
 
-from booking_core.messaging.contracts import QUEUES
+from booking_core.messaging.contracts import TASK_QUEUES
 from booking_settings.fields import declared, variables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def table_variables(readme: str) -> set[str]:
         if not line.startswith("| `"):
             continue
         for token in re.findall(r"`([^`]+)`", line.split(" | ", 1)[0]):
-            names |= {token.replace("<QUEUE>", q.upper()) for q in QUEUES} if "<QUEUE>" in token else {token}
+            names |= {token.replace("<QUEUE>", q.upper()) for q in TASK_QUEUES} if "<QUEUE>" in token else {token}
     return names
 
 

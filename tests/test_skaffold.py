@@ -98,7 +98,7 @@ def test_one_artifact_per_service_built_from_the_repo_root_by_the_one_dockerfile
     artifacts = {a["image"]: a for a in skaffold["build"]["artifacts"]}
     targets = re.findall(r"^FROM runtime AS (\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
     assert set(artifacts) == set(targets) == {"booking-api", "outbox-relay", "email-worker", "invoice-worker",
-                                              "audit-worker", "queue-autoscaler", "booking-events"}
+                                              "audit-worker", "webhook-worker", "queue-autoscaler", "booking-events"}
     for name, a in artifacts.items():
         assert a.get("context", ".") == "."
         assert a["docker"] == {"dockerfile": "Dockerfile", "target": name, "buildArgs": {"SERVICE": name}}

@@ -15,7 +15,8 @@ import booking_core
 
 PACKAGE = Path(booking_core.__file__).parent
 #: Lowest first; the README's diagram, read from the bottom up.
-LAYERS = ["web", "telemetry", "messaging", "config", "db", "model", "audit", "tasks", "queues", "worker", "ops"]
+LAYERS = ["web", "telemetry", "messaging", "config", "db", "model", "webhooks", "audit", "tasks", "queues", "worker",
+          "ops"]
 
 
 def layer_of(dotted: str) -> str | None:

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from booking_core.audit import chain
+from booking_core.messaging.contracts import QUEUES
 from booking_core.queues import pauses
 
 
@@ -35,7 +36,7 @@ def test_pause_then_resume_changes_the_row_once_each_and_audits_each_change(conn
     (p,) = pauses.paused(conn).values()
     assert (p.queue, p.paused_by, p.reason) == ("email", actor, "SMTP provider incident")
     assert p.as_dict()["paused_at"] == p.paused_at.isoformat()
-    assert pauses.state(conn) == {"email": p, "invoice": None, "audit": None}
+    assert pauses.state(conn) == {"email": p, "invoice": None, "audit": None, "webhook": None}
     # When it is resumed twice, only the first resume changes anything
     assert pauses.resume(conn, "email", actor=actor) is True
     assert pauses.resume(conn, "email", actor=actor) is False
@@ -47,6 +48,14 @@ def test_pause_then_resume_changes_the_row_once_each_and_audits_each_change(conn
     assert paused["details"] == {"queue": "email", "reason": "SMTP provider incident"}
     assert resumed["details"]["queue"] == "email" and resumed["details"]["paused_by"] == actor
     assert audit_messages(conn, "someone-else") == []
+
+
+def test_every_queue_of_the_platform_can_be_paused_the_webhook_queue_too(conn):
+    for queue in QUEUES:
+        assert pauses.pause(conn, queue, actor="token:test", reason="drill") is True
+    assert set(pauses.paused(conn)) == set(QUEUES) and "webhook" in QUEUES
+    for queue in QUEUES:
+        assert pauses.resume(conn, queue, actor="token:test") is True
 
 
 def test_the_audit_message_is_recorded_in_the_platform_chain_and_verifies(conn):

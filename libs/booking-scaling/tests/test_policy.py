@@ -68,3 +68,12 @@ def test_invalid_values_are_refused_naming_the_field(spec, field):
 def test_clamp_keeps_within_bounds():
     policy = Policy(min_replica_count=1, max_replica_count=3)
     assert [policy.clamp(n) for n in (0, 1, 2, 3, 9)] == [1, 1, 2, 3, 3]
+
+
+def test_a_null_unsets_a_default_promise_fallback_or_concurrency_and_leaves_the_rest():
+    base = Policy(polling_interval=2, max_age=20, fallback_replicas=2, replica_concurrency=4,
+                  target_backlog_per_replica=7)
+    assert Policy.from_spec({"maxAge": None, "fallbackReplicas": None, "replicaConcurrency": None,
+                             "targetBacklogPerReplica": None}, defaults=base) == Policy(
+        polling_interval=2, target_backlog_per_replica=7)
+    assert Policy.from_spec({}, defaults=base) == base

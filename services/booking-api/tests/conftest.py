@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,13 +15,15 @@ from served_api import ServedApi
 
 from booking_api import create_app
 from booking_core.model import tenants
+from booking_core.webhooks.sealing import new_key
 from booking_embedded import free_port, listening_inodes
 from e2e_helpers import wait_until
 
 
 @pytest.fixture
 def app(settings):
-    return create_app({"TESTING": True, "SETTINGS": settings})
+    """The app with webhooks on (a sealing key of its own), so every documented operation can succeed."""
+    return create_app({"TESTING": True, "SETTINGS": dataclasses.replace(settings, webhooks_keys=(new_key(),))})
 
 
 @pytest.fixture

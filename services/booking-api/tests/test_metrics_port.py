@@ -93,7 +93,7 @@ def test_the_paused_gauge_is_1_for_a_paused_queue_and_0_for_the_others(settings,
     finally:
         db_conn.execute("DELETE FROM queue_pauses")
     paused = {dict(labels)["queue"]: v for (name, labels), v in got.items() if name == "booking_queue_paused"}
-    assert paused == {"email": 0, "invoice": 1, "audit": 0}
+    assert paused == {"email": 0, "invoice": 1, "audit": 0, "webhook": 0}
     after = samples(generate_latest(reg).decode())
     assert after[("booking_queue_paused", (("queue", "invoice"),))] == 0
 
@@ -109,7 +109,7 @@ def test_the_open_dead_letters_gauge_counts_the_postgres_records_per_queue(setti
     expected = deadletters.open_by_queue(db_conn)
     got = samples(generate_latest(reg).decode())
     gauge = {dict(labels)["queue"]: v for (name, labels), v in got.items() if name == "booking_dead_letters_open"}
-    assert gauge == expected and set(gauge) == {"email", "invoice", "audit"}
+    assert gauge == expected and set(gauge) == {"email", "invoice", "audit", "webhook"}
     # One more open letter on the email queue shows at the next scrape (no Redis involved)
     letter = db_conn.execute(
         "INSERT INTO dead_letters (message_id, queue, actor, error)"

@@ -20,6 +20,7 @@ from booking_core.audit import chain
 from booking_core.messaging.contracts import audit_payload
 from booking_core.model import tenants
 from booking_core.tasks import deadletters
+from e2e_helpers import wait_until
 
 
 @pytest.fixture
@@ -374,3 +375,72 @@ def test_the_queues_figures_survive_redis_being_unreachable(settings):
     assert fields["redis_error"].startswith("Redis did not answer")
     assert fields["email.ready"] == "?" and fields["workers.live"] == "?"
     assert fields["email.dead"].isdigit(), "dead letters come from Postgres, which still answers"
+
+
+def test_the_queues_page_shows_who_fills_each_queue_escaped(console, db_conn, tenant, open_stream):
+    from psycopg.types.json import Jsonb
+
+    hostile = "<img src=x onerror=alert(1)>"
+    # The session's outbox holds other tests' rows (no relay runs here): these are the most, by far.
+    ours = db_conn.execute("SELECT max(n) AS n FROM (SELECT count(*) AS n FROM outbox WHERE queue = 'audit'"
+                           " GROUP BY tenant_id) g").fetchone()["n"] or 0
+    rows = [(tenant["id"], ours + 50, 120), (hostile, ours + 40, 0)]
+    try:
+        for tenant_id, n, age_s in rows:
+            db_conn.execute(
+                "INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
+                " SELECT gen_random_uuid(), 'audit', 'x', %s, clock_timestamp() - make_interval(secs => %s)"
+                " FROM generate_series(1, %s)", (Jsonb({"tenant_id": tenant_id, "test": "tenant-backlog"}), age_s, n))
+        def page_shows_them() -> str | None:  # the page's reading is shared for up to 2 s
+            html = console.get("/ops/queues")[2]
+            return html if f'data-field="audit.tenant0.name">{tenant["name"]}<' in html else None
+
+        html = wait_until(page_shows_them, timeout=10, interval=0.5, what="this test's rows on the page")
+        first = re.search(r'<th scope="row" data-field="audit\.tenant0\.name">([^<]*)</th>\s*'
+                          r'<td data-field="audit\.tenant0\.waiting">(\d+)</td>\s*'
+                          r'<td data-field="audit\.tenant0\.later">0</td>\s*'
+                          r'<td data-field="audit\.tenant0\.oldest">([^<]*)</td>', html)
+        assert first and first.group(1) == tenant["name"] and int(first.group(2)) >= ours + 50, html
+        assert first.group(3) in ("2 min 0 s", "2 min 1 s", "2 min 2 s")
+        assert "&lt;img src=x onerror=alert(1)&gt;" in html and hostile not in html
+        event = open_stream("/ops/queues/stream", {"Cookie": console.cookie}).next()
+        assert event.data["audit.tenant0.name"] == tenant["name"]
+        assert event.data["audit.tenant1.name"] == f"(unknown tenant {hostile!r})"
+    finally:
+        db_conn.execute("DELETE FROM outbox WHERE payload->>'test' = 'tenant-backlog'")
+
+
+def test_the_tenant_slots_show_the_top_hide_the_spare_and_sum_the_rest():
+    from booking_core.queues.tenant_backlog import QueueTenants, TenantRows
+    from booking_events.ops_data import tenant_fields
+
+    backlog = {"email": QueueTenants("email", [TenantRows("id-a", 7, 2, 40_000), TenantRows("", 1)],
+                                     rest_tenants=3, rest_messages=5, rest_oldest_ms=10_000)}
+    fields = tenant_fields(backlog, {"id-a": "hotel-a"}, now_ms=100_000, queues=("email", "audit"), n=3)
+    assert [fields[f"email.tenant0.{k}"] for k in ("name", "waiting", "later", "oldest")] == [
+        "hotel-a", "7", "2", "1 min 0 s"]
+    assert (fields["email.tenant1.name"], fields["email.tenant1.oldest"]) == ("(no tenant)", "–")
+    assert fields["email.tenant2.name"] == "", "a spare slot is empty: its row is hidden"
+    assert fields["email.tenants.rest"] == (
+        "and 3 more tenants: 5 waiting or retrying later, the oldest waiting 1 min 30 s")
+    assert fields["email.tenants.none"] == ""
+    assert fields["audit.tenant0.name"] == "" and fields["audit.tenants.none"] == "nothing waits in the outbox"
+    assert len([k for k in fields if k.startswith("email.")]) == 3 * 4 + 2, "bounded: n slots, whatever the tenants"
+
+
+def test_one_reading_of_who_fills_the_queues_serves_every_viewer_for_its_ttl(settings, db_conn, tenant):
+    from psycopg.types.json import Jsonb
+
+    from booking_events.ops_data import SharedReading
+
+    shared, fresh = SharedReading(ttl=600), SharedReading(ttl=0)
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    try:
+        before = shared.get(settings)
+        assert fresh.get(settings)[0].get(queue) is None
+        db_conn.execute("INSERT INTO outbox (message_id, queue, actor, payload) VALUES (%s, %s, 'x', %s)",
+                        (uuid.uuid4(), queue, Jsonb({"tenant_id": tenant["id"]})))
+        assert shared.get(settings) is before, "within its ttl: the same reading, no query"
+        assert [t.tenant_id for t in fresh.get(settings)[0][queue].top] == [tenant["id"]]
+    finally:
+        db_conn.execute("DELETE FROM outbox WHERE queue = %s", (queue,))

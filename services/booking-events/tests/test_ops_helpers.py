@@ -79,7 +79,22 @@ def test_throughput_counts_tasks_done_in_the_last_minutes(db_conn, tenant):
     after = activity.throughput(db_conn)
     assert round((after["invoice"]["per_min_5m"] - before["invoice"]["per_min_5m"]) * 5) == 3
     assert round((after["invoice"]["per_min_15m"] - before["invoice"]["per_min_15m"]) * 15) == 3
-    assert set(after) == {"email", "invoice", "audit"}
+    assert set(after) == {"email", "invoice", "audit", "webhook"}
+
+
+def test_throughput_counts_webhook_deliveries_delivered_in_the_last_minutes(db_conn, tenant):
+    before = activity.throughput(db_conn)["webhook"]
+    booking = create_booking(db_conn, tenant["id"])
+    event = db_conn.execute(
+        "INSERT INTO webhook_events (tenant_id, booking_id, sequence, type, payload) VALUES (%s, %s, 1,"
+        " 'booking.created', '{}') RETURNING id", (tenant["id"], booking)).fetchone()["id"]
+    for state in ("delivered", "delivered", "dead"):
+        db_conn.execute("INSERT INTO webhook_deliveries (event_id, endpoint_id, tenant_id, state, delivered_at)"
+                        " VALUES (%s, gen_random_uuid(), %s, %s, CASE WHEN %s = 'delivered' THEN now() END)",
+                        (event, tenant["id"], state, state))
+    after = activity.throughput(db_conn)["webhook"]
+    assert round((after["per_min_5m"] - before["per_min_5m"]) * 5) == 2
+    assert round((after["per_min_15m"] - before["per_min_15m"]) * 15) == 2
 
 
 def test_workers_are_counted_from_dramatiqs_heartbeats_and_acks(settings):

@@ -174,3 +174,29 @@ def test_a_pool_with_max_age_is_scaled_on_its_promise_with_the_workers_completio
     # 50 waiting at 2 tasks/s per replica: 2 replicas start them all within the 19 s deadline.
     assert resized == {"invoice": 2}
     client.delete(completions.key(invoices, "invoice"))
+
+
+def test_every_local_pool_keeps_a_promise_by_default_and_a_policy_file_can_change_or_drop_it(tmp_path):
+    from bookingctl.autoscale import load_policies
+
+    assert {q: p.max_age for q, p in DEFAULT_POLICIES.items()} == {"email": 20, "invoice": 120, "audit": 60,
+                                                                   "webhook": 30}
+    assert all(p.max_age > p.polling_interval and p.pod_start_seconds < 10
+               and p.replica_concurrency == (16 if q == "webhook" else 4) for q, p in DEFAULT_POLICIES.items())
+    path = tmp_path / "policy.json"
+    path.write_text('{"email": {"maxAge": 10}, "audit": {"maxAge": null}}')
+    policies = load_policies(path)
+    assert policies["email"].max_age == 10 and policies["audit"].max_age is None
+    assert policies["invoice"] == DEFAULT_POLICIES["invoice"]
+
+
+def test_every_queue_has_a_local_policy_and_takes_overrides():
+    """`bookingctl up` scales every queue's pool, the webhook worker's included (`--scale webhook=1:3`)."""
+    from booking_core.messaging.contracts import QUEUES
+    from bookingctl.autoscale import load_policies
+
+    policies = load_policies(None, ["webhook=2:5"])
+    assert set(policies) == set(QUEUES) and "webhook" in QUEUES
+    assert (policies["webhook"].min_replica_count, policies["webhook"].max_replica_count) == (2, 5)
+    with pytest.raises(ValueError, match="QUEUE one of email, invoice, audit, webhook"):
+        load_policies(None, ["sms=1:2"])

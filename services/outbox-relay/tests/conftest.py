@@ -1,4 +1,4 @@
-"""The fair relay's tests share these: a clean outbox and scheduler state, and bookings made in bulk."""
+"""The fair relay's tests share this: a clean outbox and scheduler state (bookings in bulk: relay_helpers)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import pytest
 
 @pytest.fixture
 def fair_start(db_conn):
-    """Other tests leave rows in the shared outbox and scheduler state; this test's relay starts afresh."""
-    db_conn.execute("DELETE FROM outbox")
-    db_conn.execute("DELETE FROM fair_share_tags")
-    db_conn.execute("DELETE FROM fair_share_clocks")
+    """Other tests leave rows in the shared outbox and scheduler state; this test's relay starts afresh,
+    and leaves none of its own for a later test's relay (a platform on the shared database) to publish."""
+
+    def clear() -> None:
+        db_conn.execute("DELETE FROM outbox")
+        db_conn.execute("DELETE FROM fair_share_tags")
+        db_conn.execute("DELETE FROM fair_share_clocks")
+    clear()
+    yield
+    clear()

@@ -55,7 +55,7 @@ def test_the_relay_reports_the_outbox_backlog_to_redis_and_metrics(settings, db_
     with db.connect(settings.database_url, autocommit=True) as conn:
         relay.drain(conn)
         db_conn.execute("UPDATE outbox SET created_at = created_at - interval '60 seconds'")
-        report = relay.report(conn)
+        report = relay.report(conn).report
     copy = outboxmirror.read(relay.broker.client, settings.redis_namespace, ["email"])["email"]
     assert copy.waiting == 31 - 10 and copy.later == 0
     assert report.oldest_age_ms["email"] >= 60_000

@@ -25,7 +25,7 @@ def ready_tenants(broker, namespace: str, queue: str) -> list[str]:
     layout = Layout(namespace)
     ids = broker.client.lrange(layout.ready(queue), 0, -1)
     bodies = broker.client.hmget(layout.ready_messages(queue), ids) if ids else []
-    return [json.loads(b)["kwargs"]["tenant_id"] for b in bodies]
+    return [json.loads(b)["kwargs"].get("tenant_id", "") for b in bodies]
 
 
 def take(broker, namespace: str, queue: str, n: int) -> None:
@@ -108,3 +108,70 @@ def test_a_relay_that_does_not_hold_the_turn_publishes_nothing(settings, db_conn
         assert publish_fair(conn, broker, "email", 10, 1) == 0
         holder.rollback()
         assert publish_fair(conn, broker, "email", 10, 1) == 3
+
+
+def test_webhook_deliveries_are_published_in_fair_order_by_tenant(settings, db_conn, tenant, fair_start):
+    """A tenant with a flood of deliveries keeps the webhook queue to its publish-ahead; another goes next."""
+    from booking_core.messaging import outbox
+    from booking_core.messaging.contracts import WEBHOOK
+
+    def deliveries(tenant_id: str, n: int) -> None:
+        with db.connect(settings.database_url) as conn:
+            outbox.add(conn, [outbox.OutboxMessage(WEBHOOK.queue, WEBHOOK.actor, {
+                "delivery_id": str(uuid.uuid4()), "tenant_id": str(tenant_id)}) for _ in range(n)])
+
+    noisy, quiet = tenant["id"], other_tenant(db_conn)["id"]
+    deliveries(noisy, 50)
+    relay = Relay(replace(settings, relay_ahead=10))
+    ns = settings.redis_namespace
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        assert relay.drain(conn) == 10
+        assert ready_tenants(relay.broker, ns, "webhook") == [str(noisy)] * 10
+        deliveries(quiet, 1)
+        take(relay.broker, ns, "webhook", 1)
+        assert relay.drain(conn) == 1
+    assert ready_tenants(relay.broker, ns, "webhook")[-1] == str(quiet)
+    assert outbox_count(db_conn, "webhook") == 40
+
+
+#: The turn's first query as it was: every due row of the queue grouped by tenant (the reference).
+GROUPED = ("SELECT tenant_id, count(*)::int AS n, min(id) AS head FROM outbox"
+           " WHERE queue = %(queue)s AND available_at <= clock_timestamp() GROUP BY tenant_id")
+
+
+def test_a_turn_reads_the_tenants_as_counting_every_row_did_and_publishes_the_same_order(
+        settings, db_conn, tenant, fair_start, monkeypatch):
+    from outbox_relay import fair
+
+    others = [other_tenant(db_conn) for _ in range(3)]
+    for t, n in zip([tenant, *others], (40, 3, 17, 1), strict=True):
+        create_bookings(settings.database_url, t["id"], n)
+    # Retries waiting out their backoff, among the due rows and at the heads: a turn must skip them.
+    # (Every third email row by order, not by id: a booking's three rows take consecutive ids.)
+    db_conn.execute("UPDATE outbox SET available_at = clock_timestamp() + interval '1 hour' WHERE id IN"
+                    " (SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM outbox"
+                    " WHERE queue = 'email') r WHERE k %% 3 = 0) OR id = (SELECT min(id) FROM outbox"
+                    " WHERE queue = 'email' AND tenant_id = %s)", (others[1]["id"],))
+    db_conn.execute("INSERT INTO outbox (message_id, queue, actor, payload) VALUES (%s, 'email', 'x', '{}')",
+                    (uuid.uuid4(),))  # a row of no tenant is a tenant of its own ('')
+    budget = 10
+    with db.connect(settings.database_url) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET LOCAL enable_bitmapscan = off")
+            read = {r["tenant_id"]: (r["n"], r["head"]) for r in
+                    conn.execute(fair.WAITING, {"queue": "email", "budget": budget}).fetchall()}
+        grouped = {r["tenant_id"]: (min(r["n"], budget), r["head"]) for r in
+                   conn.execute(GROUPED, {"queue": "email"}).fetchall()}
+        conn.rollback()
+        assert read == grouped and len(read) == 5
+        assert sorted(n for n, _ in read.values()) == [1, 1, 2, 10, 10], "capped at the budget, not-due rows skipped"
+
+        broker = make_broker(settings)
+        orders = []
+        for query in (GROUPED, fair.WAITING):
+            monkeypatch.setattr(fair, "WAITING", query)
+            with conn.transaction(force_rollback=True):  # three turns: the state carries from one to the next
+                published = [fair.publish_fair(conn, broker, "email", budget, 1) for _ in range(3)]
+                orders.append((published, ready_tenants(broker, settings.redis_namespace, "email")))
+            broker.flush("email")
+    assert orders[0] == orders[1] and orders[0][0] == [budget] * 3

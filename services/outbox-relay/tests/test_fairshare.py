@@ -132,3 +132,12 @@ def test_no_tenant_starves_whatever_the_others_backlogs(history, others, plan, v
     bound = 1 + sum(w.weight // w_i + 1 for w in waiting[:-1] if w.count > 0)
     s = schedule(after(reweighted(history, plan)), waiting, bound)
     assert victim in s.order
+
+
+@settings(max_examples=300)
+@given(histories, waitings, st.integers(0, 80))
+def test_counts_past_the_budget_change_nothing(history, waiting, budget):
+    """A turn reads each tenant's due rows only up to its budget (`fair.WAITING`): the schedule is the same."""
+    tags = after(history)
+    capped = [Waiting(w.tenant, min(w.count, budget), w.weight, w.head) for w in waiting]
+    assert schedule(tags, capped, budget) == schedule(tags, waiting, budget)

@@ -186,3 +186,40 @@ def test_the_leader_compacts_the_event_log_after_its_pass(settings, db_conn, ten
     assert not thread.is_alive()
     assert sorted(states(old)) == [("audit", "done"), ("email", "done"), ("invoice", "done")]
     assert EVENTS_COMPACTED._value.get() - before == 9
+
+
+def test_a_lost_webhook_delivery_is_republished_unless_redis_holds_it(settings, db_conn, tenant):
+    from booking_core.messaging.contracts import WEBHOOK
+    from booking_core.webhooks import endpoints, sealing
+    from outbox_relay.reconcile import reconcile_webhooks_once
+
+    endpoints.create(db_conn, sealing.Sealer([sealing.new_key()]), tenant["id"], {"url": "https://hooks.example/"})
+    lost, _ = booking_without_relay(db_conn, tenant["id"], bookings.NewBooking(
+        "Lost", "lost@example.com", "Room", date(2030, 1, 1), date(2030, 1, 2), Decimal("10.00"), "EUR"))
+    held, _ = booking_without_relay(db_conn, tenant["id"], bookings.NewBooking(
+        "Held", "held@example.com", "Room", date(2030, 1, 1), date(2030, 1, 2), Decimal("10.00"), "EUR"))
+    # Both events' fan-out messages were lost too: their events are old and not fanned out.
+    db_conn.execute("UPDATE webhook_events SET occurred_at = now() - interval '10 days'"
+                    " WHERE booking_id = ANY(%s::uuid[])", ([lost, held],))
+    client = redis.Redis.from_url(settings.redis_url)
+    assert reconcile_webhooks_once(db_conn, client, settings.redis_namespace, NINE_DAYS) == 2
+    rows = {r["booking_id"]: r["id"] for r in db_conn.execute(
+        "SELECT d.id::text AS id, ev.booking_id::text AS booking_id FROM webhook_deliveries d"
+        " JOIN webhook_events ev ON ev.id = d.event_id WHERE ev.booking_id = ANY(%s::uuid[])", ([lost, held],))}
+    db_conn.execute("DELETE FROM outbox WHERE payload->>'delivery_id' = ANY(%s)", (list(rows.values()),))
+    db_conn.execute("UPDATE webhook_deliveries SET state = 'retrying', attempts = 2, updated_at = now() - interval"
+                    " '10 days', next_attempt_at = now() - interval '10 days' WHERE id = ANY(%s::uuid[])",
+                    (list(rows.values()),))
+    broker = make_broker(settings)
+    broker.declare_queue(WEBHOOK.queue)
+    broker.enqueue(dramatiq.Message(queue_name=WEBHOOK.queue, actor_name=WEBHOOK.actor, args=(),
+                                    kwargs={"delivery_id": rows[held], "tenant_id": tenant["id"]}, options={}),
+                   delay=3600_000)
+    assert reconcile_webhooks_once(db_conn, client, settings.redis_namespace, NINE_DAYS) == 1
+    republished = db_conn.execute("SELECT payload->>'delivery_id' AS d FROM outbox WHERE queue = 'webhook'"
+                                  " AND payload->>'delivery_id' = ANY(%s)", (list(rows.values()),)).fetchall()
+    assert [r["d"] for r in republished] == [rows[lost]]
+    again = db_conn.execute("SELECT attempts, state FROM webhook_deliveries WHERE id = %s", (rows[lost],)).fetchone()
+    assert (again["state"], again["attempts"]) == ("retrying", 2)  # the same round goes on
+    assert reconcile_webhooks_once(db_conn, client, settings.redis_namespace, NINE_DAYS) == 0  # fresh now
+    broker.close()

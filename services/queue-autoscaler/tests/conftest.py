@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import dramatiq
 import kmock
 import kopf
@@ -27,6 +30,7 @@ from dramatiq.brokers.redis import RedisBroker
 from kopf.testing import KopfRunner
 
 from booking_embedded import free_port
+from booking_scaling import podload
 from e2e_helpers import wait_until
 from kube_standin import EmulatorThread
 
@@ -37,13 +41,32 @@ HPAS = "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """KMock's emulator plus what the API server does for kopf's Events: name from generateName."""
+    """KMock's emulator plus three things a real API server does: a name from generateName (kopf's Events),
+    a list filtered by an equality `labelSelector`, and 403 Forbidden for what RBAC does not grant
+    (`forbidden`: (HTTP method, resource plural) pairs a test refuses)."""
+
+    forbidden: set[tuple[str, str]]
 
     async def _handle(self, request):
         meta = request.data.get("metadata") if isinstance(request.data, dict) else None
         if request.method == "POST" and meta and meta.get("generateName") and not meta.get("name"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        plural = request.resource.plural if request.resource is not None else None
+        method = getattr(request.method, "value", request.method)
+        if (method, plural) in getattr(self, "forbidden", set()):
+            return aiohttp.web.json_response(status=403, data={
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                "message": f'{plural} is forbidden: User "system:serviceaccount:test:operator" cannot '
+                           f"{str(method).lower()} resource {plural!r}"})
         return await super()._handle(request)
+
+    async def _serve_list(self, request):
+        payload = await super()._serve_list(request)
+        wanted = dict(term.split("=", 1) for term in request.params.get("labelSelector", "").split(",") if term)
+        if wanted:
+            payload["items"] = [item for item in payload["items"]
+                                if wanted.items() <= (item.get("metadata", {}).get("labels") or {}).items()]
+        return payload
 
 
 class Cluster(EmulatorThread):
@@ -78,7 +101,17 @@ class Cluster(EmulatorThread):
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": ns},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}},
-            "status": {"replicas": replicas},
+            # The scale subresource of a real API server reports the pods' selector there;
+            # KMock serves the Deployment itself as its scale, so the test object carries it.
+            "status": {"replicas": replicas, "selector": f"app={name}"},
+        })
+
+    def pod(self, ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None,
+            created: str = "2026-01-01T00:00:00Z") -> None:
+        self.api("POST", f"/api/v1/namespaces/{ns}/pods", {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations or {},
+                         "creationTimestamp": created},
         })
 
     def replicas(self, ns: str, name: str) -> int:
@@ -272,3 +305,36 @@ def operator(kubeconfig, metrics_port, liveness_port, ns, monkeypatch) -> Iterat
 def wait_for_fixture() -> Callable[..., Any]:
     """`wait_for(check, timeout=20)`: the polling helper, as a fixture (conftest is not importable)."""
     return wait_for
+
+
+@pytest.fixture
+def pod_records():
+    """`with pod_records(work, {broker id: (pod, seconds idle or None, boot epoch s or None)}):` worker
+    processes stamping their pod records (booking_scaling.podload) every second, as presence does."""
+
+    @contextmanager
+    def stamping(work: WorkQueue, workers: dict[str, tuple[str, float | None, float | None]]) -> Iterator[None]:
+        stop = threading.Event()
+        started = time.time()
+
+        def stamp() -> None:
+            while True:
+                now_ms = int(time.time() * 1000)
+                pipe = work.broker.client.pipeline(transaction=False)
+                for worker_id, (pod, idle, boot) in workers.items():
+                    last = None if idle is None else int((started - idle) * 1000)
+                    podload.add(pipe, work.namespace, [work.queue], worker_id, pod, last, now_ms,
+                                None if boot is None else int(boot * 1000))
+                pipe.execute()
+                if stop.wait(1):
+                    return
+
+        thread = threading.Thread(target=stamp, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(5)
+
+    return stamping

@@ -13,32 +13,12 @@ import pytest
 import yaml
 
 from booking_scaling.pressure import LatencyBudget
-from helm_helpers import CHART, by_kind, helm_args, install_helm, run_helm, template
+from helm_helpers import CHART, by_kind, crd_json_schema, helm_args, install_helm, run_helm, template, with_defaults
 from queue_autoscaler.spec import parse_spec
 
 CRD = yaml.safe_load((CHART / "crds" / "queuescalers.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 FEDERATE = "http://prometheus-operated.monitoring:9090/federate?match[]=booking_http_request_duration_seconds_bucket"
-
-
-def json_schema(node):
-    """The CRD's OpenAPI schema as JSON Schema (nullable → a null type; Kubernetes' extensions dropped)."""
-    if isinstance(node, dict):
-        out = {k: json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
-        if out.pop("nullable", False):
-            out["type"] = [out["type"], "null"]
-        return out
-    return [json_schema(v) for v in node] if isinstance(node, list) else node
-
-
-def with_defaults(schema: dict, obj):
-    if isinstance(obj, dict) and schema.get("type") == "object":
-        for key, sub in schema.get("properties", {}).items():
-            if key not in obj and "default" in sub:
-                obj[key] = copy.deepcopy(sub["default"])
-            if key in obj:
-                obj[key] = with_defaults(sub, obj[key])
-    return obj
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +35,8 @@ def test_a_metrics_url_gives_every_queuescaler_the_latency_budget(helm, tmp_path
     values.write_text(yaml.safe_dump({"operator": {"acceptPath": {"metricsUrl": FEDERATE, "p99BudgetSeconds": 0.25,
                                                                   "minRequests": 20}}}))
     rendered = scalers(helm, values)
-    assert len(rendered) == 3
-    validator = jsonschema.Draft4Validator(json_schema(SCHEMA))
+    assert len(rendered) == 4  # one per worker
+    validator = jsonschema.Draft4Validator(crd_json_schema(SCHEMA))
     for qs in rendered.values():
         assert qs["spec"]["protectAcceptPath"] is True
         validator.validate(with_defaults(SCHEMA, copy.deepcopy(qs)))

@@ -66,3 +66,29 @@ def test_max_age_is_read_reported_and_a_broken_promise_warned(cluster, ns, work,
     assert "even maxReplicaCount 5 cannot keep the promise" in status["reason"]
     assert condition(kept, "PromiseKept")["reason"] == "WithinMaxAge"
     assert kept["promise"]["oldestAgeSeconds"] < 20
+
+
+def test_the_pods_start_latency_is_measured_from_creation_to_the_workers_boot(cluster, ns, work, operator, redis_url,
+                                                                              wait_for, pod_records):
+    """Two pods created, their workers booted 12 s and 20 s later: the promise predicts with the median, 16 s."""
+    cluster.deployment(ns, "invoice-worker", replicas=2)
+    cluster.secret(ns, "redis", {"url": redis_url})
+    created = time.time() - 120
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    created = float(int(created))  # creationTimestamp has whole seconds
+    cluster.pod(ns, "invoice-worker-a", {"app": "invoice-worker"}, created=stamp)
+    cluster.pod(ns, "invoice-worker-b", {"app": "invoice-worker"}, created=stamp)
+    cluster.pod(ns, "api-x", {"app": "api"}, created=stamp)  # not the target's: never measured
+    work.send(3)
+    workers = {"a1": ("invoice-worker-a", None, created + 12), "b1": ("invoice-worker-b", None, created + 20),
+               "x1": ("api-x", None, created + 1)}
+    cluster.queuescaler(ns, "invoice", spec(work, maxAge=60, podStartSeconds=45, minReplicaCount=1))
+    with pod_records(work, workers), operator():
+        promise = wait_for(lambda: (cluster.status(ns, "invoice").get("promise") or {}).get("podStartMeasured")
+                           and cluster.status(ns, "invoice")["promise"])
+        reason = cluster.status(ns, "invoice")["reason"]
+    assert promise["podStartSeconds"] == 16.0
+    assert "pod start 16s" in reason
+    pod_lists = [r for r in cluster.requests() if r.resource is not None and r.resource.plural == "pods"
+                 and r.method == "GET"]
+    assert len(pod_lists) == 1, "the pods are listed once, when new pods stamp, not at every poll"

@@ -1,7 +1,7 @@
 """The Kubernetes verbs the operator uses, those rbac-verbs.md lists and those the chart grants are one set.
 
 The operator runs a whole life cycle against the emulator (a QueueScaler
-appears, scales its Deployment, is deleted), standalone and with kopf peering;
+appears, scales its Deployment up and, marking the idle pods, down, is deleted), standalone and with kopf peering;
 every request not sent by the test itself (kopf's, and those of the
 operator's lightkube client, whatever their User-Agent) is turned into
 (apiGroup, resource, verb) as the API server's authorizer would, and compared
@@ -88,16 +88,20 @@ def test_verbs_used_are_the_documented_ones(peering, cluster, ns, work, operator
     cluster.secret(ns, "redis", {"url": redis_url})
     if peering:
         cluster.kopf_peering(ns, PEERING_NAME)
+    for i in range(3):
+        cluster.pod(ns, f"invoice-worker-{i}", {"app": "invoice-worker"})
     work.send(25)
     cluster.queuescaler(ns, "invoice", {
         "scaleTargetRef": {"name": "invoice-worker"}, "queues": [work.queue],
         "redis": {"urlSecretRef": {"name": "redis", "key": "url"}, "namespace": work.namespace},
-        "maxReplicaCount": 5, "targetBacklogPerReplica": 10, "pollingInterval": 1,
+        "maxReplicaCount": 5, "targetBacklogPerReplica": 10, "pollingInterval": 1, "stabilizationWindowSeconds": 1,
     })
     qs = f"/apis/scaling.booking-platform.io/v1alpha1/namespaces/{ns}/queuescalers/invoice"
     with operator(peering=PEERING_NAME if peering else None):
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 3)
         wait_for(lambda: cluster.events(ns))
+        work.drain_ready()  # the work is done: a scale-down, which marks the idle pods first
+        wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 1)
         assert f'namespace="{ns}"' in scrape(metrics_port)
         cluster.api("DELETE", qs)  # kopf then removes its finalizer
         wait_for(lambda: not any(o for (_, n, name), o in cluster.emulator.objects.items()

@@ -12,11 +12,12 @@ API's, the events service's) are classes of their own in that service.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from booking_core.messaging.contracts import QUEUES
+from booking_core.messaging.contracts import TASK_QUEUES
 from booking_settings.fields import SettingsError, Var, check, env, load, millis_as_seconds, read
 
 
@@ -45,9 +46,9 @@ def _retry_vars(queue: str) -> tuple[Var, Var, Var]:
 
 
 def _retry(environ: Mapping[str, str]) -> dict[str, RetryPolicy]:
-    """Each queue's policy: its variables over DEFAULT_RETRY."""
+    """Each task queue's policy: its variables over DEFAULT_RETRY."""
     policies = {}
-    for queue in QUEUES:
+    for queue in TASK_QUEUES:
         base = DEFAULT_RETRY[queue]
         tries, least, most = _retry_vars(queue)
         policy = RetryPolicy(max_retries=read(tries, "int", environ, base.max_retries),
@@ -66,6 +67,42 @@ def _trace_template(raw: str) -> str:
     if not raw.startswith(("https://", "http://")) or raw.count("{trace_id}") != 1 or "{" in rest or "}" in rest:
         raise ValueError("must be an http(s) URL with one {trace_id}")
     return raw
+
+
+def _keys(raw: str) -> tuple[str, ...]:
+    """BOOKING_WEBHOOKS_KEY: Fernet keys, comma-separated (the first encrypts, all decrypt).
+
+    Checked in `Settings.__post_init__`, not here: a refused value would be echoed in
+    the boot message, and a list with one mistyped key may hold good ones.
+    """
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def _check_keys(keys: tuple[str, ...]) -> None:
+    """Refuse a key that is not a Fernet key, naming its position but never its value."""
+    from cryptography.fernet import Fernet
+
+    for i, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise SettingsError("BOOKING_WEBHOOKS_KEY", f"must be Fernet keys, comma-separated: key {i} is not one"
+                                " (32 url-safe base64-encoded bytes; make one with `python -c 'from"
+                                " cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
+                                ) from None
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """BOOKING_WEBHOOKS_ALLOWED_NETWORKS: comma-separated CIDRs, each named when it is not one."""
+    out = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"must be comma-separated CIDR networks ({part!r} is not one)") from None
+    return tuple(out)
 
 
 def _base_url(raw: str) -> str:
@@ -136,6 +173,10 @@ class Settings:
     trace_url_template: str = env("BOOKING_TRACE_URL_TEMPLATE", "", parse=_trace_template)
     #: How often each worker reads the paused queues (queues/pauses.py) from Postgres: one small query.
     pause_poll_ms: int = env("BOOKING_PAUSE_POLL_MS", 1_000, low=10)
+    #: The pod name this worker's presence records (booking_scaling.podload); empty: the host name,
+    #: which in a Deployment's pod is the pod's name.  The local runner, whose processes share one
+    #: host, gives each its own name here so that a scale-down can stop the idlest one.
+    worker_host: str = env("BOOKING_WORKER_HOST", "")
     #: The default plan (booking_core.model.plans): a tenant without a plan of its own is admitted
     #: at this sustained rate of bookings per second with bursts of this many, and weighs this much
     #: in the fair share of the async work.  The bounds are booking_core.model.plans.check's.
@@ -144,6 +185,24 @@ class Settings:
     plan_default_weight: int = env("BOOKING_PLAN_DEFAULT_WEIGHT", 1, low=1, high=1_000)
     #: Admit each tenant's bookings up to its plan's rate (the API's limiter); false admits all.
     limits_enabled: bool = env("BOOKING_LIMITS_ENABLED", True)
+    #: Fernet keys that seal the webhook signing secrets at rest; none: webhooks are unavailable.
+    webhooks_keys: tuple[str, ...] = env("BOOKING_WEBHOOKS_KEY", (), parse=_keys)
+    #: Networks webhooks may reach although the SSRF guard refuses them (loopback, private, ...).
+    webhooks_allowed_networks: tuple = env("BOOKING_WEBHOOKS_ALLOWED_NETWORKS", (), parse=_networks)
+    webhooks_connect_timeout: float = env("BOOKING_WEBHOOKS_CONNECT_TIMEOUT_SECONDS", 5.0, above=0, high=300)
+    #: A whole attempt (connect, send, read the answer) ends after this many seconds.
+    webhooks_timeout: float = env("BOOKING_WEBHOOKS_TIMEOUT_SECONDS", 15.0, above=0, high=300)
+    #: Backoff of failed deliveries (booking_core.webhooks.schedule): about a day with the defaults.
+    webhooks_retry_first_ms: int = env("BOOKING_WEBHOOKS_RETRY_FIRST_MS", 10_000, low=1)
+    webhooks_retry_cap_ms: int = env("BOOKING_WEBHOOKS_RETRY_CAP_MS", 6 * 3600 * 1000, low=1)
+    webhooks_max_attempts: int = env("BOOKING_WEBHOOKS_MAX_ATTEMPTS", 11, low=1, high=100)
+    #: An endpoint failing continuously this long is disabled.
+    webhooks_disable_after_seconds: int = env("BOOKING_WEBHOOKS_DISABLE_AFTER_SECONDS", 3 * 24 * 3600, low=60)
+    #: After a secret rotation the previous secret still signs for this long.
+    webhooks_rotation_overlap_seconds: int = env("BOOKING_WEBHOOKS_ROTATION_OVERLAP_SECONDS", 24 * 3600, low=0,
+                                                 high=30 * 24 * 3600)
+    #: How many deliveries to one endpoint one worker process sends at once.
+    webhooks_endpoint_concurrency: int = env("BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY", 4, low=1, high=1_000)
     retry: Mapping[str, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_RETRY))
 
     def __post_init__(self) -> None:
@@ -152,6 +211,10 @@ class Settings:
             # Below it, a message a live worker still holds would look lost.
             raise SettingsError("BOOKING_RECONCILE_AFTER_MS", f"({self.reconcile_after_ms}) must exceed "
                                 f"BOOKING_HEARTBEAT_TIMEOUT_MS ({self.heartbeat_timeout_ms})")
+        _check_keys(self.webhooks_keys)
+        if self.webhooks_retry_first_ms > self.webhooks_retry_cap_ms:
+            raise SettingsError("BOOKING_WEBHOOKS_RETRY_FIRST_MS", f"({self.webhooks_retry_first_ms}) must not exceed "
+                                f"BOOKING_WEBHOOKS_RETRY_CAP_MS ({self.webhooks_retry_cap_ms})")
 
     @property
     def reconcile_after_seconds(self) -> float:
@@ -162,13 +225,20 @@ class Settings:
     @classmethod
     def extra_variables(cls) -> list[str]:
         """The retry variables, read per queue rather than per field."""
-        return [var.name for queue in QUEUES for var in _retry_vars(queue)]
+        return [var.name for queue in TASK_QUEUES for var in _retry_vars(queue)]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from `environ`; the process environment only when an entry point calls it bare."""
         environ = os.environ if environ is None else environ
         return load(cls, environ, retry=_retry(environ))
+
+
+def require_webhooks_key(settings: Settings) -> Settings:
+    """`settings`, if they hold a sealing key: the webhook worker cannot read a signing secret without one."""
+    if not settings.webhooks_keys:
+        raise SettingsError("BOOKING_WEBHOOKS_KEY", "must be set: the webhook worker cannot read any signing secret")
+    return settings
 
 
 @dataclass(frozen=True)

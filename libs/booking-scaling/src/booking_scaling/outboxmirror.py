@@ -4,8 +4,9 @@ Under the fair ordering most of a backlog waits in Postgres's outbox, and a
 queue's Redis list holds only the relay's publish-ahead.  An autoscaler that
 read Redis alone would see a few dozen messages while thousands wait, and
 would not scale.  The kopf operator reads only Redis and the Kubernetes API,
-so each relay writes, about every second, each queue's outbox backlog to
-`ns:__outbox__.<queue>` (a hash, with a short expiry): `waiting` (due rows),
+so a relay writes, about every second (one relay per reading, and less often
+when the outbox is slow to read; the expiry grows with the interval), each
+queue's outbox backlog to `ns:__outbox__.<queue>` (a hash, with a short expiry): `waiting` (due rows),
 `later` (retries waiting out their backoff) and `oldest_ms` (when the oldest
 due row was written, ms since the epoch; 0 when none).  The operator and the
 local runner add it to what Redis holds (`booking_scaling.backlog`).
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import redis
 
-#: Long enough for a few missed reports (a relay writes every REPORT_SECONDS).
+#: Long enough for a few missed reports (a relay writes every REPORT_SECONDS, or 3x its backed-off interval).
 TTL_MS = 15_000
 #: How often a relay writes the copy.
 REPORT_SECONDS = 1.0

@@ -122,12 +122,14 @@ class Policy:
         """A Policy from camelCase spec fields (a QueueScaler spec or a policy file).
 
         Absent fields take `defaults` (else the class defaults); unknown fields
-        are ignored here because the spec also holds non-policy fields.
+        are ignored here because the spec also holds non-policy fields.  A field
+        whose "unset" is null (maxAge, fallbackReplicas, replicaConcurrency) given
+        as null unsets it, so a policy file can drop a default's promise.
         """
         base = defaults or cls()
         values: dict[str, Any] = {}
         for camel, attr in _SPEC_FIELDS.items():
-            if camel in spec and spec[camel] is not None:
+            if camel in spec and (spec[camel] is not None or attr in _NULLABLE):
                 values[attr] = spec[camel]
         for block, attr in (("scaleUp", "scale_up_max_step"), ("scaleDown", "scale_down_max_step")):
             sub = spec.get(block)
@@ -168,6 +170,9 @@ _SPEC_FIELDS = {
     "throughputHalfLifeSeconds": "throughput_half_life_seconds",
     "replicaConcurrency": "replica_concurrency",
 }
+
+#: Fields whose null means "not set" (no promise, hold on read errors, concurrency unknown).
+_NULLABLE = frozenset({"max_age", "fallback_replicas", "replica_concurrency"})
 
 
 def _int_at_least(value: Any, low: int, name: str) -> None:

@@ -36,6 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         ops_plans,
         ops_views,
         problems,
+        webhooks_views,
     )
     from booking_core.telemetry.sdk import setup_tracing
 
@@ -60,5 +61,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(bookings_views.bp)
     app.register_blueprint(ops_views.bp)
     app.register_blueprint(ops_plans.bp)
+    app.register_blueprint(webhooks_views.bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -27,6 +27,7 @@ from booking_core.config import Settings
 from booking_core.messaging.contracts import QUEUES
 from booking_core.queues import pauses
 from booking_core.tasks import deadletters
+from booking_core.webhooks import deliveries as webhook_deliveries
 from booking_scaling.depth import QueueReader
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,16 @@ class PipelineCollector:
         self.settings = settings
         self._redis: redis.Redis | None = None
 
-    def _postgres(self) -> tuple[dict, frozenset[str], dict[str, int]]:
-        """Count and age of the outbox, the paused queues and the open dead letters, on a connection of its own."""
+    def _postgres(self) -> tuple[dict, frozenset[str], dict[str, int], dict]:
+        """Count and age of the outbox, the paused queues, the open dead letters and the webhooks' figures,
+        on a connection of its own."""
         with db.connect(self.settings.database_url, autocommit=True, connect_timeout=READ_TIMEOUT_SECONDS,
                         options=f"-c statement_timeout={READ_TIMEOUT_SECONDS * 1000}") as conn:
             outbox = conn.execute(
                 "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age"
                 " FROM outbox").fetchone()
-            return outbox, frozenset(pauses.paused(conn)), deadletters.open_by_queue(conn)
+            return (outbox, frozenset(pauses.paused(conn)), deadletters.open_by_queue(conn),
+                    webhook_deliveries.stats(conn))
 
     def _queues(self):
         """One atomic snapshot of every queue's depth."""
@@ -63,7 +66,7 @@ class PipelineCollector:
         up = GaugeMetricFamily("booking_pipeline_read_ok", "1 if the last scrape read this source.",
                                labels=["source"])
         try:
-            row, paused, dead = self._postgres()
+            row, paused, dead, hooks = self._postgres()
             yield GaugeMetricFamily("booking_outbox_messages", "Messages waiting in the outbox.", value=row["n"])
             yield GaugeMetricFamily("booking_outbox_oldest_age_seconds",
                                     "Age of the oldest outbox message (0 when empty).", value=float(row["age"]))
@@ -78,6 +81,7 @@ class PipelineCollector:
             for queue, n in dead.items():
                 letters.add_metric([queue], n)
             yield letters
+            yield from _webhook_gauges(hooks)
             up.add_metric(["postgres"], 1)
         except Exception:  # noqa: BLE001 - a scrape must not fail because a server is down
             log.warning("metrics: outbox, pause and dead-letter read failed", exc_info=True)
@@ -99,6 +103,26 @@ class PipelineCollector:
             log.warning("metrics: queue snapshot failed", exc_info=True)
             up.add_metric(["redis"], 0)
         yield up
+
+
+def _webhook_gauges(hooks: dict):
+    """The webhooks' delivery backlog and endpoint health, platform-wide (no tenant or URL label: both are
+    the tenants' own, and unbounded)."""
+    d = GaugeMetricFamily("booking_webhook_deliveries", "Webhook deliveries still being tried (open) and dead.",
+                          labels=["state"])
+    d.add_metric(["open"], hooks["open"])
+    d.add_metric(["dead"], hooks["dead"])
+    yield d
+    yield GaugeMetricFamily("booking_webhook_overdue_seconds", "How long the longest-due open delivery has been due "
+                            "(0: none is waiting past its time).", value=hooks["overdue_seconds"])
+    e = GaugeMetricFamily("booking_webhook_endpoints", "Webhook endpoints by state (auto_disabled: disabled by the "
+                          "platform after failing continuously).", labels=["state"])
+    for state in ("healthy", "failing", "auto_disabled", "disabled"):
+        e.add_metric([state], hooks[state])
+    yield e
+    yield GaugeMetricFamily("booking_webhook_longest_failing_seconds", "The longest run of failures of an enabled "
+                            "endpoint; it is disabled when this reaches BOOKING_WEBHOOKS_DISABLE_AFTER_SECONDS.",
+                            value=hooks["longest_failing_seconds"])
 
 
 def registry(settings: Settings, multiproc_dir: str | Path) -> CollectorRegistry:

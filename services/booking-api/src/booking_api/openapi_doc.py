@@ -20,6 +20,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from booking_api import contract as c
 from booking_api import ops_contract as oc
+from booking_api import webhooks_contract as wc
 from booking_core.web.problems import TITLES
 
 _SCHEMAS = "#/components/schemas/{model}"
@@ -136,6 +137,7 @@ def _paths() -> dict:
         "getInvoice": {"operationId": "getInvoice", "parameters": {"booking_id": "$response.body#/id"},
                        "description": "Its invoice PDF, once the invoice task is done."},
     }
+    webhooks = _webhook_paths()
     pdf = {"application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}}
     admin = "Admin tokens only."
     return {
@@ -181,8 +183,11 @@ def _paths() -> dict:
         },
         "/api/v1/ops/queues": {"get": _op(
             "queueDepths", "ops", "Depth of every queue", (200, _ok("Depth per queue.", c.QueueDepths)), 401, 403,
-            description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot, and "
-                        "whether each is paused (by whom, since when, why).")},
+            description=f"{admin} Ready, in flight, delayed and dead per queue, read in one atomic snapshot, "
+                        "whether each is paused (by whom, since when, why), and who is filling it: the 10 tenants "
+                        "with the most tasks waiting in the outbox (where the fair order keeps a backlog), the "
+                        "age of each one's oldest, and the rest summed. The outbox part is read at most once "
+                        "every 2 s per API process.")},
         "/api/v1/ops/queues/{queue}/pause": {
             "parameters": [_PATH_QUEUE],
             "post": _op("pauseQueue", "ops", "Pause a queue", (200, _ok("Paused (or already paused).",
@@ -266,6 +271,74 @@ def _paths() -> dict:
                           401, 403, 404, 422, description=f"{admin} The action is audited.",
                           parameters=_query(c.QueueQuery)),
         },
+        **webhooks,
+    }
+
+
+_PATH_ENDPOINT = {"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+_PATH_DELIVERY = {"name": "delivery_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
+def _webhook_paths() -> dict:
+    """The tenant's webhook endpoints, their delivery log and replay."""
+    no_store = {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}}
+    return {
+        "/api/v1/webhooks/endpoints": {
+            "post": _op("createWebhookEndpoint", "webhooks", "Add a webhook endpoint",
+                        (201, _ok("Created. The signing secret is in this answer only.", wc.WebhookEndpointWithSecret,
+                                  headers={"Location": {"required": True, "schema": {"type": "string"}}} | no_store)),
+                        400, 401, 413, 415, 422, 503,
+                        description="The tenant's booking events are signed (Standard Webhooks) and sent to `url`. "
+                                    "503 when the platform has no BOOKING_WEBHOOKS_KEY.",
+                        requestBody={"required": True, "content": _json(wc.WebhookEndpointRequest)}),
+            "get": _op("listWebhookEndpoints", "webhooks", "The tenant's webhook endpoints",
+                       (200, _ok("Every endpoint (never its secret).", wc.WebhookEndpointList)), 401),
+        },
+        "/api/v1/webhooks/endpoints/{endpoint_id}": {
+            "parameters": [_PATH_ENDPOINT],
+            "get": _op("getWebhookEndpoint", "webhooks", "One webhook endpoint",
+                       (200, _ok("The endpoint.", wc.WebhookEndpoint)), 401, 404),
+            "patch": _op("updateWebhookEndpoint", "webhooks", "Change a webhook endpoint",
+                         (200, _ok("The endpoint as changed.", wc.WebhookEndpoint)), 400, 401, 404, 413, 415, 422,
+                         description="Enabling an endpoint the platform disabled clears its failure record.",
+                         requestBody={"required": True, "content": _json(wc.WebhookEndpointPatch)}),
+            "delete": _op("deleteWebhookEndpoint", "webhooks", "Delete a webhook endpoint", (204, _ok("Deleted.")),
+                          401, 404, description="No more deliveries; open ones go dead at their next attempt."),
+        },
+        "/api/v1/webhooks/endpoints/{endpoint_id}/rotate-secret": {
+            "parameters": [_PATH_ENDPOINT],
+            "post": _op("rotateWebhookSecret", "webhooks", "Rotate the signing secret",
+                        (200, _ok("The new secret, shown only here.", wc.WebhookEndpointWithSecret, headers=no_store)),
+                        400, 401, 404, 413, 415, 422, 503,
+                        description="During the overlap every delivery carries two signatures, one per secret.",
+                        requestBody={"required": False, "content": _json(wc.RotateRequest)}),
+        },
+        "/api/v1/webhooks/endpoints/{endpoint_id}/deliveries": {
+            "parameters": [_PATH_ENDPOINT],
+            "get": _op("listWebhookDeliveries", "webhooks", "The endpoint's delivery log, newest first",
+                       (200, _ok("Deliveries.", wc.WebhookDeliveryPage)), 401, 404, 422,
+                       parameters=[{"name": "state", "in": "query", "required": False,
+                                    "schema": {"type": "string", "enum": list(wc.STATES)}},
+                                   {"name": "limit", "in": "query", "required": False,
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": 200}}]),
+        },
+        "/api/v1/webhooks/endpoints/{endpoint_id}/replay": {
+            "parameters": [_PATH_ENDPOINT],
+            "post": _op("replayWebhookDeliveries", "webhooks", "Replay every dead delivery since a time",
+                        (200, _ok("How many matched (dry run) or were replayed.", wc.ReplaySinceResult)),
+                        400, 401, 404, 413, 415, 422,
+                        requestBody={"required": True, "content": _json(wc.ReplaySinceRequest)}),
+        },
+        "/api/v1/webhooks/deliveries/{delivery_id}": {
+            "parameters": [_PATH_DELIVERY],
+            "get": _op("getWebhookDelivery", "webhooks", "One delivery with every attempt",
+                       (200, _ok("The delivery.", wc.WebhookDeliveryDetail)), 401, 404),
+        },
+        "/api/v1/webhooks/deliveries/{delivery_id}/replay": {
+            "parameters": [_PATH_DELIVERY],
+            "post": _op("replayWebhookDelivery", "webhooks", "Send a dead or delivered delivery again",
+                        (202, _ok("Queued, with the same webhook-id.", wc.ReplayResult)), 401, 404, 409),
+        },
     }
 
 
@@ -275,7 +348,7 @@ _PROBLEM_DESCRIPTIONS = {
     403: "The endpoint needs an admin token.",
     404: "No such resource for the caller's tenant.",
     409: "The request conflicts with the resource's state (an Idempotency-Key in flight, an invoice not "
-         "issued yet); retry later.",
+         "issued yet, a webhook delivery still being tried); retry later.",
     413: f"The body is larger than {c.MAX_BODY_TEXT}.",
     415: "The body is not application/json.",
     422: "Invalid fields or query parameters (see `errors`), or an Idempotency-Key reused with another body.",
@@ -310,15 +383,20 @@ def _schemas() -> dict:
     models = [(m, "validation") for m in (c.BookingRequest,)] + [
         (m, "serialization") for m in (c.Booking, c.BookingPage, c.Problem, c.QueueDepths, c.DeadLetterList,
                                        c.RequeueResult, c.Health, c.Readiness, oc.DryRunResult, oc.BulkJob,
-                                       oc.TaskRetryResult, oc.QueuePause, oc.QueuePauseResult, oc.TenantList,
-                                       oc.TenantPlan, oc.TenantPlanResult)] + [
-        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest, oc.PlanBody)]
+                                       oc.TaskRetryResult, oc.QueuePause, oc.QueueTenants, oc.QueuePauseResult,
+                                       oc.TenantList,
+                                       oc.TenantPlan, oc.TenantPlanResult,
+                                       wc.WebhookEndpoint, wc.WebhookEndpointWithSecret, wc.WebhookEndpointList,
+                                       wc.WebhookDeliveryPage, wc.WebhookDeliveryDetail, wc.ReplayResult,
+                                       wc.ReplaySinceResult)] + [
+        (m, "validation") for m in (oc.BulkDeadLetterRequest, oc.PauseRequest, oc.PlanBody, wc.WebhookEndpointRequest,
+                                    wc.WebhookEndpointPatch, wc.RotateRequest, wc.ReplaySinceRequest)]
     _, top = models_json_schema(models, ref_template=_SCHEMAS, schema_generator=_Schema)
     schemas = top["$defs"]
-    # The queue list shows each queue's depth (booking_core's dataclass) and its pause state.
-    depth, pause = _from_dataclass(schemas["QueueDepth"]), schemas.pop("QueuePause")
-    schemas["QueueDepth"] = {**depth, "properties": depth["properties"] | pause["properties"],
-                             "required": [*depth["required"], *pause["required"]]}
+    # The queue list shows each queue's depth (booking_core's dataclass), its pause state and who fills it.
+    depth, pause, who = _from_dataclass(schemas["QueueDepth"]), schemas.pop("QueuePause"), schemas.pop("QueueTenants")
+    schemas["QueueDepth"] = {**depth, "properties": depth["properties"] | pause["properties"] | who["properties"],
+                             "required": [*depth["required"], *pause["required"], *who["required"]]}
     schemas["DeadLetter"] = _from_dataclass(schemas["DeadLetter"], hidden=c.DEAD_LETTER_HIDDEN)
     return schemas
 
@@ -345,6 +423,7 @@ def document() -> dict:
                            "details.",
         },
         "tags": [{"name": "bookings"}, {"name": "ops", "description": "Admin tokens only."},
+                 {"name": "webhooks", "description": "Signed webhooks to the tenant's own systems."},
                  {"name": "health"}, {"name": "meta"}],
         "security": [{"bearerAuth": []}],
         "paths": _paths(),

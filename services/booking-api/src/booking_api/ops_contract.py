@@ -163,6 +163,35 @@ class QueuePause(_Response):
     reason: Annotated[str | None, Field(description="Why, as given, possibly empty (only while paused).")] = None
 
 
+class TenantBacklog(_Response):
+    """One tenant's tasks of a queue waiting in the outbox."""
+
+    tenant_id: Annotated[str, Field(description="The tenant's id as the outbox rows carry it (at most 40 "
+                                                "characters; empty for rows of no tenant).")]
+    name: Annotated[str | None, Field(description="The tenant's name, as its operator set it (untrusted text); "
+                                                  "null when the id is no tenant's.")]
+    waiting: Annotated[int, Field(ge=0, description="Due now, waiting for their turn.")]
+    later: Annotated[int, Field(ge=0, description="Waiting out a retry's backoff.")]
+    oldest_waiting_age_seconds: Annotated[float, Field(ge=0, description="Age of its oldest due task (0 when "
+                                                                         "none is due).")]
+
+
+class OtherTenants(_Response):
+    """What the tenants after the top ones hold together."""
+
+    tenants: Annotated[int, Field(ge=0)]
+    messages: Annotated[int, Field(ge=0, description="Their tasks in the outbox, due or later.")]
+    oldest_waiting_age_seconds: Annotated[float, Field(ge=0)]
+
+
+class QueueTenants(_Response):
+    """Who is filling a queue: the tenants with the most tasks in the outbox, most first, and the rest summed."""
+
+    top_tenants: Annotated[list[TenantBacklog], Field(max_length=10, description="At most 10, most tasks "
+                                                                                 "first, ties by tenant id.")]
+    other_tenants: OtherTenants
+
+
 class QueuePauseResult(QueuePause):
     """A queue's pause state after a pause or a resume."""
 

@@ -10,6 +10,7 @@ answers 202 with the job's URL, where its progress is read.
 
 from __future__ import annotations
 
+import time
 from uuid import UUID
 
 from flask import Blueprint, request
@@ -26,12 +27,14 @@ from booking_api.validation import field_errors, validate_query
 from booking_core.messaging.contracts import QUEUES, TASKS
 from booking_core.messaging.ids import parse_uuid
 from booking_core.ops import bulkjobs, filters
-from booking_core.queues import pauses
+from booking_core.queues import pauses, tenant_backlog
 from booking_core.tasks import deadletters
 from booking_core.tasks.taskretry import TaskNotDead, retry_task
 from booking_scaling.depth import QueueReader
 
 bp = Blueprint("ops", __name__, url_prefix="/api/v1/ops")
+#: Who fills the queues: one outbox aggregate per 2 s per process, however often admins poll.
+WHO_FILLS = tenant_backlog.SharedReading(ttl=2.0)
 
 
 def _filter(q: DeadLetterFilter, code: str, detail: str) -> deadletters.Filter:
@@ -56,10 +59,14 @@ def _pause_json(pause: pauses.Pause | None) -> dict:
 @bp.get("/queues")
 @admin_required
 def queues():
-    """Per queue: ready, in flight, delayed, dead (one atomic Redis snapshot), and whether it is paused."""
+    """Per queue: ready, in flight, delayed, dead (one atomic Redis snapshot), whether it is paused, and its
+    top tenants by outbox backlog."""
     reader = QueueReader(get_redis(), settings().redis_namespace)
     state = pauses.state(get_db())
-    return {"queues": [d.as_dict() | _pause_json(state[d.queue]) for d in reader.snapshot(QUEUES)]}
+    ranked, names = WHO_FILLS.get(settings())
+    now_ms = int(time.time() * 1000)
+    return {"queues": [d.as_dict() | _pause_json(state[d.queue])
+                       | tenant_backlog.as_json(ranked.get(d.queue), names, now_ms) for d in reader.snapshot(QUEUES)]}
 
 
 def _known_queue(queue: str) -> str:

@@ -27,7 +27,7 @@ from importlib import resources
 import psycopg
 import redis
 
-from booking_core.messaging.contracts import TASKS
+from booking_core.messaging.contracts import TASKS, WEBHOOK
 from booking_core.queues import presence
 from booking_scaling.layout import Layout
 
@@ -57,11 +57,16 @@ def workers(client: redis.Redis, namespace: str, queues: tuple[str, ...] | list[
 
 
 def throughput(conn: psycopg.Connection) -> dict[str, dict[str, float]]:
-    """Tasks finished per minute, per task: {'email': {'per_min_5m': …, 'per_min_15m': …}, …}."""
+    """Tasks finished per minute, per task (webhook: deliveries delivered): {'email': {'per_min_5m': …}, …}."""
     rows = conn.execute(
         "SELECT task, count(*) FILTER (WHERE at > now() - interval '5 minutes') AS n5,"
         " count(*) AS n15 FROM booking_events"
         " WHERE state = 'done' AND at > now() - interval '15 minutes' GROUP BY task").fetchall()
     found = {r["task"]: r for r in rows}
+    # Webhook deliveries are no booking task: their own table says when each was delivered.
+    found[WEBHOOK.task] = conn.execute(
+        "SELECT count(*) FILTER (WHERE delivered_at > now() - interval '5 minutes') AS n5, count(*) AS n15"
+        " FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at > now() - interval '15 minutes'"
+    ).fetchone()
     return {t: {"per_min_5m": round(found[t]["n5"] / 5, 1) if t in found else 0.0,
-                "per_min_15m": round(found[t]["n15"] / 15, 1) if t in found else 0.0} for t in TASKS}
+                "per_min_15m": round(found[t]["n15"] / 15, 1) if t in found else 0.0} for t in (*TASKS, WEBHOOK.task)}

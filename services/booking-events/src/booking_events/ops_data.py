@@ -18,17 +18,26 @@ import redis
 from booking_core import db
 from booking_core.audit import chain
 from booking_core.config import Settings
-from booking_core.messaging.contracts import CONTRACTS, QUEUES
+from booking_core.messaging.contracts import CONTRACTS, QUEUES, WEBHOOK
 from booking_core.model import bookings, tenants
 from booking_core.ops import bulkjobs, filters
-from booking_core.queues import pauses
+from booking_core.queues import pauses, tenant_backlog
 from booking_core.tasks import deadletters
 from booking_events import activity
 from booking_events.ops_render import age
 from booking_scaling.depth import QueueReader
 
+#: Tenants shown per queue on the queues page, most rows first; the rest are one summed line.
+TOP_TENANTS = tenant_backlog.TOP
+#: How much of a tenant id that is not a tenant's (payload text) the page repeats.
+SHOWN_ID_CHARS = tenant_backlog.SHOWN_ID_CHARS
+SharedReading = tenant_backlog.SharedReading
+
+#: Shared by the queues page and its streams; as old as their refresh at most.
+WHO_FILLS = SharedReading(ttl=2.0)
+
 #: The task each queue's messages do (one queue per task: docs/architecture.md, decision 1).
-_TASK_OF_QUEUE = {c.queue: c.task for c in CONTRACTS.values()}
+_TASK_OF_QUEUE = {c.queue: c.task for c in (*CONTRACTS.values(), WEBHOOK)}
 
 
 def conn(settings: Settings):
@@ -43,6 +52,8 @@ def queue_fields(settings: Settings, client: redis.Redis) -> dict[str, str]:
         rates = activity.throughput(c)
         dead = deadletters.open_by_queue(c)
         held = pauses.paused(c)
+    backlog, names = WHO_FILLS.get(settings)
+    fields |= tenant_fields(backlog, names, int(datetime.now(UTC).timestamp() * 1000))
     for q in QUEUES:
         rate = rates[_TASK_OF_QUEUE[q]]
         fields |= {f"{q}.dead": str(dead[q]), f"{q}.per_min_5m": f"{rate['per_min_5m']:g}",
@@ -64,6 +75,39 @@ def queue_fields(settings: Settings, client: redis.Redis) -> dict[str, str]:
                    f"{d.queue}.workers": str(workers.consuming[d.queue])}
     fields["workers.live"] = str(workers.live)
     return fields
+
+
+def tenant_fields(backlog: dict[str, tenant_backlog.QueueTenants], names: dict[str, str], now_ms: int,
+                  queues: tuple[str, ...] = QUEUES, n: int = TOP_TENANTS) -> dict[str, str]:
+    """The queues page's "who is filling it" slots as display text: `<queue>.tenant<i>.<figure>` for i < n
+    (an empty name hides the slot's row), `<queue>.tenants.rest` and `<queue>.tenants.none`."""
+    fields: dict[str, str] = {}
+    for q in queues:
+        ranked = backlog.get(q) or tenant_backlog.QueueTenants(q, [])
+        for i in range(n):
+            t = ranked.top[i] if i < len(ranked.top) else None
+            slot = f"{q}.tenant{i}"
+            fields |= {f"{slot}.name": tenant_name(t.tenant_id, names) if t else "",
+                       f"{slot}.waiting": str(t.waiting) if t else "",
+                       f"{slot}.later": str(t.later) if t else "",
+                       f"{slot}.oldest": _since(t.oldest_ms, now_ms) if t else ""}
+        fields[f"{q}.tenants.rest"] = (
+            f"and {ranked.rest_tenants} more tenant{'s' * (ranked.rest_tenants != 1)}: {ranked.rest_messages}"
+            f" waiting or retrying later, the oldest waiting {_since(ranked.rest_oldest_ms, now_ms)}"
+            if ranked.rest_tenants else "")
+        fields[f"{q}.tenants.none"] = "" if ranked.top else "nothing waits in the outbox"
+    return fields
+
+
+def tenant_name(tenant_id: str, names: dict[str, str]) -> str:
+    """How the page names an outbox row's tenant: its name, else a bounded copy of the id as written."""
+    if tenant_id in names:
+        return names[tenant_id]
+    return f"(unknown tenant {tenant_id[:SHOWN_ID_CHARS]!r})" if tenant_id else "(no tenant)"
+
+
+def _since(oldest_ms: int, now_ms: int) -> str:
+    return age(max(0, now_ms - oldest_ms)) if oldest_ms else "–"
 
 
 def paused_text(p: pauses.Pause | None) -> str:

@@ -1,4 +1,4 @@
-"""/ops/queues: depth, age, throughput and workers per queue, kept current over Server-Sent Events.
+"""/ops/queues: depth, age, throughput and workers per queue, and who fills it, kept current over SSE.
 
 The page is complete without JavaScript (every figure is in the HTML); the
 vendored ops.js opens /ops/queues/stream, which sends the same figures every
@@ -27,7 +27,8 @@ STREAM_SECONDS = 300.0
 @operator_required
 async def queues_page(request: web.Request) -> web.StreamResponse:
     fields = await asyncio.to_thread(ops_data.queue_fields, request.app[SETTINGS], request.app[REDIS])
-    return page(request, "queues.html", queues=QUEUES, f=fields, refresh=int(REFRESH_SECONDS))
+    return page(request, "queues.html", queues=QUEUES, f=fields, refresh=int(REFRESH_SECONDS),
+                top=ops_data.TOP_TENANTS)
 
 
 @operator_required

@@ -6,7 +6,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from booking_events import ops_audit, ops_auth, ops_deadletters, ops_queues, ops_tenants
+from booking_events import ops_audit, ops_auth, ops_deadletters, ops_queues, ops_tenants, ops_webhooks
 
 _UUID = "{dead_id:[0-9a-fA-F-]{36}}"
 
@@ -35,3 +35,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ops/audit", ops_audit.audit_page)
     app.router.add_get("/ops/tenants", ops_tenants.tenants_page)
     app.router.add_post("/ops/tenants/{action:set|reset}", ops_tenants.change_plan)
+    app.router.add_get("/ops/webhooks", ops_webhooks.endpoints_page)
+    app.router.add_get("/ops/webhooks/endpoints/{endpoint_id:[0-9a-fA-F-]{36}}", ops_webhooks.endpoint_page)
+    app.router.add_post("/ops/webhooks/deliveries/{delivery_id:[0-9a-fA-F-]{36}}/replay", ops_webhooks.replay)

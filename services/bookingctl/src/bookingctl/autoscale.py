@@ -3,8 +3,9 @@
 Each pool (one queue's worker processes) is read with the same `QueueReader`
 (delayed messages count when due within the pool's delayedLeadSeconds) and
 decided with the same `decide()` as the kopf operator; the actuator here
-starts `dramatiq` processes or sends SIGTERM to the newest ones, which finish
-their messages (Dramatiq's shutdown timeout) before exiting.
+starts `dramatiq` processes or sends SIGTERM to the idlest ones, ranked as the
+operator ranks pods (bookingctl.retire), which finish their messages (Dramatiq's
+shutdown timeout) before exiting.
 
 Two rules keep the API first on one machine (issue 9):
 
@@ -25,9 +26,10 @@ Two rules keep the API first on one machine (issue 9):
   when it ends.  A /metrics that cannot be read holds nothing (it is logged):
   a broken probe must not freeze the pools.
 
-A pool whose policy has `maxAge` (a policy file: {"email": {"maxAge": 20, ...}}) is
-scaled on its promise, as the operator does: the oldest ready age from the same
-snapshot and the workers' completion counter (booking_scaling.completions).
+A pool whose policy has `maxAge` (every pool by default; a policy file changes it,
+{"email": {"maxAge": 10}}, or drops it, {"email": {"maxAge": null}}) is scaled on its
+promise, as the operator does: the oldest ready age from the same snapshot and the
+workers' completion counter (booking_scaling.completions).
 
 A queue an operator paused (`bookingctl queues pause`, the ops API or console)
 is not scaled up either: its workers start no message, so more of them would
@@ -60,14 +62,24 @@ from booking_scaling.promise import Observed
 
 log = logging.getLogger("bookingctl.autoscale")
 
-#: Sensible local defaults: a laptop has few cores, and audit work is light.
+#: Sensible local defaults: a laptop has few cores, and audit work is light.  Each pool keeps a
+#: promise (maxAge: email 20 s, invoice 120 s, audit 60 s, webhook 30 s); a local process serves within a couple
+#: of seconds of its start (podStartSeconds 3, WeasyPrint's import the slowest), works on
+#: `services.worker`'s 4 threads at once (replicaConcurrency), and the throughput floors are
+#: cautious guesses of one process's tasks/s before any is measured.
+_LOCAL = {"polling_interval": 2, "stabilization_window_seconds": 30, "cooldown_period": 60, "scale_down_max_step": 1,
+          "pod_start_seconds": 3, "replica_concurrency": 4}
 DEFAULT_POLICIES = {
-    "email": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=20, polling_interval=2,
-                    stabilization_window_seconds=30, cooldown_period=60, scale_down_max_step=1),
-    "invoice": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=10, polling_interval=2,
-                      stabilization_window_seconds=30, cooldown_period=60, scale_down_max_step=1),
-    "audit": Policy(min_replica_count=1, max_replica_count=2, target_backlog_per_replica=50, polling_interval=2,
-                    stabilization_window_seconds=30, cooldown_period=60, scale_down_max_step=1),
+    "email": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=20, max_age=20,
+                    min_throughput_per_replica=2, **_LOCAL),
+    "invoice": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=10, max_age=120,
+                      min_throughput_per_replica=0.5, **_LOCAL),
+    "audit": Policy(min_replica_count=1, max_replica_count=2, target_backlog_per_replica=50, max_age=60,
+                    min_throughput_per_replica=5, **_LOCAL),
+    # Deliveries wait on tenants' receivers, not the CPU: one process's 16 threads carry many at
+    # once, so a process is added per 100 waiting, and few are needed.
+    "webhook": Policy(min_replica_count=1, max_replica_count=3, target_backlog_per_replica=100, max_age=30,
+                      min_throughput_per_replica=5, **{**_LOCAL, "replica_concurrency": 16}),
 }
 
 

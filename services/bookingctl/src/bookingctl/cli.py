@@ -32,6 +32,12 @@ def _settings(args) -> Settings:
         for key in ("DATABASE_URL", "REDIS_URL", "SMTP_URL"):
             if not env.get(key):
                 env[key] = found.get(key, "")
+    # The webhook settings of the `up` on --data-dir, unless given (services.webhooks_env).
+    from bookingctl.services import webhooks_env
+
+    key_file = Path(args.data_dir) / "webhooks-key"
+    if env.get("BOOKING_WEBHOOKS_KEY") or key_file.exists():
+        env.update(webhooks_env(Path(args.data_dir), env))
     return boot(lambda: Settings.from_env(env), "bookingctl")
 
 
@@ -107,7 +113,9 @@ def parser(data_dir: str = ".data") -> argparse.ArgumentParser:
                          'e.g. {"invoice": {"maxReplicaCount": 6}}')
     up.add_argument("--no-autoscale", action="store_true", help="run exactly one worker process per queue")
     up.set_defaults(func=cmd_up)
-    admin.add_commands(sub)
+    from bookingctl.listen import add_listen
+
+    admin.add_commands(sub, webhooks_extra=add_listen)
     return p
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 from booking_core import db
 from booking_core.config import Settings
 from booking_core.db.migrate import migrate
@@ -38,10 +40,13 @@ from booking_embedded import (
     reserve_port,
     stop_together,
 )
+from booking_scaling import podload
+from booking_scaling.podload import PodLoad
 from booking_scaling.policy import Policy
 from bookingctl import services
 from bookingctl.autoscale import Autoscaler
 from bookingctl.datadir import DataDirLock, run_file, write_run_file, write_secret
+from bookingctl.retire import retirees
 
 log = logging.getLogger("bookingctl")
 DEMO_TENANT = "demo"
@@ -54,7 +59,7 @@ class PlatformConfig:
     data_dir: Path
     port: int = 8000
     env: dict[str, str] = field(default_factory=dict)
-    workers: dict[str, int] = field(default_factory=lambda: {"email": 1, "invoice": 1, "audit": 1})
+    workers: dict[str, int] = field(default_factory=lambda: {"email": 1, "invoice": 1, "audit": 1, "webhook": 1})
     #: Per-queue scaling policies; None runs `workers` processes per queue, fixed.
     autoscale: dict[str, Policy] | None = None
     api_workers: int = 2
@@ -84,6 +89,7 @@ class Platform:
         self.urls: dict[str, str] = {}
         self.metrics_urls: dict[str, str] = {}
         self.retiring: set[str] = set()  # scaled-down workers finishing their messages
+        self._redis: redis.Redis | None = None  # reads the workers' loads before a scale-down
         self.autoscaler: Autoscaler | None = None
         self.admin_token = ""
         #: The booking-events service (progress pages, streams, the ops console at /ops/).
@@ -171,6 +177,7 @@ class Platform:
         """The environment of every service process: the caller's, plus the server URLs."""
         env = dict(self.config.env)
         env.update(self.urls)
+        env.update(services.webhooks_env(self.data_dir, self.config.env))
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -236,17 +243,34 @@ class Platform:
         return sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))
 
     def resize(self, queue: str, desired: int) -> None:
-        """Start or retire worker processes of `queue` until `desired` are running."""
+        """Start or retire worker processes of `queue` until `desired` are running.
+
+        A scale-down retires the idlest processes (bookingctl.retire: fewest messages in flight,
+        then least recent work, as the operator's pod-deletion-cost), the newest when none is known.
+        """
         names = self.pool(queue)
         run_dir = self.data_dir / "run"
         while len(names) < desired:
             used = {int(n.rsplit("-", 1)[1]) for n in self.children if n.startswith(f"{queue}-worker-")}
             index = min(set(range(1, len(used) + 2)) - used)
             names.append(self._spawn(services.worker(queue, index, free_port(), run_dir)).name)
-        while len(names) > desired:
-            name = names.pop()
+        for name in retirees(names, self._loads(queue) if len(names) > desired else {}, len(names) - desired):
+            log.info("%s workers: retiring %s", queue, name)
             self.retiring.add(name)
             self.children[name].request_stop()  # Dramatiq's parent: its worker finishes, then exits
+
+    def _loads(self, queue: str) -> dict[str, PodLoad]:
+        """Each of `queue`'s worker processes' load by name (its presence record); {} when Redis cannot be
+        read, and the newest processes are retired as before."""
+        try:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(self.urls["REDIS_URL"], socket_timeout=2,
+                                                   socket_connect_timeout=2)
+            namespace = Settings.from_env(self.child_env()).redis_namespace
+            return podload.read(self._redis, namespace, [queue], int(time.time() * 1000))
+        except redis.RedisError as e:
+            log.warning("%s workers: load unreadable (%s); retiring the newest", queue, e)
+            return {}
 
     def _reap_retired(self) -> None:
         for name in list(self.retiring):
@@ -355,6 +379,8 @@ class Platform:
         for name in ("smtp", "redis", "postgres"):
             if name in self.servers:
                 self.servers[name].stop()
+        if self._redis is not None:
+            self._redis.close()
         run_file(self.data_dir).unlink(missing_ok=True)
         self.lock.release()
 

@@ -15,7 +15,11 @@ WORKERS = {
     "email": ("email_worker.broker", "email_worker.actors"),
     "invoice": ("invoice_worker.broker", "invoice_worker.actors"),
     "audit": ("audit_worker.broker", "audit_worker.actors"),
+    "webhook": ("webhook_worker.broker", "webhook_worker.actors"),
 }
+#: Threads per worker process, where a queue's work is not CPU but waiting: a webhook
+#: attempt mostly waits on someone else's server (up to its 15 s timeout).
+WORKER_THREADS = {"webhook": 16}
 
 #: How much lower the async side's CPU priority is than the request path's (nice
 #: increment).  All children share bookingctl's session, hence one autogroup,
@@ -87,7 +91,7 @@ def relay(metrics_port: int) -> ServiceSpec:
 WORKER_FORK_TIMEOUT_MS = 600_000
 
 
-def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads: int = 4) -> ServiceSpec:
+def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads: int | None = None) -> ServiceSpec:
     """One `dramatiq` process for `queue`; Dramatiq's Prometheus middleware serves its metrics.
 
     It runs at nice ASYNC_NICE and, beyond that, at SCHED_IDLE (`cpu_idle`):
@@ -99,6 +103,7 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
     may wait on a backend's lock, and an idle-class holder would keep it waiting.
     """
     broker_module, actors_module = WORKERS[queue]
+    threads = threads or WORKER_THREADS.get(queue, 4)
     name = f"{queue}-worker-{index}"
     return ServiceSpec(name, [
         executable("dramatiq"), broker_module, actors_module, "--queues", queue,
@@ -116,6 +121,8 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         "dramatiq_prom_host": "127.0.0.1",
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(run_dir / f"prometheus-{name}"),
+        # Its presence names it (not the shared host name): a scale-down finds the idlest by this name.
+        "BOOKING_WORKER_HOST": name,
         **ASYNC_ENV,
     }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE, cpu_idle=True)
 
@@ -137,6 +144,29 @@ def events_env(data_dir: Path, port: int, caller_env: dict[str, str]) -> dict[st
             write_secret(path, secrets.token_urlsafe(32))
         secret = path.read_text().strip()
     return {"BOOKING_STATUS_SECRET": secret, "BOOKING_EVENTS_BASE_URL": f"http://127.0.0.1:{port}"}
+
+
+def webhooks_env(data_dir: Path, caller_env: dict[str, str]) -> dict[str, str]:
+    """The webhook settings of a local platform: the sealing key and the loopback allow-list.
+
+    The key (which seals the endpoints' signing secrets in Postgres) is generated once into
+    DATA_DIR/webhooks-key (mode 0600) unless the caller gives BOOKING_WEBHOOKS_KEY; losing it
+    makes every endpoint's secret unreadable (rotate them).  Local development sends webhooks to
+    receivers on this machine, so 127.0.0.0/8 is allowed unless the caller says otherwise
+    (BOOKING_WEBHOOKS_ALLOWED_NETWORKS, even empty).
+    """
+    from booking_core.webhooks.sealing import new_key
+    from bookingctl.datadir import write_secret
+
+    key = caller_env.get("BOOKING_WEBHOOKS_KEY")
+    if not key:
+        path = data_dir / "webhooks-key"
+        if not path.exists():
+            write_secret(path, new_key())
+        key = path.read_text().strip()
+    networks = caller_env.get("BOOKING_WEBHOOKS_ALLOWED_NETWORKS")
+    return {"BOOKING_WEBHOOKS_KEY": key,
+            "BOOKING_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8" if networks is None else networks}
 
 
 def events(port: int, env: dict[str, str]) -> ServiceSpec:

@@ -1,8 +1,10 @@
-"""What waits, reported each second: the outbox's backlog per queue (for the autoscalers) and per tenant.
+"""What waits, reported each second or so: the outbox's backlog per queue (for the autoscalers) and per tenant.
 
 Under the fair ordering a backlog waits mostly in the outbox, where Redis's
-depth cannot see it.  Every `outboxmirror.REPORT_SECONDS` the relay counts the
-outbox by queue and tenant (one grouped query) and
+depth cannot see it.  Every `outboxmirror.REPORT_SECONDS` or so one relay
+(whose turn, and how often: `report_turn`) counts the outbox by queue and
+tenant (`booking_core.queues.tenant_backlog`, one grouped query, which the ops
+console's queues page reads too) and
 
 - writes each queue's totals to Redis (`booking_scaling.outboxmirror`), which
   the kopf operator and the local runner add to the queue's own depth;
@@ -25,24 +27,15 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
+from booking_core.queues import tenant_backlog
 from booking_scaling import outboxmirror
 from booking_scaling.depth import QueueDepth
 from booking_scaling.outboxmirror import OutboxBacklog
-from outbox_relay.fair import is_uuid
 
 #: Tenants named per queue in the per-tenant gauges; the rest are summed as `other`.
 TOP_TENANTS = 10
 OTHER = "other"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-_SUMMARY = """
-SELECT queue, tenant_id,
-       count(*) FILTER (WHERE available_at <= clock_timestamp())::int AS waiting,
-       count(*) FILTER (WHERE available_at > clock_timestamp())::int AS later,
-       (extract(epoch FROM min(created_at) FILTER (WHERE available_at <= clock_timestamp())) * 1000)::bigint
-           AS oldest_ms
-FROM outbox GROUP BY queue, tenant_id
-"""
 
 
 @dataclass(frozen=True)
@@ -72,36 +65,24 @@ def queue_totals(rows: list[dict], queues: tuple[str, ...]) -> list[OutboxBacklo
     return list(out.values())
 
 
-def _ranked(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows by queue, most rows (due or later) first, ties by tenant id."""
-    by_queue: dict[str, list[dict]] = {}
-    for r in rows:
-        by_queue.setdefault(r["queue"], []).append(r)
-    for group in by_queue.values():
-        group.sort(key=lambda r: (-(r["waiting"] + r["later"]), r["tenant_id"]))
-    return by_queue
-
-
 def leaders(rows: list[dict], n: int = TOP_TENANTS) -> set[str]:
     """The tenant ids among some queue's top `n`: the only names a report needs."""
-    return {r["tenant_id"] for group in _ranked(rows).values() for r in group[:n]}
+    return {t.tenant_id for q in tenant_backlog.rank(rows, n).values() for t in q.top}
 
 
 def top_tenants(rows: list[dict], names: dict[str, str], n: int = TOP_TENANTS) -> list[TenantBacklog]:
     """Per queue, the `n` tenants with the most rows (due or later) by label, then `other` for the rest."""
     out: list[TenantBacklog] = []
-    for queue, group in sorted(_ranked(rows).items()):
+    for queue, ranked in tenant_backlog.rank(rows, n).items():
         named: dict[str, TenantBacklog] = {}
-        for r in group[:n]:
-            label = tenant_label(names.get(r["tenant_id"]), r["tenant_id"])
+        for t in ranked.top:
+            label = tenant_label(names.get(t.tenant_id), t.tenant_id)
             if label == OTHER or label in named:  # two names that reduce alike: keep them apart
-                label = f"{label}~{r['tenant_id'][:8]}"
-            named[label] = TenantBacklog(queue, label, r["waiting"] + r["later"], r["oldest_ms"] or 0)
+                label = f"{label}~{t.tenant_id[:8]}"
+            named[label] = TenantBacklog(queue, label, t.messages, t.oldest_ms)
         out += named.values()
-        rest = group[n:]
-        if rest:
-            oldest = min((r["oldest_ms"] for r in rest if r["oldest_ms"]), default=0)
-            out.append(TenantBacklog(queue, OTHER, sum(r["waiting"] + r["later"] for r in rest), oldest))
+        if ranked.rest_tenants:
+            out.append(TenantBacklog(queue, OTHER, ranked.rest_messages, ranked.rest_oldest_ms))
     return out
 
 
@@ -118,17 +99,15 @@ class Report:
 
 def read(conn: psycopg.Connection, depths: list[QueueDepth], queues: tuple[str, ...]) -> Report:
     """Count the outbox and combine it with Redis's depth into one Report."""
-    rows = conn.execute(_SUMMARY).fetchall()
+    rows = tenant_backlog.read(conn)
     now_ms = int(time.time() * 1000)
     totals = queue_totals(rows, queues)
     ready_age = {d.queue: d.oldest_ready_age_ms for d in depths}
     oldest = {b.queue: max(b.oldest_age_ms(now_ms), ready_age.get(b.queue, 0)) for b in totals}
-    ids = [t for t in leaders(rows) if is_uuid(t)]
-    names = {r["id"]: r["name"] for r in conn.execute(
-        "SELECT id::text AS id, name FROM tenants WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()} if ids else {}
+    names = tenant_backlog.names(conn, sorted(leaders(rows)))
     return Report(now_ms, totals, oldest, top_tenants(rows, names))
 
 
-def mirror(client: redis.Redis, namespace: str, report: Report) -> None:
+def mirror(client: redis.Redis, namespace: str, report: Report, ttl_ms: int = outboxmirror.TTL_MS) -> None:
     """Write the per-queue totals to Redis for the autoscalers."""
-    outboxmirror.write(client, namespace, report.queues)
+    outboxmirror.write(client, namespace, report.queues, ttl_ms)

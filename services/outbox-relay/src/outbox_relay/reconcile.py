@@ -46,9 +46,10 @@ import redis
 from booking_core import db
 from booking_core.config import Settings
 from booking_core.messaging import outbox
-from booking_core.messaging.contracts import CONTRACTS
+from booking_core.messaging.contracts import CONTRACTS, WEBHOOK
 from booking_core.tasks import deadletters
 from booking_core.tasks.republish import task_message
+from booking_core.webhooks import deliveries as webhook_deliveries
 from booking_scaling.layout import Layout
 from outbox_relay.history import compact_history
 from outbox_relay.metrics import FAILURES, RECONCILED
@@ -162,6 +163,49 @@ def reconcile_once(conn: psycopg.Connection, client: redis.Redis, namespace: str
     return done
 
 
+def _delivery_of(body: bytes) -> str | None:
+    try:
+        kwargs = json.loads(body).get("kwargs") or {}
+    except (ValueError, AttributeError):
+        return None
+    return str(kwargs["delivery_id"]) if isinstance(kwargs, dict) and kwargs.get("delivery_id") else None
+
+
+def reconcile_webhooks_once(conn: psycopg.Connection, client: redis.Redis, namespace: str,
+                            after_seconds: float) -> int:
+    """Re-publish open webhook deliveries whose message is nowhere (Redis lost it); return how many.
+
+    First, events still not fanned out a threshold after they occurred are fanned out here
+    (the fan-out is idempotent, so a message that was only late does nothing after it).
+
+    As for tasks: stale past its due time by the threshold, no outbox row, and no body naming it in
+    the `webhook` queue's ready, delayed or dead hashes.  The round goes on where it was (its
+    attempts are kept), with the same webhook-id.
+    """
+    fanned = webhook_deliveries.fan_out_stale(conn, after_seconds, limit=BATCH)
+    if fanned:
+        log.warning("reconciler: fanned out %d webhook event(s) whose fan-out message was lost", fanned)
+    candidates = webhook_deliveries.stale(conn, after_seconds, limit=BATCH)
+    if not candidates:
+        return fanned
+    layout = Layout(namespace)
+    held = set()
+    q = WEBHOOK.queue
+    for key in (layout.ready_messages(q), layout.delayed_messages(q), layout.dead_messages(q)):
+        for _, body in client.hscan_iter(key, count=1000):
+            if (found := _delivery_of(body)) is not None:
+                held.add(found)
+    done = fanned
+    for delivery_id in candidates:
+        if delivery_id in held or not webhook_deliveries.republish(conn, delivery_id, after_seconds):
+            continue
+        RECONCILED.labels(q).inc()
+        log.warning("reconciler: webhook delivery %s had no message in Redis or the outbox for over %.0fs past its"
+                    " due time; re-published", delivery_id, after_seconds)
+        done += 1
+    return done
+
+
 class Reconciler:
     """The reconciler's loop, on a thread of its own; `stop()` ends it.
 
@@ -207,6 +251,7 @@ class Reconciler:
                             lock.execute("SELECT 1")  # the lock lives as long as this session: keep it checked
                         if leader:
                             reconcile_once(work, client, self.settings.redis_namespace, self.after)
+                            reconcile_webhooks_once(work, client, self.settings.redis_namespace, self.after)
                             if self.settings.event_history_days:
                                 compact_history(work, self.settings.event_history_days, self._stop)
                         backoff = 1.0

@@ -19,8 +19,10 @@ its publish-ahead in fair order by tenant (`fair.py`), reading the queues'
 depth from Redis each round; what does not fit waits in the outbox, and the
 relay looks again every `POLL_SECONDS` while rows are held back.  `fifo`
 publishes every due row at once, oldest first (`publish.py`).  Every
-`REPORT_SECONDS` it reports what waits, per queue and per tenant (`backlog.py`):
-to Redis for the autoscalers and to its /metrics.
+`REPORT_SECONDS` or so it reports what waits, per queue and per tenant
+(`backlog.py`) on its /metrics; one relay at a time reads it from the outbox,
+copies it to Redis for the autoscalers and for the other relays, and reads
+less often when the read is slow (`report_turn.py`).
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ from booking_core.model.idempotency import purge_expired
 from booking_core.tasks.deadletters import purge_resolved
 from booking_core.worker.broker import make_broker
 from booking_scaling.depth import QueueReader
-from booking_scaling.outboxmirror import REPORT_SECONDS
 from outbox_relay import backlog
 from outbox_relay.fair import publish_fair, room
 from outbox_relay.metrics import BACKLOG, FAILURES
 from outbox_relay.publish import publish_batch
+from outbox_relay.report_turn import ReportTurn, Turn, mirror_ttl_ms
 
 log = logging.getLogger("outbox_relay")
 PURGE_EVERY_SECONDS = 300
@@ -66,6 +68,7 @@ class Relay:
         self.settings = settings
         self.broker = make_broker(settings)
         self.depths = QueueReader(self.broker.client, settings.redis_namespace)
+        self.turn = ReportTurn(self.broker.client, settings.redis_namespace)
         self._stop = threading.Event()
 
     def stop(self, *_args) -> None:
@@ -98,12 +101,16 @@ class Relay:
                 break
         return total
 
-    def report(self, work: psycopg.Connection) -> backlog.Report:
-        """Count what waits (outbox and Redis), copy it to Redis for the autoscalers and to /metrics."""
-        rep = backlog.read(work, self.depths.snapshot(QUEUES), QUEUES)
-        backlog.mirror(self.broker.client, self.settings.redis_namespace, rep)
-        BACKLOG.report = rep
-        return rep
+    def report(self, work: psycopg.Connection) -> Turn:
+        """Report what waits (outbox and Redis) on /metrics: another relay's fresh reading, else, if it is
+        this relay's turn, its own, which it also copies to Redis for the autoscalers."""
+        turn = self.turn.take(work, lambda conn: backlog.read(conn, self.depths.snapshot(QUEUES), QUEUES))
+        if turn.read_seconds is not None:
+            backlog.mirror(self.broker.client, self.settings.redis_namespace, turn.report,
+                           mirror_ttl_ms(turn.interval))
+        if turn.report is not None:
+            BACKLOG.report = turn.report
+        return turn
 
     def _wait(self, listen: psycopg.Connection) -> None:
         """Sleep until a NOTIFY, the next sweep, or stop(), whichever comes first."""
@@ -142,7 +149,7 @@ class Relay:
     def run(self) -> None:
         """Loop until stopped, reconnecting and backing off on failures."""
         backoff = 0.1
-        last_purge = last_report = 0.0
+        last_purge = 0.0
         while not self._stop.is_set():
             try:
                 with db.connect(self.settings.database_url, autocommit=True) as listen, \
@@ -157,9 +164,8 @@ class Relay:
                             purge_expired(work, self.settings.idempotency_ttl_seconds)
                             purge_resolved(work, self.settings.dead_letter_retention_days)
                             last_purge = time.monotonic()
-                        if time.monotonic() - last_report >= REPORT_SECONDS:
+                        if self.turn.due():
                             self.report(work)
-                            last_report = time.monotonic()
                         self.idle(listen, work, published=n)
             except (redis.RedisError, dramatiq.errors.ConnectionError, psycopg.OperationalError) as e:
                 FAILURES.labels("postgres" if isinstance(e, psycopg.Error) else "redis").inc()

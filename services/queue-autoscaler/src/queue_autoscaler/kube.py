@@ -1,8 +1,9 @@
-"""The four Kubernetes calls the operator makes itself, through lightkube.
+"""The Kubernetes calls the operator makes itself, through lightkube.
 
 kopf watches the QueueScalers, patches their status and posts their Events
 (`kopf.info`/`kopf.warn`), but it has no public client for anything else: the
-`scale` subresource, HPAs and Secrets need one.  lightkube was chosen over
+`scale` subresource, HPAs, Secrets and the target's pods (their
+pod-deletion-cost, before a scale-down) need one.  lightkube was chosen over
 kubernetes-asyncio (26 MB of generated code for four calls) and kr8s (its
 `scale()` patches the Deployment itself and polls it, which needs `get`/`patch`
 on `deployments` that the Role does not grant): it is small, async, typed, has
@@ -18,6 +19,7 @@ Every call here is listed in ../../rbac-verbs.md.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,8 +29,10 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
+
+from queue_autoscaler.deletion_cost import ANNOTATION, PodView
 
 
 class KubeError(Exception):
@@ -82,6 +86,31 @@ class KubeClient:
             await self._client.patch(Deployment.Scale, deployment, {"spec": {"replicas": replicas}},
                                      namespace=namespace, patch_type=PatchType.MERGE)
 
+    async def scale_selector(self, namespace: str, deployment: str) -> str:
+        """The label selector of the Deployment's pods, as its scale subresource reports it (get deployments/scale)."""
+        async with call(f"get deployments/{deployment}/scale"):
+            scale = await self._client.get(Deployment.Scale, deployment, namespace=namespace)
+        selector = scale.status.selector if scale.status else None
+        if not selector:
+            raise KubeError(0, f"deployments/{deployment}/scale reports no pod selector")
+        return selector
+
+    async def list_pods(self, namespace: str, selector: str) -> list[PodView]:
+        """The pods matching `selector` that are not already terminating, with their deletion cost and creation
+        time (list pods)."""
+        async with call("list pods"):
+            pods = [pod async for pod in self._client.list(Pod, namespace=namespace, labels=_selector(selector))]
+        return [PodView(pod.metadata.name, (pod.metadata.annotations or {}).get(ANNOTATION),
+                        pod.metadata.creationTimestamp.timestamp() if pod.metadata.creationTimestamp else None)
+                for pod in pods if pod.metadata and pod.metadata.name and not pod.metadata.deletionTimestamp]
+
+    async def set_deletion_cost(self, namespace: str, pod: str, cost: int | None) -> None:
+        """Merge-patch one pod's pod-deletion-cost annotation; None removes it (patch pods)."""
+        value = None if cost is None else str(cost)
+        async with call(f"patch pods/{pod}"):
+            await self._client.patch(Pod, pod, {"metadata": {"annotations": {ANNOTATION: value}}},
+                                     namespace=namespace, patch_type=PatchType.MERGE)
+
     async def list_hpas(self, namespace: str) -> list[dict]:
         """HorizontalPodAutoscalers of the namespace as plain dicts (list horizontalpodautoscalers)."""
         async with call("list horizontalpodautoscalers"):
@@ -95,3 +124,22 @@ class KubeClient:
         if key not in data:
             raise KubeError(404, f"secret {name} has no key {key!r}")
         return base64.b64decode(data[key]).decode()
+
+
+#: One equality term of a label selector: a label key (optional DNS prefix), `=` or `==`, a label value.
+_EQUALITY = re.compile(r"(?P<key>(?:[a-z0-9.-]+/)?[A-Za-z0-9][-A-Za-z0-9_.]*)==?(?P<value>[A-Za-z0-9_.-]*)")
+
+
+def _selector(text: str) -> dict[str, str]:
+    """A scale subresource's `status.selector` (`k=v,k2=v2`) as lightkube's label filter.
+
+    A Deployment's selector may also hold set-based terms (`matchExpressions`); those are
+    refused rather than dropped, since a wider selector could list pods of another workload.
+    """
+    labels: dict[str, str] = {}
+    for term in text.split(","):
+        match = _EQUALITY.fullmatch(term.strip())
+        if match is None:
+            raise KubeError(0, f"pod selector {text!r}: only key=value terms are supported")
+        labels[match["key"]] = match["value"]
+    return labels

@@ -27,6 +27,11 @@ SCALE_UP_HELD = Gauge("queue_autoscaler_scale_up_held",
                       "1 while the last decision held a scale-up, by reason (0 otherwise).", [*SCALER, "reason"])
 SCALE_ERRORS = Counter("queue_autoscaler_scale_errors_total", "Kubernetes calls that failed during a poll.",
                        SCALER)
+DELETION_COST_PATCHES = Counter("queue_autoscaler_deletion_cost_patches_total",
+                                "Pods whose pod-deletion-cost was set or cleared before a scale-down.", SCALER)
+DELETION_COST_ERRORS = Counter("queue_autoscaler_deletion_cost_errors_total",
+                               "Scale-downs whose pod-deletion-cost marking failed, in part or whole "
+                               "(the scale-down went ahead).", SCALER)
 #: The Ready and Fallback conditions as numbers, so that alerts need no reader of the objects' status.
 READY = Gauge("queue_autoscaler_ready", "1 while the QueueScaler can act (its Ready condition), else 0.", SCALER)
 FALLBACK = Gauge("queue_autoscaler_fallback",
@@ -81,6 +86,12 @@ def observe_read_error(namespace: str, scaler: str) -> None:
 
 def observe_scale_error(namespace: str, scaler: str) -> None:
     _child(SCALE_ERRORS, namespace, scaler).inc()
+
+
+def observe_deletion_costs(namespace: str, scaler: str, patched: int, failed: bool) -> None:
+    """Record one scale-down's marking of the idle pods: pods patched, and whether any step failed."""
+    _child(DELETION_COST_PATCHES, namespace, scaler).inc(patched)
+    _child(DELETION_COST_ERRORS, namespace, scaler).inc(1 if failed else 0)
 
 
 def forget(namespace: str, scaler: str) -> None:

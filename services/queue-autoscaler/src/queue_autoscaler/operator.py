@@ -6,7 +6,8 @@ the module is imported, and each QueueScaler may choose another one.  A poll
 reads the target's scale subresource, refuses a target an HPA already scales,
 reads the backlog and, with spec.acceptPath, the API's latency, asks
 booking_scaling.decision.decide() and patches the scale subresource only, posting
-an Event on each change of replicas (and a Warning when a scale-up is first
+an Event on each change of replicas (before a scale-down, the idlest pods get a low
+pod-deletion-cost, so the ReplicaSet deletes them rather than busy ones) (and a Warning when a scale-up is first
 held because the accept path is over its latency budget).  The decision
 state lives in the object's kopf memo; lastActiveTime is restored from status
 after a restart, and a restarted scaler never scales down before one window.
@@ -21,19 +22,21 @@ import copy
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+import redis
 
 from booking_scaling.backlog import Backlog
 from booking_scaling.decision import Decision, ScalerState, decide
 from booking_scaling.pressure import LatencyWatch
 from booking_scaling.promise import Observed
 from booking_settings.boot import boot
-from queue_autoscaler import metrics
+from queue_autoscaler import deletion_cost, metrics
 from queue_autoscaler import spec as qs
 from queue_autoscaler.kube import KubeClient, KubeError
+from queue_autoscaler.pod_start import StartLatencies
 from queue_autoscaler.reading import BacklogSource, LatencySource
 from queue_autoscaler.settings import LEGACY_FINALIZER, OperatorSettings
 from queue_autoscaler.spec import GROUP, PLURAL, READY, VERSION, Readiness, ScalerSpec, SpecError
@@ -61,6 +64,8 @@ class Runtime:
     latency: LatencyWatch | None = None
     #: The status as last written (at the first poll: as found), so that an unchanged one is not written again.
     written: dict | None = None
+    #: The target's pods' measured start latencies (with spec.maxAge), for the promise's prediction.
+    starts: StartLatencies = field(default_factory=StartLatencies)
 
 
 class _QuietTimer(logging.Filter):
@@ -102,8 +107,26 @@ async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerS
     observed = None
     if s.policy.max_age is not None:
         done = await memo.backlog.completed(url, s.redis_namespace, s.queues)
-        observed = Observed(oldest_age=backlog.oldest_age_seconds(depths, int(time.time() * 1000)), completed=done)
+        await _measure_pod_starts(rt, memo, namespace, s, url)
+        observed = Observed(oldest_age=backlog.oldest_age_seconds(depths, int(time.time() * 1000)), completed=done,
+                            start_latency=rt.starts.estimate())
     return backlog, depths, bool(s.queues) and paused >= set(s.queues), observed
+
+
+async def _measure_pod_starts(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, url: str) -> None:
+    """Measure the start latency of pods that stamped for the first time (queue_autoscaler.pod_start).
+
+    The pods are listed only when a pod not seen before has stamped; any failure leaves the
+    estimate as it was (podStartSeconds until one is measured) and never stops the poll.
+    """
+    try:
+        loads = await memo.backlog.pod_loads(url, s.redis_namespace, s.queues)
+        if not rt.starts.unseen(loads):
+            return
+        pods = await memo.kube.list_pods(namespace, await memo.kube.scale_selector(namespace, s.target))
+        rt.starts.observe({p.name: p.created for p in pods if p.created is not None}, loads)
+    except (KubeError, redis.RedisError, OSError, ValueError) as e:
+        logging.getLogger(__name__).debug("pod start latency not measured: %s", e)
 
 
 def _write_status(rt: Runtime, patch: kopf.Patch, meta: Any, now: float, conds: list[dict], *,
@@ -144,11 +167,45 @@ def _refuse(rt: Runtime, patch: kopf.Patch, body: Any, now: float, why: Readines
     _write_status(rt, patch, body.meta, now, conds, reason=why.message, **fields)
 
 
-async def _scale(rt: Runtime, kube: KubeClient, body: Any, namespace: str, name: str, target: str,
+async def _mark_idle_pods(rt: Runtime, memo: kopf.Memo, namespace: str, name: str, s: ScalerSpec,
+                          remove: int, logger: logging.Logger) -> None:
+    """Before removing `remove` replicas: the idlest pods get a low pod-deletion-cost (queue_autoscaler.deletion_cost).
+
+    Best effort: a failure (no pods RBAC, Redis unreadable, a pod gone) is logged and counted
+    (queue_autoscaler_deletion_cost_errors_total) and the scale-down goes ahead, as it would have
+    without the marks: holding it would keep replicas nobody needs on a problem of ordering only.
+    """
+    kube: KubeClient = memo.kube
+    patched, failures = 0, []
+    try:
+        if rt.redis_url is None:
+            raise KubeError(0, "the Redis URL is not known (the backlog was not read)")
+        selector = await kube.scale_selector(namespace, s.target)
+        pods = await kube.list_pods(namespace, selector)
+        loads = await memo.backlog.pod_loads(rt.redis_url, s.redis_namespace, s.queues)
+        for pod, cost in deletion_cost.plan(pods, loads, remove).items():
+            try:
+                await kube.set_deletion_cost(namespace, pod, cost)
+                patched += 1
+            except KubeError as e:  # one pod gone or refused: still mark the others
+                failures.append(str(e))
+    except (KubeError, redis.RedisError, OSError, ValueError) as e:
+        failures.append(str(e))
+    metrics.observe_deletion_costs(namespace, name, patched, bool(failures))
+    if failures:
+        logger.warning("pod-deletion-cost not set before scaling %s down (scaling anyway): %s",
+                       s.target, "; ".join(failures))
+
+
+async def _scale(rt: Runtime, memo: kopf.Memo, body: Any, namespace: str, name: str, s: ScalerSpec,
                  decision: Decision, logger: logging.Logger, now: float) -> tuple[Readiness, int]:
     """Apply a changed decision to the scale subresource, with its Event; (readiness, replicas after)."""
     if not decision.changed:
         return READY, decision.current
+    kube: KubeClient = memo.kube
+    target = s.target
+    if decision.desired < decision.current:
+        await _mark_idle_pods(rt, memo, namespace, name, s, decision.current - decision.desired, logger)
     try:
         await kube.set_replicas(namespace, target, decision.desired)
     except KubeError as e:
@@ -190,7 +247,7 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
     decision = decide(backlog, current, s.policy, rt.state, now, accept_path=signal, queue_paused=queue_paused,
                       observed=observed)
     rt.state = decision.new_state
-    readiness, after = await _scale(rt, kube, body, namespace, name, s.target, decision, logger, now)
+    readiness, after = await _scale(rt, memo, body, namespace, name, s, decision, logger, now)
     if backlog.error is not None:
         metrics.observe_read_error(namespace, name)
         logger.warning(decision.reason)
@@ -206,6 +263,7 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
         fields.update(qs.backlog_status(backlog, depths))
     promise = qs.promise_status(decision)
     if promise is not None:
+        promise["podStartMeasured"] = observed is not None and observed.start_latency is not None
         fields["promise"] = promise
     if rt.state.last_active is not None:
         fields["lastActiveTime"] = qs.iso(rt.state.last_active)

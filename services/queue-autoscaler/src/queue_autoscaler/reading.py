@@ -10,11 +10,12 @@ failed latency read holds nothing (booking_scaling.pressure.LatencyWatch).
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import redis
 
-from booking_scaling import completions, outboxmirror, pausemirror
+from booking_scaling import completions, outboxmirror, pausemirror, podload
 from booking_scaling.backlog import Backlog
 from booking_scaling.depth import QueueDepth, QueueReader
 from booking_scaling.pressure import AcceptPath, LatencyWatch
@@ -64,6 +65,10 @@ class BacklogSource:
             return await asyncio.to_thread(completions.read, self._client(url), namespace, queues)
         except (redis.RedisError, OSError, ValueError):
             return None
+
+    async def pod_loads(self, url: str, namespace: str, queues: tuple[str, ...]) -> dict[str, podload.PodLoad]:
+        """Each pod's in-flight messages and last work (booking_scaling.podload); raises redis.RedisError."""
+        return await asyncio.to_thread(podload.read, self._client(url), namespace, queues, int(time.time() * 1000))
 
     async def paused(self, url: str, namespace: str, queues: tuple[str, ...]) -> frozenset[str]:
         """The queues whose workers report them paused (booking_scaling.pausemirror); none when unreadable.

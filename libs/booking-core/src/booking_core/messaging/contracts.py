@@ -27,7 +27,18 @@ INVOICE = Contract(task="invoice", queue="invoice", actor="issue_invoice")
 AUDIT = Contract(task="audit", queue="audit", actor="record_audit_event")
 
 CONTRACTS = {c.task: c for c in (EMAIL, INVOICE, AUDIT)}
-QUEUES = tuple(c.queue for c in CONTRACTS.values())
+#: Signed deliveries to tenants' endpoints: not a booking task (no `booking_tasks` row), so apart from
+#: CONTRACTS.  Its messages are written by migration 0013's triggers with these names, and carry
+#: `{"delivery_id", "tenant_id"}`.
+WEBHOOK = Contract(task="webhook", queue="webhook", actor="deliver_webhook")
+#: On the same queue: write a new booking's event's deliveries (`{"event_id", "tenant_id"}`).
+WEBHOOK_FAN_OUT = Contract(task="webhook-fan-out", queue="webhook", actor="fan_out_webhook_event")
+#: The queues of a booking's tasks (each has a retry policy of its own, BOOKING_RETRY_<QUEUE>_*).
+TASK_QUEUES = tuple(c.queue for c in CONTRACTS.values())
+#: Every queue of the platform: each can be paused, its dead letters filtered, its workers autoscaled,
+#: and the relay orders its messages fairly by tenant.  The webhook worker's retries follow its own
+#: schedule (booking_core.webhooks.schedule), not a BOOKING_RETRY_* policy.
+QUEUES = (*TASK_QUEUES, WEBHOOK.queue)
 TASKS = tuple(CONTRACTS)
 
 #: Audit event kinds.  `booking.created` is the booking's own "audit" task.
@@ -41,6 +52,8 @@ AUDIT_KINDS = (
     "queue.resumed",
     "plan.changed",
     "plan.reset",
+    "webhook.replayed",
+    "webhook.replayed_since",
 )
 
 

@@ -28,6 +28,15 @@ def parse_uuid(value: object, field: str, *,
         raise error(f"{field} is not a UUID: {repr(value)[:SHOWN_CHARS]}") from None
 
 
+def is_uuid(value: str) -> bool:
+    """Whether `value` reads as a UUID (an outbox row's tenant_id is payload text: '' or anything)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def task_ids(contract: Contract, *, task: object, booking_id: object,
              tenant_id: object) -> tuple[str, str]:
     """Check a booking task message for `contract`; its (booking_id, tenant_id), canonical."""

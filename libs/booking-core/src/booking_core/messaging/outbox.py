@@ -57,6 +57,18 @@ def booking_event(kind: str, *, tenant_id: str, booking_id: str, actor: str, occ
     return OutboxMessage(AUDIT.queue, AUDIT.actor, payload, message_id=event_id)
 
 
+def action_event(kind: str, *, tenant_id: str, booking_id: str | None, actor: str, details: dict) -> OutboxMessage:
+    """The audit message for a person's action (a requeue, a pause, a webhook replay), with a fresh event id.
+
+    Unlike a booking's events, an action may happen many times, so each gets its own id;
+    the caller adds it in the transaction of the action, so the entry exists if and only if it committed.
+    """
+    event_id = str(uuid.uuid4())
+    payload = audit_payload(event_id=event_id, kind=kind, tenant_id=tenant_id, booking_id=booking_id, actor=actor,
+                            occurred_at=datetime.now(UTC).isoformat(), details=details)
+    return OutboxMessage(AUDIT.queue, AUDIT.actor, payload, message_id=event_id)
+
+
 def as_rows(messages: list[OutboxMessage]) -> list[dict]:
     """`messages` as outbox rows (JSON-ready dicts), with the current trace context."""
     carrier = tracing.current_carrier()

@@ -34,3 +34,13 @@ def check_text(value: str, max_length: int = MAX_TEXT) -> str:
     if _REFUSED_TEXT.search(value):
         raise ValueError("must not contain control characters")
     return value
+
+
+def printable(value: str) -> str:
+    """`value` with every character the text rule refuses written as its escape (`\\x1b`, `\\u202e`).
+
+    For untrusted text printed to a terminal (a command's output): a name stored
+    before the rule, or an outbox row's tenant id, must not move the cursor,
+    recolour the screen or reorder what follows it.
+    """
+    return _REFUSED_TEXT.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)

@@ -1,7 +1,8 @@
 """Operator commands shared by `bookingctl` (local) and `booking-admin` (in the API image).
 
 migrate, tokens create|list|revoke, dlq list|requeue|discard, tasks retry, audit verify,
-queues [pause|resume NAME], tenants list|show|set-plan|reset-plan.
+queues [pause|resume NAME], tenants list|show|set-plan|reset-plan,
+webhooks add|list|enable|disable|delete|rotate|deliveries|replay.
 Each handler takes the parsed arguments and a `Settings`, prints for a human
 (or JSON with --json) and returns the exit code, so both front ends stay thin.
 """
@@ -186,10 +187,30 @@ def cmd_audit(args, s: Settings) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def _tenant_lines(queue: str, data: dict) -> list[str]:
+    """One queue's "who is filling it" (`tenant_backlog.as_json`) as table rows, every name made printable."""
+    from booking_core.model.text import printable
+
+    def name(t: dict) -> str:
+        shown = t["name"] if t["name"] is not None else (
+            f"(unknown tenant {t['tenant_id']!r})" if t["tenant_id"] else "(no tenant)")
+        return printable(shown)[:40]
+
+    rows = [(name(t), t["waiting"], t["later"], t["oldest_waiting_age_seconds"]) for t in data["top_tenants"]]
+    other = data["other_tenants"]
+    if other["tenants"]:
+        rows.append((f"(and {other['tenants']} more)", other["messages"], "", other["oldest_waiting_age_seconds"]))
+    return [f"{queue:8} {n:40} {w:>8} {lt:>8} {f'{age:.0f}s' if age else '-':>8}" for n, w, lt, age in rows]
+
+
 def cmd_queues(args, s: Settings) -> int:
-    """`queues`: each queue running or paused (by whom, since when, why); `queues pause|resume NAME`."""
+    """`queues`: each queue running or paused (by whom, since when, why) and who is filling it (the top tenants
+    by outbox backlog); `queues pause|resume NAME`."""
+    import time
+
     from booking_core import db
-    from booking_core.queues import pauses
+    from booking_core.model.text import printable
+    from booking_core.queues import pauses, tenant_backlog
 
     with db.connect(s.database_url, autocommit=True) as conn:
         if args.queues_cmd == "pause":
@@ -201,8 +222,13 @@ def cmd_queues(args, s: Settings) -> int:
             print(f"resumed {args.name}" if changed else f"{args.name} was not paused")
             return 0
         state = pauses.state(conn)
+        rows = tenant_backlog.read(conn)
+        ranked = tenant_backlog.rank(rows, tenant_backlog.TOP)
+        names = tenant_backlog.names(conn, [t.tenant_id for q in ranked.values() for t in q.top])
+    now_ms = int(time.time() * 1000)
+    who_fills = {q: tenant_backlog.as_json(ranked.get(q), names, now_ms) for q in state}
     if args.json:
-        print(json.dumps([{"queue": q, "paused": p is not None, **(p.as_dict() if p else {})}
+        print(json.dumps([{"queue": q, "paused": p is not None, **(p.as_dict() if p else {}), **who_fills[q]}
                           for q, p in state.items()], indent=2))
         return 0
     print(f"{'QUEUE':8} {'STATE':8} {'SINCE':25} {'BY':30} REASON")
@@ -210,8 +236,15 @@ def cmd_queues(args, s: Settings) -> int:
         if p is None:
             print(f"{q:8} running")
         else:
-            print(f"{q:8} {'paused':8} {p.paused_at.isoformat(timespec='seconds'):25} {p.paused_by[:30]:30} "
-                  f"{p.reason}")
+            print(f"{q:8} {'paused':8} {p.paused_at.isoformat(timespec='seconds'):25} {printable(p.paused_by[:30]):30} "
+                  f"{printable(p.reason)}")
+    lines = [line for q in state for line in _tenant_lines(q, who_fills[q])]
+    print("\nWho is filling each queue: tasks waiting in the outbox, due now and retrying later, and the oldest due")
+    if not lines:
+        print("nothing waits in the outbox")
+        return 0
+    print(f"{'QUEUE':8} {'TENANT':40} {'WAITING':>8} {'LATER':>8} {'OLDEST':>8}")
+    print("\n".join(lines))
     return 0
 
 
@@ -264,8 +297,11 @@ def cmd_tenants(args, s: Settings) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the operator commands on a subparsers object (`func` = handler)."""
+def add_commands(sub: argparse._SubParsersAction, webhooks_extra: Callable | None = None) -> None:
+    """Register the operator commands on a subparsers object (`func` = handler).
+
+    `webhooks_extra(subparsers)` adds a front end's own `webhooks` subcommands.
+    """
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 
     tok = sub.add_parser("tokens", help="create, list, revoke API tokens")
@@ -337,6 +373,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tsub.add_parser("reset-plan", help="put a tenant back on the default plan").add_argument(
         "tenant", help="name or id")
     ten.set_defaults(func=cmd_tenants)
+
+    from booking_core.ops import webhooks
+
+    webhooks.add_commands(sub, webhooks_extra)
 
 
 def run(args, settings_of: Callable[[argparse.Namespace], Settings]) -> int:

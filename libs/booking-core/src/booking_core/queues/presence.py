@@ -13,11 +13,15 @@ Redis write per process every few seconds; nothing in Postgres.
 The same stamp adds the messages this process finished since the last one to its
 queues' completion counters (booking_scaling.completions), which the autoscalers'
 throughput estimate reads: counted in memory per message, written with the stamp.
+It also writes which pod the process runs in (its host name: a Deployment's pod is
+named so) and when it last finished a message (booking_scaling.podload), so the
+operator can let the ReplicaSet delete idle pods first on a scale-down.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections import Counter
 
@@ -25,7 +29,7 @@ import redis
 from dramatiq import Middleware
 from dramatiq.common import current_millis
 
-from booking_scaling import completions
+from booking_scaling import completions, podload
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +43,15 @@ def key(namespace: str, queue: str) -> str:
 
 
 def stamp(client: redis.Redis, namespace: str, queues: frozenset[str] | set[str], worker_id: str,
-          now_ms: int, finished: dict[str, int] | None = None) -> None:
-    """Mark `worker_id` as consuming `queues` at `now_ms`, prune members older than TTL_MS, and add
-    `finished` (queue -> messages finished since the last stamp) to the completion counters."""
+          now_ms: int, finished: dict[str, int] | None = None, *, host: str | None = None,
+          last_work_ms: int | None = None, boot_ms: int | None = None) -> None:
+    """Mark `worker_id` as consuming `queues` at `now_ms`, prune members older than TTL_MS, add
+    `finished` (queue -> messages finished since the last stamp) to the completion counters and,
+    with `host`, record the pod it runs in, when it last finished a message and when it booted."""
     pipe = client.pipeline(transaction=False)
     completions.add(pipe, namespace, finished or {})
+    if host is not None:
+        podload.add(pipe, namespace, queues, worker_id, host, last_work_ms, now_ms, boot_ms)
     for q in sorted(queues):
         pipe.zadd(key(namespace, q), {worker_id: now_ms})
         pipe.zremrangebyscore(key(namespace, q), "-inf", now_ms - TTL_MS)
@@ -55,14 +63,19 @@ def leave(client: redis.Redis, namespace: str, queues: frozenset[str] | set[str]
     pipe = client.pipeline(transaction=False)
     for q in sorted(queues):
         pipe.zrem(key(namespace, q), worker_id)
+    podload.remove(pipe, namespace, queues, worker_id)
     pipe.execute()
 
 
 class PresenceMiddleware(Middleware):
     """Stamps this worker process as a consumer of its queues while it runs."""
 
-    def __init__(self, *, interval_seconds: float = INTERVAL_SECONDS):
+    def __init__(self, *, interval_seconds: float = INTERVAL_SECONDS, host: str | None = None):
         self.interval_seconds = interval_seconds
+        #: The pod this process runs in: a Deployment's pod has its own name as host name.
+        self.host = host or socket.gethostname()
+        self._last_work_ms: int | None = None
+        self._boot_ms: int | None = None
         self.queues: frozenset[str] = frozenset()
         self.broker = None
         self._stop = threading.Event()
@@ -72,8 +85,9 @@ class PresenceMiddleware(Middleware):
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
         """Count a finished message (a failed one is retried or dead, not done) for the next stamp."""
-        if exception is None:
-            with self._lock:
+        with self._lock:
+            self._last_work_ms = current_millis()  # a failed attempt was work too
+            if exception is None:
                 self._finished[message.queue_name] += 1
 
     def _take_finished(self) -> dict[str, int]:
@@ -88,6 +102,7 @@ class PresenceMiddleware(Middleware):
         if client is None or getattr(broker, "broker_id", None) is None:  # not a Redis broker
             return
         self.broker, self.queues = broker, consumed_queues(broker, worker)
+        self._boot_ms = current_millis()  # ready to consume: the end of this pod's start, for the autoscaler
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="consumer-presence", daemon=True)
         self._thread.start()
@@ -110,7 +125,8 @@ class PresenceMiddleware(Middleware):
             finished = self._take_finished()
             try:
                 stamp(self.broker.client, self.broker.namespace, self.queues, self.broker.broker_id,
-                      current_millis(), finished)
+                      current_millis(), finished, host=self.host, last_work_ms=self._last_work_ms,
+                      boot_ms=self._boot_ms)
             except redis.RedisError as e:
                 log.debug("could not stamp this worker's presence: %s", e)
                 with self._lock:  # counted at the next stamp instead

@@ -37,7 +37,7 @@ import redis
 from psycopg.types.json import Jsonb
 
 from booking_core.messaging import outbox
-from booking_core.messaging.contracts import AUDIT, QUEUES, TASKS, audit_payload
+from booking_core.messaging.contracts import QUEUES, TASKS
 from booking_core.tasks.republish import fresh_options
 from booking_scaling.layout import Layout
 
@@ -242,10 +242,7 @@ def audit_event(*, kind: str, tenant_id: str | None, booking_id: str | None, act
     """The audit message for a human's action on a dead letter or task (None without a tenant)."""
     if not tenant_id:
         return None
-    event_id = str(uuid.uuid4())
-    payload = audit_payload(event_id=event_id, kind=kind, tenant_id=tenant_id, booking_id=booking_id,
-                            actor=actor, occurred_at=datetime.now(UTC).isoformat(), details=details)
-    return outbox.OutboxMessage(AUDIT.queue, AUDIT.actor, payload, message_id=event_id)
+    return outbox.action_event(kind, tenant_id=tenant_id, booking_id=booking_id, actor=actor, details=details)
 
 
 def _audit(letter: DeadLetter, kind: str, actor: str) -> outbox.OutboxMessage | None:

@@ -68,7 +68,7 @@ def make_broker(settings: Settings, *, track_tasks: bool = False) -> RedisBroker
 
         broker.add_middleware(QueuePauseMiddleware(database_url=settings.database_url,
                                                    poll_ms=settings.pause_poll_ms))
-        broker.add_middleware(PresenceMiddleware())
+        broker.add_middleware(PresenceMiddleware(host=settings.worker_host or None))
     return broker
 
 

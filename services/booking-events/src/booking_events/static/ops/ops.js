@@ -1,7 +1,8 @@
 // Progressive enhancement of the ops console: live figures over Server-Sent Events.
 // Every page is complete without this file. A section with data-stream="<url>" receives
 // `fields` events ({"<name>": "<text>"}) and each element with data-field="<name>" shows
-// the new text (a <progress> takes it as its value); a `done` event ends the stream.
+// the new text (a <progress> takes it as its value); an element with data-show="<name>" is
+// hidden while that field is empty (a table's spare rows); a `done` event ends the stream.
 "use strict";
 
 (function () {
@@ -34,6 +35,12 @@
           if (el.hasAttribute("hidden") || el.classList.contains("notice")) {
             el.hidden = text === "";
           }
+        }
+      });
+      section.querySelectorAll("[data-show]").forEach(function (el) {
+        const name = el.dataset.show;
+        if (Object.prototype.hasOwnProperty.call(fields, name)) {
+          el.hidden = String(fields[name]) === "";
         }
       });
     });

@@ -1,0 +1,136 @@
+"""The `webhook` queue's actor: one signed attempt of one delivery, recorded, retried by Dramatiq.
+
+Each message names a delivery (`webhook_deliveries`, written by migration 0013's
+triggers with its event).  The actor reads it, sends one attempt outside any
+transaction, records the attempt, and then either ends (delivered, or dead once
+the schedule is spent or the answer is final) or raises Dramatiq's `Retry` with
+the schedule's delay: Dramatiq's Retries middleware re-enqueues the same
+message, so the `webhook-id` (the event's) and the body stay the same.  A
+duplicate or stale message finds its delivery closed and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import dramatiq
+from dramatiq.errors import Retry
+from opentelemetry import propagate
+
+from booking_core import db
+from booking_core.messaging.contracts import WEBHOOK, WEBHOOK_FAN_OUT
+from booking_core.webhooks import deliveries, endpoints, payload, schedule, signing
+from booking_core.webhooks.sealing import Sealer
+from webhook_worker import metrics
+from webhook_worker.broker import broker, settings
+from webhook_worker.limits import CircuitBreaker, EndpointSlots
+from webhook_worker.send import Sender
+
+log = logging.getLogger(__name__)
+
+SCHEDULE = schedule.Schedule(first_ms=settings.webhooks_retry_first_ms, cap_ms=settings.webhooks_retry_cap_ms,
+                             max_attempts=settings.webhooks_max_attempts)
+sealer = Sealer(list(settings.webhooks_keys))
+sender = Sender(connect_timeout=settings.webhooks_connect_timeout, timeout=settings.webhooks_timeout,
+                allowed=settings.webhooks_allowed_networks)
+slots = EndpointSlots(settings.webhooks_endpoint_concurrency)
+breaker = CircuitBreaker()
+#: A delivery whose endpoint has no free slot comes back after this long (jittered).
+BUSY_DELAY_MS = 1_000
+
+
+def fallback_traceparent(trace_id: str, delivery_id: str) -> str | None:
+    """A W3C traceparent in the booking's trace, its parent id derived from the delivery (as the outbox row's)."""
+    trace_id = trace_id.lower()
+    if len(trace_id) != 32 or not all(c in "0123456789abcdef" for c in trace_id) or set(trace_id) == {"0"}:
+        return None
+    return f"00-{trace_id}-{delivery_id.replace('-', '')[:16]}-01"
+
+
+def decide(outcome: deliveries.Outcome, attempt: int) -> tuple[str, int | None]:
+    """(state, delay before the next attempt) after `attempt` ended with `outcome`."""
+    if schedule.delivered(outcome.status):
+        return "delivered", None
+    if outcome.permanent or not schedule.retried(outcome.status):
+        return "dead", None
+    delay = SCHEDULE.delay_ms(attempt, retry_after_ms=outcome.retry_after_ms)
+    return ("dead", None) if delay is None else ("retrying", delay)
+
+
+@dramatiq.actor(
+    broker=broker,
+    actor_name=WEBHOOK.actor,
+    queue_name=WEBHOOK.queue,
+    # The schedule above decides when a delivery is dead; Dramatiq only carries out its delays.
+    max_retries=None,
+    min_backoff=1_000,
+    max_backoff=settings.webhooks_retry_cap_ms,
+    time_limit=int((settings.webhooks_timeout + settings.webhooks_connect_timeout + 30) * 1000),
+)
+def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
+    """Send the delivery once and record how it went."""
+    with db.pooled(settings) as conn:
+        d = deliveries.for_sending(conn, delivery_id, tenant_id)
+        if d is None:
+            log.warning("webhook delivery %s of tenant %s not found; dropped", str(delivery_id)[:40],
+                        str(tenant_id)[:40])
+            return
+        if d["state"] not in deliveries.OPEN_STATES:
+            metrics.attempt("skipped")
+            return  # a duplicate message, or one that outlived a replay: the delivery is closed
+        if d["deleted"] or not d["enabled"]:
+            deliveries.give_up(conn, d["id"], "endpoint deleted" if d["deleted"] else "endpoint disabled")
+            metrics.attempt("skipped")
+            return
+    attempt = d["attempts"] + 1
+    wait = breaker.wait_seconds(d["endpoint_id"])
+    if wait > 0:
+        metrics.attempt("breaker_open")
+        raise Retry("endpoint's circuit breaker is open", delay=int(wait * 1000 * random.uniform(1, 1.2)) + 1)
+    with slots.slot(d["endpoint_id"]) as free:
+        if not free:
+            metrics.attempt("busy")
+            raise Retry("endpoint busy", delay=int(BUSY_DELAY_MS * random.uniform(1, 2)))
+        secrets = endpoints.live_secrets(sealer, d["secret"], d["previous_secret"], d["previous_secret_until"])
+        try:
+            body = payload.body(d["payload"])
+        except ValueError as exc:
+            outcome = deliveries.Outcome(status=None, latency_ms=0, error=str(exc), permanent=True)
+        else:
+            headers = signing.headers(secrets, payload.message_id(d["event_id"]), int(time.time()), body)
+            propagate.inject(headers)  # traceparent: the delivery joins the booking's trace
+            if "traceparent" not in headers and d["trace_id"]:
+                # No span here (tracing off in this worker): still name the booking's trace.
+                parent = fallback_traceparent(d["trace_id"], d["id"])
+                if parent:
+                    headers["traceparent"] = parent
+            outcome = sender.post(d["url"], body, headers)
+    state, delay = decide(outcome, attempt)
+    if not outcome.permanent:
+        breaker.record(d["endpoint_id"], ok=state == "delivered")
+    with db.pooled(settings) as conn:
+        result = deliveries.record(conn, d, outcome, state=state, attempt=attempt, next_delay_ms=delay,
+                                   disable_after_seconds=settings.webhooks_disable_after_seconds)
+    metrics.attempt(state, outcome.latency_ms / 1000)
+    if result["disabled"]:
+        log.warning("webhook endpoint %s disabled: failing for longer than %d s", d["endpoint_id"],
+                    settings.webhooks_disable_after_seconds)
+    log.info("webhook delivery %s attempt %d: %s (%s) in %d ms", d["id"], attempt, state,
+             outcome.status if outcome.status is not None else outcome.error, outcome.latency_ms)
+    if state == "retrying" and result["recorded"]:
+        raise Retry(f"attempt {attempt} failed", delay=delay)
+
+
+@dramatiq.actor(broker=broker, actor_name=WEBHOOK_FAN_OUT.actor, queue_name=WEBHOOK_FAN_OUT.queue,
+                max_retries=20, min_backoff=1_000, max_backoff=60_000)
+def fan_out_webhook_event(*, event_id: str, tenant_id: str) -> None:
+    """Write a new booking's event's deliveries, one per live endpoint that wants it (idempotent).
+
+    The confirm writes only the event and this message, so a tenant's endpoints cost its
+    accept path two rows, not two per endpoint.
+    """
+    with db.pooled(settings) as conn:
+        n = deliveries.fan_out(conn, event_id, tenant_id)
+    log.info("webhook event %s fanned out to %d endpoint(s)", str(event_id)[:40], n)
