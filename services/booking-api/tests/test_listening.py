@@ -74,3 +74,43 @@ def test_no_control_socket_is_opened(gunicorn, tmp_path):
     bound = [line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:]
              if len(line.split()) == 8 and line.split()[6] in held]  # Num RefCount Protocol Flags Type St Inode Path
     assert not [path for path in bound if path.endswith(".ctl")], bound
+
+
+def test_a_worker_stopped_while_it_boots_ends_at_once_not_at_graceful_timeout(settings, tmp_path):
+    """SIGTERM as soon as both sockets listen: a worker still booting (its socket bound, its handlers
+    not yet its own) used to swallow the signal and live until graceful_timeout, 20 s of every such stop."""
+    import signal
+
+    from booking_embedded import free_port
+
+    reached_a_booting_worker = 0
+    for attempt in range(3):
+        http_port, log_path = free_port(), tmp_path / f"gunicorn-{attempt}.log"
+        env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+               "BOOKING_REDIS_NAMESPACE": settings.redis_namespace, "BOOKING_METRICS_HOST": "127.0.0.1",
+               "BOOKING_METRICS_PORT": str(free_port()), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"prom{attempt}"),
+               "PYTHONUNBUFFERED": "1"}
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:booking_api.gunicorn_conf",
+                 "booking_api.wsgi:app", "--bind", f"127.0.0.1:{http_port}", "--workers", "2"],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 60
+                while len(listening_inodes(http_port)) < 2:
+                    assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                    time.sleep(0.005)
+                booted = log_path.read_text().count("ASGI server listening on")
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+                took = time.monotonic() - started
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        assert took < 10, f"stop took {took:.1f} s with {booted}/2 workers booted:\n{log_path.read_text()}"
+        reached_a_booting_worker += booted < 2
+        if reached_a_booting_worker:
+            break
+    assert reached_a_booting_worker, "in 3 attempts the signal never reached a worker still booting"

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from pathlib import Path
 
+from booking_api.gunicorn_worker import STOP_SIGNALS
 from booking_api.settings import from_process
 
 #: Read here, once, as gunicorn loads this file: before it binds or forks, so a bad
@@ -55,6 +57,7 @@ logger_class = "booking_api.access_log.AccessLog"
 _made_dir: list[str] = []
 
 
+
 def _refuse_a_taken_address(server) -> None:
     """Stop at start, naming the address, when another program listens on it.
 
@@ -91,6 +94,19 @@ def on_starting(server) -> None:
         _made_dir.append(directory)
     # prometheus_client reads its dir from the environment, in each worker it is imported in.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def post_fork(server, worker) -> None:
+    """Hold the stop signals until the worker's event loop runs (the worker lets them through then).
+
+    A forked worker's socket listens at once (SO_REUSEPORT), but its handlers are
+    first the master's, which only queue a signal for a loop the child never runs,
+    then the event loop's, which drops a signal that arrives before the loop runs
+    (uvloop): a SIGTERM in that window was lost, and the worker lived until
+    `graceful_timeout`, 20 s of a stop.  Blocked, the signal waits, and the loop
+    takes it as its first event.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 def when_ready(server) -> None:

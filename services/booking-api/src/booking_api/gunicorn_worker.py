@@ -33,6 +33,7 @@ uwsgi`, HTTP/2 nor WebSockets are served (the start fails if TLS or uWSGI is set
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import types
@@ -51,6 +52,10 @@ from booking_api.wsgi_bridge import WSGIBridge
 #: rate"): at 1 ms the worker answered 1.09x gthread's confirms with 0.95x its POST p99; at
 #: 5 ms as many confirms, but 1.21x gthread's p99.
 GIL_SWITCH_INTERVAL_SECONDS = 0.001
+
+
+#: Held from the fork until the worker's event loop runs (gunicorn_conf.post_fork, Worker.run).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -103,6 +108,11 @@ class Worker(gasgi.ASGIWorker):
             import uvloop  # noqa: F401
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
         super().init_process()
+
+    def run(self) -> None:
+        """Let the stop signals through once the event loop runs (gunicorn_conf.post_fork held them)."""
+        self.loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, STOP_SIGNALS)
+        super().run()
 
     @classmethod
     def check_config(cls, cfg, log) -> None:
