@@ -29,7 +29,7 @@ def test_up_runs_everything_then_stops_everything_and_keeps_data(server_tmp):
         assert token in text
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         pids = up.pids()
-        assert len(pids) == 6  # relay, three workers, API, events
+        assert len(pids) == 7  # relay, four workers (email, invoice, audit, webhook), API, events
         console = re.search(r"Ops console: +(http://127\.0\.0\.1:\d+/ops/)", text)
         assert console, text
         with urllib.request.urlopen(console.group(1), timeout=30) as r:

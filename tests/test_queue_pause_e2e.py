@@ -47,12 +47,12 @@ def test_a_paused_email_queue_holds_the_email_and_sends_it_once_on_resume(make_p
     # And every surface says the queue is paused
     listed = bookingctl(platform, "queues", "--json")
     assert {q["queue"]: q["paused"] for q in json.loads(listed.stdout)} == {
-        "email": True, "invoice": False, "audit": False}
+        "email": True, "invoice": False, "audit": False, "webhook": False}
     status, body = api.json("GET", "/api/v1/ops/queues")
     email = next(q for q in body["queues"] if q["queue"] == "email")
     assert status == 200 and email["paused"] and email["reason"] == "SMTP provider incident"
     assert email["ready"] + email["in_flight"] == 1
-    assert paused_gauge(platform) == {"email": 1.0, "invoice": 0.0, "audit": 0.0}
+    assert paused_gauge(platform) == {"email": 1.0, "invoice": 0.0, "audit": 0.0, "webhook": 0.0}
     # When resumed from the API, the email goes out, once
     status, body = api.json("POST", "/api/v1/ops/queues/email/resume")
     assert status == 200 and body["changed"] is True

@@ -41,10 +41,16 @@ def _no_defaults(schema: dict) -> None:
         prop.pop("default", None)
 
 
-class WebhookEndpointPatch(_Request):
-    """Any of the fields, none null: an absent field is left as it is."""
+def _at_least_one_field(schema: dict) -> None:
+    """A patch changes something: the document says `{}` is refused (422 "Nothing to change"), as the API does."""
+    _no_defaults(schema)
+    schema["minProperties"] = 1
 
-    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_no_defaults)
+
+class WebhookEndpointPatch(_Request):
+    """Any of the fields, none null: an absent field is left as it is; at least one is given."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_at_least_one_field)
 
     url: Annotated[Url, Field(default=None)]
     description: Annotated[str, Field(default=None, max_length=MAX_DESCRIPTION)]
