@@ -21,7 +21,7 @@ def deliveries_of(db_conn, endpoint) -> list[dict]:
     return db_conn.execute(
         "SELECT d.id::text, d.tenant_id::text, d.state, d.attempts, d.last_status, d.last_error, ev.type"
         " FROM webhook_deliveries d JOIN webhook_events ev ON ev.id = d.event_id WHERE d.endpoint_id = %s"
-        " ORDER BY ev.sequence", (endpoint["id"],)).fetchall()
+        " ORDER BY ev.sequence, d.id", (endpoint["id"],)).fetchall()
 
 
 def run(actors, delivery) -> None:
