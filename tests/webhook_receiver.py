@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -73,7 +74,7 @@ class VerifyingReceiver:
                 return 503
             if msg_id not in self.processed:  # deduplicate by webhook-id
                 self.processed[msg_id] = json.loads(body)
-            self.requests.append({"id": msg_id, "status": 200, "headers": headers})
+            self.requests.append({"id": msg_id, "status": 200, "headers": headers, "at": time.time()})
             return 200
 
     def events(self) -> list[dict]:
