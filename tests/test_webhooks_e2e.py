@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from webhook_receiver import VerifyingReceiver
+from webhook_receiver import VerifyingReceiver, add_endpoint
 
 from booking_core import db
 from booking_core.model import tenants
@@ -45,13 +45,6 @@ def scrape(url: str) -> dict[tuple, float]:
         text = r.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(text) for s in f.samples}
-
-
-def add_endpoint(api: Api, receiver: VerifyingReceiver) -> dict:
-    status, body = api.json("POST", "/api/v1/webhooks/endpoints", {"url": receiver.url})
-    assert status == 201, body
-    receiver.secrets.append(body["secret"])
-    return body
 
 
 def test_each_event_once_signed_per_tenant_and_isolated(make_platform, api_of, receivers):

@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 
 import pytest
-from webhook_receiver import VerifyingReceiver
+from webhook_receiver import VerifyingReceiver, add_endpoint, deliveries
 
 from booking_core import db
 from e2e_helpers import wait_until
@@ -29,20 +29,6 @@ BOUND_S = 3.0
 BOOKINGS, RATE = 600, 16.0
 
 
-def add_endpoint(api, receiver: VerifyingReceiver) -> str:
-    status, body = api.json("POST", "/api/v1/webhooks/endpoints", {"url": receiver.url})
-    assert status == 201, body
-    receiver.secrets.append(body["secret"])
-    return body["id"]
-
-
-def deliveries(conn, endpoint_id: str) -> list[dict]:
-    return conn.execute(
-        "SELECT d.id::text, d.state, d.attempts, 'msg_' || replace(d.event_id::text, '-', '') AS webhook_id,"
-        " (SELECT array_agg(a.attempt ORDER BY a.id) FROM webhook_attempts a WHERE a.delivery_id = d.id) AS logged"
-        " FROM webhook_deliveries d WHERE d.endpoint_id = %s", (endpoint_id,)).fetchall()
-
-
 def test_a_black_hole_delays_no_healthy_delivery(make_platform, api_of):
     platform = make_platform({"BOOKING_WEBHOOKS_TIMEOUT_SECONDS": str(DEADLINE_S),
                               "BOOKING_WEBHOOKS_CONNECT_TIMEOUT_SECONDS": "2",
@@ -53,7 +39,7 @@ def test_a_black_hole_delays_no_healthy_delivery(make_platform, api_of):
     black_hole = VerifyingReceiver(hold=True)  # answers nothing until released: past every deadline
     healthy = VerifyingReceiver()
     try:
-        bad_id, good_id = add_endpoint(api, black_hole), add_endpoint(api, healthy)
+        bad_id, good_id = add_endpoint(api, black_hole)["id"], add_endpoint(api, healthy)["id"]
         start = time.monotonic()
         for i in range(BOOKINGS):
             wait = start + i / RATE - time.monotonic()
