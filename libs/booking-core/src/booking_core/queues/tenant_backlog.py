@@ -105,6 +105,14 @@ def names(conn: psycopg.Connection, tenant_ids: list[str]) -> dict[str, str]:
 
 
 
+def shown_name(tenant_id: str, name: str | None) -> str:
+    """How a page or a command names an outbox row's tenant: its name, else a bounded copy of the id as
+    written (payload text, quoted so that it reads as data), else "(no tenant)"."""
+    if name is not None:
+        return name
+    return f"(unknown tenant {tenant_id[:SHOWN_ID_CHARS]!r})" if tenant_id else "(no tenant)"
+
+
 def _age_seconds(oldest_ms: int, now_ms: int) -> float:
     return round(max(0, now_ms - oldest_ms) / 1000, 3) if oldest_ms else 0.0
 
