@@ -144,12 +144,25 @@ class SharedReading:
         self._key = ""
         self._value: tuple[dict[str, QueueTenants], dict[str, str]] = ({}, {})
 
-    def get(self, settings: Settings) -> tuple[dict[str, QueueTenants], dict[str, str]]:
-        """(each queue's top tenants, their names), at most `ttl` seconds old."""
+    def get(self, settings: Settings, conn: psycopg.Connection | None = None,
+            ) -> tuple[dict[str, QueueTenants], dict[str, str]]:
+        """(each queue's top tenants, their names), at most `ttl` seconds old.
+
+        A reading is made on `conn` when the caller has one (the API's request connection, from
+        its own bounded pool: an API process must not open booking_core's pool beside it), else
+        on a connection of booking_core's pool.
+        """
         with self._lock:
             if self._key != settings.database_url or time.monotonic() - self._at >= self.ttl:
-                with db.pool(settings.database_url, autocommit=True).connection() as c:
-                    backlog = rank(read(c), TOP)
-                    found = names(c, [t.tenant_id for q in backlog.values() for t in q.top])
-                self._at, self._key, self._value = time.monotonic(), settings.database_url, (backlog, found)
+                if conn is not None:
+                    value = self._read(conn)
+                else:
+                    with db.pool(settings.database_url, autocommit=True).connection() as c:
+                        value = self._read(c)
+                self._at, self._key, self._value = time.monotonic(), settings.database_url, value
             return self._value
+
+    @staticmethod
+    def _read(conn: psycopg.Connection) -> tuple[dict[str, QueueTenants], dict[str, str]]:
+        backlog = rank(read(conn), TOP)
+        return backlog, names(conn, [t.tenant_id for q in backlog.values() for t in q.top])
