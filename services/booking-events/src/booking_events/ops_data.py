@@ -50,7 +50,7 @@ def queue_fields(settings: Settings, client: redis.Redis) -> dict[str, str]:
         rates = activity.throughput(c)
         dead = deadletters.open_by_queue(c)
         held = pauses.paused(c)
-    backlog, names = WHO_FILLS.get(settings)
+        backlog, names = WHO_FILLS.get(settings, c)  # on this connection: not a second one from the pool
     fields |= tenant_fields(backlog, names, int(datetime.now(UTC).timestamp() * 1000))
     for q in QUEUES:
         rate = rates[_TASK_OF_QUEUE[q]]
