@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from booking_core.audit import chain
 from booking_core.messaging.contracts import AUDIT
-from booking_core.model import bookings, tenants
+from booking_core.model import tenants
 from booking_core.webhooks import deliveries, endpoints, sealing
 from booking_core.webhooks.payload import message_id
+from relay_helpers import create_booking
 
 ACTOR = "token:bk_test (tenant replay-audit)"
 
@@ -23,8 +23,7 @@ def dead_delivery(conn, tenant, endpoint_id: str | None = None) -> dict:
     if endpoint_id is None:
         endpoint_id = endpoints.create(conn, sealing.Sealer([sealing.new_key()]), tenant["id"], {
             "url": "https://hooks.example/in", "event_types": ["booking.created"]})[0]["id"]
-    booking = bookings.create(conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-        "Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4), Decimal("10.00"), "EUR"))["id"]
+    booking = create_booking(conn, tenant["id"])
     event = conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking,)).fetchone()["id"]
     deliveries.fan_out(conn, event, tenant["id"])
     row = conn.execute("UPDATE webhook_deliveries SET state = 'dead' WHERE event_id = %s AND endpoint_id = %s"

@@ -7,16 +7,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import date
-from decimal import Decimal
 
 import pytest
 
-from booking_core.model import bookings, tenants
+from booking_core.model import tenants
 from booking_core.ops.admin import who
 from booking_core.webhooks import deliveries, sealing, signing
 from bookingctl import cli
 from bookingctl.listen import Listener
+from relay_helpers import create_booking
 
 
 @pytest.fixture
@@ -42,9 +41,8 @@ def test_add_list_disable_rotate_deliveries_and_replay(run, tenant, db_conn):
     endpoint_id = out.split()[0]
     code, out, _ = run("webhooks", "--tenant", name, "list")
     assert code == 0 and endpoint_id in out and "whsec_" not in out and "booking.created" in out
-    booking = bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-        "Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4), Decimal("10.00"), "EUR"))
-    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking["id"],))
+    booking_id = create_booking(db_conn, tenant["id"])
+    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking_id,))
     deliveries.fan_out(db_conn, event["id"], tenant["id"])
     code, out, _ = run("webhooks", "--tenant", name, "deliveries", endpoint_id)
     assert code == 0 and "booking.created" in out and "pending" in out and "msg_" in out
@@ -75,9 +73,8 @@ def replay_audits(db_conn, tenant_id: str) -> list[dict]:
 def test_each_replay_is_audited_once_as_the_command_line_user(run, tenant, db_conn):
     name = tenant["name"]
     endpoint_id = run("webhooks", "--tenant", name, "add", "https://hooks.example/in")[1].split()[0]
-    booking = bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-        "Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4), Decimal("10.00"), "EUR"))
-    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking["id"],))
+    booking_id = create_booking(db_conn, tenant["id"])
+    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking_id,))
     deliveries.fan_out(db_conn, event["id"], tenant["id"])
     [delivery] = db_conn.execute("UPDATE webhook_deliveries SET state = 'dead' WHERE endpoint_id = %s"
                                  " RETURNING id::text", (endpoint_id,))
