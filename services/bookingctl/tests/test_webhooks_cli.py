@@ -15,7 +15,7 @@ from booking_core.ops.admin import who
 from booking_core.webhooks import deliveries, sealing, signing
 from bookingctl import cli
 from bookingctl.listen import Listener
-from relay_helpers import create_booking
+from relay_helpers import create_booking, webhook_audits
 
 
 @pytest.fixture
@@ -63,13 +63,6 @@ def test_add_list_disable_rotate_deliveries_and_replay(run, tenant, db_conn):
     assert run("webhooks", "--tenant", name, "list")[1] == ""
 
 
-def replay_audits(db_conn, tenant_id: str) -> list[dict]:
-    """The tenant's webhook replay audit messages (still in the outbox: no relay runs here)."""
-    return [r["payload"] for r in db_conn.execute(
-        "SELECT payload FROM outbox WHERE queue = 'audit' AND payload->>'tenant_id' = %s"
-        " AND payload->>'kind' LIKE 'webhook.%%' ORDER BY id", (tenant_id,))]
-
-
 def test_each_replay_is_audited_once_as_the_command_line_user(run, tenant, db_conn):
     name = tenant["name"]
     endpoint_id = run("webhooks", "--tenant", name, "add", "https://hooks.example/in")[1].split()[0]
@@ -82,20 +75,20 @@ def test_each_replay_is_audited_once_as_the_command_line_user(run, tenant, db_co
     # Refused: the delivery is not the named tenant's, or there is none.
     assert run("webhooks", "--tenant", other["name"], "replay", delivery["id"])[0] == 2
     assert run("webhooks", "--tenant", name, "replay", str(uuid.uuid4()))[0] == 2
-    assert replay_audits(db_conn, tenant["id"]) == [] and replay_audits(db_conn, other["id"]) == []
+    assert webhook_audits(db_conn, tenant["id"]) == [] and webhook_audits(db_conn, other["id"]) == []
     assert run("webhooks", "--tenant", name, "replay", delivery["id"])[:2] == (0, "replayed\n")
-    [entry] = replay_audits(db_conn, tenant["id"])
+    [entry] = webhook_audits(db_conn, tenant["id"])
     assert (entry["kind"], entry["actor"], entry["details"]["delivery_id"]) == ("webhook.replayed", who(),
                                                                                delivery["id"])
     db_conn.execute("UPDATE webhook_deliveries SET state = 'dead' WHERE id = %s", (delivery["id"],))
     since = "2020-01-01T00:00:00+00:00"
     assert run("webhooks", "--tenant", name, "replay", endpoint_id, "--since", since, "--dry-run")[0] == 0
-    assert len(replay_audits(db_conn, tenant["id"])) == 1  # a dry run writes nothing
+    assert len(webhook_audits(db_conn, tenant["id"])) == 1  # a dry run writes nothing
     assert run("webhooks", "--tenant", name, "replay", endpoint_id, "--since", since)[1].startswith("1 dead")
-    entry = replay_audits(db_conn, tenant["id"])[-1]
+    entry = webhook_audits(db_conn, tenant["id"])[-1]
     assert (entry["kind"], entry["actor"]) == ("webhook.replayed_since", who())
     assert entry["details"] == {"endpoint_id": endpoint_id, "since": since, "count": 1}
-    assert len(replay_audits(db_conn, tenant["id"])) == 2
+    assert len(webhook_audits(db_conn, tenant["id"])) == 2
 
 
 def post(url: str, body: bytes, headers: dict) -> int:
