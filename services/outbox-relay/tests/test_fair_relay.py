@@ -157,9 +157,7 @@ def test_a_turn_reads_the_tenants_as_counting_every_row_did_and_publishes_the_sa
     budget = 10
     with db.connect(settings.database_url) as conn:
         with conn.transaction(force_rollback=True):
-            conn.execute("SET LOCAL enable_bitmapscan = off")
-            read = {r["tenant_id"]: (r["n"], r["head"]) for r in
-                    conn.execute(fair.WAITING, {"queue": "email", "budget": budget}).fetchall()}
+            read = {r["tenant_id"]: (r["n"], r["head"]) for r in fair.due_tenants(conn, "email", budget)}
         grouped = {r["tenant_id"]: (min(r["n"], budget), r["head"]) for r in
                    conn.execute(GROUPED, {"queue": "email"}).fetchall()}
         conn.rollback()

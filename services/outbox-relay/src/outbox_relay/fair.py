@@ -72,6 +72,16 @@ def room(depth: QueueDepth, ahead: int) -> int:
     return max(0, max(ahead, depth.in_flight) - depth.ready)
 
 
+def due_tenants(conn: psycopg.Connection, queue: str, budget: int) -> list[dict]:
+    """`WAITING` for `queue`, planned as it must be; call it in the turn's transaction (the setting is local to it).
+
+    Each tenant's first due rows by the index's order, never a bitmap of all its rows and a sort:
+    the planner, expecting few rows per tenant, would otherwise read each tenant's every row.
+    """
+    conn.execute("SET LOCAL enable_bitmapscan = off")
+    return conn.execute(WAITING, {"queue": queue, "budget": budget}).fetchall()
+
+
 def _load(conn: psycopg.Connection, queue: str, tenants: list[str]) -> Tags:
     clock = conn.execute("SELECT vtime FROM fair_share_clocks WHERE queue = %s", (queue,)).fetchone()
     rows = conn.execute("SELECT tenant_id, finish FROM fair_share_tags WHERE queue = %s AND tenant_id = ANY(%s)",
@@ -99,10 +109,7 @@ def publish_fair(conn: psycopg.Connection, broker: dramatiq.Broker, queue: str, 
         turn = conn.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)) AS ours", (TURN_LOCK, queue))
         if budget <= 0 or not turn.fetchone()["ours"]:
             return 0
-        # Each tenant's first due rows by the index's order, never a bitmap of all its rows and a sort:
-        # the planner, expecting few rows per tenant, would otherwise read each tenant's every row.
-        conn.execute("SET LOCAL enable_bitmapscan = off")
-        waiting = conn.execute(WAITING, {"queue": queue, "budget": budget}).fetchall()
+        waiting = due_tenants(conn, queue, budget)
         if not waiting:
             return 0
         tenants = [w["tenant_id"] for w in waiting]

@@ -221,9 +221,7 @@ def cmd_queues(args, s: Settings) -> int:
             print(f"resumed {args.name}" if changed else f"{args.name} was not paused")
             return 0
         state = pauses.state(conn)
-        rows = tenant_backlog.read(conn)
-        ranked = tenant_backlog.rank(rows, tenant_backlog.TOP)
-        names = tenant_backlog.names(conn, [t.tenant_id for q in ranked.values() for t in q.top])
+        ranked, names = tenant_backlog.top(conn)
     now_ms = int(time.time() * 1000)
     who_fills = {q: tenant_backlog.as_json(ranked.get(q), names, now_ms) for q in state}
     if args.json:
