@@ -58,3 +58,20 @@ def test_the_queues_list_names_the_top_tenants_by_backlog_and_sums_the_rest(clie
     assert queues["email"]["top_tenants"] == [] and queues["email"]["other_tenants"]["tenants"] == 0
     # The odd id travels as JSON text: escaped in the body, the same string back
     assert "\x1b" not in resp.get_data(as_text=True) and json.loads(resp.get_data())["queues"]
+
+
+def test_the_queues_list_reads_who_fills_them_on_the_requests_own_connection(client, admin_auth, db_conn, outbox,
+                                                                             monkeypatch):
+    """The API bounds its connections with its own pool (booking_api.database); this reading must not open
+    booking_core's beside it, an unbounded one holding a connection per process."""
+    from booking_core import db
+
+    def refused(*args, **kwargs):
+        raise AssertionError("booking_core.db.pool opened in the API process")
+
+    fill_outbox(db_conn, "", "email", 3)
+    monkeypatch.setattr(db, "pool", refused)
+    resp = client.get("/api/v1/ops/queues", headers=admin_auth)
+    assert resp.status_code == 200
+    email = {q["queue"]: q for q in resp.get_json()["queues"]}["email"]
+    assert [(t["tenant_id"], t["waiting"]) for t in email["top_tenants"]] == [("", 3)]

@@ -132,6 +132,8 @@ def test_delivery_log_and_replay(client, auth, other_auth, booking_body, db_conn
     assert delivery["webhook_id"].startswith("msg_")
     assert client.get(f"{path}/deliveries?state=bogus", headers=auth).get_json()["errors"][0]["field"] == "state"
     assert client.get(f"{path}/deliveries?limit=0", headers=auth).get_json()["errors"][0]["field"] == "limit"
+    superscript = client.get(f"{path}/deliveries?limit=\u00b2", headers=auth)  # a digit int() cannot read
+    assert superscript.status_code == 422 and superscript.get_json()["errors"][0]["field"] == "limit"
     one = f"/api/v1/webhooks/deliveries/{delivery['id']}"
     assert schema_errors(client.get(one, headers=auth).get_json(), "WebhookDeliveryDetail") == []
     assert client.get(one, headers=other_auth).status_code == 404

@@ -121,3 +121,15 @@ def test_listen_verifies_prints_and_forwards_unchanged():
     finally:
         listener.close()
         downstream.close()
+
+
+def test_listen_prints_a_rejected_requests_id_escaped():
+    out = io.StringIO()
+    listener = Listener(signing.new_secret(), out=out)
+    try:
+        assert listener.receive(b"{}", {"webhook-id": "msg\x1b[2J\u202eevil", "webhook-timestamp": "1",
+                                        "webhook-signature": "v1,AAAA"}) == 401
+    finally:
+        listener.server.server_close()
+    assert "\x1b" not in out.getvalue() and "\u202e" not in out.getvalue()
+    assert "REJECTED msg\\x1b[2J\\u202eevil" in out.getvalue()
