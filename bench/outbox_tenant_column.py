@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 from pathlib import Path
 
 import loadgen
@@ -42,8 +41,7 @@ import pgstats
 import report
 
 from booking_core import db
-from booking_embedded import free_port
-from bookingctl.platform import Platform, PlatformConfig
+from bookingctl.platform import Platform
 
 DROP = "ALTER TABLE outbox DROP COLUMN tenant_id"
 #: As migrations 0012 and 0014 leave them.
@@ -102,27 +100,20 @@ def main() -> None:
     wrk = {"connections": args.connections, "seconds": args.seconds}
     rounds: list[dict[str, dict]] = []
     load = [os.getloadavg()]
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
-                                           env=env | loadgen.UNLIMITED_PLAN))
-        platform.start()
-        try:
-            for name in [n for n in platform.children if "-worker-" in n or n == "relay"]:
-                platform.stop_component(name)
-            db_url = platform.urls["DATABASE_URL"]
-            for r in range(args.warmup_rounds + args.rounds):
-                got = {}
-                for mode in (MODES if r % 2 == 0 else tuple(reversed(MODES))):
-                    set_mode(db_url, mode, args.compare)
-                    got[mode] = run(platform, wrk)
-                print(r, got, flush=True)
-                load.append(os.getloadavg())
-                if r >= args.warmup_rounds:
-                    rounds.append(got)
-            set_mode(db_url, "with", args.compare)
-        finally:
-            platform.stop()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    with loadgen.api_only_platform(env) as platform:
+        platform.stop_component("relay")
+        db_url = platform.urls["DATABASE_URL"]
+        for r in range(args.warmup_rounds + args.rounds):
+            got = {}
+            for mode in (MODES if r % 2 == 0 else tuple(reversed(MODES))):
+                set_mode(db_url, mode, args.compare)
+                got[mode] = run(platform, wrk)
+            print(r, got, flush=True)
+            load.append(os.getloadavg())
+            if r >= args.warmup_rounds:
+                rounds.append(got)
+        set_mode(db_url, "with", args.compare)
 
     def median(mode: str, key: str) -> float:
         return round(statistics.median(g[mode][key] for g in rounds), 3)

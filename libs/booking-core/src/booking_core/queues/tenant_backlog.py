@@ -111,6 +111,14 @@ def top(conn: psycopg.Connection, n: int = TOP) -> tuple[dict[str, QueueTenants]
     return ranked, names(conn, [t.tenant_id for q in ranked.values() for t in q.top])
 
 
+def shown_name(tenant_id: str, name: str | None) -> str:
+    """How a page or a command names an outbox row's tenant: its name, else a bounded copy of the id as
+    written (payload text, quoted so that it reads as data), else "(no tenant)"."""
+    if name is not None:
+        return name
+    return f"(unknown tenant {tenant_id[:SHOWN_ID_CHARS]!r})" if tenant_id else "(no tenant)"
+
+
 def _age_seconds(oldest_ms: int, now_ms: int) -> float:
     return round(max(0, now_ms - oldest_ms) / 1000, 3) if oldest_ms else 0.0
 
@@ -142,11 +150,21 @@ class SharedReading:
         self._key = ""
         self._value: tuple[dict[str, QueueTenants], dict[str, str]] = ({}, {})
 
-    def get(self, settings: Settings) -> tuple[dict[str, QueueTenants], dict[str, str]]:
-        """(each queue's top tenants, their names), at most `ttl` seconds old."""
+    def get(self, settings: Settings, conn: psycopg.Connection | None = None,
+            ) -> tuple[dict[str, QueueTenants], dict[str, str]]:
+        """(each queue's top tenants, their names), at most `ttl` seconds old.
+
+        A reading is made on `conn` when the caller has one (the API's request connection, from
+        its own bounded pool: an API process must not open booking_core's pool beside it), else
+        on a connection of booking_core's pool.
+        """
         with self._lock:
             if self._key != settings.database_url or time.monotonic() - self._at >= self.ttl:
-                with db.pool(settings.database_url, autocommit=True).connection() as c:
-                    reading = top(c)
+                if conn is not None:
+                    reading = top(conn)
+                else:
+                    with db.pool(settings.database_url, autocommit=True).connection() as c:
+                        reading = top(c)
                 self._at, self._key, self._value = time.monotonic(), settings.database_url, reading
             return self._value
+
