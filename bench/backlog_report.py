@@ -29,20 +29,18 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+import loadgen
 import report  # bench/report.py: a script's own folder is on sys.path
 from fair_turn import load
 
 from booking_core import db
 from booking_core.config import Settings
-from booking_core.db.migrate import migrate
 from booking_core.messaging.contracts import QUEUES
 from booking_core.model import tenants
-from booking_embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from booking_scaling.outboxmirror import REPORT_SECONDS
 from outbox_relay import backlog, report_turn
 from outbox_relay.relay import POLL_SECONDS, Relay
@@ -135,18 +133,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "backlog_report.json")
     args = ap.parse_args()
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        pg, rd = EmbeddedPostgres(d, free_port(), d / "logs"), EmbeddedRedis(d, free_port(), d / "logs")
-        pg.start()
-        rd.start()
-        try:
-            migrate(pg.url)
-            settings = Settings.from_env({"DATABASE_URL": pg.url, "REDIS_URL": rd.url})
-            result = measure(settings, args.rows, args.tenants, args.rounds, args.seconds)
-        finally:
-            rd.stop()
-            pg.stop()
+    with loadgen.embedded_settings() as settings:
+        result = measure(settings, args.rows, args.tenants, args.rounds, args.seconds)
     report.write({"command": report.command(), "load_average_before": load_before,
                   "load_average_after": os.getloadavg(), **result}, args.out)
 

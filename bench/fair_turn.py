@@ -28,20 +28,18 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import loadgen
 import report  # bench/report.py: a script's own folder is on sys.path
 
 from booking_core import db
 from booking_core.config import Settings
-from booking_core.db.migrate import migrate
 from booking_core.messaging.contracts import QUEUES
 from booking_core.model import tenants
 from booking_core.queues import tenant_backlog
 from booking_core.worker.broker import make_broker
-from booking_embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from outbox_relay import fair
 
 #: The turn's first query before it read per tenant: every due row of the queue, grouped.
@@ -154,18 +152,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(t) for t in args.tenants.split(",")]
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        pg, rd = EmbeddedPostgres(d, free_port(), d / "logs"), EmbeddedRedis(d, free_port(), d / "logs")
-        pg.start()
-        rd.start()
-        try:
-            migrate(pg.url)
-            settings = Settings.from_env({"DATABASE_URL": pg.url, "REDIS_URL": rd.url})
-            result = measure(settings, sizes, counts, args.rounds, args.turns, args.budget)
-        finally:
-            rd.stop()
-            pg.stop()
+    with loadgen.embedded_settings() as settings:
+        result = measure(settings, sizes, counts, args.rounds, args.turns, args.budget)
     report.write({"command": report.command(), "load_average_before": load_before,
                   "load_average_after": os.getloadavg(), **result}, args.out)
 

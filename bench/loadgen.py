@@ -20,6 +20,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from booking_core.config import Settings
 
 
 @contextmanager
@@ -38,6 +42,27 @@ def api_only_platform(env: dict[str, str]) -> Iterator:
             yield platform
         finally:
             platform.stop()
+
+
+@contextmanager
+def embedded_settings(env: dict[str, str] | None = None) -> Iterator[Settings]:
+    """Embedded Postgres and Redis in a temporary dir, migrated, and the `Settings` that reach them (with `env`
+    on top): for benchmarks of one component in this process, which need the servers but no platform."""
+    from booking_core.config import Settings
+    from booking_core.db.migrate import migrate
+    from booking_embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        pg, rd = EmbeddedPostgres(d, free_port(), d / "logs"), EmbeddedRedis(d, free_port(), d / "logs")
+        pg.start()
+        rd.start()
+        try:
+            migrate(pg.url)
+            yield Settings.from_env({"DATABASE_URL": pg.url, "REDIS_URL": rd.url, **(env or {})})
+        finally:
+            rd.stop()
+            pg.stop()
 
 
 #: A default plan no load on this machine reaches.  Benchmarks of the accept path run with the limiter deciding

@@ -1,17 +1,25 @@
 """What the outbox's generated `tenant_id` column and its index cost the accept path, with and without, in turns.
 
-    .venv/bin/python bench/outbox_tenant_column.py [--rounds 5] [--warmup-rounds 1] [--seconds 8] [--connections 50]
+    .venv/bin/python bench/outbox_tenant_column.py [--compare column|index] [--rounds 5] [--warmup-rounds 1]
+        [--seconds 8] [--connections 50]
 
 Migration 0012 (the fair order) added to the outbox `tenant_id`, a stored
-column generated from the payload, and the index `outbox_queue_tenant (queue,
-tenant_id, id)`: every confirm's three outbox rows compute it and insert three
-index entries more.  One platform, its workers and its relay stopped (the
-accept path alone: the API and Postgres); each round serves `wrk` POSTs at
-`--connections` for `--seconds` in both modes, in alternating order:
+column generated from the payload, and an index on (queue, tenant_id, id);
+migration 0014 keyed that index (queue, tenant_id, available_at, id), so a
+fair turn reads only due rows: every confirm's three outbox rows compute the
+column and insert three index entries more.  One platform, its workers and its
+relay stopped (the accept path alone: the API and Postgres); each round serves
+`wrk` POSTs at `--connections` for `--seconds` in both modes of the comparison,
+in alternating order.  `--compare column` (the default):
 
 - `with`: the schema as migrated;
 - `without`: the index and the column dropped (`ALTER TABLE outbox DROP COLUMN
   tenant_id`; nothing on the accept path reads them).
+
+`--compare index`:
+
+- `with`: the schema as migrated (`outbox_queue_tenant_due`, 0014);
+- `without`: that index replaced by 0012's `(queue, tenant_id, id)`.
 
 Between runs the outbox is emptied (and vacuumed), so both modes insert into a
 table of the same size, and the mode is switched with the API idle.  Reported:
@@ -26,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 from pathlib import Path
 
 import loadgen
@@ -34,27 +41,35 @@ import pgstats
 import report
 
 from booking_core import db
-from booking_embedded import free_port
-from bookingctl.platform import Platform, PlatformConfig
+from bookingctl.platform import Platform
 
 DROP = "ALTER TABLE outbox DROP COLUMN tenant_id"
-#: As migration 0012 adds them.
+#: As migrations 0012 and 0014 leave them.
 ADD = ("ALTER TABLE outbox ADD COLUMN tenant_id text"
        " GENERATED ALWAYS AS (coalesce(payload->>'tenant_id', '')) STORED;"
-       " CREATE INDEX outbox_queue_tenant ON outbox (queue, tenant_id, id)")
+       " CREATE INDEX outbox_queue_tenant_due ON outbox (queue, tenant_id, available_at, id)")
+#: The index as migration 0012 made it, instead of 0014's.
+ID_INDEX = ("DROP INDEX IF EXISTS outbox_queue_tenant_due;"
+            " CREATE INDEX IF NOT EXISTS outbox_queue_tenant ON outbox (queue, tenant_id, id)")
+DUE_INDEX = ("DROP INDEX IF EXISTS outbox_queue_tenant;"
+             " CREATE INDEX IF NOT EXISTS outbox_queue_tenant_due ON outbox (queue, tenant_id, available_at, id)")
 MODES = ("with", "without")
 
 
-def set_mode(db_url: str, mode: str) -> None:
-    """Empty the outbox, then give it the column and index (`with`) or take them away (`without`)."""
+def set_mode(db_url: str, mode: str, compare: str = "column") -> None:
+    """Empty the outbox, then give it the column and index (`with`) or take them away (`without`);
+    with `compare="index"`, give it 0014's index (`with`) or 0012's (`without`)."""
     with db.connect(db_url, autocommit=True) as conn:
         conn.execute("TRUNCATE outbox")
-        has = conn.execute("SELECT 1 FROM information_schema.columns"
-                           " WHERE table_name = 'outbox' AND column_name = 'tenant_id'").fetchone()
-        if mode == "with" and not has:
-            conn.execute(ADD)
-        elif mode == "without" and has:
-            conn.execute(DROP)
+        if compare == "index":
+            conn.execute(DUE_INDEX if mode == "with" else ID_INDEX)
+        else:
+            has = conn.execute("SELECT 1 FROM information_schema.columns"
+                               " WHERE table_name = 'outbox' AND column_name = 'tenant_id'").fetchone()
+            if mode == "with" and not has:
+                conn.execute(ADD)
+            elif mode == "without" and has:
+                conn.execute(DROP)
         conn.execute("VACUUM ANALYZE outbox")
 
 
@@ -76,33 +91,29 @@ def main() -> None:
     ap.add_argument("--warmup-rounds", type=int, default=1)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "outbox_tenant_column.json")
+    ap.add_argument("--compare", choices=("column", "index"), default="column")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    out = args.out or Path(__file__).parent / "results" / (
+        "outbox_tenant_column.json" if args.compare == "column" else "outbox_due_index.json")
     loadgen.require_wrk()
     wrk = {"connections": args.connections, "seconds": args.seconds}
     rounds: list[dict[str, dict]] = []
     load = [os.getloadavg()]
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
-        platform = Platform(PlatformConfig(data_dir=Path(tmp) / "data", port=free_port(),
-                                           env=env | loadgen.UNLIMITED_PLAN))
-        platform.start()
-        try:
-            for name in [n for n in platform.children if "-worker-" in n or n == "relay"]:
-                platform.stop_component(name)
-            db_url = platform.urls["DATABASE_URL"]
-            for r in range(args.warmup_rounds + args.rounds):
-                got = {}
-                for mode in (MODES if r % 2 == 0 else tuple(reversed(MODES))):
-                    set_mode(db_url, mode)
-                    got[mode] = run(platform, wrk)
-                print(r, got, flush=True)
-                load.append(os.getloadavg())
-                if r >= args.warmup_rounds:
-                    rounds.append(got)
-            set_mode(db_url, "with")
-        finally:
-            platform.stop()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    with loadgen.api_only_platform(env) as platform:
+        platform.stop_component("relay")
+        db_url = platform.urls["DATABASE_URL"]
+        for r in range(args.warmup_rounds + args.rounds):
+            got = {}
+            for mode in (MODES if r % 2 == 0 else tuple(reversed(MODES))):
+                set_mode(db_url, mode, args.compare)
+                got[mode] = run(platform, wrk)
+            print(r, got, flush=True)
+            load.append(os.getloadavg())
+            if r >= args.warmup_rounds:
+                rounds.append(got)
+        set_mode(db_url, "with", args.compare)
 
     def median(mode: str, key: str) -> float:
         return round(statistics.median(g[mode][key] for g in rounds), 3)
@@ -111,11 +122,12 @@ def main() -> None:
         return round(statistics.median(g["with"][key] / g["without"][key] for g in rounds), 3)
 
     keys = ("rps", "p99_ms", "api_cpu_ms", "postgres_cpu_ms", "cpu_ms")
-    report.write({"command": report.command(), "connections": args.connections, "seconds": args.seconds,
+    report.write({"command": report.command(), "compare": args.compare,
+                  "connections": args.connections, "seconds": args.seconds,
                   "medians": {m: {k: median(m, k) for k in keys} for m in MODES},
                   "with_over_without": {k: paired(k) for k in keys},
                   "load_average_1_5_15": [[round(x, 1) for x in la] for la in load],
-                  "rounds": rounds}, args.out)
+                  "rounds": rounds}, out)
 
 
 if __name__ == "__main__":

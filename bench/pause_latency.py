@@ -16,21 +16,19 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import dramatiq
+import loadgen
 import report  # bench/report.py: a script's own folder is on sys.path
 
 from booking_core import db
 from booking_core.config import Settings
-from booking_core.db.migrate import migrate
 from booking_core.queues import pauses
 from booking_core.queues.pausewatch import QueuePauseMiddleware
 from booking_core.worker.broker import make_broker
-from booking_embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 QUIET_SECONDS = 3.0  # no start for this long after a pause: it has taken effect
 
@@ -85,19 +83,8 @@ def main() -> None:
     ap.add_argument("--poll-ms", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pause_latency.json")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        pg, rd = EmbeddedPostgres(d, free_port(), d / "logs"), EmbeddedRedis(d, free_port(), d / "logs")
-        pg.start()
-        rd.start()
-        try:
-            migrate(pg.url)
-            settings = Settings.from_env({"DATABASE_URL": pg.url, "REDIS_URL": rd.url,
-                                          "BOOKING_PAUSE_POLL_MS": str(args.poll_ms)})
-            result = {"poll_ms": args.poll_ms, **measure(settings, args.rounds)}
-        finally:
-            rd.stop()
-            pg.stop()
+    with loadgen.embedded_settings({"BOOKING_PAUSE_POLL_MS": str(args.poll_ms)}) as settings:
+        result = {"poll_ms": args.poll_ms, **measure(settings, args.rounds)}
     report.write({"command": report.command(), **result}, args.out)
 
 

@@ -39,6 +39,9 @@ import report
 from booking_embedded import free_port
 from bookingctl.platform import Platform, PlatformConfig
 
+#: A percentile of no delivery: the ratio of the two runs is then NaN too, not an error.
+NAN = float("nan")
+
 
 class Receiver:
     """One endpoint's server: records each first delivery's latency; `sleep` holds every request."""
@@ -79,11 +82,6 @@ class Receiver:
             return len(self.latencies)
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
-
-
 def post_at_rate(client: loadgen.Client, n: int, rate: float) -> float:
     """Post `n` bookings, one every 1/rate s (sequential, one connection); returns the seconds it took."""
     start = time.perf_counter()
@@ -113,7 +111,8 @@ def latency_run(platform: Platform, client: loadgen.Client, healthy: list[Receiv
             lat += list(r.latencies.values())[b:]
     return {"bookings": n, "rate": rate, "posting_s": round(posting, 1), "healthy_endpoints": len(healthy),
             "delivered_to_healthy": sum(got), "expected": n * len(healthy),
-            "p50_ms": round(pct(lat, 50) * 1000, 1), "p99_ms": round(pct(lat, 99) * 1000, 1),
+            "p50_ms": round(loadgen.pct(lat, 0.5) * 1000, 1) if lat else NAN,
+            "p99_ms": round(loadgen.pct(lat, 0.99) * 1000, 1) if lat else NAN,
             "max_ms": round(max(lat) * 1000, 1) if lat else None,
             "deliveries_per_s": round(sum(got) / elapsed, 1)}
 

@@ -1,10 +1,13 @@
 """Bookings for tests, written as the API writes them: committed ones (`create_booking`, `create_bookings`)
-and, for tests that play the relay, one whose outbox messages the test takes itself."""
+and, for tests that play the relay, one whose outbox messages the test takes itself; and the audit
+messages a test's action left in the outbox (`webhook_audits`), and a backlog of rows (`fill_outbox`)."""
 
 from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+
+from psycopg.types.json import Jsonb
 
 from booking_core.model import bookings
 
@@ -41,3 +44,16 @@ def booking_without_relay(conn, tenant_id: str, booking: bookings.NewBooking = A
         rows = conn.execute("DELETE FROM outbox WHERE payload->>'booking_id' = %s"
                             " RETURNING message_id::text, queue, payload", (made["id"],)).fetchall()
     return made["id"], {r["queue"]: r for r in rows}
+
+
+def webhook_audits(conn, tenant_id: str) -> list[dict]:
+    """The tenant's webhook audit messages (replays), oldest first: still in the outbox, as no relay runs."""
+    return [r["payload"] for r in conn.execute(
+        "SELECT payload FROM outbox WHERE queue = 'audit' AND payload->>'tenant_id' = %s"
+        " AND payload->>'kind' LIKE 'webhook.%%' ORDER BY id", (tenant_id,))]
+
+
+def fill_outbox(conn, tenant_id: str, queue: str, n: int) -> None:
+    """`n` due outbox rows on `queue` whose payload names `tenant_id` (any text: it is not checked), as a backlog."""
+    conn.execute("INSERT INTO outbox (message_id, queue, actor, payload) SELECT gen_random_uuid(), %s, 'x', %s"
+                 " FROM generate_series(1, %s)", (queue, Jsonb({"tenant_id": tenant_id}), n))

@@ -2,8 +2,8 @@
 
 Real processes throughout (`bookingctl up`'s supervisor, API, relay, Dramatiq workers,
 Postgres, Redis, the SMTP sink); the autoscaler decides with the operator's core. The SMTP
-sink holds each message 0.25 s before accepting it, as a real relay takes a few hundred ms,
-so one email process (4 threads) sends at most 16 emails/s whatever the CPU, and the
+sink holds each message 1 s before accepting it (`SMTP_DELAY`), as a slow relay does,
+so one email process (4 threads) sends at most 4 emails/s whatever the CPU, and the
 promise can only be kept with more processes: a burst the fixed pool cannot keep up with,
 on any machine. The invoice queue is paused for the burst, so that WeasyPrint does not
 take the CPU the API and the email pool share on a 2-core machine; the accept-path hold

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import pytest
 from otlp_receiver import OtlpReceiver
-from prometheus_client.parser import text_string_to_metric_families
 
-from e2e_helpers import wait_until
+from e2e_helpers import scrape_metrics, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -79,16 +76,6 @@ def test_one_trace_links_the_request_to_every_task_including_retries(make_platfo
     assert any(s.parent_id == invoice.span_id and s.kind == "CLIENT" for s in spans)
 
 
-def scrape(url: str) -> dict[tuple, float]:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
-
-
 def value(samples: dict, name: str, **labels) -> float:
     """Sum of the samples called `name` whose labels include `labels`."""
     want = set(labels.items())
@@ -101,13 +88,13 @@ def test_every_process_serves_metrics_that_move_with_bookings(make_platform, api
     urls = platform.metrics_urls
     assert set(urls) == {"api", "relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "webhook-worker-1",
                          "events"}
-    before = {name: scrape(url) for name, url in urls.items()}
+    before = {name: scrape_metrics(url) for name, url in urls.items()}
 
     platform.stop_component("invoice-worker-1")
     ids = [api.book(name=f"Metric {i}", email=f"m{i}@example.com")["id"] for i in range(3)]
     for booking_id in ids:
         api.wait_states(booking_id, {"email": "done", "audit": "done"})
-    api_metrics = wait_until(lambda: (m := scrape(urls["api"])) and value(
+    api_metrics = wait_until(lambda: (m := scrape_metrics(urls["api"])) and value(
         m, "booking_queue_messages", queue="invoice", state="ready") == 3 and m, what="3 ready invoices")
     assert value(api_metrics, "booking_queue_oldest_age_seconds", queue="invoice") > 0
     assert value(api_metrics, "booking_http_requests_total", route="/api/v1/bookings", method="POST",
@@ -116,7 +103,7 @@ def test_every_process_serves_metrics_that_move_with_bookings(make_platform, api
     assert value(api_metrics, "booking_http_request_duration_seconds_count", route="/api/v1/bookings") >= 3
     assert ("booking_outbox_messages", ()) in api_metrics
     assert ("booking_outbox_oldest_age_seconds", ()) in api_metrics
-    relay = scrape(urls["relay"])
+    relay = scrape_metrics(urls["relay"])
     assert value(relay, "booking_relay_published_total", queue="invoice") - value(
         before["relay"], "booking_relay_published_total", queue="invoice") == 3
 
@@ -125,15 +112,15 @@ def test_every_process_serves_metrics_that_move_with_bookings(make_platform, api
         # A wait, not a speed check: a worker that starts (WeasyPrint's imports) and renders three PDFs
         # beside another test worker's platform took more than the default minute at load 20.
         api.wait_states(booking_id, {"invoice": "done"}, timeout=180)
-    wait_until(lambda: value(scrape(urls["api"]), "booking_queue_messages", queue="invoice", state="ready") == 0,
-               what="the invoice queue to drain")
+    wait_until(lambda: value(scrape_metrics(urls["api"]), "booking_queue_messages", queue="invoice",
+                             state="ready") == 0, what="the invoice queue to drain")
     for queue in ("email", "invoice", "audit"):
-        worker = scrape(urls[f"{queue}-worker-1"])
+        worker = scrape_metrics(urls[f"{queue}-worker-1"])
         assert value(worker, "dramatiq_messages_total", queue_name=queue) >= 3, queue
         assert ("dramatiq_message_errors_total" in {n for n, _ in worker}) or queue
         assert any(n == "dramatiq_message_duration_milliseconds_count" for n, _ in worker)
     # No label carries client input: every label value is from a fixed vocabulary or a route template.
-    events = scrape(urls["events"])
+    events = scrape_metrics(urls["events"])
     assert events, "the events service serves Prometheus text"
     for samples in (api_metrics, relay, events):
         for (_, labels) in samples:

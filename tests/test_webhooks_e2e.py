@@ -10,16 +10,14 @@
 
 from __future__ import annotations
 
-import urllib.request
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from webhook_receiver import VerifyingReceiver, add_endpoint
 
 from booking_core import db
 from booking_core.model import tenants
-from e2e_helpers import Api, wait_until
+from e2e_helpers import Api, scrape_metrics, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +36,6 @@ def receivers():
     yield make
     for r in made:
         r.close()
-
-
-def scrape(url: str) -> dict[tuple, float]:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def test_each_event_once_signed_per_tenant_and_isolated(make_platform, api_of, receivers):
@@ -82,7 +73,7 @@ def test_each_event_once_signed_per_tenant_and_isolated(make_platform, api_of, r
     assert status == 200 and {d["state"] for d in log["items"]} == {"delivered"}
     assert sorted(d["attempts"] for d in log["items"]) == [1, 1, 1, 2]
 
-    worker = scrape(platform.metrics_urls["webhook-worker-1"])
+    worker = scrape_metrics(platform.metrics_urls["webhook-worker-1"])
     assert worker.get(("booking_webhook_attempts_total", (("outcome", "delivered"),)), 0) >= len(TYPES)
     assert worker.get(("booking_webhook_attempts_total", (("outcome", "retrying"),)), 0) >= 1
 

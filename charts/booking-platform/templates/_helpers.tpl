@@ -470,3 +470,45 @@ podAnnotations, which win over them: (dict "root" $ "port" 9100).
 {{- end }}
 {{- toJson $out }}
 {{- end }}
+
+{{- /*
+A key the chart generates once and keeps (the progress-page key, the webhooks sealing key).
+Unless the user names a Secret of their own, the chart writes one on install and keeps it
+across upgrades (and after uninstall), read back with `lookup`. `lookup` answers only from a
+cluster (helm install/upgrade, --dry-run=server): `helm template`, --dry-run=client and GitOps
+renders see nothing and would make a new key at every render, so the chart refuses to render
+there, told by a list of the namespace's ServiceAccounts, which answers (even empty) only from
+a cluster. Arguments (a dict): root, component (the Secret's component name), key (the Secret's
+key and the variable's name), existing and existingKey (the user's Secret, "" for none),
+fresh (the value a first install writes), refusal (the message when it cannot be kept).
+*/}}
+{{- define "bp.keptSecret" -}}
+{{- if not .existing }}
+{{- if not (lookup "v1" "ServiceAccount" .root.Release.Namespace "") }}
+{{- fail .refusal }}
+{{- end }}
+{{- $name := include "bp.componentName" (dict "root" .root "component" .component) }}
+{{- $kept := dig "data" .key "" (lookup "v1" "Secret" .root.Release.Namespace $name) }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "bp.labels" (dict "root" .root "component" .component) | nindent 4 }}
+  annotations:
+    helm.sh/resource-policy: keep
+type: Opaque
+stringData:
+  {{ .key }}: {{ $kept | b64dec | default .fresh | quote }}
+{{- end }}
+{{- end }}
+
+{{- /* The env entry that reads a bp.keptSecret key: the user's Secret when named, else the kept one. */}}
+{{- define "bp.keptSecretEnv" -}}
+- name: {{ .key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existing | default (include "bp.componentName" (dict "root" .root "component" .component)) }}
+      key: {{ ternary .existingKey .key (ne .existing "") }}
+{{- end }}

@@ -6,11 +6,11 @@ import json
 import uuid
 
 import pytest
-from psycopg.types.json import Jsonb
 
 from booking_core.model import tenants
 from booking_core.ops import admin
 from booking_core.queues import pauses
+from relay_helpers import fill_outbox
 
 pytestmark = pytest.mark.usefixtures("no_queue_pauses")  # a pause is per queue: none before or after
 
@@ -47,21 +47,16 @@ def test_an_unknown_queue_or_a_bad_reason_is_refused_and_changes_nothing(env, db
     assert pauses.paused(db_conn) == {}
 
 
-def fill(db_conn, tenant_id: str, queue: str, n: int) -> None:
-    db_conn.execute("INSERT INTO outbox (message_id, queue, actor, payload) SELECT gen_random_uuid(), %s, 'x', %s"
-                    " FROM generate_series(1, %s)", (queue, Jsonb({"tenant_id": tenant_id}), n))
-
-
 def test_queues_show_who_is_filling_each_queue_bounded_and_escaped(env, db_conn, admin_cli):
     db_conn.execute("DELETE FROM outbox")
     try:
         name = f"flood-{uuid.uuid4().hex[:8]}"
         hostile = tenants.ensure_tenant(db_conn, name)["id"]
         # An outbox row's tenant id is payload text, not a tenant's (names are slugs): escapes, a bell, bidi
-        fill(db_conn, hostile, "email", 30)
-        fill(db_conn, "no-tenant\x07\x1b]0;pwned\u202e", "email", 20)
+        fill_outbox(db_conn, hostile, "email", 30)
+        fill_outbox(db_conn, "no-tenant\x07\x1b]0;pwned\u202e", "email", 20)
         for _ in range(12):  # more tenants than the top: the rest are one line
-            fill(db_conn, str(uuid.uuid4()), "email", 1)
+            fill_outbox(db_conn, str(uuid.uuid4()), "email", 1)
         code, out, _ = admin_cli("queues")
         assert code == 0
         assert not {"\x1b", "\x07", "\u202e"} & set(out), "no control character reaches the terminal"

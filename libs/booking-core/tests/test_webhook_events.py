@@ -12,6 +12,11 @@ import pytest
 from booking_core.model import bookings, tenants
 from booking_core.tasks import taskstate
 from booking_core.webhooks import deliveries, endpoints, sealing
+from relay_helpers import create_booking
+
+#: The amount is asserted in the booking.created event.
+BOOKING = bookings.NewBooking("Ada", "ada@example.com", "Room 7", date(2027, 3, 1), date(2027, 3, 4),
+                              Decimal("360.00"), "EUR")
 
 
 @pytest.fixture
@@ -21,9 +26,7 @@ def sealer():
 
 def new_booking(conn, tenant, *, fan_out: bool = True) -> str:
     """A booking; with `fan_out`, its booking.created event fanned out as the webhook worker would."""
-    booking = bookings.NewBooking("Ada", "ada@example.com", "Room 7", date(2027, 3, 1), date(2027, 3, 4),
-                                  Decimal("360.00"), "EUR")
-    booking_id = bookings.create(conn, tenant_id=tenant["id"], booking=booking, actor="test")["id"]
+    booking_id = create_booking(conn, tenant["id"], BOOKING)
     if fan_out:
         for e in conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking_id,)).fetchall():
             deliveries.fan_out(conn, e["id"], tenant["id"])

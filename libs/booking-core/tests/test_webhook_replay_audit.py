@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from booking_core.audit import chain
-from booking_core.messaging.contracts import AUDIT
-from booking_core.model import bookings, tenants
+from booking_core.model import tenants
 from booking_core.webhooks import deliveries, endpoints, sealing
 from booking_core.webhooks.payload import message_id
+from relay_helpers import create_booking, webhook_audits
 
 ACTOR = "token:bk_test (tenant replay-audit)"
 
@@ -23,20 +22,12 @@ def dead_delivery(conn, tenant, endpoint_id: str | None = None) -> dict:
     if endpoint_id is None:
         endpoint_id = endpoints.create(conn, sealing.Sealer([sealing.new_key()]), tenant["id"], {
             "url": "https://hooks.example/in", "event_types": ["booking.created"]})[0]["id"]
-    booking = bookings.create(conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-        "Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4), Decimal("10.00"), "EUR"))["id"]
+    booking = create_booking(conn, tenant["id"])
     event = conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking,)).fetchone()["id"]
     deliveries.fan_out(conn, event, tenant["id"])
     row = conn.execute("UPDATE webhook_deliveries SET state = 'dead' WHERE event_id = %s AND endpoint_id = %s"
                        " RETURNING id::text", (event, endpoint_id)).fetchone()
     return {"id": row["id"], "endpoint_id": endpoint_id, "event_id": event, "booking_id": booking}
-
-
-def audited(conn, tenant) -> list[dict]:
-    """The tenant's webhook replay audit messages, oldest first (still in the outbox: no relay runs here)."""
-    return [r["payload"] for r in conn.execute(
-        "SELECT payload FROM outbox WHERE queue = %s AND payload->>'tenant_id' = %s"
-        " AND payload->>'kind' LIKE 'webhook.%%' ORDER BY id", (AUDIT.queue, tenant["id"]))]
 
 
 def state(conn, delivery_id: str) -> str:
@@ -46,13 +37,13 @@ def state(conn, delivery_id: str) -> str:
 def test_a_replay_is_audited_once_with_its_actor_and_delivery_and_the_chain_verifies(db_conn, tenant):
     d = dead_delivery(db_conn, tenant)
     assert deliveries.replay(db_conn, tenant["id"], d["id"], actor=ACTOR) == "replayed"
-    [entry] = audited(db_conn, tenant)
+    [entry] = webhook_audits(db_conn, tenant["id"])
     assert (entry["kind"], entry["actor"], entry["booking_id"]) == ("webhook.replayed", ACTOR, d["booking_id"])
     assert entry["details"] == {"delivery_id": d["id"], "endpoint_id": d["endpoint_id"], "event_id": d["event_id"],
                                 "webhook_id": message_id(d["event_id"]), "was": "dead"}
     # Still being tried: a second replay does nothing and audits nothing.
     assert deliveries.replay(db_conn, tenant["id"], d["id"], actor=ACTOR) == "open"
-    assert len(audited(db_conn, tenant)) == 1
+    assert len(webhook_audits(db_conn, tenant["id"])) == 1
     assert chain.append(db_conn, entry)  # what the audit worker does with it
     (report,) = chain.verify(db_conn, tenant["id"])
     assert report.ok and report.entries >= 1
@@ -63,14 +54,14 @@ def test_replay_since_is_audited_once_with_the_time_and_count_and_a_dry_run_writ
     dead_delivery(db_conn, tenant, first["endpoint_id"])
     since = datetime.now(UTC) - timedelta(hours=1)
     assert deliveries.replay_since(db_conn, tenant["id"], first["endpoint_id"], since, dry_run=True, actor=ACTOR) == 2
-    assert audited(db_conn, tenant) == [] and state(db_conn, first["id"]) == "dead"
+    assert webhook_audits(db_conn, tenant["id"]) == [] and state(db_conn, first["id"]) == "dead"
     assert deliveries.replay_since(db_conn, tenant["id"], first["endpoint_id"], since, dry_run=False, actor=ACTOR) == 2
-    [entry] = audited(db_conn, tenant)
+    [entry] = webhook_audits(db_conn, tenant["id"])
     assert (entry["kind"], entry["actor"], entry["booking_id"]) == ("webhook.replayed_since", ACTOR, None)
     assert entry["details"] == {"endpoint_id": first["endpoint_id"], "since": since.isoformat(), "count": 2}
     # Nothing dead left: a replay of none audits nothing.
     assert deliveries.replay_since(db_conn, tenant["id"], first["endpoint_id"], since, dry_run=False, actor=ACTOR) == 0
-    assert len(audited(db_conn, tenant)) == 1
+    assert len(webhook_audits(db_conn, tenant["id"])) == 1
     assert chain.append(db_conn, entry)
     (report,) = chain.verify(db_conn, tenant["id"])
     assert report.ok
@@ -85,7 +76,7 @@ def test_a_failed_replay_writes_nothing(db_conn, tenant):
     since = datetime.now(UTC) - timedelta(hours=1)
     assert deliveries.replay_since(db_conn, tenant["id"], theirs["endpoint_id"], since, dry_run=False,
                                    actor=ACTOR) == 0
-    assert audited(db_conn, tenant) == [] and audited(db_conn, other) == []
+    assert webhook_audits(db_conn, tenant["id"]) == [] and webhook_audits(db_conn, other["id"]) == []
     assert state(db_conn, theirs["id"]) == "dead" and state(db_conn, mine["id"]) == "dead"
 
 
@@ -99,4 +90,4 @@ def test_the_replay_and_its_audit_entry_commit_or_fail_together(db_conn, tenant)
     assert state(db_conn, d["id"]) == "dead"  # the replay was rolled back with it
     assert db_conn.execute("SELECT count(*) AS n FROM outbox WHERE payload->>'delivery_id' = %s",
                            (d["id"],)).fetchone()["n"] == before
-    assert audited(db_conn, tenant) == []
+    assert webhook_audits(db_conn, tenant["id"]) == []

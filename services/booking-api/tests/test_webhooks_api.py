@@ -13,6 +13,7 @@ from booking_api import create_app
 from booking_api.openapi_doc import document
 from booking_core.model import tenants
 from booking_core.webhooks import deliveries, sealing
+from relay_helpers import webhook_audits
 
 URL = "https://hooks.example/booking"
 
@@ -131,6 +132,8 @@ def test_delivery_log_and_replay(client, auth, other_auth, booking_body, db_conn
     assert delivery["webhook_id"].startswith("msg_")
     assert client.get(f"{path}/deliveries?state=bogus", headers=auth).get_json()["errors"][0]["field"] == "state"
     assert client.get(f"{path}/deliveries?limit=0", headers=auth).get_json()["errors"][0]["field"] == "limit"
+    superscript = client.get(f"{path}/deliveries?limit=\u00b2", headers=auth)  # a digit int() cannot read
+    assert superscript.status_code == 422 and superscript.get_json()["errors"][0]["field"] == "limit"
     one = f"/api/v1/webhooks/deliveries/{delivery['id']}"
     assert schema_errors(client.get(one, headers=auth).get_json(), "WebhookDeliveryDetail") == []
     assert client.get(one, headers=other_auth).status_code == 404
@@ -149,13 +152,6 @@ def test_delivery_log_and_replay(client, auth, other_auth, booking_body, db_conn
         "matched": 0, "dry_run": False}
 
 
-def replay_audits(db_conn, tenant_id: str) -> list[dict]:
-    """The tenant's webhook replay audit messages, oldest first (still in the outbox: no relay runs here)."""
-    return [r["payload"] for r in db_conn.execute(
-        "SELECT payload FROM outbox WHERE queue = 'audit' AND payload->>'tenant_id' = %s"
-        " AND payload->>'kind' LIKE 'webhook.%%' ORDER BY id", (tenant_id,))]
-
-
 def test_each_replay_is_audited_once_as_the_calling_token(client, auth, other_auth, booking_body, db_conn, tenant):
     endpoint = create(client, auth).get_json()
     booking = client.post("/api/v1/bookings", json=booking_body(), headers=auth).get_json()
@@ -169,19 +165,19 @@ def test_each_replay_is_audited_once_as_the_calling_token(client, auth, other_au
     # Refused replays (another tenant's delivery, no such delivery) write nothing.
     assert client.post(one, headers=other_auth).status_code == 404
     assert client.post(f"/api/v1/webhooks/deliveries/{uuid.uuid4()}/replay", headers=auth).status_code == 404
-    assert replay_audits(db_conn, tenant["id"]) == []
+    assert webhook_audits(db_conn, tenant["id"]) == []
     assert client.post(one, headers=auth).status_code == 202
-    [entry] = replay_audits(db_conn, tenant["id"])
+    [entry] = webhook_audits(db_conn, tenant["id"])
     assert (entry["kind"], entry["actor"], entry["details"]["delivery_id"]) == ("webhook.replayed", actor,
                                                                                delivery["id"])
     db_conn.execute("UPDATE webhook_deliveries SET state = 'dead' WHERE id = %s", (delivery["id"],))
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     path = f"/api/v1/webhooks/endpoints/{endpoint['id']}/replay"
     assert client.post(path, json={"since": since, "dry_run": True}, headers=auth).get_json()["matched"] == 1
-    assert len(replay_audits(db_conn, tenant["id"])) == 1  # a dry run writes nothing
+    assert len(webhook_audits(db_conn, tenant["id"])) == 1  # a dry run writes nothing
     assert client.post(path, json={"since": since}, headers=auth).get_json() == {"matched": 1, "dry_run": False}
-    entry = replay_audits(db_conn, tenant["id"])[-1]
+    entry = webhook_audits(db_conn, tenant["id"])[-1]
     assert (entry["kind"], entry["actor"]) == ("webhook.replayed_since", actor)
     assert entry["details"] == {"endpoint_id": endpoint["id"], "since": datetime.fromisoformat(since).isoformat(),
                                 "count": 1}
-    assert len(replay_audits(db_conn, tenant["id"])) == 2
+    assert len(webhook_audits(db_conn, tenant["id"])) == 2

@@ -6,6 +6,7 @@ import html
 
 from booking_core.webhooks import endpoints
 from booking_core.webhooks.sealing import Sealer, new_key
+from relay_helpers import webhook_audits
 
 
 def dead_delivery(db_conn, tenant, make_booking) -> tuple[dict, str, str]:
@@ -71,25 +72,18 @@ def test_the_delivery_log_filters_by_state_and_refuses_an_unknown_one(console, d
     assert status == 400 and "<script>" not in page
 
 
-def replay_audits(db_conn, tenant_id: str) -> list[dict]:
-    """The tenant's webhook replay audit messages (still in the outbox: no relay runs here)."""
-    return [r["payload"] for r in db_conn.execute(
-        "SELECT payload FROM outbox WHERE queue = 'audit' AND payload->>'tenant_id' = %s"
-        " AND payload->>'kind' LIKE 'webhook.%%' ORDER BY id", (tenant_id,))]
-
-
 def test_a_console_replay_is_audited_once_as_the_signed_in_operator(console, db_conn, tenant, make_booking):
     endpoint, _, delivery = dead_delivery(db_conn, tenant, make_booking)
     path = f"/ops/webhooks/endpoints/{endpoint['id']}"
     missing = "00000000-0000-4000-8000-000000000000"
     assert console.post(f"/ops/webhooks/deliveries/{missing}/replay", {"csrf": console.csrf()})[0] == 404
-    assert replay_audits(db_conn, tenant["id"]) == []
+    assert webhook_audits(db_conn, tenant["id"]) == []
     status, _, _ = console.post(f"/ops/webhooks/deliveries/{delivery}/replay", {"csrf": console.csrf(path)})
     assert status == 303
-    [entry] = replay_audits(db_conn, tenant["id"])
+    [entry] = webhook_audits(db_conn, tenant["id"])
     assert entry["kind"] == "webhook.replayed"
     assert entry["actor"] == f"ops:Grace <on call> (tenant {tenant['name']})"
     assert (entry["details"]["delivery_id"], entry["details"]["endpoint_id"]) == (delivery, endpoint["id"])
     # Still being tried: refused, nothing more written.
     assert console.post(f"/ops/webhooks/deliveries/{delivery}/replay", {"csrf": console.csrf(path)})[0] == 409
-    assert len(replay_audits(db_conn, tenant["id"])) == 1
+    assert len(webhook_audits(db_conn, tenant["id"])) == 1

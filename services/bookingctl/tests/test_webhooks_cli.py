@@ -7,16 +7,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import date
-from decimal import Decimal
 
 import pytest
 
-from booking_core.model import bookings, tenants
+from booking_core.model import tenants
 from booking_core.ops.admin import who
 from booking_core.webhooks import deliveries, sealing, signing
 from bookingctl import cli
 from bookingctl.listen import Listener
+from relay_helpers import create_booking, webhook_audits
 
 
 @pytest.fixture
@@ -42,9 +41,8 @@ def test_add_list_disable_rotate_deliveries_and_replay(run, tenant, db_conn):
     endpoint_id = out.split()[0]
     code, out, _ = run("webhooks", "--tenant", name, "list")
     assert code == 0 and endpoint_id in out and "whsec_" not in out and "booking.created" in out
-    booking = bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-        "Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4), Decimal("10.00"), "EUR"))
-    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking["id"],))
+    booking_id = create_booking(db_conn, tenant["id"])
+    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking_id,))
     deliveries.fan_out(db_conn, event["id"], tenant["id"])
     code, out, _ = run("webhooks", "--tenant", name, "deliveries", endpoint_id)
     assert code == 0 and "booking.created" in out and "pending" in out and "msg_" in out
@@ -65,19 +63,11 @@ def test_add_list_disable_rotate_deliveries_and_replay(run, tenant, db_conn):
     assert run("webhooks", "--tenant", name, "list")[1] == ""
 
 
-def replay_audits(db_conn, tenant_id: str) -> list[dict]:
-    """The tenant's webhook replay audit messages (still in the outbox: no relay runs here)."""
-    return [r["payload"] for r in db_conn.execute(
-        "SELECT payload FROM outbox WHERE queue = 'audit' AND payload->>'tenant_id' = %s"
-        " AND payload->>'kind' LIKE 'webhook.%%' ORDER BY id", (tenant_id,))]
-
-
 def test_each_replay_is_audited_once_as_the_command_line_user(run, tenant, db_conn):
     name = tenant["name"]
     endpoint_id = run("webhooks", "--tenant", name, "add", "https://hooks.example/in")[1].split()[0]
-    booking = bookings.create(db_conn, tenant_id=tenant["id"], actor="test", booking=bookings.NewBooking(
-        "Ada", "ada@example.com", "Room", date(2027, 3, 1), date(2027, 3, 4), Decimal("10.00"), "EUR"))
-    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking["id"],))
+    booking_id = create_booking(db_conn, tenant["id"])
+    [event] = db_conn.execute("SELECT id::text FROM webhook_events WHERE booking_id = %s", (booking_id,))
     deliveries.fan_out(db_conn, event["id"], tenant["id"])
     [delivery] = db_conn.execute("UPDATE webhook_deliveries SET state = 'dead' WHERE endpoint_id = %s"
                                  " RETURNING id::text", (endpoint_id,))
@@ -85,20 +75,20 @@ def test_each_replay_is_audited_once_as_the_command_line_user(run, tenant, db_co
     # Refused: the delivery is not the named tenant's, or there is none.
     assert run("webhooks", "--tenant", other["name"], "replay", delivery["id"])[0] == 2
     assert run("webhooks", "--tenant", name, "replay", str(uuid.uuid4()))[0] == 2
-    assert replay_audits(db_conn, tenant["id"]) == [] and replay_audits(db_conn, other["id"]) == []
+    assert webhook_audits(db_conn, tenant["id"]) == [] and webhook_audits(db_conn, other["id"]) == []
     assert run("webhooks", "--tenant", name, "replay", delivery["id"])[:2] == (0, "replayed\n")
-    [entry] = replay_audits(db_conn, tenant["id"])
+    [entry] = webhook_audits(db_conn, tenant["id"])
     assert (entry["kind"], entry["actor"], entry["details"]["delivery_id"]) == ("webhook.replayed", who(),
                                                                                delivery["id"])
     db_conn.execute("UPDATE webhook_deliveries SET state = 'dead' WHERE id = %s", (delivery["id"],))
     since = "2020-01-01T00:00:00+00:00"
     assert run("webhooks", "--tenant", name, "replay", endpoint_id, "--since", since, "--dry-run")[0] == 0
-    assert len(replay_audits(db_conn, tenant["id"])) == 1  # a dry run writes nothing
+    assert len(webhook_audits(db_conn, tenant["id"])) == 1  # a dry run writes nothing
     assert run("webhooks", "--tenant", name, "replay", endpoint_id, "--since", since)[1].startswith("1 dead")
-    entry = replay_audits(db_conn, tenant["id"])[-1]
+    entry = webhook_audits(db_conn, tenant["id"])[-1]
     assert (entry["kind"], entry["actor"]) == ("webhook.replayed_since", who())
     assert entry["details"] == {"endpoint_id": endpoint_id, "since": since, "count": 1}
-    assert len(replay_audits(db_conn, tenant["id"])) == 2
+    assert len(webhook_audits(db_conn, tenant["id"])) == 2
 
 
 def post(url: str, body: bytes, headers: dict) -> int:
@@ -131,3 +121,15 @@ def test_listen_verifies_prints_and_forwards_unchanged():
     finally:
         listener.close()
         downstream.close()
+
+
+def test_listen_prints_a_rejected_requests_id_escaped():
+    out = io.StringIO()
+    listener = Listener(signing.new_secret(), out=out)
+    try:
+        assert listener.receive(b"{}", {"webhook-id": "msg\x1b[2J\u202eevil", "webhook-timestamp": "1",
+                                        "webhook-signature": "v1,AAAA"}) == 401
+    finally:
+        listener.server.server_close()
+    assert "\x1b" not in out.getvalue() and "\u202e" not in out.getvalue()
+    assert "REJECTED msg\\x1b[2J\\u202eevil" in out.getvalue()

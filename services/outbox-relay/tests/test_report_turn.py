@@ -66,7 +66,8 @@ def test_a_relay_that_finds_the_reading_being_taken_does_not_read(settings, db_c
     reads = []
     monkeypatch.setattr(backlog, "read", lambda *a: reads.append(a) or None)
     relay = Relay(settings)
-    BACKLOG.report = before = Report(1, [], {}, [])
+    before = Report(1, [], {}, [])
+    monkeypatch.setattr(BACKLOG, "report", before)  # and the process's own reading back after the test
     with db.connect(settings.database_url) as holder, \
             db.connect(settings.database_url, autocommit=True) as conn:
         holder.execute("SELECT pg_advisory_xact_lock(%s)", (report_turn.LOCK_KEY,))
@@ -81,7 +82,8 @@ def test_two_running_relays_read_once_per_interval_and_the_other_takes_over_when
     quiet = tenants.ensure_tenant(db_conn, f"turn-{uuid.uuid4().hex[:6]}")
     create_bookings(settings.database_url, quiet["id"], 2)
     # Waiting out a retry's backoff: the relays publish none of them, and every reading counts them.
-    db_conn.execute("UPDATE outbox SET available_at = clock_timestamp() + interval '1 hour'")
+    db_conn.execute("UPDATE outbox SET available_at = clock_timestamp() + interval '1 hour' WHERE tenant_id = %s",
+                    (quiet["id"],))
     reads: list[tuple[str, float]] = []
     real_read = backlog.read
 

@@ -19,7 +19,6 @@ from helm_helpers import (
     component_name,
     crd_json_schema,
     helm_args,
-    install_helm,
     run_helm,
     template,
     with_defaults,
@@ -28,11 +27,6 @@ from queue_autoscaler.spec import parse_spec
 
 CRD = yaml.safe_load((CHART / "crds" / "queuescalers.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def scalers(helm, tmp_path, values: dict | None = None) -> dict[str, dict]:

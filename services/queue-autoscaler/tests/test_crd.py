@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -13,6 +12,7 @@ import yaml
 
 from booking_scaling.policy import Policy
 from booking_scaling.pressure import LatencyBudget
+from helm_helpers import crd_json_schema, with_defaults
 from queue_autoscaler.spec import GROUP, PLURAL, VERSION, parse_spec
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -23,31 +23,7 @@ SCHEMA = VERSION_DEF["schema"]["openAPIV3Schema"]
 SPEC = SCHEMA["properties"]["spec"]
 
 
-def as_json_schema(node: Any) -> Any:
-    """OpenAPI v3 (as Kubernetes reads it) to JSON Schema draft 4: `nullable` becomes a null type."""
-    if isinstance(node, dict):
-        out = {k: as_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
-        if out.pop("nullable", False):
-            out["type"] = [out["type"], "null"]
-        return out
-    if isinstance(node, list):
-        return [as_json_schema(v) for v in node]
-    return node
-
-
-def with_defaults(schema: dict, obj: Any) -> Any:
-    """Apply the schema's defaults as the API server does before validation."""
-    if not isinstance(obj, dict) or schema.get("type") != "object":
-        return obj
-    for key, sub in schema.get("properties", {}).items():
-        if key not in obj and "default" in sub:
-            obj[key] = copy.deepcopy(sub["default"])
-        if key in obj:
-            obj[key] = with_defaults(sub, obj[key])
-    return obj
-
-
-VALIDATOR = jsonschema.Draft4Validator(as_json_schema(SCHEMA))
+VALIDATOR = jsonschema.Draft4Validator(crd_json_schema(SCHEMA))
 
 
 def test_crd_is_a_valid_kubernetes_object():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helm_helpers import CHART, by_kind, component_name, helm_args, install_helm, template
+from helm_helpers import CHART, by_kind, component_name, helm_args, template
 
 DOC = Path(__file__).resolve().parents[1] / "rbac-verbs.md"
 BASE, PEERING = "Verbs used", "Only with peering"
@@ -112,10 +112,6 @@ def test_verbs_used_are_the_documented_ones(peering, cluster, ns, work, operator
 
 
 # -- what the chart grants -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
-
 
 def granted(role: dict) -> set[Verb]:
     """(apiGroup, resource, verb) a Role's rules allow, one row per combination."""

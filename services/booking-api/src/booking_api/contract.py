@@ -117,10 +117,19 @@ def _amount(value: str) -> Decimal:
     return Decimal(value)
 
 
-def _page_size(value: object) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit() and PAGE_MIN <= int(value) <= PAGE_MAX:
-        return int(value)
-    raise invalid(f"must be an integer from {PAGE_MIN} to {PAGE_MAX}")
+def page_size(low: int, high: int):
+    """The check of a `limit` query parameter from `low` to `high`: ASCII digits only (`int()` also takes
+    other scripts' digits, which `str.isdigit` admits, and '²', which it cannot parse)."""
+
+    def check(value: object) -> int:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and low <= int(value) <= high:
+            return int(value)
+        raise invalid(f"must be an integer from {low} to {high}")
+
+    return check
+
+
+_page_size = page_size(PAGE_MIN, PAGE_MAX)
 
 
 def _cursor(value: str) -> tuple[datetime, str]:

@@ -317,10 +317,7 @@ def _webhook_paths() -> dict:
             "parameters": [_PATH_ENDPOINT],
             "get": _op("listWebhookDeliveries", "webhooks", "The endpoint's delivery log, newest first",
                        (200, _ok("Deliveries.", wc.WebhookDeliveryPage)), 401, 404, 422,
-                       parameters=[{"name": "state", "in": "query", "required": False,
-                                    "schema": {"type": "string", "enum": list(wc.STATES)}},
-                                   {"name": "limit", "in": "query", "required": False,
-                                    "schema": {"type": "integer", "minimum": 1, "maximum": 200}}]),
+                       parameters=_query(wc.DeliveryQuery)),
         },
         "/api/v1/webhooks/endpoints/{endpoint_id}/replay": {
             "parameters": [_PATH_ENDPOINT],

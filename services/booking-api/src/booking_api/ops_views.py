@@ -63,7 +63,7 @@ def queues():
     top tenants by outbox backlog."""
     reader = QueueReader(get_redis(), settings().redis_namespace)
     state = pauses.state(get_db())
-    ranked, names = WHO_FILLS.get(settings())
+    ranked, names = WHO_FILLS.get(settings(), get_db())  # on the request's connection: the API's own pool
     now_ms = int(time.time() * 1000)
     return {"queues": [d.as_dict() | _pause_json(state[d.queue])
                        | tenant_backlog.as_json(ranked.get(d.queue), names, now_ms) for d in reader.snapshot(QUEUES)]}

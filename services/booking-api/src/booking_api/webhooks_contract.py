@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from booking_api.contract import Timestamp, _Request, _Response, _schema
+from booking_api.contract import Timestamp, _Request, _Response, _schema, one_of, page_size
 from booking_core.webhooks.addresses import URL_PATTERN
 from booking_core.webhooks.deliveries import STATES
 from booking_core.webhooks.endpoints import MAX_DESCRIPTION, MAX_URL
@@ -72,6 +72,17 @@ class RotateRequest(_Request):
         default=None, ge=0, le=MAX_OVERLAP_SECONDS, description=(
             "How long the previous secret keeps signing (both signatures are sent); default from "
             "BOOKING_WEBHOOKS_ROTATION_OVERLAP_SECONDS."))
+
+
+#: The longest page of a delivery log.
+MAX_DELIVERY_PAGE = 200
+
+
+class DeliveryQuery(BaseModel):
+    """Query of an endpoint's delivery log (checked by booking_api.validation.validate_query)."""
+
+    state: Annotated[one_of(STATES) | None, BeforeValidator(lambda v: v or None)] = None  # ?state= is any
+    limit: Annotated[int, Field(ge=1, le=MAX_DELIVERY_PAGE), BeforeValidator(page_size(1, MAX_DELIVERY_PAGE))] = 50
 
 
 class ReplaySinceRequest(_Request):

@@ -18,15 +18,12 @@ from booking_api.auth import actor_name
 from booking_api.bookings_views import _json_body
 from booking_api.database import get_db, settings
 from booking_api.problems import ApiError
-from booking_api.validation import field_errors
+from booking_api.validation import field_errors, validate_query
 from booking_core.webhooks import deliveries, endpoints
-from booking_core.webhooks.deliveries import STATES
 from booking_core.webhooks.payload import message_id
 from booking_core.webhooks.sealing import Sealer
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
-
-MAX_DELIVERY_PAGE = 200
 
 
 def _sealer() -> Sealer:
@@ -129,17 +126,8 @@ def rotate_secret(endpoint_id: str):
 @bp.get("/endpoints/<endpoint_id>/deliveries")
 def list_deliveries(endpoint_id: str):
     endpoint = _endpoint_or_404(endpoint_id)
-    state = request.args.get("state") or None
-    errors = []
-    if state is not None and state not in STATES:
-        errors.append({"field": "state", "message": f"must be one of {', '.join(STATES)}"})
-    limit_raw = request.args.get("limit", "50")
-    limit = int(limit_raw) if limit_raw.isdigit() else 0
-    if not 1 <= limit <= MAX_DELIVERY_PAGE:
-        errors.append({"field": "limit", "message": f"must be an integer from 1 to {MAX_DELIVERY_PAGE}"})
-    if errors:
-        raise ApiError(422, "invalid-query", "Some query parameters are invalid.", errors=errors)
-    rows = deliveries.page(get_db(), g.identity["tenant_id"], endpoint["id"], state=state, limit=limit)
+    q = validate_query(wc.DeliveryQuery, request.args)
+    rows = deliveries.page(get_db(), g.identity["tenant_id"], endpoint["id"], state=q.state, limit=q.limit)
     return {"items": [_delivery_json(r) for r in rows]}
 
 

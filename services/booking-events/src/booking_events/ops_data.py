@@ -29,8 +29,6 @@ from booking_scaling.depth import QueueReader
 
 #: Tenants shown per queue on the queues page, most rows first; the rest are one summed line.
 TOP_TENANTS = tenant_backlog.TOP
-#: How much of a tenant id that is not a tenant's (payload text) the page repeats.
-SHOWN_ID_CHARS = tenant_backlog.SHOWN_ID_CHARS
 SharedReading = tenant_backlog.SharedReading
 
 #: Shared by the queues page and its streams; as old as their refresh at most.
@@ -52,7 +50,7 @@ def queue_fields(settings: Settings, client: redis.Redis) -> dict[str, str]:
         rates = activity.throughput(c)
         dead = deadletters.open_by_queue(c)
         held = pauses.paused(c)
-    backlog, names = WHO_FILLS.get(settings)
+        backlog, names = WHO_FILLS.get(settings, c)  # on this connection: not a second one from the pool
     fields |= tenant_fields(backlog, names, int(datetime.now(UTC).timestamp() * 1000))
     for q in QUEUES:
         rate = rates[_TASK_OF_QUEUE[q]]
@@ -100,10 +98,8 @@ def tenant_fields(backlog: dict[str, tenant_backlog.QueueTenants], names: dict[s
 
 
 def tenant_name(tenant_id: str, names: dict[str, str]) -> str:
-    """How the page names an outbox row's tenant: its name, else a bounded copy of the id as written."""
-    if tenant_id in names:
-        return names[tenant_id]
-    return f"(unknown tenant {tenant_id[:SHOWN_ID_CHARS]!r})" if tenant_id else "(no tenant)"
+    """How the page names an outbox row's tenant (tenant_backlog.shown_name, as `bookingctl queues` does)."""
+    return tenant_backlog.shown_name(tenant_id, names.get(tenant_id))
 
 
 def _since(oldest_ms: int, now_ms: int) -> str:

@@ -15,13 +15,14 @@ from aiohttp import web
 
 from booking_core.config import Settings
 from booking_core.ops import webhooks
+from booking_core.webhooks import deliveries
 from booking_events.keys import OPS_SESSION, SETTINGS
 from booking_events.ops_auth import operator_required
 from booking_events.ops_data import conn
 from booking_events.ops_render import error, page
 
-#: The delivery states the endpoint page filters on (`?state=`).
-STATES = ("pending", "retrying", "delivered", "dead")
+#: The delivery states the endpoint page filters on (`?state=`): the deliveries' own, as the API's filter.
+STATES = deliveries.STATES
 
 
 def _endpoints(settings: Settings) -> list[dict]:

@@ -59,27 +59,29 @@ from booking_scaling.depth import QueueReader
 from booking_scaling.policy import Policy
 from booking_scaling.pressure import AcceptPath, LatencyBudget, LatencyWatch
 from booking_scaling.promise import Observed
+from bookingctl.services import worker_threads
 
 log = logging.getLogger("bookingctl.autoscale")
 
 #: Sensible local defaults: a laptop has few cores, and audit work is light.  Each pool keeps a
 #: promise (maxAge: email 20 s, invoice 120 s, audit 60 s, webhook 30 s); a local process serves within a couple
 #: of seconds of its start (podStartSeconds 3, WeasyPrint's import the slowest), works on
-#: `services.worker`'s 4 threads at once (replicaConcurrency), and the throughput floors are
-#: cautious guesses of one process's tasks/s before any is measured.
+#: all of `services.worker`'s threads at once (replicaConcurrency, read from services so that it
+#: follows the processes actually started), and the throughput floors are cautious guesses of one
+#: process's tasks/s before any is measured.
 _LOCAL = {"polling_interval": 2, "stabilization_window_seconds": 30, "cooldown_period": 60, "scale_down_max_step": 1,
-          "pod_start_seconds": 3, "replica_concurrency": 4}
+          "pod_start_seconds": 3}
 DEFAULT_POLICIES = {
     "email": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=20, max_age=20,
-                    min_throughput_per_replica=2, **_LOCAL),
+                    min_throughput_per_replica=2, replica_concurrency=worker_threads("email"), **_LOCAL),
     "invoice": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=10, max_age=120,
-                      min_throughput_per_replica=0.5, **_LOCAL),
+                      min_throughput_per_replica=0.5, replica_concurrency=worker_threads("invoice"), **_LOCAL),
     "audit": Policy(min_replica_count=1, max_replica_count=2, target_backlog_per_replica=50, max_age=60,
-                    min_throughput_per_replica=5, **_LOCAL),
+                    min_throughput_per_replica=5, replica_concurrency=worker_threads("audit"), **_LOCAL),
     # Deliveries wait on tenants' receivers, not the CPU: one process's 16 threads carry many at
     # once, so a process is added per 100 waiting, and few are needed.
     "webhook": Policy(min_replica_count=1, max_replica_count=3, target_backlog_per_replica=100, max_age=30,
-                      min_throughput_per_replica=5, **{**_LOCAL, "replica_concurrency": 16}),
+                      min_throughput_per_replica=5, replica_concurrency=worker_threads("webhook"), **_LOCAL),
 }
 
 

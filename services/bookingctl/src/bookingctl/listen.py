@@ -19,6 +19,8 @@ from typing import TextIO
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from booking_core.model.text import printable
+
 #: Headers passed on to --forward-to.
 FORWARDED = ("webhook-id", "webhook-timestamp", "webhook-signature", "traceparent", "content-type")
 MAX_BODY = 1024 * 1024
@@ -58,11 +60,13 @@ class Listener:
             print(line, file=self.out, flush=True)
 
     def receive(self, body: bytes, headers: dict[str, str]) -> int:
-        msg_id = headers.get("webhook-id", "?")[:60]
+        # Whoever can reach the port sends these headers: escaped, so a rejected request's id cannot
+        # move the cursor or recolour the developer's terminal.
+        msg_id = printable(headers.get("webhook-id", "?")[:60])
         try:
             event = self.webhook.verify(body, headers)
         except WebhookVerificationError as exc:
-            self._print(f"REJECTED {msg_id}: {exc}")
+            self._print(f"REJECTED {msg_id}: {printable(str(exc))}")
             return 401
         data = event.get("data") or {}
         self._print(f"{event.get('timestamp')}  {event.get('type')}  {msg_id}  booking={data.get('booking_id')}"

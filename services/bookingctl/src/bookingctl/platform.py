@@ -90,6 +90,8 @@ class Platform:
         self.metrics_urls: dict[str, str] = {}
         self.retiring: set[str] = set()  # scaled-down workers finishing their messages
         self._redis: redis.Redis | None = None  # reads the workers' loads before a scale-down
+        self._webhooks_env: dict[str, str] | None = None  # read (or made) once, at the first child_env()
+        self._redis_namespace: str | None = None
         self.autoscaler: Autoscaler | None = None
         self.admin_token = ""
         #: The booking-events service (progress pages, streams, the ops console at /ops/).
@@ -117,8 +119,7 @@ class Platform:
             self._wait_ready()
             if self.config.autoscale is not None:
                 # The API's own latency histogram: scale-ups wait while the accept path is over budget.
-                self.autoscaler = Autoscaler(self.config.autoscale, self.urls["REDIS_URL"],
-                                             Settings.from_env(self.child_env()).redis_namespace,
+                self.autoscaler = Autoscaler(self.config.autoscale, self.urls["REDIS_URL"], self.redis_namespace(),
                                              api_metrics_url=self.metrics_urls.get("api"),
                                              database_url=self.urls["DATABASE_URL"])
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
@@ -177,9 +178,17 @@ class Platform:
         """The environment of every service process: the caller's, plus the server URLs."""
         env = dict(self.config.env)
         env.update(self.urls)
-        env.update(services.webhooks_env(self.data_dir, self.config.env))
+        if self._webhooks_env is None:  # once: not a key-file read at every spawn and scale-down
+            self._webhooks_env = services.webhooks_env(self.data_dir, self.config.env)
+        env.update(self._webhooks_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+    def redis_namespace(self) -> str:
+        """The services' Redis key namespace, as their settings resolve it (read once)."""
+        if self._redis_namespace is None:
+            self._redis_namespace = Settings.from_env(self.child_env()).redis_namespace
+        return self._redis_namespace
 
     def _initial_workers(self) -> dict[str, int]:
         if self.config.autoscale is None:
@@ -266,8 +275,7 @@ class Platform:
             if self._redis is None:
                 self._redis = redis.Redis.from_url(self.urls["REDIS_URL"], socket_timeout=2,
                                                    socket_connect_timeout=2)
-            namespace = Settings.from_env(self.child_env()).redis_namespace
-            return podload.read(self._redis, namespace, [queue], int(time.time() * 1000))
+            return podload.read(self._redis, self.redis_namespace(), [queue], int(time.time() * 1000))
         except redis.RedisError as e:
             log.warning("%s workers: load unreadable (%s); retiring the newest", queue, e)
             return {}

@@ -25,7 +25,7 @@ def retirees(names: Sequence[str], loads: Mapping[str, PodLoad], count: int) -> 
     """The `count` processes to stop out of `names` (oldest first), idlest first by `loads` (name -> load)."""
     if count <= 0:
         return []
+    # A process with no load record ranks as idleness(None), the same for every one of them, so with
+    # nothing known at all the newest-first tie-break alone decides: no separate case is needed.
     age = {name: i for i, name in enumerate(names)}
-    if not any(name in loads for name in names):
-        return sorted(names, key=lambda name: -age[name])[:count]
     return sorted(names, key=lambda name: (*idleness(loads.get(name)), -age[name]))[:count]

@@ -18,8 +18,15 @@ WORKERS = {
     "webhook": ("webhook_worker.broker", "webhook_worker.actors"),
 }
 #: Threads per worker process, where a queue's work is not CPU but waiting: a webhook
-#: attempt mostly waits on someone else's server (up to its 15 s timeout).
+#: attempt mostly waits on someone else's server (up to its 15 s timeout).  The local
+#: autoscaler's replicaConcurrency is read from here (`worker_threads`), so the two agree.
 WORKER_THREADS = {"webhook": 16}
+DEFAULT_WORKER_THREADS = 4
+
+
+def worker_threads(queue: str) -> int:
+    """Threads of one `dramatiq` process of `queue`: the messages it works on at once."""
+    return WORKER_THREADS.get(queue, DEFAULT_WORKER_THREADS)
 
 #: How much lower the async side's CPU priority is than the request path's (nice
 #: increment).  All children share bookingctl's session, hence one autogroup,
@@ -103,7 +110,7 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
     may wait on a backend's lock, and an idle-class holder would keep it waiting.
     """
     broker_module, actors_module = WORKERS[queue]
-    threads = threads or WORKER_THREADS.get(queue, 4)
+    threads = threads or worker_threads(queue)
     name = f"{queue}-worker-{index}"
     return ServiceSpec(name, [
         executable("dramatiq"), broker_module, actors_module, "--queues", queue,

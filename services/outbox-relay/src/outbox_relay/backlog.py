@@ -65,15 +65,14 @@ def queue_totals(rows: list[dict], queues: tuple[str, ...]) -> list[OutboxBacklo
     return list(out.values())
 
 
-def leaders(rows: list[dict], n: int = TOP_TENANTS) -> set[str]:
-    """The tenant ids among some queue's top `n`: the only names a report needs."""
-    return {t.tenant_id for q in tenant_backlog.rank(rows, n).values() for t in q.top}
-
-
 def top_tenants(rows: list[dict], names: dict[str, str], n: int = TOP_TENANTS) -> list[TenantBacklog]:
     """Per queue, the `n` tenants with the most rows (due or later) by label, then `other` for the rest."""
+    return _labelled(tenant_backlog.rank(rows, n), names)
+
+
+def _labelled(ranking: dict[str, tenant_backlog.QueueTenants], names: dict[str, str]) -> list[TenantBacklog]:
     out: list[TenantBacklog] = []
-    for queue, ranked in tenant_backlog.rank(rows, n).items():
+    for queue, ranked in ranking.items():
         named: dict[str, TenantBacklog] = {}
         for t in ranked.top:
             label = tenant_label(names.get(t.tenant_id), t.tenant_id)
@@ -104,8 +103,9 @@ def read(conn: psycopg.Connection, depths: list[QueueDepth], queues: tuple[str, 
     totals = queue_totals(rows, queues)
     ready_age = {d.queue: d.oldest_ready_age_ms for d in depths}
     oldest = {b.queue: max(b.oldest_age_ms(now_ms), ready_age.get(b.queue, 0)) for b in totals}
-    names = tenant_backlog.names(conn, sorted(leaders(rows)))
-    return Report(now_ms, totals, oldest, top_tenants(rows, names))
+    ranking = tenant_backlog.rank(rows, TOP_TENANTS)  # once: it sorts every tenant of every queue
+    names = tenant_backlog.names(conn, sorted({t.tenant_id for q in ranking.values() for t in q.top}))
+    return Report(now_ms, totals, oldest, _labelled(ranking, names))
 
 
 def mirror(client: redis.Redis, namespace: str, report: Report, ttl_ms: int = outboxmirror.TTL_MS) -> None:

@@ -19,7 +19,7 @@ A turn, in one transaction:
    a tenant), read their weights (their plans) and the queue's scheduler state
    (`fair_share_clocks`, `fair_share_tags`);
 3. `fairshare.schedule` picks up to `room` messages;
-4. claim those rows (`FOR UPDATE SKIP LOCKED`, oldest first per tenant),
+4. claim those rows (`FOR UPDATE SKIP LOCKED`, each tenant's in the order they became due),
    enqueue them in the scheduled order in one Redis round trip, delete them,
    and write the state back.
 
@@ -43,11 +43,14 @@ from outbox_relay.publish import COLUMNS, counted, send
 #: The advisory lock class of a queue's fair turn ("fair"); the second key is hashtext(queue).
 TURN_LOCK = 0x66616972
 
-#: Each tenant with due rows in a queue: its due rows up to the turn's budget, and its oldest due row.
+#: Each tenant with due rows in a queue: its due rows up to the turn's budget, and its oldest row among them.
 #: The scheduler never takes more than the budget from one tenant, so counting past it is waste:
-#: the distinct tenants come from a skip scan of the (queue, tenant_id, id) index, one descent per
-#: tenant, and each tenant's due rows are read oldest first up to the budget.  A turn then costs
-#: O(tenants x budget) whatever the backlog; `GROUP BY tenant_id` over every due row cost O(rows).
+#: the distinct tenants come from a skip scan of the (queue, tenant_id, available_at, id) index, one
+#: descent per tenant, and each tenant's due rows are read in the order they became due, up to the
+#: budget.  The index puts a tenant's due rows first, so the scan stops at its first row not yet due: a
+#: turn costs O(tenants x budget) whatever the backlog, due or waiting out a retry's backoff.
+#: `statement_timestamp()`, not `clock_timestamp()`: a volatile bound cannot be an index condition, and
+#: a filter would read every row still waiting (`GROUP BY tenant_id` over every due row cost O(rows)).
 WAITING = """
 WITH RECURSIVE tenants AS (
     (SELECT tenant_id FROM outbox WHERE queue = %(queue)s ORDER BY tenant_id LIMIT 1)
@@ -59,17 +62,29 @@ WITH RECURSIVE tenants AS (
 SELECT t.tenant_id, due.n, due.head FROM tenants t CROSS JOIN LATERAL (
     SELECT count(*)::int AS n, min(id) AS head FROM (
         SELECT id FROM outbox o WHERE o.queue = %(queue)s AND o.tenant_id = t.tenant_id
-          AND o.available_at <= clock_timestamp() ORDER BY o.id LIMIT %(budget)s) rows) due
+          AND o.available_at <= statement_timestamp() ORDER BY o.available_at, o.id LIMIT %(budget)s) rows) due
 WHERE t.tenant_id IS NOT NULL AND due.n > 0
 """
+#: The rows the schedule chose, each tenant's in the order `WAITING` counted them (`due`: that order's key).
 _CLAIM = (f"SELECT o.* FROM unnest(%s::text[], %s::int[]) AS p(tenant_id, n) CROSS JOIN LATERAL"
-          f" (SELECT {COLUMNS}, tenant_id FROM outbox WHERE queue = %s AND outbox.tenant_id = p.tenant_id"
-          f" AND available_at <= clock_timestamp() ORDER BY id LIMIT p.n FOR UPDATE SKIP LOCKED) o")
+          f" (SELECT {COLUMNS}, tenant_id, extract(epoch FROM available_at)::float8 AS due FROM outbox"
+          f" WHERE queue = %s AND outbox.tenant_id = p.tenant_id AND available_at <= statement_timestamp()"
+          f" ORDER BY available_at, id LIMIT p.n FOR UPDATE SKIP LOCKED) o")
 
 
 def room(depth: QueueDepth, ahead: int) -> int:
     """How many messages the queue may take now: max(ahead, its in-flight count) minus what is ready."""
     return max(0, max(ahead, depth.in_flight) - depth.ready)
+
+
+def due_tenants(conn: psycopg.Connection, queue: str, budget: int) -> list[dict]:
+    """`WAITING` for `queue`, planned as it must be; call it in the turn's transaction (the setting is local to it).
+
+    Each tenant's first due rows by the index's order, never a bitmap of all its rows and a sort:
+    the planner, expecting few rows per tenant, would otherwise read each tenant's every row.
+    """
+    conn.execute("SET LOCAL enable_bitmapscan = off")
+    return conn.execute(WAITING, {"queue": queue, "budget": budget}).fetchall()
 
 
 def _load(conn: psycopg.Connection, queue: str, tenants: list[str]) -> Tags:
@@ -99,10 +114,7 @@ def publish_fair(conn: psycopg.Connection, broker: dramatiq.Broker, queue: str, 
         turn = conn.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)) AS ours", (TURN_LOCK, queue))
         if budget <= 0 or not turn.fetchone()["ours"]:
             return 0
-        # Each tenant's first due rows by the index's order, never a bitmap of all its rows and a sort:
-        # the planner, expecting few rows per tenant, would otherwise read each tenant's every row.
-        conn.execute("SET LOCAL enable_bitmapscan = off")
-        waiting = conn.execute(WAITING, {"queue": queue, "budget": budget}).fetchall()
+        waiting = due_tenants(conn, queue, budget)
         if not waiting:
             return 0
         tenants = [w["tenant_id"] for w in waiting]
@@ -113,7 +125,7 @@ def publish_fair(conn: psycopg.Connection, broker: dramatiq.Broker, queue: str, 
         counts = chosen.counts()
         claimed = conn.execute(_CLAIM, (list(counts), list(counts.values()), queue)).fetchall()
         by_tenant: dict[str, deque[dict]] = {}
-        for row in sorted(claimed, key=lambda r: r["id"]):
+        for row in sorted(claimed, key=lambda r: (r["due"], r["id"])):
             by_tenant.setdefault(row["tenant_id"], deque()).append(row)
         rows = [by_tenant[t].popleft() for t in chosen.order if by_tenant.get(t)]
         send(conn, broker, rows)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator
 
 import dramatiq
 import psycopg
@@ -79,12 +80,29 @@ RETURNING task
 _MARK_DEAD = _CLAIM.replace("state = 'pending'", "state = 'dead', last_error = %(error)s")
 
 
-def _task_of(body: bytes) -> tuple[str, str] | None:
+def _kwargs(body: bytes) -> dict:
+    """A message body's kwargs; {} when it is not a Dramatiq message (a body in Redis is never trusted)."""
     try:
-        kwargs = json.loads(body).get("kwargs") or {}
+        kwargs = json.loads(body).get("kwargs")
     except (ValueError, AttributeError):
-        return None
-    if isinstance(kwargs, dict) and kwargs.get("booking_id") and kwargs.get("task"):
+        return {}
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _bodies(client: redis.Redis, namespace: str, queues: set[str]) -> Iterator[tuple[bool, bytes]]:
+    """Every message body Dramatiq keeps for `queues` (ready, in flight, delayed, dead), each with whether it
+    is a dead letter: the one scan both the tasks' and the webhook deliveries' reconciliation read."""
+    layout = Layout(namespace)
+    for q in sorted(queues):
+        for key, dead in ((layout.ready_messages(q), False), (layout.delayed_messages(q), False),
+                          (layout.dead_messages(q), True)):
+            for _, body in client.hscan_iter(key, count=1000):
+                yield dead, body
+
+
+def _task_of(body: bytes) -> tuple[str, str] | None:
+    kwargs = _kwargs(body)
+    if kwargs.get("booking_id") and kwargs.get("task"):
         return str(kwargs["booking_id"]), str(kwargs["task"])
     return None
 
@@ -94,15 +112,12 @@ def scan_redis(client: redis.Redis, namespace: str, queues: set[str]) -> tuple[s
     delayed), and the dead ones' bodies by (booking_id, task)."""
     live: set[tuple[str, str]] = set()
     dead: dict[tuple[str, str], bytes] = {}
-    layout = Layout(namespace)
-    for q in queues:
-        for key in (layout.ready_messages(q), layout.delayed_messages(q), layout.dead_messages(q)):
-            for _, body in client.hscan_iter(key, count=1000):
-                if (found := _task_of(body)) is not None:
-                    if key == layout.dead_messages(q):
-                        dead[found] = body
-                    else:
-                        live.add(found)
+    for is_dead, body in _bodies(client, namespace, queues):
+        if (found := _task_of(body)) is not None:
+            if is_dead:
+                dead[found] = body
+            else:
+                live.add(found)
     return live, dead
 
 
@@ -163,14 +178,6 @@ def reconcile_once(conn: psycopg.Connection, client: redis.Redis, namespace: str
     return done
 
 
-def _delivery_of(body: bytes) -> str | None:
-    try:
-        kwargs = json.loads(body).get("kwargs") or {}
-    except (ValueError, AttributeError):
-        return None
-    return str(kwargs["delivery_id"]) if isinstance(kwargs, dict) and kwargs.get("delivery_id") else None
-
-
 def reconcile_webhooks_once(conn: psycopg.Connection, client: redis.Redis, namespace: str,
                             after_seconds: float) -> int:
     """Re-publish open webhook deliveries whose message is nowhere (Redis lost it); return how many.
@@ -188,13 +195,9 @@ def reconcile_webhooks_once(conn: psycopg.Connection, client: redis.Redis, names
     candidates = webhook_deliveries.stale(conn, after_seconds, limit=BATCH)
     if not candidates:
         return fanned
-    layout = Layout(namespace)
-    held = set()
     q = WEBHOOK.queue
-    for key in (layout.ready_messages(q), layout.delayed_messages(q), layout.dead_messages(q)):
-        for _, body in client.hscan_iter(key, count=1000):
-            if (found := _delivery_of(body)) is not None:
-                held.add(found)
+    held = {str(kwargs["delivery_id"]) for _, body in _bodies(client, namespace, {q})
+            if (kwargs := _kwargs(body)).get("delivery_id")}
     done = fanned
     for delivery_id in candidates:
         if delivery_id in held or not webhook_deliveries.republish(conn, delivery_id, after_seconds):

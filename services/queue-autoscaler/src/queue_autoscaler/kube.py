@@ -22,6 +22,7 @@ import base64
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx2
 from lightkube import AsyncClient
@@ -65,6 +66,22 @@ async def call(what: str) -> AsyncIterator[None]:
         raise KubeError(0, f"{what}: {e!r}") from e
 
 
+@dataclass(frozen=True)
+class TargetScale:
+    """What a Deployment's scale subresource reports: its replicas and the label selector of its pods."""
+
+    deployment: str
+    replicas: int
+    #: `status.selector` (`k=v,...`); None when the subresource reports none.
+    selector: str | None = None
+
+    def pod_selector(self) -> str:
+        """The selector, or KubeError when there is none (the pods cannot be listed then)."""
+        if not self.selector:
+            raise KubeError(0, f"deployments/{self.deployment}/scale reports no pod selector")
+        return self.selector
+
+
 class KubeClient:
     """The operator's calls, on one lightkube AsyncClient (one connection pool)."""
 
@@ -74,26 +91,25 @@ class KubeClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def get_replicas(self, namespace: str, deployment: str) -> int:
-        """spec.replicas of the Deployment's scale subresource (get deployments/scale)."""
+    async def get_scale(self, namespace: str, deployment: str) -> TargetScale:
+        """The Deployment's scale subresource: its replicas and its pods' selector (get deployments/scale).
+
+        One read gives both, so a poll reads the subresource once, whatever it then needs.
+        """
         async with call(f"get deployments/{deployment}/scale"):
             scale = await self._client.get(Deployment.Scale, deployment, namespace=namespace)
-        return int(scale.spec.replicas or 0) if scale.spec else 0
+        return TargetScale(deployment, int(scale.spec.replicas or 0) if scale.spec else 0,
+                           (scale.status.selector if scale.status else None) or None)
+
+    async def get_replicas(self, namespace: str, deployment: str) -> int:
+        """spec.replicas of the Deployment's scale subresource (get deployments/scale)."""
+        return (await self.get_scale(namespace, deployment)).replicas
 
     async def set_replicas(self, namespace: str, deployment: str, replicas: int) -> None:
         """Merge-patch the scale subresource only (patch deployments/scale): nothing else changes."""
         async with call(f"patch deployments/{deployment}/scale"):
             await self._client.patch(Deployment.Scale, deployment, {"spec": {"replicas": replicas}},
                                      namespace=namespace, patch_type=PatchType.MERGE)
-
-    async def scale_selector(self, namespace: str, deployment: str) -> str:
-        """The label selector of the Deployment's pods, as its scale subresource reports it (get deployments/scale)."""
-        async with call(f"get deployments/{deployment}/scale"):
-            scale = await self._client.get(Deployment.Scale, deployment, namespace=namespace)
-        selector = scale.status.selector if scale.status else None
-        if not selector:
-            raise KubeError(0, f"deployments/{deployment}/scale reports no pod selector")
-        return selector
 
     async def list_pods(self, namespace: str, selector: str) -> list[PodView]:
         """The pods matching `selector` that are not already terminating, with their deletion cost and creation

@@ -30,12 +30,13 @@ import redis
 
 from booking_scaling.backlog import Backlog
 from booking_scaling.decision import Decision, ScalerState, decide
+from booking_scaling.podload import PodLoad
 from booking_scaling.pressure import LatencyWatch
 from booking_scaling.promise import Observed
 from booking_settings.boot import boot
 from queue_autoscaler import deletion_cost, metrics
 from queue_autoscaler import spec as qs
-from queue_autoscaler.kube import KubeClient, KubeError
+from queue_autoscaler.kube import KubeClient, KubeError, TargetScale
 from queue_autoscaler.pod_start import StartLatencies
 from queue_autoscaler.reading import BacklogSource, LatencySource
 from queue_autoscaler.settings import LEGACY_FINALIZER, OperatorSettings
@@ -85,8 +86,11 @@ async def _redis_url(rt: Runtime, kube: KubeClient, namespace: str, s: ScalerSpe
     return rt.redis_url
 
 
-async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, now: float):
-    """(Backlog, depths, every queue paused, Observed); any failure, the Secret's included, is an unreadable Backlog.
+async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, scale: TargetScale,
+                        now: float):
+    """(Backlog, depths, every queue paused, Observed, pod loads); any failure, the Secret's included, is an
+    unreadable Backlog.  The pods' loads are read here only with spec.maxAge (None otherwise, or unreadable);
+    a scale-down in the same poll marks the pods with them rather than reading them again.
 
     Observed carries the oldest waiting task's age (Redis or the outbox's copy, same reading) and the workers'
     completion count, which the promise (spec.maxAge) is kept with.
@@ -97,36 +101,40 @@ async def _read_backlog(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerS
     try:
         url = await _redis_url(rt, memo.kube, namespace, s, now)
     except KubeError as e:
-        return Backlog.unreadable(f"Redis URL from secret {s.secret_name}/{s.secret_key}: {e}"), [], False, None
+        return (Backlog.unreadable(f"Redis URL from secret {s.secret_name}/{s.secret_key}: {e}"), [], False, None,
+                None)
     backlog, depths = await memo.backlog.read(url, s.redis_namespace, s.queues,
                                               delayed_lead_seconds=s.policy.delayed_lead_seconds)
     if backlog.error is not None:
         rt.redis_url = None  # the Secret may have been rotated: read it again next time
-        return backlog, depths, False, None
+        return backlog, depths, False, None, None
     paused = await memo.backlog.paused(url, s.redis_namespace, s.queues)
-    observed = None
+    observed = loads = None
     if s.policy.max_age is not None:
         done = await memo.backlog.completed(url, s.redis_namespace, s.queues)
-        await _measure_pod_starts(rt, memo, namespace, s, url)
+        loads = await _measure_pod_starts(rt, memo, namespace, s, scale, url)
         observed = Observed(oldest_age=backlog.oldest_age_seconds(depths, int(time.time() * 1000)), completed=done,
                             start_latency=rt.starts.estimate())
-    return backlog, depths, bool(s.queues) and paused >= set(s.queues), observed
+    return backlog, depths, bool(s.queues) and paused >= set(s.queues), observed, loads
 
 
-async def _measure_pod_starts(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, url: str) -> None:
-    """Measure the start latency of pods that stamped for the first time (queue_autoscaler.pod_start).
+async def _measure_pod_starts(rt: Runtime, memo: kopf.Memo, namespace: str, s: ScalerSpec, scale: TargetScale,
+                              url: str) -> dict[str, PodLoad] | None:
+    """Measure the start latency of pods that stamped for the first time (queue_autoscaler.pod_start); the
+    pods' loads as read (None when unreadable).
 
     The pods are listed only when a pod not seen before has stamped; any failure leaves the
     estimate as it was (podStartSeconds until one is measured) and never stops the poll.
     """
+    loads = None
     try:
         loads = await memo.backlog.pod_loads(url, s.redis_namespace, s.queues)
-        if not rt.starts.unseen(loads):
-            return
-        pods = await memo.kube.list_pods(namespace, await memo.kube.scale_selector(namespace, s.target))
-        rt.starts.observe({p.name: p.created for p in pods if p.created is not None}, loads)
+        if rt.starts.unseen(loads):
+            pods = await memo.kube.list_pods(namespace, scale.pod_selector())
+            rt.starts.observe({p.name: p.created for p in pods if p.created is not None}, loads)
     except (KubeError, redis.RedisError, OSError, ValueError) as e:
         logging.getLogger(__name__).debug("pod start latency not measured: %s", e)
+    return loads
 
 
 def _write_status(rt: Runtime, patch: kopf.Patch, meta: Any, now: float, conds: list[dict], *,
@@ -168,8 +176,12 @@ def _refuse(rt: Runtime, patch: kopf.Patch, body: Any, now: float, why: Readines
 
 
 async def _mark_idle_pods(rt: Runtime, memo: kopf.Memo, namespace: str, name: str, s: ScalerSpec,
-                          remove: int, logger: logging.Logger) -> None:
+                          scale: TargetScale, loads: dict[str, PodLoad] | None, remove: int,
+                          logger: logging.Logger) -> None:
     """Before removing `remove` replicas: the idlest pods get a low pod-deletion-cost (queue_autoscaler.deletion_cost).
+
+    `scale` is the poll's reading of the target's scale subresource (its pods' selector) and
+    `loads` the pods' loads when the poll read them already (spec.maxAge): neither is read twice.
 
     Best effort: a failure (no pods RBAC, Redis unreadable, a pod gone) is logged and counted
     (queue_autoscaler_deletion_cost_errors_total) and the scale-down goes ahead, as it would have
@@ -180,9 +192,9 @@ async def _mark_idle_pods(rt: Runtime, memo: kopf.Memo, namespace: str, name: st
     try:
         if rt.redis_url is None:
             raise KubeError(0, "the Redis URL is not known (the backlog was not read)")
-        selector = await kube.scale_selector(namespace, s.target)
-        pods = await kube.list_pods(namespace, selector)
-        loads = await memo.backlog.pod_loads(rt.redis_url, s.redis_namespace, s.queues)
+        pods = await kube.list_pods(namespace, scale.pod_selector())
+        if loads is None:
+            loads = await memo.backlog.pod_loads(rt.redis_url, s.redis_namespace, s.queues)
         for pod, cost in deletion_cost.plan(pods, loads, remove).items():
             try:
                 await kube.set_deletion_cost(namespace, pod, cost)
@@ -198,14 +210,15 @@ async def _mark_idle_pods(rt: Runtime, memo: kopf.Memo, namespace: str, name: st
 
 
 async def _scale(rt: Runtime, memo: kopf.Memo, body: Any, namespace: str, name: str, s: ScalerSpec,
-                 decision: Decision, logger: logging.Logger, now: float) -> tuple[Readiness, int]:
+                 scale: TargetScale, loads: dict[str, PodLoad] | None, decision: Decision, logger: logging.Logger,
+                 now: float) -> tuple[Readiness, int]:
     """Apply a changed decision to the scale subresource, with its Event; (readiness, replicas after)."""
     if not decision.changed:
         return READY, decision.current
     kube: KubeClient = memo.kube
     target = s.target
     if decision.desired < decision.current:
-        await _mark_idle_pods(rt, memo, namespace, name, s, decision.current - decision.desired, logger)
+        await _mark_idle_pods(rt, memo, namespace, name, s, scale, loads, decision.current - decision.desired, logger)
     try:
         await kube.set_replicas(namespace, target, decision.desired)
     except KubeError as e:
@@ -229,7 +242,8 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
     rt.next_poll = now + s.policy.polling_interval
     kube: KubeClient = memo.kube
     try:
-        current = await kube.get_replicas(namespace, s.target)
+        scale = await kube.get_scale(namespace, s.target)
+        current = scale.replicas
         competing = qs.hpa_conflicts(await kube.list_hpas(namespace), s.target)
     except KubeError as e:
         metrics.observe_scale_error(namespace, name)
@@ -240,14 +254,14 @@ async def _poll(rt: Runtime, spec: Any, name: str, namespace: str, body: Any, me
                                               f"Deployment {s.target}; this QueueScaler will not scale it too")
         return _refuse(rt, patch, body, now, why, s.policy.paused, currentReplicas=current)
 
-    backlog, depths, queue_paused, observed = await _read_backlog(rt, memo, namespace, s, now)
+    backlog, depths, queue_paused, observed, loads = await _read_backlog(rt, memo, namespace, s, scale, now)
     if rt.latency is None or rt.latency.budget != s.budget:
         rt.latency = LatencyWatch(s.budget)
     signal = await memo.latency.judge(rt.latency, now)
     decision = decide(backlog, current, s.policy, rt.state, now, accept_path=signal, queue_paused=queue_paused,
                       observed=observed)
     rt.state = decision.new_state
-    readiness, after = await _scale(rt, memo, body, namespace, name, s, decision, logger, now)
+    readiness, after = await _scale(rt, memo, body, namespace, name, s, scale, loads, decision, logger, now)
     if backlog.error is not None:
         metrics.observe_read_error(namespace, name)
         logger.warning(decision.reason)

@@ -190,11 +190,10 @@ def cmd_audit(args, s: Settings) -> int:
 def _tenant_lines(queue: str, data: dict) -> list[str]:
     """One queue's "who is filling it" (`tenant_backlog.as_json`) as table rows, every name made printable."""
     from booking_core.model.text import printable
+    from booking_core.queues.tenant_backlog import shown_name
 
     def name(t: dict) -> str:
-        shown = t["name"] if t["name"] is not None else (
-            f"(unknown tenant {t['tenant_id']!r})" if t["tenant_id"] else "(no tenant)")
-        return printable(shown)[:40]
+        return printable(shown_name(t["tenant_id"], t["name"]))[:40]
 
     rows = [(name(t), t["waiting"], t["later"], t["oldest_waiting_age_seconds"]) for t in data["top_tenants"]]
     other = data["other_tenants"]
@@ -222,9 +221,7 @@ def cmd_queues(args, s: Settings) -> int:
             print(f"resumed {args.name}" if changed else f"{args.name} was not paused")
             return 0
         state = pauses.state(conn)
-        rows = tenant_backlog.read(conn)
-        ranked = tenant_backlog.rank(rows, tenant_backlog.TOP)
-        names = tenant_backlog.names(conn, [t.tenant_id for q in ranked.values() for t in q.top])
+        ranked, names = tenant_backlog.top(conn)
     now_ms = int(time.time() * 1000)
     who_fills = {q: tenant_backlog.as_json(ranked.get(q), names, now_ms) for q in state}
     if args.json:

@@ -15,8 +15,9 @@ tenant would mean parsing every ready message for a few messages' difference.
 first (due now or waiting out a retry's backoff), ties by tenant id so the
 order is stable between readings, and the rest summed, so whatever the number
 of tenants a page or a metric shows at most `n + 1` lines per queue.
-`as_json` (pure) is the shape the ops API and `bookingctl queues --json` give
-it; `SharedReading` spares a process more than one reading per few seconds.
+`top` is one such reading with the tenants' names, as every page and command
+shows it; `as_json` (pure) is the shape the ops API and `bookingctl queues
+--json` give it; `SharedReading` spares a process more than one reading per few seconds.
 """
 
 from __future__ import annotations
@@ -104,6 +105,19 @@ def names(conn: psycopg.Connection, tenant_ids: list[str]) -> dict[str, str]:
         "SELECT id::text AS id, name FROM tenants WHERE id = ANY(%s::uuid[])", (known,)).fetchall()}
 
 
+def top(conn: psycopg.Connection, n: int = TOP) -> tuple[dict[str, QueueTenants], dict[str, str]]:
+    """(each queue's top `n` tenants, the names of those that are tenants): one reading, as shown to people."""
+    ranked = rank(read(conn), n)
+    return ranked, names(conn, [t.tenant_id for q in ranked.values() for t in q.top])
+
+
+def shown_name(tenant_id: str, name: str | None) -> str:
+    """How a page or a command names an outbox row's tenant: its name, else a bounded copy of the id as
+    written (payload text, quoted so that it reads as data), else "(no tenant)"."""
+    if name is not None:
+        return name
+    return f"(unknown tenant {tenant_id[:SHOWN_ID_CHARS]!r})" if tenant_id else "(no tenant)"
+
 
 def _age_seconds(oldest_ms: int, now_ms: int) -> float:
     return round(max(0, now_ms - oldest_ms) / 1000, 3) if oldest_ms else 0.0
@@ -136,12 +150,21 @@ class SharedReading:
         self._key = ""
         self._value: tuple[dict[str, QueueTenants], dict[str, str]] = ({}, {})
 
-    def get(self, settings: Settings) -> tuple[dict[str, QueueTenants], dict[str, str]]:
-        """(each queue's top tenants, their names), at most `ttl` seconds old."""
+    def get(self, settings: Settings, conn: psycopg.Connection | None = None,
+            ) -> tuple[dict[str, QueueTenants], dict[str, str]]:
+        """(each queue's top tenants, their names), at most `ttl` seconds old.
+
+        A reading is made on `conn` when the caller has one (the API's request connection, from
+        its own bounded pool: an API process must not open booking_core's pool beside it), else
+        on a connection of booking_core's pool.
+        """
         with self._lock:
             if self._key != settings.database_url or time.monotonic() - self._at >= self.ttl:
-                with db.pool(settings.database_url, autocommit=True).connection() as c:
-                    backlog = rank(read(c), TOP)
-                    found = names(c, [t.tenant_id for q in backlog.values() for t in q.top])
-                self._at, self._key, self._value = time.monotonic(), settings.database_url, (backlog, found)
+                if conn is not None:
+                    reading = top(conn)
+                else:
+                    with db.pool(settings.database_url, autocommit=True).connection() as c:
+                        reading = top(c)
+                self._at, self._key, self._value = time.monotonic(), settings.database_url, reading
             return self._value
+
