@@ -134,6 +134,38 @@ def test_another_tenants_endpoint_hears_nothing(db_conn, tenant, sealer):
     assert webhook_outbox(db_conn, other) == []
 
 
+def calls_completing_all_tasks(conn, booking_id) -> dict[str, int]:
+    """Complete the booking's three tasks in one transaction, as the workers' commits do, and
+    return how often each PL/pgSQL function ran in it (Postgres's own per-transaction counts)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        for task in ("email", "invoice", "audit"):
+            taskstate.mark_done(conn, booking_id, task)
+        rows = conn.execute("SELECT funcname, calls FROM pg_stat_xact_user_functions").fetchall()
+    return {r["funcname"]: r["calls"] for r in rows}
+
+
+def test_a_tenant_without_a_live_endpoint_costs_the_task_trigger_no_emit(db_conn, tenant, sealer):
+    # Most tenants have no webhook: their task completions must not pay for the events'
+    # payloads (email_sends, invoices, the completion check) only for webhook_emit to drop them.
+    other = tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
+    endpoints.create(db_conn, sealer, other["id"], {"url": "https://other.example/hook"})
+    endpoints.create(db_conn, sealer, tenant["id"], {"url": "https://off.example/hook", "enabled": False})
+    gone, _ = endpoints.create(db_conn, sealer, tenant["id"], {"url": "https://gone.example/hook"})
+    assert endpoints.delete(db_conn, tenant["id"], gone["id"])
+    booking_id = new_booking(db_conn, tenant)
+    calls = calls_completing_all_tasks(db_conn, booking_id)
+    assert calls.get("webhook_events_from_tasks") == 3  # the trigger ran, once per statement
+    assert "webhook_emit" not in calls
+    assert events(db_conn, booking_id) == []
+    # The same completions of a tenant with a live endpoint emit their three events.
+    theirs = new_booking(db_conn, other)
+    calls = calls_completing_all_tasks(db_conn, theirs)
+    assert calls.get("webhook_emit") == 3
+    assert [t for _, t, _ in events(db_conn, theirs)] == [
+        "booking.created", "booking.email_sent", "booking.invoice_issued", "booking.completed"]
+
+
 def test_disabled_and_deleted_endpoints_hear_nothing(db_conn, tenant, sealer):
     a, _ = endpoints.create(db_conn, sealer, tenant["id"], {"url": "https://a.example/hook", "enabled": False})
     b, _ = endpoints.create(db_conn, sealer, tenant["id"], {"url": "https://b.example/hook"})
