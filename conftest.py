@@ -57,6 +57,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
+def helm() -> str:
+    """The pinned helm binary (tools/get-helm.sh), for every test that renders or installs the chart."""
+    from helm_helpers import install_helm
+
+    return install_helm()
+
+
+@pytest.fixture(scope="session")
 def server_root() -> Path:
     """This session's root for servers' data, which the embedded Postgres's user can always reach."""
     root, lock = session_root()

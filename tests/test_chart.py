@@ -35,7 +35,6 @@ from helm_helpers import (
     containers,
     env_of,
     helm_args,
-    install_helm,
     local_argv,
     pod_labels,
     pod_specs,
@@ -50,11 +49,6 @@ CRD_FILE = CHART / "crds" / "queuescalers.yaml"
 #: Validated against their CRDs (the Prometheus Operator's in test_observability_chart.py), not Kubernetes' schemas.
 CUSTOM_KINDS = {"QueueScaler", "KopfPeering", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 QUEUES = ("email", "invoice", "audit", "webhook")
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    return install_helm()
 
 
 @pytest.fixture(scope="session")

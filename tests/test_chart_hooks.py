@@ -16,14 +16,9 @@ import re
 
 import pytest
 
-from helm_helpers import CHART, CI_VALUES, ROOT, by_kind, component_name, install_helm, template
+from helm_helpers import CHART, CI_VALUES, ROOT, by_kind, component_name, template
 
 HELM_DEFAULT_TIMEOUT = 300
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def hook_deadlines(docs: list[dict]) -> dict[str, int]:

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from helm_helpers import CHART, CI_VALUES, NAMESPACE, by_kind, helm_args, install_helm, run_helm, template
+from helm_helpers import CHART, CI_VALUES, NAMESPACE, by_kind, helm_args, run_helm, template
 
 KUBE_VERSION = "1.35.0"
 CLUSTER_SCOPED = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "IngressClass",
@@ -30,11 +30,6 @@ EVERYTHING = {
 }
 DEV = CHART / "ci" / "dev-values.yaml"
 LONG_RELEASE = "r" * 39 + "-production-eu"  # 53 characters, Helm's limit
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def render(helm: str, release: str, *flags: str) -> list[dict]:

@@ -8,7 +8,6 @@ its cleanup command) runs on KMock in services/queue-autoscaler/tests.
 from __future__ import annotations
 
 import kubernetes_validate
-import pytest
 import yaml
 
 from helm_helpers import (
@@ -17,7 +16,6 @@ from helm_helpers import (
     by_kind,
     component_name,
     helm_args,
-    install_helm,
     pod_labels,
     run_helm,
     selects,
@@ -29,11 +27,6 @@ DEFAULT = CHART / "ci" / "default-values.yaml"
 PRODUCTION = CHART / "ci" / "production-values.yaml"
 QUEUES = ("email", "invoice", "audit", "webhook")
 OBSERVED = {"metrics.serviceMonitor.enabled": "true", "metrics.prometheusRule.enabled": "true"}
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def operator_container(docs: list[dict]) -> dict:

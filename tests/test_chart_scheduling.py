@@ -6,7 +6,6 @@ Rendered by the real helm binary and validated against Kubernetes' schemas.
 from __future__ import annotations
 
 import kubernetes_validate
-import pytest
 
 from helm_helpers import (
     CHART,
@@ -14,7 +13,6 @@ from helm_helpers import (
     by_kind,
     component_name,
     helm_args,
-    install_helm,
     pod_labels,
     pod_specs,
     run_helm,
@@ -25,11 +23,6 @@ from helm_helpers import (
 KUBE_VERSION = "1.35.0"
 DEFAULT = CHART / "ci" / "default-values.yaml"
 SPREAD = ("api", "events", "relay", "email-worker", "invoice-worker", "audit-worker")
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def deployments(docs: list[dict]) -> dict[str, dict]:

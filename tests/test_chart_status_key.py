@@ -9,19 +9,13 @@ chart renders only where `lookup` works. That branch is rendered for real with
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
-from helm_helpers import CHART, NAMESPACE, RELEASE, by_kind, component_name, helm_args, install_helm, run_helm
+from helm_helpers import CHART, NAMESPACE, RELEASE, by_kind, component_name, helm_args, run_helm
 from kube_standin import KubeStandIn
 
 DEFAULT = CHART / "ci" / "default-values.yaml"
 GENERATED = {"events.statusSecret.existingSecret": ""}
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def render(helm: str, *flags: str, kubeconfig=None) -> tuple[str, list[dict]]:

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import redis
 
-from helm_helpers import CHART, RELEASE, containers, helm_args, install_helm, pod_specs, run_helm, template
+from helm_helpers import CHART, RELEASE, containers, helm_args, pod_specs, run_helm, template
 
 KUBE_VERSION = "1.35.0"
 DEFAULT = CHART / "ci" / "default-values.yaml"
@@ -31,11 +31,6 @@ MOUNTED = "/etc/booking-platform/ca/ca.crt"
 PLATFORM = ("api", "events", "relay", "email-worker", "invoice-worker", "audit-worker", "operator", "migrations",
             "test")
 POSTGRES_CLIENTS = set(PLATFORM) - {"operator"}
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def component_of(owner: dict) -> str:

@@ -20,7 +20,6 @@ from helm_helpers import (
     by_kind,
     component_name,
     helm_args,
-    install_helm,
     pod_labels,
     pod_specs,
     run_helm,
@@ -31,11 +30,6 @@ from kube_standin import KubeStandIn
 
 DEFAULT = CHART / "ci" / "default-values.yaml"
 HOOK = component_name("webhook-worker")
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 @pytest.fixture(scope="module")

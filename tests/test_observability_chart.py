@@ -34,7 +34,6 @@ from helm_helpers import (
     component_name,
     containers,
     helm_args,
-    install_helm,
     pod_labels,
     selects,
     template,
@@ -72,11 +71,6 @@ FIRST_EVENT_ONLY = {"booking_relay_failures_total", "dramatiq_message_errors_tot
 #: are those tenants; none waits once the test's one booking is published).  Their exposition with
 #: rows waiting is checked in services/outbox-relay/tests/test_backlog_report.py.
 WHILE_A_TENANT_WAITS = {"booking_tenant_backlog_messages", "booking_tenant_oldest_age_seconds"}
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 @pytest.fixture(scope="session")

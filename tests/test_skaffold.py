@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from helm_helpers import CHART, ROOT, containers, helm_args, install_helm, template
+from helm_helpers import CHART, ROOT, containers, helm_args, template
 
 SCHEMA = ROOT / "tests" / "schemas" / "skaffold-v4beta13.json"
 THIRD_PARTY = ("postgresql", "redis", "smtpSink")  # upstream images, pulled, never built
@@ -25,11 +25,6 @@ THIRD_PARTY = ("postgresql", "redis", "smtpSink")  # upstream images, pulled, ne
 @pytest.fixture(scope="module")
 def skaffold() -> dict:
     return yaml.safe_load((ROOT / "skaffold.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def sanitize(artifact: str) -> str:

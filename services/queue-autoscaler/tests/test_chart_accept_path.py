@@ -13,17 +13,12 @@ import pytest
 import yaml
 
 from booking_scaling.pressure import LatencyBudget
-from helm_helpers import CHART, by_kind, crd_json_schema, helm_args, install_helm, run_helm, template, with_defaults
+from helm_helpers import CHART, by_kind, crd_json_schema, helm_args, run_helm, template, with_defaults
 from queue_autoscaler.spec import parse_spec
 
 CRD = yaml.safe_load((CHART / "crds" / "queuescalers.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 FEDERATE = "http://prometheus-operated.monitoring:9090/federate?match[]=booking_http_request_duration_seconds_bucket"
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return install_helm()
 
 
 def scalers(helm, *values_files) -> dict[str, dict]:
