@@ -32,21 +32,19 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import tempfile
 import threading
 import time
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
 import report
+from webhooks_accept import two_tenants
 
 from booking_core import db
-from booking_core.db.migrate import migrate
-from booking_core.model import bookings, tenants
+from booking_core.model import bookings
 from booking_core.tasks import taskstate
-from booking_core.webhooks import endpoints, sealing
-from booking_embedded import EmbeddedPostgres, free_port
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "libs/booking-core/src/booking_core/db/migrations"
 BOOKING = bookings.NewBooking("Bench Mark", "bench@example.com", "Sea-view room", date(2027, 3, 1),
@@ -145,29 +143,21 @@ def main() -> None:
     args = ap.parse_args()
     functions = {"t0013": trigger_function("0013_*.sql"), "t0015": trigger_function("0015_*.sql")}
     got: dict[str, dict[str, list[float]]] = {m: {k: [] for k in SERIES} for m in MODES}
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = EmbeddedPostgres(Path(tmp), free_port(), Path(tmp) / "logs")
-        pg.start()
-        try:
-            migrate(pg.url)
-            sealer = sealing.Sealer([sealing.new_key()])
-            with db.connect(pg.url, autocommit=True) as conn:
-                without = tenants.ensure_tenant(conn, "no-webhooks")["id"]
-                with_ = tenants.ensure_tenant(conn, "webhooks")["id"]
-                endpoints.create(conn, sealer, with_, {"url": "https://hooks.example/in"})
-                set_mode(conn, "t0015", functions)
-                run_mode(pg.url, seed(conn, without, 60), args.connections)  # warm-up
-                for r in range(args.rounds):
-                    for mode in MODES[r % len(MODES):] + MODES[:r % len(MODES)]:  # each first in turn
-                        ids = seed(conn, with_ if mode.endswith("_endpoint") else without, args.bookings)
-                        set_mode(conn, mode, functions)
-                        for k, v in run_mode(pg.url, ids, args.connections).items():
-                            got[mode][k] += v
-                    conn.execute("DELETE FROM outbox")
-                    conn.execute("DELETE FROM webhook_events")
-                    conn.execute("VACUUM ANALYZE booking_tasks, booking_events, outbox")
-        finally:
-            pg.stop()
+    with loadgen.embedded_settings() as settings:  # Postgres (and a Redis, unused), migrated
+        url = settings.database_url
+        with db.connect(url, autocommit=True) as conn:
+            without, with_ = two_tenants(conn, 1)
+            set_mode(conn, "t0015", functions)
+            run_mode(url, seed(conn, without, 60), args.connections)  # warm-up
+            for r in range(args.rounds):
+                for mode in MODES[r % len(MODES):] + MODES[:r % len(MODES)]:  # each first in turn
+                    ids = seed(conn, with_ if mode.endswith("_endpoint") else without, args.bookings)
+                    set_mode(conn, mode, functions)
+                    for k, v in run_mode(url, ids, args.connections).items():
+                        got[mode][k] += v
+                conn.execute("DELETE FROM outbox")
+                conn.execute("DELETE FROM webhook_events")
+                conn.execute("VACUUM ANALYZE booking_tasks, booking_events, outbox")
     med = {k: {m: round(statistics.median(got[m][k]), 4) for m in MODES} for k in SERIES}
     stmt = med["stmt"]
     report.write({
