@@ -248,13 +248,3 @@ def test_attempts_failure_streak_disable_and_replay(db_conn, tenant, sealer):
     ep = endpoints.update(db_conn, tenant["id"], row["id"], {"enabled": True})
     assert ep["enabled"] and ep["disabled_reason"] is None and ep["failing_since"] is None
 
-
-@pytest.mark.parametrize("trace", ["4bf92f3577b34da6a3ce929d0e0e4736", "0" * 32, "4BF92F3577B34DA6A3CE929D0E0E4736",
-                                   "4bf92f35", "'; DROP TABLE outbox; --", None])
-def test_webhook_messages_join_the_booking_trace_only_with_a_valid_trace_id(db_conn, trace):
-    span_of = uuid.uuid4()
-    [row] = db_conn.execute("SELECT webhook_trace_options(%s, %s) AS o", (trace, span_of)).fetchall()
-    if trace == "4bf92f3577b34da6a3ce929d0e0e4736":
-        assert row["o"] == {"trace_context": {"traceparent": f"00-{trace}-{span_of.hex[:16]}-01"}}
-    else:
-        assert row["o"] == {}
