@@ -15,9 +15,9 @@ and KEDA's policy and today's depth target on the same traces:
   pod-deletion-cost) idle pods first and the busiest last, or (the others, Kubernetes'
   default) the newest; a busy pod finishes its tasks before it goes and costs until then.
 * the policies:
-  - `promise`: decide() with maxAge (email 30 s, invoice 120 s), the completion count,
-    the oldest age and the measured start latency (email: poll 15 s, 60 s window, 20 %
-    tolerance, 30 s throughput half-life; invoice: poll 5 s, 300 s, 10 %, 60 s);
+  - `promise`: decide() with the chart's defaults for the worker (charts/booking-platform/values.yaml,
+    workers.<pool>.autoscaling: maxAge, poll, window, tolerance, half-life, floor, step limits; read as
+    the operator reads a QueueScaler), the completion count, the oldest age and the measured start latency;
   - `depth`: decide() as today (targetBacklogPerReplica: email 20, invoice 10), poll 5 s;
   - `keda`: the HPA formula on the ready list, ceil(current x metric / target) =
     ceil(list / target), unchanged within 10 % of the target, scale-down to the highest
@@ -28,6 +28,7 @@ and KEDA's policy and today's depth target on the same traces:
   replica count.
 
     .venv/bin/python bench/autoscale_sim.py                 # every trace, both pools, the table
+    .venv/bin/python bench/autoscale_sim.py --seed 2        # -> results/autoscale_sim_seed2.json
     .venv/bin/python bench/autoscale_sim.py --stress        # 1,000,000 emails, up to 1,000 replicas, timed
 """
 
@@ -54,30 +55,48 @@ HERE = Path(__file__).resolve().parent
 MAX = 1000
 
 
+#: The shipped defaults: the simulation's promise policy is the chart's, so what it proves is what `helm install`
+#: gets (tests/test_autoscale_sim_settings.py fails when the two, or the recorded results, drift apart).
+CHART_VALUES = HERE.parent / "charts/booking-platform/values.yaml"
+#: What the chart cannot know and the simulation fixes: the cluster's size (1 to MAX replicas for every policy).
+CLUSTER = {"minReplicaCount": 1, "maxReplicaCount": MAX}
+
+
 @dataclass(frozen=True)
 class Pool:
     name: str
+    #: Tasks one simulated replica runs at once, and its replicaConcurrency (email: I/O-bound threads; invoice:
+    #: one CPU-bound render per process, whatever its thread count).
     slots: int
-    max_age: float
-    target: int  # today's targetBacklogPerReplica
-    #: minThroughputPerReplica: about half what the recorded samples say a replica does (tasks/s).
-    floor: float
-    #: The promise policy's stabilizationWindowSeconds, tolerance and throughputHalfLifeSeconds.
-    window: float = 300.0
-    tolerance: float = 0.1
-    half_life: float = 60.0
-    #: The promise policy's pollingInterval.
-    poll: float = 5.0
+    #: The promise policy: the chart's workers.<name>.autoscaling, read as the operator reads a QueueScaler's
+    #: spec (Policy.from_spec), with the cluster's min/max and the replica's concurrency.
+    policy: Policy
+
+    @property
+    def max_age(self) -> float:
+        assert self.policy.max_age is not None
+        return self.policy.max_age
+
+    @property
+    def target(self) -> int:
+        """Today's targetBacklogPerReplica (the depth policy and KEDA's target)."""
+        return self.policy.target_backlog_per_replica
 
 
-#: Email's promise: a 60 s window, 20 % tolerance, a 30 s half-life and a 15 s poll. With KEDA's 300 s
-#: window the pool kept a burst's peak for five minutes after it (0.89x KEDA's pod-seconds in the burst,
-#: 0.91x in the SMTP slowdown); the shorter half-life sees a slowdown sooner and the wider tolerance
-#: keeps a margin of replicas, so the slowdown stays above 99 % within maxAge; polling every 15 s
-#: instead of 5 s takes fewer, larger steps, which brings the scale events per hour under KEDA's
-#: on every trace (bench/README.md).
-POOLS = {"email": Pool("email", 8, 30.0, 20, 1.0, window=60.0, tolerance=0.2, half_life=30.0, poll=15.0),
-         "invoice": Pool("invoice", 1, 120.0, 10, 0.02)}
+def chart_autoscaling(name: str, values: Path = CHART_VALUES) -> dict:
+    """workers.<name>.autoscaling of the chart's values.yaml."""
+    import yaml
+
+    return yaml.safe_load(values.read_text())["workers"][name]["autoscaling"]
+
+
+def pool(name: str, slots: int, values: Path = CHART_VALUES) -> Pool:
+    """A pool scaled by the chart's defaults for its worker, at the simulated cluster's size."""
+    spec = {**chart_autoscaling(name, values), **CLUSTER, "replicaConcurrency": slots}
+    return Pool(name, slots, Policy.from_spec(spec))
+
+
+POOLS = {"email": pool("email", 8), "invoice": pool("invoice", 1)}
 
 
 # -- traces: bookings/s as a function of time, and how long ----------------------------------------------
@@ -163,12 +182,7 @@ class Keda(Scaler):
 def policies(pool: Pool) -> dict[str, Callable[[], Scaler]]:
     common = {"min_replica_count": 1, "max_replica_count": MAX, "polling_interval": 5.0}
     return {
-        "promise": lambda: Core(Policy(**{**common, "polling_interval": pool.poll}, max_age=pool.max_age,
-                                       pod_start_seconds=30,
-                                       min_throughput_per_replica=pool.floor, stabilization_window_seconds=pool.window,
-                                       tolerance=pool.tolerance, throughput_half_life_seconds=pool.half_life,
-                                       replica_concurrency=pool.slots),
-                              promise=True),
+        "promise": lambda: Core(pool.policy, promise=True),
         "depth": lambda: Core(Policy(**common, target_backlog_per_replica=pool.target), promise=False),
         "keda": lambda: Keda(pool.target),
     }
@@ -374,8 +388,12 @@ def main() -> None:
     ap.add_argument("--pods-per-node", type=int, default=30)
     ap.add_argument("--node-seconds", type=float, default=90.0)
     ap.add_argument("--stress", action="store_true")
-    ap.add_argument("--out", type=Path, default=HERE / "results/autoscale_sim.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results file (default results/autoscale_sim.json, or autoscale_sim_seedN.json)")
     args = ap.parse_args()
+    if args.out is None:
+        name = "autoscale_sim.json" if args.seed == 1 else f"autoscale_sim_seed{args.seed}.json"
+        args.out = HERE / "results" / name
     samples = json.loads(args.samples.read_text())["seconds"]
     if args.stress:
         result = stress(samples, args.seed, args)
@@ -384,7 +402,10 @@ def main() -> None:
         return
     rows = run_all(samples, args.seed, args)
     print(table(rows))
-    args.out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "rows": [
+    # The policies simulated (the chart's defaults at the cluster's size): tests/test_chart_autoscale_sim.py
+    # checks them against the chart, so results made with other settings cannot pass for the shipped ones.
+    policies = {name: p.policy.to_spec() for name, p in POOLS.items()}
+    args.out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "policies": policies, "rows": [
         {k: v for k, v in r.items() if k != "series"} for r in rows]}, indent=1) + "\n")
     plot(rows, args.out.with_suffix(".png"))
 

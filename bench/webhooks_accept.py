@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
 import report
 
 from booking_core import db
-from booking_core.db.migrate import migrate
 from booking_core.model import bookings, tenants
 from booking_core.webhooks import endpoints, sealing
-from booking_embedded import EmbeddedPostgres, free_port
 
 BOOKING = bookings.NewBooking("Bench Mark", "bench@example.com", "Sea-view room", date(2027, 3, 1),
                               date(2027, 3, 4), Decimal("360.00"), "EUR")
@@ -44,6 +42,16 @@ def round_ms(conn, tenant_id: str, n: int) -> list[float]:
     return out
 
 
+def two_tenants(conn, n_endpoints: int) -> tuple[str, str]:
+    """(a tenant without webhooks, one with `n_endpoints` endpoints): the ids."""
+    sealer = sealing.Sealer([sealing.new_key()])
+    without = tenants.ensure_tenant(conn, "no-webhooks")["id"]
+    with_ = tenants.ensure_tenant(conn, "webhooks")["id"]
+    for i in range(n_endpoints):
+        endpoints.create(conn, sealer, with_, {"url": f"https://hooks{i}.example/in"})
+    return without, with_
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bookings", type=int, default=500)
@@ -51,29 +59,20 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path("bench/results/webhooks_accept.json"))
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = EmbeddedPostgres(Path(tmp), free_port(), Path(tmp) / "logs")
-        pg.start()
-        try:
-            migrate(pg.url)
-            sealer = sealing.Sealer([sealing.new_key()])
-            with db.connect(pg.url, autocommit=True) as conn:
-                without = tenants.ensure_tenant(conn, "no-webhooks")["id"]
-                with_ = tenants.ensure_tenant(conn, "webhooks")["id"]
-                for i in range(args.endpoints):
-                    endpoints.create(conn, sealer, with_, {"url": f"https://hooks{i}.example/in"})
-                modes = {"trigger_disabled": [], "no_endpoint": [], "endpoints": []}
-                round_ms(conn, without, 100)  # warm-up
-                for _ in range(args.rounds):
-                    for mode in modes:
-                        if mode == "trigger_disabled":
-                            conn.execute("ALTER TABLE bookings DISABLE TRIGGER bookings_webhook_events")
-                        modes[mode] += round_ms(conn, with_ if mode == "endpoints" else without, args.bookings)
-                        if mode == "trigger_disabled":
-                            conn.execute("ALTER TABLE bookings ENABLE TRIGGER bookings_webhook_events")
-                        conn.execute("DELETE FROM outbox")
-        finally:
-            pg.stop()
+    with loadgen.embedded_settings() as settings:  # Postgres (and a Redis, unused), migrated
+        url = settings.database_url
+        with db.connect(url, autocommit=True) as conn:
+            without, with_ = two_tenants(conn, args.endpoints)
+            modes = {"trigger_disabled": [], "no_endpoint": [], "endpoints": []}
+            round_ms(conn, without, 100)  # warm-up
+            for _ in range(args.rounds):
+                for mode in modes:
+                    if mode == "trigger_disabled":
+                        conn.execute("ALTER TABLE bookings DISABLE TRIGGER bookings_webhook_events")
+                    modes[mode] += round_ms(conn, with_ if mode == "endpoints" else without, args.bookings)
+                    if mode == "trigger_disabled":
+                        conn.execute("ALTER TABLE bookings ENABLE TRIGGER bookings_webhook_events")
+                    conn.execute("DELETE FROM outbox")
     med = {m: round(statistics.median(v), 3) for m, v in modes.items()}
     report.write({"median_ms": med,
                   "p90_ms": {m: round(statistics.quantiles(v, n=10)[-1], 3) for m, v in modes.items()},

@@ -78,14 +78,23 @@ class Api:
         return wait_until(check, timeout=timeout, what=f"tasks {want} of {booking_id}")
 
 
+def metrics_text(url: str) -> str:
+    """A process's Prometheus page at `url`, as text."""
+    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - a test process on 127.0.0.1
+        return r.read().decode()
+
+
+def local_metrics(port: int) -> str:
+    """The Prometheus page a test process serves on 127.0.0.1:`port`, as text."""
+    return metrics_text(f"http://127.0.0.1:{port}/metrics")
+
+
 def scrape_metrics(url: str) -> dict[tuple[str, tuple], float]:
     """A process's Prometheus page at `url`: each sample's value by (name, its labels sorted as pairs)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - a test process on 127.0.0.1
-        text = r.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+            for family in text_string_to_metric_families(metrics_text(url)) for s in family.samples}
 
 
 def mails_to(data_dir: Path, address: str) -> int:

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from booking_core.model import bookings, tenants
 from booking_core.tasks import taskstate
@@ -134,6 +135,42 @@ def test_another_tenants_endpoint_hears_nothing(db_conn, tenant, sealer):
     assert webhook_outbox(db_conn, other) == []
 
 
+def calls_completing_all_tasks(database_url, booking_id) -> dict[str, int]:
+    """Complete the booking's three tasks in one transaction, as the workers' commits do, and
+    return how often each PL/pgSQL function ran in it (Postgres's own per-transaction counts).
+
+    A new connection each time: a backend keeps these counts until it reports them, at most
+    once a second, so an older connection's could include earlier transactions'.
+    """
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        for task in ("email", "invoice", "audit"):
+            taskstate.mark_done(conn, booking_id, task)
+        rows = conn.execute("SELECT funcname, calls FROM pg_stat_xact_user_functions").fetchall()
+    return {r["funcname"]: r["calls"] for r in rows}
+
+
+def test_a_tenant_without_a_live_endpoint_costs_the_task_trigger_no_emit(database_url, db_conn, tenant, sealer):
+    # Most tenants have no webhook: their task completions must not pay for the events'
+    # payloads (email_sends, invoices, the completion check) only for webhook_emit to drop them.
+    other = tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
+    endpoints.create(db_conn, sealer, other["id"], {"url": "https://other.example/hook"})
+    endpoints.create(db_conn, sealer, tenant["id"], {"url": "https://off.example/hook", "enabled": False})
+    gone, _ = endpoints.create(db_conn, sealer, tenant["id"], {"url": "https://gone.example/hook"})
+    assert endpoints.delete(db_conn, tenant["id"], gone["id"])
+    booking_id = new_booking(db_conn, tenant)
+    calls = calls_completing_all_tasks(database_url, booking_id)
+    assert calls.get("webhook_events_from_tasks") == 3  # the trigger ran, once per statement
+    assert "webhook_emit" not in calls
+    assert events(db_conn, booking_id) == []
+    # The same completions of a tenant with a live endpoint emit their three events.
+    theirs = new_booking(db_conn, other)
+    calls = calls_completing_all_tasks(database_url, theirs)
+    assert calls.get("webhook_emit") == 3
+    assert [t for _, t, _ in events(db_conn, theirs)] == [
+        "booking.created", "booking.email_sent", "booking.invoice_issued", "booking.completed"]
+
+
 def test_disabled_and_deleted_endpoints_hear_nothing(db_conn, tenant, sealer):
     a, _ = endpoints.create(db_conn, sealer, tenant["id"], {"url": "https://a.example/hook", "enabled": False})
     b, _ = endpoints.create(db_conn, sealer, tenant["id"], {"url": "https://b.example/hook"})
@@ -210,3 +247,4 @@ def test_attempts_failure_streak_disable_and_replay(db_conn, tenant, sealer):
     # Re-enabling forgets the streak.
     ep = endpoints.update(db_conn, tenant["id"], row["id"], {"enabled": True})
     assert ep["enabled"] and ep["disabled_reason"] is None and ep["failing_since"] is None
+

@@ -58,6 +58,12 @@ def test_add_list_disable_rotate_deliveries_and_replay(run, tenant, db_conn):
     assert code == 2 and "url" in err
     code, _, err = run("webhooks", "--tenant", "no-such-tenant", "list")
     assert code == 2 and "no tenant" in err
+    # An endpoint of another tenant, or none at all, is "no endpoint" to each command that names one.
+    other = str(uuid.uuid4())
+    for argv in (("enable", other), ("disable", other), ("delete", other), ("rotate", other), ("deliveries", other),
+                 ("replay", other, "--since", "2020-01-01T00:00:00+00:00")):
+        code, _, err = run("webhooks", "--tenant", name, *argv)
+        assert code == 2 and f"no endpoint {other} of tenant {name}" in err, (argv, err)
     code, out, _ = run("webhooks", "--tenant", name, "delete", endpoint_id)
     assert code == 0
     assert run("webhooks", "--tenant", name, "list")[1] == ""

@@ -9,6 +9,7 @@ records are the ones worker presence writes (booking_scaling.podload).
 
 from __future__ import annotations
 
+from e2e_helpers import local_metrics
 from queue_autoscaler.deletion_cost import ANNOTATION
 
 POD = {"app": "invoice-worker"}
@@ -75,8 +76,8 @@ def test_a_refused_patch_is_logged_and_counted_and_the_scale_down_happens(cluste
     cluster.queuescaler(ns, "invoice", spec(work))
     with operator() as runner:
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 1)
-        text = wait_for(lambda: (t := scrape(metrics_port)) and "queue_autoscaler_deletion_cost_errors_total{" in t
-                        and t)
+        text = wait_for(lambda: (t := local_metrics(metrics_port))
+                        and "queue_autoscaler_deletion_cost_errors_total{" in t and t)
 
     errors = [line for line in text.splitlines()
               if line.startswith("queue_autoscaler_deletion_cost_errors_total{") and f'namespace="{ns}"' in line]
@@ -84,10 +85,3 @@ def test_a_refused_patch_is_logged_and_counted_and_the_scale_down_happens(cluste
     assert len(pod_patches(cluster, ns)) == 1  # one pod to mark, refused; nothing else tried
     assert "pod-deletion-cost not set before scaling invoice-worker down (scaling anyway)" in runner.output
     assert "pods is forbidden" in runner.output
-
-
-def scrape(port: int) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()

@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import re
-import urllib.request
+
+from e2e_helpers import local_metrics
 
 POLL = 1
 OURS = {"app.kubernetes.io/instance": "booking", "app.kubernetes.io/name": "booking-platform"}
@@ -45,15 +46,10 @@ def status_writes(cluster, name: str) -> list:
     return [r for r in writes(cluster, name) if r.subresource == "status" or "status" in (r.data or {})]
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
-
-
 def polls(port: int, ns: str, name: str) -> float:
     """How many decisions the operator has taken for one QueueScaler (one per poll)."""
     pattern = rf'queue_autoscaler_decisions_total\{{action="\w+",namespace="{ns}",scaler="{name}"\}} ([0-9.]+)'
-    return sum(float(v) for v in re.findall(pattern, scrape(port)))
+    return sum(float(v) for v in re.findall(pattern, local_metrics(port)))
 
 
 def test_status_is_written_only_when_something_changed(cluster, ns, work, operator, redis_url, wait_for,
@@ -73,7 +69,7 @@ def test_status_is_written_only_when_something_changed(cluster, ns, work, operat
         work.send(10)  # a real change: backlog 25 -> 3 replicas, and a status that says so
         changed = wait_for(lambda: cluster.status(ns, "invoice").get("backlog", {}).get("load") == 25
                            and cluster.status(ns, "invoice"))
-        scraped = scrape(metrics_port)
+        scraped = local_metrics(metrics_port)
 
     assert idle_writes == 0, f"{idle_writes} status writes while nothing changed: " + repr(
         [(r.url.path, r.data) for r in status_writes(cluster, "invoice")[settled:]])
@@ -101,7 +97,7 @@ def test_a_queuescaler_of_another_release_is_left_alone(cluster, ns, work, opera
         wait_for(lambda: polls(metrics_port, ns, "invoice") >= seen + 3, timeout=30)
         theirs = cluster.queuescaler_object(ns, "other-invoice")
         unlabelled = cluster.queuescaler_object(ns, "unlabelled")
-        scraped = scrape(metrics_port)
+        scraped = local_metrics(metrics_port)
 
     assert cluster.replicas(ns, "other-invoice-worker") == 1
     for obj in (theirs, unlabelled):
@@ -161,7 +157,7 @@ def test_ready_and_fallback_are_exported_for_the_alerts(cluster, ns, work, opera
 
     def gauge(metric: str, name: str) -> float | None:
         try:
-            text = scrape(metrics_port)
+            text = local_metrics(metrics_port)
         except OSError:  # the operator's metrics server is not up yet
             return None
         m = re.search(rf'{metric}\{{namespace="{ns}",scaler="{name}"\}} ([0-9.]+)', text)

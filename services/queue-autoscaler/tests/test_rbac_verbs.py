@@ -12,11 +12,11 @@ the document's set too: nothing missing, nothing more.
 from __future__ import annotations
 
 import re
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from e2e_helpers import local_metrics
 from helm_helpers import CHART, by_kind, component_name, helm_args, template
 
 DOC = Path(__file__).resolve().parents[1] / "rbac-verbs.md"
@@ -76,11 +76,6 @@ def used(cluster) -> set[Verb]:
     return rows
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
-
-
 @pytest.mark.parametrize("peering", [False, True], ids=["standalone", "peering"])
 def test_verbs_used_are_the_documented_ones(peering, cluster, ns, work, operator, redis_url, wait_for,
                                             metrics_port):
@@ -102,11 +97,11 @@ def test_verbs_used_are_the_documented_ones(peering, cluster, ns, work, operator
         wait_for(lambda: cluster.events(ns))
         work.drain_ready()  # the work is done: a scale-down, which marks the idle pods first
         wait_for(lambda: cluster.replicas(ns, "invoice-worker") == 1)
-        assert f'namespace="{ns}"' in scrape(metrics_port)
+        assert f'namespace="{ns}"' in local_metrics(metrics_port)
         cluster.api("DELETE", qs)  # kopf then removes its finalizer
         wait_for(lambda: not any(o for (_, n, name), o in cluster.emulator.objects.items()
                                  if name == "invoice" and n == ns and not o.deleted))
-        wait_for(lambda: f'namespace="{ns}"' not in scrape(metrics_port))  # no stale series left
+        wait_for(lambda: f'namespace="{ns}"' not in local_metrics(metrics_port))  # no stale series left
 
     assert used(cluster) == expected(peering)
 

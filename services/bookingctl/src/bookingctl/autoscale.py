@@ -68,12 +68,16 @@ log = logging.getLogger("bookingctl.autoscale")
 #: of seconds of its start (podStartSeconds 3, WeasyPrint's import the slowest), works on
 #: all of `services.worker`'s threads at once (replicaConcurrency, read from services so that it
 #: follows the processes actually started), and the throughput floors are cautious guesses of one
-#: process's tasks/s before any is measured.
+#: process's tasks/s before any is measured.  Email and invoice share the chart's tolerance, throughput
+#: half-life and scale-up step (none), the settings bench/autoscale_sim.py proves on five traces
+#: (tests/test_chart_autoscale_sim.py keeps them equal); the poll, window, maxAge and podStartSeconds are
+#: a laptop's: a local process starts in seconds, a pod in tens of seconds.
 _LOCAL = {"polling_interval": 2, "stabilization_window_seconds": 30, "cooldown_period": 60, "scale_down_max_step": 1,
           "pod_start_seconds": 3}
 DEFAULT_POLICIES = {
     "email": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=20, max_age=20,
-                    min_throughput_per_replica=2, replica_concurrency=worker_threads("email"), **_LOCAL),
+                    min_throughput_per_replica=2, replica_concurrency=worker_threads("email"), tolerance=0.2,
+                    throughput_half_life_seconds=30, **_LOCAL),
     "invoice": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=10, max_age=120,
                       min_throughput_per_replica=0.5, replica_concurrency=worker_threads("invoice"), **_LOCAL),
     "audit": Policy(min_replica_count=1, max_replica_count=2, target_backlog_per_replica=50, max_age=60,

@@ -63,24 +63,24 @@ def cmd_webhooks(args, s: Settings) -> int:
         if cmd in ("enable", "disable"):
             row = endpoints.update(conn, tenant, args.id, {"enabled": cmd == "enable"})
             if row is None:
-                raise ValueError(f"no endpoint {args.id[:40]} of tenant {args.tenant[:60]}")
+                raise _no_endpoint(args)
             _print_endpoint(row)
             return 0
         if cmd == "delete":
             if not endpoints.delete(conn, tenant, args.id):
-                raise ValueError(f"no endpoint {args.id[:40]} of tenant {args.tenant[:60]}")
+                raise _no_endpoint(args)
             print(f"deleted {args.id}")
             return 0
         if cmd == "rotate":
             overlap = s.webhooks_rotation_overlap_seconds if args.overlap is None else args.overlap
             done = endpoints.rotate(conn, Sealer(list(s.webhooks_keys)), tenant, args.id, overlap_seconds=overlap)
             if done is None:
-                raise ValueError(f"no endpoint {args.id[:40]} of tenant {args.tenant[:60]}")
+                raise _no_endpoint(args)
             _print_endpoint(*done)
             return 0
         if cmd == "deliveries":
             if endpoints.get(conn, tenant, args.id) is None:
-                raise ValueError(f"no endpoint {args.id[:40]} of tenant {args.tenant[:60]}")
+                raise _no_endpoint(args)
             rows = deliveries.page(conn, tenant, args.id, state=args.state, limit=args.limit)
             print(f"{'DELIVERY':36} {'EVENT':22} {'STATE':9} {'TRIES':5} {'STATUS':6} {'NEXT':25} WEBHOOK-ID")
             for r in rows:
@@ -96,11 +96,16 @@ def cmd_webhooks(args, s: Settings) -> int:
                 print("replayed" if outcome == "replayed" else "still being tried: nothing to replay")
                 return 0 if outcome == "replayed" else 1
             if endpoints.get(conn, tenant, args.id) is None:
-                raise ValueError(f"no endpoint {args.id[:40]} of tenant {args.tenant[:60]}")
+                raise _no_endpoint(args)
             n = deliveries.replay_since(conn, tenant, args.id, args.since, dry_run=args.dry_run, actor=who())
             print(f"{n} dead deliveries {'would be' if args.dry_run else 'were'} replayed")
             return 0
     raise ValueError(f"unknown webhooks command {cmd}")
+
+
+def _no_endpoint(args) -> ValueError:
+    """The error for an endpoint id the tenant does not have; both values cut short, as typed text."""
+    return ValueError(f"no endpoint {args.id[:40]} of tenant {args.tenant[:60]}")
 
 
 def _when(text: str) -> datetime:

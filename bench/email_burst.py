@@ -1,0 +1,129 @@
+"""A burst of bookings on the local platform: the oldest email's age, autoscaled on its promise vs one process.
+
+Issue 23's local figure: a burst of `--bookings` (2,000) with `maxAge` 20 s for email
+keeps the oldest email at or under 20 s, the local runner deciding with the operator's
+core (`bookingctl up`'s default policies: email `maxAge` 20 s, 1-4 processes).  For each
+mode, in one invocation, one local platform (the real API, relay, workers, Postgres,
+Redis and the SMTP sink, which accepts at once), the tenant's plan unlimited:
+
+- `autoscaled`: `bookingctl.autoscale.DEFAULT_POLICIES`;
+- `fixed`: no autoscaler, one process per queue (the baseline).
+
+`--connections` clients POST the bookings as fast as the API takes them; then the run
+waits until every email is done (invoices and audit go on meanwhile, as in a real
+burst).  Each email's age when done is its task's `done` write minus its booking's
+`created_at`, read from Postgres.  Reported per mode: the time to POST, the email ages'
+p50 / p99 / max, the share within `maxAge`, and the most email processes seen.
+
+    .venv/bin/python bench/email_burst.py [--bookings 2000] [--connections 8] [--modes autoscaled,fixed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
+import psycopg
+import report  # bench/report.py: a script's own folder is on sys.path
+
+from booking_embedded import free_port
+from bookingctl.autoscale import DEFAULT_POLICIES
+from bookingctl.platform import Platform, PlatformConfig
+
+MAX_AGE = DEFAULT_POLICIES["email"].max_age
+
+
+def post_all(platform: Platform, bookings: int, connections: int) -> float:
+    """POST `bookings` bookings over `connections` keep-alive clients; the seconds it took."""
+    base = f"http://127.0.0.1:{platform.config.port}"
+    left = iter(range(bookings))
+    lock = threading.Lock()
+    failed: list[int] = []
+
+    def client() -> None:
+        c = loadgen.Client(base, platform.admin_token)
+        try:
+            while True:
+                with lock:
+                    if next(left, None) is None:
+                        return
+                _, status, _ = c.request("POST", "/api/v1/bookings", loadgen.BODY)
+                if status != 201:
+                    failed.append(status)
+        finally:
+            c.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        raise SystemExit(f"{len(failed)} POSTs failed, e.g. status {failed[0]}")
+    return time.perf_counter() - start
+
+
+def run(tmp: str, mode: str, bookings: int, connections: int, timeout: float) -> dict:
+    autoscale = DEFAULT_POLICIES if mode == "autoscaled" else None
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
+    platform = Platform(PlatformConfig(data_dir=Path(tmp) / mode, port=free_port(),
+                                       env=env | loadgen.UNLIMITED_PLAN, autoscale=autoscale))
+    platform.start()
+    peak, stop = [1], threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            peak[0] = max(peak[0], len(platform.pool("email")))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        posted = post_all(platform, bookings, connections)
+        with psycopg.connect(platform.urls["DATABASE_URL"], autocommit=True) as db:
+            deadline = time.monotonic() + timeout
+            while db.execute("SELECT count(*) FROM booking_tasks WHERE task = 'email' AND state = 'done'"
+                             ).fetchone()[0] < bookings:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{mode}: the emails were not all done within {timeout:g} s")
+                time.sleep(0.5)
+            ages = sorted(row[0] for row in db.execute(
+                "SELECT extract(epoch FROM t.updated_at - b.created_at)::float FROM booking_tasks t"
+                " JOIN bookings b ON b.id = t.booking_id WHERE t.task = 'email'"))
+    finally:
+        stop.set()
+        watcher.join(5)
+        platform.stop()
+    return {"mode": mode, "bookings": bookings, "post_seconds": round(posted, 2),
+            "email_age_p50_s": round(loadgen.pct(ages, 0.5), 2), "email_age_p99_s": round(loadgen.pct(ages, 0.99), 2),
+            "email_age_max_s": round(ages[-1], 2),
+            "within_max_age": round(sum(a <= MAX_AGE for a in ages) / len(ages), 4),
+            "peak_email_processes": peak[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bookings", type=int, default=2000)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--modes", default="autoscaled,fixed")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds a mode may take to send every email")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "email_burst.json")
+    args = ap.parse_args()
+    load = [os.getloadavg()]
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.modes.split(","):
+            runs.append(run(tmp, mode, args.bookings, args.connections, args.timeout))
+            load.append(os.getloadavg())
+            print(runs[-1], flush=True)
+    report.write({"command": report.command(), "max_age_s": MAX_AGE, "runs": runs,
+                  "load_average_1_5_15": [[round(x, 1) for x in la] for la in load]}, args.out)
+
+
+if __name__ == "__main__":
+    main()
