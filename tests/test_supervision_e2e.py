@@ -7,7 +7,9 @@
 - A SIGKILLed Dramatiq parent leaves no orphan (its worker and metrics
   processes used to run on under PID 1, holding messages for ever once their
   log pipe filled, and the metrics port, and surviving stop); every booking
-  then finishes, once, within the reconcile window plus a heartbeat timeout.
+  then finishes, once, within the reconcile window plus a heartbeat timeout,
+  and a webhook delivery that was in flight is sent again and delivered (the
+  receiver processes each webhook-id once).
 - A SIGKILLed embedded server is logged, restarted on its port and data, and
   the platform recovers; one stopped on purpose stays down.
 - Stop with every worker process SIGSTOPped is orderly, bounded, and leaves
@@ -31,7 +33,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 import pytest
+from webhook_receiver import VerifyingReceiver, add_endpoint, deliveries
 
+from booking_core import db as booking_db
 from booking_embedded import wait_for_port
 from bookingctl.datadir import read_run_file
 from bookingctl.platform import Platform
@@ -53,7 +57,9 @@ pytestmark = pytest.mark.e2e
 
 HEARTBEAT_MS = 3_000
 RECONCILE_AFTER_MS = 60_000
-WORKERS = ("email-worker-1", "invoice-worker-1", "audit-worker-1")
+#: A webhook attempt held by its receiver stays in flight until its worker is killed.
+WEBHOOK_TIMEOUT_S = 300
+WORKERS = ("email-worker-1", "invoice-worker-1", "audit-worker-1", "webhook-worker-1")
 ALL_DONE = {"email": "done", "invoice": "done", "audit": "done"}
 
 
@@ -95,7 +101,8 @@ def shared(new_platform):
     """Start the platform with one worker's parent stopped at birth, and look around while `start` waits for it."""
     platform = new_platform("parents",
                             {"BOOKING_HEARTBEAT_TIMEOUT_MS": str(HEARTBEAT_MS),
-                             "BOOKING_RECONCILE_AFTER_MS": str(RECONCILE_AFTER_MS)})
+                             "BOOKING_RECONCILE_AFTER_MS": str(RECONCILE_AFTER_MS),
+                             "BOOKING_WEBHOOKS_TIMEOUT_SECONDS": str(WEBHOOK_TIMEOUT_S)})
     failed: list[BaseException] = []
 
     def start() -> None:
@@ -156,12 +163,12 @@ def test_children_share_our_session_in_their_own_groups_and_the_async_side_yield
             policies.setdefault(name, set()).update(thread_policies(pid))
     assert seen["api"] == {base}
     assert seen["postgres"] == {base}  # it serves the accept path too
-    for name in ("relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "redis", "smtp"):
+    for name in ("relay", *WORKERS, "redis", "smtp"):
         assert seen[name] == {base + ASYNC_NICE}, name
     assert len(group_members(platform.component("email-worker-1").pid)) >= 2  # the forked worker too
     # The Dramatiq workers, every thread of every process, yield the CPU at once to
     # a request (SCHED_IDLE); everything a request may wait on stays normal.
-    for name in ("email-worker-1", "invoice-worker-1", "audit-worker-1"):
+    for name in WORKERS:
         assert policies[name] == {os.SCHED_IDLE}, name
     for name in ("api", "postgres", "relay", "redis", "smtp"):
         assert policies[name] == {os.SCHED_OTHER}, name
@@ -197,12 +204,17 @@ def whole_group(parent: int) -> list[int] | None:
 
 
 def test_worker_parents_killed_mid_task_leave_no_orphan_and_every_booking_finishes_once_in_time(shared):
-    """Each worker blocked inside its task; its Dramatiq parent SIGKILLed, one after another."""
+    """Each worker blocked inside its task; its Dramatiq parent SIGKILLed, one after another.
+
+    The webhook worker is blocked in a delivery to a receiver that holds every request.
+    """
     platform = shared.platform
     api = Api(platform.api_url, platform.admin_token)
     db = platform.urls["DATABASE_URL"]
     smtp = platform.component("smtp")
     release, blocked = threading.Event(), threading.Event()
+    receiver = VerifyingReceiver(hold=True)
+    endpoint = add_endpoint(api, receiver)["id"]
 
     def hold_locks() -> None:
         # Block the invoice worker on its table and the audit worker on its own.
@@ -220,6 +232,7 @@ def test_worker_parents_killed_mid_task_leave_no_orphan_and_every_booking_finish
         ids = [api.book(name=f"Parent Killed {i}", email=f"parent{i}@example.com")["id"] for i in range(6)]
         wait_until(lambda: all(any(api.tasks(i)[q]["state"] == "running" for i in ids)
                                for q in ("email", "invoice", "audit")), timeout=90, what="a task of each queue running")
+        wait_until(lambda: receiver.arrived > 0, timeout=60, what="a webhook delivery in flight")
         for name in WORKERS:
             child = platform.component(name)
             parent = child.pid
@@ -236,6 +249,7 @@ def test_worker_parents_killed_mid_task_leave_no_orphan_and_every_booking_finish
         release.set()
         holder.join()
         smtp.signal(signal.SIGCONT)
+        receiver.released.set()  # the killed worker's request is processed now, its answer lost with it
     # Their messages come back after one heartbeat timeout; anything Redis no longer had, after the window.
     for booking_id in ids:
         left = last_kill + (RECONCILE_AFTER_MS + HEARTBEAT_MS) / 1000 - time.monotonic()
@@ -254,6 +268,20 @@ def test_worker_parents_killed_mid_task_leave_no_orphan_and_every_booking_finish
     mails = [p for p in (platform.data_dir / "mail").glob("*.eml") if b"parent" in p.read_bytes()]
     assert len(mails) == len(ids)
     assert any(api.tasks(i)["email"]["attempts"] >= 2 for i in ids)  # redelivered, not finished by an orphan
+
+    # Every event of every booking delivered; the one in flight at the kill was sent again.
+    try:
+        with booking_db.connect(db, autocommit=True) as conn:
+            sent = wait_until(lambda: (lambda d: d if len(d) == 4 * len(ids) and all(x["state"] == "delivered"
+                                                                                     for x in d) else None)(
+                deliveries(conn, endpoint)), timeout=90, what="every webhook delivered")
+        assert api.json("DELETE", f"/api/v1/webhooks/endpoints/{endpoint}")[0] == 204  # the next tests book too
+    finally:
+        receiver.close()
+    assert {d["webhook_id"] for d in sent} == set(receiver.processed) and receiver.bad_signatures == 0
+    assert all(d["logged"] == list(range(1, d["attempts"] + 1)) for d in sent)  # each attempt recorded once
+    answered = [r["id"] for r in receiver.requests]
+    assert max(answered.count(i) for i in set(answered)) >= 2  # the killed worker's request, then the new one's
     assert {pid: ppid for pid, ppid in shared.processes().items() if ppid == 1} == {}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from webhook_receiver import VerifyingReceiver
+from webhook_receiver import VerifyingReceiver, add_endpoint
 
 from booking_core import db
 from booking_core.model import tenants
@@ -36,13 +36,6 @@ def receivers():
     yield make
     for r in made:
         r.close()
-
-
-def add_endpoint(api: Api, receiver: VerifyingReceiver) -> dict:
-    status, body = api.json("POST", "/api/v1/webhooks/endpoints", {"url": receiver.url})
-    assert status == 201, body
-    receiver.secrets.append(body["secret"])
-    return body
 
 
 def test_each_event_once_signed_per_tenant_and_isolated(make_platform, api_of, receivers):

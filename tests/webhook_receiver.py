@@ -6,13 +6,17 @@ acknowledged and skipped, as a receiver should), and answers from a script:
 `fail_first` requests get 503 before any is processed; `hold` keeps every
 request waiting (a black-holed endpoint) until released; `refuse` answers every verified
 request with that status (410: a final answer, so the delivery goes dead at once) until it is
-set back to None.
+set back to None.  `arrived` counts the requests that came in, answered or still held.
+
+`add_endpoint` makes a receiver a tenant's endpoint; `deliveries` reads back what
+the platform recorded for one.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -27,6 +31,7 @@ class VerifyingReceiver:
         self.requests: list[dict] = []  # every request: webhook-id, status answered
         self.processed: dict[str, dict] = {}  # webhook-id -> the verified event, processed once
         self.bad_signatures = 0
+        self.arrived = 0  # requests read, including those still held
         self.released = threading.Event()
         if not hold:
             self.released.set()
@@ -36,6 +41,8 @@ class VerifyingReceiver:
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.arrived += 1
                 receiver.released.wait(120)
                 status = receiver.handle(body, headers)
                 self.send_response(status)
@@ -73,7 +80,7 @@ class VerifyingReceiver:
                 return 503
             if msg_id not in self.processed:  # deduplicate by webhook-id
                 self.processed[msg_id] = json.loads(body)
-            self.requests.append({"id": msg_id, "status": 200, "headers": headers})
+            self.requests.append({"id": msg_id, "status": 200, "headers": headers, "at": time.time()})
             return 200
 
     def events(self) -> list[dict]:
@@ -84,3 +91,19 @@ class VerifyingReceiver:
         self.released.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def add_endpoint(api, receiver: VerifyingReceiver) -> dict:
+    """Register `receiver` as an endpoint of `api`'s tenant; it verifies with the secret the API returns."""
+    status, body = api.json("POST", "/api/v1/webhooks/endpoints", {"url": receiver.url})
+    assert status == 201, body
+    receiver.secrets.append(body["secret"])
+    return body
+
+
+def deliveries(conn, endpoint_id: str) -> list[dict]:
+    """The endpoint's deliveries: state, attempts, `webhook-id`, and the attempt numbers logged, in order."""
+    return conn.execute(
+        "SELECT d.id::text, d.state, d.attempts, 'msg_' || replace(d.event_id::text, '-', '') AS webhook_id,"
+        " (SELECT array_agg(a.attempt ORDER BY a.id) FROM webhook_attempts a WHERE a.delivery_id = d.id) AS logged"
+        " FROM webhook_deliveries d WHERE d.endpoint_id = %s", (endpoint_id,)).fetchall()

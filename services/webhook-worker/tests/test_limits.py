@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhook_worker.limits import CircuitBreaker, EndpointSlots
+from webhook_worker.limits import CircuitBreaker, EndpointSlots, put_back_ms
 
 
 def test_slots_are_per_endpoint_and_given_back():
@@ -69,3 +69,41 @@ def test_a_success_resets_the_run_of_failures():
     b.record("a", ok=True)
     b.record("a", ok=False)
     assert b.wait_seconds("a") == 0
+
+
+def test_a_timeout_opens_the_breaker_at_once_and_the_others_wait_for_the_trials_deadline():
+    clock = Clock()
+    b = CircuitBreaker(threshold=5, cooloff=10, trial_timeout=20, clock=clock)
+    b.record("a", ok=False)
+    assert b.wait_seconds("a") == 0  # one plain failure: still closed
+    b.record("a", ok=False, timed_out=True)  # a timeout held a thread for the whole deadline
+    assert b.wait_seconds("a") == pytest.approx(10)
+    assert b.cooloff_seconds("a") == 10 and b.cooloff_seconds("b") == 0
+    clock.now += 10
+    assert b.wait_seconds("a") == 0  # the trial goes
+    clock.now += 3
+    assert b.wait_seconds("a") == pytest.approx(17)  # the rest wait for its deadline, not a second at a time
+
+
+def test_slots_tell_how_long_the_endpoint_has_held_them():
+    clock = Clock()
+    slots = EndpointSlots(2, clock=clock)
+    assert slots.oldest_seconds("a") == 0
+    with slots.slot("a"):
+        clock.now += 7
+        with slots.slot("a"):
+            clock.now += 2
+            assert slots.oldest_seconds("a") == pytest.approx(9)
+        assert slots.oldest_seconds("a") == pytest.approx(9)
+    assert slots.oldest_seconds("a") == 0 and slots.busy("a") == 0
+
+
+def test_an_endpoint_holds_at_most_a_quarter_of_the_threads():
+    assert EndpointSlots(8).limit_to_share_of(16) == 4
+    assert EndpointSlots(2).limit_to_share_of(16) == 2
+    assert EndpointSlots(4).limit_to_share_of(2) == 1
+
+
+def test_deliveries_put_back_are_spread_after_the_wait():
+    assert put_back_ms(5, 10, 0.0) == 5001
+    assert put_back_ms(5, 10, 0.5) == 10001

@@ -25,7 +25,7 @@ from booking_core.webhooks import deliveries, endpoints, payload, schedule, sign
 from booking_core.webhooks.sealing import Sealer
 from webhook_worker import metrics
 from webhook_worker.broker import broker, settings
-from webhook_worker.limits import CircuitBreaker, EndpointSlots
+from webhook_worker.limits import CircuitBreaker, EndpointSlots, put_back_ms
 from webhook_worker.send import Sender
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,36 @@ sealer = Sealer(list(settings.webhooks_keys))
 sender = Sender(connect_timeout=settings.webhooks_connect_timeout, timeout=settings.webhooks_timeout,
                 allowed=settings.webhooks_allowed_networks)
 slots = EndpointSlots(settings.webhooks_endpoint_concurrency)
-breaker = CircuitBreaker()
-#: A delivery whose endpoint has no free slot comes back after this long (jittered).
-BUSY_DELAY_MS = 1_000
+#: A trial attempt reports by its deadline (plus the time to record it).
+breaker = CircuitBreaker(trial_timeout=settings.webhooks_timeout + 5)
+#: A delivery whose endpoint has no free slot comes back after at least this long (jittered).
+BUSY_DELAY_S = 1.0
+
+
+class EndpointShare(dramatiq.Middleware):
+    """At boot, cap an endpoint's slots at a quarter of this process's threads, whatever the setting says."""
+
+    def before_worker_boot(self, broker, worker) -> None:
+        cap = slots.limit_to_share_of(worker.worker_threads)
+        if cap < settings.webhooks_endpoint_concurrency:
+            log.warning("BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY=%d is over a quarter of the %d worker threads:"
+                        " an endpoint holds at most %d", settings.webhooks_endpoint_concurrency,
+                        worker.worker_threads, cap)
+
+
+broker.add_middleware(EndpointShare())
+
+
+def busy_delay_ms(endpoint_id: str) -> int:
+    """When a delivery turned away by a full endpoint comes back.
+
+    Not before the endpoint's longest-running attempt has run as long again (at
+    least a second, at most an attempt's deadline): a slow endpoint frees its
+    slots slowly, and its turned-away deliveries should not take the queue's
+    and the relay's turns each second while it does.
+    """
+    held = min(max(BUSY_DELAY_S, slots.oldest_seconds(endpoint_id)), settings.webhooks_timeout)
+    return put_back_ms(held, held, random.random())
 
 
 def fallback_traceparent(trace_id: str, delivery_id: str) -> str | None:
@@ -87,12 +114,15 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
     attempt = d["attempts"] + 1
     wait = breaker.wait_seconds(d["endpoint_id"])
     if wait > 0:
+        # Back after the cool-off, spread over one more: the deliveries a dead endpoint has piled up
+        # come back a few at a time, and each trip through the queue is one fewer for everyone else.
         metrics.attempt("breaker_open")
-        raise Retry("endpoint's circuit breaker is open", delay=int(wait * 1000 * random.uniform(1, 1.2)) + 1)
+        raise Retry("endpoint's circuit breaker is open",
+                    delay=put_back_ms(wait, breaker.cooloff_seconds(d["endpoint_id"]) or wait, random.random()))
     with slots.slot(d["endpoint_id"]) as free:
         if not free:
             metrics.attempt("busy")
-            raise Retry("endpoint busy", delay=int(BUSY_DELAY_MS * random.uniform(1, 2)))
+            raise Retry("endpoint busy", delay=busy_delay_ms(d["endpoint_id"]))
         secrets = endpoints.live_secrets(sealer, d["secret"], d["previous_secret"], d["previous_secret_until"])
         try:
             body = payload.body(d["payload"])
@@ -109,7 +139,7 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
             outcome = sender.post(d["url"], body, headers)
     state, delay = decide(outcome, attempt)
     if not outcome.permanent:
-        breaker.record(d["endpoint_id"], ok=state == "delivered")
+        breaker.record(d["endpoint_id"], ok=state == "delivered", timed_out=outcome.timed_out)
     with db.pooled(settings) as conn:
         result = deliveries.record(conn, d, outcome, state=state, attempt=attempt, next_delay_ms=delay,
                                    disable_after_seconds=settings.webhooks_disable_after_seconds)

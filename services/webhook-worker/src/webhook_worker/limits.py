@@ -13,39 +13,62 @@ from contextlib import contextmanager
 
 
 class EndpointSlots:
-    """Per-endpoint counting slots, shared by a process's worker threads."""
+    """Per-endpoint counting slots, shared by a process's worker threads.
 
-    def __init__(self, per_endpoint: int):
+    Each slot remembers when its attempt started, so a delivery turned away can
+    be told how long the endpoint has been holding its slots (`oldest_seconds`):
+    a black hole's slots stay taken for the whole attempt deadline, and asking
+    again every second would only churn the queue.
+    """
+
+    def __init__(self, per_endpoint: int, clock=None):
+        import time
+
         if per_endpoint < 1:
             raise ValueError("BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY must be at least 1")
         self.per_endpoint = per_endpoint
+        self._clock = clock or time.monotonic
         self._lock = threading.Lock()
-        self._busy: dict[str, int] = {}
+        self._busy: dict[str, list[float]] = {}
+
+    def limit_to_share_of(self, threads: int, share: int = 4) -> int:
+        """Cap the slots at 1/`share` of the process's `threads` (at least 1); the cap in force.
+
+        However the setting is chosen, one endpoint then never holds more than a
+        quarter of the threads the other endpoints and tenants need.
+        """
+        self.per_endpoint = max(1, min(self.per_endpoint, threads // share))
+        return self.per_endpoint
 
     @contextmanager
     def slot(self, endpoint_id: str):
         """Yields True with a slot held, or False when the endpoint has none free."""
         with self._lock:
-            busy = self._busy.get(endpoint_id, 0)
-            if busy >= self.per_endpoint:
-                got = False
-            else:
-                self._busy[endpoint_id] = busy + 1
-                got = True
+            started = self._busy.setdefault(endpoint_id, [])
+            got = len(started) < self.per_endpoint
+            if got:
+                now = self._clock()
+                started.append(now)
+            elif not started:
+                del self._busy[endpoint_id]
         try:
             yield got
         finally:
             if got:
                 with self._lock:
-                    left = self._busy[endpoint_id] - 1
-                    if left:
-                        self._busy[endpoint_id] = left
-                    else:
-                        del self._busy[endpoint_id]
+                    started.remove(now)
+                    if not started:
+                        self._busy.pop(endpoint_id, None)
 
     def busy(self, endpoint_id: str) -> int:
         with self._lock:
-            return self._busy.get(endpoint_id, 0)
+            return len(self._busy.get(endpoint_id, ()))
+
+    def oldest_seconds(self, endpoint_id: str) -> float:
+        """How long the endpoint's longest-running attempt in this process has been going (0: none)."""
+        with self._lock:
+            started = self._busy.get(endpoint_id)
+            return self._clock() - min(started) if started else 0.0
 
 
 class CircuitBreaker:
@@ -57,13 +80,19 @@ class CircuitBreaker:
     failure opens it again for twice as long, up to `max_cooloff`.  The trial
     attempts keep the endpoint's failure streak going, so a dead endpoint is
     still disabled when its streak reaches the limit.
+
+    An attempt that timed out opens the breaker at once: it held a thread for
+    the whole deadline, and a black hole would otherwise take `threshold` more
+    of them before it stops.  While the trial is out, the others wait until its
+    deadline (`trial_timeout`), not a second at a time: a black hole's trial
+    takes that long, and every early return is another trip through the queue.
     """
 
     def __init__(self, *, threshold: int = 5, cooloff: float = 5.0, max_cooloff: float = 300.0,
                  trial_timeout: float = 60.0, clock=None):
         import time
 
-        #: A trial whose verdict never came (its thread failed before recording) is given up after this.
+        #: The trial's verdict comes by then (the attempt's deadline); one that never came is given up.
         self.trial_timeout = trial_timeout
         self.threshold = threshold
         self.cooloff = cooloff
@@ -83,11 +112,17 @@ class CircuitBreaker:
             if now < s[1]:
                 return s[1] - now
             if s[3] and now - s[3] < self.trial_timeout:  # half-open, the trial is out: wait for its verdict
-                return min(s[2], 1.0)
+                return max(1.0, s[3] + self.trial_timeout - now)
             s[3] = now
             return 0.0
 
-    def record(self, endpoint_id: str, ok: bool) -> None:
+    def cooloff_seconds(self, endpoint_id: str) -> float:
+        """The endpoint's current cool-off (0 while closed): how far to spread the deliveries put back."""
+        with self._lock:
+            s = self._state.get(endpoint_id)
+            return s[2] if s is not None and s[1] else 0.0
+
+    def record(self, endpoint_id: str, ok: bool, *, timed_out: bool = False) -> None:
         with self._lock:
             if ok:
                 self._state.pop(endpoint_id, None)
@@ -97,5 +132,14 @@ class CircuitBreaker:
             if s[3]:  # the trial failed: open again, for longer
                 s[2] = min(s[2] * 2, self.max_cooloff)
                 s[1], s[3] = self._clock() + s[2], 0.0
-            elif s[0] >= self.threshold and s[1] == 0:
+            elif (s[0] >= self.threshold or timed_out) and s[1] == 0:
                 s[1] = self._clock() + s[2]
+
+
+def put_back_ms(wait: float, spread: float, rand: float) -> int:
+    """The delay of a delivery put back for `wait` s, spread over `spread` s more by `rand` in [0, 1).
+
+    Spread, so the deliveries an endpoint turned away do not all come back in the
+    same instant and turn it away again together.
+    """
+    return int((wait + spread * rand) * 1000) + 1

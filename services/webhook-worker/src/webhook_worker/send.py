@@ -154,8 +154,9 @@ class Sender:
                     cut = "answer body cut off at the attempt's deadline"
                 text = b"".join(chunks)[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")
                 return Outcome(status=resp.status_code, latency_ms=elapsed(), response=text, error=cut,
-                               retry_after_ms=schedule.retry_after_ms(resp.headers.get("retry-after")))
+                               retry_after_ms=schedule.retry_after_ms(resp.headers.get("retry-after")),
+                               timed_out=cut is not None)
         except httpx.TimeoutException as exc:
-            return Outcome(status=None, latency_ms=elapsed(), error=f"timeout: {type(exc).__name__}")
+            return Outcome(status=None, latency_ms=elapsed(), error=f"timeout: {type(exc).__name__}", timed_out=True)
         except httpx.HTTPError as exc:
             return Outcome(status=None, latency_ms=elapsed(), error=f"{type(exc).__name__}: {exc}"[:300])

@@ -41,6 +41,8 @@ class Outcome:
     retry_after_ms: int | None = None
     #: Sending again cannot help (the SSRF guard refused the address, the payload is over the cap).
     permanent: bool = False
+    #: The attempt ran into its total deadline: it held a worker thread for all of it.
+    timed_out: bool = False
 
 
 def _uuid(value) -> str | None:

@@ -1,0 +1,80 @@
+"""A black-holed endpoint beside a healthy one of the same tenant, on the real platform.
+
+The black hole holds every request past the worker's attempt deadline.  While a
+steady stream of bookings makes one delivery to each endpoint per booking, every
+healthy delivery must arrive within a bound far below that deadline: the black
+hole's attempts, its deliveries turned away by its slots and its circuit breaker,
+must take neither the worker's threads nor the queue's and the relay's turns.
+Then the black hole comes back, and every one of its deliveries is delivered; no
+attempt is lost or doubled (each webhook-id processed once, each attempt recorded
+once under its own number).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+from webhook_receiver import VerifyingReceiver, add_endpoint, deliveries
+
+from booking_core import db
+from e2e_helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+#: The worker's attempt deadline here; a healthy delivery must arrive well within a fraction of it.
+DEADLINE_S = 10
+BOUND_S = 3.0
+BOOKINGS, RATE = 600, 16.0
+
+
+def test_a_black_hole_delays_no_healthy_delivery(make_platform, api_of):
+    platform = make_platform({"BOOKING_WEBHOOKS_TIMEOUT_SECONDS": str(DEADLINE_S),
+                              "BOOKING_WEBHOOKS_CONNECT_TIMEOUT_SECONDS": "2",
+                              "BOOKING_WEBHOOKS_RETRY_FIRST_MS": "500", "BOOKING_WEBHOOKS_RETRY_CAP_MS": "5000",
+                              "BOOKING_WEBHOOKS_MAX_ATTEMPTS": "100"},
+                             workers={"email": 0, "invoice": 0, "audit": 0, "webhook": 1})
+    api = api_of(platform)
+    black_hole = VerifyingReceiver(hold=True)  # answers nothing until released: past every deadline
+    healthy = VerifyingReceiver()
+    try:
+        bad_id, good_id = add_endpoint(api, black_hole)["id"], add_endpoint(api, healthy)["id"]
+        start = time.monotonic()
+        for i in range(BOOKINGS):
+            wait = start + i / RATE - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # pacing the load, not synchronisation
+            api.book()
+        wait_until(lambda: len(healthy.events()) == BOOKINGS, timeout=120,
+                   what="every healthy delivery to arrive")
+
+        late = []
+        with healthy.lock:
+            for r in healthy.requests:
+                event = healthy.processed[r["id"]]
+                at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+                late.append(r["at"] - at)
+        late.sort()
+        assert late[-1] < BOUND_S, (f"healthy deliveries took up to {late[-1]:.1f} s (p50 {late[len(late) // 2]:.2f} s)"
+                                    f" beside a black hole with a {DEADLINE_S} s deadline")
+        # One request per healthy delivery: nothing was sent twice.
+        assert len(healthy.requests) == BOOKINGS and healthy.bad_signatures == 0
+        assert black_hole.requests == []  # held all along: the black hole answered nothing yet
+
+        black_hole.released.set()
+        with db.connect(platform.urls["DATABASE_URL"], autocommit=True) as conn:
+            wait_until(lambda: all(d["state"] == "delivered" for d in deliveries(conn, bad_id)), timeout=240,
+                       interval=1, what="every delivery to the black hole, once it answers")
+            bad, good = deliveries(conn, bad_id), deliveries(conn, good_id)
+    finally:
+        black_hole.released.set()
+        black_hole.close()
+        healthy.close()
+    assert len(bad) == len(good) == BOOKINGS
+    assert {d["webhook_id"] for d in good} == set(healthy.processed)
+    assert all(d["attempts"] == 1 and d["logged"] == [1] for d in good)
+    # Every attempt recorded once, numbered in order; the receiver processed each webhook-id once.
+    assert all(d["logged"] == list(range(1, d["attempts"] + 1)) for d in bad)
+    assert {d["webhook_id"] for d in bad} == set(black_hole.processed)
+    assert black_hole.bad_signatures == 0
