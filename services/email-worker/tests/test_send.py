@@ -21,7 +21,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from booking_embedded import free_port
 from email_worker.compose import confirmation_message
-from email_worker.send import PermanentEmailError, TemporaryEmailError, send
+from email_worker.send import PermanentEmailError, TemporaryEmailError, send, tls_context
 from email_worker.smtp_url import parse_smtp_url
 
 MAIL_FROM = "Bookings <bookings@hotel.example>"
@@ -219,6 +219,14 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return cert, key
 
 
+@pytest.fixture(autouse=True)
+def fresh_tls_context() -> Iterator[None]:
+    """Each test's own client context: a process reads its CA bundle (SSL_CERT_FILE) once, a test sets its own."""
+    tls_context.cache_clear()
+    yield
+    tls_context.cache_clear()
+
+
 @pytest.fixture
 def server_tls(certificate) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -260,6 +268,24 @@ def test_starttls_with_login(monkeypatch, certificate, server_tls) -> None:
     finally:
         controller.stop()
     assert len(handler.received) == 1
+
+
+def test_a_process_makes_one_tls_context_and_plain_smtp_none(monkeypatch, certificate, server_tls,
+                                                             smtp_sink) -> None:
+    """Making a context parses the whole CA bundle (30 ms of CPU): once per process, never for plain SMTP."""
+    for _ in range(3):
+        send(message(), parse_smtp_url(smtp_sink.url))
+    assert tls_context.cache_info().currsize == 0 and len(smtp_sink.messages()) == 3
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    handler = Scripted()
+    controller = serve(handler, ssl_context=server_tls)
+    try:
+        for _ in range(3):
+            send(message(), parse_smtp_url(f"smtps://127.0.0.1:{controller.port}?timeout=5"))
+    finally:
+        controller.stop()
+    made = tls_context.cache_info()
+    assert (made.misses, made.hits) == (1, 2) and len(handler.received) == 3
 
 
 def test_untrusted_certificate_is_refused(server_tls) -> None:
