@@ -32,3 +32,23 @@ def test_a_start_that_fails_searches_below_it_and_one_is_the_floor():
     assert sim.largest_target(lambda t: 1.0 if t <= 5 else 0.0, start=10)[0] == 5
     target, seen = sim.largest_target(lambda t: 0.5, start=4)
     assert target == 1 and set(seen) == {1, 2, 3, 4}
+
+
+def test_the_recorded_results_compare_with_the_target_found_and_it_keeps_the_promise():
+    """Each committed seed names its tuned target, every target tried above it failed, and its steady run keeps 99 %."""
+    import json
+    from pathlib import Path
+
+    sim = load_sim()
+    results = Path(sim.HERE) / "results"
+    for name in ("autoscale_sim.json", "autoscale_sim_seed2.json", "autoscale_sim_seed3.json"):
+        recorded = json.loads((results / name).read_text())
+        for queue in ("email", "invoice"):
+            tuned = recorded["keda_tuned"][queue]
+            tried = {int(t): share for t, share in tuned["tried"].items()}
+            assert tried[tuned["target"]] >= sim.KEPT, (name, queue)
+            assert all(share < sim.KEPT for t, share in tried.items() if t > tuned["target"]), (name, queue)
+            rows = [r for r in recorded["rows"] if r["pool"] == queue and r["policy"] == "keda-tuned"]
+            assert {r["trace"] for r in rows} == {t.name for t in sim.TRACES}, (name, queue)
+            steady = next(r for r in rows if r["trace"] == "steady")
+            assert steady["within_max_age"] == tuned["within_max_age"] >= sim.KEPT, (name, queue)
