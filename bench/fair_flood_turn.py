@@ -29,18 +29,16 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
 import report  # bench/report.py: a script's own folder is on sys.path
 
 from booking_core import db
 from booking_core.config import Settings
-from booking_core.db.migrate import migrate
 from booking_core.model import tenants
 from booking_core.worker.broker import make_broker
-from booking_embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from outbox_relay import fair
 from outbox_relay.publish import COLUMNS
 
@@ -149,18 +147,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fair_flood_turn.json")
     args = ap.parse_args()
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        pg, rd = EmbeddedPostgres(d, free_port(), d / "logs"), EmbeddedRedis(d, free_port(), d / "logs")
-        pg.start()
-        rd.start()
-        try:
-            migrate(pg.url)
-            settings = Settings.from_env({"DATABASE_URL": pg.url, "REDIS_URL": rd.url})
-            results = measure(settings, [int(s) for s in args.sizes.split(",")], args.rounds, args.turns)
-        finally:
-            rd.stop()
-            pg.stop()
+    with loadgen.embedded_settings() as settings:
+        results = measure(settings, [int(s) for s in args.sizes.split(",")], args.rounds, args.turns)
     report.write({"command": report.command(), "load_average_before": load_before,
                   "load_average_after": os.getloadavg(), "results": results}, args.out)
 

@@ -245,6 +245,18 @@ def test_decide_with_the_promise_keeps_the_floor_the_bounds_and_never_leaves_wor
         state, current = d.new_state, d.desired
 
 
+def decide_and_scale(policy, state, now, current, up, *, ready, in_flight, age, started, serving, start_latency):
+    """One poll of a closed loop: the decision, and the replicas' ready times after it (new ones start later)."""
+    d = decide(Backlog(ready=int(ready), in_flight=in_flight), current, policy, state, now,
+               observed=Observed(oldest_age=age, completed=int(started), serving=serving,
+                                 start_latency=start_latency))
+    if d.desired > current:
+        up = up + [now + start_latency] * (d.desired - current)
+    elif d.desired < current:
+        up = sorted(up)[: d.desired]
+    return d, up
+
+
 def fluid(policy: Policy, arrivals: float, per_replica: float, start_latency: float, polls: int) -> list[int]:
     """A closed loop on a steady input: a fluid queue served by the replicas decide() asks for.
 
@@ -265,13 +277,8 @@ def fluid(policy: Policy, arrivals: float, per_replica: float, start_latency: fl
         ready = arrived - started
         age = now - started / arrivals if ready >= 1 else 0.0
         in_flight = math.ceil(min(started, arrivals / per_replica, serving))
-        d = decide(Backlog(ready=int(ready), in_flight=in_flight), current, policy, state, now,
-                   observed=Observed(oldest_age=age, completed=int(started), serving=serving,
-                                     start_latency=start_latency))
-        if d.desired > current:
-            up += [now + start_latency] * (d.desired - current)
-        elif d.desired < current:
-            up = sorted(up)[: d.desired]
+        d, up = decide_and_scale(policy, state, now, current, up, ready=ready, in_flight=in_flight, age=age,
+                                 started=started, serving=serving, start_latency=start_latency)
         state, current = d.new_state, d.desired
         out.append(current)
     return out
@@ -340,13 +347,8 @@ def fluid_falling(policy: Policy, high: float, low: float, seconds: float, per_r
         ready = arrived - started
         age = now - float(np.interp(started, cumulative, times)) if ready >= 1 else 0.0
         in_flight = math.ceil(min(started, rate / per_replica, serving))
-        d = decide(Backlog(ready=int(ready), in_flight=in_flight), current, policy, state, now,
-                   observed=Observed(oldest_age=age, completed=int(started), serving=serving,
-                                     start_latency=start_latency))
-        if d.desired > current:
-            up += [now + start_latency] * (d.desired - current)
-        elif d.desired < current:
-            up = sorted(up)[: d.desired]
+        d, up = decide_and_scale(policy, state, now, current, up, ready=ready, in_flight=in_flight, age=age,
+                                 started=started, serving=serving, start_latency=start_latency)
         if d.desired != current:
             changes.append((current, d.desired))
         state, current = d.new_state, d.desired
