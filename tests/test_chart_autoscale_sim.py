@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from booking_scaling.policy import Policy
-from helm_helpers import CHART, by_kind, component_name, helm_args, install_helm, template
+from helm_helpers import CHART, by_kind, component_name, helm_args, template
 from queue_autoscaler.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +41,9 @@ def sim():
 
 
 @pytest.fixture(scope="module")
-def operator_policies() -> dict[str, Policy]:
+def operator_policies(helm) -> dict[str, Policy]:
     """What the operator reads from each worker's QueueScaler as `helm template` renders the defaults."""
-    docs = template(install_helm(), *helm_args([CHART / "ci" / "default-values.yaml"]))
+    docs = template(helm, *helm_args([CHART / "ci" / "default-values.yaml"]))
     return {name.removeprefix(component_name("")).removesuffix("-worker"): parse_spec(qs["spec"]).policy
             for name, qs in by_kind(docs, "QueueScaler").items()}
 

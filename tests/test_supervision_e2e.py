@@ -272,9 +272,10 @@ def test_worker_parents_killed_mid_task_leave_no_orphan_and_every_booking_finish
     # Every event of every booking delivered; the one in flight at the kill was sent again.
     try:
         with booking_db.connect(db, autocommit=True) as conn:
-            sent = wait_until(lambda: (lambda d: d if len(d) == 4 * len(ids) and all(x["state"] == "delivered"
-                                                                                     for x in d) else None)(
-                deliveries(conn, endpoint)), timeout=90, what="every webhook delivered")
+            def all_delivered() -> list[dict] | None:
+                found = deliveries(conn, endpoint)
+                return found if len(found) == 4 * len(ids) and all(d["state"] == "delivered" for d in found) else None
+            sent = wait_until(all_delivered, timeout=90, what="every webhook delivered")
         assert api.json("DELETE", f"/api/v1/webhooks/endpoints/{endpoint}")[0] == 204  # the next tests book too
     finally:
         receiver.close()

@@ -37,7 +37,7 @@ def test_replicas_are_read_and_set_through_the_scale_subresource_only(cluster, n
     cluster.deployment(ns, "invoice-worker", replicas=2)
 
     async def scale(client):
-        before = await client.get_replicas(ns, "invoice-worker")
+        before = (await client.get_scale(ns, "invoice-worker")).replicas
         await client.set_replicas(ns, "invoice-worker", 4)
         return before
 
@@ -74,11 +74,11 @@ def test_a_secret_key_is_decoded_and_a_missing_key_named(cluster, ns):
 
 def test_a_missing_deployment_is_a_404_naming_the_call(cluster, ns):
     with pytest.raises(KubeError, match="get deployments/nope/scale") as e:
-        run(cluster.url, lambda c: c.get_replicas(ns, "nope"))
+        run(cluster.url, lambda c: c.get_scale(ns, "nope"))
     assert e.value.status == 404
 
 
 def test_an_unreachable_server_is_status_0():
     with pytest.raises(KubeError, match="ConnectError") as e:
-        run("http://127.0.0.1:9", lambda c: c.get_replicas("ns", "invoice-worker"))  # discard port
+        run("http://127.0.0.1:9", lambda c: c.get_scale("ns", "invoice-worker"))  # discard port
     assert e.value.status == 0

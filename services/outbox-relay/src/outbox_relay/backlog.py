@@ -104,8 +104,7 @@ def read(conn: psycopg.Connection, depths: list[QueueDepth], queues: tuple[str, 
     ready_age = {d.queue: d.oldest_ready_age_ms for d in depths}
     oldest = {b.queue: max(b.oldest_age_ms(now_ms), ready_age.get(b.queue, 0)) for b in totals}
     ranking = tenant_backlog.rank(rows, TOP_TENANTS)  # once: it sorts every tenant of every queue
-    names = tenant_backlog.names(conn, sorted({t.tenant_id for q in ranking.values() for t in q.top}))
-    return Report(now_ms, totals, oldest, _labelled(ranking, names))
+    return Report(now_ms, totals, oldest, _labelled(ranking, tenant_backlog.top_names(conn, ranking)))
 
 
 def mirror(client: redis.Redis, namespace: str, report: Report, ttl_ms: int = outboxmirror.TTL_MS) -> None:

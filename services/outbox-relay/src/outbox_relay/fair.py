@@ -67,7 +67,7 @@ WHERE t.tenant_id IS NOT NULL AND due.n > 0
 """
 #: The rows the schedule chose, each tenant's in the order `WAITING` counted them (`due`: that order's key).
 _CLAIM = (f"SELECT o.* FROM unnest(%s::text[], %s::int[]) AS p(tenant_id, n) CROSS JOIN LATERAL"
-          f" (SELECT {COLUMNS}, tenant_id, extract(epoch FROM available_at)::float8 AS due FROM outbox"
+          f" (SELECT {COLUMNS}, tenant_id, available_at AS due FROM outbox"
           f" WHERE queue = %s AND outbox.tenant_id = p.tenant_id AND available_at <= statement_timestamp()"
           f" ORDER BY available_at, id LIMIT p.n FOR UPDATE SKIP LOCKED) o")
 

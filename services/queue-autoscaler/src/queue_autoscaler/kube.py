@@ -101,10 +101,6 @@ class KubeClient:
         return TargetScale(deployment, int(scale.spec.replicas or 0) if scale.spec else 0,
                            (scale.status.selector if scale.status else None) or None)
 
-    async def get_replicas(self, namespace: str, deployment: str) -> int:
-        """spec.replicas of the Deployment's scale subresource (get deployments/scale)."""
-        return (await self.get_scale(namespace, deployment)).replicas
-
     async def set_replicas(self, namespace: str, deployment: str, replicas: int) -> None:
         """Merge-patch the scale subresource only (patch deployments/scale): nothing else changes."""
         async with call(f"patch deployments/{deployment}/scale"):

@@ -9,6 +9,7 @@ waiting (no attempt is counted), so the thread serves another endpoint.
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 
 
@@ -22,8 +23,6 @@ class EndpointSlots:
     """
 
     def __init__(self, per_endpoint: int, clock=None):
-        import time
-
         if per_endpoint < 1:
             raise ValueError("BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY must be at least 1")
         self.per_endpoint = per_endpoint
@@ -46,11 +45,9 @@ class EndpointSlots:
         with self._lock:
             started = self._busy.setdefault(endpoint_id, [])
             got = len(started) < self.per_endpoint
-            if got:
+            if got:  # per_endpoint >= 1: an endpoint turned away always has slots taken, so its entry stays
                 now = self._clock()
                 started.append(now)
-            elif not started:
-                del self._busy[endpoint_id]
         try:
             yield got
         finally:
@@ -90,8 +87,6 @@ class CircuitBreaker:
 
     def __init__(self, *, threshold: int = 5, cooloff: float = 5.0, max_cooloff: float = 300.0,
                  trial_timeout: float = 60.0, clock=None):
-        import time
-
         #: The trial's verdict comes by then (the attempt's deadline); one that never came is given up.
         self.trial_timeout = trial_timeout
         self.threshold = threshold

@@ -105,10 +105,15 @@ def names(conn: psycopg.Connection, tenant_ids: list[str]) -> dict[str, str]:
         "SELECT id::text AS id, name FROM tenants WHERE id = ANY(%s::uuid[])", (known,)).fetchall()}
 
 
+def top_names(conn: psycopg.Connection, ranked: dict[str, QueueTenants]) -> dict[str, str]:
+    """The names of the tenants a ranking shows (its top ones; the rest are summed, never named)."""
+    return names(conn, sorted({t.tenant_id for q in ranked.values() for t in q.top}))
+
+
 def top(conn: psycopg.Connection, n: int = TOP) -> tuple[dict[str, QueueTenants], dict[str, str]]:
     """(each queue's top `n` tenants, the names of those that are tenants): one reading, as shown to people."""
     ranked = rank(read(conn), n)
-    return ranked, names(conn, [t.tenant_id for q in ranked.values() for t in q.top])
+    return ranked, top_names(conn, ranked)
 
 
 def shown_name(tenant_id: str, name: str | None) -> str:
@@ -167,4 +172,3 @@ class SharedReading:
                         reading = top(c)
                 self._at, self._key, self._value = time.monotonic(), settings.database_url, reading
             return self._value
-
