@@ -15,6 +15,11 @@ of fonts) and RSS stays flat.  A render borrows a configuration from a free list
 and gives it back, so no two renders share one at the same time (a Pango font
 map is not meant for that) and there are never more than the most renders ever
 run at once, however many threads come and go.
+
+The stylesheet lays out with floats and tables only.  WeasyPrint's flex and grid
+layout cost more than everything else in a render: with the header and the
+parties in flexboxes and the facts in a grid, an invoice took 2.2x the CPU it
+takes now, for the same page (bench/invoice_render.py).
 """
 
 from __future__ import annotations
@@ -80,20 +85,19 @@ CSS = """
 html { font-family: "DejaVu Sans", "Liberation Sans", "Helvetica", "Arial", sans-serif;
        font-size: 10pt; color: #111827; line-height: 1.4; }
 body { margin: 0; overflow-wrap: anywhere; }
-header { display: flex; justify-content: space-between; align-items: flex-start;
-         border-bottom: 2pt solid #1f2937; padding-bottom: 6mm; margin-bottom: 8mm; }
-.seller { font-size: 14pt; font-weight: bold; max-width: 95mm; }
-.title { text-align: right; }
+header { overflow: hidden; border-bottom: 2pt solid #1f2937; padding-bottom: 6mm; margin-bottom: 8mm; }
+.seller { float: left; font-size: 14pt; font-weight: bold; width: 95mm; }
+.title { float: right; text-align: right; }
 .title h1 { margin: 0; font-size: 22pt; letter-spacing: 2pt; color: #1f2937; }
 .title .number { font-size: 11pt; font-weight: bold; }
-.parties { display: flex; justify-content: space-between; margin-bottom: 10mm; }
-.parties .customer { width: 44%; }
-.parties .meta { width: 54%; }
+.parties { display: table; width: 100%; table-layout: fixed; margin-bottom: 10mm; }
+.parties .customer { display: table-cell; width: 46%; vertical-align: top; padding-right: 2%; }
+.parties .meta { display: table-cell; width: 54%; vertical-align: top; }
 .label { text-transform: uppercase; font-size: 7.5pt; letter-spacing: 0.5pt; color: #6b7280;
          margin-bottom: 1.5mm; }
-dl { margin: 0; display: grid; grid-template-columns: 30mm auto; row-gap: 1mm; }
-dt { color: #6b7280; }
-dd { margin: 0; }
+dl { margin: 0; }
+dt { float: left; clear: left; width: 30mm; color: #6b7280; }
+dd { margin: 0 0 1mm 30mm; }
 .ref { font-family: "DejaVu Sans Mono", monospace; font-size: 8pt; }
 table { width: 100%; border-collapse: collapse; table-layout: fixed; }
 th { text-align: left; font-size: 8pt; text-transform: uppercase; color: #6b7280;
