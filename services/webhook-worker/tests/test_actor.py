@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from datetime import date
+from decimal import Decimal
 
+import dramatiq
 import pytest
 from dramatiq.errors import Retry
 from standardwebhooks.webhooks import Webhook
@@ -146,6 +149,58 @@ def test_a_busy_endpoint_puts_the_delivery_back_without_an_attempt(load_actors, 
         receiver.hold.set()
         t.join(10)
     assert {d["id"]: d["attempts"] for d in deliveries_of(db_conn, endpoint)} == {first["id"]: 1, second["id"]: 0}
+
+
+def another_tenant_with_a_delivery(db_conn, database_url, key, url) -> tuple[dict, dict]:
+    """(endpoint, delivery) of a second fresh tenant: an endpoint at `url`, then one booking's delivery."""
+    from booking_core import db
+    from booking_core.model import bookings, tenants
+    from booking_core.webhooks import deliveries
+
+    other = tenants.ensure_tenant(db_conn, f"t-{uuid.uuid4().hex[:12]}")
+    endpoint, _ = add_endpoint(db_conn, other, key, url)
+    values = bookings.NewBooking("Grace Hopper", "grace@example.test", "Room 7", date(2030, 6, 1),
+                                 date(2030, 6, 2), Decimal("99.00"), "EUR")
+    with db.connect(database_url) as conn, conn.transaction():
+        bookings.create(conn, tenant_id=other["id"], booking=values, actor="test")
+    with db.connect(database_url, autocommit=True) as conn:
+        for e in conn.execute("SELECT id::text FROM webhook_events WHERE tenant_id = %s", (other["id"],)):
+            deliveries.fan_out(conn, e["id"], other["id"])
+    return endpoint, deliveries_of(db_conn, endpoint)[0]
+
+
+def test_a_tenant_holds_at_most_half_the_threads_however_many_endpoints_it_has(
+        load_actors, receiver, db_conn, tenant, webhooks_key, make_booking, database_url):
+    """On a 2-thread worker a tenant gets one thread: its second endpoint's delivery goes back without an
+    attempt while its first is held, though that endpoint has a slot free; another tenant's goes at once."""
+    from e2e_helpers import wait_until
+
+    actors = load_actors()
+    actors.EndpointShare().before_worker_boot(actors.broker, dramatiq.Worker(actors.broker, worker_threads=2))
+    assert actors.tenant_slots.per_key == 1
+    first, _ = add_endpoint(db_conn, tenant, webhooks_key, receiver.url())
+    second, _ = add_endpoint(db_conn, tenant, webhooks_key, receiver.url() + "/second")
+    make_booking()
+    theirs, their_delivery = another_tenant_with_a_delivery(db_conn, database_url, webhooks_key,
+                                                            receiver.url() + "/theirs")
+    receiver.hold.clear()  # every request is held until released
+    threads = [threading.Thread(target=run, args=(actors, deliveries_of(db_conn, first)[0]))]
+    threads[0].start()
+    try:
+        wait_until(lambda: len(receiver.requests) == 1, timeout=10, what="the first endpoint's request")
+        with pytest.raises(Retry, match="tenant busy"):
+            run(actors, deliveries_of(db_conn, second)[0])
+        threads.append(threading.Thread(target=run, args=(actors, their_delivery)))
+        threads[1].start()
+        wait_until(lambda: len(receiver.requests) == 2, timeout=10, what="the other tenant's request")
+        assert receiver.requests[1]["path"] == "/hooks/theirs"
+    finally:
+        receiver.hold.set()
+        for t in threads:
+            t.join(10)
+    assert [d["attempts"] for d in deliveries_of(db_conn, first)] == [1]
+    assert [(d["attempts"], d["state"]) for d in deliveries_of(db_conn, second)] == [(0, "pending")]
+    assert [d["attempts"] for d in deliveries_of(db_conn, theirs)] == [1]
 
 
 def test_another_tenants_delivery_id_is_not_found(load_actors, receiver, db_conn, tenant, webhooks_key,

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from webhook_worker.limits import CircuitBreaker, EndpointSlots, put_back_ms
+from webhook_worker.limits import CircuitBreaker, Slots, put_back_ms
 
 
 def test_slots_are_per_endpoint_and_given_back():
-    slots = EndpointSlots(2)
+    slots = Slots(2)
     with slots.slot("a") as a1, slots.slot("a") as a2, slots.slot("a") as a3, slots.slot("b") as b1:
         assert (a1, a2, a3, b1) == (True, True, False, True)
         assert slots.busy("a") == 2
     assert slots.busy("a") == 0 and slots.busy("b") == 0
     with pytest.raises(ValueError, match="CONCURRENCY"):
-        EndpointSlots(0)
+        Slots(0, setting="BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY")
 
 
 class Clock:
@@ -87,7 +87,7 @@ def test_a_timeout_opens_the_breaker_at_once_and_the_others_wait_for_the_trials_
 
 def test_slots_tell_how_long_the_endpoint_has_held_them():
     clock = Clock()
-    slots = EndpointSlots(2, clock=clock)
+    slots = Slots(2, clock=clock)
     assert slots.oldest_seconds("a") == 0
     with slots.slot("a"):
         clock.now += 7
@@ -98,10 +98,11 @@ def test_slots_tell_how_long_the_endpoint_has_held_them():
     assert slots.oldest_seconds("a") == 0 and slots.busy("a") == 0
 
 
-def test_an_endpoint_holds_at_most_a_quarter_of_the_threads():
-    assert EndpointSlots(8).limit_to_share_of(16) == 4
-    assert EndpointSlots(2).limit_to_share_of(16) == 2
-    assert EndpointSlots(4).limit_to_share_of(2) == 1
+def test_a_share_caps_the_slots_at_a_fraction_of_the_threads():
+    assert Slots(8).limit_to_share_of(16, 4) == 4  # an endpoint: a quarter
+    assert Slots(2).limit_to_share_of(16, 4) == 2
+    assert Slots(4).limit_to_share_of(2, 4) == 1
+    assert Slots(1 << 30).limit_to_share_of(16, 2) == 8  # a tenant: half
 
 
 def test_deliveries_put_back_are_spread_after_the_wait():

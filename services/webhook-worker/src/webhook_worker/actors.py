@@ -25,7 +25,7 @@ from booking_core.webhooks import deliveries, endpoints, payload, schedule, sign
 from booking_core.webhooks.sealing import Sealer
 from webhook_worker import metrics
 from webhook_worker.broker import broker, settings
-from webhook_worker.limits import CircuitBreaker, EndpointSlots, put_back_ms
+from webhook_worker.limits import CircuitBreaker, Slots, put_back_ms
 from webhook_worker.send import Sender
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,13 @@ SCHEDULE = schedule.Schedule(first_ms=settings.webhooks_retry_first_ms, cap_ms=s
 sealer = Sealer(list(settings.webhooks_keys))
 sender = Sender(connect_timeout=settings.webhooks_connect_timeout, timeout=settings.webhooks_timeout,
                 allowed=settings.webhooks_allowed_networks)
-slots = EndpointSlots(settings.webhooks_endpoint_concurrency)
+#: Threads one endpoint may hold: the setting, at most a quarter of the process's (EndpointShare).
+slots = Slots(settings.webhooks_endpoint_concurrency, setting="BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY")
+#: Threads one tenant's deliveries may hold, all its endpoints together: half the process's, set at
+#: boot (EndpointShare).  Four black holes of one tenant would otherwise hold all sixteen threads for a
+#: deadline each, and every other tenant's deliveries would wait.
+TENANT_SHARE = 2
+tenant_slots = Slots(1 << 30)
 #: A trial attempt reports by its deadline (plus the time to record it).
 breaker = CircuitBreaker(trial_timeout=settings.webhooks_timeout + 5)
 #: A delivery whose endpoint has no free slot comes back after at least this long (jittered).
@@ -43,10 +49,12 @@ BUSY_DELAY_S = 1.0
 
 
 class EndpointShare(dramatiq.Middleware):
-    """At boot, cap an endpoint's slots at a quarter of this process's threads, whatever the setting says."""
+    """At boot, cap an endpoint's slots at a quarter of this process's threads, whatever the setting says,
+    and a tenant's at half."""
 
     def before_worker_boot(self, broker, worker) -> None:
-        cap = slots.limit_to_share_of(worker.worker_threads)
+        tenant_slots.limit_to_share_of(worker.worker_threads, TENANT_SHARE)
+        cap = slots.limit_to_share_of(worker.worker_threads, 4)
         if cap < settings.webhooks_endpoint_concurrency:
             log.warning("BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY=%d is over a quarter of the %d worker threads:"
                         " an endpoint holds at most %d", settings.webhooks_endpoint_concurrency,
@@ -56,15 +64,15 @@ class EndpointShare(dramatiq.Middleware):
 broker.add_middleware(EndpointShare())
 
 
-def busy_delay_ms(endpoint_id: str) -> int:
-    """When a delivery turned away by a full endpoint comes back.
+def busy_delay_ms(full: Slots, key: str) -> int:
+    """When a delivery turned away by a full endpoint (or tenant: `key` in `full`) comes back.
 
-    Not before the endpoint's longest-running attempt has run as long again (at
+    Not before the key's longest-running attempt has run as long again (at
     least a second, at most an attempt's deadline): a slow endpoint frees its
     slots slowly, and its turned-away deliveries should not take the queue's
     and the relay's turns each second while it does.
     """
-    held = min(max(BUSY_DELAY_S, slots.oldest_seconds(endpoint_id)), settings.webhooks_timeout)
+    held = min(max(BUSY_DELAY_S, full.oldest_seconds(key)), settings.webhooks_timeout)
     return put_back_ms(held, held, random.random())
 
 
@@ -119,10 +127,14 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
         metrics.attempt("breaker_open")
         raise Retry("endpoint's circuit breaker is open",
                     delay=put_back_ms(wait, breaker.cooloff_seconds(d["endpoint_id"]) or wait, random.random()))
-    with slots.slot(d["endpoint_id"]) as free:
+    tenant = str(d["tenant_id"])
+    with tenant_slots.slot(tenant) as tenant_free, slots.slot(d["endpoint_id"]) as free:
+        if not tenant_free:
+            metrics.attempt("tenant_busy")
+            raise Retry("tenant busy", delay=busy_delay_ms(tenant_slots, tenant))
         if not free:
             metrics.attempt("busy")
-            raise Retry("endpoint busy", delay=busy_delay_ms(d["endpoint_id"]))
+            raise Retry("endpoint busy", delay=busy_delay_ms(slots, d["endpoint_id"]))
         secrets = endpoints.live_secrets(sealer, d["secret"], d["previous_secret"], d["previous_secret_until"])
         try:
             body = payload.body(d["payload"])

@@ -1,9 +1,11 @@
-"""Isolation between endpoints inside one worker process.
+"""Isolation between endpoints, and between tenants, inside one worker process.
 
 A slow or black-holed endpoint must not take every thread: each endpoint may
-hold at most `per_endpoint` of them at once.  A delivery that finds its
-endpoint's slots full is put back on the queue for a short while instead of
-waiting (no attempt is counted), so the thread serves another endpoint.
+hold at most a few of them at once (a quarter of the threads at most), and each
+tenant at most half, so a tenant with several black holes still leaves the
+other tenants half the process.  A delivery that finds its endpoint's or its
+tenant's slots full is put back on the queue for a short while instead of
+waiting (no attempt is counted), so the thread serves someone else.
 """
 
 from __future__ import annotations
@@ -13,39 +15,39 @@ import time
 from contextlib import contextmanager
 
 
-class EndpointSlots:
-    """Per-endpoint counting slots, shared by a process's worker threads.
+class Slots:
+    """Counting slots per key (an endpoint, a tenant), shared by a process's worker threads.
 
     Each slot remembers when its attempt started, so a delivery turned away can
-    be told how long the endpoint has been holding its slots (`oldest_seconds`):
+    be told how long the key has been holding its slots (`oldest_seconds`):
     a black hole's slots stay taken for the whole attempt deadline, and asking
     again every second would only churn the queue.
     """
 
-    def __init__(self, per_endpoint: int, clock=None):
-        if per_endpoint < 1:
-            raise ValueError("BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY must be at least 1")
-        self.per_endpoint = per_endpoint
+    def __init__(self, per_key: int, clock=None, *, setting: str = "slots per key"):
+        if per_key < 1:
+            raise ValueError(f"{setting} must be at least 1")
+        self.per_key = per_key
         self._clock = clock or time.monotonic
         self._lock = threading.Lock()
         self._busy: dict[str, list[float]] = {}
 
-    def limit_to_share_of(self, threads: int, share: int = 4) -> int:
+    def limit_to_share_of(self, threads: int, share: int) -> int:
         """Cap the slots at 1/`share` of the process's `threads` (at least 1); the cap in force.
 
-        However the setting is chosen, one endpoint then never holds more than a
-        quarter of the threads the other endpoints and tenants need.
+        However the setting is chosen, one key then never holds more than that
+        share of the threads the others need.
         """
-        self.per_endpoint = max(1, min(self.per_endpoint, threads // share))
-        return self.per_endpoint
+        self.per_key = max(1, min(self.per_key, threads // share))
+        return self.per_key
 
     @contextmanager
-    def slot(self, endpoint_id: str):
-        """Yields True with a slot held, or False when the endpoint has none free."""
+    def slot(self, key: str):
+        """Yields True with a slot held, or False when `key` has none free."""
         with self._lock:
-            started = self._busy.setdefault(endpoint_id, [])
-            got = len(started) < self.per_endpoint
-            if got:  # per_endpoint >= 1: an endpoint turned away always has slots taken, so its entry stays
+            started = self._busy.setdefault(key, [])
+            got = len(started) < self.per_key
+            if got:  # per_key >= 1: a key turned away always has slots taken, so its entry stays
                 now = self._clock()
                 started.append(now)
         try:
@@ -55,16 +57,16 @@ class EndpointSlots:
                 with self._lock:
                     started.remove(now)
                     if not started:
-                        self._busy.pop(endpoint_id, None)
+                        self._busy.pop(key, None)
 
-    def busy(self, endpoint_id: str) -> int:
+    def busy(self, key: str) -> int:
         with self._lock:
-            return len(self._busy.get(endpoint_id, ()))
+            return len(self._busy.get(key, ()))
 
-    def oldest_seconds(self, endpoint_id: str) -> float:
-        """How long the endpoint's longest-running attempt in this process has been going (0: none)."""
+    def oldest_seconds(self, key: str) -> float:
+        """How long `key`'s longest-running attempt in this process has been going (0: none)."""
         with self._lock:
-            started = self._busy.get(endpoint_id)
+            started = self._busy.get(key)
             return self._clock() - min(started) if started else 0.0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-OUTCOMES = ("delivered", "retrying", "dead", "busy", "breaker_open", "skipped")
+OUTCOMES = ("delivered", "retrying", "dead", "busy", "tenant_busy", "breaker_open", "skipped")
 _lock = threading.Lock()
 _metrics: dict = {}
 
@@ -22,7 +22,8 @@ def _get() -> dict:
             from prometheus_client import Counter, Histogram
 
             _metrics["attempts"] = Counter("booking_webhook_attempts", "Webhook delivery attempts by outcome "
-                                           "(busy: put back, the endpoint's slots were full; breaker_open: put back, "
+                                           "(busy: put back, the endpoint's slots were full; tenant_busy: put back, "
+                                           "the tenant's were (half the threads); breaker_open: put back, "
                                            "its circuit breaker is open; skipped: the delivery "
                                            "was closed or its endpoint disabled).", ["outcome"])
             _metrics["latency"] = Histogram("booking_webhook_attempt_seconds", "Duration of webhook attempts, "
