@@ -7,8 +7,8 @@
 # queue-autoscaler, booking-events. skaffold.yaml and tests/test_images.py pass both.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# ---- builder: uv installs the locked dependencies, then the packages themselves ----
-FROM ${BASE_IMAGE} AS builder
+# ---- deps: uv installs the service's locked third-party dependencies ----
+FROM ${BASE_IMAGE} AS deps
 ARG UV_VERSION=0.13.8
 # Optional, build time only: the CA bundle pip and uv should trust, for networks
 # behind a TLS-inspecting proxy (tests/test_images.py binds the host's bundle over
@@ -23,32 +23,49 @@ ENV UV_COMPILE_BYTECODE=1 \
 RUN python3 -m venv /opt/uv \
     && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 WORKDIR /src
-# Dependencies first, from the lock alone: this layer is rebuilt only when uv.lock
-# or the root pyproject.toml change, not on every source edit.
+# From the lock alone: this stage is rebuilt only when uv.lock or the root
+# pyproject.toml change, not on every source edit.
 COPY pyproject.toml uv.lock ./
 # Declared only now, so every image shares the layers above from the build cache.
 ARG SERVICE
 RUN test -n "${SERVICE}" || { echo "--build-arg SERVICE=<folder under services/> is required" >&2; exit 1; }
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --frozen --no-dev --no-editable --no-install-workspace --package "${SERVICE}"
-# Then the workspace packages this service uses, installed as wheels (not editable),
-# so the virtualenv stands alone and no source is needed at run time.
+
+# ---- builder: the workspace packages this service uses (uv export names them) ----
+# Installed as wheels (not editable), so no source is needed at run time, under a
+# prefix of their own: the runtime copies them over the dependencies' virtualenv as
+# a small layer of their own, so a source edit rebuilds only that layer, not the
+# whole virtualenv's. Their bytecode is compiled for the path they run from.
+FROM deps AS builder
+ARG SERVICE
+ARG SSL_CERT_FILE
+ARG PIP_CERT
 COPY libs/ libs/
 COPY services/${SERVICE}/ services/${SERVICE}/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    /opt/uv/bin/uv sync --frozen --no-dev --no-editable --package "${SERVICE}"
+    /opt/uv/bin/uv export --frozen --no-dev --no-editable --only-emit-workspace --no-hashes \
+        --no-header --no-annotate --package "${SERVICE}" -o /src/workspace.txt \
+    && UV_COMPILE_BYTECODE=0 /opt/uv/bin/uv pip install --no-deps --python /app/.venv/bin/python \
+        --prefix /app/workspace -r /src/workspace.txt \
+    && /app/.venv/bin/python -m compileall -q -s /app/workspace -p /app/.venv /app/workspace/lib
 
-# ---- runtime: the base's Python, the virtualenv, a non-root user; no uv, no caches ----
-FROM ${BASE_IMAGE} AS runtime
+# ---- runtime: the base's Python, a non-root user, the virtualenv; no uv, no caches ----
+# The user and settings come first and the virtualenv last, so the invoice image's
+# system libraries (installed before its virtualenv) stay cached across source edits.
+FROM ${BASE_IMAGE} AS runtime-base
 RUN groupadd --gid 10001 app \
     && useradd --uid 10001 --gid 10001 --home-dir /app --no-create-home --no-log-init \
         --shell /usr/sbin/nologin app
-COPY --from=builder /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 USER 10001:10001
+
+FROM runtime-base AS runtime
+COPY --from=deps /app/.venv /app/.venv
+COPY --from=builder /app/workspace/ /app/.venv/
 
 # ---- one target per service: only its command, ports and system libraries ----
 
@@ -107,7 +124,7 @@ CMD ["--processes", "1", "--threads", "16", "--worker-shutdown-timeout", "30000"
 # WeasyPrint's system libraries (Pango, HarfBuzz's subsetter) and one font family:
 # only this image has them. Fontconfig keeps its cache under XDG_CACHE_HOME, and /tmp
 # is the one place that stays writable under a read-only root filesystem.
-FROM runtime AS invoice-worker
+FROM runtime-base AS invoice-worker
 USER root
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
@@ -116,6 +133,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log
 USER 10001:10001
 ENV XDG_CACHE_HOME=/tmp/.cache
+# The runtime stage's two copies, after the system libraries so these stay cached.
+COPY --from=deps /app/.venv /app/.venv
+COPY --from=builder /app/workspace/ /app/.venv/
 EXPOSE 9191
 ENTRYPOINT ["dramatiq", "invoice_worker.broker", "invoice_worker.actors", "--queues", "invoice"]
 CMD ["--processes", "1", "--threads", "4", "--worker-shutdown-timeout", "30000"]

@@ -86,8 +86,10 @@ SERVICES = {
 }
 
 DOCKERFILE = ROOT / "Dockerfile"
-#: The Dockerfile's service targets (`FROM runtime AS <service>`); bookingctl is a dev tool, not imaged.
-IMAGED = sorted(re.findall(r"^FROM runtime AS (\S+)$", DOCKERFILE.read_text(), re.M))
+#: The Dockerfile's stages that are steps towards an image, not an image of a service.
+BUILD_STAGES = {"deps", "builder", "runtime-base", "runtime"}
+#: The Dockerfile's service targets (every other stage); bookingctl is a dev tool, not imaged.
+IMAGED = sorted(set(re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE.read_text(), re.M)) - BUILD_STAGES)
 
 #: Settings good enough to import the modules; nothing listens there, nothing connects at import.
 #: The webhook worker refuses to start without a sealing key: a throwaway one (it seals nothing here).

@@ -6,8 +6,9 @@ without a reload, the invoice link gives a real PDF, a failing email reads as
 "retrying" then as a clear dead end, nothing is fetched from another origin, the
 Content-Security-Policy is never violated, and axe-core finds no serious or
 critical accessibility problem.  Screenshots go to tests/artifacts/.  One Chromium
-serves the module (a context per page); the tests that stop no process share one
-platform, the two that stop SMTP or the workers start their own.
+serves the module (a context per page) and one platform: the two tests that stop
+SMTP or the workers start them again when they end, pass or fail (a platform of
+their own would cost a whole start for a process they merely hold down).
 """
 
 from __future__ import annotations
@@ -122,9 +123,24 @@ def report_latency(platform, booking_id: str, changes: list[dict]) -> None:
                                                     "max": round(max(lags), 1)}))
 
 
-def test_with_smtp_down_the_page_says_retrying_then_dead(make_platform, open_page):
-    platform = make_platform()
-    platform.stop_component("smtp")
+@pytest.fixture
+def held_down(module_platform):
+    """`hold(*names)`: stop those processes of the module's platform; each is started again after the test."""
+    held: list[str] = []
+
+    def hold(*names: str) -> None:
+        for name in names:
+            module_platform.stop_component(name)
+            held.append(name)
+
+    yield hold
+    for name in held:
+        module_platform.start_component(name)
+
+
+def test_with_smtp_down_the_page_says_retrying_then_dead(module_platform, held_down, open_page):
+    platform = module_platform
+    held_down("smtp")
     booking = api_for(platform).book()
     url = booking["links"]["status_page"]
     page = open_page(url)
@@ -158,16 +174,16 @@ def test_the_page_is_readable_with_javascript_off(module_platform, browser):
     context.close()
 
 
-def test_a_change_committed_in_postgres_reaches_the_open_page_within_a_poll_or_two(make_platform, open_page):
+def test_a_change_committed_in_postgres_reaches_the_open_page_within_a_poll_or_two(module_platform, held_down,
+                                                                                   open_page):
     """Changes written by SQL (as the workers' middleware writes them) while the page is open.
 
     The workers are stopped so only these changes happen; each one's `at` (Postgres'
     clock_timestamp in the changing transaction) is compared with the moment the page's
     DOM changed (Date.now(), same machine clock).
     """
-    platform = make_platform()
-    for name in [n for n in platform.children if "-worker-" in n]:
-        platform.stop_component(name)
+    platform = module_platform
+    held_down(*[n for n in platform.children if "-worker-" in n])
     booking = api_for(platform).book()
     page = open_page(booking["links"]["status_page"])
     page.locator("#live-status").wait_for(state="visible")  # the stream is open
