@@ -16,8 +16,12 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-.venv/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
-	$(UV) sync --frozen --all-packages
+# --compile-bytecode: the installed packages' .pyc files are written once, here.  Without them
+# (uv writes none by default, and PYTHONDONTWRITEBYTECODE=1 stops Python writing them later)
+# every process compiles each module it imports: a worker's or the API's imports cost 2.3 s of
+# CPU instead of 0.85 s, at every start of every process the tests, `make up` and pytest run.
+.venv/.synced: $(UV) uv.lock pyproject.toml Makefile $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+	$(UV) sync --frozen --all-packages --compile-bytecode
 	touch $@
 
 sync: .venv/.synced

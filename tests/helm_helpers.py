@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import copy
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -53,15 +55,53 @@ def run_helm(helm: str, *args: str, kubeconfig: Path | None = None) -> subproces
     return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
+#: Successful renders of this session: (helm, flags, include_crds, the values files' digests) -> documents.
+_RENDERS: dict[tuple, list[dict]] = {}
+#: The manifests (canonical JSON) that passed `validate_manifest` this session.
+_VALID: set[str] = set()
+#: The Kubernetes release whose schemas the rendered manifests must meet.
+KUBE_VERSION = "1.35.0"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _values_digests(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """A digest of each `-f` file's content: a test may write its own values file and reuse the name."""
+    return tuple(hashlib.sha256(Path(f).read_bytes()).hexdigest()
+                 for flag, f in zip(flags, flags[1:], strict=False) if flag in ("-f", "--values"))
+
+
 def template(helm: str, *flags: str, include_crds: bool = True) -> list[dict]:
-    """`helm template` of the chart as the release `booking` in `bookings`; the documents, parsed."""
-    cmd = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *flags]
-    if include_crds:
-        cmd.append("--include-crds")
-    proc = run_helm(helm, *cmd)
-    if proc.returncode != 0:
-        raise AssertionError(f"helm template {' '.join(flags)} failed:\n{proc.stderr}")
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+    """`helm template` of the chart as the release `booking` in `bookings`; the documents, parsed.
+
+    Rendered once per session for the same flags and values (a render is a helm process,
+    and most tests read the same few): each call gets its own copy, free to change.  A
+    failed render is not kept, so a test of a failure runs helm every time.
+    """
+    key = (helm, flags, include_crds, _values_digests(flags))
+    if key not in _RENDERS:
+        cmd = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *flags]
+        if include_crds:
+            cmd.append("--include-crds")
+        proc = run_helm(helm, *cmd)
+        if proc.returncode != 0:
+            raise AssertionError(f"helm template {' '.join(flags)} failed:\n{proc.stderr}")
+        _RENDERS[key] = [d for d in yaml.load_all(proc.stdout, Loader=_LOADER) if d]
+    return copy.deepcopy(_RENDERS[key])
+
+
+def validate_manifest(doc: dict) -> None:
+    """`kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)`, once per distinct manifest this session.
+
+    Each call of the library loads the version's definitions (1.6 MB of JSON) again, and
+    many tests render the same Deployment: a manifest that passed once passes again.
+    Raises kubernetes_validate.ValidationError as the library does.
+    """
+    import kubernetes_validate
+
+    key = json.dumps(doc, sort_keys=True)
+    if key not in _VALID:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        _VALID.add(key)
 
 
 def pod_specs(docs: list[dict]) -> Iterator[tuple[dict, dict]]:

@@ -26,6 +26,7 @@ from helm_helpers import (
     CHART,
     CI_VALUES,
     EXISTING_SECRETS,
+    KUBE_VERSION,
     NAMESPACE,
     RELEASE,
     ROOT,
@@ -41,10 +42,10 @@ from helm_helpers import (
     run_helm,
     selects,
     template,
+    validate_manifest,
 )
 
 #: Kubernetes release the manifests must be valid for: that of helm v4.1's client.
-KUBE_VERSION = "1.35.0"
 CRD_FILE = CHART / "crds" / "queuescalers.yaml"
 #: Validated against their CRDs (the Prometheus Operator's in test_observability_chart.py), not Kubernetes' schemas.
 CUSTOM_KINDS = {"QueueScaler", "KopfPeering", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
@@ -93,7 +94,7 @@ def test_every_rendered_manifest_validates_against_kubernetes_schemas(rendered, 
         if d["kind"] in CUSTOM_KINDS:
             continue
         try:
-            kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
+            validate_manifest(d)
         except kubernetes_validate.ValidationError as e:
             path = ".".join(str(p) for p in e.path)
             pytest.fail(f"{d['kind']}/{d['metadata']['name']} is invalid for Kubernetes {KUBE_VERSION}: "
@@ -103,7 +104,7 @@ def test_every_rendered_manifest_validates_against_kubernetes_schemas(rendered, 
 
 
 def test_the_crd_ships_with_the_chart_and_is_valid(helm, queuescaler_crd):
-    kubernetes_validate.validate(queuescaler_crd, KUBE_VERSION, strict=True)
+    validate_manifest(queuescaler_crd)
     spec = queuescaler_crd["spec"]
     assert (spec["group"], spec["names"]["kind"], spec["names"]["plural"], spec["scope"]) == (
         "scaling.booking-platform.io", "QueueScaler", "queuescalers", "Namespaced")
@@ -341,7 +342,7 @@ def test_a_worker_can_be_placed_on_nodes_of_its_own(helm, tmp_path):
         assert pods[component_name(other)]["nodeSelector"] == {"pool": "general"}, other
         assert "tolerations" not in pods[component_name(other)], other
     for deployment in (d for d in docs if d["kind"] == "Deployment"):
-        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+        validate_manifest(deployment)
 
 
 def test_the_api_logs_failed_requests_by_default_and_every_request_when_asked(helm):

@@ -12,12 +12,10 @@ import re
 import uuid
 
 import jsonschema
-import kubernetes_validate
 import pytest
 
-from helm_helpers import CHART, by_kind, component_name, helm_args, install_helm, template
+from helm_helpers import CHART, by_kind, component_name, helm_args, install_helm, template, validate_manifest
 
-KUBE_VERSION = "1.35.0"
 PRODUCTION = CHART / "ci" / "production-values.yaml"
 
 
@@ -124,7 +122,7 @@ def test_under_traefik_no_nginx_annotation_renders_and_the_events_routes_still_e
     for name, ing in ingresses.items():
         assert not [k for k in annotations_of(ing) if k.startswith("nginx.ingress.kubernetes.io/")], name
         assert ing["spec"]["ingressClassName"] == "traefik", name
-        kubernetes_validate.validate(ing, KUBE_VERSION, strict=True)
+        validate_manifest(ing)
     routes = _routes(docs)
     events = {"name": component_name("events"), "port": {"name": "http"}}
     assert routes["/status/"][:2] == ("Prefix", events) and routes["/ops"][:2] == ("Prefix", events)

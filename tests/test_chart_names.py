@@ -11,13 +11,11 @@ from __future__ import annotations
 import re
 import shutil
 
-import kubernetes_validate
 import pytest
 import yaml
 
-from helm_helpers import CHART, CI_VALUES, NAMESPACE, by_kind, helm_args, run_helm, template
+from helm_helpers import CHART, CI_VALUES, NAMESPACE, by_kind, helm_args, run_helm, template, validate_manifest
 
-KUBE_VERSION = "1.35.0"
 CLUSTER_SCOPED = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "IngressClass",
                   "Namespace", "StorageClass", "GatewayClass"}
 #: Every optional object switched on, so that every name the chart can make is rendered.
@@ -132,5 +130,5 @@ def test_the_chart_renders_as_a_subchart_of_an_umbrella_chart_with_global_values
         assert proc.returncode == 0, proc.stdout + proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     api = by_kind(docs, "Deployment")["stack-booking-platform-api"]
-    kubernetes_validate.validate(api, KUBE_VERSION, strict=True)
+    validate_manifest(api)
     assert api["metadata"]["namespace"] == NAMESPACE

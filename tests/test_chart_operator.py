@@ -7,7 +7,6 @@ its cleanup command) runs on KMock in services/queue-autoscaler/tests.
 
 from __future__ import annotations
 
-import kubernetes_validate
 import yaml
 
 from helm_helpers import (
@@ -20,9 +19,9 @@ from helm_helpers import (
     run_helm,
     selects,
     template,
+    validate_manifest,
 )
 
-KUBE_VERSION = "1.35.0"
 DEFAULT = CHART / "ci" / "default-values.yaml"
 PRODUCTION = CHART / "ci" / "production-values.yaml"
 QUEUES = ("email", "invoice", "audit", "webhook")
@@ -62,7 +61,7 @@ def test_the_operators_metrics_port_is_declared_allowed_and_scraped(helm):
     # And a Prometheus that discovers pods by annotation finds it too.
     ann = op["spec"]["template"]["metadata"]["annotations"]
     assert (ann["prometheus.io/scrape"], ann["prometheus.io/port"]) == ("true", "9102")
-    kubernetes_validate.validate(op, KUBE_VERSION, strict=True)
+    validate_manifest(op)
     moved = template(helm, *helm_args([DEFAULT], {"metrics.operatorPort": 9300}))
     assert {p["name"]: p["containerPort"] for p in operator_container(moved)["ports"]}["metrics"] == 9300
 
@@ -128,7 +127,7 @@ def test_a_pre_delete_hook_deletes_the_releases_queuescalers_while_the_operator_
         assert hooks(d) == {"pre-delete"}, kind  # before Helm deletes anything, the operator included
         policy = set(d["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(","))
         assert {"before-hook-creation", "hook-succeeded"} <= policy, kind
-        kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
+        validate_manifest(d)
     job = objs["Job"]
     assert max(hook_weight(objs[k]) for k in ("ServiceAccount", "Role", "RoleBinding")) < hook_weight(job)
     # Its own identity, allowed to delete (and, for an operator already gone, unblock) QueueScalers only.

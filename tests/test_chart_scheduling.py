@@ -5,8 +5,6 @@ Rendered by the real helm binary and validated against Kubernetes' schemas.
 
 from __future__ import annotations
 
-import kubernetes_validate
-
 from helm_helpers import (
     CHART,
     RELEASE,
@@ -18,9 +16,9 @@ from helm_helpers import (
     run_helm,
     selects,
     template,
+    validate_manifest,
 )
 
-KUBE_VERSION = "1.35.0"
 DEFAULT = CHART / "ci" / "default-values.yaml"
 SPREAD = ("api", "events", "relay", "email-worker", "invoice-worker", "audit-worker")
 
@@ -47,7 +45,7 @@ def test_by_default_each_component_spreads_softly_over_nodes_and_zones(helm):
             assert not any(selects(c["labelSelector"], pod_labels(other))
                            for name, other in deployments(docs).items() if name != component_name(component))
             assert c["matchLabelKeys"] == ["pod-template-hash"]
-        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+        validate_manifest(deployment)
     # A single pod replaced with Recreate has nothing to spread.
     assert not spread_of(docs, "operator")
 
@@ -64,7 +62,7 @@ def test_the_spread_can_be_hard_off_or_your_own(helm):
     [c] = spread_of(own, "invoice-worker")
     assert (c["topologyKey"], c["maxSkew"]) == ("rack", 2)
     assert selects(c["labelSelector"], pod_labels(deployments(own)[component_name("invoice-worker")]))
-    kubernetes_validate.validate(deployments(own)[component_name("invoice-worker")], KUBE_VERSION, strict=True)
+    validate_manifest(deployments(own)[component_name("invoice-worker")])
 
 
 def test_priority_classes_chart_wide_with_the_api_and_each_worker_on_their_own(helm):
@@ -82,7 +80,7 @@ def test_priority_classes_chart_wide_with_the_api_and_each_worker_on_their_own(h
 def test_the_api_can_be_autoscaled_by_an_hpa(helm):
     docs = template(helm, *helm_args([DEFAULT], {"api.autoscaling.enabled": "true", "api.autoscaling.maxReplicas": 8}))
     [hpa] = by_kind(docs, "HorizontalPodAutoscaler").values()
-    kubernetes_validate.validate(hpa, KUBE_VERSION, strict=True)
+    validate_manifest(hpa)
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                              "name": component_name("api")}

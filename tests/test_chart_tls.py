@@ -18,14 +18,12 @@ import subprocess
 import threading
 from pathlib import Path
 
-import kubernetes_validate
 import psycopg
 import pytest
 import redis
 
-from helm_helpers import CHART, RELEASE, containers, helm_args, pod_specs, run_helm, template
+from helm_helpers import CHART, RELEASE, containers, helm_args, pod_specs, run_helm, template, validate_manifest
 
-KUBE_VERSION = "1.35.0"
 DEFAULT = CHART / "ci" / "default-values.yaml"
 MOUNTED = "/etc/booking-platform/ca/ca.crt"
 PLATFORM = ("api", "events", "relay", "email-worker", "invoice-worker", "audit-worker", "operator", "migrations",
@@ -64,7 +62,7 @@ def test_the_ca_bundle_is_mounted_in_every_platform_container_and_named_to_libpq
                 assert mounts["/etc/booking-platform/client"]["name"] == "client-cert"
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 assert (env.get("PGSSLROOTCERT") == MOUNTED) is (component in POSTGRES_CLIENTS), component
-            kubernetes_validate.validate(owner, KUBE_VERSION, strict=True)
+            validate_manifest(owner)
         assert seen == set(PLATFORM)
     plain = template(helm, *helm_args([DEFAULT]))
     assert not any(m["name"] == "ca-bundle" for _, c in containers(plain) for m in c.get("volumeMounts", []))

@@ -9,8 +9,12 @@ environment is read once, and a bad variable stops the worker at start-up.
 from __future__ import annotations
 
 from booking_core.config import Settings
-from booking_core.worker.broker import setup_broker
 from booking_settings.boot import boot
 
+#: Read before the broker's imports (Dramatiq's Redis client, psycopg, OpenTelemetry: most of a
+#: worker's start), so a bad variable stops the worker before it pays for them.
 settings = boot(Settings.from_env, "audit-worker")
+
+from booking_core.worker.broker import setup_broker  # noqa: E402
+
 broker = setup_broker(settings, service_name="audit-worker")
