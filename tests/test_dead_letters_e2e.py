@@ -5,6 +5,10 @@ letter Redis no longer holds.
   unfinished tasks in Postgres and re-publishes them; every booking completes with one email.
 - An email goes dead (SMTP rejecting), its Redis dead letter is deleted, SMTP comes back: the retry
   endpoint delivers it exactly once, with or without the Postgres dead-letter record.
+
+One platform serves the module (each start costs ~10 CPU-s): every test leaves each process running
+and nothing of its own dead or queued, and a test that needs SMTP rejecting sets that itself
+(`rejecting`), since another test lets SMTP accept again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,32 @@ WORKERS = ("email-worker-1", "invoice-worker-1", "audit-worker-1")
 #: Above the test heartbeat timeout (5 s, tests/conftest.py), as the settings require.
 RECONCILE = {"BOOKING_RECONCILE_AFTER_MS": "6000"}
 ALL_DONE = {"email": "done", "invoice": "done", "audit": "done"}
+BOUNCE = r"@bounce\.test$"
+
+
+@pytest.fixture(scope="module")
+def platform(new_platform):
+    """The module's platform: reconciling after 6 s, its SMTP sink rejecting @bounce.test for good."""
+    platform = new_platform("dead-letters", RECONCILE, smtp_reject_recipients=BOUNCE)
+    platform.start()
+    yield platform
+    platform.stop()
+
+
+def rejecting(platform) -> None:
+    """SMTP rejects @bounce.test again, if a test before this one let it accept."""
+    smtp = platform.servers["smtp"]
+    if smtp.reject_recipients != BOUNCE:
+        platform.stop_component("smtp")
+        smtp.reject_recipients = BOUNCE
+        platform.start_component("smtp")
+
+
+def accepting(platform) -> None:
+    """SMTP accepts every recipient again (a restart of the sink, as an operator's fix would be)."""
+    platform.stop_component("smtp")
+    platform.servers["smtp"].reject_recipients = None
+    platform.start_component("smtp")
 
 
 def scalar(url: str, sql: str, *params):
@@ -31,8 +61,7 @@ def scalar(url: str, sql: str, *params):
         return conn.execute(sql, params).fetchone()[0]
 
 
-def test_flushall_while_20_bookings_are_queued_loses_nothing(make_platform, api_of):
-    platform = make_platform(RECONCILE)
+def test_flushall_while_20_bookings_are_queued_loses_nothing(platform, api_of):
     api = api_of(platform)
     db = platform.urls["DATABASE_URL"]
     r = redis.Redis.from_url(platform.urls["REDIS_URL"])
@@ -76,8 +105,8 @@ def test_flushall_while_20_bookings_are_queued_loses_nothing(make_platform, api_
     assert log.count("re-published as message") >= lost
 
 
-def test_a_dead_email_redis_forgot_is_delivered_once_by_the_retry_endpoint(make_platform, api_of):
-    platform = make_platform(RECONCILE, smtp_reject_recipients=r"@bounce\.test$")
+def test_a_dead_email_redis_forgot_is_delivered_once_by_the_retry_endpoint(platform, api_of):
+    rejecting(platform)
     api = api_of(platform)
     db = platform.urls["DATABASE_URL"]
     r = redis.Redis.from_url(platform.urls["REDIS_URL"])
@@ -97,9 +126,7 @@ def test_a_dead_email_redis_forgot_is_delivered_once_by_the_retry_endpoint(make_
     assert listed.returncode == 0, listed.stderr
     assert [d["booking_id"] for d in json.loads(listed.stdout)] == [kept]
     # When SMTP accepts again and an admin retries each task
-    platform.stop_component("smtp")
-    platform.servers["smtp"].reject_recipients = None
-    platform.start_component("smtp")
+    accepting(platform)
     for booking_id in (kept, lost):
         status, got = api.json("POST", f"/api/v1/ops/bookings/{booking_id}/tasks/email/retry")
         assert status == 202, got
@@ -119,17 +146,15 @@ def test_a_dead_email_redis_forgot_is_delivered_once_by_the_retry_endpoint(make_
     assert status == 409 and got["status"] == 409
 
 
-def test_bulk_requeue_from_the_cli_counts_then_delivers(make_platform, api_of):
-    platform = make_platform(RECONCILE, smtp_reject_recipients=r"@bounce\.test$")
+def test_bulk_requeue_from_the_cli_counts_then_delivers(platform, api_of):
+    rejecting(platform)
     api = api_of(platform)
     ids = [api.book(name=f"Bulk {i}", email=f"bulk{i}@bounce.test")["id"] for i in range(3)]
     for booking_id in ids:
         api.wait_states(booking_id, {"email": "dead"})
     dry = bookingctl(platform, "dlq", "requeue", "--all", "--dry-run", "--error", "user unknown")
     assert (dry.returncode, dry.stdout.strip()) == (0, "would have requeued 3 dead letter(s)")
-    platform.stop_component("smtp")
-    platform.servers["smtp"].reject_recipients = None
-    platform.start_component("smtp")
+    accepting(platform)
     done = bookingctl(platform, "dlq", "requeue", "--all", "--error", "user unknown")
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 3

@@ -3,6 +3,10 @@
 Nothing is lost: every booking still ends with exactly one email, one
 invoice and one audit entry for its creation.  Killed workers (their Dramatiq
 parents SIGKILLed mid-task) and killed servers are in test_supervision_e2e.py.
+
+The SMTP tests share one platform (each start costs ~10 CPU-s): each leaves the sink running and
+looks only at its own bookings.  The Redis outage counts what the API logged and counted across the
+whole platform, so it has its own.
 """
 
 from __future__ import annotations
@@ -48,8 +52,18 @@ def test_bookings_are_accepted_while_redis_is_down_and_finish_after(make_platfor
 PATIENT_EMAIL = {"BOOKING_RETRY_EMAIL_MIN_BACKOFF_MS": "2000", "BOOKING_RETRY_EMAIL_MAX_BACKOFF_MS": "8000"}
 
 
-def test_smtp_outage_retries_then_dead_letters_and_requeue_finishes(make_platform, api_of):
-    platform = make_platform(PATIENT_EMAIL)
+@pytest.fixture(scope="module")
+def smtp_platform(new_platform):
+    """The SMTP tests' platform: patient email retries, and a sink that rejects @bounce.test for good
+    (a permanent rejection is never retried, so the backoff does not touch that test)."""
+    platform = new_platform("faults-smtp", PATIENT_EMAIL, smtp_reject_recipients=r"@bounce\.test$")
+    platform.start()
+    yield platform
+    platform.stop()
+
+
+def test_smtp_outage_retries_then_dead_letters_and_requeue_finishes(smtp_platform, api_of):
+    platform = smtp_platform
     api = api_of(platform)
     platform.stop_component("smtp")
 
@@ -84,9 +98,8 @@ def test_smtp_outage_retries_then_dead_letters_and_requeue_finishes(make_platfor
                what="an audit entry for the requeue naming the token")
 
 
-def test_permanent_smtp_rejection_goes_straight_to_dead(make_platform, api_of):
-    platform = make_platform(smtp_reject_recipients=r"@bounce\.test$")
-    api = api_of(platform)
+def test_permanent_smtp_rejection_goes_straight_to_dead(smtp_platform, api_of):
+    api = api_of(smtp_platform)
     booking = api.book(name="No Such User", email="nobody@bounce.test")
     tasks = api.wait_states(booking["id"], {"email": "dead", "invoice": "done", "audit": "done"})
     assert tasks["email"]["attempts"] == 1

@@ -1,4 +1,9 @@
-"""Traces across the queue and Prometheus metrics, on the real platform processes."""
+"""Traces across the queue and Prometheus metrics, on the real platform processes.
+
+One traced platform serves both tests (each start costs ~10 CPU-s): each stops one component and
+starts it again, looks at its own booking's trace, and counts metrics as differences from before it
+booked or in a queue whose backlog only it makes.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,26 @@ pytestmark = pytest.mark.e2e
 TRACE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "always_on"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def receiver():
     with OtlpReceiver() as r:
         yield r
+
+
+@pytest.fixture(scope="module")
+def platform(new_platform, receiver):
+    """The module's platform, every process exporting every span to `receiver`."""
+    platform = new_platform("observability", {**TRACE_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+    platform.start()
+    yield platform
+    platform.stop()
 
 
 def by_name(spans, name):
     return [s for s in spans if s.name == name]
 
 
-def test_one_trace_links_the_request_to_every_task_including_retries(make_platform, api_of, receiver):
-    platform = make_platform({**TRACE_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+def test_one_trace_links_the_request_to_every_task_including_retries(platform, api_of, receiver):
     api = api_of(platform)
     platform.stop_component("smtp")  # the first email attempt fails and is retried
     booking = api.book(name="Traced Guest", email="traced@example.com")
@@ -82,8 +95,7 @@ def value(samples: dict, name: str, **labels) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
-def test_every_process_serves_metrics_that_move_with_bookings(make_platform, api_of):
-    platform = make_platform()
+def test_every_process_serves_metrics_that_move_with_bookings(platform, api_of):
     api = api_of(platform)
     urls = platform.metrics_urls
     assert set(urls) == {"api", "relay", "email-worker-1", "invoice-worker-1", "audit-worker-1", "webhook-worker-1",
