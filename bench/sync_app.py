@@ -21,10 +21,10 @@ import uuid
 from flask import Blueprint, Flask, g
 
 from audit_worker.actors import record_audit_event
-from booking_api import create_app
+from booking_api import admission, create_app
 from booking_api.auth import actor_name
 from booking_api.bookings_views import _created, _json_body, validate_booking
-from booking_api.database import get_db
+from booking_api.database import get_db, settings
 from booking_api.presenters import booking_json
 from booking_api.problems import ApiError
 from booking_core.messaging.contracts import audit_payload
@@ -38,6 +38,8 @@ bp = Blueprint("sync", __name__, url_prefix="/api/v1/sync")
 @bp.post("/bookings")
 def create_booking_sync():
     """Confirm a booking and do its email, invoice and audit before answering."""
+    decision = admission.take(g.identity["tenant_id"])  # the same admission as the real endpoint
+    admission.enforce(decision)
     booking, errors = validate_booking(_json_body())
     if errors:
         raise ApiError(422, "invalid-booking", "Some fields are invalid.", errors=errors)
@@ -53,8 +55,8 @@ def create_booking_sync():
         actor=actor_name(), occurred_at=row["created_at"].isoformat()))
     conn.execute("UPDATE booking_tasks SET state = 'done', attempts = 1, updated_at = clock_timestamp()"
                  " WHERE booking_id = %s", (row["id"],))
-    body = booking_json(bookings.get(conn, tenant_id, row["id"]))
-    return _created(body, body["links"]["self"])
+    body = booking_json(bookings.get(conn, tenant_id, row["id"]), settings())
+    return _created(body, body["links"]["self"], decision)
 
 
 def make_app() -> Flask:
