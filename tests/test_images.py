@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from dockerfile_stages import service_targets
 from prometheus_client.parser import text_string_to_metric_families
 
 from booking_core import db
@@ -85,11 +86,8 @@ SERVICES = {
     "booking-events": Service(("booking_events.app", "booking_events.server")),
 }
 
-DOCKERFILE = ROOT / "Dockerfile"
-#: The Dockerfile's stages that are steps towards an image, not an image of a service.
-BUILD_STAGES = {"deps", "builder", "runtime-base", "runtime"}
-#: The Dockerfile's service targets (every other stage); bookingctl is a dev tool, not imaged.
-IMAGED = sorted(set(re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE.read_text(), re.M)) - BUILD_STAGES)
+#: The Dockerfile's service targets; bookingctl is a dev tool, not imaged.
+IMAGED = service_targets()
 
 #: Settings good enough to import the modules; nothing listens there, nothing connects at import.
 #: The webhook worker refuses to start without a sealing key: a throwaway one (it seals nothing here).

@@ -15,6 +15,7 @@ import re
 import jsonschema
 import pytest
 import yaml
+from dockerfile_stages import service_targets
 
 from helm_helpers import CHART, ROOT, containers, helm_args, template
 
@@ -91,8 +92,7 @@ def test_the_schema_check_would_catch_a_typo(skaffold):
 
 def test_one_artifact_per_service_built_from_the_repo_root_by_the_one_dockerfile(skaffold):
     artifacts = {a["image"]: a for a in skaffold["build"]["artifacts"]}
-    stages = set(re.findall(r"^FROM \S+ AS (\S+)$", (ROOT / "Dockerfile").read_text(), re.M))
-    targets = stages - {"deps", "builder", "runtime-base", "runtime"}
+    targets = service_targets()
     assert set(artifacts) == set(targets) == {"booking-api", "outbox-relay", "email-worker", "invoice-worker",
                                               "audit-worker", "webhook-worker", "queue-autoscaler", "booking-events"}
     for name, a in artifacts.items():

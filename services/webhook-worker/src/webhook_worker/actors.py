@@ -41,7 +41,9 @@ slots = Slots(settings.webhooks_endpoint_concurrency, setting="BOOKING_WEBHOOKS_
 #: boot (EndpointShare).  Four black holes of one tenant would otherwise hold all sixteen threads for a
 #: deadline each, and every other tenant's deliveries would wait.
 TENANT_SHARE = 2
-tenant_slots = Slots(1 << 30)
+tenant_slots = Slots(1 << 30)  # unbounded until the worker's boot gives its thread count
+#: An endpoint holds at most 1/ENDPOINT_SHARE of the threads, whatever its setting says.
+ENDPOINT_SHARE = 4
 #: A trial attempt reports by its deadline (plus the time to record it).
 breaker = CircuitBreaker(trial_timeout=settings.webhooks_timeout + 5)
 #: A delivery whose endpoint has no free slot comes back after at least this long (jittered).
@@ -54,7 +56,7 @@ class EndpointShare(dramatiq.Middleware):
 
     def before_worker_boot(self, broker, worker) -> None:
         tenant_slots.limit_to_share_of(worker.worker_threads, TENANT_SHARE)
-        cap = slots.limit_to_share_of(worker.worker_threads, 4)
+        cap = slots.limit_to_share_of(worker.worker_threads, ENDPOINT_SHARE)
         if cap < settings.webhooks_endpoint_concurrency:
             log.warning("BOOKING_WEBHOOKS_ENDPOINT_CONCURRENCY=%d is over a quarter of the %d worker threads:"
                         " an endpoint holds at most %d", settings.webhooks_endpoint_concurrency,
@@ -127,11 +129,10 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
         metrics.attempt("breaker_open")
         raise Retry("endpoint's circuit breaker is open",
                     delay=put_back_ms(wait, breaker.cooloff_seconds(d["endpoint_id"]) or wait, random.random()))
-    tenant = str(d["tenant_id"])
-    with tenant_slots.slot(tenant) as tenant_free, slots.slot(d["endpoint_id"]) as free:
+    with tenant_slots.slot(d["tenant_id"]) as tenant_free, slots.slot(d["endpoint_id"]) as free:
         if not tenant_free:
             metrics.attempt("tenant_busy")
-            raise Retry("tenant busy", delay=busy_delay_ms(tenant_slots, tenant))
+            raise Retry("tenant busy", delay=busy_delay_ms(tenant_slots, d["tenant_id"]))
         if not free:
             metrics.attempt("busy")
             raise Retry("endpoint busy", delay=busy_delay_ms(slots, d["endpoint_id"]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 
-OUTCOMES = ("delivered", "retrying", "dead", "busy", "tenant_busy", "breaker_open", "skipped")
 _lock = threading.Lock()
 _metrics: dict = {}
 
