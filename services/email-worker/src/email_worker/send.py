@@ -121,6 +121,7 @@ class SessionPool:
         self._idle: dict[SmtpUrl, list[_Session]] = {}
         self._reaper: threading.Thread | None = None
         self._wake = threading.Event()
+        self._next_reap = float("inf")  # when the reaper wakes next (monotonic)
         #: Sessions this pool has opened, for tests and benchmarks to count connections.
         self.opened = 0
 
@@ -154,6 +155,8 @@ class SessionPool:
                 self._reaper = threading.Thread(target=self._reap, name="smtp-session-reaper",
                                                 daemon=True)
                 self._reaper.start()
+            elif session.idle_since + url.idle < self._next_reap:
+                self._wake.set()  # a URL with a shorter idle time than the reaper sleeps for
 
     def close_all(self) -> None:
         """QUIT every idle session (the worker is stopping); sessions in use are not touched."""
@@ -167,6 +170,11 @@ class SessionPool:
     def idle_count(self) -> int:
         with self._lock:
             return sum(len(kept) for kept in self._idle.values())
+
+    def idle_sockets(self, url: SmtpUrl) -> list:
+        """The sockets of the sessions kept for `url` (tests watch them for the server's hang-up)."""
+        with self._lock:
+            return [s.smtp.sock for s in self._idle.get(url, ())]
 
     def _retire(self, session: _Session) -> None:
         """Close a session without waiting on the server (called with the lock held)."""
@@ -191,6 +199,7 @@ class SessionPool:
                 if wait is None:
                     self._reaper = None
                     self._wake.clear()
+                self._next_reap = float("inf") if wait is None else now + wait
             for session in expired:
                 _close(session.smtp)
             if wait is None:
