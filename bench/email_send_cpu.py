@@ -16,14 +16,25 @@ process's Dramatiq threads share one GIL, as here) to the real SMTP sink
 per implementation: the median over rounds of this process's CPU per email
 (all threads, `time.process_time`), the same for compose alone (one thread, no
 I/O), the sink's CPU per email (from /proc: its side of the sessions), and
-now ÷ before.  The machine is shared: read the ratios, not the absolute figures.
+now ÷ before.
 
-    .venv/bin/python bench/email_send_cpu.py [--rounds 7] [--emails 400] [--threads 4] [--baseline 3ea304b~1]
+`--actor-emails N` (default 200; 0 skips it) adds the whole actor,
+`send_confirmation_email.fn` with its Postgres statements (lock, already-sent check,
+load, record with the audit append and the task's done state) against embedded
+Postgres and Redis: the worker process's CPU per email with the actor's `confirmation`
+and `send` as they are, and with them swapped for the baseline's (what the actor
+called before), alternated the same way.  Postgres's own CPU is not counted (its
+statements did not change).  The machine is shared: read the ratios, not the
+absolute figures.
+
+    .venv/bin/python bench/email_send_cpu.py [--rounds 7] [--emails 400] [--threads 4] \
+        [--actor-emails 200] [--baseline 3ea304b~1]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import statistics
@@ -37,8 +48,9 @@ from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
+import loadgen  # bench/loadgen.py: a script's own folder is on sys.path
 import report  # bench/report.py: a script's own folder is on sys.path
 
 from booking_embedded import EmbeddedSmtp, free_port
@@ -97,11 +109,55 @@ def run_threads(work: Callable[[int], None], emails: int, threads: int) -> None:
         raise errors[0]
 
 
+def actor_cpu(args, sink_url: str, old_compose: ModuleType, old_send: ModuleType) -> dict[str, list[float]]:
+    """The worker process's CPU per email of the whole actor, `now` and `before`, per round."""
+    from booking_core import db
+    from booking_core.messaging.contracts import EMAIL
+    from booking_core.model import bookings, tenants
+
+    def before_confirmation(booking: dict, *, mail_from: str) -> SimpleNamespace:
+        """What the actor did before: compose the message, read its Message-ID and recipient back."""
+        message = old_compose.confirmation_message(booking, mail_from=mail_from)
+        return SimpleNamespace(envelope=message, message_id=message["Message-ID"],
+                               recipient=message["To"].addresses[0].addr_spec)
+
+    out: dict[str, list[float]] = {"before": [], "now": []}
+    with loadgen.embedded_settings() as settings:
+        for var, value in {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+                           "SMTP_URL": sink_url, "BOOKING_MAIL_FROM": MAIL_FROM}.items():
+            os.environ[var] = value
+        actors = importlib.import_module("email_worker.actors")
+        calls = {"now": (actors.confirmation, actors.send),
+                 "before": (before_confirmation, old_send.send)}
+        with db.connect(settings.database_url) as conn, conn.transaction():
+            tenant = tenants.ensure_tenant(conn, f"bench-{uuid.uuid4().hex[:8]}")["id"]
+        try:
+            for r in range(args.rounds + 1):  # the first round warms up and is not counted
+                order = list(calls) if r % 2 == 0 else list(calls)[::-1]
+                for mode in order:
+                    with db.connect(settings.database_url) as conn, conn.transaction():
+                        ids = [bookings.create(conn, tenant_id=tenant, actor="bench", booking=bookings.NewBooking(
+                            "Ada Lovelace", f"guest{n}@example.test", f"Room {n % 40}", date(2030, 5, 1),
+                            date(2030, 5, 4), Decimal("249.90"), "EUR"))["id"]
+                            for n in range(args.actor_emails)]
+                    actors.confirmation, actors.send = calls[mode]
+                    start = time.process_time()
+                    run_threads(lambda n, ids=ids: actors.send_confirmation_email.fn(
+                        task=EMAIL.task, booking_id=ids[n], tenant_id=tenant), len(ids), args.threads)
+                    if r:
+                        out[mode].append((time.process_time() - start) / len(ids))
+        finally:
+            actors.confirmation, actors.send = calls["now"]
+            actors.broker.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--emails", type=int, default=400)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--actor-emails", type=int, default=200, help="emails per mode and round through the actor")
     ap.add_argument("--baseline", default=BASELINE, help="git revision of the `before` implementation")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "email_send_cpu.json")
     args = ap.parse_args()
@@ -145,6 +201,7 @@ def main() -> None:
                     for f in mail.glob("*.eml"):
                         f.unlink()
             sessions_opened = send.sessions.opened
+            actor = actor_cpu(args, sink.url, old_compose, old_send) if args.actor_emails else None
         finally:
             send.sessions.close_all()
             sink.stop()
@@ -165,6 +222,9 @@ def main() -> None:
             "sink_cpu": round(us(sink_cpu["now"]) / us(sink_cpu["before"]), 3),
         },
         "sessions_opened_now": sessions_opened,
+        **({"actor_cpu_us_per_email": {m: us(v) for m, v in actor.items()},
+            "actor_now_over_before": round(us(actor["now"]) / us(actor["before"]), 3),
+            "actor_emails_per_round": args.actor_emails} if actor else {}),
         "rounds_cpu_us_per_email": {m: [round(v * 1e6) for v in vs] for m, vs in per_email.items()},
         "load_average_1_5_15": [[round(x, 1) for x in la] for la in load],
     }
