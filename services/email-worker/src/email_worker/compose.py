@@ -163,7 +163,7 @@ class _Static:
         self.text_type = {sub: make("Content-Type", f'text/{sub}; charset="utf-8"')
                           for sub in ("plain", "html")}
         # The stdlib's own boundary form; the generator does not check a boundary it is
-        # given, so `_boundary_header` checks the body does not contain it.
+        # given, so `confirmation` uses it only for bodies that do not contain it.
         self.boundary = "=" * 15 + f"{secrets.randbelow(sys.maxsize):019d}" + "=="
         self.alternative = make("Content-Type", f'multipart/alternative; boundary="{self.boundary}"')
         self.message_id_domain = self.sender.domain or "localhost"
@@ -182,7 +182,7 @@ def _text_part(text: str, subtype: str, static: _Static) -> EmailMessage:
     else (non-ASCII, long lines) goes through `set_content` itself.
     """
     part = EmailMessage(policy=policy.SMTP)
-    lines = text.splitlines()
+    lines = text.split("\n")  # the stdlib measures lines split at CR/LF only
     if text.isascii() and "\r" not in text and text.endswith("\n") \
             and max(map(len, lines), default=0) <= policy.SMTP.max_line_length:
         part["Content-Type"] = static.text_type[subtype]
