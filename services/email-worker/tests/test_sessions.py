@@ -160,6 +160,31 @@ def test_a_restarted_server_still_gets_the_next_email_once() -> None:
     assert [data for _, data in second.received] == [envelope(2).data]
 
 
+class Quota(Recording):
+    """A relay that takes two messages per session, then answers 451 to MAIL."""
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        session.mails = getattr(session, "mails", 0) + 1
+        if session.mails > 2:
+            return "451 4.7.1 Too many messages on this connection"
+        envelope.mail_from = address
+        return "250 OK"
+
+
+def test_a_session_past_the_relays_quota_is_replaced() -> None:
+    handler = Quota()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        url = parse_smtp_url(f"smtp://127.0.0.1:{controller.port}?timeout=5")
+        for n in range(5):
+            send(envelope(n), url)
+    finally:
+        controller.stop()
+    assert [data for _, data in handler.received] == [envelope(n).data for n in range(5)]
+    assert len(handler.connections) == 3
+
+
 def test_a_hang_up_after_data_is_reported_not_resent() -> None:
     """The server had the message when it hung up: sending it again here could deliver it twice."""
     handler = Recording(drop_data=2)

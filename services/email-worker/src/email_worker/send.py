@@ -226,9 +226,9 @@ class _Stale(Exception):
 def _transact(smtp: smtplib.SMTP, mail: Envelope, *, kept: bool) -> dict:
     """One mail transaction, as `smtplib.SMTP.sendmail` runs it, raising the same errors.
 
-    On a kept session a hang-up, or a 421 (the server's "closing"), before DATA raises
-    `_Stale`: the server has not seen a byte of the message, so sending it on a fresh
-    session cannot deliver it twice.  From DATA on, every failure is the caller's,
+    On a kept session a hang-up, a 421 (the server's "closing") before DATA, or a 4xx to
+    MAIL raises `_Stale`: the server has not seen a byte of the message, so sending it
+    on a fresh session cannot deliver it twice.  From DATA on, every failure is the caller's,
     exactly as on a fresh session.
     """
     if mail.international and not smtp.has_extn("smtputf8"):
@@ -255,7 +255,7 @@ def _transact(smtp: smtplib.SMTP, mail: Envelope, *, kept: bool) -> dict:
             _end_transaction(smtp, 0)
             raise smtplib.SMTPRecipientsRefused(refused)
     except (smtplib.SMTPException, OSError) as exc:
-        if kept and _hung_up(exc):
+        if kept and (_hung_up(exc) or _session_limit(exc)):
             raise _Stale from exc
         raise
     code, resp = smtp.data(mail.data)
@@ -284,6 +284,11 @@ def _hung_up(exc: BaseException) -> bool:
         return exc.smtp_code == 421
     return isinstance(exc, smtplib.SMTPRecipientsRefused) and any(
         code == 421 for code, _ in exc.recipients.values())
+
+
+def _session_limit(exc: BaseException) -> bool:
+    """A 4xx to MAIL: relays answer so when a session has carried its quota of messages."""
+    return isinstance(exc, smtplib.SMTPSenderRefused) and 400 <= exc.smtp_code <= 499
 
 
 def send(message: EmailMessage | Envelope, url: SmtpUrl) -> None:
