@@ -28,7 +28,7 @@ statements did not change).  The machine is shared: read the ratios, not the
 absolute figures.
 
     .venv/bin/python bench/email_send_cpu.py [--rounds 7] [--emails 400] [--threads 4] \
-        [--actor-emails 200] [--baseline 3ea304b~1]
+        [--actor-emails 200] [--baseline b2a3a32]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = "services/email-worker/src/email_worker"
 MAIL_FROM = "Bookings <bookings@hotel.example>"
 #: The commit before the worker kept sessions and composed with cached headers.
-BASELINE = "3ea304b~1"
+BASELINE = "b2a3a32"
 
 
 def baseline(rev: str, name: str) -> ModuleType:
