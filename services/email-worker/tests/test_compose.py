@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import email
+import re
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from email import policy
+from email.utils import format_datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from booking_core.model.emails import InvalidEmail, check_email
-from email_worker.compose import confirmation_message, message_id, one_line, sender
+from email_worker import compose
+from email_worker.compose import confirmation, confirmation_message, message_id, one_line, sender
+from email_worker.send import send
+from email_worker.smtp_url import parse_smtp_url
 
 MAIL_FROM = "Bookings <bookings@hotel.example>"
 HEADERS = {"subject", "from", "to", "date", "message-id", "auto-submitted", "mime-version",
@@ -226,3 +231,70 @@ def test_hostile_fragments_never_change_headers_or_recipient(name: str, item: st
     assert {k.lower() for k in parsed.keys()} == HEADERS
     assert [a.addr_spec for a in parsed["To"].addresses] == ["ada@example.test"]
     assert "\n" not in str(parsed["Subject"]) and "\n" not in str(parsed["To"])
+
+
+# --- the composition keeps the stdlib's own output ---------------------------------------
+
+BOUNDARY = re.compile(rb'===============[0-9]{19}==')
+
+
+def stdlib_message(b: dict, now: datetime) -> email.message.EmailMessage:
+    """The confirmation as the email package composes it through its full API (the reference)."""
+    name = compose.one_line(b["customer_name"])
+    facts = compose._facts(b)
+    msg = email.message.EmailMessage(policy=policy.SMTP)
+    msg["Subject"] = compose.header_text(f"Booking confirmed: {compose.one_line(b['item'], limit=80)}")
+    msg["From"] = sender(MAIL_FROM)
+    msg["To"] = compose.recipient(b["customer_name"], b["customer_email"])
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id(b["id"], MAIL_FROM)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(compose._text(name, facts))
+    msg.add_alternative(compose._html(name, facts), subtype="html")
+    return msg
+
+
+def same_bytes(b: dict) -> None:
+    now = datetime(2030, 4, 1, 12, 0, tzinfo=UTC)
+    composed = confirmation(b, mail_from=MAIL_FROM, now=now)
+    wire = composed.envelope.data
+    assert wire == composed.message.as_bytes()  # the bytes checked are the bytes sent
+    assert BOUNDARY.sub(b"B", wire) == BOUNDARY.sub(b"B", stdlib_message(b, now).as_bytes())
+    assert composed.envelope.recipients == (composed.recipient,)
+    assert composed.envelope.sender == "bookings@hotel.example"
+
+
+@pytest.mark.parametrize("fields", [
+    {}, {"customer_name": "Zoë Ünïcode 山田", "customer_email": "zoe@exämple.test"},
+    {"item": "Suite " + "x" * 400}, {"customer_name": "Eve\r\nBcc: x@evil.test"},
+    {"item": "=?utf-8?q?x=0D=0ABcc:_x@evil.test?="}, {"currency": "<b>", "amount": Decimal("7")},
+])
+def test_output_is_the_email_packages_own(fields: dict) -> None:
+    same_bytes(booking(**fields))
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.text(max_size=120), item=st.text(min_size=1, max_size=200))
+def test_any_name_or_item_composes_as_the_email_package_does(name: str, item: str) -> None:
+    same_bytes(booking(customer_name=name, item=item))
+
+
+def test_a_value_holding_the_boundary_gets_another_one() -> None:
+    kept = compose._static(MAIL_FROM).boundary
+    msg = confirmation_message(booking(item=f"x\n--{kept}\nContent-Type: text/html"), mail_from=MAIL_FROM)
+    assert msg.get_boundary() not in (None, kept)
+    parsed = roundtrip(booking(item=f"--{kept}--"))
+    assert set(parts(parsed)) == {"text/plain", "text/html"}
+
+
+def test_the_sink_receives_the_composed_bytes(smtp_sink) -> None:
+    """What arrives at the real SMTP sink is the reference composition, headers and body."""
+    now = datetime(2030, 4, 1, 12, 0, tzinfo=UTC)
+    b = booking(customer_name="Zoë <x@evil.test>\r\nBcc: y@evil.test", item="Room 12")
+    send(confirmation(b, mail_from=MAIL_FROM, now=now).envelope, parse_smtp_url(smtp_sink.url))
+    (raw,) = smtp_sink.raw()
+    assert BOUNDARY.sub(b"B", raw) == BOUNDARY.sub(b"B", stdlib_message(b, now).as_bytes())
+    (got,) = smtp_sink.messages()
+    assert {k.lower() for k in got.keys()} == HEADERS
+    assert [a.addr_spec for a in got["To"].addresses] == ["ada@example.test"]
+    assert "Item: Room 12" in got.get_body(("plain",)).get_content()

@@ -280,8 +280,8 @@ def test_a_process_makes_one_tls_context_and_plain_smtp_none(monkeypatch, certif
     handler = Scripted()
     controller = serve(handler, ssl_context=server_tls)
     try:
-        for _ in range(3):
-            send(message(), parse_smtp_url(f"smtps://127.0.0.1:{controller.port}?timeout=5"))
+        for _ in range(3):  # idle=0: three sessions, each with its own TLS handshake
+            send(message(), parse_smtp_url(f"smtps://127.0.0.1:{controller.port}?timeout=5&idle=0"))
     finally:
         controller.stop()
     made = tls_context.cache_info()

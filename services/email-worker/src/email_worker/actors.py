@@ -19,14 +19,15 @@ from booking_core.tasks import taskstate
 from booking_core.worker.broker import actor_options
 from email_worker import store
 from email_worker.broker import broker, settings
-from email_worker.compose import confirmation_message, sender
-from email_worker.send import PermanentEmailError, send
+from email_worker.compose import confirmation, sender
+from email_worker.send import PermanentEmailError, SessionsClosedAtShutdown, send
 from email_worker.smtp_url import parse_smtp_url
 
 log = logging.getLogger(__name__)
 
 smtp_url = parse_smtp_url(settings.smtp_url)
 sender(settings.mail_from)  # a bad BOOKING_MAIL_FROM stops the worker here
+broker.add_middleware(SessionsClosedAtShutdown())
 
 
 @dramatiq.actor(
@@ -52,12 +53,11 @@ def send_confirmation_email(*, task: str, booking_id: str, tenant_id: str) -> No
         if booking is None:
             raise UnknownBooking(f"booking {booking_id} of tenant {tenant_id} not found")
         try:
-            message = confirmation_message(booking, mail_from=settings.mail_from)
+            mail = confirmation(booking, mail_from=settings.mail_from)
         except ValueError as exc:
             raise PermanentEmailError(f"cannot address booking {booking_id}: {exc}") from exc
-        send(message, smtp_url)
+        send(mail.envelope, smtp_url)
         # From here on the mail is out: a failure below means a redelivery resends it,
         # with the same Message-ID (see README, "at least once").
-        recipient = message["To"].addresses[0].addr_spec
-        store.record_sent(conn, booking_id, message["Message-ID"], recipient)
-    log.info("sent confirmation of booking %s as %s", booking_id, message["Message-ID"])
+        store.record_sent(conn, booking_id, mail.message_id, mail.recipient)
+    log.info("sent confirmation of booking %s as %s", booking_id, mail.message_id)
