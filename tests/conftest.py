@@ -43,7 +43,13 @@ def platform_for_tests(data_dir: Path, env: dict | None = None, *, template: Pat
 
     `template`: a stopped cluster's dir (`postgres_template`) that a new data dir's
     Postgres starts from; a data dir that has a cluster already keeps its own.
+
+    The workers run at nice 10 but not at the idle scheduling class unless `config`
+    asks for it (`workers_cpu_idle`): there a worker gets no CPU at all while other
+    tests' processes keep both cores busy, and a test would wait on the machine's
+    load, not on the behaviour it asserts.  test_supervision_e2e.py checks the class.
     """
+    config.setdefault("workers_cpu_idle", False)
     base = {k: v for k, v in os.environ.items()
             if k not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL")}
     base.update(FAST_ENV)

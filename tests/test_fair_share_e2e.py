@@ -42,19 +42,12 @@ assert FIFO_IMPORT - AHEAD_BOUND > AHEAD_BOUND
 
 @pytest.fixture
 def start_platform(new_platform):
-    """`make_platform`, with its workers at nice 10 but not at the idle scheduling class, and patient.
-
-    At SCHED_IDLE a worker gets no CPU at all while other loads keep every core busy (a shared CI
-    machine): the platform would not even start.  What these tests assert is an order, which does
-    not depend on the workers' CPU class.
-    """
+    """`new_platform`, started, and patient: what these tests assert is an order, not a speed."""
     started = []
 
     def start(env: dict | None = None):
         platform = new_platform(f"fair-share-{len(started)}", env)
         platform._wait_ready = functools.partial(platform._wait_ready, timeout=600)
-        spawn = platform._spawn
-        platform._spawn = lambda spec: spawn(dataclasses.replace(spec, cpu_idle=False))
         started.append(platform)
         platform.start()
         return platform

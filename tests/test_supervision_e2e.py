@@ -102,7 +102,8 @@ def shared(new_platform):
     platform = new_platform("parents",
                             {"BOOKING_HEARTBEAT_TIMEOUT_MS": str(HEARTBEAT_MS),
                              "BOOKING_RECONCILE_AFTER_MS": str(RECONCILE_AFTER_MS),
-                             "BOOKING_WEBHOOKS_TIMEOUT_SECONDS": str(WEBHOOK_TIMEOUT_S)})
+                             "BOOKING_WEBHOOKS_TIMEOUT_SECONDS": str(WEBHOOK_TIMEOUT_S)},
+                            workers_cpu_idle=True)  # what `bookingctl up` does by default
     failed: list[BaseException] = []
 
     def start() -> None:

@@ -41,7 +41,7 @@ def _settings(args) -> Settings:
     return boot(lambda: Settings.from_env(env), "bookingctl")
 
 
-def cmd_up(args) -> int:
+def cmd_up(args, ctl: CtlSettings) -> int:
     from booking_embedded import linux_only_problem
 
     problem = linux_only_problem(sys.platform)
@@ -61,7 +61,7 @@ def cmd_up(args) -> int:
         print(f"bookingctl: {e}", file=sys.stderr)
         return 2
     platform = Platform(PlatformConfig(data_dir=Path(args.data_dir), port=args.port, env=environ,
-                                       autoscale=policies))
+                                       autoscale=policies, workers_cpu_idle=ctl.workers_cpu_idle))
     try:
         platform.start()
     except DataDirBusy as e:
@@ -125,5 +125,5 @@ def main(argv: list[str] | None = None) -> None:
     ctl = boot(lambda: CtlSettings.from_env(os.environ), "bookingctl")
     args = parser(ctl.data_dir).parse_args(argv)
     if args.func is cmd_up:
-        sys.exit(cmd_up(args))
+        sys.exit(cmd_up(args, ctl))
     sys.exit(admin.run(args, _settings))

@@ -66,6 +66,8 @@ class PlatformConfig:
     smtp_reject_recipients: str | None = None
     #: Seconds the SMTP sink holds each message before accepting it (tests: mail in flight).
     smtp_delay: float = 0.0
+    #: Workers at the idle scheduling class (services.worker); False: at nice 10 only.
+    workers_cpu_idle: bool = True
 
 
 class Platform:
@@ -199,7 +201,8 @@ class Platform:
         run_dir = self.data_dir / "run"
         specs = [services.relay(free_port())]
         for queue, count in self._initial_workers().items():
-            specs += [services.worker(queue, i, free_port(), run_dir) for i in range(1, count + 1)]
+            specs += [services.worker(queue, i, free_port(), run_dir,
+                                       cpu_idle=self.config.workers_cpu_idle) for i in range(1, count + 1)]
         events_port = free_port()
         self.events_url = f"http://127.0.0.1:{events_port}"
         shared = services.events_env(self.data_dir, events_port, self.config.env)
@@ -262,7 +265,8 @@ class Platform:
         while len(names) < desired:
             used = {int(n.rsplit("-", 1)[1]) for n in self.children if n.startswith(f"{queue}-worker-")}
             index = min(set(range(1, len(used) + 2)) - used)
-            names.append(self._spawn(services.worker(queue, index, free_port(), run_dir)).name)
+            names.append(self._spawn(services.worker(queue, index, free_port(), run_dir,
+                                                       cpu_idle=self.config.workers_cpu_idle)).name)
         for name in retirees(names, self._loads(queue) if len(names) > desired else {}, len(names) - desired):
             log.info("%s workers: retiring %s", queue, name)
             self.retiring.add(name)

@@ -98,7 +98,8 @@ def relay(metrics_port: int) -> ServiceSpec:
 WORKER_FORK_TIMEOUT_MS = 600_000
 
 
-def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads: int | None = None) -> ServiceSpec:
+def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads: int | None = None,
+           cpu_idle: bool = True) -> ServiceSpec:
     """One `dramatiq` process for `queue`; Dramatiq's Prometheus middleware serves its metrics.
 
     It runs at nice ASYNC_NICE and, beyond that, at SCHED_IDLE (`cpu_idle`):
@@ -108,6 +109,7 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
     the dashboard's median stayed at its idle value instead of doubling.  The
     workers' Postgres backends, Redis and the relay stay at nice 10: a request
     may wait on a backend's lock, and an idle-class holder would keep it waiting.
+    Without `cpu_idle` (BOOKING_WORKERS_CPU_IDLE=false) it runs at nice 10 alone.
     """
     broker_module, actors_module = WORKERS[queue]
     threads = threads or worker_threads(queue)
@@ -131,7 +133,7 @@ def worker(queue: str, index: int, metrics_port: int, run_dir: Path, *, threads:
         # Its presence names it (not the shared host name): a scale-down finds the idlest by this name.
         "BOOKING_WORKER_HOST": name,
         **ASYNC_ENV,
-    }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE, cpu_idle=True)
+    }, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", nice=ASYNC_NICE, cpu_idle=cpu_idle)
 
 
 def events_env(data_dir: Path, port: int, caller_env: dict[str, str]) -> dict[str, str]:

@@ -25,6 +25,11 @@ class CtlSettings:
 
     #: The local data dir (servers' data, logs, mail, admin token), unless --data-dir gives one.
     data_dir: str = env("BOOKING_DATA_DIR", ".data")
+    #: `up` runs the workers at Linux's idle scheduling class (below nice 19), so that a request
+    #: takes the CPU from a rendering worker at once.  A worker there gets no CPU at all while
+    #: anything else keeps every core busy: on a machine shared with other loads (a build, a test
+    #: suite), false runs them at nice 10 in the normal class instead, still below the API.
+    workers_cpu_idle: bool = env("BOOKING_WORKERS_CPU_IDLE", True)
 
     def __post_init__(self) -> None:
         check(self)
