@@ -38,7 +38,9 @@ up: system-deps-up sync
 
 # The suite on TEST_WORKERS pytest-xdist workers (each with its own embedded servers), whole
 # files per worker, the end-to-end files first (conftest.py).  TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+# Three on two cores: about a third of a test's time is waiting (polls, timeouts), which a
+# third worker fills.
+TEST_WORKERS ?= 3
 PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: system-deps-test sync
