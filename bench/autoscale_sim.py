@@ -462,7 +462,9 @@ def stress(samples: dict[str, list[float]], seed: int, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=Path, default=HERE / "data/service_times.json")
+    ap.add_argument("--samples", type=Path, default=HERE / "data/service_times.json",
+                    help="service times (data/service_times_wall_20261207.json: the first recording, wall times on a "
+                         "loaded machine and the invoice stylesheet before it was made cheaper)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pods-per-node", type=int, default=30)
     ap.add_argument("--node-seconds", type=float, default=90.0)
@@ -475,7 +477,7 @@ def main() -> None:
         args.out = HERE / "results" / name
     samples = json.loads(args.samples.read_text())["seconds"]
     if args.stress:
-        result = stress(samples, args.seed, args)
+        result = {"command": " ".join(["python", *sys.argv]), **stress(samples, args.seed, args)}
         print(json.dumps(result))
         args.out.with_name("autoscale_sim_stress.json").write_text(json.dumps(result, indent=1) + "\n")
         return
