@@ -13,8 +13,9 @@ middleware's work as well as the actor's.  Per message it appends one JSON line 
 
 Why not the wall time alone: this machine is shared, and the workers run at nice 10 and SCHED_IDLE, so a
 render's wall time is mostly other processes' CPU (the first recording, at a load average of 30-40, read a
-77 ms render as 7.5 s).  The run queue wait is the part of the wall time that is contention, measured by the
-kernel for this thread; what is left does not depend on the load, except through the servers it waits on.
+render of about 0.2 s of CPU as 7.5 s).  The run queue wait is the part of the wall time that is contention,
+measured by the kernel for this thread; what is left does not depend on the load, except through the servers it
+waits on.
 """
 
 from __future__ import annotations
