@@ -200,14 +200,17 @@ def policies(pool: Pool, tuned: int | None = None) -> dict[str, Callable[[], Sca
 KEPT = 0.99
 
 
-def largest_target(share: Callable[[int], float], start: int, need: float = KEPT) -> tuple[int, dict[int, float]]:
-    """The largest target t >= 1 with share(t) >= need, and every share measured on the way.
+def largest_target(share: Callable[[int], float], start: int, need: float = KEPT,
+                   limit: int | None = None) -> tuple[int, dict[int, float]]:
+    """The largest target t >= 1 (at most `limit`) with share(t) >= need, and every share measured on the way.
 
     The share is not monotone in the target (one seed's noise moves it by a few tenths of a percent near the
     edge), so no bisection: from an upper bound, doubled from `start` until a target fails, every smaller
     target is tried downwards and the first that keeps `need` is the answer; all above it, up to that bound,
     were tried and failed (beyond the bound, far from the edge, the share only falls).  1 when none does (the
-    smallest target KEDA can be given; its share is then in the result).
+    smallest target KEDA can be given; its share is then in the result).  `limit`: a target from which on
+    every run is the same (KEDA at its fewest replicas), so a pool that keeps the promise at any target ends
+    the doubling there, with `limit` the answer, instead of doubling for ever.
     """
     seen: dict[int, float] = {}
 
@@ -216,9 +219,11 @@ def largest_target(share: Callable[[int], float], start: int, need: float = KEPT
             seen[t] = share(t)
         return seen[t] >= need
 
-    high = max(1, start)
+    high = max(1, start) if limit is None else min(max(1, start), limit)
     while keeps(high):
-        high *= 2
+        if limit is not None and high >= limit:
+            return high, seen
+        high = 2 * high if limit is None else min(2 * high, limit)
     return next((t for t in range(high - 1, 0, -1) if keeps(t)), 1), seen
 
 
@@ -370,7 +375,9 @@ def tune_keda(pool: Pool, samples: dict[str, list[float]], seed: int, args) -> d
         res = run(arr, svc, pool, Keda(target), steady.seconds, seed, args, deletion_cost=False)
         return res.within / max(1, res.tasks)
 
-    target, seen = largest_target(share, pool.target)
+    # The ready list never holds more than the trace's tasks: from that target on KEDA asks for one replica
+    # (its minimum) whatever the list, so every larger target runs the same.
+    target, seen = largest_target(share, pool.target, limit=max(1, len(arr)))
     return {"target": target, "within_max_age": round(seen[target], 5),
             "tried": {str(t): round(v, 5) for t, v in sorted(seen.items())}}
 
@@ -455,7 +462,9 @@ def stress(samples: dict[str, list[float]], seed: int, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=Path, default=HERE / "data/service_times.json")
+    ap.add_argument("--samples", type=Path, default=HERE / "data/service_times.json",
+                    help="service times (data/service_times_wall_20261207.json: the first recording, wall times on a "
+                         "loaded machine and the invoice stylesheet before it was made cheaper)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pods-per-node", type=int, default=30)
     ap.add_argument("--node-seconds", type=float, default=90.0)
@@ -468,7 +477,7 @@ def main() -> None:
         args.out = HERE / "results" / name
     samples = json.loads(args.samples.read_text())["seconds"]
     if args.stress:
-        result = stress(samples, args.seed, args)
+        result = {"command": " ".join(["python", *sys.argv]), **stress(samples, args.seed, args)}
         print(json.dumps(result))
         args.out.with_name("autoscale_sim_stress.json").write_text(json.dumps(result, indent=1) + "\n")
         return

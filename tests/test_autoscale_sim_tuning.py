@@ -52,3 +52,19 @@ def test_the_recorded_results_compare_with_the_target_found_and_it_keeps_the_pro
             assert {r["trace"] for r in rows} == {t.name for t in sim.TRACES}, (name, queue)
             steady = next(r for r in rows if r["trace"] == "steady")
             assert steady["within_max_age"] == tuned["within_max_age"] >= sim.KEPT, (name, queue)
+
+
+def test_a_pool_that_keeps_the_promise_at_any_target_ends_the_search_at_the_limit():
+    """A pool whose work one replica does (the share never falls) stops doubling at the limit, not never."""
+    sim = load_sim()
+    asked: list[int] = []
+
+    def share(t: int) -> float:
+        asked.append(t)
+        return 1.0
+
+    target, seen = sim.largest_target(share, start=20, need=0.99, limit=1000)
+    assert target == 1000
+    assert asked == [20, 40, 80, 160, 320, 640, 1000]
+    # Below the limit the search is as before: the limit only bounds the doubling.
+    assert sim.largest_target(lambda t: 1.0 if t <= 700 else 0.0, start=20, limit=1000)[0] == 700

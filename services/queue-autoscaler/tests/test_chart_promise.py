@@ -48,7 +48,7 @@ def test_every_worker_gets_its_promise_and_its_concurrency_by_default(helm, tmp_
         validator.validate(with_defaults(SCHEMA, copy.deepcopy(qs)))
         policies[queue] = parse_spec(qs["spec"]).policy
     assert {q: p.max_age for q, p in policies.items()} == {"email": 30, "invoice": 120, "audit": 60, "webhook": 30}
-    assert {q: p.min_throughput_per_replica for q, p in policies.items()} == {"email": 1, "invoice": 0.02,
+    assert {q: p.min_throughput_per_replica for q, p in policies.items()} == {"email": 1, "invoice": 0.5,
                                                                                "audit": 5, "webhook": 5}
     assert all(p.pod_start_seconds == 30 for p in policies.values())
     assert {q: p.throughput_half_life_seconds for q, p in policies.items()} == {"email": 30, "invoice": 60,
