@@ -79,7 +79,8 @@ DEFAULT_POLICIES = {
                     min_throughput_per_replica=2, replica_concurrency=worker_threads("email"), tolerance=0.2,
                     throughput_half_life_seconds=30, **_LOCAL),
     "invoice": Policy(min_replica_count=1, max_replica_count=4, target_backlog_per_replica=10, max_age=120,
-                      min_throughput_per_replica=0.5, replica_concurrency=worker_threads("invoice"), **_LOCAL),
+                      min_throughput_per_replica=0.5, replica_concurrency=worker_threads("invoice"), tolerance=0.25,
+                      **_LOCAL),
     "audit": Policy(min_replica_count=1, max_replica_count=2, target_backlog_per_replica=50, max_age=60,
                     min_throughput_per_replica=5, replica_concurrency=worker_threads("audit"), **_LOCAL),
     # Deliveries wait on tenants' receivers, not the CPU: one process's 16 threads carry many at
