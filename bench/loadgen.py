@@ -246,3 +246,102 @@ def burst(base_url: str, token: str, users: int,
     for c in clients:
         c.close()
     return ms, statuses, ids
+
+
+def open_loop_post(base_url: str, token: str, *, rate: float, seconds: float, max_connections: int = 256) -> dict:
+    """POST bookings at `rate` a second for `seconds`, each at its own scheduled instant, whatever the answers.
+
+    An open-loop client, unlike wrk's closed loop (the next request the moment
+    an answer arrives): request i leaves at start + i/rate on an idle keep-alive
+    connection, or a new one while fewer than `max_connections` are open, so a
+    slow or refusing server does not slow the sender.  Latency counts from the
+    scheduled instant (no coordinated omission); a request that finds every
+    connection busy is counted `late` and still sent when one frees.  Runs its
+    own event loop: call it from a thread beside a wrk run.
+    """
+    import asyncio
+
+    return asyncio.run(_open_loop(base_url, token, rate, seconds, max_connections))
+
+
+async def _open_loop(base_url: str, token: str, rate: float, seconds: float, max_connections: int) -> dict:
+    import asyncio
+
+    host, port = base_url.removeprefix("http://").split(":")
+    body = json.dumps(BODY).encode()
+    request = (f"POST /api/v1/bookings HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    freed = asyncio.Condition()
+    opened = late = errors = 0
+    statuses: dict[int, int] = {}
+    ms: list[float] = []
+
+    def room() -> bool:
+        return bool(idle) or opened < max_connections
+
+    async def connection():
+        nonlocal opened, late
+        while True:
+            if idle:
+                return idle.pop()
+            if opened < max_connections:
+                opened += 1
+                try:
+                    return await asyncio.open_connection(host, int(port))
+                except OSError:
+                    opened -= 1
+                    raise
+            late += 1
+            async with freed:
+                await freed.wait_for(room)
+
+    async def one(at: float) -> None:
+        nonlocal opened, errors
+        try:
+            reader, writer = await connection()
+        except OSError:
+            errors += 1
+            return
+        keep = False
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+            await reader.readexactly(int(fields.get("content-length", "0")))
+            ms.append((time.perf_counter() - at) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+            keep = fields.get("connection", "").lower() != "close"
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            errors += 1
+        if keep:
+            idle.append((reader, writer))
+        else:
+            opened -= 1
+            writer.close()
+        async with freed:
+            freed.notify()
+
+    start = time.perf_counter()
+    count = int(rate * seconds)
+    tasks = []
+    for i in range(count):
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(at)))
+    await asyncio.gather(*tasks)
+    sent_over = time.perf_counter() - start
+    for _, writer in idle:
+        writer.close()
+    out = {"rate": rate, "seconds": round(sent_over, 2), "requests": count, "late": late, "socket_errors": errors,
+           "connections": opened, "statuses": {str(k): v for k, v in sorted(statuses.items())},
+           "rps": round(count / max(sent_over, 1e-9), 1)}
+    out["non2xx"] = sum(v for k, v in statuses.items() if not 200 <= k < 300)
+    if ms:
+        out |= {"p50_ms": round(statistics.median(ms), 2), "p99_ms": round(pct(ms, 0.99), 2),
+                "max_ms": round(max(ms), 2)}
+    return out
