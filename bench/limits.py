@@ -1,6 +1,8 @@
 """What the admission limiter costs a confirm: the accept path with the limiter on and off, in turns on one platform.
 
     .venv/bin/python bench/limits.py [--rounds 5] [--warmup-rounds 1] [--seconds 8] [--connections 50]
+                                     [--held-rounds 3] [--open-plan-rate 50] [--open-multiples 1,2,10]
+    # the held tenants only:  --rounds 0 --warmup-rounds 0 --held-rounds 5
 
 One platform, its workers stopped (the accept path alone), its own API stopped.
 Each round serves the same app on the same Postgres, Redis and relay from two
@@ -18,12 +20,27 @@ limiter's cost is the API's and Redis's CPU per confirm, on over off, paired by
 round; the target is at most 1.05 (issue 20: at most 5 % of a confirm's CPU),
 and confirms/s on over off at least 0.95.
 
-Then `--held-rounds` (limiter on): a quiet tenant POSTs at a fifth of the
-connections alone, then beside a noisy tenant held at its limit (a plan of one
-booking a second, flooding at `--connections`: nearly every POST a 429), then
-beside a noisy tenant with no effective limit (its flood all bookings).  Issue
-20's target: the quiet tenant's p99 beside the held one within 1.2x of a run
-without the limit; both ratios are reported, paired by round.
+Then `--held-rounds` (limiter on, one API): a quiet tenant POSTs with wrk at a
+fifth of the connections, for `--seconds`, in each of these scenarios (their
+order rotates every round; `held_rounds[i]` holds them all):
+
+- `quiet_alone`: nothing beside it;
+- `quiet_beside_open_<m>x`, for each of `--open-multiples` (1,2,10): beside a
+  tenant on a plan of `--open-plan-rate` bookings a second (50, the default
+  plan's; burst the same) that sends at m times that rate, OPEN loop
+  (`loadgen.open_loop_post`: each POST at its own instant, whatever the answers),
+  as a real client over its limit does; 1x is the same tenant at its plan, nothing
+  refused, so over it is what being held adds;
+- `quiet_beside_held`: beside a tenant with a plan of one booking a second flooding
+  CLOSED loop on `--connections` (wrk: the next POST the moment a 429 arrives), so
+  refusals take all the CPU they can: the worst case, not a client's real rate;
+- `quiet_beside_unlimited`: the same flood with no effective limit (all bookings).
+
+Issue 20's target: the quiet tenant's POST p99 while another tenant is held at
+its limit within 1.2x of a run without it.  `summary.held` gives the closed-loop
+ratios (over alone, over unlimited), `summary.held_open_<m>x` the open-loop ones
+(over alone, over the closed-loop flood, over 1x), each the median of per-round
+ratios, with the quiet tenant's confirms/s the same way and the API's CPU.
 
 Before the rounds, `decision_cost` times the decision itself in this process
 (leased, as the API runs it, and exact, one EVALSHA per booking) against a plain
@@ -292,6 +309,11 @@ def main() -> None:
         for m in multiples:
             name = f"open_{m:g}x"
             summary[f"held_{name}"] = open_summary(held, name)
+        summary["held_scenarios_median"] = {
+            name: {"quiet_p99_ms": med([h[name]["p99_ms"] for h in held]),
+                   "quiet_rps": med([h[name]["rps"] for h in held]),
+                   "api_cpu_s_per_s": med([h[name]["api_cpu_s_per_s"] for h in held])}
+            for name in held[0] if name.startswith("quiet_")}
     report.write({"connections": args.connections, "seconds": args.seconds, "open_plan_rate": args.open_plan_rate,
                   "open_multiples": multiples, "decision_cost": cost, "warmup": warmup,
                   "rounds": rounds, "held_rounds": held, "summary": summary, "command": report.command()}, args.out)

@@ -260,8 +260,14 @@ def open_loop_post(base_url: str, token: str, *, rate: float, seconds: float, ma
     own event loop: call it from a thread beside a wrk run.
     """
     import asyncio
+    import resource
 
-    return asyncio.run(_open_loop(base_url, token, rate, seconds, max_connections))
+    cpu = resource.getrusage(resource.RUSAGE_THREAD)
+    out = asyncio.run(_open_loop(base_url, token, rate, seconds, max_connections))
+    spent = resource.getrusage(resource.RUSAGE_THREAD)
+    # This client's own CPU: it shares the machine with the server it loads, as wrk does.
+    out["client_cpu_s"] = round(spent.ru_utime + spent.ru_stime - cpu.ru_utime - cpu.ru_stime, 3)
+    return out
 
 
 async def _open_loop(base_url: str, token: str, rate: float, seconds: float, max_connections: int) -> dict:

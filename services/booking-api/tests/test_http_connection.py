@@ -122,3 +122,21 @@ def test_clients_that_do_not_read_their_large_answers_hold_no_thread(plain):
         for sock in readers:
             status, _, body, _ = read_response(sock)
             assert status == b"HTTP/1.1 200 OK" and len(body) == size and body.count(b"x") == size
+
+
+@pytest.mark.parametrize(("source", "scheme"), [("127.0.0.1", "https"), ("127.0.0.2", "http")])
+def test_every_request_of_a_connection_gets_gunicorns_header_policy_for_its_peer(plain, source, scheme):
+    """Scheme headers count only from `forwarded_allow_ips` (gunicorn's default: 127.0.0.1), and names with an
+    underscore are dropped, on the second request of a connection as on the first (the peer's trust is read once)."""
+    import json
+
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=10, source_address=(source, 0)) as sock:
+        rest = b""
+        for _ in range(2):
+            sock.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nX_Smuggled: 1\r\n"
+                         b"X-Kept: 1\r\n\r\n")
+            status, _, body, rest = read_response(sock, rest)
+            seen = json.loads(body)
+            assert status == b"HTTP/1.1 200 OK"
+            assert seen["scheme"] == scheme
+            assert "HTTP_X_KEPT" in seen["headers"] and "HTTP_X_SMUGGLED" not in seen["headers"]

@@ -46,7 +46,7 @@ from gunicorn.asgi.parser import (
     PythonProtocol,
     UnsupportedTransferCoding,
 )
-from gunicorn.asgi.protocol import _RequestHeaderPolicy
+from gunicorn.asgi.protocol import _RequestHeaderPolicy, secure_scheme_names
 from gunicorn.http.errors import ParseException
 
 from booking_api.access_log import wanted
@@ -196,6 +196,8 @@ class Connection(asyncio.Protocol):
         self.server: tuple = ("", 0)
         self.client: tuple = ("", 0)
         self.peer = None
+        self.trust: tuple | None = None
+        self.secure_names: frozenset[bytes] = frozenset()
 
     # -- the loop's side ---------------------------------------------------------------------
 
@@ -243,7 +245,13 @@ class Connection(asyncio.Protocol):
         # gunicorn's own header policy, as its asyncio protocol applies it: underscored names are
         # dropped, scheme headers count only from `forwarded_allow_ips`.  A private name: if an
         # upgrade moves it, the import fails and the worker does not start, not serve without it.
-        _RequestHeaderPolicy(self.cfg, self.peer, request.scheme, request.version).apply(request)
+        policy = _RequestHeaderPolicy(self.cfg, self.peer, request.scheme, request.version)
+        if self.trust is None:
+            # Whether the peer is a trusted proxy, once per connection as gunicorn's own protocol
+            # does: per request it parsed the peer's address again (a twentieth of a refusal's CPU).
+            self.trust = policy._peer_trusted_for_forwarded()
+            self.secure_names = secure_scheme_names(self.trust[0])
+        policy.apply(request, self.trust, self.secure_names)
         status = refusal(request.version, request.headers_bytes,
                          None if request.chunked else request.content_length, self.max_body)
         if status is not None:
