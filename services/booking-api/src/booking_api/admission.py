@@ -179,6 +179,11 @@ class Admission:
                 self._leases[tenant_id] = _Lease(plan, verdict.taken - 1, now + self.lease_seconds, verdict)
         return Decision(tenant_id, plan, verdict, max(verdict.taken - 1, 0))
 
+    def holds_any(self) -> bool:
+        """Whether this process may hold a tenant refused: false until Redis refuses one, and again once each
+        refused tenant's next booking after its hold was asked of Redis; while false, nothing to look up."""
+        return bool(self._refused)
+
     def held(self, tenant_id: str) -> Decision | None:
         """The refusal of a tenant this process holds refused, from memory alone; None when it must be asked.
 

@@ -56,9 +56,9 @@ class HeldRefusals:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes] | None:
         """The 429's body after `start_response`, or None (nothing called) to let the app answer."""
-        if (environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != ROUTE
-                or "HTTP_IDEMPOTENCY_KEY" in environ):
-            return None
+        if (not self.admission.holds_any() or environ.get("REQUEST_METHOD") != "POST"
+                or environ.get("PATH_INFO") != ROUTE or "HTTP_IDEMPOTENCY_KEY" in environ):
+            return None  # while no tenant is held (the usual case), the token is not even hashed
         started = time.perf_counter()
         scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         token = token.strip()
