@@ -140,3 +140,23 @@ def test_every_request_of_a_connection_gets_gunicorns_header_policy_for_its_peer
             assert status == b"HTTP/1.1 200 OK"
             assert seen["scheme"] == scheme
             assert "HTTP_X_KEPT" in seen["headers"] and "HTTP_X_SMUGGLED" not in seen["headers"]
+
+
+def test_an_answer_behind_a_large_one_still_being_sent_comes_after_it_whole(plain):
+    """Pipelined on one connection: a 6 MB answer the client reads as it comes, then a small one, many times.
+
+    The first answer's thread writes what the socket takes and the loop writes the
+    rest as the client reads; the second answer must not leave from its own thread
+    in between, ahead of that rest.
+    """
+    size = 6 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        rest = b""
+        for _ in range(60):  # the race is narrow: the second answer's thread must write while the socket has room
+            sock.sendall(f"GET /big?{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                         + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond")
+            status, _, body, rest = read_response(sock, rest)
+            assert status == b"HTTP/1.1 200 OK" and len(body) == size and body.count(b"x") == size, body[-200:]
+            status, _, body, rest = read_response(sock, rest)
+            assert (status, body) == (b"HTTP/1.1 201 Created", b"second")

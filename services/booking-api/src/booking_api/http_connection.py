@@ -22,7 +22,10 @@ API's server: the worker's rate").
 Writing from a request thread: the thread writes through a duplicate of the
 transport's socket, under the connection's lock, and only while the loop has
 nothing of this connection's to write (it reads no further request while one
-is in a thread).  The duplicate is closed under the same lock when the
+is in a thread, and while the transport still holds the rest of an earlier
+answer the next answers go through the transport too: a pipelined request's
+answer written from its thread overtook the 6 MB before it as soon as the
+client read some of them).  The duplicate is closed under the same lock when the
 transport reports the connection lost, so a thread never writes to a socket
 number that has since been given to another client.
 """
@@ -189,6 +192,7 @@ class Connection(asyncio.Protocol):
         self.body_size = 0
         self.partial = False  # some of the next request has arrived
         self.busy = False  # a request is in a request thread
+        self.flushing = False  # the transport holds unsent bytes of an earlier answer (set by the loop)
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
         self.sock: socket.socket | None = None
@@ -298,6 +302,9 @@ class Connection(asyncio.Protocol):
             return
         if sent < len(data):
             self.transport.write(memoryview(data)[sent:])
+        # While the transport still holds bytes of an answer, the next answers go through it too: a
+        # thread's own write would reach the socket ahead of them as soon as the client read some.
+        self.flushing = self.transport.get_write_buffer_size() > 0
         if close:
             self.transport.close()
             return
@@ -350,6 +357,8 @@ class Connection(asyncio.Protocol):
         with self.lock:
             if self.closed:
                 sent = -1
+            elif self.flushing:
+                sent = 0  # the loop writes it all, behind what it still holds of the answer before
             else:
                 try:
                     sent = self.sock.send(data, socket.MSG_NOSIGNAL)
