@@ -4,7 +4,7 @@ Why: once Redis has refused a tenant, this process refuses its next bookings fro
 memory until a token can be back (`admission.Admission.held`).  A client flooding
 at its limit then sends nearly only such requests, and each went through all of
 Flask (request context, URL matching, before/after hooks, an exception and its
-handler, a werkzeug Response), which was most of what a refusal cost while the
+handler, a werkzeug Response), about half of what a refusal cost while the
 other tenants' requests waited for the same two cores (bench/README.md,
 "A tenant held at its limit").  Here a refusal is a few dictionary lookups and
 one JSON dump.
