@@ -1,6 +1,8 @@
 """What the admission limiter costs a confirm: the accept path with the limiter on and off, in turns on one platform.
 
     .venv/bin/python bench/limits.py [--rounds 5] [--warmup-rounds 1] [--seconds 8] [--connections 50]
+                                     [--held-rounds 3] [--open-plan-rate 50] [--open-multiples 1,2,10]
+    # the held tenants only:  --rounds 0 --warmup-rounds 0 --held-rounds 5
 
 One platform, its workers stopped (the accept path alone), its own API stopped.
 Each round serves the same app on the same Postgres, Redis and relay from two
@@ -18,12 +20,27 @@ limiter's cost is the API's and Redis's CPU per confirm, on over off, paired by
 round; the target is at most 1.05 (issue 20: at most 5 % of a confirm's CPU),
 and confirms/s on over off at least 0.95.
 
-Then `--held-rounds` (limiter on): a quiet tenant POSTs at a fifth of the
-connections alone, then beside a noisy tenant held at its limit (a plan of one
-booking a second, flooding at `--connections`: nearly every POST a 429), then
-beside a noisy tenant with no effective limit (its flood all bookings).  Issue
-20's target: the quiet tenant's p99 beside the held one within 1.2x of a run
-without the limit; both ratios are reported, paired by round.
+Then `--held-rounds` (limiter on, one API): a quiet tenant POSTs with wrk at a
+fifth of the connections, for `--seconds`, in each of these scenarios (their
+order rotates every round; `held_rounds[i]` holds them all):
+
+- `quiet_alone`: nothing beside it;
+- `quiet_beside_open_<m>x`, for each of `--open-multiples` (1,2,10): beside a
+  tenant on a plan of `--open-plan-rate` bookings a second (50, the default
+  plan's; burst the same) that sends at m times that rate, OPEN loop
+  (`loadgen.open_loop_post`: each POST at its own instant, whatever the answers),
+  as a real client over its limit does; 1x is the same tenant at its plan, nothing
+  refused, so over it is what being held adds;
+- `quiet_beside_held`: beside a tenant with a plan of one booking a second flooding
+  CLOSED loop on `--connections` (wrk: the next POST the moment a 429 arrives), so
+  refusals take all the CPU they can: the worst case, not a client's real rate;
+- `quiet_beside_unlimited`: the same flood with no effective limit (all bookings).
+
+Issue 20's target: the quiet tenant's POST p99 while another tenant is held at
+its limit within 1.2x of a run without it.  `summary.held` gives the closed-loop
+ratios (over alone, over unlimited), `summary.held_open_<m>x` the open-loop ones
+(over alone, over the closed-loop flood, over 1x), each the median of per-round
+ratios, with the quiet tenant's confirms/s the same way and the API's CPU.
 
 Before the rounds, `decision_cost` times the decision itself in this process
 (leased, as the API runs it, and exact, one EVALSHA per booking) against a plain
@@ -57,14 +74,14 @@ CANDIDATES = {"on": {"BOOKING_LIMITS_ENABLED": "true"}, "off": {"BOOKING_LIMITS_
 SHARED = ("postgres", "redis", "relay")
 
 
-def serve(platform: Platform, name: str) -> tuple[Child, int]:
-    """The API with candidate `name`'s settings beside the platform; (process, port) once it answers."""
+def serve(platform: Platform, name: str, extra_env: dict[str, str] | None = None) -> tuple[Child, int]:
+    """The API with candidate `name`'s settings and `extra_env` beside the platform; (process, port) once it answers."""
     port = free_port()
     run_dir = platform.data_dir / "run" / f"limits-{name}"
     (run_dir / "prometheus").mkdir(parents=True, exist_ok=True)
     spec = api_spec(port, run_dir, workers=platform.config.api_workers)
     env = {**platform.child_env(), **spec.env, **loadgen.UNLIMITED_PLAN, **CANDIDATES[name],
-           "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus")}
+           "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "prometheus"), **(extra_env or {})}
     child = Child(f"limits-{name}", spec.argv, log_path=platform.log_dir / f"limits-{name}.log", env=env,
                   stop_timeout=30)
     child.start()
@@ -149,27 +166,50 @@ def tenant_token(database_url: str, name: str, plan: Plan | None) -> str:
         return tenants.create_token(conn, tenant["id"])["token"]
 
 
-def held_round(port: int, quiet: str, noisy: str, unlimited: str, connections: int, seconds: int) -> dict:
-    """A quiet tenant's POSTs alone, beside a noisy tenant held at its limit, and beside it unlimited."""
+def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int, seconds: int,
+               open_plan_rate: float, multiples: list[float], order: int) -> dict:
+    """A quiet tenant's POSTs alone and beside each held or unlimited tenant, in an order rotated by `order`.
+
+    Scenarios: `quiet_alone`; `quiet_beside_open_<m>x`, beside a tenant on a plan
+    of `open_plan_rate` bookings a second sending at `m` times that rate, open loop
+    (`loadgen.open_loop_post`); `quiet_beside_held`, beside a tenant with a plan of
+    one booking a second flooding closed loop on `connections` (wrk); and
+    `quiet_beside_unlimited`, the same flood with no effective limit.  The tenant
+    beside is `noisy_<scenario>`; `api_cpu_s_per_s` is the API's CPU over the run.
+    """
     import threading
 
     base = f"http://127.0.0.1:{port}"
+    quiet_connections = max(1, connections // 5)
 
-    def beside(flood_token: str) -> tuple[dict, dict]:
+    def closed(token: str):
+        return lambda: loadgen.wrk_post(base, token, connections=connections, seconds=seconds + 2)
+
+    def opened(multiple: float):
+        return lambda: loadgen.open_loop_post(base, tokens["open"], rate=open_plan_rate * multiple,
+                                              seconds=seconds + 2)
+
+    scenarios: list[tuple[str, object]] = [("alone", None)]
+    scenarios += [(f"open_{m:g}x", opened(m)) for m in multiples]
+    scenarios += [("held", closed(tokens["noisy"])), ("unlimited", closed(tokens["unlimited"]))]
+    shift = order % len(scenarios)
+    out: dict = {}
+    for name, beside in scenarios[shift:] + scenarios[:shift]:
         box: dict = {}
-        flood = threading.Thread(target=lambda: box.update(loadgen.wrk_post(
-            base, flood_token, connections=connections, seconds=seconds + 2)))
-        flood.start()
+        flood = threading.Thread(target=lambda b=beside, out=box: out.update(b())) if beside else None
+        cpu = pgstats.cpu_seconds(api_pid)
+        if flood:
+            flood.start()
         try:
-            return loadgen.wrk_post(base, quiet, connections=connections // 5, seconds=seconds), box
+            quiet = loadgen.wrk_post(base, tokens["quiet"], connections=quiet_connections, seconds=seconds)
+            quiet["api_cpu_s_per_s"] = round((pgstats.cpu_seconds(api_pid) - cpu) / quiet["seconds"], 3)
         finally:
-            flood.join()
-
-    alone = loadgen.wrk_post(base, quiet, connections=connections // 5, seconds=seconds)
-    held, noisy_held = beside(noisy)
-    free, noisy_free = beside(unlimited)
-    return {"quiet_alone": alone, "quiet_beside_held": held, "noisy_held": noisy_held,
-            "quiet_beside_unlimited": free, "noisy_unlimited": noisy_free}
+            if flood:
+                flood.join()
+        out["quiet_alone" if name == "alone" else f"quiet_beside_{name}"] = quiet
+        if beside:
+            out[f"noisy_{name}"] = box
+    return out
 
 
 def main() -> None:
@@ -180,9 +220,14 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--held-rounds", type=int, default=3,
                     help="rounds of a quiet tenant alone, then beside a tenant held at its limit (limiter on)")
+    ap.add_argument("--open-plan-rate", type=float, default=50.0,
+                    help="plan rate (bookings/s; burst the same) of the open-loop held tenant (default plan's: 50)")
+    ap.add_argument("--open-multiples", default="1,2,10",
+                    help="the open-loop tenant sends at these multiples of its plan rate, one scenario each ('' none)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/limits.json"))
     args = ap.parse_args()
     loadgen.require_wrk()
+    multiples = [float(m) for m in args.open_multiples.split(",") if m.strip()]
     names = list(CANDIDATES)
     rounds: list[dict] = []
     warmup: list[dict] = []
@@ -211,13 +256,16 @@ def main() -> None:
             held = []
             if args.held_rounds:
                 db_url = platform.urls["DATABASE_URL"]
-                quiet = tenant_token(db_url, "bench-quiet", None)
-                noisy = tenant_token(db_url, "bench-noisy", Plan("held", 1.0, 1, 1))
-                unlimited = tenant_token(db_url, "bench-unlimited", None)
+                rate = args.open_plan_rate
+                tokens = {"quiet": tenant_token(db_url, "bench-quiet", None),
+                          "noisy": tenant_token(db_url, "bench-noisy", Plan("held", 1.0, 1, 1)),
+                          "open": tenant_token(db_url, "bench-open", Plan("open-held", rate, max(1, int(rate)), 1)),
+                          "unlimited": tenant_token(db_url, "bench-unlimited", None)}
                 child, port = serve(platform, "on")
                 try:
                     for index in range(args.held_rounds):
-                        held.append(held_round(port, quiet, noisy, unlimited, args.connections, args.seconds))
+                        held.append(held_round(port, child.pid, tokens, args.connections, args.seconds, rate,
+                                               multiples, index))
                         print("held", index, {k: (v.get("rps"), v.get("p99_ms"), v.get("non2xx"))
                                               for k, v in held[-1].items()}, flush=True)
                 finally:
@@ -256,15 +304,47 @@ def main() -> None:
             "quiet_p99_beside_held_over_beside_unlimited": paired_held(held, "p99_ms", "quiet_beside_held",
                                                                        "quiet_beside_unlimited"),
             "quiet_rps_beside_held_over_alone": paired_held(held, "rps", "quiet_beside_held", "quiet_alone"),
-            "noisy_refused_share": round(sum(h["noisy_held"]["non2xx"] for h in held)
-                                         / max(sum(h["noisy_held"]["requests"] for h in held), 1), 4),
+            "noisy_refused_share": refused_share(held, "noisy_held"),
         }
-    report.write({"connections": args.connections, "seconds": args.seconds, "decision_cost": cost, "warmup": warmup,
+        for m in multiples:
+            name = f"open_{m:g}x"
+            summary[f"held_{name}"] = open_summary(held, name)
+        summary["held_scenarios_median"] = {
+            name: {"quiet_p99_ms": med([h[name]["p99_ms"] for h in held]),
+                   "quiet_rps": med([h[name]["rps"] for h in held]),
+                   "api_cpu_s_per_s": med([h[name]["api_cpu_s_per_s"] for h in held])}
+            for name in held[0] if name.startswith("quiet_")}
+    report.write({"connections": args.connections, "seconds": args.seconds, "open_plan_rate": args.open_plan_rate,
+                  "open_multiples": multiples, "decision_cost": cost, "warmup": warmup,
                   "rounds": rounds, "held_rounds": held, "summary": summary, "command": report.command()}, args.out)
 
 
 def paired_held(held: list[dict], metric: str, top: str, bottom: str) -> float:
     return round(statistics.median(h[top][metric] / h[bottom][metric] for h in held), 3)
+
+
+def refused_share(held: list[dict], noisy: str) -> float:
+    return round(sum(h[noisy]["non2xx"] for h in held) / max(sum(h[noisy]["requests"] for h in held), 1), 4)
+
+
+def open_summary(held: list[dict], name: str) -> dict:
+    """The quiet tenant beside the open-loop tenant `name`: over alone, over the closed-loop flood, over 1x."""
+    beside = f"quiet_beside_{name}"
+    out = {
+        "quiet_p99_over_alone": paired_held(held, "p99_ms", beside, "quiet_alone"),
+        "quiet_rps_over_alone": paired_held(held, "rps", beside, "quiet_alone"),
+        "quiet_p99_over_beside_closed_held": paired_held(held, "p99_ms", beside, "quiet_beside_held"),
+        "quiet_rps_over_beside_closed_held": paired_held(held, "rps", beside, "quiet_beside_held"),
+        "api_cpu_over_alone": paired_held(held, "api_cpu_s_per_s", beside, "quiet_alone"),
+        "noisy_refused_share": refused_share(held, f"noisy_{name}"),
+        "noisy_sent_per_s_median": round(statistics.median(h[f"noisy_{name}"]["rps"] for h in held), 1),
+        "noisy_late": sum(h[f"noisy_{name}"]["late"] for h in held),
+    }
+    if name != "open_1x" and all("quiet_beside_open_1x" in h for h in held):
+        # Beside the same tenant sending at its plan rate (nothing refused): what being held adds.
+        out["quiet_p99_over_beside_open_1x"] = paired_held(held, "p99_ms", beside, "quiet_beside_open_1x")
+        out["quiet_rps_over_beside_open_1x"] = paired_held(held, "rps", beside, "quiet_beside_open_1x")
+    return out
 
 
 if __name__ == "__main__":

@@ -246,3 +246,190 @@ def burst(base_url: str, token: str, users: int,
     for c in clients:
         c.close()
     return ms, statuses, ids
+
+
+def open_loop_post(base_url: str, token: str, *, rate: float, seconds: float, max_connections: int = 256) -> dict:
+    """POST bookings at `rate` a second for `seconds`, each at its own scheduled instant, whatever the answers.
+
+    An open-loop client, unlike wrk's closed loop (the next request the moment
+    an answer arrives): request i is due at start + i/rate and leaves then on an
+    idle keep-alive connection, or on a new one while fewer than `max_connections`
+    are open, so a slow or refusing server does not slow the sender.  Latency
+    counts from the due instant (no coordinated omission); a request that leaves
+    more than `LATE_SECONDS` after it was due (it waited for a connection) is
+    counted `late`.  It shares the
+    machine with the server, as wrk does, so it is lean: asyncio protocols on
+    uvloop, one timer, the request's bytes built once; `client_cpu_s` says what
+    it took.  Runs its own event loop: call it from a thread beside a wrk run.
+    """
+    import resource
+
+    import uvloop
+
+    cpu = resource.getrusage(resource.RUSAGE_THREAD)
+    loop = uvloop.new_event_loop()
+    try:
+        out = loop.run_until_complete(_OpenLoop(loop, base_url, token, rate, seconds, max_connections).run())
+    finally:
+        loop.close()
+    spent = resource.getrusage(resource.RUSAGE_THREAD)
+    out["client_cpu_s"] = round(spent.ru_utime + spent.ru_stime - cpu.ru_utime - cpu.ru_stime, 3)
+    return out
+
+
+#: An open-loop request sent this long after it was due is counted late (it waited for a connection).
+LATE_SECONDS = 0.01
+#: The open-loop sender's clock: each wake sends every request due by then.
+TICK_SECONDS = 0.002
+
+
+class _OpenLoop:
+    """The state of one `open_loop_post` run, on its own event loop."""
+
+    def __init__(self, loop, base_url: str, token: str, rate: float, seconds: float, max_connections: int):
+        import asyncio
+        from collections import deque
+
+        host, port = base_url.removeprefix("http://").split(":")
+        body = json.dumps(BODY).encode()
+        self.request = (f"POST /api/v1/bookings HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        self.loop, self.host, self.port = loop, host, int(port)
+        self.interval, self.count, self.max_connections = 1 / rate, int(rate * seconds), max_connections
+        self.rate = rate
+        self.due: deque[float] = deque()  # due instants (perf_counter) of requests waiting for a connection
+        self.idle: list = []
+        self.opened = self.opening = self.peak = self.sent = self.answered = self.late = self.errors = 0
+        self.statuses: dict[int, int] = {}
+        self.ms: list[float] = []
+        self.finished = asyncio.Event()
+
+    async def run(self) -> dict:
+        import asyncio
+
+        start = time.perf_counter() + 0.01
+        self.start = start
+        self._tick()
+        await self.finished.wait()
+        for conn in self.idle:
+            conn.transport.close()
+        await asyncio.sleep(0)  # let the closes run before the loop ends
+        took = time.perf_counter() - start
+        out = {"rate": self.rate, "seconds": round(took, 2), "requests": self.count, "late": self.late,
+               "socket_errors": self.errors, "connections": self.peak,
+               "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+               "rps": round(self.count / max(took, 1e-9), 1),
+               "non2xx": sum(v for k, v in self.statuses.items() if not 200 <= k < 300)}
+        if self.ms:
+            out |= {"p50_ms": round(statistics.median(self.ms), 2), "p99_ms": round(pct(self.ms, 0.99), 2),
+                    "max_ms": round(max(self.ms), 2)}
+        return out
+
+    def _tick(self) -> None:
+        """Hand every request now due to a connection, then sleep until the next one is due."""
+        now = time.perf_counter()
+        while self.sent < self.count:
+            at = self.start + self.sent * self.interval
+            if at > now:
+                # Wake at most every TICK_SECONDS: a timer per request cost this client more CPU than the
+                # requests; what is sent late by a tick is counted from when it was due.
+                self.loop.call_later(max(at - now, TICK_SECONDS), self._tick)
+                break
+            self.sent += 1
+            self.due.append(at)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self.due and self.idle:
+            self.idle.pop().send(self.due.popleft())
+        # One new connection per request still waiting beyond those already being opened.
+        for _ in range(min(len(self.due) - self.opening, self.max_connections - self.opened)):
+            self.opened += 1
+            self.opening += 1
+            self.peak = max(self.peak, self.opened)
+            self.loop.create_task(self._open())
+
+    async def _open(self) -> None:
+        try:
+            await self.loop.create_connection(lambda: _Post(self), self.host, self.port)
+        except OSError:
+            self.opening -= 1
+            self.opened -= 1
+            if self.due:
+                self._count(None, self.due.popleft())
+
+    def _count(self, status: int | None, at: float) -> None:
+        self.answered += 1
+        if status is None:
+            self.errors += 1
+        else:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.ms.append((time.perf_counter() - at) * 1000)
+        if self.answered >= self.count:
+            self.finished.set()
+
+    def made(self, conn: _Post) -> None:
+        self.opening -= 1
+        self.ready(conn)
+
+    def ready(self, conn: _Post) -> None:
+        """`conn` is open or answered: give it the next due request, or keep it idle."""
+        if self.due:
+            conn.send(self.due.popleft())
+        else:
+            self.idle.append(conn)
+
+    def lost(self, conn: _Post) -> None:
+        self.opened -= 1
+        if conn in self.idle:
+            self.idle.remove(conn)
+        if conn.at is not None:
+            self._count(None, conn.at)
+        self._dispatch()
+
+
+class _Post:
+    """One keep-alive connection of an `_OpenLoop`: one request at a time, its answer framed by Content-Length."""
+
+    def __init__(self, client: _OpenLoop):
+        self.client, self.transport, self.buffer, self.at = client, None, b"", None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.client.made(self)
+
+    def send(self, at: float) -> None:
+        self.at = at
+        if time.perf_counter() - at > LATE_SECONDS:
+            self.client.late += 1
+        self.transport.write(self.client.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].lower()
+        mark = head.find(b"content-length:")
+        length = int(head[mark + 15:head.find(b"\r\n", mark) if b"\r\n" in head[mark:] else None]) if mark >= 0 else 0
+        if len(self.buffer) < end + 4 + length:
+            return
+        self.buffer = self.buffer[end + 4 + length:]
+        at, self.at = self.at, None
+        self.client._count(int(head[9:12]), at)
+        if b"connection: close" in head:
+            self.transport.close()
+        else:
+            self.client.ready(self)
+
+    def connection_lost(self, exc) -> None:
+        self.client.lost(self)
+
+    def eof_received(self) -> None:
+        return None
+
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None

@@ -1,8 +1,10 @@
 """A WSGI app for the server's own guarantees: `GET /sleep?SECONDS` answers after that long (and prints
-"sleeping SECONDS s" as it starts), `/big?BYTES` that many bytes, `POST /echo` its body, anything else at once."""
+"sleeping SECONDS s" as it starts), `/big?BYTES` that many bytes, `POST /echo` its body, `/environ` the scheme and
+header names the app was given, anything else at once."""
 
 from __future__ import annotations
 
+import json
 import time
 
 
@@ -11,6 +13,11 @@ def app(environ, start_response):
     if environ["PATH_INFO"] == "/big":
         body = b"x" * int(environ["QUERY_STRING"])
         start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+        return [body]
+    if environ["PATH_INFO"] == "/environ":
+        body = json.dumps({"scheme": environ["wsgi.url_scheme"],
+                           "headers": sorted(k for k in environ if k.startswith("HTTP_"))}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
     if environ["PATH_INFO"] == "/echo":
         body = environ["wsgi.input"].read()

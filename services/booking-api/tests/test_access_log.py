@@ -14,6 +14,8 @@ def mode_from_env(environ: dict[str, str]) -> str:
 
 @pytest.mark.parametrize(("mode", "status", "logged"), [
     ("errors", 201, False), ("errors", 304, False), ("errors", 400, True), ("errors", 503, True),
+    # A tenant flooding at its limit would write one line per refusal: counted in the metrics instead.
+    ("errors", 429, False), ("all", 429, True),
     ("all", 201, True), ("all", 500, True), ("off", 500, False), ("off", 200, False),
 ])
 def test_wanted(mode, status, logged):

@@ -122,3 +122,41 @@ def test_clients_that_do_not_read_their_large_answers_hold_no_thread(plain):
         for sock in readers:
             status, _, body, _ = read_response(sock)
             assert status == b"HTTP/1.1 200 OK" and len(body) == size and body.count(b"x") == size
+
+
+@pytest.mark.parametrize(("source", "scheme"), [("127.0.0.1", "https"), ("127.0.0.2", "http")])
+def test_every_request_of_a_connection_gets_gunicorns_header_policy_for_its_peer(plain, source, scheme):
+    """Scheme headers count only from `forwarded_allow_ips` (gunicorn's default: 127.0.0.1), and names with an
+    underscore are dropped, on the second request of a connection as on the first (the peer's trust is read once)."""
+    import json
+
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=10, source_address=(source, 0)) as sock:
+        rest = b""
+        for _ in range(2):
+            sock.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nX_Smuggled: 1\r\n"
+                         b"X-Kept: 1\r\n\r\n")
+            status, _, body, rest = read_response(sock, rest)
+            seen = json.loads(body)
+            assert status == b"HTTP/1.1 200 OK"
+            assert seen["scheme"] == scheme
+            assert "HTTP_X_KEPT" in seen["headers"] and "HTTP_X_SMUGGLED" not in seen["headers"]
+
+
+def test_an_answer_behind_a_large_one_still_being_sent_comes_after_it_whole(plain):
+    """Pipelined on one connection: a 6 MB answer the client reads as it comes, then a small one, many times.
+
+    The first answer's thread writes what the socket takes and the loop writes the
+    rest as the client reads; the second answer must not leave from its own thread
+    in between, ahead of that rest.
+    """
+    size = 6 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", plain.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        rest = b""
+        for _ in range(60):  # the race is narrow: the second answer's thread must write while the socket has room
+            sock.sendall(f"GET /big?{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                         + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond")
+            status, _, body, rest = read_response(sock, rest)
+            assert status == b"HTTP/1.1 200 OK" and len(body) == size and body.count(b"x") == size, body[-200:]
+            status, _, body, rest = read_response(sock, rest)
+            assert (status, body) == (b"HTTP/1.1 201 Created", b"second")

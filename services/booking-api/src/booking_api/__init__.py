@@ -9,13 +9,27 @@ from booking_api.settings import ApiSettings, from_process
 from booking_core.web.headers import BASE_SECURITY_HEADERS
 
 
+class BookingApi(Flask):
+    """Flask, with the held tenants' refusals answered before it (`held_refusals`)."""
+
+    held_refusals = None
+
+    def __call__(self, environ: dict, start_response):
+        # Ahead of `wsgi_app`, so ahead of whatever wraps it too (OpenTelemetry's Flask instrumentation).
+        if self.held_refusals is not None:
+            answered = self.held_refusals(environ, start_response)
+            if answered is not None:
+                return answered
+        return self.wsgi_app(environ, start_response)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: this process's settings (`settings.from_process`) unless `test_config` gives them.
 
     `test_config` holds Flask keys and either "API" (an ApiSettings) or "SETTINGS"
     (the shared Settings, with the API's own at their defaults).
     """
-    app = Flask(__name__)
+    app = BookingApi(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     if test_config is None:
         api = from_process()
@@ -38,6 +52,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         problems,
         webhooks_views,
     )
+    from booking_api.held_refusals import HeldRefusals
     from booking_core.telemetry.sdk import setup_tracing
 
     if setup_tracing("booking-api"):
@@ -57,6 +72,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     database.init_app(app)
     auth.init_app(app)
     admission.init_app(app)
+    app.held_refusals = HeldRefusals(app.extensions["booking_identities"], app.extensions["booking_admission"])
     app.register_blueprint(health.bp)
     app.register_blueprint(bookings_views.bp)
     app.register_blueprint(ops_views.bp)

@@ -8,7 +8,12 @@ fifth (3,091 → 2,462/s at the median; confirms 442 → 426/s, inside the noise
 by the request metrics anyway; failures are what someone reads the log for.
 `BOOKING_ACCESS_LOG` (`ApiSettings.access_log`, refused at start if unknown) picks:
 
-- `errors` (the default): responses with status 400 and above;
+- `errors` (the default): responses with status 400 and above, but 429: a client
+  held at its plan's limit would write one line per refused request, at whatever
+  rate it floods (a third of what such a refusal cost the API once the app's own
+  part was cut, `bench/README.md`, "A tenant held at its limit"), and every one the
+  same; they are counted in `booking_http_requests_total{status="429"}` and
+  `booking_api_rate_limited_total` instead;
 - `all`: every request, gunicorn's usual combined log;
 - `off`: none.
 """
@@ -22,7 +27,7 @@ from booking_api.settings import from_process
 
 def wanted(mode: str, status: int) -> bool:
     """Whether a response with `status` gets an access log line under `mode`."""
-    return mode == "all" or (mode == "errors" and status >= 400)
+    return mode == "all" or (mode == "errors" and status >= 400 and status != 429)
 
 
 class AccessLog(Logger):

@@ -149,13 +149,9 @@ class Admission:
         plan = self.plan(tenant_id, load)
         now = time.monotonic()
         give_back = 0
-        refused = self._refused.get(tenant_id)
-        if refused is not None:
-            at, until, refused_plan, verdict = refused
-            if now < until and refused_plan == plan:
-                LIMITED.inc()
-                return Decision(tenant_id, plan, replace(verdict, retry_after=verdict.retry_after - (now - at)))
-            self._refused.pop(tenant_id, None)
+        held = self._held(tenant_id, plan, now)
+        if held is not None:
+            return held
         with self._lock:
             lease = self._leases.get(tenant_id)
             if lease is not None:
@@ -182,6 +178,35 @@ class Admission:
                     self._leases.clear()
                 self._leases[tenant_id] = _Lease(plan, verdict.taken - 1, now + self.lease_seconds, verdict)
         return Decision(tenant_id, plan, verdict, max(verdict.taken - 1, 0))
+
+    def holds_any(self) -> bool:
+        """Whether this process may hold a tenant refused: false until Redis refuses one, and again once each
+        refused tenant's next booking after its hold was asked of Redis; while false, nothing to look up."""
+        return bool(self._refused)
+
+    def held(self, tenant_id: str) -> Decision | None:
+        """The refusal of a tenant this process holds refused, from memory alone; None when it must be asked.
+
+        None unless Redis refused the tenant within the hold and the tenant's plan
+        is still the cached one it was refused under: no Postgres, no Redis, no
+        waiting, so it can answer before any of a request's other work.
+        """
+        if not self.enabled or self._plans is None or tenant_id not in self._refused:
+            return None
+        with self._lock:
+            plan = self._plans.get(tenant_id)
+        return None if plan is None else self._held(tenant_id, plan, time.monotonic())
+
+    def _held(self, tenant_id: str, plan: plans.Plan, now: float) -> Decision | None:
+        refused = self._refused.get(tenant_id)
+        if refused is None:
+            return None
+        at, until, refused_plan, verdict = refused
+        if now < until and refused_plan == plan:
+            LIMITED.inc()
+            return Decision(tenant_id, plan, replace(verdict, retry_after=verdict.retry_after - (now - at)))
+        self._refused.pop(tenant_id, None)
+        return None
 
     def refund(self, decision: Decision) -> None:
         """Give back the token of a request that cost nothing (an idempotent replay); best effort."""

@@ -35,6 +35,14 @@ class IdentityCache:
         self._cache = TTLCache(maxsize=_CACHE_SIZE, ttl=ttl_seconds) if ttl_seconds > 0 else None
         self._lock = threading.Lock()
 
+    def peek(self, token: str) -> dict | None:
+        """The cached identity for `token`, or None: never loads (for answers made before any I/O)."""
+        if self._cache is None:
+            return None
+        key = tenants.hash_token(token)
+        with self._lock:
+            return self._cache.get(key)
+
     def lookup(self, token: str, load) -> dict | None:
         """The identity for `token`, from the cache or from `load(token)` (cached when live)."""
         if self._cache is None:

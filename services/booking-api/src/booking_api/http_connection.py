@@ -22,7 +22,10 @@ API's server: the worker's rate").
 Writing from a request thread: the thread writes through a duplicate of the
 transport's socket, under the connection's lock, and only while the loop has
 nothing of this connection's to write (it reads no further request while one
-is in a thread).  The duplicate is closed under the same lock when the
+is in a thread, and while the transport still holds the rest of an earlier
+answer the next answers go through the transport too: a pipelined request's
+answer written from its thread overtook the 6 MB before it as soon as the
+client read some of them).  The duplicate is closed under the same lock when the
 transport reports the connection lost, so a thread never writes to a socket
 number that has since been given to another client.
 """
@@ -46,7 +49,7 @@ from gunicorn.asgi.parser import (
     PythonProtocol,
     UnsupportedTransferCoding,
 )
-from gunicorn.asgi.protocol import _RequestHeaderPolicy
+from gunicorn.asgi.protocol import _RequestHeaderPolicy, secure_scheme_names
 from gunicorn.http.errors import ParseException
 
 from booking_api.access_log import wanted
@@ -189,6 +192,7 @@ class Connection(asyncio.Protocol):
         self.body_size = 0
         self.partial = False  # some of the next request has arrived
         self.busy = False  # a request is in a request thread
+        self.flushing = False  # the transport holds unsent bytes of an earlier answer (set by the loop)
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
         self.sock: socket.socket | None = None
@@ -196,6 +200,8 @@ class Connection(asyncio.Protocol):
         self.server: tuple = ("", 0)
         self.client: tuple = ("", 0)
         self.peer = None
+        self.trust: tuple | None = None
+        self.secure_names: frozenset[bytes] = frozenset()
 
     # -- the loop's side ---------------------------------------------------------------------
 
@@ -243,7 +249,13 @@ class Connection(asyncio.Protocol):
         # gunicorn's own header policy, as its asyncio protocol applies it: underscored names are
         # dropped, scheme headers count only from `forwarded_allow_ips`.  A private name: if an
         # upgrade moves it, the import fails and the worker does not start, not serve without it.
-        _RequestHeaderPolicy(self.cfg, self.peer, request.scheme, request.version).apply(request)
+        policy = _RequestHeaderPolicy(self.cfg, self.peer, request.scheme, request.version)
+        if self.trust is None:
+            # Whether the peer is a trusted proxy, once per connection as gunicorn's own protocol
+            # does: per request it parsed the peer's address again (a twentieth of a refusal's CPU).
+            self.trust = policy._peer_trusted_for_forwarded()
+            self.secure_names = secure_scheme_names(self.trust[0])
+        policy.apply(request, self.trust, self.secure_names)
         status = refusal(request.version, request.headers_bytes,
                          None if request.chunked else request.content_length, self.max_body)
         if status is not None:
@@ -290,6 +302,9 @@ class Connection(asyncio.Protocol):
             return
         if sent < len(data):
             self.transport.write(memoryview(data)[sent:])
+        # While the transport still holds bytes of an answer, the next answers go through it too: a
+        # thread's own write would reach the socket ahead of them as soon as the client read some.
+        self.flushing = self.transport.get_write_buffer_size() > 0
         if close:
             self.transport.close()
             return
@@ -342,6 +357,8 @@ class Connection(asyncio.Protocol):
         with self.lock:
             if self.closed:
                 sent = -1
+            elif self.flushing:
+                sent = 0  # the loop writes it all, behind what it still holds of the answer before
             else:
                 try:
                     sent = self.sock.send(data, socket.MSG_NOSIGNAL)
