@@ -166,7 +166,6 @@ class _Static:
         # given, so `confirmation` uses it only for bodies that do not contain it.
         self.boundary = "=" * 15 + f"{secrets.randbelow(sys.maxsize):019d}" + "=="
         self.alternative = make("Content-Type", f'multipart/alternative; boundary="{self.boundary}"')
-        self.message_id_domain = self.sender.domain or "localhost"
 
 
 @functools.lru_cache(maxsize=16)
@@ -241,7 +240,7 @@ def confirmation(
     name = one_line(booking["customer_name"])
     facts = _facts(booking)
     to = recipient(booking["customer_name"], booking["customer_email"])
-    mid = f"<booking-{uuid.UUID(str(booking['id']))}@{static.message_id_domain}>"
+    mid = message_id(booking["id"], mail_from)
     msg = EmailMessage(policy=policy.SMTP)
     msg["Subject"] = header_text(f"Booking confirmed: {one_line(booking['item'], limit=80)}")
     msg["From"] = static.from_
