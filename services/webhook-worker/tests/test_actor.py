@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from datetime import date
 from decimal import Decimal
@@ -188,8 +189,13 @@ def test_a_tenant_holds_at_most_half_the_threads_however_many_endpoints_it_has(
     threads[0].start()
     try:
         wait_until(lambda: len(receiver.requests) == 1, timeout=10, what="the first endpoint's request")
-        with pytest.raises(Retry, match="tenant busy"):
+        later = time.monotonic() + 9  # the first endpoint's attempt has now been held for 9 s
+        actors.slots._clock = actors.tenant_slots._clock = lambda: later
+        with pytest.raises(Retry, match="tenant busy") as put_back:
             run(actors, deliveries_of(db_conn, second)[0])
+        # Back after its own endpoint's wait (a second, jittered over one more), not the held attempt's 9 s:
+        # the tenant's slot frees when any of its attempts ends.
+        assert 1_000 < put_back.value.delay <= 2_001
         threads.append(threading.Thread(target=run, args=(actors, their_delivery)))
         threads[1].start()
         wait_until(lambda: len(receiver.requests) == 2, timeout=10, what="the other tenant's request")

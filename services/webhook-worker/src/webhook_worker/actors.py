@@ -66,15 +66,18 @@ class EndpointShare(dramatiq.Middleware):
 broker.add_middleware(EndpointShare())
 
 
-def busy_delay_ms(full: Slots, key: str) -> int:
-    """When a delivery turned away by a full endpoint (or tenant: `key` in `full`) comes back.
+def busy_delay_ms(endpoint_oldest_seconds: float) -> int:
+    """When a delivery turned away (its endpoint's or its tenant's slots full) comes back.
 
-    Not before the key's longest-running attempt has run as long again (at
-    least a second, at most an attempt's deadline): a slow endpoint frees its
-    slots slowly, and its turned-away deliveries should not take the queue's
-    and the relay's turns each second while it does.
+    Not before its own endpoint's longest-running attempt in this process has run as
+    long again (at least a second, at most an attempt's deadline): a slow endpoint
+    frees its slots slowly, and its turned-away deliveries should not take the
+    queue's and the relay's turns each second while it does.  Its own endpoint's,
+    not its tenant's: a tenant's slots held by a black hole beside a healthy endpoint
+    free as soon as one of the healthy attempts ends, and a healthy delivery put back
+    for the black hole's age would wait up to a whole deadline behind it.
     """
-    held = min(max(BUSY_DELAY_S, full.oldest_seconds(key)), settings.webhooks_timeout)
+    held = min(max(BUSY_DELAY_S, endpoint_oldest_seconds), settings.webhooks_timeout)
     return put_back_ms(held, held, random.random())
 
 
@@ -132,10 +135,10 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
     with tenant_slots.slot(d["tenant_id"]) as tenant_free, slots.slot(d["endpoint_id"]) as free:
         if not tenant_free:
             metrics.attempt("tenant_busy")
-            raise Retry("tenant busy", delay=busy_delay_ms(tenant_slots, d["tenant_id"]))
+            raise Retry("tenant busy", delay=busy_delay_ms(slots.oldest_seconds(d["endpoint_id"])))
         if not free:
             metrics.attempt("busy")
-            raise Retry("endpoint busy", delay=busy_delay_ms(slots, d["endpoint_id"]))
+            raise Retry("endpoint busy", delay=busy_delay_ms(slots.oldest_seconds(d["endpoint_id"])))
         secrets = endpoints.live_secrets(sealer, d["secret"], d["previous_secret"], d["previous_secret_until"])
         try:
             body = payload.body(d["payload"])
