@@ -85,17 +85,19 @@ def test_a_timeout_opens_the_breaker_at_once_and_the_others_wait_for_the_trials_
     assert b.wait_seconds("a") == pytest.approx(17)  # the rest wait for its deadline, not a second at a time
 
 
-def test_slots_tell_how_long_the_endpoint_has_held_them():
+def test_slots_tell_how_long_every_running_attempt_has_held_its_slot():
     clock = Clock()
     slots = Slots(2, clock=clock)
-    assert slots.oldest_seconds("a") == 0
+    assert slots.held_seconds("a") == 0
     with slots.slot("a"):
         clock.now += 7
+        assert slots.held_seconds("a") == pytest.approx(7)
         with slots.slot("a"):
             clock.now += 2
-            assert slots.oldest_seconds("a") == pytest.approx(9)
-        assert slots.oldest_seconds("a") == pytest.approx(9)
-    assert slots.oldest_seconds("a") == 0 and slots.busy("a") == 0
+            # One attempt stuck for 9 s, one of 2 s: the endpoint's slots have been held 2 s, not 9.
+            assert slots.held_seconds("a") == pytest.approx(2)
+        assert slots.held_seconds("a") == pytest.approx(9)
+    assert slots.held_seconds("a") == 0 and slots.busy("a") == 0
 
 
 def test_a_share_caps_the_slots_at_a_fraction_of_the_threads():

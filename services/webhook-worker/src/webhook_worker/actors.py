@@ -66,18 +66,19 @@ class EndpointShare(dramatiq.Middleware):
 broker.add_middleware(EndpointShare())
 
 
-def busy_delay_ms(endpoint_oldest_seconds: float) -> int:
+def busy_delay_ms(held_seconds: float) -> int:
     """When a delivery turned away (its endpoint's or its tenant's slots full) comes back.
 
-    Not before its own endpoint's longest-running attempt in this process has run as
-    long again (at least a second, at most an attempt's deadline): a slow endpoint
-    frees its slots slowly, and its turned-away deliveries should not take the
-    queue's and the relay's turns each second while it does.  Its own endpoint's,
-    not its tenant's: a tenant's slots held by a black hole beside a healthy endpoint
-    free as soon as one of the healthy attempts ends, and a healthy delivery put back
-    for the black hole's age would wait up to a whole deadline behind it.
+    Not before its endpoint's running attempts have run as long again as the
+    youngest of them has (`Slots.held_seconds`; at least a second, at most an
+    attempt's deadline): a slow endpoint frees its slots slowly, and its
+    turned-away deliveries should not take the queue's and the relay's turns
+    each second while it does.  Its own endpoint's attempts, not its tenant's:
+    a tenant's slots held by a black hole beside a healthy endpoint free as soon
+    as one of the healthy attempts ends, and a healthy delivery put back for the
+    black hole's age would wait up to a whole deadline behind it.
     """
-    held = min(max(BUSY_DELAY_S, endpoint_oldest_seconds), settings.webhooks_timeout)
+    held = min(max(BUSY_DELAY_S, held_seconds), settings.webhooks_timeout)
     return put_back_ms(held, held, random.random())
 
 
@@ -132,13 +133,14 @@ def deliver_webhook(*, delivery_id: str, tenant_id: str) -> None:
         metrics.attempt("breaker_open")
         raise Retry("endpoint's circuit breaker is open",
                     delay=put_back_ms(wait, breaker.cooloff_seconds(d["endpoint_id"]) or wait, random.random()))
+    held = slots.held_seconds(d["endpoint_id"])  # its endpoint's attempts, before this one takes a slot
     with tenant_slots.slot(d["tenant_id"]) as tenant_free, slots.slot(d["endpoint_id"]) as free:
         if not tenant_free:
             metrics.attempt("tenant_busy")
-            raise Retry("tenant busy", delay=busy_delay_ms(slots.oldest_seconds(d["endpoint_id"])))
+            raise Retry("tenant busy", delay=busy_delay_ms(held))
         if not free:
             metrics.attempt("busy")
-            raise Retry("endpoint busy", delay=busy_delay_ms(slots.oldest_seconds(d["endpoint_id"])))
+            raise Retry("endpoint busy", delay=busy_delay_ms(held))
         secrets = endpoints.live_secrets(sealer, d["secret"], d["previous_secret"], d["previous_secret_until"])
         try:
             body = payload.body(d["payload"])

@@ -19,7 +19,7 @@ class Slots:
     """Counting slots per key (an endpoint, a tenant), shared by a process's worker threads.
 
     Each slot remembers when its attempt started, so a delivery turned away can
-    be told how long the key has been holding its slots (`oldest_seconds`):
+    be told how long the key has been holding its slots (`held_seconds`):
     a black hole's slots stay taken for the whole attempt deadline, and asking
     again every second would only churn the queue.
     """
@@ -63,11 +63,17 @@ class Slots:
         with self._lock:
             return len(self._busy.get(key, ()))
 
-    def oldest_seconds(self, key: str) -> float:
-        """How long `key`'s longest-running attempt in this process has been going (0: none)."""
+    def held_seconds(self, key: str) -> float:
+        """How long every one of `key`'s running attempts in this process has gone at least (0: none running).
+
+        The youngest attempt's age, not the oldest's: a black hole's attempts all
+        run to the deadline, so their youngest is old too, while a healthy
+        endpoint with one stuck attempt frees its other slots at once, and its
+        deliveries put back should not wait as long as the stuck one.
+        """
         with self._lock:
             started = self._busy.get(key)
-            return self._clock() - min(started) if started else 0.0
+            return self._clock() - max(started) if started else 0.0
 
 
 class CircuitBreaker:
