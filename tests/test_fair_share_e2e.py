@@ -120,15 +120,20 @@ def test_a_quiet_booking_is_done_before_an_import_drains_with_two_relays(start_p
     # Given a tenant's import, then another tenant's one booking through the API
     import_bookings(platform, noisy, size)
     booking = quiet_api.book(name="Quiet Guest", email="quiet@hotel.example")
+    if order == "fifo":
+        # (the old order, for contrast: the quiet booking waits for the whole import, queue by queue.  Shown
+        # on the audit queue, the fastest to drain: every queue is published by the same relay code, and
+        # waiting for the invoices too cost a minute of the suite's time to show the same order.)
+        quiet_api.wait_states(booking["id"], {"audit": "done"}, timeout=800)
+        with connect(platform) as conn:
+            left = remaining(conn, noisy, "audit")
+        assert left <= AHEAD_BOUND, f"{left} of the import's audits left when the quiet booking's was done"
+        return
     # When the quiet booking's email, invoice and audit are done
     quiet_api.wait_states(booking["id"], dict.fromkeys(QUEUES, "done"), timeout=800)
     with connect(platform) as conn:
         ahead = {task: done_while_waiting(conn, noisy, booking["id"], task) for task in QUEUES}
         left = {task: remaining(conn, noisy, task) for task in QUEUES}
-    if order == "fifo":
-        # (the old order, for contrast: the quiet booking waited for the whole import, queue by queue)
-        assert all(n <= AHEAD_BOUND for n in left.values()), left
-        return
     # Then only each queue's publish-ahead and the workers' hands went before it, and the import
     # was far from drained
     assert all(n <= AHEAD_BOUND for n in ahead.values()), ahead
