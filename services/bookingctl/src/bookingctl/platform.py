@@ -197,12 +197,15 @@ class Platform:
             return self.config.workers
         return {q: max(1, p.min_replica_count) for q, p in self.config.autoscale.items()}
 
+    def _worker_spec(self, queue: str, index: int) -> services.ServiceSpec:
+        """Worker `index` of `queue`, in this platform's CPU class (`workers_cpu_idle`)."""
+        return services.worker(queue, index, free_port(), self.data_dir / "run", cpu_idle=self.config.workers_cpu_idle)
+
     def _service_specs(self) -> list[services.ServiceSpec]:
         run_dir = self.data_dir / "run"
         specs = [services.relay(free_port())]
         for queue, count in self._initial_workers().items():
-            specs += [services.worker(queue, i, free_port(), run_dir,
-                                       cpu_idle=self.config.workers_cpu_idle) for i in range(1, count + 1)]
+            specs += [self._worker_spec(queue, i) for i in range(1, count + 1)]
         events_port = free_port()
         self.events_url = f"http://127.0.0.1:{events_port}"
         shared = services.events_env(self.data_dir, events_port, self.config.env)
@@ -261,12 +264,10 @@ class Platform:
         then least recent work, as the operator's pod-deletion-cost), the newest when none is known.
         """
         names = self.pool(queue)
-        run_dir = self.data_dir / "run"
         while len(names) < desired:
             used = {int(n.rsplit("-", 1)[1]) for n in self.children if n.startswith(f"{queue}-worker-")}
             index = min(set(range(1, len(used) + 2)) - used)
-            names.append(self._spawn(services.worker(queue, index, free_port(), run_dir,
-                                                       cpu_idle=self.config.workers_cpu_idle)).name)
+            names.append(self._spawn(self._worker_spec(queue, index)).name)
         for name in retirees(names, self._loads(queue) if len(names) > desired else {}, len(names) - desired):
             log.info("%s workers: retiring %s", queue, name)
             self.retiring.add(name)

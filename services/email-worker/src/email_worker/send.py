@@ -171,10 +171,6 @@ class SessionPool:
         for session in sessions:
             _close(session.smtp)
 
-    def idle_count(self) -> int:
-        with self._lock:
-            return sum(len(kept) for kept in self._idle.values())
-
     def idle_sockets(self, url: SmtpUrl) -> list:
         """The sockets of the sessions kept for `url` (tests watch them for the server's hang-up)."""
         with self._lock:
