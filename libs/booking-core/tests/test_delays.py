@@ -75,5 +75,7 @@ def test_retries_decides_and_the_retry_lands_in_the_outbox(settings, db_conn):
     finally:
         worker.stop()
     row = outbox_row(db_conn, sent.message_id)
-    assert row["options"]["retries"] == 1 and row["due_in"] > 30
+    # Dramatiq's jitter puts a backoff over max_backoff at 50-100 % of it: 30-60 s here, less the time since
+    # the row was written (29.96 s was read once on a loaded machine).  Well over the 0 of a retry published now.
+    assert row["options"]["retries"] == 1 and row["due_in"] > 20
     assert delayed(broker, settings.redis_namespace, "audit") == 0
