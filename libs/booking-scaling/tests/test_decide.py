@@ -81,6 +81,21 @@ def test_scale_down_step_is_limited():
     assert decide(Backlog(ready=10), 8, policy, ScalerState(), 0).desired == 6
 
 
+def test_scale_down_period_allows_one_scale_down_per_period_and_never_holds_a_scale_up():
+    """scaleDown.periodSeconds: a backlog draining poll by poll is followed down a step a period, not a staircase."""
+    policy = Policy(max_replica_count=10, target_backlog_per_replica=10, stabilization_window_seconds=0,
+                    scale_down_period_seconds=100)
+    readings = [(0, Backlog(ready=80)), (1, Backlog(ready=50)), (11, Backlog(ready=30)), (61, Backlog(ready=10)),
+                (70, Backlog(ready=90)), (101, Backlog(ready=10)), (110, Backlog(ready=10))]
+    decisions = run(readings, current=8, policy=policy)
+    assert [d.desired for d in decisions] == [8, 5, 5, 5, 9, 1, 1]
+    assert "scaleDown.periodSeconds: 90s left since the last scale-down" in decisions[2].reason
+    # Without the period each reading is followed at once.
+    free = run(readings, current=8,
+               policy=Policy(max_replica_count=10, target_backlog_per_replica=10, stabilization_window_seconds=0))
+    assert [d.desired for d in free] == [8, 5, 3, 1, 9, 1, 1]
+
+
 def test_never_jumps_from_many_to_zero():
     decisions = run([(0, IDLE), (200, IDLE), (201, IDLE)], current=5)
     assert [d.desired for d in decisions] == [5, 1, 0]

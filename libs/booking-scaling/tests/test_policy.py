@@ -18,21 +18,24 @@ def test_from_spec_reads_keda_words_and_nested_steps():
     policy = Policy.from_spec({
         "minReplicaCount": 1, "maxReplicaCount": 6, "targetBacklogPerReplica": 25,
         "activationBacklog": 3, "pollingInterval": 2, "cooldownPeriod": 30,
-        "stabilizationWindowSeconds": 45, "scaleUp": {"maxStep": 2}, "scaleDown": {"maxStep": 1},
+        "stabilizationWindowSeconds": 45, "scaleUp": {"maxStep": 2}, "scaleDown": {"maxStep": 1, "periodSeconds": 90},
         "tolerance": 0.2, "fallbackReplicas": 2, "delayedLeadSeconds": 10, "paused": True,
         "protectAcceptPath": False, "queues": ["invoice"],  # not a policy field: ignored here
     })
     assert policy == Policy(
         min_replica_count=1, max_replica_count=6, target_backlog_per_replica=25, activation_backlog=3,
         polling_interval=2, cooldown_period=30, stabilization_window_seconds=45, scale_up_max_step=2,
-        scale_down_max_step=1, tolerance=0.2, fallback_replicas=2, delayed_lead_seconds=10, paused=True,
+        scale_down_max_step=1, scale_down_period_seconds=90, tolerance=0.2, fallback_replicas=2,
+        delayed_lead_seconds=10, paused=True,
         protect_accept_path=False,
     )
 
 
 def test_spec_round_trips():
-    policy = Policy(min_replica_count=1, max_replica_count=3, scale_up_max_step=2, fallback_replicas=1)
+    policy = Policy(min_replica_count=1, max_replica_count=3, scale_up_max_step=2, fallback_replicas=1,
+                    scale_down_period_seconds=120)
     assert Policy.from_spec(policy.to_spec()) == policy
+    assert policy.to_spec()["scaleDown"] == {"maxStep": None, "periodSeconds": 120}
 
 
 def test_absent_fields_take_the_given_defaults():
@@ -54,6 +57,8 @@ def test_absent_fields_take_the_given_defaults():
     ({"stabilizationWindowSeconds": float("nan")}, "stabilizationWindowSeconds"),
     ({"scaleUp": {"maxStep": 0}}, "scaleUp.maxStep"),
     ({"scaleDown": 3}, "scaleDown"),
+    ({"scaleDown": {"periodSeconds": -1}}, "scaleDown.periodSeconds"),
+    ({"scaleDown": {"periodSeconds": "5m"}}, "scaleDown.periodSeconds"),
     ({"tolerance": 1.0}, "tolerance"),
     ({"fallbackReplicas": 0}, "fallbackReplicas"),
     ({"maxReplicaCount": 2, "fallbackReplicas": 3}, "fallbackReplicas"),

@@ -105,6 +105,29 @@ def test_a_slowdown_raises_the_count_and_the_floor_bounds_it():
     assert stalled.promise is not None and stalled.promise.per_replica >= policy.min_throughput_per_replica
 
 
+def test_a_scale_up_is_sized_for_the_rate_that_arrived_last_not_the_lagging_smoothed_one():
+    """An import starts: 60 tasks/s arrive where 10/s did.  The smoothed rate (half-life 60 s) still reads under
+    13/s after the poll; sized on it the pool climbed a step a poll behind the load (six scale-ups on a simulated
+    import).  Sized on the last interval's own rate, it goes there in one."""
+    policy = replace(PROMISE, throughput_half_life_seconds=60, tolerance=0.2)
+    state = ScalerState(observed_since=-1000, rates=Rates(0, 1000, 0, 0, 2, 5.0, 10.0, 5.0))
+    # 5 s on: the 2 replicas finished 50 and 250 more wait: 300 arrived, 60/s.
+    d = decide(Backlog(ready=250), 2, policy, state, 5, observed=Observed(oldest_age=4, completed=1050, serving=2))
+    assert d.promise is not None and d.promise.arrivals < 13
+    assert d.new_state.rates is not None and d.new_state.rates.recent == pytest.approx(60)
+    assert d.desired * 5.0 * (1 - policy.tolerance) >= 60
+
+
+def test_one_busy_poll_does_not_scale_up_a_pool_that_keeps_the_promise():
+    """The last interval's rate only sizes a scale-up the smoothed estimate asks for: a poll that saw twice the
+    usual arrivals (Poisson noise, a client's small batch) does not add replicas by itself."""
+    state = ScalerState(observed_since=-1000, rates=Rates(0, 1000, 5, 5, 3, 5.0, 10.0, 5.0))
+    # 5 s on: 3 replicas finished 95 and 10 wait (young): 100 arrived, 20/s, against 10/s smoothed.
+    d = decide(Backlog(ready=10), 3, PROMISE, state, 5, observed=Observed(oldest_age=1, completed=1095, serving=3))
+    assert d.new_state.rates is not None and d.new_state.rates.recent == pytest.approx(20)
+    assert d.desired == 3
+
+
 def test_a_promise_too_far_gone_goes_to_max_and_says_so():
     d = decide(Backlog(ready=100_000), 1, PROMISE, measured(1.0, 50.0, 1), 0,
                observed=Observed(oldest_age=100, completed=0))

@@ -14,7 +14,10 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
     the pod start latency and the oldest task's age; a scale-down recommendation
     and a scale-up go to the count that keeps the promise with the throughput
     `tolerance` lower, so a pool at the edge does not flap and a rising load is
-    not followed one replica per poll; the pool is also active while a ready task is old enough that
+    not followed one replica per poll; a scale-up is sized for the last poll
+    interval's arrival rate when it is above the smoothed one (which lags a rising
+    load), though only the smoothed rate decides whether to scale up at all, so
+    one busy poll adds nothing; the pool is also active while a ready task is old enough that
     a replica must start now to keep it;
   * otherwise (no maxAge, or no age read), the depth target:
     recommendation = ceil(load / targetBacklogPerReplica), where load counts
@@ -30,6 +33,9 @@ Rules, in the order they apply (each fixes a complaint about KEDA's scaler):
     promise only once that highest recommendation is more than `tolerance` below
     the current count (a scale-up lands a tolerance above the need, so the band
     is the same both ways, and a falling load is not followed poll by poll);
+  * at most one scale-down per scaleDown.periodSeconds (when set): a drained
+    backlog's recommendations fall poll by poll, and the window's highest with
+    them, so without it a pool followed them down in a staircase of small steps;
   * zero: only from one replica (never N -> 0), and only cooldownPeriod after
     the pool was last active;
   * finally min/max always, and >= 1 while busy;
@@ -76,6 +82,8 @@ class ScalerState:
     recommendations: tuple[tuple[float, int], ...] = field(default=())
     #: The smoothed throughput and arrival estimates (None: no completion count seen yet).
     rates: Rates | None = None
+    #: When the pool was last scaled down (for scaleDown.periodSeconds; None: not since the scaler started).
+    last_scale_down: float | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,10 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
         desired, action = current, "hold"
         what = (f"holding {current} (highest recommendation in the last {window:g}s: {stabilized}, within "
                 f"tolerance {policy.tolerance:g})")
+    elif stabilized < current and (wait := _down_period_left(policy, state, now)) > 0:
+        desired, action = current, "hold"
+        what = (f"holding {current} (highest recommendation in the last {window:g}s: {stabilized}; "
+                f"scaleDown.periodSeconds: {wait:.0f}s left since the last scale-down)")
     elif stabilized < current:
         desired, action = stabilized, "scale_down"
         if policy.scale_down_max_step is not None:
@@ -229,9 +241,19 @@ def decide(backlog: Backlog, current_replicas: int, policy: Policy, state: Scale
                 what = f"scaled up {current}→{shed_to} only (the floor); scale-up to {final} held: {budget}"
             final = shed_to
             action = "hold" if final == current else "scale_up" if final > current else "scale_down"
+    if final < current and desired < current:
+        # The scaler's own scale-down (not a shed replica: the hold leaves the state as it would be without it).
+        new_state = replace(new_state, last_scale_down=now)
     reason = f"{backlog.describe()}; {basis} → {rec}; {what}"
     return Decision(final, current, reason, action, new_state, active=active, recommendation=rec, held=held,
                     promise=view)
+
+
+def _down_period_left(policy: Policy, state: ScalerState, now: float) -> float:
+    """Seconds before scaleDown.periodSeconds allows another scale-down (0: now)."""
+    if policy.scale_down_period_seconds is None or state.last_scale_down is None:
+        return 0.0
+    return max(0.0, policy.scale_down_period_seconds - (now - state.last_scale_down))
 
 
 def _model(backlog: Backlog, current: int, policy: Policy, observed: Observed, rates: Rates | None) -> Model | None:
@@ -268,11 +290,18 @@ def _recommend_promise(backlog: Backlog, current: int, policy: Policy, active: b
     else:
         found = plan(model, low, high)
         raw = found.replicas
-        if raw != current and policy.tolerance > 0:
+        surge = None
+        if raw > current and rates is not None and rates.recent is not None and rates.recent > model.arrivals:
+            surge = rates.recent
+        if raw != current and (policy.tolerance > 0 or surge is not None):
             # A change goes to (down: only as far as) the count that keeps the promise with a tolerance's worth
             # less throughput: a pool at the edge does not flap, and a rising load is not followed poll by poll.
-            margin = plan(replace(model, per_replica=model.per_replica * (1 - policy.tolerance)), raw, high)
-            raw = min(current, margin.replicas) if raw < current else margin.replicas
+            # A scale-up is sized for the last interval's arrivals when they are higher: the smoothed rate lags a
+            # rising load by its half-life, and sized on it the pool climbed a step a poll behind an import.
+            margin = replace(model, per_replica=model.per_replica * (1 - policy.tolerance),
+                             arrivals=model.arrivals if surge is None else surge)
+            sized = plan(margin, raw, high).replicas
+            raw = min(current, sized) if raw < current else sized
         if found.feasible:
             drain = "keeps no backlog" if found.drain_seconds == 0 else \
                 f"start the waiting tasks in {found.drain_seconds:.0f}s"
@@ -281,6 +310,8 @@ def _recommend_promise(backlog: Backlog, current: int, policy: Policy, active: b
             basis = f"{seen}; even maxReplicaCount {high} cannot keep the promise"
         if raw != found.replicas:
             basis += f", within tolerance {policy.tolerance:g}: {raw}"
+            if surge is not None:
+                basis += f" (sized for the last interval's arrivals, {surge:.3g}/s)"
     rec = policy.clamp(raw)
     if backlog.busy and rec < 1:
         rec, basis = 1, f"{basis}; at least 1 while messages are in flight, delayed or orphaned"

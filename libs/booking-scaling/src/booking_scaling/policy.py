@@ -40,6 +40,10 @@ class Policy:
     scale_up_max_step: int | None = None
     #: At most this many replicas removed per decision (None: no limit).
     scale_down_max_step: int | None = None
+    #: At most one scale-down per this many seconds (None: no limit; HPA's scaleDown periodSeconds).  A
+    #: drained backlog's recommendations fall poll by poll, and the window's highest with them: without a
+    #: period the pool follows them down in a staircase of small steps.
+    scale_down_period_seconds: float | None = None
     #: Relative change of load per replica ignored, to avoid flapping (0.1 = 10%).
     tolerance: float = 0.1
     #: Replicas to run while the backlog cannot be read (None: hold the current count).
@@ -87,6 +91,8 @@ class Policy:
             _int_at_least(self.scale_up_max_step, 1, "scaleUp.maxStep")
         if self.scale_down_max_step is not None:
             _int_at_least(self.scale_down_max_step, 1, "scaleDown.maxStep")
+        if self.scale_down_period_seconds is not None:
+            _number_at_least(self.scale_down_period_seconds, 0, "scaleDown.periodSeconds")
         _number_at_least(self.tolerance, 0, "tolerance")
         if self.tolerance >= 1:
             raise PolicyError(f"tolerance must be below 1, got {self.tolerance!r}")
@@ -131,14 +137,15 @@ class Policy:
         for camel, attr in _SPEC_FIELDS.items():
             if camel in spec and (spec[camel] is not None or attr in _NULLABLE):
                 values[attr] = spec[camel]
-        for block, attr in (("scaleUp", "scale_up_max_step"), ("scaleDown", "scale_down_max_step")):
+        for block, keys in _STEP_FIELDS.items():
             sub = spec.get(block)
             if sub is None:
                 continue
             if not isinstance(sub, Mapping):
-                raise PolicyError(f"{block} must be an object with maxStep, got {sub!r}")
-            if sub.get("maxStep") is not None:
-                values[attr] = sub["maxStep"]
+                raise PolicyError(f"{block} must be an object with {' or '.join(keys)}, got {sub!r}")
+            for key, attr in keys.items():
+                if sub.get(key) is not None:
+                    values[attr] = sub[key]
         merged = {name: getattr(base, name) for name in cls.__dataclass_fields__}
         merged.update(values)
         return cls(**merged)
@@ -146,8 +153,8 @@ class Policy:
     def to_spec(self) -> dict[str, Any]:
         """The camelCase form of this policy (what from_spec reads back)."""
         spec: dict[str, Any] = {camel: getattr(self, attr) for camel, attr in _SPEC_FIELDS.items()}
-        spec["scaleUp"] = {"maxStep": self.scale_up_max_step}
-        spec["scaleDown"] = {"maxStep": self.scale_down_max_step}
+        for block, keys in _STEP_FIELDS.items():
+            spec[block] = {key: getattr(self, attr) for key, attr in keys.items()}
         return spec
 
 
@@ -169,6 +176,12 @@ _SPEC_FIELDS = {
     "minThroughputPerReplica": "min_throughput_per_replica",
     "throughputHalfLifeSeconds": "throughput_half_life_seconds",
     "replicaConcurrency": "replica_concurrency",
+}
+
+#: The scaleUp and scaleDown blocks' fields.
+_STEP_FIELDS = {
+    "scaleUp": {"maxStep": "scale_up_max_step"},
+    "scaleDown": {"maxStep": "scale_down_max_step", "periodSeconds": "scale_down_period_seconds"},
 }
 
 #: Fields whose null means "not set" (no promise, hold on read errors, concurrency unknown).

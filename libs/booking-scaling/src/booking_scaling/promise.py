@@ -73,6 +73,9 @@ class Rates:
     #: Tasks/s per replica by Little's law (completions per busy thread-second x threads per replica),
     #: measured busy or not; None without replicaConcurrency or before a thread was seen busy.
     little: float | None = None
+    #: Tasks/s that arrived over the last interval alone, unsmoothed (None: never measured): what a
+    #: scale-up is sized with when it is higher, since the smoothed rate lags a rising load.
+    recent: float | None = None
 
     @property
     def per_replica(self) -> float | None:
@@ -123,8 +126,9 @@ def estimate(rates: Rates | None, now: float, completed: int, load: int, ready: 
     busy = (rates.in_flight + in_flight) / 2
     if concurrency is not None and busy > 0 and done > 0:
         little = _smooth(little, done / (dt * busy) * concurrency, dt, half_life)
-    arrivals = _smooth(rates.arrivals, max(0.0, (done + load - rates.load) / dt), dt, half_life)
-    return Rates(now, completed, load, ready, serving, saturated, arrivals, served, in_flight, little)
+    recent = max(0.0, (done + load - rates.load) / dt)
+    arrivals = _smooth(rates.arrivals, recent, dt, half_life)
+    return Rates(now, completed, load, ready, serving, saturated, arrivals, served, in_flight, little, recent)
 
 
 @dataclass(frozen=True)
