@@ -50,6 +50,20 @@ def test_pause_then_resume_changes_the_row_once_each_and_audits_each_change(conn
     assert audit_messages(conn, "someone-else") == []
 
 
+def test_only_own_resumes_a_pause_of_the_same_actor_and_never_a_persons(conn):
+    """The local runner's yield lifts its own pauses; a queue a person paused stays paused."""
+    runner = f"bookingctl-autoscaler-{uuid.uuid4().hex[:6]}"
+    assert pauses.pause(conn, "invoice", actor="cli:ops@host", reason="bad template") is True
+    assert pauses.resume(conn, "invoice", actor=runner, only_own=True) is False
+    assert set(pauses.paused(conn)) == {"invoice"}
+    assert audit_messages(conn, runner) == []
+    assert pauses.pause(conn, "audit", actor=runner, reason="yield") is True
+    assert pauses.resume(conn, "audit", actor=runner, only_own=True) is True
+    assert set(pauses.paused(conn)) == {"invoice"}
+    assert [m["kind"] for m in audit_messages(conn, runner)] == ["queue.paused", "queue.resumed"]
+    assert pauses.resume(conn, "invoice", actor="cli:ops@host") is True
+
+
 def test_every_queue_of_the_platform_can_be_paused_the_webhook_queue_too(conn):
     for queue in QUEUES:
         assert pauses.pause(conn, queue, actor="token:test", reason="drill") is True

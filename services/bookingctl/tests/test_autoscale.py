@@ -200,3 +200,47 @@ def test_every_queue_has_a_local_policy_and_takes_overrides():
     assert (policies["webhook"].min_replica_count, policies["webhook"].max_replica_count) == (2, 5)
     with pytest.raises(ValueError, match="QUEUE one of email, invoice, audit, webhook"):
         load_policies(None, ["sms=1:2"])
+
+
+def test_a_promise_at_risk_pauses_the_looser_pools_and_lifts_only_its_own_pauses(
+        redis_url, database_url, no_queue_pauses):
+    """The tighter promise first (booking_scaling.yielding): real Redis ages, real pauses in Postgres."""
+    import time
+
+    from booking_core.queues import pauses
+    from bookingctl.cpu_yield import ACTOR
+
+    db_conn = no_queue_pauses
+    namespace = f"as-{uuid.uuid4().hex[:8]}"
+    broker = RedisBroker(url=redis_url, namespace=namespace)
+
+    @dramatiq.actor(broker=broker, queue_name="email", actor_name="send_confirmation")
+    def send_confirmation(n: int) -> None:  # pragma: no cover - never run
+        pass
+
+    # Given five emails that have waited 10 s (half of email's 20 s maxAge), and audit paused by a person
+    waited = int(time.time() * 1000) - 10_000
+    for i in range(5):
+        broker.enqueue(send_confirmation.message(i).copy(message_timestamp=waited))
+    pauses.pause(db_conn, "audit", actor="cli:ops@host", reason="a person's pause")
+    scaler = Autoscaler(DEFAULT_POLICIES, redis_url, namespace, cores=8, database_url=database_url)
+    running = {q: 1 for q in DEFAULT_POLICIES}
+    try:
+        scaler.tick(running, lambda q, n: None, now=0)
+        # Then every pool with a longer promise is paused by the runner, but the person's pause is theirs
+        held = pauses.paused(db_conn)
+        assert {q: p.paused_by for q, p in held.items()} == {"invoice": ACTOR, "webhook": ACTOR,
+                                                              "audit": "cli:ops@host"}
+        assert "email (oldest 10s of maxAge 20s)" in held["invoice"].reason
+        # When the emails are out, the runner lifts its own pauses only
+        broker.client.delete(f"{namespace}:email", f"{namespace}:email.msgs")
+        scaler.tick(running, lambda q, n: None, now=2)
+        assert {q: p.paused_by for q, p in pauses.paused(db_conn).items()} == {"audit": "cli:ops@host"}
+        # A runner killed while its pools yielded left them paused: the next one lifts them at start
+        pauses.pause(db_conn, "invoice", actor=ACTOR, reason="left by a killed runner")
+        scaler.release()
+        assert set(pauses.paused(db_conn)) == {"audit"}
+    finally:
+        scaler.close()
+        broker.client.delete(f"{namespace}:email", f"{namespace}:email.msgs")
+        broker.close()

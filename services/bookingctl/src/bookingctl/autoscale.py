@@ -31,6 +31,11 @@ A pool whose policy has `maxAge` (every pool by default; a policy file changes i
 promise, as the operator does: the oldest ready age from the same snapshot and the
 workers' completion counter (booking_scaling.completions).
 
+On one machine the pools share the cores, so the tighter promise goes first: while a
+pool's oldest task has used a quarter of its maxAge, the pools with a longer maxAge are
+paused until it is out of risk or they are at risk themselves (booking_scaling.yielding,
+bookingctl.cpu_yield: audited as paused by "bookingctl up (cpu yield)").
+
 A queue an operator paused (`bookingctl queues pause`, the ops API or console)
 is not scaled up either: its workers start no message, so more of them would
 only idle.  The paused queues are read from Postgres each round (a read error
@@ -59,6 +64,8 @@ from booking_scaling.depth import QueueReader
 from booking_scaling.policy import Policy
 from booking_scaling.pressure import AcceptPath, LatencyBudget, LatencyWatch
 from booking_scaling.promise import Observed
+from booking_scaling.yielding import Promise
+from bookingctl.cpu_yield import CpuYield
 from bookingctl.services import worker_threads
 
 log = logging.getLogger("bookingctl.autoscale")
@@ -159,7 +166,7 @@ class Autoscaler:
 
     def __init__(self, policies: dict[str, Policy], redis_url: str, namespace: str, *,
                  api_metrics_url: str | None = None, budget: LatencyBudget = LOCAL_BUDGET,
-                 cores: int | None = None, database_url: str | None = None):
+                 cores: int | None = None, database_url: str | None = None, yield_cpu: bool = True):
         cores = usable_cores() if cores is None else cores
         self.pools = {q: Pool(q, cap_cpu_bound(q, p, cores)) for q, p in policies.items()}
         self.reader = QueueReader(redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2),
@@ -169,6 +176,8 @@ class Autoscaler:
         self.latency = LatencyWatch(replace(budget, metrics_url=api_metrics_url or budget.metrics_url))
         #: Where the paused queues are read (None: no database, nothing is paused).
         self.pauses = PauseReader(database_url) if database_url else None
+        #: The tighter promise first (None: no database, or turned off).
+        self.cpu_yield = CpuYield(database_url) if database_url and yield_cpu else None
 
     def read(self, pools: list[Pool]) -> dict[str, Backlog]:
         """Each pool's backlog, its delayed messages due within its own delayedLeadSeconds.
@@ -223,7 +232,15 @@ class Autoscaler:
         except redis.RedisError as e:
             readings = {p.queue: Backlog.unreadable(f"{type(e).__name__}: {e}") for p in due}
         signal = self.accept_path(now)
+        if self.cpu_yield is not None:
+            # Before the decisions: a pool that yields now is not scaled up this round (a new process costs
+            # the CPU the yield is for), and a pool whose backlog cannot be read is neither at risk nor held.
+            self.cpu_yield.apply({p.queue: Promise(p.policy.max_age, self.oldest[p.queue]) for p in due
+                                  if p.policy.max_age is not None and readings[p.queue].error is None
+                                  and p.queue in self.oldest})
         paused = self.pauses.read() if self.pauses is not None else frozenset()
+        if self.cpu_yield is not None:
+            paused |= self.cpu_yield.held
         for pool in due:
             pool.next_at = now + pool.policy.polling_interval
             backlog = readings[pool.queue]
@@ -243,3 +260,15 @@ class Autoscaler:
             if decision.changed:
                 log.info("%s workers: %s", pool.queue, decision.reason)
                 resize(pool.queue, decision.desired)
+
+    def release(self) -> None:
+        """Lift the CPU yield's pauses (at start: a killed runner's; at stop: its own)."""
+        if self.cpu_yield is not None:
+            self.cpu_yield.release()
+
+    def close(self) -> None:
+        """Lift the yield's pauses and close the connections."""
+        self.release()
+        for closable in (self.cpu_yield, self.pauses):
+            if closable is not None:
+                closable.close()

@@ -68,6 +68,8 @@ class PlatformConfig:
     smtp_delay: float = 0.0
     #: Workers at the idle scheduling class (services.worker); False: at nice 10 only.
     workers_cpu_idle: bool = True
+    #: With `autoscale`: pools with a looser promise yield the CPU to one at risk (bookingctl.cpu_yield).
+    cpu_yield: bool = True
 
 
 class Platform:
@@ -123,7 +125,9 @@ class Platform:
                 # The API's own latency histogram: scale-ups wait while the accept path is over budget.
                 self.autoscaler = Autoscaler(self.config.autoscale, self.urls["REDIS_URL"], self.redis_namespace(),
                                              api_metrics_url=self.metrics_urls.get("api"),
-                                             database_url=self.urls["DATABASE_URL"])
+                                             database_url=self.urls["DATABASE_URL"],
+                                             yield_cpu=self.config.cpu_yield)
+                self.autoscaler.release()  # a runner killed while its pools yielded left them paused
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
             self._supervisor.start()
         except BaseException:
@@ -387,6 +391,8 @@ class Platform:
             pass
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join()
+        if self.autoscaler is not None:
+            self.autoscaler.close()  # lifts the CPU yield's pauses while Postgres is up
         order = ["api", "relay"] + [n for n in self.children if n not in ("api", "relay")]
         stop_together([self.children[name] for name in order if name in self.children])
         for name in ("smtp", "redis", "postgres"):

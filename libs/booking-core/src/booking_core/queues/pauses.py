@@ -96,12 +96,16 @@ def pause(conn: psycopg.Connection, queue: str, *, actor: str, reason: str = "")
     return True
 
 
-def resume(conn: psycopg.Connection, queue: str, *, actor: str) -> bool:
-    """Resume `queue` (audited as done by `actor`); False when it was not paused (nothing changes)."""
+def resume(conn: psycopg.Connection, queue: str, *, actor: str, only_own: bool = False) -> bool:
+    """Resume `queue` (audited as done by `actor`); False when it was not paused (nothing changes).
+
+    `only_own`: resume it only if `actor` paused it (False, nothing changed, when someone else did):
+    the local runner's automatic yield (booking_scaling.yielding) lifts its own pauses, never a person's.
+    """
     queue, actor = check_queue(queue), _actor(actor)
     with conn.transaction():
-        row = conn.execute("DELETE FROM queue_pauses WHERE queue = %s RETURNING paused_by, paused_at, reason",
-                           (queue,)).fetchone()
+        row = conn.execute("DELETE FROM queue_pauses WHERE queue = %s AND (NOT %s OR paused_by = %s)"
+                           " RETURNING paused_by, paused_at, reason", (queue, only_own, actor)).fetchone()
         if row is None:
             return False
         outbox.add(conn, [_audit("queue.resumed", queue, actor, {
