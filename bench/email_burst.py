@@ -78,6 +78,19 @@ def post_all(platform: Platform, bookings: int, connections: int) -> float:
     return time.perf_counter() - start
 
 
+def ages_when_done(db: psycopg.Connection, task: str, bookings: int, deadline: float, mode: str) -> list[float]:
+    """Once all `bookings` tasks of `task` are done: each one's age when done (its `done` write minus its
+    booking's `created_at`), sorted."""
+    while db.execute("SELECT count(*) FROM booking_tasks WHERE task = %s AND state = 'done'",
+                     (task,)).fetchone()[0] < bookings:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{mode}: the {task} tasks were not all done in time")
+        time.sleep(0.5)
+    return sorted(row[0] for row in db.execute(
+        "SELECT extract(epoch FROM t.updated_at - b.created_at)::float FROM booking_tasks t"
+        " JOIN bookings b ON b.id = t.booking_id WHERE t.task = %s", (task,)))
+
+
 def run(tmp: str, mode: str, bookings: int, connections: int, timeout: float,
         hold: tuple[str, ...] = OTHER_QUEUES, index: int = 0, wait_invoices: bool = False) -> dict:
     autoscale = DEFAULT_POLICIES if mode in ("autoscaled", "autoscaled-no-yield", "email-only") else None
@@ -102,14 +115,7 @@ def run(tmp: str, mode: str, bookings: int, connections: int, timeout: float,
         posted = post_all(platform, bookings, connections)
         with psycopg.connect(platform.urls["DATABASE_URL"], autocommit=True) as db:
             deadline = time.monotonic() + timeout
-            while db.execute("SELECT count(*) FROM booking_tasks WHERE task = 'email' AND state = 'done'"
-                             ).fetchone()[0] < bookings:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{mode}: the emails were not all done within {timeout:g} s")
-                time.sleep(0.5)
-            ages = sorted(row[0] for row in db.execute(
-                "SELECT extract(epoch FROM t.updated_at - b.created_at)::float FROM booking_tasks t"
-                " JOIN bookings b ON b.id = t.booking_id WHERE t.task = 'email'"))
+            ages = ages_when_done(db, "email", bookings, deadline, mode)
             # What else ran while the emails waited (the CPU they competed with): tasks done by the last email.
             beside = dict(db.execute(
                 "SELECT task, count(*) FROM booking_tasks WHERE task <> 'email' AND state = 'done' AND updated_at <="
@@ -118,14 +124,7 @@ def run(tmp: str, mode: str, bookings: int, connections: int, timeout: float,
                 pauses.resume(db, queue, actor="email_burst")
             invoices = None
             if wait_invoices:  # what the yield cost the looser promise: every invoice's age when done
-                while db.execute("SELECT count(*) FROM booking_tasks WHERE task = 'invoice' AND state = 'done'"
-                                 ).fetchone()[0] < bookings:
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"{mode}: the invoices were not all done within {timeout:g} s")
-                    time.sleep(0.5)
-                invoices = sorted(row[0] for row in db.execute(
-                    "SELECT extract(epoch FROM t.updated_at - b.created_at)::float FROM booking_tasks t"
-                    " JOIN bookings b ON b.id = t.booking_id WHERE t.task = 'invoice'"))
+                invoices = ages_when_done(db, "invoice", bookings, deadline, mode)
     finally:
         stop.set()
         watcher.join(5)
