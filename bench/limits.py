@@ -54,9 +54,11 @@ is shared and noisy: read the paired ratios, not the absolute figures.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import loadgen
@@ -167,7 +169,8 @@ def tenant_token(database_url: str, name: str, plan: Plan | None) -> str:
 
 
 def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int, seconds: int,
-               open_plan_rate: float, multiples: list[float], order: int) -> dict:
+               open_plan_rate: float, multiples: list[float], order: int, quiet_rate: float | None = None,
+               quiet_client=None) -> dict:
     """A quiet tenant's POSTs alone and beside each held or unlimited tenant, in an order rotated by `order`.
 
     Scenarios: `quiet_alone`; `quiet_beside_open_<m>x`, beside a tenant on a plan
@@ -176,6 +179,11 @@ def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int
     one booking a second flooding closed loop on `connections` (wrk); and
     `quiet_beside_unlimited`, the same flood with no effective limit.  The tenant
     beside is `noisy_<scenario>`; `api_cpu_s_per_s` is the API's CPU over the run.
+
+    With `quiet_rate`, the quiet tenant sends open loop at that rate instead of wrk's closed
+    loop, from `quiet_client` (a process of its own, so the two open-loop senders do not
+    share an interpreter lock): its customers at a steady rate below the machine's capacity,
+    whose p99 is their wait, where a saturating closed loop's p99 is the machine's throughput.
     """
     import threading
 
@@ -201,7 +209,11 @@ def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int
         if flood:
             flood.start()
         try:
-            quiet = loadgen.wrk_post(base, tokens["quiet"], connections=quiet_connections, seconds=seconds)
+            if quiet_rate:
+                quiet = quiet_client.submit(loadgen.open_loop_post, base, tokens["quiet"], rate=quiet_rate,
+                                            seconds=seconds).result()
+            else:
+                quiet = loadgen.wrk_post(base, tokens["quiet"], connections=quiet_connections, seconds=seconds)
             quiet["api_cpu_s_per_s"] = round((pgstats.cpu_seconds(api_pid) - cpu) / quiet["seconds"], 3)
         finally:
             if flood:
@@ -224,6 +236,8 @@ def main() -> None:
                     help="plan rate (bookings/s; burst the same) of the open-loop held tenant (default plan's: 50)")
     ap.add_argument("--open-multiples", default="1,2,10",
                     help="the open-loop tenant sends at these multiples of its plan rate, one scenario each ('' none)")
+    ap.add_argument("--quiet-rate", type=float, default=None,
+                    help="the quiet tenant sends open loop at this rate (bookings/s), not wrk's closed loop")
     ap.add_argument("--out", type=Path, default=Path("bench/results/limits.json"))
     args = ap.parse_args()
     loadgen.require_wrk()
@@ -262,14 +276,20 @@ def main() -> None:
                           "open": tenant_token(db_url, "bench-open", Plan("open-held", rate, max(1, int(rate)), 1)),
                           "unlimited": tenant_token(db_url, "bench-unlimited", None)}
                 child, port = serve(platform, "on")
+                quiet_client = None
+                if args.quiet_rate:
+                    quiet_client = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                    quiet_client.submit(os.getpid).result()  # started and imported before the first run
                 try:
                     for index in range(args.held_rounds):
                         held.append(held_round(port, child.pid, tokens, args.connections, args.seconds, rate,
-                                               multiples, index))
+                                               multiples, index, args.quiet_rate, quiet_client))
                         print("held", index, {k: (v.get("rps"), v.get("p99_ms"), v.get("non2xx"))
                                               for k, v in held[-1].items()}, flush=True)
                 finally:
                     child.stop()
+                    if quiet_client is not None:
+                        quiet_client.shutdown()
         finally:
             platform.stop()
 
@@ -315,6 +335,7 @@ def main() -> None:
                    "api_cpu_s_per_s": med([h[name]["api_cpu_s_per_s"] for h in held])}
             for name in held[0] if name.startswith("quiet_")}
     report.write({"connections": args.connections, "seconds": args.seconds, "open_plan_rate": args.open_plan_rate,
+                  "quiet_rate": args.quiet_rate,
                   "open_multiples": multiples, "decision_cost": cost, "warmup": warmup,
                   "rounds": rounds, "held_rounds": held, "summary": summary, "command": report.command()}, args.out)
 
