@@ -240,6 +240,12 @@ def test_a_promise_at_risk_pauses_the_looser_pools_and_lifts_only_its_own_pauses
         pauses.pause(db_conn, "invoice", actor=ACTOR, reason="left by a killed runner")
         scaler.release()
         assert set(pauses.paused(db_conn)) == {"audit"}
+        # Old emails in a queue a person paused are no risk to yield to: no CPU would start them
+        for i in range(5):
+            broker.enqueue(send_confirmation.message(i).copy(message_timestamp=waited))
+        pauses.pause(db_conn, "email", actor="cli:ops@host", reason="SMTP incident")
+        scaler.tick(running, lambda q, n: None, now=4)
+        assert set(pauses.paused(db_conn)) == {"audit", "email"}
     finally:
         scaler.close()
         broker.client.delete(f"{namespace}:email", f"{namespace}:email.msgs")

@@ -173,6 +173,8 @@ class Autoscaler:
                                   namespace)
         #: Each pool's oldest ready age (s) at the last read, for the pools with a maxAge.
         self.oldest: dict[str, float] = {}
+        #: The pools whose last reading failed.
+        self.unreadable: set[str] = set()
         self.latency = LatencyWatch(replace(budget, metrics_url=api_metrics_url or budget.metrics_url))
         #: Where the paused queues are read (None: no database, nothing is paused).
         self.pauses = PauseReader(database_url) if database_url else None
@@ -232,15 +234,19 @@ class Autoscaler:
         except redis.RedisError as e:
             readings = {p.queue: Backlog.unreadable(f"{type(e).__name__}: {e}") for p in due}
         signal = self.accept_path(now)
-        if self.cpu_yield is not None:
-            # Before the decisions: a pool that yields now is not scaled up this round (a new process costs
-            # the CPU the yield is for), and a pool whose backlog cannot be read is neither at risk nor held.
-            self.cpu_yield.apply({p.queue: Promise(p.policy.max_age, self.oldest[p.queue]) for p in due
-                                  if p.policy.max_age is not None and readings[p.queue].error is None
-                                  and p.queue in self.oldest})
+        for pool in due:
+            (self.unreadable.add if readings[pool.queue].error is not None else self.unreadable.discard)(pool.queue)
         paused = self.pauses.read() if self.pauses is not None else frozenset()
         if self.cpu_yield is not None:
-            paused |= self.cpu_yield.held
+            # Before the decisions: a pool that yields now is not scaled up this round (a new process costs
+            # the CPU the yield is for).  Every pool's last age counts, not only those due this round (their
+            # polls may differ); a pool whose backlog cannot be read, or that someone else paused (its
+            # tasks age, but no CPU would start them), is neither at risk nor held.
+            by_others = paused - self.cpu_yield.held
+            self.cpu_yield.apply({q: Promise(p.policy.max_age, self.oldest[q]) for q, p in self.pools.items()
+                                  if p.policy.max_age is not None and q in self.oldest
+                                  and q not in self.unreadable and q not in by_others})
+            paused = by_others | self.cpu_yield.held
         for pool in due:
             pool.next_at = now + pool.policy.polling_interval
             backlog = readings[pool.queue]
