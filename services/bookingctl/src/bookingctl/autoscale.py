@@ -32,9 +32,10 @@ promise, as the operator does: the oldest ready age from the same snapshot and t
 workers' completion counter (booking_scaling.completions).
 
 On one machine the pools share the cores, so the tighter promise goes first: while a
-pool's oldest task has used a quarter of its maxAge, the pools with a longer maxAge are
-paused until it is out of risk or they are at risk themselves (booking_scaling.yielding,
-bookingctl.cpu_yield: audited as paused by "bookingctl up (cpu yield)").
+pool's oldest task has used 15 % of its maxAge, the pools with a longer maxAge are
+paused until it is out of risk or their own oldest task has used half of theirs
+(booking_scaling.yielding, bookingctl.cpu_yield: audited as paused by "bookingctl up
+(cpu yield)").
 
 A queue an operator paused (`bookingctl queues pause`, the ops API or console)
 is not scaled up either: its workers start no message, so more of them would
@@ -171,15 +172,13 @@ class Autoscaler:
         self.pools = {q: Pool(q, cap_cpu_bound(q, p, cores)) for q, p in policies.items()}
         self.reader = QueueReader(redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2),
                                   namespace)
-        #: Each pool's oldest ready age (s) at the last read, for the pools with a maxAge.
+        #: Each pool's oldest ready age (s) at its last reading; none for a pool whose last reading failed.
         self.oldest: dict[str, float] = {}
-        #: The pools whose last reading failed.
-        self.unreadable: set[str] = set()
         self.latency = LatencyWatch(replace(budget, metrics_url=api_metrics_url or budget.metrics_url))
         #: Where the paused queues are read (None: no database, nothing is paused).
         self.pauses = PauseReader(database_url) if database_url else None
         #: The tighter promise first (None: no database, or turned off).
-        self.cpu_yield = CpuYield(database_url) if database_url and yield_cpu else None
+        self.cpu_yield = CpuYield(self.pauses) if self.pauses is not None and yield_cpu else None
 
     def read(self, pools: list[Pool]) -> dict[str, Backlog]:
         """Each pool's backlog, its delayed messages due within its own delayedLeadSeconds.
@@ -235,17 +234,17 @@ class Autoscaler:
             readings = {p.queue: Backlog.unreadable(f"{type(e).__name__}: {e}") for p in due}
         signal = self.accept_path(now)
         for pool in due:
-            (self.unreadable.add if readings[pool.queue].error is not None else self.unreadable.discard)(pool.queue)
+            if readings[pool.queue].error is not None:
+                self.oldest.pop(pool.queue, None)
         paused = self.pauses.read() if self.pauses is not None else frozenset()
         if self.cpu_yield is not None:
             # Before the decisions: a pool that yields now is not scaled up this round (a new process costs
             # the CPU the yield is for).  Every pool's last age counts, not only those due this round (their
-            # polls may differ); a pool whose backlog cannot be read, or that someone else paused (its
-            # tasks age, but no CPU would start them), is neither at risk nor held.
+            # polls may differ); a pool whose backlog cannot be read (no age), or that someone else paused
+            # (its tasks age, but no CPU would start them), is neither at risk nor held.
             by_others = paused - self.cpu_yield.held
             self.cpu_yield.apply({q: Promise(p.policy.max_age, self.oldest[q]) for q, p in self.pools.items()
-                                  if p.policy.max_age is not None and q in self.oldest
-                                  and q not in self.unreadable and q not in by_others})
+                                  if p.policy.max_age is not None and q in self.oldest and q not in by_others})
             paused = by_others | self.cpu_yield.held
         for pool in due:
             pool.next_at = now + pool.policy.polling_interval
@@ -273,8 +272,7 @@ class Autoscaler:
             self.cpu_yield.release()
 
     def close(self) -> None:
-        """Lift the yield's pauses and close the connections."""
+        """Lift the yield's pauses and close the connection to Postgres."""
         self.release()
-        for closable in (self.cpu_yield, self.pauses):
-            if closable is not None:
-                closable.close()
+        if self.pauses is not None:
+            self.pauses.close()

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 
 import psycopg
 
-from booking_core import db
 from booking_core.queues import pauses
+from booking_core.queues.pausewatch import PauseReader
 from booking_scaling import yielding
 from booking_scaling.yielding import Promise
 
@@ -33,26 +33,24 @@ ACTOR = "bookingctl up (cpu yield)"
 
 
 class CpuYield:
-    """Pauses and resumes the pools booking_scaling.yielding names, remembering which it paused."""
+    """Pauses and resumes the pools booking_scaling.yielding names, remembering which it paused.
 
-    def __init__(self, database_url: str, *, timeout_seconds: float = 2.0):
-        self.database_url = database_url
-        self.timeout_seconds = timeout_seconds
+    It writes on the connection the autoscaler reads the paused queues on (`PauseReader.connection`).
+    """
+
+    def __init__(self, reader: PauseReader):
+        self.reader = reader
         #: The last round's decision (the hysteresis' memory).
         self.last = yielding.Yielding()
         #: The queues this runner paused and has not resumed.
         self.held: set[str] = set()
-        #: Queues it would have paused but someone else had: left alone while they should yield.
-        self.declined: set[str] = set()
         self.failing = False
-        self._conn: psycopg.Connection | None = None
 
     def apply(self, promises: Mapping[str, Promise]) -> yielding.Yielding:
         """Pause the pools that should yield now, resume those that no longer should; the decision."""
         decision = yielding.decide(promises, self.last)
         self.last = decision
-        self.declined &= decision.yielding
-        want = decision.yielding - self.declined
+        want = decision.yielding
         if want == self.held:
             return decision
         reason = decision.reason(promises)[:pauses.MAX_REASON_CHARS]
@@ -65,8 +63,8 @@ class CpuYield:
                 self.held.add(queue)
                 log.warning("%s workers: paused, %s", queue, reason)
             else:
-                # Paused by someone else: theirs to resume, never ours.
-                self.declined.add(queue)
+                # Paused by someone else since the round's read: theirs to resume, never ours (from the next
+                # round on the autoscaler leaves a queue paused by others out of the promises it hands here).
                 log.info("%s workers: already paused by someone else; left to them", queue)
         for queue in sorted(self.held - want):
             pauses.resume(conn, queue, actor=ACTOR, only_own=True)
@@ -80,24 +78,14 @@ class CpuYield:
                 if pause.paused_by == ACTOR and pauses.resume(conn, queue, actor=ACTOR, only_own=True):
                     log.warning("%s workers: resumed (the runner's yield lifted)", queue)
             self.held.clear()
-            self.declined.clear()
             self.last = yielding.Yielding()
         self._write(lift)
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     def _write(self, change) -> None:
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.database_url, autocommit=True,
-                                        connect_timeout=max(1, round(self.timeout_seconds)),
-                                        options=f"-c statement_timeout={int(self.timeout_seconds * 1000)}")
-            change(self._conn)
+            change(self.reader.connection())
         except psycopg.Error as e:
-            self.close()
+            self.reader.close()
             if not self.failing:
                 log.warning("cannot pause or resume queues for the CPU yield (%s); retrying next round", e)
                 self.failing = True

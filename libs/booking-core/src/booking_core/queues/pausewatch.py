@@ -86,14 +86,21 @@ class PauseReader:
         self.failing = False
         self._conn: psycopg.Connection | None = None
 
+    def connection(self) -> psycopg.Connection:
+        """Its connection (autocommit, every statement bounded by the timeout), opened again after close().
+
+        The local runner's CPU yield pauses and resumes queues on it too (bookingctl.cpu_yield).
+        """
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.database_url, autocommit=True,
+                                    connect_timeout=max(1, round(self.timeout_seconds)),
+                                    options=f"-c statement_timeout={int(self.timeout_seconds * 1000)}")
+        return self._conn
+
     def read(self) -> frozenset[str]:
         """The paused queues now, or the last known ones when Postgres cannot say."""
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.database_url, autocommit=True,
-                                        connect_timeout=max(1, round(self.timeout_seconds)),
-                                        options=f"-c statement_timeout={int(self.timeout_seconds * 1000)}")
-            current = frozenset(pauses.paused(self._conn))
+            current = frozenset(pauses.paused(self.connection()))
         except psycopg.Error as e:
             self.close()
             if not self.failing:
