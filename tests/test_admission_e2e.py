@@ -7,12 +7,10 @@ the bucket is shared across four processes in two servers, as across replicas.
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
 import pytest
 from served_api import ServedApi
 
@@ -87,44 +85,3 @@ def test_with_redis_stopped_bookings_are_admitted_counted_and_logged_once_per_pr
     # Each admitted booking's work waits in the outbox for the relay (Postgres is the source of truth).
     assert db_conn.execute("SELECT count(*) AS n FROM outbox o JOIN bookings b ON b.id::text = o.payload->>'booking_id'"
                            " WHERE b.tenant_id = %s", (tenant["id"],)).fetchone()["n"] >= 7 * 3
-
-
-def test_a_held_tenants_refusal_needs_no_request_thread(database_url, redis_url, tmp_path, db_conn,
-                                                         limited_tenant):
-    """With every request thread stuck on a lock, the held tenant still gets its 429 at once: the
-    worker's event loop answers it (held_refusals.HeldRefusals.for_head), so a flood of refusals
-    never queues for the threads the other tenants' bookings need, nor they behind it."""
-    _, token = limited_tenant
-    other = tenants.ensure_tenant(db_conn, f"other-{uuid.uuid4().hex[:10]}")
-    other_token = tenants.create_token(db_conn, other["id"])["token"]
-    plans.set_plan(db_conn, limited_tenant[0]["id"], Plan("one", 0.01, 1, 1), actor="test")
-    (tmp_path / "api").mkdir()
-    server = ServedApi(database_url, redis_url, tmp_path / "api", workers=1, threads=2,
-                       env={"BOOKING_API_LIMITER_REFUSAL_HOLD_SECONDS": "60",
-                            "BOOKING_API_DB_LOCK_TIMEOUT_MS": "60000",
-                            "BOOKING_API_DB_STATEMENT_TIMEOUT_MS": "60000"}).wait_serving()
-    base = f"http://127.0.0.1:{server.port}"
-    held, blocked = Api(base, token), Api(base, other_token)
-    try:
-        assert [held.try_book()[0] for _ in range(2)] == [201, 429]  # Redis refused it: now held
-        locker = psycopg.connect(database_url, autocommit=False)
-        try:
-            locker.execute("LOCK TABLE bookings IN ACCESS EXCLUSIVE MODE")
-            with ThreadPoolExecutor(2) as pool:
-                stuck = [pool.submit(blocked.try_book, name=f"Guest {i}") for i in range(2)]
-                wait_until(lambda: db_conn.execute(
-                    "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND query ILIKE '%bookings%'").fetchone()["n"] >= 2,
-                    timeout=30, what="both request threads to wait on the lock")
-                started = time.monotonic()
-                codes = [held.try_book()[0] for _ in range(3)]
-                took = time.monotonic() - started
-                assert not any(f.done() for f in stuck), "the lock was meant to hold them"
-                locker.rollback()
-                assert [f.result()[0] for f in stuck] == [201, 201]
-        finally:
-            locker.close()
-    finally:
-        server.stop()
-    assert codes == [429] * 3
-    assert took < 10, f"the held tenant's 429s waited {took:.1f} s for a request thread"

@@ -88,8 +88,7 @@ class Protocol(Connection):
     def __init__(self, worker):
         settings = worker.settings
         super().__init__(worker, header_timeout=settings.header_timeout_seconds,
-                         body_timeout=settings.body_timeout_seconds, max_body=MAX_BODY_BYTES,
-                         early=worker.early_answer)
+                         body_timeout=settings.body_timeout_seconds, max_body=MAX_BODY_BYTES)
 
 
 class Worker(gasgi.ASGIWorker):
@@ -119,16 +118,9 @@ class Worker(gasgi.ASGIWorker):
     def check_config(cls, cfg, log) -> None:
         """`--threads` sizes the request pool here, unlike in gunicorn's ASGI worker: nothing to warn about."""
 
-    early_answer = None
-
     def load_wsgi(self) -> None:
         self.wsgi = self.app.wsgi()
         self.asgi = WSGIBridge(self.wsgi, threads=self.cfg.threads)
-        # The booking API answers its held tenants' 429s on the loop (held_refusals.HeldRefusals.for_head).
-        held = getattr(self.wsgi, "held_refusals", None)
-        if held is not None:
-            self.early_answer = lambda request: held.for_head(request.method, request.raw_path,
-                                                              request.headers_bytes)
 
     def notify(self) -> None:
         """Stamp the heartbeat no later than the oldest running request's start.

@@ -7,10 +7,7 @@ Flask (request context, URL matching, before/after hooks, an exception and its
 handler, a werkzeug Response), about half of what a refusal cost while the
 other tenants' requests waited for the same two cores (bench/README.md,
 "A tenant held at its limit").  Here a refusal is a few dictionary lookups and
-one JSON dump.  Under gunicorn the worker's event loop asks first
-(`for_head`, from `http_connection.Connection`), on the parsed head, so a held
-refusal takes no request thread either; the WSGI call (`__call__`) answers
-the same for any other server and for what reaches a thread.
+one JSON dump.
 
 Only the exact case is answered here; everything else goes to Flask unchanged:
 
@@ -45,7 +42,6 @@ from booking_core.web.problems import MEDIA_TYPE, problem_json
 
 #: The one route answered here, as Flask's URL map names it in the request metrics.
 ROUTE = "/api/v1/bookings"
-_ROUTE_BYTES = ROUTE.encode("ascii")
 _STATUS_LINE = "429 Too Many Requests"
 
 
@@ -63,45 +59,8 @@ class HeldRefusals:
         if (not self.admission.holds_any() or environ.get("REQUEST_METHOD") != "POST"
                 or environ.get("PATH_INFO") != ROUTE or "HTTP_IDEMPOTENCY_KEY" in environ):
             return None  # while no tenant is held (the usual case), the token is not even hashed
-        answer = self._refusal(environ.get("HTTP_AUTHORIZATION", ""))
-        if answer is None:
-            return None
-        headers, body = answer
-        start_response(_STATUS_LINE, headers)
-        return [body]
-
-    def for_head(self, method: str, raw_path: bytes,
-                 headers: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """The same answer for a request the worker's event loop has read, before any environ or thread.
-
-        `headers` are the parsed request's lower-case names, after the server's
-        header policy: the ones the environ is built from.  Only the exact path
-        is matched (a percent-encoded spelling of it goes to Flask, which
-        answers it the same), and two Authorization fields, which the environ
-        would join into one value, go to Flask too.
-        """
-        if not self.admission.holds_any() or method != "POST" or raw_path != _ROUTE_BYTES:
-            return None
-        authorization = None
-        for name, value in headers:
-            if name == b"idempotency-key":
-                return None
-            if name == b"authorization":
-                if authorization is not None:
-                    return None
-                authorization = value
-        if authorization is None:
-            return None
-        answer = self._refusal(authorization.decode("latin-1"))
-        if answer is None:
-            return None
-        headers_out, body = answer
-        return 429, [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers_out], body
-
-    def _refusal(self, authorization: str) -> tuple[list[tuple[str, str]], bytes] | None:
-        """The 429's headers and body for a held tenant's bearer token, counted and timed; None if not held."""
         started = time.perf_counter()
-        scheme, _, token = authorization.partition(" ")
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
@@ -113,8 +72,8 @@ class HeldRefusals:
             return None
         refusal = decision.refused()
         body = problem_json(refusal.status, refusal.code, refusal.detail).encode()
-        headers = [("Content-Type", MEDIA_TYPE), ("Content-Length", str(len(body))),
-                   *refusal.headers.items(), *BASE_SECURITY_HEADERS.items()]
+        start_response(_STATUS_LINE, [("Content-Type", MEDIA_TYPE), ("Content-Length", str(len(body))),
+                                      *refusal.headers.items(), *BASE_SECURITY_HEADERS.items()])
         self._timed.observe(time.perf_counter() - started)
         self._counted.inc()
-        return headers, body
+        return [body]

@@ -28,10 +28,6 @@ answer written from its thread overtook the 6 MB before it as soon as the
 client read some of them).  The duplicate is closed under the same lock when the
 transport reports the connection lost, so a thread never writes to a socket
 number that has since been given to another client.
-
-One answer is made on the loop itself: `early` (the booking API's held
-tenants' 429s) is asked first about every whole request, and what it answers
-is written by the transport with no environ built and no thread taken.
 """
 
 from __future__ import annotations
@@ -42,7 +38,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from functools import partial
 
 from gunicorn.asgi.parser import (
@@ -181,10 +176,8 @@ class _Logged:
 class Connection(asyncio.Protocol):
     """One client connection (see the module's docstring); gunicorn's asyncio worker makes one per accept."""
 
-    def __init__(self, worker, *, header_timeout: float, body_timeout: float, max_body: int,
-                 early: Callable[[CallbackRequest], Answer | None] | None = None):
+    def __init__(self, worker, *, header_timeout: float, body_timeout: float, max_body: int):
         self.worker = worker
-        self.early = early
         self.cfg = worker.cfg
         self.log = worker.log
         self.loop: asyncio.AbstractEventLoop = worker.loop
@@ -287,52 +280,12 @@ class Connection(asyncio.Protocol):
         request = self.request
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
-        if self.early is not None:
-            answer = self.early(request)
-            if answer is not None:
-                self._answer_here(request, answer, body)
-                return
-        self.bridge.threads.submit(partial(self._serve, request, self._environ(request, body)))
-
-    def _environ(self, request: CallbackRequest, body: bytes) -> dict:
-        return wsgi_environ({
+        environ = wsgi_environ({
             "method": request.method, "raw_path": request.raw_path, "query_string": request.query.encode("latin-1"),
             "http_version": f"{request.version[0]}.{request.version[1]}", "headers": request.headers_bytes,
             "server": self.server, "client": self.client, "scheme": request.scheme,
             "root_path": self.cfg.root_path or ""}, body)
-
-    def _answer_here(self, request: CallbackRequest, answer: Answer, body: bytes) -> None:
-        """Write an answer the loop made itself (`early`: a held tenant's 429), with no environ and no thread.
-
-        Why: such an answer is a few lookups, and the hand-over to a request
-        thread and back (a queue, a thread woken, the GIL passed twice, the
-        loop woken again) cost it more than the answer itself, while the other
-        tenants' requests waited behind it for the same threads (bench/README.md,
-        "A tenant held at its limit").  What follows is the thread's way:
-        the transport writes it (nothing of this connection's is in a thread,
-        so nothing can overtake it), and `_answered` runs on the loop's next
-        turn, outside the parser's callback, to read the next request.
-        """
-        started = time.monotonic()
-        close = self._closes(request, answer[1])
-        data = render(answer, close=close, keep_alive_10=request.version < (1, 1), head_only=False)
-        self.transport.write(data)
-        self.loop.call_soon(self._answered, data, len(data), close)
-        self._log_access(request, answer, started, lambda: self._environ(request, body))
-
-    def _closes(self, request: CallbackRequest, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether the connection closes after this answer: the client's wish, the app's, or the worker's."""
-        worker = self.worker
-        return (request.should_close() or wants_close(headers) or not worker.alive
-                or not self.cfg.keepalive or worker.nr + 1 >= worker.max_requests)
-
-    def _log_access(self, request: CallbackRequest, answer: Answer, started: float,
-                    environ: Callable[[], dict]) -> None:
-        """gunicorn's access log line for the answer, if the log mode wants its status."""
-        mode = getattr(self.log, "mode", "all")
-        if self.log.access_log_enabled and wanted(mode, answer[0]):
-            self.log.access(_Logged(answer[0], answer[1], len(answer[2])), request, environ(),
-                            datetime.timedelta(seconds=time.monotonic() - started))
+        self.bridge.threads.submit(partial(self._serve, request, environ))
 
     def _answered(self, data: bytes, sent: int, close: bool) -> None:
         """On the loop, once the thread has written what the socket took: the rest, then the next request."""
@@ -396,7 +349,9 @@ class Connection(asyncio.Protocol):
         """In a request thread: run the app, write its answer, hand the rest to the loop."""
         started = time.monotonic()
         answer = self.bridge.run(environ)
-        close = self._closes(request, answer[1])
+        worker = self.worker
+        close = (request.should_close() or wants_close(answer[1]) or not worker.alive
+                 or not self.cfg.keepalive or worker.nr + 1 >= worker.max_requests)
         data = render(answer, close=close, keep_alive_10=request.version < (1, 1),
                       head_only=request.method == "HEAD")
         with self.lock:
@@ -415,4 +370,7 @@ class Connection(asyncio.Protocol):
             self.loop.call_soon_threadsafe(self._answered, data, sent, close)
         except RuntimeError:  # the loop has closed: the worker is exiting
             return
-        self._log_access(request, answer, started, lambda: environ)
+        mode = getattr(self.log, "mode", "all")
+        if self.log.access_log_enabled and wanted(mode, answer[0]):
+            self.log.access(_Logged(answer[0], answer[1], len(answer[2])), request, environ,
+                            datetime.timedelta(seconds=time.monotonic() - started))
