@@ -170,7 +170,7 @@ def tenant_token(database_url: str, name: str, plan: Plan | None) -> str:
 
 def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int, seconds: int,
                open_plan_rate: float, multiples: list[float], order: int, quiet_rate: float | None = None,
-               quiet_client=None) -> dict:
+               quiet_client=None, shared_pids: dict[str, int] | None = None) -> dict:
     """A quiet tenant's POSTs alone and beside each held or unlimited tenant, in an order rotated by `order`.
 
     Scenarios: `quiet_alone`; `quiet_beside_open_<m>x`, beside a tenant on a plan
@@ -178,7 +178,9 @@ def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int
     (`loadgen.open_loop_post`); `quiet_beside_held`, beside a tenant with a plan of
     one booking a second flooding closed loop on `connections` (wrk); and
     `quiet_beside_unlimited`, the same flood with no effective limit.  The tenant
-    beside is `noisy_<scenario>`; `api_cpu_s_per_s` is the API's CPU over the run.
+    beside is `noisy_<scenario>`; `api_cpu_s_per_s` is the API's CPU over the run, and
+    `cpu_s_per_s` that of each of `shared_pids` too (Postgres, Redis, the relay: what the
+    API's requests wait behind on the same two cores).
 
     With `quiet_rate`, the quiet tenant sends open loop at that rate instead of wrk's closed
     loop, from `quiet_client` (a process of its own, so the two open-loop senders do not
@@ -205,7 +207,8 @@ def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int
     for name, beside in scenarios[shift:] + scenarios[:shift]:
         box: dict = {}
         flood = threading.Thread(target=lambda b=beside, out=box: out.update(b())) if beside else None
-        cpu = pgstats.cpu_seconds(api_pid)
+        pids = {"api": api_pid, **(shared_pids or {})}
+        cpu = {name: pgstats.cpu_seconds(pid) for name, pid in pids.items()}
         if flood:
             flood.start()
         try:
@@ -214,7 +217,9 @@ def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int
                                             seconds=seconds).result()
             else:
                 quiet = loadgen.wrk_post(base, tokens["quiet"], connections=quiet_connections, seconds=seconds)
-            quiet["api_cpu_s_per_s"] = round((pgstats.cpu_seconds(api_pid) - cpu) / quiet["seconds"], 3)
+            quiet["cpu_s_per_s"] = {name: round((pgstats.cpu_seconds(pid) - cpu[name]) / quiet["seconds"], 3)
+                                    for name, pid in pids.items()}
+            quiet["api_cpu_s_per_s"] = quiet["cpu_s_per_s"]["api"]
         finally:
             if flood:
                 flood.join()
@@ -280,10 +285,11 @@ def main() -> None:
                 if args.quiet_rate:
                     quiet_client = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
                     quiet_client.submit(os.getpid).result()  # started and imported before the first run
+                shared = {name: platform.component(name).pid for name in SHARED}
                 try:
                     for index in range(args.held_rounds):
                         held.append(held_round(port, child.pid, tokens, args.connections, args.seconds, rate,
-                                               multiples, index, args.quiet_rate, quiet_client))
+                                               multiples, index, args.quiet_rate, quiet_client, shared))
                         print("held", index, {k: (v.get("rps"), v.get("p99_ms"), v.get("non2xx"))
                                               for k, v in held[-1].items()}, flush=True)
                 finally:
