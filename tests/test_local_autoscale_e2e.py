@@ -26,7 +26,9 @@ def test_a_burst_of_invoices_grows_the_pool_then_it_shrinks_back(make_platform, 
     grown = wait_until(lambda: len(platform.pool("invoice")) >= 2 and platform.pool("invoice"), timeout=30,
                        what="a second invoice worker")
     assert all(platform.children[n].alive() for n in grown)
-    assert platform.autoscaler.pools["invoice"].last.action == "scale_up"
+    # A decision to grow it, still in the stabilization window (4 s): the last decision itself may
+    # already be the next round's hold by the time this thread runs on a busy machine.
+    assert max(r for _, r in platform.autoscaler.pools["invoice"].state.recommendations) >= 2
     # ... the work is done, once each ...
     for booking_id in ids:
         api.wait_states(booking_id, {"invoice": "done"}, timeout=120)
