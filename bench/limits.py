@@ -208,7 +208,7 @@ def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int
         box: dict = {}
         flood = threading.Thread(target=lambda b=beside, out=box: out.update(b())) if beside else None
         pids = {"api": api_pid, **(shared_pids or {})}
-        cpu = {name: pgstats.cpu_seconds(pid) for name, pid in pids.items()}
+        cpu = {proc: pgstats.cpu_seconds(pid) for proc, pid in pids.items()}
         if flood:
             flood.start()
         try:
@@ -217,8 +217,8 @@ def held_round(port: int, api_pid: int, tokens: dict[str, str], connections: int
                                             seconds=seconds).result()
             else:
                 quiet = loadgen.wrk_post(base, tokens["quiet"], connections=quiet_connections, seconds=seconds)
-            quiet["cpu_s_per_s"] = {name: round((pgstats.cpu_seconds(pid) - cpu[name]) / quiet["seconds"], 3)
-                                    for name, pid in pids.items()}
+            quiet["cpu_s_per_s"] = {proc: round((pgstats.cpu_seconds(pid) - cpu[proc]) / quiet["seconds"], 3)
+                                    for proc, pid in pids.items()}
             quiet["api_cpu_s_per_s"] = quiet["cpu_s_per_s"]["api"]
         finally:
             if flood:

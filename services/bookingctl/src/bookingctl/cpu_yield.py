@@ -67,15 +67,18 @@ class CpuYield:
                 # round on the autoscaler leaves a queue paused by others out of the promises it hands here).
                 log.info("%s workers: already paused by someone else; left to them", queue)
         for queue in sorted(self.held - want):
-            pauses.resume(conn, queue, actor=ACTOR, only_own=True)
+            if pauses.resume(conn, queue, actor=ACTOR, only_own=True):
+                log.warning("%s workers: resumed (no tighter promise at risk, or its own is now)", queue)
+            else:
+                log.info("%s workers: no longer held by the yield, and resumed or paused again by someone else",
+                         queue)
             self.held.discard(queue)
-            log.warning("%s workers: resumed (no tighter promise at risk, or its own is now)", queue)
 
     def release(self) -> None:
         """Lift every pause of ACTOR: at start (a killed runner's) and at stop."""
         def lift(conn: psycopg.Connection) -> None:
-            for queue, pause in pauses.paused(conn).items():
-                if pause.paused_by == ACTOR and pauses.resume(conn, queue, actor=ACTOR, only_own=True):
+            for queue in pauses.paused(conn):  # `only_own` leaves everyone else's pauses as they are
+                if pauses.resume(conn, queue, actor=ACTOR, only_own=True):
                     log.warning("%s workers: resumed (the runner's yield lifted)", queue)
             self.held.clear()
             self.last = yielding.Yielding()
